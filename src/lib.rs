@@ -1,0 +1,11 @@
+//! agent-relay: multiplexes many SDK clients onto the one framed byte channel
+//! of a microVM's guest agent (microsandbox protocol v1).
+//!
+//! Layers, each a module, arrows pointing down only:
+//! - [`wire`]: frame decoder, envelope peek, the payloads the relay builds;
+//! - [`core`]: the sans-IO [`core::Relay`] state machine;
+
+#![deny(missing_docs)]
+
+pub mod core;
+pub mod wire;

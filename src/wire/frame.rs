@@ -1,0 +1,346 @@
+//! Framing: `[len: u32 BE][id: u32 BE][flags: u8][body]`, decoded incrementally
+//! from any chunking of a byte stream into whole frames that share the
+//! decoder's allocation (no copy of the body).
+//!
+//! The decoder checks the length field as soon as its four bytes arrive, so an
+//! absurd length is an error before a single byte of that size is buffered. It
+//! never decides what to do about an error: the core closes a client, or
+//! resynchronises the guest stream with [`FrameDecoder::resync`].
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::{HEADER_LEN, LEN_PREFIX, MAX_FRAME_LEN, MIN_FRAME_LEN, PREFIX_LEN};
+
+/// A length field outside `5..=4 MiB`, or a stream that ended mid-frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length field is below the 5-byte header it must cover.
+    TooShort {
+        /// The length field as received.
+        len: u32,
+        /// The smallest legal length.
+        min: u32,
+    },
+    /// The length field is above the 4 MiB limit.
+    TooLarge {
+        /// The length field as received.
+        len: u32,
+        /// The largest legal length.
+        max: u32,
+    },
+    /// The stream ended inside a frame.
+    Truncated {
+        /// Bytes of the frame that did arrive.
+        have: usize,
+        /// Bytes the frame needed (prefix included), when the prefix arrived.
+        need: Option<usize>,
+    },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            FrameError::TooShort { len, min } => write!(
+                f,
+                "frame length {len} is {} bytes below the minimum of {min} (id and flags)",
+                min - len
+            ),
+            FrameError::TooLarge { len, max } => write!(
+                f,
+                "frame length {len} is {} bytes over the {max}-byte limit",
+                len - max
+            ),
+            FrameError::Truncated {
+                have,
+                need: Some(need),
+            } => write!(f, "stream ended mid-frame: {have} of {need} bytes arrived"),
+            FrameError::Truncated { have, need: None } => write!(
+                f,
+                "stream ended mid-frame: {have} of the {LEN_PREFIX} length bytes arrived"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Checks a length field against the protocol limits.
+pub fn check_len(len: u32) -> Result<(), FrameError> {
+    if len < MIN_FRAME_LEN {
+        Err(FrameError::TooShort {
+            len,
+            min: MIN_FRAME_LEN,
+        })
+    } else if len > MAX_FRAME_LEN {
+        Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// One whole frame, prefix included, exactly as it crossed the wire.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    bytes: Bytes,
+}
+
+impl Frame {
+    /// Wraps bytes that hold exactly one frame whose length field is legal.
+    pub fn from_bytes(bytes: Bytes) -> Result<Frame, FrameError> {
+        if bytes.len() < LEN_PREFIX {
+            return Err(FrameError::Truncated {
+                have: bytes.len(),
+                need: None,
+            });
+        }
+        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        check_len(len)?;
+        let need = LEN_PREFIX + len as usize;
+        if bytes.len() != need {
+            return Err(FrameError::Truncated {
+                have: bytes.len(),
+                need: Some(need),
+            });
+        }
+        Ok(Frame { bytes })
+    }
+
+    /// Builds a frame from its parts (one copy of the body).
+    pub fn build(id: u32, flags: u8, body: &[u8]) -> Result<Frame, FrameError> {
+        let len = u32::try_from(HEADER_LEN + body.len()).unwrap_or(u32::MAX);
+        check_len(len)?;
+        let mut buf = BytesMut::with_capacity(PREFIX_LEN + body.len());
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(&id.to_be_bytes());
+        buf.extend_from_slice(&[flags]);
+        buf.extend_from_slice(body);
+        Ok(Frame {
+            bytes: buf.freeze(),
+        })
+    }
+
+    /// The correlation id from the header.
+    pub fn id(&self) -> u32 {
+        u32::from_be_bytes([self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]])
+    }
+
+    /// The flags byte from the header.
+    pub fn flags(&self) -> u8 {
+        self.bytes[8]
+    }
+
+    /// The CBOR envelope after the header.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[PREFIX_LEN..]
+    }
+
+    /// The whole frame, prefix included.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The whole frame, prefix included, by value.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Bytes on the wire, prefix included.
+    #[allow(clippy::len_without_is_empty)] // a frame is never empty
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("id", &self.id())
+            .field("flags", &self.flags())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Incremental decoder: feed bytes in any chunking, take whole frames out.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+}
+
+impl FrameDecoder {
+    /// An empty decoder.
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The bytes received but not yet returned as frames.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The next whole frame, `Ok(None)` when more bytes are needed. On an
+    /// error nothing is consumed: the caller closes the stream or calls
+    /// [`FrameDecoder::resync`].
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < LEN_PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        check_len(len)?;
+        let total = LEN_PREFIX + len as usize;
+        if self.buf.len() < total {
+            // Reserve only for what already arrived: a peer's length field never
+            // sizes an allocation by itself.
+            return Ok(None);
+        }
+        Ok(Some(Frame {
+            bytes: self.buf.split_to(total).freeze(),
+        }))
+    }
+
+    /// Drops the rest of the current frame after an error: at least one byte,
+    /// then up to the next offset that could start a valid frame (a legal
+    /// length, a defined flags value, and the canonical envelope opening
+    /// `{"v": 1, "t": ...`). A candidate too short to judge is kept. Returns
+    /// the number of bytes dropped.
+    pub fn resync(&mut self) -> usize {
+        let mut skip = 1.min(self.buf.len());
+        while skip < self.buf.len() && !plausible_start(&self.buf[skip..]) {
+            skip += 1;
+        }
+        self.buf.advance(skip);
+        skip
+    }
+
+    /// Confirms the stream ended on a frame boundary.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        match self.buf.len() {
+            0 => Ok(()),
+            have if have < LEN_PREFIX => Err(FrameError::Truncated { have, need: None }),
+            have => {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                Err(FrameError::Truncated {
+                    have,
+                    need: Some(LEN_PREFIX + len as usize),
+                })
+            }
+        }
+    }
+}
+
+/// The six bytes every envelope 0.4.4 encodes starts with: `map(3) "v" 1 "t"`.
+const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', 0x01, 0x61, b't'];
+
+/// Could a frame start here? `true` also when too few bytes arrived to say no.
+fn plausible_start(b: &[u8]) -> bool {
+    let judged = PREFIX_LEN + ENVELOPE_OPENING.len();
+    if b.len() < judged {
+        // Too short to judge: the prefix seen so far must still be possible.
+        if b.len() >= LEN_PREFIX {
+            let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            if check_len(len).is_err() {
+                return false;
+            }
+        }
+        if b.len() > 8 && !matches!(b[8], 0 | 1 | 2 | 4) {
+            return false;
+        }
+        let seen = b.len().saturating_sub(PREFIX_LEN);
+        return b.len() <= PREFIX_LEN || b[PREFIX_LEN..] == ENVELOPE_OPENING[..seen];
+    }
+    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    check_len(len).is_ok()
+        && len as usize >= HEADER_LEN + ENVELOPE_OPENING.len()
+        && matches!(b[8], 0 | 1 | 2 | 4)
+        && b[PREFIX_LEN..judged] == ENVELOPE_OPENING
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_bytes(id: u32, flags: u8, body: &[u8]) -> Vec<u8> {
+        Frame::build(id, flags, body).unwrap().into_bytes().to_vec()
+    }
+
+    #[test]
+    fn wire_decoder_yields_frames_across_any_split() {
+        let mut stream = frame_bytes(7, 0, b"hello");
+        stream.extend(frame_bytes(9, 1, b""));
+        for cut in 0..=stream.len() {
+            let mut d = FrameDecoder::new();
+            d.extend(&stream[..cut]);
+            let mut got = Vec::new();
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+            d.extend(&stream[cut..]);
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+            assert_eq!(got.len(), 2, "cut {cut}");
+            assert_eq!((got[0].id(), got[0].flags(), got[0].body()), (7, 0, &b"hello"[..]));
+            assert_eq!((got[1].id(), got[1].flags(), got[1].body()), (9, 1, &b""[..]));
+            assert_eq!(d.buffered(), 0);
+            d.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn wire_decoder_rejects_length_before_buffering_body() {
+        let mut d = FrameDecoder::new();
+        d.extend(&(MAX_FRAME_LEN + 3).to_be_bytes());
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                len: MAX_FRAME_LEN + 3,
+                max: MAX_FRAME_LEN
+            })
+        );
+        let msg = d.next_frame().unwrap_err().to_string();
+        assert!(msg.contains("3 bytes over"), "{msg}");
+        let mut d = FrameDecoder::new();
+        d.extend(&4u32.to_be_bytes());
+        assert_eq!(d.next_frame(), Err(FrameError::TooShort { len: 4, min: 5 }));
+    }
+
+    #[test]
+    fn wire_decoder_finish_reports_truncation() {
+        let mut d = FrameDecoder::new();
+        d.extend(&frame_bytes(1, 0, b"abc")[..6]);
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(
+            d.finish(),
+            Err(FrameError::Truncated {
+                have: 6,
+                need: Some(12)
+            })
+        );
+    }
+
+    #[test]
+    fn wire_resync_skips_to_plausible_start() {
+        let mut good = frame_bytes(3, 0, &[0xa3, 0x61, b'v', 0x01, 0x61, b't', 0x60]);
+        let mut stream = vec![0xff, 0x00, 0x00, 0x00, 0x09, 0x42];
+        let junk = stream.len();
+        stream.append(&mut good);
+        let mut d = FrameDecoder::new();
+        d.extend(&stream);
+        assert_eq!(d.resync(), junk);
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(f.id(), 3);
+    }
+}

@@ -1,0 +1,249 @@
+//! Payload structs, field for field as protocol v1 (microsandbox-protocol
+//! 0.4.4) defines them, and the helpers that build whole frames from them.
+//!
+//! The relay itself builds only `ExecSignal` (its kills) and reads only
+//! `ExecRequest.tty`, `ExecStdout`/`ExecStderr` data and `Ready`; the other
+//! structs serve the CLI's client and the demo agent.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::envelope::{cbor_string, encode_envelope};
+use super::{EnvelopeError, Frame, MsgType};
+
+/// `core.exec.request`: start a process in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// Program to run.
+    pub cmd: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// `KEY=VALUE` environment entries.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// User to run as.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Run under a pty (output then arrives as one merged stream).
+    #[serde(default)]
+    pub tty: bool,
+    /// Pty rows.
+    #[serde(default = "default_rows")]
+    pub rows: u16,
+    /// Pty columns.
+    #[serde(default = "default_cols")]
+    pub cols: u16,
+    /// Resource limits.
+    #[serde(default)]
+    pub rlimits: Vec<ExecRlimit>,
+}
+
+fn default_rows() -> u16 {
+    24
+}
+
+fn default_cols() -> u16 {
+    80
+}
+
+/// One resource limit of an [`ExecRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRlimit {
+    /// Lowercase rlimit name, e.g. `nofile`.
+    pub resource: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// `core.exec.started`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStarted {
+    /// Guest pid of the process.
+    pub pid: u32,
+}
+
+/// `core.exec.stdin`, `core.exec.stdout`, `core.exec.stderr` and `core.fs.data`
+/// all carry one byte string named `data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// `core.exec.exited`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecExited {
+    /// Exit code (128 + n for a signal, as the guest reports it).
+    pub code: i32,
+}
+
+/// Why an exec could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecFailureKind {
+    /// The program was not found.
+    NotFound,
+    /// Permission denied.
+    PermissionDenied,
+    /// The file is not executable.
+    NotExecutable,
+    /// The working directory is bad.
+    BadCwd,
+    /// The arguments are bad.
+    BadArgs,
+    /// A resource limit was hit.
+    ResourceLimit,
+    /// Switching user failed.
+    UserSetupFailed,
+    /// Out of memory.
+    OutOfMemory,
+    /// The pty could not be set up.
+    PtySetupFailed,
+    /// Anything else.
+    Other,
+}
+
+/// `core.exec.failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecFailed {
+    /// The failure class.
+    pub kind: ExecFailureKind,
+    /// OS errno, when there is one.
+    #[serde(default)]
+    pub errno: Option<i32>,
+    /// Symbolic errno name.
+    #[serde(default)]
+    pub errno_name: Option<String>,
+    /// Human-readable message.
+    pub message: String,
+    /// Which start-up stage failed.
+    #[serde(default)]
+    pub stage: Option<String>,
+}
+
+/// `core.exec.resize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// `core.exec.signal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSignal {
+    /// Signal number (9 is SIGKILL).
+    pub signal: i32,
+}
+
+/// `core.ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// Nanoseconds the guest kernel took to boot.
+    pub boot_time_ns: u64,
+    /// Nanoseconds init took.
+    pub init_time_ns: u64,
+    /// Nanoseconds until the agent was ready.
+    pub ready_time_ns: u64,
+}
+
+/// `core.fs.response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FsResponse {
+    /// Whether the operation succeeded.
+    pub ok: bool,
+    /// Error text when it did not.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Result data; the relay never reads it, so it is kept opaque here.
+    #[serde(default)]
+    pub data: Option<ciborium::Value>,
+}
+
+/// Encodes a payload struct to CBOR.
+pub fn encode_payload<T: Serialize>(payload: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    if ciborium::into_writer(payload, &mut out).is_err() {
+        unreachable!("CBOR encoding of a payload struct into a Vec failed");
+    }
+    out
+}
+
+/// Decodes a payload struct from CBOR.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
+    ciborium::from_reader(payload).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+}
+
+/// Builds a whole frame: header flags from the type, envelope as 0.4.4 writes it.
+///
+/// # Panics
+/// If the encoded frame exceeds 4 MiB: callers build small control frames or
+/// chunk data below the limit.
+pub fn build_frame<T: Serialize>(t: MsgType, id: u32, payload: &T) -> Frame {
+    let body = encode_envelope(t, &encode_payload(payload));
+    match Frame::build(id, t.flags(), &body) {
+        Ok(frame) => frame,
+        Err(e) => panic!("building a {t} frame: {e}"),
+    }
+}
+
+/// The relay's kill for one exec session: `ExecSignal{signal: 9}`.
+pub fn sigkill_frame(id: u32) -> Frame {
+    build_frame(MsgType::ExecSignal, id, &ExecSignal { signal: 9 })
+}
+
+/// The `data` bytes of an exec output (or stdin, or fs data) payload,
+/// borrowed when the payload is the canonical `{"data": h'..'}`.
+pub fn peek_data(payload: &[u8]) -> Result<Cow<'_, [u8]>, EnvelopeError> {
+    if let Some(rest) = payload.strip_prefix(&[0xa1, 0x64, b'd', b'a', b't', b'a'])
+        && let Some((data, rest)) = cbor_string(rest, 2)
+        && rest.is_empty()
+    {
+        return Ok(Cow::Borrowed(data));
+    }
+    decode_payload::<Data>(payload).map(|d| Cow::Owned(d.data))
+}
+
+/// The `tty` flag of an exec request; the whole request must decode.
+pub fn exec_request_tty(payload: &[u8]) -> Result<bool, EnvelopeError> {
+    decode_payload::<ExecRequest>(payload).map(|r| r.tty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_peek_data_matches_full_decode() {
+        let p = encode_payload(&Data {
+            data: b"abc".to_vec(),
+        });
+        assert!(matches!(peek_data(&p), Ok(Cow::Borrowed(b"abc"))));
+        // Same content, non-canonical (data as an array of ints).
+        let p2 = vec![0xa1, 0x64, b'd', b'a', b't', b'a', 0x83, 0x18, b'a', 0x18, b'b', 0x18, b'c'];
+        assert_eq!(peek_data(&p2).unwrap().as_ref(), b"abc");
+        assert!(peek_data(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn wire_sigkill_frame_layout() {
+        let f = sigkill_frame(0x0102_0304);
+        assert_eq!(f.id(), 0x0102_0304);
+        assert_eq!(f.flags(), 0);
+        let env = super::super::peek_envelope(f.body()).unwrap();
+        assert_eq!(env.t, MsgType::ExecSignal);
+        assert_eq!(
+            decode_payload::<ExecSignal>(&env.payload).unwrap(),
+            ExecSignal { signal: 9 }
+        );
+    }
+}

@@ -118,8 +118,14 @@ pub(super) fn cbor_head(b: &[u8], major: u8) -> Option<(u64, usize)> {
     match first & 0x1f {
         n @ 0..=23 => Some((u64::from(n), 1)),
         24 => Some((u64::from(*b.get(1)?), 2)),
-        25 => Some((u64::from(u16::from_be_bytes(b.get(1..3)?.try_into().ok()?)), 3)),
-        26 => Some((u64::from(u32::from_be_bytes(b.get(1..5)?.try_into().ok()?)), 5)),
+        25 => Some((
+            u64::from(u16::from_be_bytes(b.get(1..3)?.try_into().ok()?)),
+            3,
+        )),
+        26 => Some((
+            u64::from(u32::from_be_bytes(b.get(1..5)?.try_into().ok()?)),
+            5,
+        )),
         27 => Some((u64::from_be_bytes(b.get(1..9)?.try_into().ok()?), 9)),
         _ => None,
     }
@@ -155,7 +161,10 @@ mod tests {
         let body = encode_envelope(MsgType::ExecStdout, b"\xa1\x64data\x41x");
         let env = fast_envelope(&body).expect("canonical");
         assert_eq!(env.t, MsgType::ExecStdout);
-        assert_eq!(peek_envelope(&body).unwrap(), decode_envelope_full(&body).unwrap());
+        assert_eq!(
+            peek_envelope(&body).unwrap(),
+            decode_envelope_full(&body).unwrap()
+        );
     }
 
     #[test]

@@ -195,20 +195,33 @@ impl FrameDecoder {
     /// error nothing is consumed: the caller closes the stream or calls
     /// [`FrameDecoder::resync`].
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        Ok(self.peek_frame()?.map(|total| self.take_frame(total)))
+    }
+
+    /// The size of the next frame, prefix included, once all of it arrived;
+    /// nothing is consumed, so the caller can inspect [`FrameDecoder::pending`]
+    /// before it commits with [`FrameDecoder::take_frame`].
+    pub fn peek_frame(&self) -> Result<Option<usize>, FrameError> {
         if self.buf.len() < LEN_PREFIX {
             return Ok(None);
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
         check_len(len)?;
         let total = LEN_PREFIX + len as usize;
-        if self.buf.len() < total {
-            // Reserve only for what already arrived: a peer's length field never
-            // sizes an allocation by itself.
-            return Ok(None);
-        }
-        Ok(Some(Frame {
+        // Nothing is reserved for the announced length: a peer's length field
+        // never sizes an allocation by itself.
+        Ok((self.buf.len() >= total).then_some(total))
+    }
+
+    /// Takes the frame [`FrameDecoder::peek_frame`] measured.
+    ///
+    /// # Panics
+    /// If `total` is not the value `peek_frame` just returned.
+    pub fn take_frame(&mut self, total: usize) -> Frame {
+        debug_assert_eq!(self.peek_frame(), Ok(Some(total)));
+        Frame {
             bytes: self.buf.split_to(total).freeze(),
-        }))
+        }
     }
 
     /// Drops the rest of the current frame after an error: at least one byte,
@@ -292,8 +305,14 @@ mod tests {
                 got.push(f);
             }
             assert_eq!(got.len(), 2, "cut {cut}");
-            assert_eq!((got[0].id(), got[0].flags(), got[0].body()), (7, 0, &b"hello"[..]));
-            assert_eq!((got[1].id(), got[1].flags(), got[1].body()), (9, 1, &b""[..]));
+            assert_eq!(
+                (got[0].id(), got[0].flags(), got[0].body()),
+                (7, 0, &b"hello"[..])
+            );
+            assert_eq!(
+                (got[1].id(), got[1].flags(), got[1].body()),
+                (9, 1, &b""[..])
+            );
             assert_eq!(d.buffered(), 0);
             d.finish().unwrap();
         }

@@ -229,7 +229,9 @@ mod tests {
         });
         assert!(matches!(peek_data(&p), Ok(Cow::Borrowed(b"abc"))));
         // Same content, non-canonical (data as an array of ints).
-        let p2 = vec![0xa1, 0x64, b'd', b'a', b't', b'a', 0x83, 0x18, b'a', 0x18, b'b', 0x18, b'c'];
+        let p2 = vec![
+            0xa1, 0x64, b'd', b'a', b't', b'a', 0x83, 0x18, b'a', 0x18, b'b', 0x18, b'c',
+        ];
         assert_eq!(peek_data(&p2).unwrap().as_ref(), b"abc");
         assert!(peek_data(&[0xff]).is_err());
     }

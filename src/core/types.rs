@@ -1,0 +1,323 @@
+//! The core's vocabulary: what goes in ([`Event`]), what comes out
+//! ([`Action`]), how it is configured ([`Config`]) and what it counts
+//! ([`Counters`]). Plain data; no behaviour lives here.
+
+use bytes::Bytes;
+
+/// Time as a value: milliseconds since an epoch the driver chooses. The core
+/// never reads a clock.
+pub type Millis = u64;
+
+/// A connection, named by the driver. Never reused by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client#{}", self.0)
+    }
+}
+
+/// The handshake a new client receives before the cached ready frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeForm {
+    /// `[id_offset: u32 BE]`: what the 0.4.4 SDK reads (16 clients).
+    Offset,
+    /// `[id_start: u32 BE][id_end_exclusive: u32 BE]`: newer SDKs (128 clients).
+    Bounds,
+}
+
+/// Limits and choices; [`Config::default`] matches the 0.4.4 SDK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Number of client slots; each owns `u32::MAX / max_clients` ids.
+    pub max_clients: u32,
+    /// Handshake layout.
+    pub handshake: HandshakeForm,
+    /// Bytes queued for one client past which its grace timer runs.
+    pub client_soft_budget: usize,
+    /// Bytes queued for one client at which it is closed at once.
+    pub client_hard_cap: usize,
+    /// Bytes queued for all clients together; reaching it closes the client
+    /// holding the most.
+    pub global_cap: usize,
+    /// How long a client may stay over its soft budget without progress.
+    pub grace: Millis,
+    /// Bytes of one client's frames queued toward the guest before the relay
+    /// stops accepting that client's bytes.
+    pub client_to_guest_cap: usize,
+    /// Bytes handed to the guest port and not yet reported written.
+    pub guest_window: usize,
+    /// How long a departed client's slot waits for its sessions' terminal frames.
+    pub quarantine: Millis,
+    /// Whether exec output is tapped into [`Action::Log`] records.
+    pub exec_log: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_clients: 16,
+            handshake: HandshakeForm::Offset,
+            client_soft_budget: 1 << 20,
+            client_hard_cap: 8 << 20,
+            global_cap: 64 << 20,
+            grace: 5_000,
+            client_to_guest_cap: 1 << 20,
+            guest_window: 256 << 10,
+            quarantine: 30_000,
+            exec_log: false,
+        }
+    }
+}
+
+impl Config {
+    /// The newer SDKs' layout: bounds handshake, 128 clients.
+    pub fn bounds_handshake() -> Config {
+        Config {
+            max_clients: 128,
+            handshake: HandshakeForm::Bounds,
+            ..Config::default()
+        }
+    }
+
+    /// Ids per slot.
+    pub fn step(&self) -> u32 {
+        u32::MAX / self.max_clients.max(1)
+    }
+}
+
+/// Something that happened, fed to [`crate::core::Relay::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Bytes read from the guest channel (any chunking; read in bounded batches).
+    GuestBytes(&'a [u8]),
+    /// The guest port accepted this many bytes of earlier `ToGuest` frames.
+    GuestWritten(usize),
+    /// The guest channel reached end of stream or failed.
+    GuestClosed,
+    /// A client connected.
+    ClientConnected(ClientId),
+    /// Bytes read from a client.
+    ClientBytes(ClientId, &'a [u8]),
+    /// This many bytes of earlier `Handshake`/`ToClient` output reached the client's socket.
+    ClientWritten(ClientId, usize),
+    /// The client's connection ended (EOF, error, or the driver closed it).
+    ClientDisconnected(ClientId),
+    /// Nothing but time passed (see [`crate::core::Relay::poll_timeout`]).
+    Tick,
+}
+
+/// Why a connection was refused before its handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// Every slot is taken or quarantined.
+    Full {
+        /// Configured slots.
+        max_clients: u32,
+        /// Of those, slots waiting for a departed client's sessions to end.
+        quarantined: u32,
+    },
+    /// The guest channel is gone.
+    GuestGone,
+}
+
+impl std::fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefuseReason::Full {
+                max_clients,
+                quarantined,
+            } => write!(
+                f,
+                "relay full: all {max_clients} client slots in use ({quarantined} quarantined for a departed client's sessions)"
+            ),
+            RefuseReason::GuestGone => f.write_str("guest channel closed"),
+        }
+    }
+}
+
+/// Why the relay closed a client it had accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client broke the protocol; the text says how.
+    Violation(String),
+    /// The client did not read its output fast enough.
+    SlowConsumer {
+        /// Bytes queued for it when it was closed.
+        queued: usize,
+        /// Which limit it broke.
+        limit: SlowLimit,
+    },
+    /// The guest channel is gone.
+    GuestGone,
+}
+
+/// The output limit a slow consumer broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowLimit {
+    /// Over the soft budget for the whole grace period without progress.
+    Grace,
+    /// At the per-client hard cap.
+    HardCap,
+    /// The global cap was reached and this client held the most.
+    GlobalCap,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Violation(why) => write!(f, "protocol violation: {why}"),
+            CloseReason::SlowConsumer { queued, limit } => {
+                let what = match limit {
+                    SlowLimit::Grace => "over its soft budget for the whole grace period",
+                    SlowLimit::HardCap => "at its hard cap",
+                    SlowLimit::GlobalCap => "holding the most when the global cap was reached",
+                };
+                write!(f, "slow consumer: {queued} bytes queued, {what}")
+            }
+            CloseReason::GuestGone => f.write_str("guest channel closed"),
+        }
+    }
+}
+
+/// Which stream an exec.log record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogSource {
+    /// The process's stdout (no pty).
+    Stdout,
+    /// The process's stderr (no pty).
+    Stderr,
+    /// The merged pty output of a `tty: true` session.
+    Output,
+    /// A lifecycle marker from the relay.
+    System,
+}
+
+impl LogSource {
+    /// The `s` field of exec.log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Output => "output",
+            LogSource::System => "system",
+        }
+    }
+}
+
+/// One exec.log record; the driver adds the timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Relay-unique session number (from 1); `None` for `system` records.
+    pub session: Option<u64>,
+    /// The stream.
+    pub source: LogSource,
+    /// The text, whole UTF-8 characters only.
+    pub text: String,
+}
+
+/// A side effect for the driver to perform, pulled with
+/// [`crate::core::Relay::poll_action`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes to a new client: its id range, then the ready frame.
+    Handshake {
+        /// The client.
+        client: ClientId,
+        /// The bytes to write.
+        bytes: Bytes,
+    },
+    /// Write a guest frame, unchanged, to a client.
+    ToClient {
+        /// The client.
+        client: ClientId,
+        /// The whole frame.
+        frame: Bytes,
+    },
+    /// Write a frame to the guest.
+    ToGuest {
+        /// The whole frame.
+        frame: Bytes,
+    },
+    /// Close a connection that never got its handshake, and log why. Protocol
+    /// 0.4.4 has no message for this, so the client just sees the socket close.
+    Refuse {
+        /// The client.
+        client: ClientId,
+        /// Why.
+        reason: RefuseReason,
+    },
+    /// Close an accepted client, discarding its unwritten output, and log why.
+    /// The core has already cleaned up its sessions.
+    CloseClient {
+        /// The client.
+        client: ClientId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Stop reading this client: its frames toward the guest hit the bound.
+    PauseClient(ClientId),
+    /// Read this client again.
+    ResumeClient(ClientId),
+    /// Append a record to exec.log.
+    Log(LogRecord),
+    /// The guest channel delivered something that is not a valid frame; it was
+    /// skipped. Log it.
+    GuestCorrupt {
+        /// What was wrong.
+        error: String,
+        /// Bytes skipped to resynchronise.
+        skipped: usize,
+    },
+    /// The guest sent `core.ready`; clients are being handshaken.
+    Ready,
+    /// A client asked the sandbox to shut down: start draining. Emitted after
+    /// the shutdown frame's own `ToGuest`.
+    Drain,
+}
+
+/// Counters, readable at any time with [`crate::core::Relay::counters`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames read from the guest (valid ones).
+    pub guest_frames_in: u64,
+    /// Bytes read from the guest.
+    pub guest_bytes_in: u64,
+    /// Guest frames discarded before `core.ready`.
+    pub guest_frames_before_ready: u64,
+    /// Corrupt stretches of guest input skipped.
+    pub guest_corrupt: u64,
+    /// Bytes skipped inside them.
+    pub guest_corrupt_bytes: u64,
+    /// Frames accepted from clients.
+    pub client_frames_in: u64,
+    /// Bytes read from clients.
+    pub client_bytes_in: u64,
+    /// Frames routed to clients.
+    pub frames_to_clients: u64,
+    /// Bytes routed to clients (handshakes included).
+    pub bytes_to_clients: u64,
+    /// Frames written toward the guest (kills included).
+    pub frames_to_guest: u64,
+    /// Bytes written toward the guest.
+    pub bytes_to_guest: u64,
+    /// SIGKILL frames the relay sent for departed clients' exec sessions.
+    pub kills_sent: u64,
+    /// Connections refused before a handshake.
+    pub refused_clients: u64,
+    /// Clients closed for breaking the protocol.
+    pub protocol_violations: u64,
+    /// Guest frames with no live owner, dropped.
+    pub dropped_unowned: u64,
+    /// Clients closed as slow consumers.
+    pub slow_consumer_closes: u64,
+    /// Clients connected now (handshaken or waiting for ready).
+    pub live_clients: u64,
+    /// Sessions open now (including a departed client's, until they end).
+    pub live_sessions: u64,
+    /// Bytes queued for clients and not yet written, now.
+    pub queued_to_clients: u64,
+    /// Bytes of client frames queued toward the guest, now.
+    pub queued_to_guest: u64,
+}

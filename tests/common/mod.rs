@@ -1,0 +1,170 @@
+//! Frame builders and a small driver shared by the core tests.
+#![allow(dead_code)]
+
+use agent_relay::core::{Action, ClientId, Config, Event, Relay};
+use agent_relay::wire::MsgType;
+use agent_relay::wire::payload::{
+    Data, ExecExited, ExecRequest, ExecResize, ExecSignal, Ready, build_frame,
+};
+use bytes::Bytes;
+
+pub const STEP: u32 = u32::MAX / 16;
+
+pub fn ready() -> Bytes {
+    build_frame(
+        MsgType::Ready,
+        0,
+        &Ready {
+            boot_time_ns: 1,
+            init_time_ns: 2,
+            ready_time_ns: 3,
+        },
+    )
+    .into_bytes()
+}
+
+pub fn exec_req(id: u32, tty: bool) -> Bytes {
+    let req = ExecRequest {
+        cmd: "sh".into(),
+        args: vec!["-c".into(), "true".into()],
+        env: vec![],
+        cwd: None,
+        user: None,
+        tty,
+        rows: 24,
+        cols: 80,
+        rlimits: vec![],
+    };
+    build_frame(MsgType::ExecRequest, id, &req).into_bytes()
+}
+
+pub fn fs_req(id: u32) -> Bytes {
+    // The relay never reads fs payloads; any CBOR map will do.
+    let body = agent_relay::wire::encode_envelope(MsgType::FsRequest, &[0xa0]);
+    agent_relay::wire::Frame::build(id, MsgType::FsRequest.flags(), &body)
+        .unwrap()
+        .into_bytes()
+}
+
+pub fn fs_resp(id: u32) -> Bytes {
+    let body = agent_relay::wire::encode_envelope(MsgType::FsResponse, &[0xa0]);
+    agent_relay::wire::Frame::build(id, MsgType::FsResponse.flags(), &body)
+        .unwrap()
+        .into_bytes()
+}
+
+pub fn data(t: MsgType, id: u32, bytes: &[u8]) -> Bytes {
+    build_frame(
+        t,
+        id,
+        &Data {
+            data: bytes.to_vec(),
+        },
+    )
+    .into_bytes()
+}
+
+pub fn stdout(id: u32, bytes: &[u8]) -> Bytes {
+    data(MsgType::ExecStdout, id, bytes)
+}
+
+pub fn stdin(id: u32, bytes: &[u8]) -> Bytes {
+    data(MsgType::ExecStdin, id, bytes)
+}
+
+pub fn exited(id: u32, code: i32) -> Bytes {
+    build_frame(MsgType::ExecExited, id, &ExecExited { code }).into_bytes()
+}
+
+pub fn signal(id: u32, signal: i32) -> Bytes {
+    build_frame(MsgType::ExecSignal, id, &ExecSignal { signal }).into_bytes()
+}
+
+pub fn resize(id: u32) -> Bytes {
+    build_frame(MsgType::ExecResize, id, &ExecResize { rows: 1, cols: 2 }).into_bytes()
+}
+
+pub fn shutdown(id: u32) -> Bytes {
+    build_frame(MsgType::Shutdown, id, &()).into_bytes()
+}
+
+pub fn with_flags(frame: &Bytes, flags: u8) -> Bytes {
+    let mut v = frame.to_vec();
+    v[8] = flags;
+    Bytes::from(v)
+}
+
+pub fn kill(id: u32) -> Bytes {
+    agent_relay::wire::payload::sigkill_frame(id).into_bytes()
+}
+
+/// A relay plus the actions it produced, for line-by-line assertions.
+pub struct Harness {
+    pub relay: Relay,
+    pub now: u64,
+}
+
+impl Harness {
+    pub fn new(cfg: Config) -> Harness {
+        Harness {
+            relay: Relay::new(cfg),
+            now: 0,
+        }
+    }
+
+    /// A relay whose guest is ready.
+    pub fn ready(cfg: Config) -> Harness {
+        let mut h = Harness::new(cfg);
+        let acts = h.ev(Event::GuestBytes(&ready()));
+        assert!(acts.contains(&Action::Ready));
+        h
+    }
+
+    pub fn ev(&mut self, ev: Event<'_>) -> Vec<Action> {
+        self.relay.handle(self.now, ev);
+        std::iter::from_fn(|| self.relay.poll_action()).collect()
+    }
+
+    pub fn guest(&mut self, bytes: &[u8]) -> Vec<Action> {
+        self.ev(Event::GuestBytes(bytes))
+    }
+
+    pub fn client(&mut self, c: u64, bytes: &[u8]) -> Vec<Action> {
+        self.ev(Event::ClientBytes(ClientId(c), bytes))
+    }
+
+    pub fn connect(&mut self, c: u64) -> Vec<Action> {
+        self.ev(Event::ClientConnected(ClientId(c)))
+    }
+
+    pub fn disconnect(&mut self, c: u64) -> Vec<Action> {
+        self.ev(Event::ClientDisconnected(ClientId(c)))
+    }
+}
+
+pub fn to_guest(acts: &[Action]) -> Vec<Bytes> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::ToGuest { frame } => Some(frame.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn to_client(acts: &[Action], c: u64) -> Vec<Bytes> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::ToClient { client, frame } if *client == ClientId(c) => Some(frame.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn closed(acts: &[Action], c: u64) -> Option<String> {
+    acts.iter().find_map(|a| match a {
+        Action::CloseClient { client, reason } if *client == ClientId(c) => {
+            Some(reason.to_string())
+        }
+        _ => None,
+    })
+}

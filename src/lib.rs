@@ -7,5 +7,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod core;
+pub mod demo_agent;
 pub mod wire;

@@ -1,0 +1,296 @@
+//! The demo agent, driven over an in-memory duplex with our wire codec; every
+//! frame it sends is decoded by the reference codec, microsandbox-protocol
+//! 0.4.4, so the flags and payloads are proven compatible.
+
+use std::time::Duration;
+
+use agent_relay::demo_agent::{FS_UNSUPPORTED, run_demo_agent};
+use agent_relay::wire::MsgType;
+use agent_relay::wire::payload::{Data, ExecRequest, ExecSignal, build_frame};
+use microsandbox_protocol::codec::try_decode_from_buf;
+use microsandbox_protocol::exec as ref_exec;
+use microsandbox_protocol::message::{FLAG_TERMINAL, Message, MessageType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Host {
+    io: DuplexStream,
+    buf: Vec<u8>,
+}
+
+impl Host {
+    /// Starts the agent and checks that `core.ready` comes first.
+    async fn start() -> Host {
+        let (host, guest) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            run_demo_agent(guest).await.expect("demo agent failed");
+        });
+        let mut host = Host {
+            io: host,
+            buf: Vec::new(),
+        };
+        let ready = host.next().await;
+        assert_eq!(ready.t, MessageType::Ready);
+        assert_eq!(ready.flags, 0);
+        let _: microsandbox_protocol::core::Ready = ready.payload().expect("ready payload");
+        host
+    }
+
+    async fn send<T: serde::Serialize>(&mut self, t: MsgType, id: u32, payload: &T) {
+        let frame = build_frame(t, id, payload);
+        self.io.write_all(frame.as_bytes()).await.expect("write");
+    }
+
+    async fn exec(&mut self, id: u32, cmd: &str, args: &[&str]) {
+        let req = ExecRequest {
+            cmd: cmd.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            cwd: None,
+            user: None,
+            tty: false,
+            rows: 24,
+            cols: 80,
+            rlimits: vec![],
+        };
+        self.send(MsgType::ExecRequest, id, &req).await;
+    }
+
+    /// The next frame, decoded by the reference codec.
+    async fn next(&mut self) -> Message {
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                if let Some(msg) = try_decode_from_buf(&mut self.buf).expect("reference decode") {
+                    assert_eq!(msg.flags, msg.t.flags(), "flags of {:?}", msg.t);
+                    return msg;
+                }
+                let mut chunk = [0u8; 8192];
+                let n = self.io.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "agent closed the stream");
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("timed out waiting for a frame")
+    }
+
+    /// Frames of session `id` up to its terminal one: (stdout, stderr, last).
+    async fn collect(&mut self, id: u32) -> (Vec<u8>, Vec<u8>, Message) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        loop {
+            let msg = self.next().await;
+            assert_eq!(msg.id, id);
+            match msg.t {
+                MessageType::ExecStarted => {
+                    let _: ref_exec::ExecStarted = msg.payload().expect("started");
+                }
+                MessageType::ExecStdout => {
+                    let d: ref_exec::ExecStdout = msg.payload().expect("stdout");
+                    assert!(d.data.len() <= 16 * 1024);
+                    out.extend(d.data);
+                }
+                MessageType::ExecStderr => {
+                    let d: ref_exec::ExecStderr = msg.payload().expect("stderr");
+                    err.extend(d.data);
+                }
+                _ => {
+                    assert_eq!(msg.flags & FLAG_TERMINAL, FLAG_TERMINAL);
+                    return (out, err, msg);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cli_demo_agent_echo_runs_and_exits_zero() {
+    let mut host = Host::start().await;
+    host.exec(7, "echo", &["hi"]).await;
+    let started = host.next().await;
+    assert_eq!(started.t, MessageType::ExecStarted);
+    assert_eq!(started.id, 7);
+    let (out, err, last) = host.collect(7).await;
+    assert_eq!(out, b"hi\n");
+    assert!(err.is_empty());
+    assert_eq!(last.t, MessageType::ExecExited);
+    assert_eq!(last.flags, FLAG_TERMINAL);
+    let exited: ref_exec::ExecExited = last.payload().unwrap();
+    assert_eq!(exited.code, 0);
+}
+
+#[tokio::test]
+async fn cli_demo_agent_missing_program_fails_not_found() {
+    let mut host = Host::start().await;
+    host.exec(3, "/nonexistent/program", &[]).await;
+    let (_, _, last) = host.collect(3).await;
+    assert_eq!(last.t, MessageType::ExecFailed);
+    let failed: ref_exec::ExecFailed = last.payload().unwrap();
+    assert_eq!(failed.kind, ref_exec::ExecFailureKind::NotFound);
+    assert_eq!(failed.errno_name.as_deref(), Some("ENOENT"));
+}
+
+#[tokio::test]
+async fn cli_demo_agent_bad_cwd_and_not_executable() {
+    let mut host = Host::start().await;
+    let mut req = ExecRequest {
+        cmd: "true".into(),
+        args: vec![],
+        env: vec![],
+        cwd: Some("/nonexistent-dir".into()),
+        user: None,
+        tty: false,
+        rows: 24,
+        cols: 80,
+        rlimits: vec![],
+    };
+    host.send(MsgType::ExecRequest, 1, &req).await;
+    let (_, _, last) = host.collect(1).await;
+    let failed: ref_exec::ExecFailed = last.payload().unwrap();
+    assert_eq!(failed.kind, ref_exec::ExecFailureKind::BadCwd);
+
+    // A file without the execute bit: EACCES.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho no\n").unwrap();
+    req.cwd = None;
+    req.cmd = script.display().to_string();
+    host.send(MsgType::ExecRequest, 2, &req).await;
+    let (_, _, last) = host.collect(2).await;
+    let failed: ref_exec::ExecFailed = last.payload().unwrap();
+    assert_eq!(failed.kind, ref_exec::ExecFailureKind::PermissionDenied);
+}
+
+#[tokio::test]
+async fn cli_demo_agent_stdin_reaches_cat_and_eof_ends_it() {
+    let mut host = Host::start().await;
+    host.exec(5, "cat", &[]).await;
+    host.send(
+        MsgType::ExecStdin,
+        5,
+        &Data {
+            data: b"one ".to_vec(),
+        },
+    )
+    .await;
+    host.send(
+        MsgType::ExecStdin,
+        5,
+        &Data {
+            data: b"two\n".to_vec(),
+        },
+    )
+    .await;
+    host.send(MsgType::ExecStdin, 5, &Data { data: vec![] })
+        .await;
+    let (out, _, last) = host.collect(5).await;
+    assert_eq!(out, b"one two\n");
+    let exited: ref_exec::ExecExited = last.payload().unwrap();
+    assert_eq!(exited.code, 0);
+}
+
+#[tokio::test]
+async fn cli_demo_agent_signal_9_exits_137() {
+    let mut host = Host::start().await;
+    host.exec(9, "sleep", &["30"]).await;
+    let started = host.next().await;
+    assert_eq!(started.t, MessageType::ExecStarted);
+    host.send(MsgType::ExecSignal, 9, &ExecSignal { signal: 9 })
+        .await;
+    let (_, _, last) = host.collect(9).await;
+    let exited: ref_exec::ExecExited = last.payload().unwrap();
+    assert_eq!(exited.code, 137);
+}
+
+#[tokio::test]
+async fn cli_demo_agent_signal_15_exits_143() {
+    let mut host = Host::start().await;
+    host.exec(4, "sleep", &["30"]).await;
+    assert_eq!(host.next().await.t, MessageType::ExecStarted);
+    host.send(MsgType::ExecSignal, 4, &ExecSignal { signal: 15 })
+        .await;
+    let (_, _, last) = host.collect(4).await;
+    let exited: ref_exec::ExecExited = last.payload().unwrap();
+    assert_eq!(exited.code, 143);
+}
+
+#[tokio::test]
+async fn cli_demo_agent_fs_request_refused_terminal() {
+    let mut host = Host::start().await;
+    // Any payload will do: the demo agent refuses every fs operation.
+    host.send(MsgType::FsRequest, 11, &Data { data: vec![] })
+        .await;
+    let msg = host.next().await;
+    assert_eq!(msg.t, MessageType::FsResponse);
+    assert_eq!(msg.id, 11);
+    assert_eq!(msg.flags, FLAG_TERMINAL);
+    let resp: microsandbox_protocol::fs::FsResponse = msg.payload().unwrap();
+    assert!(!resp.ok);
+    assert_eq!(resp.error.as_deref(), Some(FS_UNSUPPORTED));
+}
+
+#[tokio::test]
+async fn cli_demo_agent_sessions_run_concurrently_and_stream_stderr() {
+    let mut host = Host::start().await;
+    // Session 1 waits for stdin; session 2 runs to the end meanwhile.
+    host.exec(1, "sh", &["-c", "read x; echo got $x"]).await;
+    host.exec(2, "sh", &["-c", "echo err >&2; seq 1 20000; exit 3"])
+        .await;
+    let mut out2 = Vec::new();
+    let mut err2 = Vec::new();
+    let mut seen1 = Vec::new();
+    let code2 = loop {
+        let msg = host.next().await;
+        if msg.id == 1 {
+            seen1.push(msg.t.clone());
+            continue;
+        }
+        match msg.t {
+            MessageType::ExecStdout => {
+                out2.extend(msg.payload::<ref_exec::ExecStdout>().unwrap().data)
+            }
+            MessageType::ExecStderr => {
+                err2.extend(msg.payload::<ref_exec::ExecStderr>().unwrap().data)
+            }
+            MessageType::ExecExited => break msg.payload::<ref_exec::ExecExited>().unwrap().code,
+            _ => {}
+        }
+    };
+    assert_eq!(code2, 3);
+    assert_eq!(err2, b"err\n");
+    let expected: String = (1..=20000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(out2, expected.as_bytes());
+    assert!(!seen1.contains(&MessageType::ExecExited));
+    host.send(
+        MsgType::ExecStdin,
+        1,
+        &Data {
+            data: b"x\n".to_vec(),
+        },
+    )
+    .await;
+    let (out1, _, last) = host.collect(1).await;
+    assert_eq!(out1, b"got x\n");
+    assert_eq!(last.payload::<ref_exec::ExecExited>().unwrap().code, 0);
+}
+
+#[tokio::test]
+async fn cli_demo_agent_tty_output_arrives_as_stdout() {
+    let mut host = Host::start().await;
+    let req = ExecRequest {
+        cmd: "sh".into(),
+        args: vec!["-c".into(), "echo out; echo err >&2".into()],
+        env: vec!["GREETING=hello".into()],
+        cwd: Some("/".into()),
+        user: None,
+        tty: true,
+        rows: 24,
+        cols: 80,
+        rlimits: vec![],
+    };
+    host.send(MsgType::ExecRequest, 6, &req).await;
+    let (out, err, _) = host.collect(6).await;
+    assert!(err.is_empty());
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("out\n") && out.contains("err\n"), "{out}");
+}

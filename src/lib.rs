@@ -4,6 +4,7 @@
 //! Layers, each a module, arrows pointing down only:
 //! - [`wire`]: frame decoder, envelope peek, the payloads the relay builds;
 //! - [`core`]: the sans-IO [`core::Relay`] state machine;
+//! - [`shell`]: the tokio driver (sockets, guest ports), and [`exec_log`].
 
 #![deny(missing_docs)]
 
@@ -11,4 +12,6 @@
 pub mod cli;
 pub mod core;
 pub mod demo_agent;
+pub mod exec_log;
+pub mod shell;
 pub mod wire;

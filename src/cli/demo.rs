@@ -12,6 +12,7 @@
 //!
 //! It prints what each client saw, the exec.log and the relay's counters.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -21,10 +22,10 @@ use tokio::sync::mpsc;
 
 use super::client::{Client, ExecEvent, exec_request};
 use super::exec::failure_exit_code;
-use super::host;
 use super::logs::{LogLine, LogView, log_files};
-use crate::core::{Config, Counters};
+use crate::core::Counters;
 use crate::demo_agent::{AgentNote, DemoAgent};
+use crate::shell::{GuestPort, Shell, ShellHandle};
 
 /// The streaming client's command: `seq 1 STREAM_LINES`.
 pub const STREAM_LINES: u32 = 500_000;
@@ -80,8 +81,14 @@ pub async fn run() -> io::Result<()> {
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
     let (ours, agents) = tokio::io::duplex(super::serve::DEMO_DUPLEX);
     let agent = tokio::spawn(DemoAgent::new().with_notes(notes_tx).run(agents));
-    let mut relay = host::start(&socket, ours, Config::default(), Some(&log_dir)).await?;
-    relay.wait_ready().await?;
+    let shell = Shell::new(&socket, GuestPort::stream(ours)).exec_log(&log_dir);
+    let handle = shell.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(shell.run(stopped));
+    handle
+        .wait_ready(Duration::from_secs(5))
+        .await
+        .map_err(io::Error::other)?;
 
     let clients = tokio::time::timeout(DEADLINE, async {
         tokio::try_join!(
@@ -95,9 +102,15 @@ pub async fn run() -> io::Result<()> {
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the demo clients took too long"))??;
 
-    // The relay counts its kill as soon as it sends it.
-    let counters = wait_counters(&relay, |c| c.kills_sent >= 1 && c.live_sessions == 0).await;
-    relay.shutdown().await;
+    // The relay counts its kill when it sends it, the session's end when the
+    // demo agent's exit frame comes back.
+    let counters = wait_counters(&handle, |c| c.kills_sent >= 1 && c.live_sessions == 0).await;
+    // Stopping the relay closes exec.log, ending it with the stop marker.
+    drop(stop);
+    relay
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
     agent.abort();
 
     let mut out = io::stdout().lock();
@@ -124,7 +137,7 @@ pub async fn run() -> io::Result<()> {
     out.flush()
 }
 
-async fn wait_counters(relay: &host::RunningRelay, done: impl Fn(&Counters) -> bool) -> Counters {
+async fn wait_counters(relay: &ShellHandle, done: impl Fn(&Counters) -> bool) -> Counters {
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let c = relay.counters();
@@ -333,28 +346,34 @@ fn print_log(dir: &Path, out: &mut impl Write) -> io::Result<()> {
             }
         }
     }
-    let mut i = 0;
-    while i < lines.len() {
-        let key = (lines[i].id, lines[i].s.clone());
-        let run = lines[i..]
-            .iter()
-            .take_while(|l| (l.id, l.s.clone()) == key)
-            .count();
-        for line in &lines[i..i + run.min(SHOWN_PER_STREAM)] {
+    // Per stream: the first records, then one line counting the rest,
+    // printed where the stream's last record was.
+    let key = |l: &LogLine| (l.id, l.s.clone());
+    let mut remaining: HashMap<(Option<u64>, String), usize> = HashMap::new();
+    for line in &lines {
+        *remaining.entry(key(line)).or_default() += 1;
+    }
+    let mut shown: HashMap<(Option<u64>, String), (usize, usize, usize)> = HashMap::new();
+    for line in &lines {
+        let k = key(line);
+        let (printed, skipped, skipped_bytes) = shown.entry(k.clone()).or_default();
+        if *printed < SHOWN_PER_STREAM {
+            *printed += 1;
             writeln!(out, "  {}", view.format_line(line))?;
+        } else {
+            *skipped += 1;
+            *skipped_bytes += line.d.len();
         }
-        if run > SHOWN_PER_STREAM {
-            let rest = &lines[i + SHOWN_PER_STREAM..i + run];
-            let bytes: usize = rest.iter().map(|l| l.d.len()).sum();
+        let left = remaining.entry(k).or_default();
+        *left -= 1;
+        if *left == 0 && *skipped > 0 {
             writeln!(
                 out,
-                "  ... {} more {} records of session {} ({bytes} bytes)",
-                rest.len(),
-                key.1,
-                key.0.map_or("-".to_owned(), |id| id.to_string()),
+                "  ... and {skipped} more {} records of session {} ({skipped_bytes} bytes)",
+                line.s,
+                line.id.map_or("-".to_owned(), |id| id.to_string()),
             )?;
         }
-        i += run;
     }
     Ok(())
 }

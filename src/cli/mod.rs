@@ -5,7 +5,6 @@
 pub mod client;
 pub mod demo;
 pub mod exec;
-mod host;
 pub mod logs;
 pub mod serve;
 

@@ -5,24 +5,21 @@
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{GuestArgs, ServeArgs, host};
+use super::{GuestArgs, ServeArgs};
 use crate::core::Config;
 use crate::demo_agent::run_demo_agent;
-
-/// A guest byte stream of any kind.
-pub trait GuestStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> GuestStream for T {}
+use crate::shell::{BoxConnection, GuestPort, Shell};
 
 /// Bytes the in-process duplex to the demo agent buffers each way.
 pub const DEMO_DUPLEX: usize = 1 << 20;
 
 /// Opens the guest channel `args` names (waiting for it with `--guest-listen`).
-pub async fn open_guest(args: &GuestArgs) -> io::Result<Box<dyn GuestStream>> {
+pub async fn open_guest(args: &GuestArgs) -> io::Result<BoxConnection> {
     if let Some(path) = &args.guest_unix {
         let stream = UnixStream::connect(path).await.map_err(|e| {
             io::Error::new(
@@ -59,7 +56,8 @@ async fn accept_guest(path: &Path) -> io::Result<UnixStream> {
     Ok(stream)
 }
 
-/// Runs `serve` until SIGINT or SIGTERM.
+/// Runs `serve` until SIGINT or SIGTERM. A drain notice (a client sent
+/// `core.shutdown`) is logged; stopping stays the supervisor's call.
 pub async fn run(args: ServeArgs) -> io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -68,23 +66,43 @@ pub async fn run(args: ServeArgs) -> io::Result<()> {
         _ = sigint.recv() => return Ok(()),
         _ = sigterm.recv() => return Ok(()),
     };
-    let cfg = Config {
+    let config = Config {
         max_clients: args.max_clients,
         ..Config::default()
     };
-    let relay = host::start(&args.socket, guest, cfg, args.exec_log.as_deref()).await?;
-    tracing::info!(
-        "relay listening on {} ({} client slots)",
-        args.socket.display(),
-        args.max_clients
-    );
-    let which = tokio::select! {
-        _ = sigint.recv() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
+    let mut shell = Shell::new(&args.socket, GuestPort::stream(guest)).config(config);
+    if let Some(dir) = &args.exec_log {
+        shell = shell.exec_log(dir);
+    }
+    let handle = shell.handle();
+    let mut drains = shell.drain_notices();
+    let ready = handle.clone();
+    let socket = args.socket.clone();
+    let max_clients = args.max_clients;
+    tokio::spawn(async move {
+        if ready.wait_ready(Duration::from_secs(3600)).await.is_ok() {
+            tracing::info!(
+                "guest ready; serving clients on {} ({max_clients} slots)",
+                socket.display()
+            );
+        }
+    });
+    let stop = async move {
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => break "SIGINT",
+                _ = sigterm.recv() => break "SIGTERM",
+                Some(_) = drains.recv() => {
+                    tracing::info!("a client asked the sandbox to shut down (drain notice)");
+                }
+            }
+        }
     };
-    tracing::info!("{which}: shutting down");
-    let counters = relay.counters();
-    relay.shutdown().await;
-    tracing::info!(?counters, "relay stopped");
+    let stop = async move {
+        let which = stop.await;
+        tracing::info!("{which}: shutting down");
+    };
+    shell.run(stop).await.map_err(io::Error::other)?;
+    tracing::info!(counters = ?handle.counters(), "relay stopped");
     Ok(())
 }

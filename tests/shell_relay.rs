@@ -1,0 +1,321 @@
+//! The shell over real Unix sockets with a scripted fake guest: handshake
+//! bytes, routing and isolation, slow consumers, guest stalls, bad input and
+//! cleanup of a vanished client's sessions.
+
+mod shell_support;
+
+use std::time::Duration;
+
+use agent_relay::core::Config;
+use agent_relay::shell::{GuestPort, Shell};
+use agent_relay::wire::payload::build_frame;
+use agent_relay::wire::{Frame, MsgType};
+use microsandbox_protocol::core::Ready;
+use microsandbox_protocol::exec::{ExecSignal, ExecStdin, ExecStdout};
+use microsandbox_protocol::message::MessageType;
+use shell_support::*;
+use tokio::io::AsyncWriteExt;
+
+const STEP: u32 = u32::MAX / 16;
+
+#[tokio::test]
+async fn shell_handshake_is_0_4_4_offset_then_ready() {
+    let mut h = Harness::start(Config::default()).await;
+    // Raw bytes: 4-byte big-endian offset, then the guest's ready frame as is.
+    let mut raw = tokio::net::UnixStream::connect(&h.sock).await.unwrap();
+    let ready = ready_frame();
+    let mut got = vec![0u8; 4 + ready.len()];
+    tokio::io::AsyncReadExt::read_exact(&mut raw, &mut got)
+        .await
+        .unwrap();
+    assert_eq!(&got[..4], &0u32.to_be_bytes());
+    assert_eq!(&got[4..], ready.as_bytes().as_ref());
+    // The 0.4.4 reference decoder reads the same bytes as a ready message.
+    let mut buf = got[4..].to_vec();
+    let msg = microsandbox_protocol::codec::try_decode_from_buf(&mut buf)
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.t, MessageType::Ready);
+    let r: Ready = msg.payload().unwrap();
+    assert_eq!(
+        (r.boot_time_ns, r.init_time_ns, r.ready_time_ns),
+        (11, 22, 33)
+    );
+    // The next client gets the next slot's offset.
+    let second = connect(&h.sock).await;
+    assert_eq!(second.offset, STEP);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shell_16_clients_get_only_their_own_frames_in_order_17th_refused() {
+    let mut h = Harness::start(Config::default()).await;
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(connect(&h.sock).await);
+    }
+    let mut offsets: Vec<u32> = clients.iter().map(|c| c.offset).collect();
+    offsets.sort();
+    offsets.dedup();
+    assert_eq!(offsets.len(), 16, "every client has its own range");
+
+    // The 17th is refused: the socket closes without a handshake.
+    let mut extra = Reader::new(tokio::net::UnixStream::connect(&h.sock).await.unwrap());
+    assert!(extra.recv().await.is_none(), "17th client must be refused");
+    h.wait_counters("refusal", |c| c.refused_clients == 1).await;
+
+    for c in &mut clients {
+        c.client.send(&exec_request(c.offset + 1)).await;
+    }
+    for _ in 0..16 {
+        let m = h.guest.recv().await.unwrap();
+        assert_eq!(m.t, MessageType::ExecRequest);
+    }
+    // Interleave output of all sessions, then end them.
+    const N: usize = 20;
+    for i in 0..N {
+        for c in &clients {
+            let id = c.offset + 1;
+            h.guest
+                .send(&stdout(id, format!("{id}:{i}").as_bytes()))
+                .await;
+        }
+    }
+    for c in &clients {
+        h.guest.send(&exited(c.offset + 1, 0)).await;
+    }
+    for c in &mut clients {
+        let id = c.offset + 1;
+        for i in 0..N {
+            let m = c.client.recv().await.unwrap();
+            assert_eq!(m.id, id, "a frame of another client's session");
+            assert_eq!(m.t, MessageType::ExecStdout);
+            let out: ExecStdout = m.payload().unwrap();
+            assert_eq!(out.data, format!("{id}:{i}").as_bytes(), "out of order");
+        }
+        let m = c.client.recv().await.unwrap();
+        assert_eq!((m.t, m.id), (MessageType::ExecExited, id));
+    }
+    h.stop().await;
+    // Shutdown closes every connected client.
+    for c in &mut clients {
+        c.client.expect_closed().await;
+    }
+}
+
+#[tokio::test]
+async fn shell_slow_reader_does_not_delay_others_and_is_closed() {
+    let cfg = Config {
+        client_soft_budget: 64 << 10,
+        grace: 300,
+        ..Config::default()
+    };
+    let mut h = Harness::start(cfg).await;
+    let slow = connect(&h.sock).await;
+    let mut fast = connect(&h.sock).await;
+    let (mut slow_client, slow_id) = (slow.client, slow.offset + 1);
+    let fast_id = fast.offset + 1;
+    slow_client.send(&exec_request(slow_id)).await;
+    fast.client.send(&exec_request(fast_id)).await;
+    h.guest.recv().await.unwrap();
+    h.guest.recv().await.unwrap();
+
+    // 4 MiB for a client that never reads: far beyond its socket buffer.
+    let chunk = vec![b'x'; 32 << 10];
+    for _ in 0..128 {
+        h.guest.send(&stdout(slow_id, &chunk)).await;
+    }
+    h.guest.send(&stdout(fast_id, b"hello")).await;
+    let t0 = tokio::time::Instant::now();
+    let m = fast.client.recv().await.unwrap();
+    assert_eq!((m.t, m.id), (MessageType::ExecStdout, fast_id));
+    assert!(
+        t0.elapsed() < Duration::from_millis(250),
+        "the fast client waited {:?} behind the slow one",
+        t0.elapsed()
+    );
+    assert_eq!(h.counters().slow_consumer_closes, 0, "closed too early");
+
+    // After the grace period without progress the slow client is closed and
+    // its session killed in the guest.
+    h.wait_counters("slow consumer close", |c| c.slow_consumer_closes == 1)
+        .await;
+    let kill = h.guest.recv().await.unwrap();
+    assert_eq!(
+        (kill.t.clone(), kill.id),
+        (MessageType::ExecSignal, slow_id)
+    );
+    assert_eq!(kill.payload::<ExecSignal>().unwrap().signal, 9);
+    slow_client.expect_closed().await;
+    // The fast one is unaffected.
+    h.guest.send(&stdout(fast_id, b"still here")).await;
+    let m = fast.client.recv().await.unwrap();
+    assert_eq!(m.payload::<ExecStdout>().unwrap().data, b"still here");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shell_bad_client_input_closes_only_that_client() {
+    let mut h = Harness::start(Config::default()).await;
+    let mut good = connect(&h.sock).await;
+    let good_id = good.offset + 1;
+    good.client.send(&exec_request(good_id)).await;
+    assert_eq!(h.guest.recv().await.unwrap().id, good_id);
+
+    // Oversized length field.
+    let mut big = connect(&h.sock).await;
+    big.client
+        .io
+        .write_all(&(5u32 << 20).to_be_bytes())
+        .await
+        .unwrap();
+    big.client.expect_closed().await;
+    // A valid header around a garbage envelope.
+    let mut junk = connect(&h.sock).await;
+    let garbage = Frame::build(junk.offset + 1, 0, &[0xff, 0x00, 0x13, 0x37]).unwrap();
+    junk.client.send(&garbage).await;
+    junk.client.expect_closed().await;
+    // A well-formed frame for an id outside its range (the good client's).
+    let mut thief = connect(&h.sock).await;
+    thief.client.send(&stdin(good_id, b"rm -rf /")).await;
+    thief.client.expect_closed().await;
+
+    let c = h
+        .wait_counters("three violations", |c| c.protocol_violations == 3)
+        .await;
+    assert_eq!(c.live_clients, 1);
+    // Nothing of theirs reached the guest; the good client still works both ways.
+    good.client.send(&stdin(good_id, b"ok")).await;
+    let m = h.guest.recv().await.unwrap();
+    assert_eq!((m.t.clone(), m.id), (MessageType::ExecStdin, good_id));
+    assert_eq!(m.payload::<ExecStdin>().unwrap().data, b"ok");
+    h.guest.send(&stdout(good_id, b"fine")).await;
+    let m = good.client.recv().await.unwrap();
+    assert_eq!(m.payload::<ExecStdout>().unwrap().data, b"fine");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shell_vanished_client_session_gets_sigkill_at_guest() {
+    let mut h = Harness::start(Config::default()).await;
+    let mut c = connect(&h.sock).await;
+    let id = c.offset + 7;
+    c.client.send(&exec_request(id)).await;
+    c.client.send(&stdin(id, b"partial input")).await;
+    assert_eq!(h.guest.recv().await.unwrap().t, MessageType::ExecRequest);
+    assert_eq!(h.guest.recv().await.unwrap().t, MessageType::ExecStdin);
+    drop(c);
+    let kill = h.guest.recv().await.unwrap();
+    assert_eq!((kill.t.clone(), kill.id), (MessageType::ExecSignal, id));
+    assert_eq!(kill.payload::<ExecSignal>().unwrap().signal, 9);
+    h.wait_counters("kill counted", |c| c.kills_sent == 1 && c.live_clients == 0)
+        .await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shell_drain_notice_reaches_the_embedding() {
+    let mut drains = None;
+    let mut h = Harness::start_with(Config::default(), |mut s| {
+        drains = Some(s.drain_notices());
+        s
+    })
+    .await;
+    let mut drains = drains.unwrap();
+    let mut c = connect(&h.sock).await;
+    let shutdown = build_frame(MsgType::Shutdown, c.offset + 1, &serde_json::json!({}));
+    c.client.send(&shutdown).await;
+    assert_eq!(h.guest.recv().await.unwrap().t, MessageType::Shutdown);
+    tokio::time::timeout(PROMPT, drains.recv())
+        .await
+        .expect("drain notice in time")
+        .expect("drain notice");
+    h.stop().await;
+}
+
+/// The fake VMM side of a ring port: polls, as a VMM's console thread would
+/// after its wake fd fires.
+#[tokio::test]
+async fn shell_stalled_ring_guest_loses_no_client_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let (port, mut vmm) = GuestPort::ring(2).unwrap();
+    let cfg = Config {
+        guest_window: 1024,
+        client_to_guest_cap: 2048,
+        ..Config::default()
+    };
+    let shell = Shell::new(&sock, port).config(cfg);
+    let handle = shell.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(shell.run(stopped));
+    let ready = ready_frame();
+    let mut sent = 0;
+    while sent < ready.len() {
+        sent += vmm.write(&ready.as_bytes()[sent..]);
+        tokio::task::yield_now().await;
+    }
+    handle.wait_ready(PROMPT).await.unwrap();
+
+    // Four clients each send a request and 300 stdin frames while the guest
+    // is not draining at all.
+    const FRAMES: usize = 300;
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        let mut c = connect(&sock).await;
+        writers.push(tokio::spawn(async move {
+            let id = c.offset + 1;
+            c.client.send(&exec_request(id)).await;
+            for i in 0..FRAMES {
+                c.client.send(&stdin(id, format!("{i}").as_bytes())).await;
+            }
+            c
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = handle.counters();
+    assert!(
+        c.client_frames_in < 4 * (FRAMES as u64 + 1),
+        "the relay kept accepting everything while the guest was stalled: {c:?}"
+    );
+
+    // The guest resumes: every frame arrives, once, in per-client order.
+    let mut buf = Vec::new();
+    let mut next: std::collections::HashMap<u32, usize> = Default::default();
+    let mut total = 0;
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    while total < 4 * (FRAMES + 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "frames missing: {next:?}"
+        );
+        let mut chunk = [0u8; 4096];
+        let n = vmm.read(&mut chunk);
+        if n == 0 {
+            // A VMM would poll its wake fd here; the test just yields.
+            vmm.clear_wake();
+            tokio::task::yield_now().await;
+            continue;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(m) = microsandbox_protocol::codec::try_decode_from_buf(&mut buf).unwrap() {
+            total += 1;
+            match m.t {
+                MessageType::ExecRequest => assert!(next.insert(m.id, 0).is_none()),
+                MessageType::ExecStdin => {
+                    let i = next.get_mut(&m.id).expect("stdin after its request");
+                    let data: ExecStdin = m.payload().unwrap();
+                    assert_eq!(data.data, format!("{i}").as_bytes(), "lost or reordered");
+                    *i += 1;
+                }
+                t => panic!("unexpected {t:?}"),
+            }
+        }
+    }
+    assert!(next.values().all(|&n| n == FRAMES));
+    for w in writers {
+        w.await.unwrap();
+    }
+    drop(stop);
+    task.await.unwrap().unwrap();
+}

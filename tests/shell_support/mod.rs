@@ -1,0 +1,232 @@
+//! Helpers shared by the shell tests: a scripted fake guest over a stream
+//! port, a test client that decodes with microsandbox-protocol 0.4.4, frame
+//! builders and a harness that runs a [`Shell`] on a Unix socket in a tempdir.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent_relay::core::{Config, Counters};
+use agent_relay::shell::{GuestPort, Shell, ShellError, ShellHandle};
+use agent_relay::wire::payload::{Data, ExecExited, ExecRequest, Ready, build_frame};
+use agent_relay::wire::{Frame, MsgType};
+use microsandbox_protocol::codec::try_decode_from_buf;
+use microsandbox_protocol::message::{Message, MessageType};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for anything that should happen promptly.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+pub fn ready_frame() -> Frame {
+    build_frame(
+        MsgType::Ready,
+        0,
+        &Ready {
+            boot_time_ns: 11,
+            init_time_ns: 22,
+            ready_time_ns: 33,
+        },
+    )
+}
+
+pub fn exec_request(id: u32) -> Frame {
+    build_frame(
+        MsgType::ExecRequest,
+        id,
+        &ExecRequest {
+            cmd: "/bin/cat".into(),
+            args: vec![],
+            env: vec![],
+            cwd: None,
+            user: None,
+            tty: false,
+            rows: 24,
+            cols: 80,
+            rlimits: vec![],
+        },
+    )
+}
+
+pub fn stdout(id: u32, data: &[u8]) -> Frame {
+    build_frame(
+        MsgType::ExecStdout,
+        id,
+        &Data {
+            data: data.to_vec(),
+        },
+    )
+}
+
+pub fn stdin(id: u32, data: &[u8]) -> Frame {
+    build_frame(
+        MsgType::ExecStdin,
+        id,
+        &Data {
+            data: data.to_vec(),
+        },
+    )
+}
+
+pub fn exited(id: u32, code: i32) -> Frame {
+    build_frame(MsgType::ExecExited, id, &ExecExited { code })
+}
+
+/// Reads messages with the 0.4.4 reference decoder.
+pub struct Reader<S> {
+    pub io: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
+    pub fn new(io: S) -> Reader<S> {
+        Reader {
+            io,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next message, or `None` at end of stream.
+    pub async fn recv(&mut self) -> Option<Message> {
+        tokio::time::timeout(PROMPT, self.recv_forever())
+            .await
+            .expect("no message in time")
+    }
+
+    pub async fn recv_forever(&mut self) -> Option<Message> {
+        loop {
+            if let Some(msg) = try_decode_from_buf(&mut self.buf).expect("0.4.4 decodes the frame")
+            {
+                return Some(msg);
+            }
+            let mut chunk = [0u8; 16 << 10];
+            match self.io.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        self.io.write_all(frame.as_bytes()).await.expect("write");
+    }
+
+    /// Reads the raw bytes until end of stream (or error).
+    pub async fn expect_closed(&mut self) {
+        let closed = async {
+            let mut chunk = [0u8; 16 << 10];
+            loop {
+                match self.io.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(PROMPT, closed)
+            .await
+            .expect("connection was not closed in time");
+    }
+}
+
+pub type TestClient = Reader<UnixStream>;
+
+/// A connected client and its 0.4.4 handshake.
+pub struct Connected {
+    pub client: TestClient,
+    pub offset: u32,
+    pub ready: Message,
+}
+
+pub async fn connect(path: &PathBuf) -> Connected {
+    let mut stream = UnixStream::connect(path).await.expect("connect");
+    let mut offset = [0u8; 4];
+    tokio::time::timeout(PROMPT, stream.read_exact(&mut offset))
+        .await
+        .expect("handshake in time")
+        .expect("handshake offset");
+    let mut client = Reader::new(stream);
+    let ready = client.recv().await.expect("ready frame");
+    assert_eq!(ready.t, MessageType::Ready);
+    Connected {
+        client,
+        offset: u32::from_be_bytes(offset),
+        ready,
+    }
+}
+
+/// A shell on a Unix socket in a tempdir, with a fake guest on a duplex.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    pub guest: Reader<DuplexStream>,
+    pub handle: ShellHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ShellError>>>,
+}
+
+impl Harness {
+    /// Starts a shell whose guest is ready already.
+    pub async fn start(config: Config) -> Harness {
+        Harness::start_with(config, |s| s).await
+    }
+
+    pub async fn start_with(config: Config, f: impl FnOnce(Shell) -> Shell) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("run").join("agent.sock");
+        let (port, guest) = tokio::io::duplex(1 << 20);
+        let shell = f(Shell::new(&sock, GuestPort::stream(port)).config(config));
+        let handle = shell.handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(shell.run(stopped));
+        let mut guest = Reader::new(guest);
+        guest.send(&ready_frame()).await;
+        handle.wait_ready(PROMPT).await.expect("ready");
+        Harness {
+            dir,
+            sock,
+            guest,
+            handle,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.handle.counters()
+    }
+
+    /// Waits until `f(counters)` holds.
+    pub async fn wait_counters(&self, what: &str, f: impl Fn(&Counters) -> bool) -> Counters {
+        let mut rx = self.handle.counters_watch();
+        let got = tokio::time::timeout(PROMPT, async {
+            loop {
+                let c = rx.borrow_and_update().clone();
+                if f(&c) {
+                    return c;
+                }
+                if rx.changed().await.is_err() {
+                    panic!("shell stopped while waiting for {what}");
+                }
+            }
+        })
+        .await;
+        match got {
+            Ok(c) => c,
+            Err(_) => panic!("timed out waiting for {what}: {:?}", self.counters()),
+        }
+    }
+
+    /// Stops the shell and waits for it.
+    pub async fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PROMPT, task)
+                .await
+                .expect("shell stops in time")
+                .expect("shell task")
+                .expect("shell ran");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The built binary end to end: `demo`, `serve --demo-agent` with `exec`
+//! clients, and `logs` over a directory with rotations.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-relay");
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent-relay");
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin).expect("write stdin");
+    drop(pipe);
+    child.wait_with_output().expect("wait")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn cli_demo_exits_zero_and_shows_each_client() {
+    let out = run(&["demo"], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for needle in [
+        "stand-in for the real guest agent",
+        "\"got hello relay\\n\"",
+        "every line present, in order",
+        "stderr      \"to stderr\\n\"",
+        "exited 3",
+        "a shell would exit 127",
+        "demo agent reports exit 137",
+        "--- sandbox started ---",
+        "--- sandbox stopped ---",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    let kills = stdout
+        .lines()
+        .find(|l| l.contains("kills sent"))
+        .expect("kills counter");
+    assert!(kills.trim_end().ends_with(" 1"), "{kills}");
+}
+
+/// `serve --demo-agent` on a temporary socket, stopped with SIGTERM on drop.
+struct Server {
+    child: Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("relay.sock");
+        let log = dir.path().join("log");
+        let child = Command::new(BIN)
+            .args(["serve", "--demo-agent", "--socket"])
+            .arg(&socket)
+            .arg("--exec-log")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve");
+        let until = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < until, "serve never created its socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Server {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn exec(&self, command: &[&str], stdin: &[u8]) -> Output {
+        let socket = self.socket.to_str().expect("utf-8 path");
+        let mut args = vec!["exec", "--socket", socket, "--"];
+        args.extend_from_slice(command);
+        run(&args, stdin)
+    }
+
+    fn log_dir(&self) -> std::path::PathBuf {
+        self.socket.with_file_name("log")
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < until, "serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cli_serve_demo_agent_exec_exit_codes() {
+    let mut server = Server::start();
+
+    let out = server.exec(&["echo", "hi"], b"");
+    assert_eq!(text(&out.stdout), "hi\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = server.exec(&["false"], b"");
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = server.exec(&["/nonexistent"], b"");
+    assert_eq!(out.status.code(), Some(127));
+    assert!(text(&out.stderr).contains("/nonexistent"));
+
+    let out = server.exec(&["sh", "-c", "cat; echo oops >&2; exit 5"], b"abc\n");
+    assert_eq!(text(&out.stdout), "abc\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+    assert_eq!(out.status.code(), Some(5));
+
+    let status = server.stop();
+    assert!(status.success(), "serve exited with {status}");
+    assert!(!server.socket.exists(), "socket file left behind");
+
+    // exec.log holds the output, and `logs` reads it back.
+    let log_dir = server.log_dir();
+    let log = run(&["logs", log_dir.to_str().expect("utf-8")], b"");
+    let shown = text(&log.stdout);
+    assert!(log.status.success());
+    assert!(shown.contains("stdout] hi"), "{shown}");
+    assert!(shown.contains("stderr] oops"), "{shown}");
+    assert!(shown.contains("--- sandbox stopped ---"), "{shown}");
+}
+
+fn write_lines(path: &Path, lines: &[&str]) {
+    let mut body = lines.join("\n");
+    body.push('\n');
+    std::fs::write(path, body).expect("write log");
+}
+
+#[test]
+fn cli_logs_reads_rotations_oldest_first_and_filters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = |t: &str, s: &str, d: &str, id: Option<u64>| match id {
+        Some(id) => {
+            format!(r#"{{"t":"2026-11-25T12:00:0{t}.000Z","s":"{s}","d":"{d}","id":{id}}}"#)
+        }
+        None => format!(r#"{{"t":"2026-11-25T12:00:0{t}.000Z","s":"{s}","d":"{d}"}}"#),
+    };
+    write_lines(
+        &dir.path().join("exec.log.2"),
+        &[&rec("1", "system", "--- sandbox started ---", None)],
+    );
+    write_lines(
+        &dir.path().join("exec.log.1"),
+        &[&rec("2", "stdout", "first\\n", Some(1))],
+    );
+    write_lines(
+        &dir.path().join("exec.log"),
+        &[
+            &rec("3", "stderr", "warn\\n", Some(1)),
+            &rec("4", "output", "tty", Some(2)),
+        ],
+    );
+    let path = dir.path().to_str().expect("utf-8");
+    let out = run(&["logs", path], b"");
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "12:00:01.000 [system] --- sandbox started ---\n\
+         12:00:02.000 [1 stdout] first\n\
+         12:00:03.000 [1 stderr] warn\n\
+         12:00:04.000 [2 output] tty\n"
+    );
+    let out = run(&["logs", path, "--json", "--source", "stderr"], b"");
+    assert_eq!(
+        text(&out.stdout),
+        format!("{}\n", rec("3", "stderr", "warn\\n", Some(1)))
+    );
+}

@@ -1,0 +1,200 @@
+//! exec.log: JSON Lines format, rotation, appending across restarts, records
+//! skipped (never blocking) when the disk stalls, and a UTF-8 character split
+//! across two stdout frames logged whole, through the whole shell.
+
+mod shell_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent_relay::core::{Config, LogRecord, LogSource};
+use agent_relay::exec_log::{ExecLog, ExecLogOptions, SANDBOX_STOPPED};
+use serde_json::Value;
+use shell_support::*;
+use tokio::io::AsyncReadExt;
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+fn record(session: u64, text: &str) -> LogRecord {
+    LogRecord {
+        session: Some(session),
+        source: LogSource::Stdout,
+        text: text.to_owned(),
+    }
+}
+
+fn is_rfc3339_millis_utc(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+        && t.bytes()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10, 13, 16, 19, 23].contains(&i) || c.is_ascii_digit())
+}
+
+#[tokio::test]
+async fn exec_log_rotates_into_three_files_and_appends_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ExecLogOptions {
+        rotate_bytes: 1000,
+        ..ExecLogOptions::new(dir.path())
+    };
+    let mut log = ExecLog::open(opts.clone()).unwrap();
+    for i in 0..200 {
+        log.log(record(1, &format!("line {i:04} {}", "x".repeat(40))));
+        if i % 32 == 0 {
+            // Stay under the queue bound: this test is about rotation.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    log.close(PROMPT).await;
+    let base = dir.path().join("exec.log");
+    let numbered = |n: u32| dir.path().join(format!("exec.log.{n}"));
+    for p in [base.clone(), numbered(1), numbered(2), numbered(3)] {
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len > 0 && len <= 1000, "{} is {len} bytes", p.display());
+    }
+    assert!(!numbered(4).exists(), "only three rotated files are kept");
+    // The newest lines are in exec.log, the older ones in .1, .2, .3.
+    let live = lines(&base);
+    assert_eq!(live.last().unwrap()["d"], SANDBOX_STOPPED);
+    assert!(live.last().unwrap().get("id").is_none());
+    let older = lines(&numbered(1));
+    let first = older.first().unwrap();
+    assert_eq!(first["s"], "stdout");
+    assert_eq!(first["id"], 1);
+    assert!(
+        is_rfc3339_millis_utc(first["t"].as_str().unwrap()),
+        "{first}"
+    );
+
+    // A restart appends to the live file.
+    let before = lines(&base).len();
+    let mut log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+    log.log(record(2, "after restart"));
+    log.close(PROMPT).await;
+    let after = lines(&base);
+    assert_eq!(after.len(), before + 2);
+    assert_eq!(after[before]["d"], "after restart");
+}
+
+#[tokio::test]
+async fn exec_log_stalled_disk_skips_records_and_says_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exec.log");
+    // A FIFO nobody drains stands in for a stalled disk.
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let mut reader = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(&path)
+        .unwrap();
+    let mut log = ExecLog::open(ExecLogOptions {
+        queue: 4,
+        rotate_bytes: 1 << 30,
+        ..ExecLogOptions::new(dir.path())
+    })
+    .unwrap();
+    const N: usize = 3000;
+    let t0 = std::time::Instant::now();
+    for i in 0..N {
+        log.log(record(1, &format!("{i:05} {}", "y".repeat(80))));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "logging blocked on the stalled writer"
+    );
+    let skipped = log.skipped_total();
+    assert!(skipped > 0, "the stall skipped nothing");
+
+    // The disk comes back.
+    let drain = tokio::spawn(async move {
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    log.log(record(1, "after the stall"));
+    log.close(PROMPT).await;
+    let all = tokio::time::timeout(PROMPT, drain).await.unwrap().unwrap();
+    let lines: Vec<Value> = String::from_utf8(all)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let n = lines.len();
+    assert_eq!(lines[n - 1]["d"], SANDBOX_STOPPED);
+    assert_eq!(lines[n - 2]["d"], "after the stall");
+    // Each time room returned, one system record said how many were skipped.
+    let notices: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["s"] == "system")
+        .filter_map(|l| {
+            l["d"]
+                .as_str()?
+                .strip_suffix(" records skipped")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(!notices.is_empty(), "no skipped notice");
+    assert_eq!(notices.iter().sum::<u64>(), skipped);
+    let data = lines.iter().filter(|l| l["s"] == "stdout").count();
+    assert_eq!(
+        data - 1 + skipped as usize,
+        N,
+        "every record is written or counted"
+    );
+}
+
+#[tokio::test]
+async fn exec_log_utf8_split_across_frames_is_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let l2 = logs.clone();
+    let mut h = Harness::start_with(Config::default(), |s| s.exec_log(l2)).await;
+    let mut c = connect(&h.sock).await;
+    let id = c.offset + 1;
+    c.client.send(&exec_request(id)).await;
+    h.guest.recv().await.unwrap();
+    // "é" is C3 A9; "€" is E2 82 AC: both split across frames.
+    h.guest.send(&stdout(id, b"caf\xc3")).await;
+    h.guest.send(&stdout(id, b"\xa9 \xe2\x82")).await;
+    h.guest.send(&stdout(id, b"\xac!")).await;
+    h.guest.send(&exited(id, 0)).await;
+    for _ in 0..4 {
+        c.client.recv().await.unwrap();
+    }
+    h.stop().await;
+
+    let lines = lines(&logs.join("exec.log"));
+    assert_eq!(lines.first().unwrap()["d"], "--- sandbox started ---");
+    assert_eq!(lines.last().unwrap()["d"], SANDBOX_STOPPED);
+    let out: String = lines
+        .iter()
+        .filter(|l| l["s"] == "stdout")
+        .map(|l| {
+            assert_eq!(l["id"], 1);
+            l["d"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(out, "café €!");
+    for l in &lines {
+        assert!(!l["d"].as_str().unwrap().contains('\u{fffd}'), "{l}");
+        assert!(is_rfc3339_millis_utc(l["t"].as_str().unwrap()), "{l}");
+    }
+}

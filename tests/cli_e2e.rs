@@ -198,3 +198,73 @@ fn cli_logs_reads_rotations_oldest_first_and_filters() {
         format!("{}\n", rec("3", "stderr", "warn\\n", Some(1)))
     );
 }
+
+/// Waits for `path` to appear.
+fn wait_for(path: &Path) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn serve_with_guest(flag: &str, guest: &Path, socket: &Path) -> Child {
+    Command::new(BIN)
+        .args(["serve", flag])
+        .arg(guest)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve")
+}
+
+fn exec_echo(socket: &Path) -> Output {
+    let socket = socket.to_str().expect("utf-8");
+    run(
+        &["exec", "--socket", socket, "--", "echo", "via", "guest"],
+        b"",
+    )
+}
+
+#[test]
+fn cli_serve_guest_listen_and_guest_unix() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // --guest-listen: the relay waits; our guest (the demo agent) connects.
+    let guest = dir.path().join("guest-in.sock");
+    let socket = dir.path().join("a.sock");
+    let mut child = serve_with_guest("--guest-listen", &guest, &socket);
+    wait_for(&guest);
+    let stream = rt
+        .block_on(tokio::net::UnixStream::connect(&guest))
+        .expect("connect as guest");
+    rt.spawn(agent_relay::demo_agent::run_demo_agent(stream));
+    wait_for(&socket);
+    let out = exec_echo(&socket);
+    assert_eq!(text(&out.stdout), "via guest\n", "{}", text(&out.stderr));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // --guest-unix: the guest listens (a VM chardev socket); the relay connects.
+    let guest = dir.path().join("guest-out.sock");
+    let socket = dir.path().join("b.sock");
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::UnixListener::bind(&guest).expect("bind guest")
+    };
+    rt.spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            let _ = agent_relay::demo_agent::run_demo_agent(stream).await;
+        }
+    });
+    let mut child = serve_with_guest("--guest-unix", &guest, &socket);
+    wait_for(&socket);
+    let out = exec_echo(&socket);
+    assert_eq!(text(&out.stdout), "via guest\n", "{}", text(&out.stderr));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -31,8 +31,13 @@ pub enum Command {
     Exec(ExecArgs),
     /// Print an exec.log directory (exec.log and its rotations), oldest first.
     Logs(LogsArgs),
-    /// Try it out: a relay, the demo agent (a stand-in for the real guest
-    /// agent: it runs commands on this host) and a few concurrent clients.
+    /// Try it out: a relay with the demo agent (a stand-in guest) and a few clients.
+    ///
+    /// Starts a relay on a temporary socket with the built-in demo agent as
+    /// its guest, runs several commands through concurrent clients and prints
+    /// what each saw, the exec.log and the relay's counters. The demo agent is
+    /// a stand-in for the real guest agent: there is no VM, the commands run
+    /// as processes on this host.
     Demo,
 }
 

@@ -294,3 +294,16 @@ async fn cli_demo_agent_tty_output_arrives_as_stdout() {
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("out\n") && out.contains("err\n"), "{out}");
 }
+
+#[tokio::test]
+async fn cli_demo_agent_undecodable_request_fails_terminal() {
+    let mut host = Host::start().await;
+    // A valid envelope whose payload is not an ExecRequest.
+    host.send(MsgType::ExecRequest, 8, &Data { data: vec![1] })
+        .await;
+    let msg = host.next().await;
+    assert_eq!(msg.t, MessageType::ExecFailed);
+    assert_eq!(msg.flags, FLAG_TERMINAL);
+    let failed: ref_exec::ExecFailed = msg.payload().unwrap();
+    assert_eq!(failed.kind, ref_exec::ExecFailureKind::BadArgs);
+}

@@ -10,7 +10,8 @@
 //!   `core.exec.exited{code}` (128 + n when signal n killed it) or
 //!   `core.exec.failed{kind}` when the process could not start;
 //! - `core.exec.stdin` feeds the child's stdin; an empty `data` closes it;
-//! - `core.exec.signal` delivers the signal (see [`session`] for how);
+//! - `core.exec.signal` delivers the signal: 9 through tokio's
+//!   `Child::start_kill`, any other by running `kill -<n> <pid>` (no libc);
 //! - `core.exec.resize` is accepted and ignored: there is no pty. A `tty: true`
 //!   request runs with pipes too, its stdout and stderr both arriving as
 //!   `core.exec.stdout` (one merged stream, as a pty would give);
@@ -32,7 +33,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::wire::payload::{
-    ExecRequest, ExecSignal, FsResponse, Ready, build_frame, decode_payload, peek_data,
+    ExecFailed, ExecFailureKind, ExecRequest, ExecSignal, FsResponse, Ready, build_frame,
+    decode_payload, peek_data,
 };
 use crate::wire::{Frame, FrameDecoder, MsgType, peek_envelope};
 
@@ -226,7 +228,19 @@ async fn handle_frame(
                     let tx = session::spawn(id, req, out.clone(), notes.clone());
                     sessions.insert(id, tx);
                 }
-                Err(e) => tracing::warn!("demo agent: exec request {id} skipped: {e}"),
+                Err(e) => {
+                    // Answer anyway: the session must end for the relay and the client.
+                    let failed = ExecFailed {
+                        kind: ExecFailureKind::BadArgs,
+                        errno: None,
+                        errno_name: None,
+                        message: format!("exec request does not decode: {e}"),
+                        stage: Some("decode".to_owned()),
+                    };
+                    let _ = out
+                        .send(build_frame(MsgType::ExecFailed, id, &failed))
+                        .await;
+                }
             }
             return;
         }

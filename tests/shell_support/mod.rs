@@ -80,14 +80,22 @@ pub struct Reader<S> {
     buf: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
+impl<S> Reader<S> {
     pub fn new(io: S) -> Reader<S> {
         Reader {
             io,
             buf: Vec::new(),
         }
     }
+}
 
+impl<S: AsyncWrite + Unpin> Reader<S> {
+    pub async fn send(&mut self, frame: &Frame) {
+        self.io.write_all(frame.as_bytes()).await.expect("write");
+    }
+}
+
+impl<S: AsyncRead + Unpin> Reader<S> {
     /// The next message, or `None` at end of stream.
     pub async fn recv(&mut self) -> Option<Message> {
         tokio::time::timeout(PROMPT, self.recv_forever())
@@ -107,10 +115,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Reader<S> {
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
-    }
-
-    pub async fn send(&mut self, frame: &Frame) {
-        self.io.write_all(frame.as_bytes()).await.expect("write");
     }
 
     /// Reads the raw bytes until end of stream (or error).

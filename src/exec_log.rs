@@ -79,6 +79,11 @@ pub struct ExecLog {
     skipped_total: u64,
     done: Option<oneshot::Receiver<()>>,
     path: PathBuf,
+    /// Wall clock at open, and tokio's monotonic clock at the same moment:
+    /// records are stamped `wall_base + elapsed`, so the routing task never
+    /// reads the system clock itself.
+    wall_base: SystemTime,
+    mono_base: tokio::time::Instant,
 }
 
 /// Boxed so the channel slots stay small.
@@ -113,6 +118,8 @@ impl ExecLog {
             skipped_total: 0,
             done: Some(done_rx),
             path,
+            wall_base: SystemTime::now(),
+            mono_base: tokio::time::Instant::now(),
         })
     }
 
@@ -129,7 +136,7 @@ impl ExecLog {
     /// Queues a record, stamped now. Never blocks: if the writer is behind,
     /// the record is counted as skipped.
     pub fn log(&mut self, record: LogRecord) {
-        let at = SystemTime::now();
+        let at = self.wall_base + self.mono_base.elapsed();
         if self.skipped > 0 {
             let notice = LogRecord {
                 session: None,

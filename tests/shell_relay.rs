@@ -107,7 +107,7 @@ async fn shell_16_clients_get_only_their_own_frames_in_order_17th_refused() {
 async fn shell_slow_reader_does_not_delay_others_and_is_closed() {
     let cfg = Config {
         client_soft_budget: 64 << 10,
-        grace: 300,
+        grace: 500,
         ..Config::default()
     };
     let mut h = Harness::start(cfg).await;
@@ -130,7 +130,7 @@ async fn shell_slow_reader_does_not_delay_others_and_is_closed() {
     let m = fast.client.recv().await.unwrap();
     assert_eq!((m.t, m.id), (MessageType::ExecStdout, fast_id));
     assert!(
-        t0.elapsed() < Duration::from_millis(250),
+        t0.elapsed() < Duration::from_millis(400),
         "the fast client waited {:?} behind the slow one",
         t0.elapsed()
     );

@@ -268,3 +268,48 @@ fn cli_serve_guest_listen_and_guest_unix() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `--handshake bounds` serves the newer SDK layout (`exec` reads either form),
+/// and `serve` exits on its own once the guest channel closes.
+#[test]
+fn cli_serve_bounds_handshake_and_exit_on_guest_close() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let guest = dir.path().join("guest.sock");
+    let socket = dir.path().join("relay.sock");
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::UnixListener::bind(&guest).expect("bind guest")
+    };
+    let agent = rt.spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            let _ = agent_relay::demo_agent::run_demo_agent(stream).await;
+        }
+    });
+    let mut child = Command::new(BIN)
+        .args(["serve", "--handshake", "bounds", "--guest-unix"])
+        .arg(&guest)
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    wait_for(&socket);
+    let out = exec_echo(&socket);
+    assert_eq!(text(&out.stdout), "via guest\n", "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    // The VM goes away: the guest stream closes.
+    agent.abort();
+    let until = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < until, "serve kept running without a guest");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "socket file left behind");
+}

@@ -131,7 +131,8 @@ impl Client {
     }
 }
 
-/// Reads `[id_offset: u32 BE]` and the ready frame; extra bytes stay in the decoder.
+/// Reads `[id_offset: u32 BE]` (and `[id_end: u32 BE]` in the bounds form) and
+/// the ready frame; extra bytes stay in the decoder.
 async fn read_handshake<R: AsyncRead + Unpin>(
     rd: &mut R,
 ) -> io::Result<(u32, Ready, FrameDecoder)> {
@@ -147,6 +148,17 @@ async fn read_handshake<R: AsyncRead + Unpin>(
         }
     })?;
     let mut decoder = FrameDecoder::new();
+    // The bounds form (newer SDKs) sends `[id_end: u32 BE]` next; the 0.4.4 form
+    // goes straight on with the ready frame's length. A length never exceeds
+    // 4 MiB and an id range end always does (at most 128 slots), so the next
+    // four bytes tell the two apart.
+    let mut next = [0u8; 4];
+    rd.read_exact(&mut next)
+        .await
+        .map_err(|_| bad_data("the relay closed the connection inside its handshake"))?;
+    if u32::from_be_bytes(next) <= crate::wire::MAX_FRAME_LEN {
+        decoder.extend(&next);
+    }
     let mut buf = vec![0u8; 4096];
     let frame = loop {
         if let Some(frame) = decoder.next_frame().map_err(bad_data)? {

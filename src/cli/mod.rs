@@ -25,7 +25,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the relay on a Unix socket until SIGINT or SIGTERM.
+    /// Run the relay on a Unix socket until SIGINT or SIGTERM (or the guest closes).
     Serve(ServeArgs),
     /// Run one command through a relay, wired to this terminal.
     Exec(ExecArgs),
@@ -53,9 +53,23 @@ pub struct ServeArgs {
     /// Write exec.log (and its rotations) into this directory.
     #[arg(long, value_name = "DIR")]
     pub exec_log: Option<PathBuf>,
-    /// Client slots (16 is what the 0.4.4 SDK assumes).
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_clients: u32,
+    /// Client slots [default: 16 with the offset handshake, what the 0.4.4 SDK
+    /// assumes; 128 with the bounds handshake].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients: Option<u32>,
+    /// Handshake layout: `offset` (`[id_offset]`, the 0.4.4 SDK) or `bounds`
+    /// (`[id_start][id_end]`, newer SDKs).
+    #[arg(long, value_enum, default_value_t = Handshake::Offset)]
+    pub handshake: Handshake,
+}
+
+/// The handshake layouts `serve` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Handshake {
+    /// `[id_offset: u32 BE]` then the ready frame (microsandbox 0.4.4).
+    Offset,
+    /// `[id_start: u32 BE][id_end_exclusive: u32 BE]` then the ready frame.
+    Bounds,
 }
 
 /// Where the guest agent is; exactly one.

@@ -56,7 +56,8 @@ async fn accept_guest(path: &Path) -> io::Result<UnixStream> {
     Ok(stream)
 }
 
-/// Runs `serve` until SIGINT or SIGTERM. A drain notice (a client sent
+/// Runs `serve` until SIGINT or SIGTERM, or until the guest channel closes
+/// (the VM is gone: nothing is left to serve). A drain notice (a client sent
 /// `core.shutdown`) is logged; stopping stays the supervisor's call.
 pub async fn run(args: ServeArgs) -> io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -66,10 +67,15 @@ pub async fn run(args: ServeArgs) -> io::Result<()> {
         _ = sigint.recv() => return Ok(()),
         _ = sigterm.recv() => return Ok(()),
     };
-    let config = Config {
-        max_clients: args.max_clients,
-        ..Config::default()
+    let base = match args.handshake {
+        super::Handshake::Offset => Config::default(),
+        super::Handshake::Bounds => Config::bounds_handshake(),
     };
+    let config = Config {
+        max_clients: args.max_clients.unwrap_or(base.max_clients),
+        ..base
+    };
+    let max_clients = config.max_clients;
     let mut shell = Shell::new(&args.socket, GuestPort::stream(guest)).config(config);
     if let Some(dir) = &args.exec_log {
         shell = shell.exec_log(dir);
@@ -78,7 +84,6 @@ pub async fn run(args: ServeArgs) -> io::Result<()> {
     let mut drains = shell.drain_notices();
     let ready = handle.clone();
     let socket = args.socket.clone();
-    let max_clients = args.max_clients;
     tokio::spawn(async move {
         if ready.wait_ready(Duration::from_secs(3600)).await.is_ok() {
             tracing::info!(
@@ -87,11 +92,13 @@ pub async fn run(args: ServeArgs) -> io::Result<()> {
             );
         }
     });
+    let gone = handle.clone();
     let stop = async move {
         loop {
             tokio::select! {
                 _ = sigint.recv() => break "SIGINT",
                 _ = sigterm.recv() => break "SIGTERM",
+                () = gone.guest_closed() => break "guest channel closed",
                 Some(_) = drains.recv() => {
                     tracing::info!("a client asked the sandbox to shut down (drain notice)");
                 }

@@ -216,6 +216,7 @@ impl Driver {
         if !self.guest_closed {
             self.guest_closed = true;
             tracing::warn!(reason = why, "guest channel closed");
+            self.state.guest_closed.send_replace(true);
             let now = self.now();
             self.relay.handle(now, Event::GuestClosed);
         }

@@ -81,6 +81,7 @@ pub struct DrainNotice;
 struct ShellState {
     ready: watch::Sender<bool>,
     counters: watch::Sender<Counters>,
+    guest_closed: watch::Sender<bool>,
 }
 
 enum Transport {
@@ -191,6 +192,7 @@ impl Shell {
             state: ShellState {
                 ready: watch::channel(false).0,
                 counters: watch::channel(Counters::default()).0,
+                guest_closed: watch::channel(false).0,
             },
             drain: None,
         }
@@ -220,6 +222,7 @@ impl Shell {
         ShellHandle {
             ready: self.state.ready.subscribe(),
             counters: self.state.counters.subscribe(),
+            guest_closed: self.state.guest_closed.subscribe(),
         }
     }
 
@@ -283,6 +286,7 @@ impl Shell {
 pub struct ShellHandle {
     ready: watch::Receiver<bool>,
     counters: watch::Receiver<Counters>,
+    guest_closed: watch::Receiver<bool>,
 }
 
 impl ShellHandle {
@@ -299,6 +303,15 @@ impl ShellHandle {
     /// Whether the guest sent `core.ready`.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// Resolves once the guest channel has closed (the VM is gone): every
+    /// client was closed and new ones are refused. The relay keeps running
+    /// until its shutdown future completes; an embedding that has nothing left
+    /// to serve stops it here. Also resolves if the relay stopped.
+    pub async fn guest_closed(&self) {
+        let mut closed = self.guest_closed.clone();
+        let _ = closed.wait_for(|c| *c).await;
     }
 
     /// The core's counters as of the driver's last step.

@@ -1,1 +1,366 @@
-fn main() {}
+//! `agent-relay-sim`: seed campaigns, single-seed replay with a trace, and
+//! shrinking a failing seed into a regression case.
+//!
+//! ```text
+//! agent-relay-sim --seeds N [--start S] [--jobs J]   campaign over seeds S..S+N
+//! agent-relay-sim --seed S [--trace]                 replay one seed
+//! agent-relay-sim --seed S --shrink [--out DIR]      shrink it into DIR (tests/regressions)
+//! agent-relay-sim --replay FILE [--trace]            replay a regression case
+//! ```
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use agent_relay_sim::case::{Case, replay, shrink};
+use agent_relay_sim::driver::TraceMode;
+use agent_relay_sim::world::{FAULTS, Outcome, READ_MAX, RunOpts, run};
+
+struct Args {
+    seeds: Option<u64>,
+    start: u64,
+    seed: Option<u64>,
+    trace: bool,
+    shrink: bool,
+    jobs: usize,
+    out: String,
+    replay: Option<String>,
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        seeds: None,
+        start: 0,
+        seed: None,
+        trace: false,
+        shrink: false,
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        out: "tests/regressions".into(),
+        replay: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--seeds" => args.seeds = Some(parse_u64(&value()?)?),
+            "--start" => args.start = parse_u64(&value()?)?,
+            "--seed" => args.seed = Some(parse_u64(&value()?)?),
+            "--jobs" => args.jobs = parse_u64(&value()?)?.max(1) as usize,
+            "--out" => args.out = value()?,
+            "--replay" => args.replay = Some(value()?),
+            "--trace" => args.trace = true,
+            "--shrink" => args.shrink = true,
+            "-h" | "--help" => {
+                println!(
+                    "usage: agent-relay-sim --seeds N [--start S] [--jobs J]\n       agent-relay-sim --seed S [--trace | --shrink [--out DIR]]\n       agent-relay-sim --replay FILE [--trace]"
+                );
+                std::process::exit(0);
+            }
+            _ => return Err(format!("unknown argument {a:?} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("agent-relay-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(path) = &args.replay {
+        return replay_file(path, args.trace);
+    }
+    if let Some(seed) = args.seed {
+        return if args.shrink {
+            shrink_seed(seed, &args.out)
+        } else {
+            one_seed(seed, args.trace)
+        };
+    }
+    campaign(args.start, args.seeds.unwrap_or(1000), args.jobs)
+}
+
+fn replay_cmd(seed: u64) -> String {
+    format!("cargo run --release -p agent-relay-sim -- --seed {seed:#x} --trace")
+}
+
+fn report_violation(o: &Outcome) {
+    let v = o.violation.as_ref().expect("called on failures");
+    eprintln!("VIOLATION seed={:#x} invariant={}", o.seed, v.invariant);
+    eprintln!("  {v}");
+    eprintln!("  config: {:?}", o.config);
+    // Re-run with a ring trace: same seed, same run.
+    let again = run(
+        o.seed,
+        RunOpts {
+            trace: TraceMode::Ring(40),
+            ..RunOpts::campaign()
+        },
+    );
+    eprintln!("  last events (and the actions each produced):");
+    for line in &again.trace {
+        eprintln!("  {line}");
+    }
+    eprintln!("  replay: {}", replay_cmd(o.seed));
+    eprintln!(
+        "  shrink: cargo run --release -p agent-relay-sim -- --seed {:#x} --shrink",
+        o.seed
+    );
+}
+
+fn one_seed(seed: u64, trace: bool) -> ExitCode {
+    let o = run(
+        seed,
+        RunOpts {
+            trace: if trace {
+                TraceMode::Full
+            } else {
+                TraceMode::Off
+            },
+            ..RunOpts::campaign()
+        },
+    );
+    for line in &o.trace {
+        println!("{line}");
+    }
+    println!(
+        "seed {seed:#x}: {} events, {} checks, trace hash {:#018x}, faults {}",
+        o.events,
+        o.checks,
+        o.hash,
+        fault_list(&o.faults)
+    );
+    match &o.violation {
+        Some(_) => {
+            report_violation(&o);
+            ExitCode::FAILURE
+        }
+        None => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn fault_list(f: &[u64]) -> String {
+    let on: Vec<String> = FAULTS
+        .iter()
+        .zip(f)
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    if on.is_empty() {
+        "none".into()
+    } else {
+        on.join(" ")
+    }
+}
+
+fn shrink_seed(seed: u64, out: &str) -> ExitCode {
+    let o = run(
+        seed,
+        RunOpts {
+            record: true,
+            ..RunOpts::campaign()
+        },
+    );
+    let Some(v) = &o.violation else {
+        println!("seed {seed:#x} passes; nothing to shrink");
+        return ExitCode::SUCCESS;
+    };
+    eprintln!(
+        "seed {seed:#x} breaks {v}; shrinking {} events",
+        o.recorded.len()
+    );
+    let case = Case {
+        seed,
+        invariant: v.invariant.to_owned(),
+        config: o.config.clone(),
+        read_max: READ_MAX,
+        finish: v.invariant.starts_with("live_"),
+        events: o.recorded.clone(),
+    };
+    // The world reports a stuck run as live_quiescence; replayed, the same
+    // events break the liveness check that names what is stuck.
+    let mut case = case;
+    match replay(
+        &case.config,
+        case.read_max,
+        &case.events,
+        case.finish,
+        TraceMode::Off,
+    )
+    .0
+    {
+        Some(v) => case.invariant = v.invariant.to_owned(),
+        None => {
+            eprintln!("the recorded events do not fail when replayed; cannot shrink");
+            return ExitCode::FAILURE;
+        }
+    }
+    let small = shrink(&case, 20_000);
+    let (v2, lines) = replay(
+        &small.config,
+        small.read_max,
+        &small.events,
+        small.finish,
+        TraceMode::Full,
+    );
+    for line in &lines {
+        println!("{line}");
+    }
+    if let Some(v2) = &v2 {
+        println!("shrunk to {} events: {v2}", small.events.len());
+    }
+    if let Err(e) = std::fs::create_dir_all(out) {
+        eprintln!("creating {out}: {e}");
+        return ExitCode::FAILURE;
+    }
+    let path = format!("{out}/seed_{seed:016x}.case");
+    if let Err(e) = std::fs::write(&path, small.to_text()) {
+        eprintln!("writing {path}: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("wrote {path}");
+    ExitCode::FAILURE
+}
+
+fn replay_file(path: &str, trace: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("reading {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let case = match Case::from_text(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mode = if trace {
+        TraceMode::Full
+    } else {
+        TraceMode::Off
+    };
+    let (v, lines) = replay(&case.config, case.read_max, &case.events, case.finish, mode);
+    for line in &lines {
+        println!("{line}");
+    }
+    match v {
+        Some(v) => {
+            println!("{path}: {v}");
+            ExitCode::FAILURE
+        }
+        None => {
+            println!("{path}: ok ({} events)", case.events.len());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    seeds: u64,
+    events: u64,
+    checks: u64,
+    faults: [u64; FAULTS.len()],
+    seeds_with: [u64; FAULTS.len()],
+    failures: Vec<Outcome>,
+}
+
+fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
+    let next = AtomicU64::new(0);
+    let totals = Mutex::new(Totals::default());
+    let began = Instant::now();
+    let stderr_tty = std::env::var_os("TERM").is_some_and(|t| t != "dumb");
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= count {
+                        return;
+                    }
+                    let o = run(start + k, RunOpts::campaign());
+                    let mut t = totals.lock().expect("no panics while held");
+                    t.seeds += 1;
+                    t.events += o.events;
+                    t.checks += o.checks;
+                    for (i, n) in o.faults.iter().enumerate() {
+                        t.faults[i] += n;
+                        t.seeds_with[i] += u64::from(*n > 0);
+                    }
+                    let done = t.seeds;
+                    if o.violation.is_some() {
+                        t.failures.push(o);
+                    }
+                    let fails = t.failures.len();
+                    drop(t);
+                    progress(done, count, fails, began, stderr_tty);
+                }
+            });
+        }
+    });
+    let secs = began.elapsed().as_secs_f64();
+    let mut t = totals.into_inner().expect("threads joined");
+    eprintln!();
+    t.failures.sort_by_key(|o| o.seed);
+    let rate = t.events as f64 / secs.max(1e-9);
+    println!("agent-relay-sim campaign: seeds {start}..{}", start + count);
+    println!("  {:<22} {:>14}", "seeds", t.seeds);
+    println!("  {:<22} {:>14}", "core events", t.events);
+    println!("  {:<22} {:>14.0}", "events/s", rate);
+    println!("  {:<22} {:>14.1}", "wall seconds", secs);
+    println!("  {:<22} {:>14}", "threads", jobs);
+    println!("  {:<22} {:>14}", "checks made", t.checks);
+    println!(
+        "  faults injected        {:>14}   seeds with it on",
+        "count"
+    );
+    for (i, name) in FAULTS.iter().enumerate() {
+        println!(
+            "    {:<20} {:>14}   {:>8}",
+            name, t.faults[i], t.seeds_with[i]
+        );
+    }
+    println!("  {:<22} {:>14}", "violations", t.failures.len());
+    if t.failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for o in &t.failures {
+        let v = o.violation.as_ref().expect("failures only");
+        println!("  FAIL seed {:#x}: {v}", o.seed);
+    }
+    report_violation(&t.failures[0]);
+    let _ = std::io::stderr().flush();
+    ExitCode::FAILURE
+}
+
+fn progress(done: u64, total: u64, fails: usize, began: Instant, tty: bool) {
+    let step = (total / 50).max(1);
+    if !done.is_multiple_of(step) && done != total {
+        return;
+    }
+    let width = 40;
+    let filled = (done * width / total.max(1)) as usize;
+    let bar: String = "=".repeat(filled) + &" ".repeat(width as usize - filled);
+    let secs = began.elapsed().as_secs_f64();
+    let end = if tty { "\r" } else { "\n" };
+    eprint!("[{bar}] {done}/{total} seeds, {fails} failing, {secs:.1}s{end}");
+}

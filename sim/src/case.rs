@@ -1,0 +1,249 @@
+//! Recorded runs as data: replaying an event list against a fresh core and
+//! checker, shrinking a failing list by delta debugging, and the text format
+//! of the regression cases under `tests/regressions/`.
+
+use std::fmt::Write as _;
+
+use agent_relay::core::{Config, HandshakeForm};
+
+use super::check::Violation;
+use super::driver::{Driver, OwnedEvent, Recorded, TraceMode};
+
+/// A failing (or once-failing) event list and what it broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// The seed it came from.
+    pub seed: u64,
+    /// The invariant it broke when recorded.
+    pub invariant: String,
+    /// The relay configuration.
+    pub config: Config,
+    /// The driver's read size the checker assumes.
+    pub read_max: usize,
+    /// Whether liveness is checked at the end (the run ended healed).
+    pub finish: bool,
+    /// The events.
+    pub events: Vec<Recorded>,
+}
+
+/// Replays `events` into a fresh core; the first violation, if any.
+pub fn replay(
+    config: &Config,
+    read_max: usize,
+    events: &[Recorded],
+    finish: bool,
+    trace: TraceMode,
+) -> (Option<Violation>, Vec<String>) {
+    let mut d = Driver::new(config.clone(), read_max, trace, false);
+    for r in events {
+        d.feed(r.now, r.event.as_event());
+        if d.checker.violation().is_some() {
+            break;
+        }
+    }
+    if finish {
+        d.checker.finish();
+    }
+    let lines = d.lines().cloned().collect();
+    (d.checker.violation().cloned(), lines)
+}
+
+/// Shrinks `case.events` to a short list that still breaks the same
+/// invariant: cut after the failing event, then remove chunks of halving
+/// size while the failure persists (ddmin's complement step), until
+/// `budget_replays` replays are spent.
+pub fn shrink(case: &Case, budget_replays: usize) -> Case {
+    let fails = |events: &[Recorded]| {
+        let (v, _) = replay(
+            &case.config,
+            case.read_max,
+            events,
+            case.finish,
+            TraceMode::Off,
+        );
+        v.filter(|v| v.invariant == case.invariant)
+    };
+    let mut events = case.events.clone();
+    let mut spent = 0;
+    if let Some(v) = fails(&events)
+        && !case.finish
+    {
+        events.truncate(v.event as usize);
+    }
+    let mut chunk = events.len().div_ceil(2).max(1);
+    while chunk >= 1 && spent < budget_replays {
+        let mut i = 0;
+        let mut removed_any = false;
+        while i < events.len() && spent < budget_replays {
+            let end = (i + chunk).min(events.len());
+            let mut candidate = Vec::with_capacity(events.len() - (end - i));
+            candidate.extend_from_slice(&events[..i]);
+            candidate.extend_from_slice(&events[end..]);
+            spent += 1;
+            if let Some(v) = fails(&candidate) {
+                events = candidate;
+                if !case.finish {
+                    events.truncate(v.event as usize);
+                }
+                removed_any = true;
+            } else {
+                i += chunk;
+            }
+        }
+        if chunk == 1 && !removed_any {
+            break;
+        }
+        if !removed_any || chunk > 1 {
+            chunk = chunk.div_ceil(2).min(chunk - usize::from(chunk > 1));
+            if chunk == 0 {
+                break;
+            }
+        }
+    }
+    Case {
+        events,
+        ..case.clone()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err(format!("odd hex length {}", s.len()));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl Case {
+    /// The case as text, one event a line.
+    pub fn to_text(&self) -> String {
+        let c = &self.config;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# agent-relay-sim regression case (replayed by tests/sim_regressions.rs)"
+        );
+        let _ = writeln!(s, "seed {:#018x}", self.seed);
+        let _ = writeln!(s, "invariant {}", self.invariant);
+        let _ = writeln!(
+            s,
+            "config max_clients={} handshake={} soft={} hard={} global={} grace={} to_guest={} window={} quarantine={} exec_log={}",
+            c.max_clients,
+            match c.handshake {
+                HandshakeForm::Offset => "offset",
+                HandshakeForm::Bounds => "bounds",
+            },
+            c.client_soft_budget,
+            c.client_hard_cap,
+            c.global_cap,
+            c.grace,
+            c.client_to_guest_cap,
+            c.guest_window,
+            c.quarantine,
+            u8::from(c.exec_log)
+        );
+        let _ = writeln!(s, "read_max {}", self.read_max);
+        let _ = writeln!(s, "finish {}", u8::from(self.finish));
+        for r in &self.events {
+            let _ = match &r.event {
+                OwnedEvent::GuestBytes(b) => writeln!(s, "{} guest {}", r.now, hex(b)),
+                OwnedEvent::GuestWritten(n) => writeln!(s, "{} guest_written {n}", r.now),
+                OwnedEvent::GuestClosed => writeln!(s, "{} guest_closed", r.now),
+                OwnedEvent::Connected(c) => writeln!(s, "{} connect {c}", r.now),
+                OwnedEvent::ClientBytes(c, b) => writeln!(s, "{} client {c} {}", r.now, hex(b)),
+                OwnedEvent::ClientWritten(c, n) => writeln!(s, "{} client_written {c} {n}", r.now),
+                OwnedEvent::Disconnected(c) => writeln!(s, "{} disconnect {c}", r.now),
+                OwnedEvent::Tick => writeln!(s, "{} tick", r.now),
+            };
+        }
+        s
+    }
+
+    /// Parses [`Case::to_text`] output.
+    pub fn from_text(text: &str) -> Result<Case, String> {
+        let mut case = Case {
+            seed: 0,
+            invariant: String::new(),
+            config: Config::default(),
+            read_max: super::world::READ_MAX,
+            finish: false,
+            events: Vec::new(),
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |e: &dyn std::fmt::Display| format!("line {}: {e}: {line}", n + 1);
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let num = |i: usize| -> Result<u64, String> {
+                let w = words.get(i).ok_or_else(|| err(&"missing field"))?;
+                let parsed = match w.strip_prefix("0x") {
+                    Some(h) => u64::from_str_radix(h, 16),
+                    None => w.parse(),
+                };
+                parsed.map_err(|e| err(&e))
+            };
+            match words[0] {
+                "seed" => case.seed = num(1)?,
+                "invariant" => case.invariant = words.get(1).unwrap_or(&"").to_string(),
+                "read_max" => case.read_max = num(1)? as usize,
+                "finish" => case.finish = num(1)? != 0,
+                "config" => {
+                    for kv in &words[1..] {
+                        let (k, v) = kv.split_once('=').ok_or_else(|| err(&"bad key=value"))?;
+                        let c = &mut case.config;
+                        let int = || v.parse::<u64>().map_err(|e| err(&e));
+                        match k {
+                            "max_clients" => c.max_clients = int()? as u32,
+                            "handshake" => {
+                                c.handshake = if v == "bounds" {
+                                    HandshakeForm::Bounds
+                                } else {
+                                    HandshakeForm::Offset
+                                }
+                            }
+                            "soft" => c.client_soft_budget = int()? as usize,
+                            "hard" => c.client_hard_cap = int()? as usize,
+                            "global" => c.global_cap = int()? as usize,
+                            "grace" => c.grace = int()?,
+                            "to_guest" => c.client_to_guest_cap = int()? as usize,
+                            "window" => c.guest_window = int()? as usize,
+                            "quarantine" => c.quarantine = int()?,
+                            "exec_log" => c.exec_log = int()? != 0,
+                            _ => return Err(err(&"unknown config key")),
+                        }
+                    }
+                }
+                _ => {
+                    let now = num(0)?;
+                    let kind = words.get(1).ok_or_else(|| err(&"missing event"))?;
+                    let bytes = |i: usize| unhex(words.get(i).unwrap_or(&"")).map_err(|e| err(&e));
+                    let event = match *kind {
+                        "guest" => OwnedEvent::GuestBytes(bytes(2)?),
+                        "guest_written" => OwnedEvent::GuestWritten(num(2)? as usize),
+                        "guest_closed" => OwnedEvent::GuestClosed,
+                        "connect" => OwnedEvent::Connected(num(2)?),
+                        "client" => OwnedEvent::ClientBytes(num(2)?, bytes(3)?),
+                        "client_written" => OwnedEvent::ClientWritten(num(2)?, num(3)? as usize),
+                        "disconnect" => OwnedEvent::Disconnected(num(2)?),
+                        "tick" => OwnedEvent::Tick,
+                        _ => return Err(err(&"unknown event")),
+                    };
+                    case.events.push(Recorded { now, event });
+                }
+            }
+        }
+        Ok(case)
+    }
+}

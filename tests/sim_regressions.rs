@@ -1,0 +1,99 @@
+//! Pinned simulator runs, forever: every shrunk case under
+//! `tests/regressions/`, a few pinned seeds, the determinism check, and a
+//! short campaign (the oracle cargo-mutants uses next to the unit tests).
+//!
+//! The simulator library is included by path (`sim/src/lib.rs`), so this
+//! test needs no dependency on the `agent-relay-sim` crate.
+
+#[allow(dead_code, unused_imports)]
+#[path = "../sim/src/lib.rs"]
+mod sim;
+
+use sim::case::{Case, replay};
+use sim::driver::TraceMode;
+use sim::world::{RunOpts, fault_bit, run};
+
+/// Cases whose core bug is still open: replayed by their own ignored test.
+const KNOWN_CORE_BUG: &str = "# known core bug:";
+
+fn load(name: &str) -> Case {
+    let path = format!("{}/tests/regressions/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    Case::from_text(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn assert_passes(name: &str, case: &Case) {
+    let (v, lines) = replay(
+        &case.config,
+        case.read_max,
+        &case.events,
+        case.finish,
+        TraceMode::Ring(40),
+    );
+    if let Some(v) = v {
+        panic!(
+            "{name} (seed {:#x}) still fails: {v}\n{}",
+            case.seed,
+            lines.join("\n")
+        );
+    }
+}
+
+#[test]
+fn sim_regression_cases_pass() {
+    let dir = format!("{}/tests/regressions", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".case"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    for name in names {
+        let text = std::fs::read_to_string(format!("{dir}/{name}")).expect("listed");
+        if text.contains(KNOWN_CORE_BUG) {
+            continue;
+        }
+        assert_passes(&name, &Case::from_text(&text).expect("case parses"));
+    }
+}
+
+#[test]
+#[ignore = "core bug: guest FrameDecoder::resync keeps a short implausible candidate and later waits on its bogus length (rule 7); seed 0x85"]
+fn sim_seed_0x85_guest_resync_rejudges_short_candidate() {
+    let name = "seed_0000000000000085.case";
+    assert_passes(name, &load(name));
+}
+
+#[test]
+fn sim_determinism_same_seed_same_trace_hash() {
+    for seed in [1u64, 0x85, 0xdead_beef] {
+        let a = run(seed, RunOpts::campaign());
+        let b = run(seed, RunOpts::campaign());
+        assert_eq!(a.hash, b.hash, "seed {seed:#x}");
+        assert_eq!(a.events, b.events, "seed {seed:#x}");
+    }
+}
+
+#[test]
+fn sim_campaign_200_seeds() {
+    // guest_corrupt stays off here while the rule-7 resync bug above is
+    // open (it fails ~0.7% of seeds); the CI campaign keeps every fault on.
+    let opts = RunOpts {
+        disabled: fault_bit("guest_corrupt"),
+        ..RunOpts::campaign()
+    };
+    for seed in 0..200 {
+        let o = run(seed, opts);
+        assert!(
+            o.violation.is_none(),
+            "seed {seed:#x}: {}\nreplay: cargo run --release -p agent-relay-sim -- --seed {seed:#x} --trace",
+            o.violation
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+    }
+}

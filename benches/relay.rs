@@ -347,11 +347,20 @@ fn start(port: Port, work: Workload, config: Config, tap: bool) -> Running {
     let relay = thread::Builder::new()
         .name("relay".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("relay runtime");
+            // RELAY_BENCH_RT=current runs the whole relay on one thread (no
+            // cross-thread task hand-offs), for comparison; default as the
+            // CLI runs it: multi-thread, driver on the block_on thread.
+            let rt = if std::env::var("RELAY_BENCH_RT").as_deref() == Ok("current") {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+            }
+            .expect("relay runtime");
             rt.block_on(async move {
                 let gp = match src {
                     PortSrc::Ring(gp) => gp,

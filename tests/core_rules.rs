@@ -750,3 +750,33 @@ fn core_counters_track_both_directions() {
     assert_eq!(c.live_sessions, 1);
     assert_eq!(c.guest_frames_in, 2);
 }
+
+#[test]
+fn core_tap_merges_a_streams_frames_within_one_read() {
+    let mut h = one_client();
+    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_req(2, false));
+    let mut chunk = Vec::new();
+    for part in [&b"a"[..], b"b", b"c"] {
+        chunk.extend_from_slice(&stdout(1, part));
+    }
+    chunk.extend_from_slice(&data(MsgType::ExecStderr, 1, b"E"));
+    chunk.extend_from_slice(&stdout(1, b"d"));
+    chunk.extend_from_slice(&stdout(2, b"x"));
+    chunk.extend_from_slice(&stdout(2, b"y"));
+    let acts = h.guest(&chunk);
+    assert_eq!(
+        logs(&acts),
+        vec![
+            (Some(1), LogSource::Stdout, "abc".into()),
+            (Some(1), LogSource::Stderr, "E".into()),
+            (Some(1), LogSource::Stdout, "d".into()),
+            (Some(2), LogSource::Stdout, "xy".into()),
+        ]
+    );
+    // Every frame was still routed on its own.
+    assert_eq!(to_client(&acts, 1).len(), 7);
+    // A new read starts a new record.
+    let acts = h.guest(&stdout(2, b"z"));
+    assert_eq!(logs(&acts), vec![(Some(2), LogSource::Stdout, "z".into())]);
+}

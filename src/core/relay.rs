@@ -38,6 +38,10 @@ pub struct Relay {
     /// Bytes handed to the guest port and not yet reported written.
     guest_inflight: usize,
     last_session: u64,
+    /// Tap output of the current event, merged while it continues one
+    /// session's stream; flushed into `actions` when another begins and at
+    /// the end of every event.
+    pending_log: Option<LogRecord>,
     actions: VecDeque<Action>,
     counters: Counters,
 }
@@ -63,6 +67,7 @@ impl Relay {
             rr: 0,
             guest_inflight: 0,
             last_session: 0,
+            pending_log: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
         }
@@ -93,6 +98,9 @@ impl Relay {
                 }
             }
             Event::Tick => self.on_tick(),
+        }
+        if let Some(record) = self.pending_log.take() {
+            self.actions.push_back(Action::Log(record));
         }
     }
 
@@ -209,7 +217,15 @@ impl Relay {
         if self.cfg.exec_log
             && let SessionKind::Exec { tty } = session.kind
         {
-            tap_output(&mut self.actions, session, tty, t, &frame, terminal);
+            tap_output(
+                &mut self.actions,
+                &mut self.pending_log,
+                session,
+                tty,
+                t,
+                &frame,
+                terminal,
+            );
         }
         if terminal {
             slot.sessions.remove(&id);
@@ -625,9 +641,12 @@ impl Relay {
 }
 
 /// Turns exec output into exec.log records (whole characters only) and
-/// flushes the session's unfinished characters when it ends.
+/// flushes the session's unfinished characters when it ends. Output that
+/// continues the record being built (same session, same stream) is appended
+/// to it, so a burst of small frames read in one batch costs one record.
 fn tap_output(
     actions: &mut VecDeque<Action>,
+    pending: &mut Option<LogRecord>,
     session: &mut Session,
     tty: bool,
     t: MsgType,
@@ -644,13 +663,24 @@ fn tap_output(
         (false, 0) => LogSource::Stdout,
         (false, _) => LogSource::Stderr,
     };
+    let number = session.number;
     let mut emit = |stream: usize, text: String| {
-        if !text.is_empty() {
-            actions.push_back(Action::Log(LogRecord {
-                session: Some(session.number),
-                source: source(stream),
-                text,
-            }));
+        if text.is_empty() {
+            return;
+        }
+        let source = source(stream);
+        match pending {
+            Some(r) if r.session == Some(number) && r.source == source => r.text.push_str(&text),
+            _ => {
+                let record = LogRecord {
+                    session: Some(number),
+                    source,
+                    text,
+                };
+                if let Some(done) = pending.replace(record) {
+                    actions.push_back(Action::Log(done));
+                }
+            }
         }
     };
     if let Some(stream) = stream

@@ -1,5 +1,6 @@
 //! The built binary end to end: `demo`, `serve --demo-agent` with `exec`
 //! clients, and `logs` over a directory with rotations.
+#![cfg(feature = "cli")]
 
 use std::io::Write;
 use std::path::Path;

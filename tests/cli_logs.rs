@@ -1,4 +1,5 @@
 //! `logs --follow`'s tail across appends, a rotation and a truncation.
+#![cfg(feature = "cli")]
 
 use std::io::Write;
 

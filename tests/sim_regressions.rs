@@ -60,8 +60,8 @@ fn sim_regression_cases_pass() {
     }
 }
 
+/// Rule 7: a short candidate kept by a resync is judged once its bytes arrive.
 #[test]
-#[ignore = "core bug: guest FrameDecoder::resync keeps a short implausible candidate and later waits on its bogus length (rule 7); seed 0x85"]
 fn sim_seed_0x85_guest_resync_rejudges_short_candidate() {
     let name = "seed_0000000000000085.case";
     assert_passes(name, &load(name));

@@ -28,6 +28,9 @@ pub enum FrameError {
         /// The largest legal length.
         max: u32,
     },
+    /// After [`FrameDecoder::resync`], the bytes kept as a possible frame
+    /// start turned out, once enough of them arrived, not to be one.
+    NoFrameStart,
     /// The stream ended inside a frame.
     Truncated {
         /// Bytes of the frame that did arrive.
@@ -50,6 +53,9 @@ impl std::fmt::Display for FrameError {
                 "frame length {len} is {} bytes over the {max}-byte limit",
                 len - max
             ),
+            FrameError::NoFrameStart => {
+                f.write_str("the bytes kept after a resync do not start a frame")
+            }
             FrameError::Truncated {
                 have,
                 need: Some(need),
@@ -168,6 +174,9 @@ impl std::fmt::Debug for Frame {
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: BytesMut,
+    /// [`FrameDecoder::resync`] kept a candidate too short to judge: judge it
+    /// before trusting its length field.
+    unjudged: bool,
 }
 
 impl FrameDecoder {
@@ -201,7 +210,16 @@ impl FrameDecoder {
     /// The size of the next frame, prefix included, once all of it arrived;
     /// nothing is consumed, so the caller can inspect [`FrameDecoder::pending`]
     /// before it commits with [`FrameDecoder::take_frame`].
-    pub fn peek_frame(&self) -> Result<Option<usize>, FrameError> {
+    pub fn peek_frame(&mut self) -> Result<Option<usize>, FrameError> {
+        if self.unjudged {
+            if self.buf.len() < JUDGED {
+                return Ok(None);
+            }
+            if !plausible_start(&self.buf) {
+                return Err(FrameError::NoFrameStart);
+            }
+            self.unjudged = false;
+        }
         if self.buf.len() < LEN_PREFIX {
             return Ok(None);
         }
@@ -218,7 +236,7 @@ impl FrameDecoder {
     /// # Panics
     /// If `total` is not the value `peek_frame` just returned.
     pub fn take_frame(&mut self, total: usize) -> Frame {
-        debug_assert_eq!(self.peek_frame(), Ok(Some(total)));
+        debug_assert!(!self.unjudged && total <= self.buf.len());
         Frame {
             bytes: self.buf.split_to(total).freeze(),
         }
@@ -235,6 +253,7 @@ impl FrameDecoder {
             skip += 1;
         }
         self.buf.advance(skip);
+        self.unjudged = self.buf.len() < JUDGED;
         skip
     }
 
@@ -257,9 +276,12 @@ impl FrameDecoder {
 /// The six bytes every envelope 0.4.4 encodes starts with: `map(3) "v" 1 "t"`.
 const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', 0x01, 0x61, b't'];
 
+/// Bytes needed to judge a candidate frame start fully.
+const JUDGED: usize = PREFIX_LEN + ENVELOPE_OPENING.len();
+
 /// Could a frame start here? `true` also when too few bytes arrived to say no.
 fn plausible_start(b: &[u8]) -> bool {
-    let judged = PREFIX_LEN + ENVELOPE_OPENING.len();
+    let judged = JUDGED;
     if b.len() < judged {
         // Too short to judge: the prefix seen so far must still be possible.
         if b.len() >= LEN_PREFIX {
@@ -348,6 +370,24 @@ mod tests {
                 need: Some(12)
             })
         );
+    }
+
+    /// Regression (simulator seed 0x85): a candidate kept because it was too
+    /// short to judge is judged once its bytes arrive, not trusted.
+    #[test]
+    fn wire_resync_rejudges_short_candidate() {
+        let mut good = frame_bytes(3, 0, &[0xa3, 0x61, b'v', 0x01, 0x61, b't', 0x60]);
+        let mut d = FrameDecoder::new();
+        // Junk ending in `00 15 55 f2 f2`: a legal length, then too few bytes.
+        d.extend(&[0xff, 0x4a, 0x17, 0x00, 0x15, 0x55, 0xf2, 0xf2]);
+        assert_eq!(d.resync(), 3, "keeps the short candidate");
+        assert_eq!(d.next_frame(), Ok(None));
+        let mut rest = vec![0x84, 0x06, 0xba, 0x4e, 0x7a, 0xcb, 0xc0, 0xd1];
+        rest.append(&mut good);
+        d.extend(&rest);
+        assert_eq!(d.next_frame(), Err(FrameError::NoFrameStart));
+        d.resync();
+        assert_eq!(d.next_frame().unwrap().map(|f| f.id()), Some(3));
     }
 
     #[test]

@@ -1,109 +1,129 @@
-//! One client connection: a reader task that turns bytes into driver inputs
-//! (and waits while the core has it paused), and a writer task that drains the
-//! client's queue in vectored batches and reports progress. Dropping the
-//! [`ClientConn`] aborts both tasks, which closes the connection and discards
-//! whatever was still queued. No decision about the bytes is made here.
+//! One client connection, owned by the driver: the socket, the frames queued
+//! toward it and whether the core has reading paused. The driver polls it from
+//! its own task: [`ClientConn::poll_write`] writes the queue in vectored
+//! batches, [`ClientConn::poll_read`] reads one bounded batch. Dropping a
+//! [`ClientConn`] closes the connection and discards whatever was still
+//! queued. No decision about the bytes is made here.
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tracing::Instrument;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use super::driver::Input;
+use bytes::Bytes;
+use tokio::io::ReadBuf;
+
 use super::queue::FrameQueue;
 use super::transport::BoxConnection;
-use crate::core::ClientId;
 
 /// Bytes read from a client per read call, at most.
 pub(crate) const CLIENT_READ: usize = 64 << 10;
 
+/// Writes per poll to one client, at most, so one fast client cannot hold the
+/// driver while others wait.
+const WRITES_PER_POLL: usize = 8;
+
 /// The driver's handle on one connection.
 #[derive(Debug)]
 pub(crate) struct ClientConn {
+    io: BoxConnection,
     /// Frames toward the client; bounded by the core's per-client budget.
-    pub(crate) out: mpsc::UnboundedSender<Bytes>,
-    paused: watch::Sender<bool>,
-    reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    out: FrameQueue,
+    /// Whether the socket was flushed since its last write.
+    flushed: bool,
+    /// The core paused reading this client.
+    paused: bool,
     pub(crate) span: tracing::Span,
 }
 
+/// What one write poll did.
+pub(crate) enum Written {
+    /// Nothing queued, or the socket is full (the waker is registered).
+    Idle,
+    /// This many bytes reached the socket.
+    Bytes(usize),
+    /// Writing failed: the connection is unusable.
+    Failed(io::Error),
+}
+
+/// What one read poll did.
+pub(crate) enum Read<'a> {
+    /// Paused, or nothing to read (the waker is registered).
+    Idle,
+    /// Bytes from the client.
+    Bytes(&'a [u8]),
+    /// The connection ended; the text says how.
+    Gone(String),
+}
+
 impl ClientConn {
-    /// Starts the reader and writer tasks of a new connection.
-    pub(crate) fn spawn(
-        id: ClientId,
-        conn: BoxConnection,
-        inputs: mpsc::Sender<Input>,
-    ) -> ClientConn {
-        let span = tracing::info_span!("client", client = id.0);
-        let (rd, wr) = tokio::io::split(conn);
-        let (out, out_rx) = mpsc::unbounded_channel();
-        let (paused, paused_rx) = watch::channel(false);
-        let reader =
-            tokio::spawn(read_loop(id, rd, paused_rx, inputs.clone()).instrument(span.clone()));
-        let writer = tokio::spawn(
-            async move {
-                let report = inputs.clone();
-                let result = FrameQueue::default()
-                    .pump(out_rx, wr, |n| {
-                        let report = report.clone();
-                        async move { report.send(Input::ClientWritten(id, n)).await.is_ok() }
-                    })
-                    .await;
-                if let Err(e) = result {
-                    let _ = inputs
-                        .send(Input::ClientGone(id, format!("write failed: {e}")))
-                        .await;
-                }
-            }
-            .instrument(span.clone()),
-        );
+    /// Wraps a new connection.
+    pub(crate) fn new(id: u64, io: BoxConnection) -> ClientConn {
         ClientConn {
-            out,
-            paused,
-            reader,
-            writer,
-            span,
+            io,
+            out: FrameQueue::default(),
+            flushed: true,
+            paused: false,
+            span: tracing::info_span!("client", client = id),
         }
+    }
+
+    /// Queues bytes toward the client; the driver's next turn writes them.
+    pub(crate) fn send(&mut self, bytes: Bytes) {
+        self.out.push(bytes);
     }
 
     /// Stops or resumes reading the client.
-    pub(crate) fn set_paused(&self, paused: bool) {
-        self.paused.send_replace(paused);
+    pub(crate) fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
     }
-}
 
-impl Drop for ClientConn {
-    fn drop(&mut self) {
-        self.reader.abort();
-        self.writer.abort();
-    }
-}
-
-async fn read_loop(
-    id: ClientId,
-    mut rd: tokio::io::ReadHalf<BoxConnection>,
-    mut paused: watch::Receiver<bool>,
-    inputs: mpsc::Sender<Input>,
-) {
-    let mut buf = BytesMut::new();
-    loop {
-        if paused.wait_for(|p| !*p).await.is_err() {
-            return;
-        }
-        buf.reserve(CLIENT_READ);
-        let input = match (&mut rd).take(CLIENT_READ as u64).read_buf(&mut buf).await {
-            Ok(0) => Input::ClientGone(id, "closed by the client".into()),
-            Ok(n) => {
-                tracing::trace!(bytes = n, "client bytes");
-                Input::ClientBytes(id, buf.split().freeze())
+    /// Writes queued bytes until the socket is full, the queue is empty or
+    /// the per-poll budget is spent. Never waits.
+    pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Written {
+        let mut total = 0;
+        let mut writes = 0;
+        while !self.out.is_empty() && writes < WRITES_PER_POLL {
+            writes += 1;
+            match self.out.poll_write_to(Pin::new(&mut *self.io), cx) {
+                Poll::Ready(Ok(n)) => {
+                    total += n;
+                    self.flushed = false;
+                }
+                Poll::Ready(Err(e)) => return Written::Failed(e),
+                Poll::Pending => break,
             }
-            Err(e) => Input::ClientGone(id, format!("read failed: {e}")),
-        };
-        let gone = matches!(input, Input::ClientGone(..));
-        if inputs.send(input).await.is_err() || gone {
-            return;
+        }
+        if self.out.is_empty() && !self.flushed {
+            match Pin::new(&mut *self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.flushed = true,
+                Poll::Ready(Err(e)) => return Written::Failed(e),
+                Poll::Pending => {}
+            }
+        }
+        if total > 0 {
+            Written::Bytes(total)
+        } else {
+            Written::Idle
+        }
+    }
+
+    /// Reads one batch (at most `buf.len()` bytes) unless paused.
+    pub(crate) fn poll_read<'a>(&mut self, cx: &mut Context<'_>, buf: &'a mut [u8]) -> Read<'a> {
+        if self.paused {
+            return Read::Idle;
+        }
+        let mut rb = ReadBuf::new(buf);
+        match Pin::new(&mut *self.io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    Read::Gone("closed by the client".into())
+                } else {
+                    Read::Bytes(&buf[..n])
+                }
+            }
+            Poll::Ready(Err(e)) => Read::Gone(format!("read failed: {e}")),
+            Poll::Pending => Read::Idle,
         }
     }
 }

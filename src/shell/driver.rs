@@ -1,47 +1,35 @@
-//! The driver: the one task that owns the [`Relay`]. Reader tasks send it
-//! bytes over channels; it calls `handle`, drains `poll_action` and performs
-//! each action by handing bytes to writer tasks, pausing readers, closing
-//! connections or notifying the embedding. It arms one timer from
-//! `poll_timeout`. It never decides routing or policy and never looks at a
-//! message type: that is the core's job.
+//! The driver: the one task that owns the [`Relay`] and does the data path's
+//! I/O itself. Every client connection (with its queue of frames) and the
+//! guest port live here and are polled from this task's context, so a byte
+//! never hops between tasks: one turn writes every queued connection (until
+//! its socket is full; a full client just keeps its queue), then reads one
+//! bounded batch from the guest and one from every unpaused client, feeding
+//! the core and performing its actions, whose output the next turn writes.
+//! Reading the guest is thereby paced by writing. Only accepting runs in a
+//! task of its own. It arms one timer from `poll_timeout`. It never decides
+//! routing or policy and never looks at a message type: that is the core's
+//! job.
 
 use std::collections::HashMap;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::client::ClientConn;
-use super::guest::{GuestIn, GuestPort};
+use super::client::{CLIENT_READ, ClientConn, Read, Written};
+use super::guest::{GUEST_BATCH, GuestIo, GuestPort, Progress};
 use super::transport::{BoxConnection, ErasedListener};
 use super::{DrainNotice, ShellState};
 use crate::core::{Action, ClientId, Event, Millis, Relay};
 use crate::exec_log::ExecLog;
 
-/// What tasks tell the driver (guest bytes travel on their own channel).
-#[derive(Debug)]
-pub(crate) enum Input {
-    /// Bytes read from a client.
-    ClientBytes(ClientId, Bytes),
-    /// A client's writer put this many bytes on its socket.
-    ClientWritten(ClientId, usize),
-    /// A client's connection ended; the text says how.
-    ClientGone(ClientId, String),
-    /// The guest port accepted this many bytes.
-    GuestWritten(usize),
-    /// Writing to the guest failed.
-    GuestWriteFailed(String),
-}
-
-/// Inputs queued from all client tasks together before readers wait.
-const INPUT_QUEUE: usize = 1024;
-/// Guest batches queued before the guest reader waits.
-const GUEST_QUEUE: usize = 4;
 /// Accepted connections queued before the accept task waits.
 const ACCEPT_QUEUE: usize = 16;
 /// Pause after a failed `accept` (e.g. out of fds) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How far away an unarmed timer sleeps (it is never polled then).
+const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// Everything the driver needs, assembled by [`super::Shell`].
 pub(crate) struct Parts {
@@ -57,11 +45,19 @@ struct Driver {
     relay: Relay,
     start: Instant,
     clients: HashMap<ClientId, ClientConn>,
-    to_guest: mpsc::UnboundedSender<Bytes>,
+    guest: GuestIo,
     guest_closed: bool,
     exec_log: Option<ExecLog>,
     state: ShellState,
     drain: Option<mpsc::Sender<DrainNotice>>,
+    /// The one read buffer: the core copies what it keeps.
+    rbuf: Vec<u8>,
+    /// Scratch: client ids in this turn's read order.
+    order: Vec<ClientId>,
+    /// Scratch: clients whose write failed this turn.
+    failed: Vec<(ClientId, String)>,
+    /// Rotates the client read order turn by turn.
+    turn: usize,
 }
 
 /// Runs until `shutdown` completes, then closes every connection.
@@ -74,26 +70,29 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
         state,
         drain,
     } = parts;
-    let (input_tx, mut input_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
-    let (guest_tx, mut guest_rx) = mpsc::channel::<GuestIn>(GUEST_QUEUE);
-    let (to_guest, to_guest_rx) = mpsc::unbounded_channel();
+    let guest = guest.into_io()?;
     let (conn_tx, mut conn_rx) = mpsc::channel::<BoxConnection>(ACCEPT_QUEUE);
-    let guest_tasks = guest.spawn(to_guest_rx, guest_tx, input_tx.clone())?;
     let accept = tokio::spawn(accept_loop(listener, conn_tx));
 
     let mut d = Driver {
         relay,
         start: Instant::now(),
         clients: HashMap::new(),
-        to_guest,
+        guest,
         guest_closed: false,
         exec_log,
         state,
         drain,
+        rbuf: vec![0u8; CLIENT_READ.max(GUEST_BATCH)],
+        order: Vec::new(),
+        failed: Vec::new(),
+        turn: 0,
     };
     let mut next_client = 0u64;
     let mut last_tick: Option<Millis> = None;
-    tokio::pin!(shutdown);
+    let timer = tokio::time::sleep(FAR);
+    tokio::pin!(shutdown, timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let deadline = d.relay.poll_timeout().map(|at| {
             // Never re-arm for a moment already handled (no spinning).
@@ -103,21 +102,27 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
             };
             d.start + Duration::from_millis(at)
         });
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at);
+            }
+            armed = deadline;
+        }
+        // Biased: the cheap, rare branches are looked at first so a busy data
+        // path can never starve them; the I/O turn writes before it reads.
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
-            Some(input) = input_rx.recv() => d.on_input(input),
-            Some(msg) = guest_rx.recv() => match msg {
-                GuestIn::Bytes(bytes) => {
-                    tracing::trace!(bytes = bytes.len(), "guest bytes");
-                    let now = d.now();
-                    d.relay.handle(now, Event::GuestBytes(&bytes));
-                }
-                GuestIn::Closed(why) => d.guest_gone(&why),
-            },
+            () = &mut timer, if armed.is_some() => {
+                let now = d.now();
+                last_tick = Some(now);
+                armed = None;
+                d.relay.handle(now, Event::Tick);
+            }
             Some(conn) = conn_rx.recv() => {
                 next_client += 1;
                 let id = ClientId(next_client);
-                let client = ClientConn::spawn(id, conn, input_tx.clone());
+                let client = ClientConn::new(id.0, conn);
                 client.span.in_scope(|| tracing::debug!("connection accepted"));
                 d.clients.insert(id, client);
                 let now = d.now();
@@ -128,11 +133,7 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
                     });
                 }
             }
-            () = sleep_until_opt(deadline) => {
-                let now = d.now();
-                last_tick = Some(now);
-                d.relay.handle(now, Event::Tick);
-            }
+            () = std::future::poll_fn(|cx| d.poll_io(cx)) => {}
         }
         d.perform();
         d.publish();
@@ -146,22 +147,11 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
             .span
             .in_scope(|| tracing::info!("closing: relay shutting down"));
     }
-    for task in guest_tasks {
-        task.abort();
-        let _ = task.await;
-    }
     if let Some(log) = d.exec_log.take() {
         log.close(Duration::from_secs(2)).await;
     }
     d.publish();
     Ok(())
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<BoxConnection>) {
@@ -187,35 +177,101 @@ impl Driver {
         self.start.elapsed().as_millis() as Millis
     }
 
-    fn on_input(&mut self, input: Input) {
+    /// One I/O turn: writes every connection with queued bytes, then reads
+    /// one bounded batch from the guest and from each unpaused client (in a
+    /// rotating order), feeding the core. Ready when anything moved; Pending
+    /// (with the driver's waker registered on every socket it waits for)
+    /// otherwise.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let now = self.now();
-        match input {
-            Input::ClientBytes(id, bytes) => {
-                if self.clients.contains_key(&id) {
-                    self.relay.handle(now, Event::ClientBytes(id, &bytes));
+        let mut progressed = false;
+
+        // Writes first: what the last turn queued goes out now.
+        for (&id, c) in &mut self.clients {
+            match c.poll_write(cx) {
+                Written::Idle => {}
+                Written::Bytes(n) => {
+                    tracing::trace!(client = id.0, bytes = n, "client written");
+                    self.relay.handle(now, Event::ClientWritten(id, n));
+                    progressed = true;
+                }
+                Written::Failed(e) => {
+                    self.failed.push((id, format!("write failed: {e}")));
+                    progressed = true;
                 }
             }
-            Input::ClientWritten(id, n) => {
-                tracing::trace!(client = id.0, bytes = n, "client written");
-                self.relay.handle(now, Event::ClientWritten(id, n));
-            }
-            Input::ClientGone(id, why) => {
-                if let Some(client) = self.clients.remove(&id) {
-                    client
-                        .span
-                        .in_scope(|| tracing::info!(reason = %why, "client disconnected"));
-                    self.relay.handle(now, Event::ClientDisconnected(id));
+        }
+        while let Some((id, why)) = self.failed.pop() {
+            self.client_gone(id, &why);
+        }
+
+        // The guest: queued frames out, one batch in.
+        let mut p = Progress::default();
+        let relay = &mut self.relay;
+        progressed |= self.guest.poll(cx, &mut self.rbuf, &mut p, |bytes| {
+            tracing::trace!(bytes = bytes.len(), "guest bytes");
+            relay.handle(now, Event::GuestBytes(bytes));
+        });
+        if p.written > 0 {
+            self.relay.handle(now, Event::GuestWritten(p.written));
+        }
+        if let Some(why) = p.write_failed {
+            self.guest_gone(&format!("write failed: {why}"));
+        }
+        if let Some(why) = p.closed {
+            self.guest_gone(&why);
+        }
+
+        // Clients: one batch each, starting one further along every turn.
+        self.order.clear();
+        self.order.extend(self.clients.keys().copied());
+        if !self.order.is_empty() {
+            self.turn = self.turn.wrapping_add(1);
+            let k = self.turn % self.order.len();
+            self.order.rotate_left(k);
+        }
+        for i in 0..self.order.len() {
+            let id = self.order[i];
+            let Some(c) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            match c.poll_read(cx, &mut self.rbuf) {
+                Read::Idle => {}
+                Read::Bytes(bytes) => {
+                    tracing::trace!(client = id.0, bytes = bytes.len(), "client bytes");
+                    self.relay.handle(now, Event::ClientBytes(id, bytes));
+                    progressed = true;
+                }
+                Read::Gone(why) => {
+                    self.client_gone(id, &why);
+                    progressed = true;
                 }
             }
-            Input::GuestWritten(n) => self.relay.handle(now, Event::GuestWritten(n)),
-            Input::GuestWriteFailed(why) => self.guest_gone(&format!("write failed: {why}")),
+        }
+        if progressed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// A connection ended (EOF or an I/O error): tell the core.
+    fn client_gone(&mut self, id: ClientId, why: &str) {
+        if let Some(client) = self.clients.remove(&id) {
+            client
+                .span
+                .in_scope(|| tracing::info!(reason = %why, "client disconnected"));
+            let now = self.now();
+            self.relay.handle(now, Event::ClientDisconnected(id));
         }
     }
 
     fn guest_gone(&mut self, why: &str) {
         if !self.guest_closed {
             self.guest_closed = true;
-            tracing::warn!(reason = why, "guest channel closed");
+            self.guest
+                .span
+                .in_scope(|| tracing::warn!(reason = why, "guest channel closed"));
             self.state.guest_closed.send_replace(true);
             let now = self.now();
             self.relay.handle(now, Event::GuestClosed);
@@ -231,16 +287,14 @@ impl Driver {
                     client,
                     frame: bytes,
                 } => {
-                    if let Some(c) = self.clients.get(&client) {
+                    if let Some(c) = self.clients.get_mut(&client) {
                         tracing::trace!(client = client.0, bytes = bytes.len(), "to client");
-                        // A send error means the writer already failed; its
-                        // ClientGone is on the way.
-                        let _ = c.out.send(bytes);
+                        c.send(bytes);
                     }
                 }
                 Action::ToGuest { frame } => {
                     tracing::trace!(bytes = frame.len(), "to guest");
-                    let _ = self.to_guest.send(frame);
+                    self.guest.send(frame);
                 }
                 Action::Refuse { client, reason } => {
                     if let Some(c) = self.clients.remove(&client) {
@@ -255,14 +309,14 @@ impl Driver {
                     }
                 }
                 Action::PauseClient(client) => {
-                    if let Some(c) = self.clients.get(&client) {
+                    if let Some(c) = self.clients.get_mut(&client) {
                         c.span
                             .in_scope(|| tracing::debug!("paused: guest queue full"));
                         c.set_paused(true);
                     }
                 }
                 Action::ResumeClient(client) => {
-                    if let Some(c) = self.clients.get(&client) {
+                    if let Some(c) = self.clients.get_mut(&client) {
                         c.span.in_scope(|| tracing::debug!("resumed"));
                         c.set_paused(false);
                     }

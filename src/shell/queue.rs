@@ -1,68 +1,81 @@
-//! [`FrameQueue`]: frames waiting for one writer, presented as a single
-//! [`Buf`] so a writer task hands the whole batch to `write_buf` and the
-//! transport gets one vectored write. It only moves bytes it was given.
+//! [`FrameQueue`]: frames waiting for one connection, written by the driver
+//! with one vectored write per call ([`FrameQueue::poll_write_to`]). It only
+//! moves bytes it was given.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::AsyncWrite;
 
-/// Frames queued for one writer, oldest first.
+/// Frames queued for one connection, oldest first.
 #[derive(Debug, Default)]
 pub(crate) struct FrameQueue {
     frames: VecDeque<Bytes>,
     len: usize,
 }
 
-/// Frames taken from the channel per batch, at most.
-const BATCH_FRAMES: usize = 64;
+/// Frames handed to one vectored write, at most (well under `IOV_MAX`).
+const WRITE_SLICES: usize = 256;
 
 impl FrameQueue {
-    fn push(&mut self, frame: Bytes) {
+    /// Queues a frame behind the others.
+    pub(crate) fn push(&mut self, frame: Bytes) {
         if !frame.is_empty() {
             self.len += frame.len();
             self.frames.push_back(frame);
         }
     }
 
-    /// Waits for frames and writes them in batches until the channel closes
-    /// or a write fails; `written(n)` reports progress after every write.
-    pub(crate) async fn pump<W, F>(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Bytes>,
-        mut w: W,
-        mut written: impl FnMut(usize) -> F,
-    ) -> std::io::Result<()>
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the oldest frame off the queue.
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        let frame = self.frames.pop_front()?;
+        self.len -= frame.len();
+        Some(frame)
+    }
+
+    /// Puts a frame back in front (it did not fit where it was going).
+    pub(crate) fn push_front(&mut self, frame: Bytes) {
+        if !frame.is_empty() {
+            self.len += frame.len();
+            self.frames.push_front(frame);
+        }
+    }
+
+    /// One write of the queued bytes to `w` (vectored when `w` supports it),
+    /// advancing the queue by what was written. `Ok(n)` with `n > 0` is
+    /// progress; a zero-length write is an error (`WriteZero`). Must only be
+    /// called with something queued. `Pending` registers `cx`'s waker.
+    pub(crate) fn poll_write_to<W>(
+        &mut self,
+        mut w: Pin<&mut W>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>>
     where
-        W: AsyncWrite + Unpin,
-        F: std::future::Future<Output = bool>,
+        W: AsyncWrite + ?Sized,
     {
-        loop {
-            if self.frames.is_empty() {
-                w.flush().await?;
-                match rx.recv().await {
-                    Some(frame) => self.push(frame),
-                    None => return Ok(()),
-                }
+        debug_assert!(!self.is_empty());
+        let polled = if w.is_write_vectored() && self.frames.len() > 1 {
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let n = self.chunks_vectored(&mut slices);
+            w.as_mut().poll_write_vectored(cx, &slices[..n])
+        } else {
+            w.as_mut().poll_write(cx, self.chunk())
+        };
+        match polled {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                self.advance(n);
+                Poll::Ready(Ok(n))
             }
-            while self.frames.len() < BATCH_FRAMES {
-                match rx.try_recv() {
-                    Ok(frame) => self.push(frame),
-                    Err(_) => break,
-                }
-            }
-            if self.len == 0 {
-                continue;
-            }
-            let n = w.write_buf(&mut self).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            if !written(n).await {
-                return Ok(());
-            }
+            other => other,
         }
     }
 }
@@ -119,5 +132,33 @@ mod tests {
         q.advance(2);
         assert_eq!(q.remaining(), 0);
         assert_eq!(q.chunk(), b"");
+    }
+
+    #[test]
+    fn frame_queue_pop_and_push_front_keep_the_length() {
+        let mut q = FrameQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b"de"));
+        let f = q.pop().unwrap();
+        assert_eq!((&f[..], q.remaining()), (&b"abc"[..], 2));
+        q.push_front(f);
+        assert_eq!((q.chunk(), q.remaining()), (&b"abc"[..], 5));
+    }
+
+    #[tokio::test]
+    async fn frame_queue_writes_vectored_batches() {
+        let (mut a, mut b) = tokio::io::duplex(4);
+        let mut q = FrameQueue::default();
+        q.push(Bytes::from_static(b"ab"));
+        q.push(Bytes::from_static(b"cdef"));
+        let n = std::future::poll_fn(|cx| q.poll_write_to(Pin::new(&mut a), cx))
+            .await
+            .unwrap();
+        assert_eq!((n, q.remaining()), (4, 2));
+        let mut buf = [0u8; 4];
+        tokio::io::AsyncReadExt::read_exact(&mut b, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(&buf, b"abcd");
     }
 }

@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
 /// Largest chunk [`RingVmm::write`] pushes in one go.
@@ -21,8 +22,8 @@ pub const MAX_CHUNK: usize = 64 << 10;
 /// The shared state of one ring port.
 #[derive(Debug)]
 struct Rings {
-    /// Relay -> guest.
-    to_guest: ArrayQueue<Vec<u8>>,
+    /// Relay -> guest: the frames as the relay holds them (no copy).
+    to_guest: ArrayQueue<Bytes>,
     /// Guest -> relay.
     from_guest: ArrayQueue<Vec<u8>>,
 }
@@ -47,7 +48,7 @@ pub struct RingVmm {
     /// Written to wake the relay.
     wake_relay: StdUnixStream,
     /// The chunk `read` is part way through, and how far.
-    partial: Option<(Vec<u8>, usize)>,
+    partial: Option<(Bytes, usize)>,
 }
 
 /// Creates a ring port whose queues hold `chunks` chunks each.
@@ -89,19 +90,40 @@ fn clear(s: &StdUnixStream) {
 
 impl RingPort {
     /// Pops one chunk the guest sent, if any, and wakes the VMM (room freed).
+    #[cfg(test)]
     pub(crate) fn pop(&self) -> Option<Vec<u8>> {
-        let chunk = self.rings.from_guest.pop();
+        let chunk = self.pop_quiet();
         if chunk.is_some() {
-            wake(&self.wake_vmm);
+            self.wake_vmm();
         }
         chunk
     }
 
-    /// Pushes a chunk toward the guest; gives it back if the queue is full.
-    pub(crate) fn push(&self, chunk: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.rings.to_guest.push(chunk)?;
-        wake(&self.wake_vmm);
+    /// Pushes a chunk toward the guest and wakes the VMM; gives the chunk
+    /// back if the queue is full.
+    #[cfg(test)]
+    pub(crate) fn push(&self, chunk: Bytes) -> Result<(), Bytes> {
+        self.push_quiet(chunk)?;
+        self.wake_vmm();
         Ok(())
+    }
+
+    /// Pops one chunk the guest sent, if any, without waking the VMM: the
+    /// caller calls [`RingPort::wake_vmm`] once per batch.
+    pub(crate) fn pop_quiet(&self) -> Option<Vec<u8>> {
+        self.rings.from_guest.pop()
+    }
+
+    /// Pushes a chunk toward the guest without waking the VMM (the caller
+    /// calls [`RingPort::wake_vmm`] once per batch); gives it back if the
+    /// queue is full.
+    pub(crate) fn push_quiet(&self, chunk: Bytes) -> Result<(), Bytes> {
+        self.rings.to_guest.push(chunk)
+    }
+
+    /// Wakes the VMM: data was pushed or room freed.
+    pub(crate) fn wake_vmm(&self) {
+        wake(&self.wake_vmm);
     }
 
     /// Whether the VMM's end still exists.
@@ -193,7 +215,7 @@ mod tests {
         assert_eq!(vmm.write(b"ef"), 0, "full queue takes nothing");
         assert_eq!(port.pop().as_deref(), Some(&b"ab"[..]));
         assert_eq!(vmm.write(b"ef"), 2);
-        assert!(port.push(b"hello".to_vec()).is_ok());
+        assert!(port.push(Bytes::from_static(b"hello")).is_ok());
         let mut buf = [0u8; 3];
         assert_eq!(vmm.read(&mut buf), 3);
         assert_eq!(&buf, b"hel");

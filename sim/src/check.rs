@@ -21,8 +21,8 @@ use agent_relay::core::{
 };
 use agent_relay::wire::payload::{ExecRequest, decode_payload, sigkill_frame};
 use agent_relay::wire::{
-    FLAG_SESSION_START, FLAG_TERMINAL, FrameDecoder, LEN_PREFIX, MAX_FRAME_LEN, MsgType,
-    PREFIX_LEN, decode_envelope_full,
+    FLAG_SESSION_START, FLAG_TERMINAL, FrameDecoder, LEN_PREFIX, MsgType, PREFIX_LEN,
+    decode_envelope_full,
 };
 use bytes::Bytes;
 
@@ -165,6 +165,8 @@ pub struct Checker {
     corrupt_seen: u64,
     drain_due: bool,
     tick: bool,
+    /// The event brought bytes in (the core's held bytes may have grown).
+    bytes_in: bool,
     sum_queued: usize,
     touched: Vec<ClientId>,
     checks: u64,
@@ -175,7 +177,7 @@ impl Checker {
     /// A checker for a relay built with `cfg`, driven by a driver that hands
     /// the core at most `read_max` client bytes per event.
     pub fn new(cfg: Config, read_max: usize) -> Checker {
-        let frame_max = LEN_PREFIX + MAX_FRAME_LEN as usize;
+        let frame_max = LEN_PREFIX + SPEC_MAX_FRAME_LEN as usize;
         let clients = cfg.max_clients as usize;
         // Guest decoder: at most one partial frame. Per slot: one partial
         // client frame, plus frames toward the guest up to the pause bound,
@@ -204,6 +206,7 @@ impl Checker {
             corrupt_seen: 0,
             drain_due: false,
             tick: false,
+            bytes_in: false,
             sum_queued: 0,
             touched: Vec::new(),
             checks: 0,
@@ -295,6 +298,7 @@ impl Checker {
         self.corrupt_seen = 0;
         self.ready_due = false;
         self.tick = false;
+        self.bytes_in = matches!(event, Event::GuestBytes(_) | Event::ClientBytes(..));
         match *event {
             Event::GuestBytes(bytes) => self.guest_bytes(bytes),
             Event::GuestWritten(n) => self.inflight -= n.min(self.inflight),
@@ -494,9 +498,9 @@ impl Checker {
                 && match decode_envelope_full(frame.body()) {
                     Ok(env) => {
                         let t = env.t;
-                        let start = t.flags() & FLAG_SESSION_START != 0;
-                        let ok = t.client_may_send()
-                            && frame.flags() == t.flags()
+                        let start = spec_flags(t) & FLAG_SESSION_START != 0;
+                        let ok = spec_client_may_send(t)
+                            && frame.flags() == spec_flags(t)
                             && !(start && m.sessions.contains_key(&id))
                             && (t != MsgType::ExecRequest
                                 || decode_payload::<ExecRequest>(&env.payload).is_ok());
@@ -511,7 +515,10 @@ impl Checker {
                             m.out.push_back(Out {
                                 id,
                                 frame: frame.into_bytes(),
-                                control: t.is_control(),
+                                control: matches!(
+                                    t,
+                                    MsgType::ExecSignal | MsgType::ExecResize | MsgType::Shutdown
+                                ),
                                 shutdown: t == MsgType::Shutdown,
                             });
                         }
@@ -1050,7 +1057,8 @@ impl Checker {
             );
             return self.fail("inv_boundedness", why);
         }
-        let held = relay.held_bytes();
+        // Held bytes only grow when bytes come in.
+        let held = if self.bytes_in { relay.held_bytes() } else { 0 };
         if held > self.held_bound {
             let why = format!(
                 "core holds {held} bytes, over the bound {}",
@@ -1112,13 +1120,42 @@ impl Checker {
     }
 }
 
+/// The flags each type must carry, written out here from ARCHITECTURE.md
+/// rather than taken from `MsgType::flags`, so a mutation there cannot fool
+/// the model and the core alike.
+fn spec_flags(t: MsgType) -> u8 {
+    match t {
+        MsgType::ExecExited | MsgType::ExecFailed | MsgType::FsResponse => 0x01,
+        MsgType::ExecRequest | MsgType::FsRequest => 0x02,
+        MsgType::Shutdown => 0x04,
+        _ => 0,
+    }
+}
+
+/// The types a host client may send (independent of `MsgType::client_may_send`).
+fn spec_client_may_send(t: MsgType) -> bool {
+    matches!(
+        t,
+        MsgType::Shutdown
+            | MsgType::ExecRequest
+            | MsgType::ExecStdin
+            | MsgType::ExecResize
+            | MsgType::ExecSignal
+            | MsgType::FsRequest
+            | MsgType::FsData
+    )
+}
+
+/// 4 MiB, the protocol's frame limit, spelled out independently of the wire layer.
+const SPEC_MAX_FRAME_LEN: u32 = 4_194_304;
+
 /// The envelope opening every 0.4.4 encoder writes: `map(3) "v" 1 "t"`.
 const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', 0x01, 0x61, b't'];
 
 /// Could a frame start here (enough bytes to judge assumed)?
 fn plausible(b: &[u8]) -> bool {
     let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    (MIN_PLAUSIBLE_LEN..=MAX_FRAME_LEN).contains(&len)
+    (MIN_PLAUSIBLE_LEN..=SPEC_MAX_FRAME_LEN).contains(&len)
         && matches!(b[8], 0 | 1 | 2 | 4)
         && b[PREFIX_LEN..PREFIX_LEN + ENVELOPE_OPENING.len()] == ENVELOPE_OPENING
 }

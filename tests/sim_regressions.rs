@@ -11,7 +11,7 @@ mod sim;
 
 use sim::case::{Case, replay};
 use sim::driver::TraceMode;
-use sim::world::{RunOpts, fault_bit, run};
+use sim::world::{RunOpts, run};
 
 /// Cases whose core bug is still open: replayed by their own ignored test.
 const KNOWN_CORE_BUG: &str = "# known core bug:";
@@ -79,12 +79,7 @@ fn sim_determinism_same_seed_same_trace_hash() {
 
 #[test]
 fn sim_campaign_200_seeds() {
-    // guest_corrupt stays off here while the rule-7 resync bug above is
-    // open (it fails ~0.7% of seeds); the CI campaign keeps every fault on.
-    let opts = RunOpts {
-        disabled: fault_bit("guest_corrupt"),
-        ..RunOpts::campaign()
-    };
+    let opts = RunOpts::campaign();
     for seed in 0..200 {
         let o = run(seed, opts);
         assert!(

@@ -72,6 +72,12 @@ impl ClientConn {
         self.out.push(bytes);
     }
 
+    /// Whether bytes are still queued (its socket was full, or the per-poll
+    /// budget ran out).
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Stops or resumes reading the client.
     pub(crate) fn set_paused(&mut self, paused: bool) {
         self.paused = paused;

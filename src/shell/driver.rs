@@ -28,6 +28,10 @@ use crate::exec_log::ExecLog;
 const ACCEPT_QUEUE: usize = 16;
 /// Pause after a failed `accept` (e.g. out of fds) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Busy I/O turns in a row, at most, before the driver lets the runtime poll
+/// its reactor (readiness is only refreshed then; the ring port's queues do
+/// not count against tokio's cooperative budget).
+const TURNS_PER_YIELD: u32 = 16;
 /// How far away an unarmed timer sleeps (it is never polled then).
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
@@ -58,10 +62,34 @@ struct Driver {
     failed: Vec<(ClientId, String)>,
     /// Rotates the client read order turn by turn.
     turn: usize,
+    /// The last turn left bytes queued behind a full socket (or port).
+    backlog: bool,
 }
 
 /// Runs until `shutdown` completes, then closes every connection.
+///
+/// The driver itself runs as a spawned task: on a multi-thread runtime it
+/// then runs on the worker that polled the reactor, instead of being woken
+/// across threads on the `block_on` thread for every readiness event. If this
+/// future is dropped, the driver sees its stop signal and exits in order.
 pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut task = tokio::spawn(drive(parts, stopped));
+    let joined = tokio::select! {
+        joined = &mut task => joined,
+        _ = shutdown => {
+            drop(stop);
+            task.await
+        }
+    };
+    match joined {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(std::io::Error::other(e)),
+    }
+}
+
+async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<()> {
     let Parts {
         relay,
         listener,
@@ -87,7 +115,9 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
         order: Vec::new(),
         failed: Vec::new(),
         turn: 0,
+        backlog: false,
     };
+    let mut busy_turns = 0u32;
     let mut next_client = 0u64;
     let mut last_tick: Option<Millis> = None;
     let timer = tokio::time::sleep(FAR);
@@ -133,10 +163,19 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
                     });
                 }
             }
-            () = std::future::poll_fn(|cx| d.poll_io(cx)) => {}
+            () = std::future::poll_fn(|cx| d.poll_io(cx)) => busy_turns += 1,
         }
         d.perform();
         d.publish();
+        // A socket that said "full" stays full for this task until the
+        // reactor has run, and a busy guest would keep this loop from ever
+        // returning to the runtime: let the reactor refresh readiness before
+        // the next turn, so reading the guest stays paced by writing.
+        if d.backlog || busy_turns >= TURNS_PER_YIELD {
+            busy_turns = 0;
+            d.backlog = false;
+            tokio::task::yield_now().await;
+        }
     }
 
     // Orderly exit: stop accepting, close clients and the guest port.
@@ -204,6 +243,7 @@ impl Driver {
         while let Some((id, why)) = self.failed.pop() {
             self.client_gone(id, &why);
         }
+        let mut backlog = self.clients.values().any(ClientConn::has_queued);
 
         // The guest: queued frames out, one batch in.
         let mut p = Progress::default();
@@ -212,6 +252,7 @@ impl Driver {
             tracing::trace!(bytes = bytes.len(), "guest bytes");
             relay.handle(now, Event::GuestBytes(bytes));
         });
+        backlog |= self.guest.has_queued();
         if p.written > 0 {
             self.relay.handle(now, Event::GuestWritten(p.written));
         }
@@ -249,6 +290,7 @@ impl Driver {
             }
         }
         if progressed {
+            self.backlog = backlog;
             Poll::Ready(())
         } else {
             Poll::Pending

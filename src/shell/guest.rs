@@ -133,6 +133,11 @@ impl GuestIo {
         }
     }
 
+    /// Whether frames are still queued toward the guest (the port is full).
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// One turn of the port: writes (stream) or pushes (ring) queued frames
     /// until the port is full or the queue empty, then reads one bounded
     /// batch of guest bytes, handing each piece to `bytes`. Returns whether

@@ -1,14 +1,32 @@
 //! The tokio shell: sockets, guest ports and exec.log files around the
 //! sans-IO [`crate::core::Relay`].
 //!
-//! One task (the driver) owns the relay. Per-client reader tasks and the guest
-//! port's tasks send it bytes over channels; it feeds them to the core, drains
-//! the core's actions and performs them: bytes to per-client writer tasks
-//! (which never block each other), frames to the guest port, closes, pauses,
-//! exec.log records, ready and drain notices. A timer armed from
+//! One task (the driver) owns the relay and does the data path's I/O itself:
+//! it owns every client connection with its queue of outgoing frames, and
+//! the guest port. Each turn it writes every connection that has bytes
+//! queued (vectored, until the socket is full; a client whose socket is full
+//! keeps its queue and never holds up the others), then reads one bounded
+//! batch from the guest and one from each client the core has not paused,
+//! feeds them to the core and performs its actions: bytes queued to a
+//! client or the guest go out on the next turn, within the same task, so no
+//! byte crosses a task boundary. Reading the guest is thereby paced by
+//! writing. Progress (`ClientWritten`, `GuestWritten`) is reported to the
+//! core directly, in batches. A separate task only accepts connections, and
+//! exec.log records go to their writer thread. A timer armed from
 //! `poll_timeout` sends `Tick`. Time comes from `tokio::time`, so the same
 //! shell runs under turmoil's simulated clock. The shell makes no routing or
 //! policy decision of its own.
+//!
+//! # Runtime
+//! The relay needs one thread: run it on a current-thread runtime
+//! (`#[tokio::main(flavor = "current_thread")]`) when it has a process to
+//! itself. All its work is on the driver task, so on a multi-thread runtime
+//! every readiness event costs a wake across threads, and on a 2-core
+//! machine the extra workers compete with the guest and the clients for
+//! CPU. [`Shell::run`] spawns the driver as a task of its own, so an
+//! embedding that already runs a multi-thread runtime (a VMM, say) gets the
+//! driver on the worker that polled the reactor rather than on its
+//! `block_on` thread; dropping the `run` future still stops it.
 //!
 //! # Embedding
 //! ```

@@ -222,6 +222,12 @@ impl Harness {
         }
     }
 
+    /// Takes the task running the shell (to abort it, say); `stop` then
+    /// does nothing.
+    pub fn take_task(&mut self) -> JoinHandle<Result<(), ShellError>> {
+        self.task.take().expect("the shell task")
+    }
+
     /// Stops the shell and waits for it.
     pub async fn stop(&mut self) {
         drop(self.stop.take());

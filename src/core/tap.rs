@@ -20,29 +20,24 @@ impl Utf8Carry {
             joined.extend_from_slice(data);
             &joined
         };
-        let mut out = String::with_capacity(bytes.len());
-        let mut rest = bytes;
-        loop {
-            match std::str::from_utf8(rest) {
-                Ok(s) => {
-                    out.push_str(s);
-                    break;
-                }
-                Err(e) => {
-                    let (good, bad) = rest.split_at(e.valid_up_to());
-                    // from_utf8 just validated `good`.
-                    out.push_str(std::str::from_utf8(good).unwrap_or_default());
-                    match e.error_len() {
-                        Some(n) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            rest = &bad[n..];
-                        }
-                        None => {
-                            self.tail = bad.to_vec();
-                            break;
-                        }
-                    }
-                }
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return s.to_owned();
+        }
+        let mut out = String::with_capacity(bytes.len() + 2);
+        let mut chunks = bytes.utf8_chunks().peekable();
+        while let Some(chunk) = chunks.next() {
+            out.push_str(chunk.valid());
+            let bad = chunk.invalid();
+            if bad.is_empty() {
+                continue;
+            }
+            // Only the very end can be a character still arriving.
+            let unfinished = chunks.peek().is_none()
+                && std::str::from_utf8(bad).is_err_and(|e| e.error_len().is_none());
+            if unfinished {
+                self.tail = bad.to_vec();
+            } else {
+                out.push(char::REPLACEMENT_CHARACTER);
             }
         }
         out
@@ -70,6 +65,25 @@ mod tests {
             let b = c.push(&[&euro[cut..], b"b"].concat());
             assert_eq!((a.as_str(), b.as_str()), ("a", "€b"), "cut {cut}");
             assert_eq!(c.finish(), None);
+        }
+    }
+
+    /// Same text as the standard lossy decode of the whole stream, however
+    /// it is cut.
+    #[test]
+    fn core_tap_matches_lossy_decode_of_whole_stream() {
+        let stream: Vec<u8> = b"ok \xe2\x82\xac \xff\xfe \xf0\x9f\x98\x80 \xe2\x82 x \xc3"
+            .iter()
+            .copied()
+            .cycle()
+            .take(200)
+            .collect();
+        let whole = String::from_utf8_lossy(&stream);
+        for step in 1..9 {
+            let mut c = Utf8Carry::default();
+            let mut got: String = stream.chunks(step).map(|ch| c.push(ch)).collect();
+            got.extend(c.finish());
+            assert_eq!(got, whole, "chunks of {step}");
         }
     }
 

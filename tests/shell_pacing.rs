@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 
 /// The VMM side of a ring port on its own thread: sends `ready`, waits for
 /// one exec request, then floods `frames` stdout frames of `payload` bytes
-/// for it as fast as the ring takes them, then the exit.
+/// for it as fast as the ring takes them, then the exit, and waits for `stop`.
 fn flood(mut vmm: RingVmm, frames: usize, payload: usize, stop: Arc<AtomicBool>) {
     let write_all = |vmm: &mut RingVmm, mut b: &[u8]| {
         while !b.is_empty() {
@@ -49,6 +49,11 @@ fn flood(mut vmm: RingVmm, frames: usize, payload: usize, stop: Arc<AtomicBool>)
         write_all(&mut vmm, frame.as_bytes());
     }
     write_all(&mut vmm, exited(id, 0).as_bytes());
+    // Stay alive until the test has read everything: a VMM end that goes
+    // away makes the relay close its clients (guest gone).
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// A guest that fills the ring faster than anything can drain it must not get

@@ -19,8 +19,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the relay's driver is a single task doing all data-path I/O,
+    // so more workers only add cross-thread wakeups (see `shell`, "Runtime").
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

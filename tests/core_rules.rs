@@ -2,7 +2,9 @@
 
 mod common;
 
-use agent_relay::core::{Action, ClientId, Config, Event, HandshakeForm, LogSource, RefuseReason};
+use agent_relay::core::{
+    Action, ClientId, CloseReason, Config, Event, HandshakeForm, LogSource, RefuseReason, SlowLimit,
+};
 use agent_relay::wire::MsgType;
 use common::*;
 
@@ -722,6 +724,20 @@ fn core_guest_closed_closes_clients_and_refuses_new() {
     let mut h = one_client();
     let acts = h.ev(Event::GuestClosed);
     assert!(closed(&acts, 1).is_some() && closed(&acts, 2).is_some());
+    // What the guest said before it went away still reaches the clients...
+    assert!(acts.iter().all(|a| match a {
+        Action::CloseClient { reason, .. } => reason.flush_first(),
+        _ => true,
+    }));
+    // ...while a client closed for its own fault is cut off at once.
+    assert!(!CloseReason::Violation("x".into()).flush_first());
+    assert!(
+        !CloseReason::SlowConsumer {
+            queued: 1,
+            limit: SlowLimit::HardCap
+        }
+        .flush_first()
+    );
     let acts = h.connect(5);
     assert!(matches!(
         acts[..],

@@ -153,6 +153,16 @@ pub enum CloseReason {
     GuestGone,
 }
 
+impl CloseReason {
+    /// Whether the driver writes what is already queued for the client before
+    /// closing it. Output the guest produced before it went away is delivered
+    /// (within the grace period); a client closed for its own fault is cut off
+    /// at once, its unwritten output discarded.
+    pub fn flush_first(&self) -> bool {
+        matches!(self, CloseReason::GuestGone)
+    }
+}
+
 /// The output limit a slow consumer broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowLimit {
@@ -248,7 +258,8 @@ pub enum Action {
         /// Why.
         reason: RefuseReason,
     },
-    /// Close an accepted client, discarding its unwritten output, and log why.
+    /// Close an accepted client and log why; its unwritten output is written
+    /// first when [`CloseReason::flush_first`] says so, discarded otherwise.
     /// The core has already cleaned up its sessions.
     CloseClient {
         /// The client.

@@ -64,6 +64,9 @@ struct Driver {
     turn: usize,
     /// The last turn left bytes queued behind a full socket (or port).
     backlog: bool,
+    /// Clients the core closed with their output still to be written
+    /// ([`crate::core::CloseReason::flush_first`]), until when they get to drain.
+    closing: Vec<(ClientConn, Instant)>,
 }
 
 /// Runs until `shutdown` completes, then closes every connection.
@@ -116,6 +119,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
         failed: Vec::new(),
         turn: 0,
         backlog: false,
+        closing: Vec::new(),
     };
     let mut busy_turns = 0u32;
     let mut next_client = 0u64;
@@ -132,6 +136,11 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
             };
             d.start + Duration::from_millis(at)
         });
+        let flush_deadline = d.closing.iter().map(|(_, until)| *until).min();
+        let deadline = match (deadline, flush_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if deadline != armed {
             if let Some(at) = deadline {
                 timer.as_mut().reset(at);
@@ -148,6 +157,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
                 last_tick = Some(now);
                 armed = None;
                 d.relay.handle(now, Event::Tick);
+                d.expire_closing();
             }
             Some(conn) = conn_rx.recv() => {
                 next_client += 1;
@@ -243,6 +253,15 @@ impl Driver {
         while let Some((id, why)) = self.failed.pop() {
             self.client_gone(id, &why);
         }
+        // Closed clients still draining what was queued before they closed.
+        self.closing.retain_mut(|(c, _)| match c.poll_write(cx) {
+            Written::Idle => c.has_queued(),
+            Written::Bytes(_) => {
+                progressed = true;
+                c.has_queued()
+            }
+            Written::Failed(_) => false,
+        });
         let mut backlog = self.clients.values().any(ClientConn::has_queued);
 
         // The guest: queued frames out, one batch in.
@@ -297,6 +316,20 @@ impl Driver {
         }
     }
 
+    /// Drops closed clients whose time to drain their output ran out.
+    fn expire_closing(&mut self) {
+        let now = Instant::now();
+        self.closing.retain(|(c, until)| {
+            let keep = *until > now;
+            if !keep {
+                c.span.in_scope(|| {
+                    tracing::info!("output not drained within the grace period: discarded")
+                });
+            }
+            keep
+        });
+    }
+
     /// A connection ended (EOF or an I/O error): tell the core.
     fn client_gone(&mut self, id: ClientId, why: &str) {
         if let Some(client) = self.clients.remove(&id) {
@@ -345,9 +378,14 @@ impl Driver {
                     }
                 }
                 Action::CloseClient { client, reason } => {
-                    if let Some(c) = self.clients.remove(&client) {
+                    if let Some(mut c) = self.clients.remove(&client) {
                         c.span
                             .in_scope(|| tracing::info!(%reason, "client closed by relay"));
+                        if reason.flush_first() && c.has_queued() {
+                            c.set_paused(true);
+                            let grace = Duration::from_millis(self.relay.config().grace);
+                            self.closing.push((c, Instant::now() + grace));
+                        }
                     }
                 }
                 Action::PauseClient(client) => {

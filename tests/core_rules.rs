@@ -796,3 +796,47 @@ fn core_tap_merges_a_streams_frames_within_one_read() {
     let acts = h.guest(&stdout(2, b"z"));
     assert_eq!(logs(&acts), vec![(Some(2), LogSource::Stdout, "z".into())]);
 }
+
+// ---- accessors the driver relies on -------------------------------------------
+
+#[test]
+fn core_accessors_report_state() {
+    let mut h = Harness::new(small());
+    assert!(!h.relay.is_ready());
+    assert_eq!(h.relay.config().max_clients, 16);
+    assert_eq!(h.relay.poll_timeout(), None, "nothing waits on time");
+    // A partial guest frame is held.
+    let r = ready();
+    h.guest(&r[..5]);
+    assert_eq!(h.relay.held_bytes(), 5);
+    h.guest(&r[5..]);
+    assert!(h.relay.is_ready());
+    assert_eq!(h.relay.held_bytes(), 0);
+    h.connect(1);
+    h.connect(2);
+    let range = h.relay.client_range(ClientId(2)).expect("connected");
+    assert_eq!((range.start, range.end), (STEP, 2 * STEP));
+    assert!(range.contains(STEP) && !range.contains(2 * STEP));
+    assert_eq!(h.relay.client_queued(ClientId(2)), Some(4 + r.len()));
+    // A partial client frame is held, and so are frames waiting for the guest.
+    let req = exec_req(STEP + 1, false);
+    h.client(2, &req[..7]);
+    assert_eq!(h.relay.held_bytes(), 7);
+    h.client(2, &req[7..]);
+    assert_eq!(h.relay.held_bytes(), 0);
+    assert_eq!(h.relay.guest_inflight(), req.len());
+    let cfg = Config {
+        guest_window: 1,
+        ..small()
+    };
+    let mut g = Harness::ready(cfg);
+    g.connect(1);
+    g.client(1, &stdin(1, b"a"));
+    let queued = stdin(1, b"queued");
+    g.client(1, &queued);
+    assert_eq!(g.relay.held_bytes(), queued.len());
+    assert_eq!(g.relay.counters().queued_to_guest, queued.len() as u64);
+    h.disconnect(2);
+    assert_eq!(h.relay.client_range(ClientId(2)), None);
+    assert_eq!(h.relay.client_queued(ClientId(2)), None);
+}

@@ -708,7 +708,9 @@ impl World {
                 self.scratch.clear();
                 let _ = at;
                 self.scratch.resize(size, 0);
-                if self.rng.chance(500) {
+                // One payload in ten is random bytes (invalid UTF-8 for the tap);
+                // real exec output is mostly text.
+                if self.rng.chance(100) {
                     self.rng.fill(&mut self.scratch);
                 } else {
                     // Mostly text with multi-byte characters, so the exec.log tap splits some.

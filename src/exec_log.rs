@@ -14,7 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -189,6 +189,9 @@ impl ExecLog {
     }
 }
 
+/// How long the writer waits for more records before it flushes.
+const FLUSH_IDLE: Duration = Duration::from_millis(20);
+
 /// The writer thread's state: the open file and its size.
 struct RotatingFile {
     path: PathBuf,
@@ -196,6 +199,8 @@ struct RotatingFile {
     size: u64,
     rotate_bytes: u64,
     keep: u32,
+    /// The line being serialised, reused from record to record.
+    line: Vec<u8>,
 }
 
 impl RotatingFile {
@@ -209,15 +214,18 @@ impl RotatingFile {
             size,
             rotate_bytes: opts.rotate_bytes.max(1),
             keep: opts.keep,
+            line: Vec::new(),
         })
     }
 
     fn run(&mut self, rx: Receiver<StampedBox>) {
         loop {
-            // Flush whenever the queue runs dry, then wait.
-            let next = match rx.try_recv() {
+            // Flush once the queue has stayed empty for a moment: a burst of
+            // small records then costs one write, not one each.
+            let next = match rx.recv_timeout(FLUSH_IDLE) {
                 Ok(s) => s,
-                Err(_) => {
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
                     if let Err(e) = self.file.flush() {
                         tracing::warn!(path = %self.path.display(), "exec.log flush: {e}");
                     }
@@ -246,14 +254,20 @@ impl RotatingFile {
                 _ => s.record.session,
             },
         };
-        let mut bytes = serde_json::to_vec(&line).map_err(io::Error::other)?;
+        let mut bytes = std::mem::take(&mut self.line);
+        bytes.clear();
+        serde_json::to_writer(&mut bytes, &line).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        if self.size > 0 && self.size + bytes.len() as u64 > self.rotate_bytes {
-            self.rotate()?;
-        }
-        self.file.write_all(&bytes)?;
-        self.size += bytes.len() as u64;
-        Ok(())
+        let written = (|| {
+            if self.size > 0 && self.size + bytes.len() as u64 > self.rotate_bytes {
+                self.rotate()?;
+            }
+            self.file.write_all(&bytes)?;
+            self.size += bytes.len() as u64;
+            Ok(())
+        })();
+        self.line = bytes;
+        written
     }
 
     /// `exec.log.{keep-1}` -> `.{keep}`, ..., `exec.log` -> `.1`, new `exec.log`.

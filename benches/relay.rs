@@ -4,6 +4,8 @@
 //! plain `UnixStream::pair()` with no relay in between.
 //!
 //! Run all: `cargo bench --bench relay`; one: `cargo bench --bench relay -- 4`.
+//! The relay runs as the CLI runs it, on a current-thread runtime of its own;
+//! `RELAY_BENCH_RT=multi` puts it on a 2-worker multi-thread runtime instead.
 //!
 //! Scenarios: 1 throughput, 2 small frames (exec.log tap off/on), 3 fan-out,
 //! 4 round-trip latency, 5 fairness with a stalled client, 6 the core alone,
@@ -347,16 +349,16 @@ fn start(port: Port, work: Workload, config: Config, tap: bool) -> Running {
     let relay = thread::Builder::new()
         .name("relay".into())
         .spawn(move || {
-            // RELAY_BENCH_RT=current runs the whole relay on one thread (no
-            // cross-thread task hand-offs), for comparison; default as the
-            // CLI runs it: multi-thread, driver on the block_on thread.
-            let rt = if std::env::var("RELAY_BENCH_RT").as_deref() == Ok("current") {
-                tokio::runtime::Builder::new_current_thread()
+            // As the CLI runs it: one current-thread runtime (the relay is one
+            // task). RELAY_BENCH_RT=multi runs it on a 2-worker multi-thread
+            // runtime instead, for comparison.
+            let rt = if std::env::var("RELAY_BENCH_RT").as_deref() == Ok("multi") {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
                     .enable_all()
                     .build()
             } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
             }

@@ -282,6 +282,7 @@ impl GuestIo {
                         Some(chunk) => {
                             got += chunk.len().max(1);
                             bytes(&chunk);
+                            port.recycle(chunk);
                         }
                         None => break,
                     }

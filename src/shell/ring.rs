@@ -16,6 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
+/// Consumed chunks kept for reuse, at most (bounds the memory they hold).
+const SPARE_CHUNKS: usize = 8;
+
 /// Largest chunk [`RingVmm::write`] pushes in one go.
 pub const MAX_CHUNK: usize = 64 << 10;
 
@@ -26,6 +29,10 @@ struct Rings {
     to_guest: ArrayQueue<Bytes>,
     /// Guest -> relay.
     from_guest: ArrayQueue<Vec<u8>>,
+    /// Guest chunks the relay has consumed, handed back to the VMM's next
+    /// `write` so the data path does not allocate (and fault in) a fresh
+    /// buffer per chunk.
+    spare: ArrayQueue<Vec<u8>>,
 }
 
 /// The relay's end of a ring port. Give it to the shell with
@@ -56,6 +63,7 @@ pub fn ring_port(chunks: usize) -> io::Result<(RingPort, RingVmm)> {
     let rings = Arc::new(Rings {
         to_guest: ArrayQueue::new(chunks.max(1)),
         from_guest: ArrayQueue::new(chunks.max(1)),
+        spare: ArrayQueue::new(chunks.clamp(1, SPARE_CHUNKS)),
     });
     let (relay_wake_rx, vmm_wake_tx) = StdUnixStream::pair()?;
     let (vmm_wake_rx, relay_wake_tx) = StdUnixStream::pair()?;
@@ -114,6 +122,11 @@ impl RingPort {
         self.rings.from_guest.pop()
     }
 
+    /// Hands a consumed guest chunk back for the VMM to refill.
+    pub(crate) fn recycle(&self, chunk: Vec<u8>) {
+        let _ = self.rings.spare.push(chunk);
+    }
+
     /// Pushes a chunk toward the guest without waking the VMM (the caller
     /// calls [`RingPort::wake_vmm`] once per batch); gives it back if the
     /// queue is full.
@@ -139,8 +152,16 @@ impl RingVmm {
         if data.is_empty() {
             return 0;
         }
+        if self.rings.from_guest.is_full() {
+            return 0;
+        }
         let n = data.len().min(MAX_CHUNK);
-        if self.rings.from_guest.push(data[..n].to_vec()).is_err() {
+        let mut chunk = self.rings.spare.pop().unwrap_or_default();
+        chunk.clear();
+        chunk.extend_from_slice(&data[..n]);
+        // Only this end pushes: the queue that had room still has it.
+        if let Err(chunk) = self.rings.from_guest.push(chunk) {
+            let _ = self.rings.spare.push(chunk);
             return 0;
         }
         wake(&self.wake_relay);
@@ -206,6 +227,19 @@ impl Drop for RingVmm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_reuses_consumed_chunks() {
+        let (port, mut vmm) = ring_port(4).unwrap();
+        assert_eq!(vmm.write(b"first"), 5);
+        let chunk = port.pop_quiet().unwrap();
+        let ptr = chunk.as_ptr();
+        port.recycle(chunk);
+        assert_eq!(vmm.write(b"again"), 5);
+        let chunk = port.pop_quiet().unwrap();
+        assert_eq!(&chunk[..], b"again");
+        assert_eq!(chunk.as_ptr(), ptr, "the consumed buffer was refilled");
+    }
 
     #[test]
     fn ring_full_queue_is_backpressure_not_loss() {

@@ -765,6 +765,13 @@ fn core_counters_track_both_directions() {
     assert_eq!(c.live_clients, 2);
     assert_eq!(c.live_sessions, 1);
     assert_eq!(c.guest_frames_in, 2);
+    assert_eq!(c.guest_bytes_in, (ready().len() + out.len()) as u64);
+    assert_eq!(c.client_bytes_in, req.len() as u64);
+    let handshakes = 2 * (4 + ready().len()) as u64;
+    assert_eq!(c.bytes_to_clients, handshakes + out.len() as u64);
+    assert_eq!(c.queued_to_clients, handshakes + out.len() as u64);
+    h.ev(Event::ClientWritten(ClientId(1), out.len()));
+    assert_eq!(h.relay.counters().queued_to_clients, handshakes);
 }
 
 #[test]

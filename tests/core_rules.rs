@@ -847,3 +847,24 @@ fn core_accessors_report_state() {
     assert_eq!(h.relay.client_range(ClientId(2)), None);
     assert_eq!(h.relay.client_queued(ClientId(2)), None);
 }
+
+#[test]
+fn core_tap_reads_non_canonical_envelopes_too() {
+    let mut h = one_client();
+    h.client(1, &exec_req(1, false));
+    // `{t, v, p}`: valid CBOR, keys in another order than 0.4.4 writes them.
+    let payload = agent_relay::wire::payload::encode_payload(&agent_relay::wire::payload::Data {
+        data: b"odd order".to_vec(),
+    });
+    let mut body = vec![0xa3, 0x61, b't', 0x70];
+    body.extend_from_slice(b"core.exec.stdout");
+    body.extend_from_slice(&[0x61, b'v', 0x01, 0x61, b'p', 0x58, payload.len() as u8]);
+    body.extend_from_slice(&payload);
+    let frame = agent_relay::wire::Frame::build(1, 0, &body).unwrap();
+    let acts = h.guest(frame.as_bytes());
+    assert_eq!(to_client(&acts, 1), vec![frame.into_bytes()]);
+    assert_eq!(
+        logs(&acts),
+        vec![(Some(1), LogSource::Stdout, "odd order".into())]
+    );
+}

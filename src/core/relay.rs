@@ -3,7 +3,9 @@
 //! and the next moment time matters is [`Relay::poll_timeout`]. It reads no
 //! clock, does no I/O and spawns nothing: same events, same actions.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -99,7 +101,7 @@ impl Relay {
             }
             Event::Tick => self.on_tick(),
         }
-        if let Some(record) = self.pending_log.take() {
+        if let Some(record) = self.pending_log.take().filter(|r| !r.text.is_empty()) {
             self.actions.push_back(Action::Log(record));
         }
     }
@@ -173,15 +175,16 @@ impl Relay {
                     continue;
                 }
             };
-            let t = match peek_envelope(&self.guest.pending()[PREFIX_LEN..total]) {
-                Ok(env) => env.t,
+            let body = &self.guest.pending()[PREFIX_LEN..total];
+            let (t, payload) = match peek_envelope(body) {
+                Ok(env) => (env.t, payload_range(body, &env.payload)),
                 Err(e) => {
                     self.guest_corrupt(format!("frame envelope: {e}"));
                     continue;
                 }
             };
             let frame = self.guest.take_frame(total);
-            self.on_guest_frame(t, frame);
+            self.on_guest_frame(t, payload, frame);
         }
     }
 
@@ -193,7 +196,7 @@ impl Relay {
             .push_back(Action::GuestCorrupt { error, skipped });
     }
 
-    fn on_guest_frame(&mut self, t: MsgType, frame: Frame) {
+    fn on_guest_frame(&mut self, t: MsgType, payload: Option<Range<usize>>, frame: Frame) {
         self.counters.guest_frames_in += 1;
         if self.ready.is_none() {
             if t == MsgType::Ready {
@@ -224,6 +227,7 @@ impl Relay {
                 tty,
                 t,
                 &frame,
+                payload,
                 terminal,
             );
         }
@@ -651,6 +655,7 @@ fn tap_output(
     tty: bool,
     t: MsgType,
     frame: &Frame,
+    payload: Option<Range<usize>>,
     terminal: bool,
 ) {
     let stream = match t {
@@ -658,45 +663,64 @@ fn tap_output(
         MsgType::ExecStderr => Some(1),
         _ => None,
     };
+    let number = session.number;
     let source = |stream: usize| match (tty, stream) {
         (true, _) => LogSource::Output,
         (false, 0) => LogSource::Stdout,
         (false, _) => LogSource::Stderr,
     };
-    let number = session.number;
-    let mut emit = |stream: usize, text: String| {
-        if text.is_empty() {
-            return;
-        }
-        let source = source(stream);
-        match pending {
-            Some(r) if r.session == Some(number) && r.source == source => r.text.push_str(&text),
-            _ => {
-                let record = LogRecord {
-                    session: Some(number),
-                    source,
-                    text,
-                };
-                if let Some(done) = pending.replace(record) {
-                    actions.push_back(Action::Log(done));
-                }
-            }
-        }
-    };
     if let Some(stream) = stream
-        && let Ok(env) = peek_envelope(frame.body())
-        && let Ok(data) = peek_data(&env.payload)
+        && let Ok(data) = match payload {
+            // Where the first peek found the payload, borrowed in the frame.
+            Some(range) => peek_data(&frame.body()[range]),
+            None => peek_envelope(frame.body())
+                .and_then(|env| peek_data(&env.payload).map(|d| Cow::Owned(d.into_owned()))),
+        }
+        && !data.is_empty()
     {
         // A pty session has one stream; keep one carry for it.
         let carry = if tty { 0 } else { stream };
-        let text = session.carry[carry].push(&data);
-        emit(stream, text);
+        let text = record_text(actions, pending, number, source(stream));
+        session.carry[carry].push_into(&data, text);
     }
     if terminal {
         for stream in 0..2 {
-            if let Some(text) = session.carry[stream].finish() {
-                emit(stream, text);
+            if let Some(tail) = session.carry[stream].finish() {
+                record_text(actions, pending, number, source(stream)).push_str(&tail);
             }
         }
+    }
+}
+
+/// The text of the record that output of `session`'s `source` goes into: the
+/// pending record if it continues it, else a new one (the finished one, if it
+/// holds anything, is queued).
+fn record_text<'a>(
+    actions: &mut VecDeque<Action>,
+    pending: &'a mut Option<LogRecord>,
+    session: u64,
+    source: LogSource,
+) -> &'a mut String {
+    let continues = matches!(pending, Some(r) if r.session == Some(session) && r.source == source);
+    if !continues && let Some(done) = pending.take().filter(|r| !r.text.is_empty()) {
+        actions.push_back(Action::Log(done));
+    }
+    let record = pending.get_or_insert_with(|| LogRecord {
+        session: Some(session),
+        source,
+        text: String::new(),
+    });
+    &mut record.text
+}
+
+/// Where `payload` lies inside `body`, when the peek borrowed it from there.
+fn payload_range(body: &[u8], payload: &Cow<'_, [u8]>) -> Option<Range<usize>> {
+    match payload {
+        Cow::Borrowed(p) => {
+            let start = (p.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            let end = start.checked_add(p.len())?;
+            (end <= body.len()).then_some(start..end)
+        }
+        Cow::Owned(_) => None,
     }
 }

@@ -12,6 +12,14 @@ impl Utf8Carry {
     /// Decodes `data` after the carried tail; an incomplete character at the
     /// end is kept for next time, truly invalid bytes become U+FFFD.
     pub fn push(&mut self, data: &[u8]) -> String {
+        let mut out = String::new();
+        self.push_into(data, &mut out);
+        out
+    }
+
+    /// As [`Utf8Carry::push`], appending to `out` (no allocation of its own
+    /// when `out` has room and no character was split).
+    pub fn push_into(&mut self, data: &[u8], out: &mut String) {
         let mut joined;
         let bytes: &[u8] = if self.tail.is_empty() {
             data
@@ -21,9 +29,9 @@ impl Utf8Carry {
             &joined
         };
         if let Ok(s) = std::str::from_utf8(bytes) {
-            return s.to_owned();
+            out.push_str(s);
+            return;
         }
-        let mut out = String::with_capacity(bytes.len() + 2);
         let mut chunks = bytes.utf8_chunks().peekable();
         while let Some(chunk) = chunks.next() {
             out.push_str(chunk.valid());
@@ -40,7 +48,6 @@ impl Utf8Carry {
                 out.push(char::REPLACEMENT_CHARACTER);
             }
         }
-        out
     }
 
     /// The stream ended: whatever is carried is not a character.

@@ -177,7 +177,13 @@ impl Relay {
             };
             let body = &self.guest.pending()[PREFIX_LEN..total];
             let (t, payload) = match peek_envelope(body) {
-                Ok(env) => (env.t, payload_range(body, &env.payload)),
+                Ok(env) => {
+                    let payload = match &env.payload {
+                        Cow::Borrowed(p) => payload_range(body, p),
+                        Cow::Owned(_) => None,
+                    };
+                    (env.t, payload)
+                }
                 Err(e) => {
                     self.guest_corrupt(format!("frame envelope: {e}"));
                     continue;
@@ -228,7 +234,6 @@ impl Relay {
                 t,
                 &frame,
                 payload,
-                terminal,
             );
         }
         if terminal {
@@ -656,8 +661,8 @@ fn tap_output(
     t: MsgType,
     frame: &Frame,
     payload: Option<Range<usize>>,
-    terminal: bool,
 ) {
+    let terminal = frame.flags() & FLAG_TERMINAL != 0;
     let stream = match t {
         MsgType::ExecStdout => Some(0),
         MsgType::ExecStderr => Some(1),
@@ -713,14 +718,9 @@ fn record_text<'a>(
     &mut record.text
 }
 
-/// Where `payload` lies inside `body`, when the peek borrowed it from there.
-fn payload_range(body: &[u8], payload: &Cow<'_, [u8]>) -> Option<Range<usize>> {
-    match payload {
-        Cow::Borrowed(p) => {
-            let start = (p.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-            let end = start.checked_add(p.len())?;
-            (end <= body.len()).then_some(start..end)
-        }
-        Cow::Owned(_) => None,
-    }
+/// Where `payload`, a slice borrowed from `body`, lies inside it.
+fn payload_range(body: &[u8], payload: &[u8]) -> Option<Range<usize>> {
+    let start = (payload.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(payload.len())?;
+    (end <= body.len()).then_some(start..end)
 }

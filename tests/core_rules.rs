@@ -868,3 +868,67 @@ fn core_tap_reads_non_canonical_envelopes_too() {
         vec![(Some(1), LogSource::Stdout, "odd order".into())]
     );
 }
+
+// ---- exact boundaries (mutation survivors) ----------------------------------
+
+/// A client's queue may reach its hard cap exactly, and the sum the global
+/// cap exactly; one byte more closes. Exactly at the soft budget no grace
+/// timer runs.
+#[test]
+fn core_budgets_are_inclusive_limits() {
+    let handshake = 4 + ready().len();
+    let f = stdout(1, b"x");
+    let cfg = Config {
+        client_soft_budget: handshake + f.len(),
+        client_hard_cap: handshake + 2 * f.len(),
+        global_cap: 2 * handshake + 3 * f.len(),
+        ..small()
+    };
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    h.connect(2);
+    h.client(1, &exec_req(1, false));
+    h.client(2, &exec_req(STEP + 1, false));
+    h.guest(&f);
+    assert_eq!(
+        h.relay.poll_timeout(),
+        None,
+        "at the soft budget, not over it"
+    );
+    let acts = h.guest(&f);
+    assert!(closed(&acts, 1).is_none(), "at the hard cap, not over it");
+    assert!(h.relay.poll_timeout().is_some(), "over the soft budget");
+    let g = stdout(STEP + 1, b"x");
+    let acts = h.guest(&g);
+    assert!(
+        closed(&acts, 1).is_none() && closed(&acts, 2).is_none(),
+        "at the global cap"
+    );
+    let acts = h.guest(&g);
+    assert!(closed(&acts, 1).unwrap().contains("global cap"), "{acts:?}");
+    assert!(closed(&acts, 2).is_none());
+    let mut h2 = Harness::ready(Config {
+        client_hard_cap: handshake + 2 * f.len(),
+        ..small()
+    });
+    h2.connect(1);
+    h2.client(1, &exec_req(1, false));
+    h2.guest(&f);
+    h2.guest(&f);
+    let acts = h2.guest(&f);
+    assert!(closed(&acts, 1).unwrap().contains("hard cap"));
+}
+
+/// Ids above the last slot (`max_clients * step ..= u32::MAX`) belong to
+/// nobody; late frames of a departed client are counted as dropped too.
+#[test]
+fn core_ids_past_last_slot_and_late_frames_counted() {
+    let mut h = one_client();
+    let acts = h.guest(&stdout(u32::MAX, b"x"));
+    assert!(acts.is_empty());
+    assert_eq!(h.relay.counters().dropped_unowned, 1);
+    h.client(1, &exec_req(1, false));
+    h.disconnect(1);
+    h.guest(&stdout(1, b"late"));
+    assert_eq!(h.relay.counters().dropped_unowned, 2);
+}

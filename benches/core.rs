@@ -38,17 +38,7 @@ fn ready_relay(exec_log: bool) -> Relay {
         Event::GuestBytes(build_frame(MsgType::Ready, 0, &ready).as_bytes()),
     );
     relay.handle(0, Event::ClientConnected(ClientId(1)));
-    let req = ExecRequest {
-        cmd: "cat".into(),
-        args: vec![],
-        env: vec![],
-        cwd: None,
-        user: None,
-        tty: false,
-        rows: 24,
-        cols: 80,
-        rlimits: vec![],
-    };
+    let req = ExecRequest::new("cat");
     let req = build_frame(MsgType::ExecRequest, 1, &req);
     relay.handle(0, Event::ClientBytes(ClientId(1), req.as_bytes()));
     while relay.poll_action().is_some() {}

@@ -449,17 +449,7 @@ impl Client {
     }
 
     fn exec(&mut self) -> u32 {
-        let req = ExecRequest {
-            cmd: "bench".into(),
-            args: vec![],
-            env: vec![],
-            cwd: None,
-            user: None,
-            tty: false,
-            rows: 24,
-            cols: 80,
-            rlimits: vec![],
-        };
+        let req = ExecRequest::new("bench");
         let id = self.id();
         let f = build_frame(MsgType::ExecRequest, id, &req);
         self.s.write_all(f.as_bytes()).expect("send request");
@@ -1034,17 +1024,7 @@ fn s6_core(rows: &mut Vec<Row>) {
         });
         relay.handle(0, Event::GuestBytes(ready_frame().as_bytes()));
         relay.handle(0, Event::ClientConnected(ClientId(1)));
-        let req = ExecRequest {
-            cmd: "cat".into(),
-            args: vec![],
-            env: vec![],
-            cwd: None,
-            user: None,
-            tty: false,
-            rows: 24,
-            cols: 80,
-            rlimits: vec![],
-        };
+        let req = ExecRequest::new("cat");
         let req = build_frame(MsgType::ExecRequest, 1, &req);
         relay.handle(0, Event::ClientBytes(ClientId(1), req.as_bytes()));
         while relay.poll_action().is_some() {}

@@ -43,17 +43,7 @@ impl Host {
     }
 
     async fn exec(&mut self, id: u32, cmd: &str, args: &[&str]) {
-        let req = ExecRequest {
-            cmd: cmd.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: vec![],
-            cwd: None,
-            user: None,
-            tty: false,
-            rows: 24,
-            cols: 80,
-            rlimits: vec![],
-        };
+        let req = ExecRequest::new(cmd).args(args.iter().copied());
         self.send(MsgType::ExecRequest, id, &req).await;
     }
 
@@ -134,15 +124,8 @@ async fn cli_demo_agent_missing_program_fails_not_found() {
 async fn cli_demo_agent_bad_cwd_and_not_executable() {
     let mut host = Host::start().await;
     let mut req = ExecRequest {
-        cmd: "true".into(),
-        args: vec![],
-        env: vec![],
         cwd: Some("/nonexistent-dir".into()),
-        user: None,
-        tty: false,
-        rows: 24,
-        cols: 80,
-        rlimits: vec![],
+        ..ExecRequest::new("true")
     };
     host.send(MsgType::ExecRequest, 1, &req).await;
     let (_, _, last) = host.collect(1).await;
@@ -278,15 +261,10 @@ async fn cli_demo_agent_sessions_run_concurrently_and_stream_stderr() {
 async fn cli_demo_agent_tty_output_arrives_as_stdout() {
     let mut host = Host::start().await;
     let req = ExecRequest {
-        cmd: "sh".into(),
-        args: vec!["-c".into(), "echo out; echo err >&2".into()],
         env: vec!["GREETING=hello".into()],
         cwd: Some("/".into()),
-        user: None,
         tty: true,
-        rows: 24,
-        cols: 80,
-        rlimits: vec![],
+        ..ExecRequest::new("sh").args(["-c", "echo out; echo err >&2"])
     };
     host.send(MsgType::ExecRequest, 6, &req).await;
     let (out, err, _) = host.collect(6).await;

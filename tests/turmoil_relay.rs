@@ -55,17 +55,7 @@ fn request(id: u32, frames: u32) -> agent_relay::wire::Frame {
     build_frame(
         MsgType::ExecRequest,
         id,
-        &ExecRequest {
-            cmd: "/bin/seq".into(),
-            args: vec![frames.to_string()],
-            env: vec![],
-            cwd: None,
-            user: None,
-            tty: false,
-            rows: 24,
-            cols: 80,
-            rlimits: vec![],
-        },
+        &ExecRequest::new("/bin/seq").args([frames.to_string()]),
     )
 }
 

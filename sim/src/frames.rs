@@ -71,15 +71,9 @@ pub fn ready(boot: u64) -> Vec<u8> {
 /// `core.exec.request`.
 pub fn exec_request(id: u32, tty: bool, argc: usize) -> Vec<u8> {
     let req = ExecRequest {
-        cmd: "sh".into(),
-        args: (0..argc).map(|i| format!("arg{i}")).collect(),
         env: vec!["A=1".into()],
-        cwd: None,
-        user: None,
         tty,
-        rows: 24,
-        cols: 80,
-        rlimits: vec![],
+        ..ExecRequest::new("sh").args((0..argc).map(|i| format!("arg{i}")))
     };
     build_frame(MsgType::ExecRequest, id, &req)
         .into_bytes()

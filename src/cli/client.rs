@@ -274,15 +274,5 @@ fn decode_event(frame: &Frame) -> io::Result<(u32, ExecEvent)> {
 
 /// A plain exec request for `cmd` with `args` (no env, cwd, user or tty).
 pub fn exec_request(cmd: &str, args: &[&str]) -> ExecRequest {
-    ExecRequest {
-        cmd: cmd.to_owned(),
-        args: args.iter().map(|a| (*a).to_owned()).collect(),
-        env: Vec::new(),
-        cwd: None,
-        user: None,
-        tty: false,
-        rows: 24,
-        cols: 80,
-        rlimits: Vec::new(),
-    }
+    ExecRequest::new(cmd).args(args.iter().copied())
 }

@@ -35,15 +35,9 @@ pub async fn run(socket: &Path, tty: bool, cmd: &str, args: &[String]) -> io::Re
         env.push(format!("TERM={term}"));
     }
     let req = ExecRequest {
-        cmd: cmd.to_owned(),
-        args: args.to_vec(),
         env,
-        cwd: None,
-        user: None,
         tty,
-        rows: 24,
-        cols: 80,
-        rlimits: Vec::new(),
+        ..ExecRequest::new(cmd).args(args.iter().cloned())
     };
     let id = tx.exec(&req).await?;
     let mut stdin = read_stdin();

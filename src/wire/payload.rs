@@ -43,6 +43,30 @@ pub struct ExecRequest {
     pub rlimits: Vec<ExecRlimit>,
 }
 
+impl ExecRequest {
+    /// A request to run `cmd`: no arguments, env, cwd, user, pty or rlimits,
+    /// and the protocol's default 24x80 size.
+    pub fn new(cmd: impl Into<String>) -> ExecRequest {
+        ExecRequest {
+            cmd: cmd.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            tty: false,
+            rows: default_rows(),
+            cols: default_cols(),
+            rlimits: Vec::new(),
+        }
+    }
+
+    /// The same request with these arguments.
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> ExecRequest {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
 fn default_rows() -> u16 {
     24
 }
@@ -234,6 +258,15 @@ mod tests {
         ];
         assert_eq!(peek_data(&p2).unwrap().as_ref(), b"abc");
         assert!(peek_data(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn wire_exec_request_new_has_the_protocol_defaults() {
+        // `{"cmd": "x"}`: every other field takes its serde default.
+        let minimal = [0xa1, 0x63, b'c', b'm', b'd', 0x61, b'x'];
+        let decoded: ExecRequest = decode_payload(&minimal).unwrap();
+        assert_eq!(decoded, ExecRequest::new("x"));
+        assert_eq!(ExecRequest::new("x").args(["a", "b"]).args, vec!["a", "b"]);
     }
 
     #[test]

@@ -25,15 +25,8 @@ pub fn ready() -> Bytes {
 
 pub fn exec_req(id: u32, tty: bool) -> Bytes {
     let req = ExecRequest {
-        cmd: "sh".into(),
-        args: vec!["-c".into(), "true".into()],
-        env: vec![],
-        cwd: None,
-        user: None,
         tty,
-        rows: 24,
-        cols: 80,
-        rlimits: vec![],
+        ..ExecRequest::new("sh").args(["-c", "true"])
     };
     build_frame(MsgType::ExecRequest, id, &req).into_bytes()
 }

@@ -33,21 +33,7 @@ pub fn ready_frame() -> Frame {
 }
 
 pub fn exec_request(id: u32) -> Frame {
-    build_frame(
-        MsgType::ExecRequest,
-        id,
-        &ExecRequest {
-            cmd: "/bin/cat".into(),
-            args: vec![],
-            env: vec![],
-            cwd: None,
-            user: None,
-            tty: false,
-            rows: 24,
-            cols: 80,
-            rlimits: vec![],
-        },
-    )
+    build_frame(MsgType::ExecRequest, id, &ExecRequest::new("/bin/cat"))
 }
 
 pub fn stdout(id: u32, data: &[u8]) -> Frame {

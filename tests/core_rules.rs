@@ -112,17 +112,11 @@ fn core_connect_lowest_free_slot_and_offset_handshake() {
     let mut h = Harness::ready(small());
     for c in 0..3 {
         let acts = h.connect(c);
-        let Action::Handshake { bytes, .. } = &acts[0] else {
-            panic!("{acts:?}")
-        };
-        assert_eq!(&bytes[..4], &(c as u32 * STEP).to_be_bytes());
+        assert_eq!(handshake_offset(&acts), c as u32 * STEP);
     }
     h.disconnect(1);
     let acts = h.connect(9);
-    let Action::Handshake { bytes, .. } = &acts[0] else {
-        panic!("{acts:?}")
-    };
-    assert_eq!(&bytes[..4], &STEP.to_be_bytes(), "slot 1 reused");
+    assert_eq!(handshake_offset(&acts), STEP, "slot 1 reused");
     assert_eq!(STEP, 268_435_455);
 }
 
@@ -137,10 +131,10 @@ fn core_bounds_handshake_gives_start_and_end() {
     let mut h = Harness::ready(cfg);
     h.connect(0);
     let acts = h.connect(1);
+    assert_eq!(handshake_offset(&acts), step);
     let Action::Handshake { bytes, .. } = &acts[0] else {
-        panic!("{acts:?}")
+        unreachable!()
     };
-    assert_eq!(&bytes[..4], &step.to_be_bytes());
     assert_eq!(&bytes[4..8], &(2 * step).to_be_bytes());
     assert_eq!(&bytes[8..], &ready()[..]);
 }
@@ -615,19 +609,13 @@ fn core_recycled_slot_never_gets_late_frames() {
     h.disconnect(1);
     // A new client gets another slot while slot 0 waits for its session to end.
     let acts = h.connect(2);
-    let Action::Handshake { bytes, .. } = &acts[0] else {
-        panic!("{acts:?}")
-    };
-    assert_eq!(&bytes[..4], &STEP.to_be_bytes());
+    assert_eq!(handshake_offset(&acts), STEP);
     let acts = h.guest(&stdout(1, b"late"));
     assert!(to_client(&acts, 2).is_empty());
     h.guest(&exited(1, 137));
     // Slot 0 is free again.
     let acts = h.connect(3);
-    let Action::Handshake { bytes, .. } = &acts[0] else {
-        panic!("{acts:?}")
-    };
-    assert_eq!(&bytes[..4], &0u32.to_be_bytes());
+    assert_eq!(handshake_offset(&acts), 0u32);
 }
 
 #[test]
@@ -641,10 +629,7 @@ fn core_quarantine_times_out() {
     h.ev(Event::Tick);
     assert_eq!(h.relay.counters().live_sessions, 0);
     let acts = h.connect(2);
-    let Action::Handshake { bytes, .. } = &acts[0] else {
-        panic!("{acts:?}")
-    };
-    assert_eq!(&bytes[..4], &0u32.to_be_bytes());
+    assert_eq!(handshake_offset(&acts), 0u32);
 }
 
 #[test]

@@ -161,3 +161,13 @@ pub fn closed(acts: &[Action], c: u64) -> Option<String> {
         _ => None,
     })
 }
+
+/// The id offset of the handshake that `acts` starts with.
+pub fn handshake_offset(acts: &[Action]) -> u32 {
+    match acts.first() {
+        Some(Action::Handshake { bytes, .. }) => {
+            u32::from_be_bytes(bytes[..4].try_into().expect("4-byte offset"))
+        }
+        _ => panic!("expected a handshake first: {acts:?}"),
+    }
+}

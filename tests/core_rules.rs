@@ -917,3 +917,46 @@ fn core_ids_past_last_slot_and_late_frames_counted() {
     h.guest(&stdout(1, b"late"));
     assert_eq!(h.relay.counters().dropped_unowned, 2);
 }
+
+/// A frame queued for a client holds only its own bytes: small frames are
+/// copied out of the read they arrived in, so a slow client's queue of small
+/// frames can never keep whole read buffers alive (memory stays within the
+/// byte budgets). Large frames are not copied again.
+#[test]
+fn core_queued_frames_pin_only_their_own_bytes() {
+    let mut h = one_client();
+    h.client(1, &exec_req(1, false));
+    h.client(2, &exec_req(STEP + 1, false));
+    let mut chunk = Vec::new();
+    for i in 0..4u32 {
+        chunk.extend_from_slice(&stdout(1 + (i % 2) * STEP, b"small"));
+    }
+    // A partial frame at the end goes through the decoder; finish it next.
+    let tail = stdout(1, b"tail");
+    chunk.extend_from_slice(&tail[..6]);
+    let mut acts = h.guest(&chunk);
+    acts.extend(h.guest(&tail[6..]));
+    let frames: Vec<_> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToClient { frame, .. } => Some(frame.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames.len(), 5);
+    for pair in frames.windows(2) {
+        let end_of_first = pair[0].as_ptr() as usize + pair[0].len();
+        assert_ne!(
+            end_of_first,
+            pair[1].as_ptr() as usize,
+            "adjacent frames share one read buffer"
+        );
+    }
+    // Every byte of the read was copied once, into the frames themselves.
+    let chunk_range = chunk.as_ptr() as usize..chunk.as_ptr() as usize + chunk.len();
+    assert!(
+        frames
+            .iter()
+            .all(|f| !chunk_range.contains(&(f.as_ptr() as usize)))
+    );
+}

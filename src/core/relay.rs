@@ -15,7 +15,10 @@ use super::types::{
     Millis, RefuseReason, SlowLimit,
 };
 use crate::wire::payload::{exec_request_tty, peek_data, sigkill_frame};
-use crate::wire::{FLAG_SESSION_START, FLAG_TERMINAL, Frame, FrameDecoder, MsgType, PREFIX_LEN};
+use crate::wire::{
+    FLAG_SESSION_START, FLAG_TERMINAL, Frame, FrameDecoder, MsgType, PREFIX_LEN, ZERO_COPY_MIN,
+    whole_frame_len,
+};
 use crate::wire::{FrameError, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
@@ -165,7 +168,29 @@ impl Relay {
 
     fn on_guest_bytes(&mut self, bytes: &[u8]) {
         self.counters.guest_bytes_in += bytes.len() as u64;
-        self.guest.extend(bytes);
+        let mut rest = bytes;
+        if self.guest.is_idle() {
+            // Frames wholly inside this read are copied once, straight from it
+            // into buffers of their own; only a partial frame at the end (or
+            // anything the checks below must look at) goes into the decoder.
+            while let Some(total) = whole_frame_len(rest)
+                && total < ZERO_COPY_MIN
+            {
+                let body = &rest[PREFIX_LEN..total];
+                let Ok(env) = peek_envelope(body) else {
+                    break; // the decoder path reports it and resynchronises
+                };
+                let payload = match &env.payload {
+                    Cow::Borrowed(p) => payload_range(body, p),
+                    Cow::Owned(_) => None,
+                };
+                let t = env.t;
+                let frame = Frame::copy_of(&rest[..total]);
+                rest = &rest[total..];
+                self.on_guest_frame(t, payload, frame);
+            }
+        }
+        self.guest.extend(rest);
         loop {
             let total = match self.guest.peek_frame() {
                 Ok(Some(total)) => total,

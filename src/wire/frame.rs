@@ -70,6 +70,19 @@ impl std::fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// Frames at least this long are handed out without a copy from the buffer
+/// they were decoded in; smaller ones get an allocation of their own.
+pub const ZERO_COPY_MIN: usize = 64 << 10;
+
+/// The size of the whole frame at the start of `bytes` (prefix included),
+/// when its length field is legal and all of it is there.
+pub fn whole_frame_len(bytes: &[u8]) -> Option<usize> {
+    let len = u32::from_be_bytes(bytes.get(..LEN_PREFIX)?.try_into().ok()?);
+    check_len(len).ok()?;
+    let total = LEN_PREFIX + len as usize;
+    (bytes.len() >= total).then_some(total)
+}
+
 /// Checks a length field against the protocol limits.
 pub fn check_len(len: u32) -> Result<(), FrameError> {
     if len < MIN_FRAME_LEN {
@@ -112,6 +125,15 @@ impl Frame {
             });
         }
         Ok(Frame { bytes })
+    }
+
+    /// A copy of bytes that hold exactly one frame with a legal length field
+    /// (checked by the caller, e.g. with [`whole_frame_len`]).
+    pub fn copy_of(bytes: &[u8]) -> Frame {
+        debug_assert_eq!(whole_frame_len(bytes), Some(bytes.len()));
+        Frame {
+            bytes: Bytes::copy_from_slice(bytes),
+        }
     }
 
     /// Builds a frame from its parts (one copy of the body).
@@ -235,11 +257,27 @@ impl FrameDecoder {
     ///
     /// # Panics
     /// If `total` is not the value `peek_frame` just returned.
+    ///
+    /// A frame of at least [`ZERO_COPY_MIN`] bytes is split off the buffer
+    /// without a copy (it fills most of the allocation it pins); a smaller one
+    /// is copied into its own allocation, so a frame waiting in some queue never
+    /// keeps a whole read buffer alive, and the buffer is reused in place.
     pub fn take_frame(&mut self, total: usize) -> Frame {
         debug_assert!(!self.unjudged && total <= self.buf.len());
-        Frame {
-            bytes: self.buf.split_to(total).freeze(),
+        if total >= ZERO_COPY_MIN {
+            return Frame {
+                bytes: self.buf.split_to(total).freeze(),
+            };
         }
+        let frame = Frame::copy_of(&self.buf[..total]);
+        self.buf.advance(total);
+        frame
+    }
+
+    /// True when nothing is buffered and no resync candidate awaits judging:
+    /// the next bytes start a frame.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty() && !self.unjudged
     }
 
     /// Drops the rest of the current frame after an error: at least one byte,

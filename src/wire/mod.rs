@@ -15,7 +15,7 @@ mod frame;
 pub mod payload;
 
 pub use envelope::{Envelope, EnvelopeError, decode_envelope_full, encode_envelope, peek_envelope};
-pub use frame::{Frame, FrameDecoder, FrameError, check_len};
+pub use frame::{Frame, FrameDecoder, FrameError, ZERO_COPY_MIN, check_len, whole_frame_len};
 
 /// Protocol version carried in every envelope's `v` field.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -960,3 +960,36 @@ fn core_queued_frames_pin_only_their_own_bytes() {
             .all(|f| !chunk_range.contains(&(f.as_ptr() as usize)))
     );
 }
+
+/// Reading a client pauses only once its frames toward the guest exceed the
+/// bound, not when they reach it exactly.
+#[test]
+fn core_pause_bound_is_inclusive() {
+    let f = stdin(1, b"queued");
+    let cfg = Config {
+        guest_window: 1,
+        client_to_guest_cap: 2 * f.len(),
+        ..small()
+    };
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    h.client(1, &stdin(1, b"fills the window"));
+    assert!(!h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
+    assert!(!h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
+    assert!(h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
+}
+
+/// A write report of zero bytes is no progress: the grace period keeps running.
+#[test]
+fn core_zero_byte_write_is_not_progress() {
+    let mut h = Harness::ready(budget_cfg());
+    h.connect(1);
+    h.client(1, &exec_req(1, false));
+    h.guest(&stdout(1, &[b'x'; 3_000]));
+    let deadline = h.relay.poll_timeout().expect("grace timer armed");
+    h.now = deadline - 10;
+    h.ev(Event::ClientWritten(ClientId(1), 0));
+    assert_eq!(h.relay.poll_timeout(), Some(deadline));
+    h.now = deadline;
+    assert!(closed(&h.ev(Event::Tick), 1).is_some());
+}

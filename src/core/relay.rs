@@ -15,11 +15,11 @@ use super::types::{
     Millis, RefuseReason, SlowLimit,
 };
 use crate::wire::payload::{exec_request_tty, peek_data, sigkill_frame};
+use crate::wire::{EnvelopeError, FrameError, peek_envelope};
 use crate::wire::{
     FLAG_SESSION_START, FLAG_TERMINAL, Frame, FrameDecoder, MsgType, PREFIX_LEN, ZERO_COPY_MIN,
     whole_frame_len,
 };
-use crate::wire::{FrameError, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
 pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
@@ -176,15 +176,9 @@ impl Relay {
             while let Some(total) = whole_frame_len(rest)
                 && total < ZERO_COPY_MIN
             {
-                let body = &rest[PREFIX_LEN..total];
-                let Ok(env) = peek_envelope(body) else {
+                let Ok((t, payload)) = peek_type(&rest[PREFIX_LEN..total]) else {
                     break; // the decoder path reports it and resynchronises
                 };
-                let payload = match &env.payload {
-                    Cow::Borrowed(p) => payload_range(body, p),
-                    Cow::Owned(_) => None,
-                };
-                let t = env.t;
                 let frame = Frame::copy_of(&rest[..total]);
                 rest = &rest[total..];
                 self.on_guest_frame(t, payload, frame);
@@ -200,15 +194,8 @@ impl Relay {
                     continue;
                 }
             };
-            let body = &self.guest.pending()[PREFIX_LEN..total];
-            let (t, payload) = match peek_envelope(body) {
-                Ok(env) => {
-                    let payload = match &env.payload {
-                        Cow::Borrowed(p) => payload_range(body, p),
-                        Cow::Owned(_) => None,
-                    };
-                    (env.t, payload)
-                }
+            let (t, payload) = match peek_type(&self.guest.pending()[PREFIX_LEN..total]) {
+                Ok(found) => found,
                 Err(e) => {
                     self.guest_corrupt(format!("frame envelope: {e}"));
                     continue;
@@ -741,6 +728,17 @@ fn record_text<'a>(
         text: String::new(),
     });
     &mut record.text
+}
+
+/// A guest frame's type, and where its payload lies inside `body` when the
+/// peek could borrow it (so the tap need not peek again).
+fn peek_type(body: &[u8]) -> Result<(MsgType, Option<Range<usize>>), EnvelopeError> {
+    let env = peek_envelope(body)?;
+    let payload = match &env.payload {
+        Cow::Borrowed(p) => payload_range(body, p),
+        Cow::Owned(_) => None,
+    };
+    Ok((env.t, payload))
 }
 
 /// Where `payload`, a slice borrowed from `body`, lies inside it.

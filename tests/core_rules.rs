@@ -993,3 +993,80 @@ fn core_zero_byte_write_is_not_progress() {
     h.now = deadline;
     assert!(closed(&h.ev(Event::Tick), 1).is_some());
 }
+
+/// Once a session's queued data has left, its next control frame overtakes
+/// other sessions' data again; counters follow frames out of the queue.
+#[test]
+fn core_control_priority_returns_after_sessions_data_left() {
+    let cfg = Config {
+        guest_window: 1,
+        ..small()
+    };
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    h.client(1, &stdin(1, b"fill"));
+    h.client(1, &stdin(1, b"s1 data"));
+    // The window frees: session 1's data leaves.
+    let sent = to_guest(&h.ev(Event::GuestWritten(1 << 20)));
+    assert_eq!(sent, vec![stdin(1, b"s1 data")]);
+    h.client(1, &stdin(2, b"s2 data"));
+    h.client(1, &signal(1, 15));
+    let sent = to_guest(&h.ev(Event::GuestWritten(1 << 20)));
+    assert_eq!(sent, vec![signal(1, 15)], "overtakes session 2's data");
+    let sent = to_guest(&h.ev(Event::GuestWritten(1 << 20)));
+    assert_eq!(sent, vec![stdin(2, b"s2 data")]);
+    assert_eq!(h.relay.counters().queued_to_guest, 0);
+}
+
+/// A paused client is read again as soon as its queue toward the guest is
+/// down to half the bound.
+#[test]
+fn core_resume_at_half_the_bound() {
+    let f = stdin(1, b"0123456789");
+    let cfg = Config {
+        guest_window: 1,
+        client_to_guest_cap: 4 * f.len(),
+        ..small()
+    };
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    h.client(1, &stdin(1, b"fills the window"));
+    let mut paused = false;
+    for _ in 0..5 {
+        paused |= h.client(1, &f).contains(&Action::PauseClient(ClientId(1)));
+    }
+    assert!(paused);
+    // Five queued; each GuestWritten lets one leave. 5 -> 4 -> 3 -> 2 (half).
+    for left in [4, 3] {
+        let acts = h.ev(Event::GuestWritten(1 << 20));
+        assert!(
+            !acts.contains(&Action::ResumeClient(ClientId(1))),
+            "{left} queued"
+        );
+    }
+    let acts = h.ev(Event::GuestWritten(1 << 20));
+    assert!(acts.contains(&Action::ResumeClient(ClientId(1))));
+}
+
+#[test]
+fn core_live_clients_counted_down_on_departure() {
+    let mut h = one_client();
+    assert_eq!(h.relay.counters().live_clients, 2);
+    h.disconnect(1);
+    assert_eq!(h.relay.counters().live_clients, 1);
+}
+
+/// The guest channel ending inside a frame is reported and counted.
+#[test]
+fn core_guest_closed_mid_frame_counted() {
+    let mut h = one_client();
+    let f = stdout(1, b"cut short");
+    h.guest(&f[..7]);
+    let acts = h.ev(Event::GuestClosed);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::GuestCorrupt { skipped: 7, .. }))
+    );
+    assert_eq!(h.relay.counters().guest_corrupt, 1);
+    assert_eq!(h.relay.counters().guest_corrupt_bytes, 7);
+}

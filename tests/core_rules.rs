@@ -1070,3 +1070,17 @@ fn core_guest_closed_mid_frame_counted() {
     assert_eq!(h.relay.counters().guest_corrupt, 1);
     assert_eq!(h.relay.counters().guest_corrupt_bytes, 7);
 }
+
+#[test]
+fn core_log_sources_have_their_exec_log_names() {
+    let names: Vec<_> = [
+        LogSource::Stdout,
+        LogSource::Stderr,
+        LogSource::Output,
+        LogSource::System,
+    ]
+    .iter()
+    .map(|s| s.as_str())
+    .collect();
+    assert_eq!(names, ["stdout", "stderr", "output", "system"]);
+}

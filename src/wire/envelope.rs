@@ -167,6 +167,26 @@ mod tests {
         );
     }
 
+    /// Payloads of every CBOR length-head size take the borrowed fast path.
+    #[test]
+    fn wire_envelope_fast_path_for_every_length_head() {
+        for len in [0usize, 23, 24, 255, 256, 65_535, 65_536, 300_000] {
+            let payload = vec![7u8; len];
+            let body = encode_envelope(MsgType::FsData, &payload);
+            let env = peek_envelope(&body).unwrap();
+            assert!(
+                matches!(env.payload, Cow::Borrowed(_)),
+                "payload of {len} bytes"
+            );
+            assert_eq!(env.payload.len(), len);
+        }
+        assert_eq!(
+            cbor_head(&[0x1b, 0, 0, 0, 1, 0, 0, 0, 0], 0),
+            Some((1 << 32, 9))
+        );
+        assert_eq!(cbor_head(&[0x1c], 0), None, "reserved additional info");
+    }
+
     #[test]
     fn wire_envelope_rejects_trailing_bytes_and_bad_version() {
         let mut body = encode_envelope(MsgType::ExecStdin, b"");

@@ -107,26 +107,6 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Wraps bytes that hold exactly one frame whose length field is legal.
-    pub fn from_bytes(bytes: Bytes) -> Result<Frame, FrameError> {
-        if bytes.len() < LEN_PREFIX {
-            return Err(FrameError::Truncated {
-                have: bytes.len(),
-                need: None,
-            });
-        }
-        let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        check_len(len)?;
-        let need = LEN_PREFIX + len as usize;
-        if bytes.len() != need {
-            return Err(FrameError::Truncated {
-                have: bytes.len(),
-                need: Some(need),
-            });
-        }
-        Ok(Frame { bytes })
-    }
-
     /// A copy of bytes that hold exactly one frame with a legal length field
     /// (checked by the caller, e.g. with [`whole_frame_len`]).
     pub fn copy_of(bytes: &[u8]) -> Frame {
@@ -394,6 +374,20 @@ mod tests {
         let mut d = FrameDecoder::new();
         d.extend(&4u32.to_be_bytes());
         assert_eq!(d.next_frame(), Err(FrameError::TooShort { len: 4, min: 5 }));
+    }
+
+    #[test]
+    fn wire_length_limits_are_inclusive() {
+        assert_eq!(check_len(MAX_FRAME_LEN), Ok(()));
+        assert_eq!(check_len(MIN_FRAME_LEN), Ok(()));
+        assert!(check_len(MAX_FRAME_LEN + 1).is_err());
+        assert!(check_len(MIN_FRAME_LEN - 1).is_err());
+        // A frame of exactly 4 MiB decodes (and is not copied again).
+        let body = vec![0u8; MAX_FRAME_LEN as usize - HEADER_LEN];
+        let mut d = FrameDecoder::new();
+        d.extend(&frame_bytes(1, 0, &body));
+        let f = d.next_frame().unwrap().unwrap();
+        assert_eq!(f.len(), LEN_PREFIX + MAX_FRAME_LEN as usize);
     }
 
     #[test]

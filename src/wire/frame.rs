@@ -391,6 +391,21 @@ mod tests {
     }
 
     #[test]
+    fn wire_decoder_finish_inside_the_length_prefix() {
+        let mut d = FrameDecoder::new();
+        assert_eq!(d.finish(), Ok(()));
+        d.extend(&[0, 0]);
+        assert_eq!(d.buffered(), 2);
+        assert_eq!(
+            d.finish(),
+            Err(FrameError::Truncated {
+                have: 2,
+                need: None
+            })
+        );
+    }
+
+    #[test]
     fn wire_decoder_finish_reports_truncation() {
         let mut d = FrameDecoder::new();
         d.extend(&frame_bytes(1, 0, b"abc")[..6]);

@@ -403,6 +403,15 @@ mod tests {
                 need: None
             })
         );
+        // With all four length bytes in, the frame's size is known.
+        d.extend(&[0, 9]);
+        assert_eq!(
+            d.finish(),
+            Err(FrameError::Truncated {
+                have: 4,
+                need: Some(13)
+            })
+        );
     }
 
     #[test]

@@ -266,6 +266,7 @@ mod tests {
         let minimal = [0xa1, 0x63, b'c', b'm', b'd', 0x61, b'x'];
         let decoded: ExecRequest = decode_payload(&minimal).unwrap();
         assert_eq!(decoded, ExecRequest::new("x"));
+        assert_eq!((decoded.rows, decoded.cols), (24, 80), "0.4.4's defaults");
         assert_eq!(ExecRequest::new("x").args(["a", "b"]).args, vec!["a", "b"]);
     }
 

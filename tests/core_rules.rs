@@ -1084,3 +1084,50 @@ fn core_log_sources_have_their_exec_log_names() {
     .collect();
     assert_eq!(names, ["stdout", "stderr", "output", "system"]);
 }
+
+/// A read that continues a partial frame is never parsed as if it started a
+/// frame: a valid frame embedded in another frame's payload, cut exactly
+/// where the embedded one begins, is data, not a frame.
+#[test]
+fn core_continuation_bytes_never_start_a_frame() {
+    let mut h = one_client();
+    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_req(2, false));
+    let embedded = stdout(2, b"smuggled");
+    let outer = stdout(1, &embedded);
+    let cut = outer.len() - embedded.len();
+    let acts = h.guest(&outer[..cut]);
+    assert!(to_client(&acts, 1).is_empty());
+    let acts = h.guest(&outer[cut..]);
+    assert_eq!(to_client(&acts, 1), vec![outer.clone()]);
+    assert_eq!(
+        h.relay.counters().guest_frames_in,
+        2,
+        "ready, then only the outer frame"
+    );
+}
+
+/// Frames completed inside the decoder (they straddled reads) are copied out
+/// of it too, so they pin no shared buffer either.
+#[test]
+fn core_straddling_frames_copied_out_of_the_decoder() {
+    let mut h = one_client();
+    h.client(1, &exec_req(1, false));
+    let mut stream = Vec::new();
+    for part in [&b"a"[..], b"b", b"c"] {
+        stream.extend_from_slice(&stdout(1, part));
+    }
+    // The first read ends inside the first frame: all three finish in the decoder.
+    let mut acts = h.guest(&stream[..3]);
+    acts.extend(h.guest(&stream[3..]));
+    let frames = to_client(&acts, 1);
+    assert_eq!(frames.len(), 3);
+    for pair in frames.windows(2) {
+        let end_of_first = pair[0].as_ptr() as usize + pair[0].len();
+        assert_ne!(
+            end_of_first,
+            pair[1].as_ptr() as usize,
+            "frames share the decoder's buffer"
+        );
+    }
+}

@@ -15,6 +15,23 @@ fn small() -> Config {
     }
 }
 
+/// A ready relay whose guest window holds one frame, with client 1 connected
+/// and the window already full: further frames queue in the relay.
+fn window_full(cap: Option<usize>) -> Harness {
+    let mut cfg = Config {
+        guest_window: 1,
+        ..small()
+    };
+    if let Some(cap) = cap {
+        cfg.client_to_guest_cap = cap;
+    }
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    let acts = h.client(1, &stdin(1, b"fill"));
+    assert_eq!(to_guest(&acts).len(), 1);
+    h
+}
+
 // ---- 1. before ready ------------------------------------------------------
 
 #[test]
@@ -376,13 +393,7 @@ fn core_shutdown_emits_drain_after_frame() {
 
 #[test]
 fn core_shutdown_waits_for_guest_window_before_drain() {
-    let cfg = Config {
-        guest_window: 1,
-        ..small()
-    };
-    let mut h = Harness::ready(cfg);
-    h.connect(1);
-    h.client(1, &stdin(1, b"fill"));
+    let mut h = window_full(None);
     let acts = h.client(1, &shutdown(9));
     assert!(
         !acts.contains(&Action::Drain),
@@ -578,13 +589,7 @@ fn core_client_paused_at_bound_and_resumed_fairly() {
 
 #[test]
 fn core_control_frames_overtake_other_sessions_data() {
-    let cfg = Config {
-        guest_window: 1,
-        ..small()
-    };
-    let mut h = Harness::ready(cfg);
-    h.connect(1);
-    h.client(1, &stdin(1, b"fill"));
+    let mut h = window_full(None);
     h.client(1, &stdin(1, b"data"));
     h.client(1, &signal(2, 15));
     h.client(1, &resize(3));
@@ -966,14 +971,7 @@ fn core_queued_frames_pin_only_their_own_bytes() {
 #[test]
 fn core_pause_bound_is_inclusive() {
     let f = stdin(1, b"queued");
-    let cfg = Config {
-        guest_window: 1,
-        client_to_guest_cap: 2 * f.len(),
-        ..small()
-    };
-    let mut h = Harness::ready(cfg);
-    h.connect(1);
-    h.client(1, &stdin(1, b"fills the window"));
+    let mut h = window_full(Some(2 * f.len()));
     assert!(!h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
     assert!(!h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
     assert!(h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
@@ -998,13 +996,7 @@ fn core_zero_byte_write_is_not_progress() {
 /// other sessions' data again; counters follow frames out of the queue.
 #[test]
 fn core_control_priority_returns_after_sessions_data_left() {
-    let cfg = Config {
-        guest_window: 1,
-        ..small()
-    };
-    let mut h = Harness::ready(cfg);
-    h.connect(1);
-    h.client(1, &stdin(1, b"fill"));
+    let mut h = window_full(None);
     h.client(1, &stdin(1, b"s1 data"));
     // The window frees: session 1's data leaves.
     let sent = to_guest(&h.ev(Event::GuestWritten(1 << 20)));
@@ -1023,14 +1015,7 @@ fn core_control_priority_returns_after_sessions_data_left() {
 #[test]
 fn core_resume_at_half_the_bound() {
     let f = stdin(1, b"0123456789");
-    let cfg = Config {
-        guest_window: 1,
-        client_to_guest_cap: 4 * f.len(),
-        ..small()
-    };
-    let mut h = Harness::ready(cfg);
-    h.connect(1);
-    h.client(1, &stdin(1, b"fills the window"));
+    let mut h = window_full(Some(4 * f.len()));
     let mut paused = false;
     for _ in 0..5 {
         paused |= h.client(1, &f).contains(&Action::PauseClient(ClientId(1)));

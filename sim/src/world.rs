@@ -715,8 +715,8 @@ impl World {
                 } else {
                     // Mostly text with multi-byte characters, so the exec.log tap splits some.
                     let text = "ab\u{e9} \u{20ac}\n".as_bytes();
-                    for (i, b) in self.scratch.iter_mut().enumerate() {
-                        *b = text[i % text.len()];
+                    for chunk in self.scratch.chunks_mut(text.len()) {
+                        chunk.copy_from_slice(&text[..chunk.len()]);
                     }
                 }
                 frames::push_data_frame(&mut self.guest.out, t, id, 0, &self.scratch);

@@ -271,9 +271,9 @@ impl World {
             }
             Op::ClientFrame(i, kind, n) => {
                 let c = &mut self.model.clients[i as usize];
-                let (Some(conn), Some(_)) = (c.conn, c.range) else {
+                if c.conn.is_none() || c.range.is_none() {
                     return Ok(());
-                };
+                }
                 let open: Vec<u32> = c.sessions.keys().copied().collect();
                 let frame = match kind {
                     0 | 3 => {
@@ -290,7 +290,6 @@ impl World {
                     2 => signal(open[n as usize % open.len()], 15),
                     _ => resize(open[n as usize % open.len()]),
                 };
-                let _ = conn;
                 c.out.extend_from_slice(&frame);
                 c.out_frames.push_back(frame);
             }

@@ -685,16 +685,12 @@ impl World {
             }
             if s.left > 0 {
                 s.left -= 1;
-                let (t, exec) = (
-                    match (s.exec, s.tty) {
-                        (false, _) => MsgType::FsData,
-                        (true, true) => MsgType::ExecStdout,
-                        (true, false) if self.rng.chance(700) => MsgType::ExecStdout,
-                        (true, false) => MsgType::ExecStderr,
-                    },
-                    s.exec,
-                );
-                let _ = exec;
+                let t = match (s.exec, s.tty) {
+                    (false, _) => MsgType::FsData,
+                    (true, true) => MsgType::ExecStdout,
+                    (true, false) if self.rng.chance(700) => MsgType::ExecStdout,
+                    (true, false) => MsgType::ExecStderr,
+                };
                 let burst = !self.heal
                     && self.faults.p[F_BURST] > 0
                     && self.rng.chance(self.faults.p[F_BURST]);
@@ -704,9 +700,7 @@ impl World {
                 } else {
                     self.rng.size(300)
                 };
-                let at = self.scratch.len();
                 self.scratch.clear();
-                let _ = at;
                 self.scratch.resize(size, 0);
                 // One payload in ten is random bytes (invalid UTF-8 for the tap);
                 // real exec output is mostly text.

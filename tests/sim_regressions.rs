@@ -73,6 +73,7 @@ fn sim_determinism_same_seed_same_trace_hash() {
         let a = run(seed, RunOpts::campaign());
         let b = run(seed, RunOpts::campaign());
         assert_eq!(a.hash, b.hash, "seed {seed:#x}");
+        assert_eq!(a.digest, b.digest, "seed {seed:#x}");
         assert_eq!(a.events, b.events, "seed {seed:#x}");
     }
 }

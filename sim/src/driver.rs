@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use agent_relay::core::{Action, ClientId, Config, Event, Millis, Relay};
+use agent_relay::core::{Action, ClientId, Config, Counters, Event, Millis, Relay};
 use agent_relay::wire::{PREFIX_LEN, peek_envelope};
 
 use super::check::Checker;
@@ -89,6 +89,8 @@ pub struct Driver {
     pub checker: Checker,
     /// Running hash of every event and action.
     pub hash: u64,
+    /// Running hash of the canonical action stream (see [`Digest`]).
+    pub digest: Digest,
     /// `Relay::handle` calls.
     pub events: u64,
     trace: TraceMode,
@@ -105,6 +107,7 @@ impl Driver {
             relay: Relay::new(cfg.clone()),
             checker: Checker::new(cfg, read_max),
             hash: 0xcbf2_9ce4_8422_2325,
+            digest: Digest::new(),
             events: 0,
             trace,
             lines: VecDeque::new(),
@@ -133,6 +136,7 @@ impl Driver {
         while let Some(action) = self.relay.poll_action() {
             self.checker.on_action(&action);
             self.hash_action(&action);
+            self.digest.action(&action);
             if self.trace != TraceMode::Off {
                 let line = format!("    -> {}", fmt_action(&action));
                 self.line(line);
@@ -305,5 +309,162 @@ pub fn fmt_action(a: &Action) -> String {
         }
         Action::Ready => "Ready".into(),
         Action::Drain => "Drain".into(),
+    }
+}
+
+/// A hash over the canonical form of what the core did: every action's
+/// frame bytes and the `Display` text of every reason, then the counters at
+/// the end of the run. Never `Debug` output, so a refactor that changes
+/// types but not behaviour keeps the digest; a behaviour change moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest(u64);
+
+impl Digest {
+    /// The empty digest.
+    pub fn new() -> Digest {
+        Digest(0x6a09_e667_f3bc_c908)
+    }
+
+    /// The value.
+    pub fn value(self) -> u64 {
+        self.0
+    }
+
+    /// A digest from its value (as [`Digest::value`] gave it).
+    pub fn from_value(v: u64) -> Digest {
+        Digest(v)
+    }
+
+    fn mix(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(7) ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.mix(b.len() as u64);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            self.mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for &x in chunks.remainder() {
+            self.mix(u64::from(x));
+        }
+    }
+
+    fn text(&mut self, t: impl std::fmt::Display) {
+        self.bytes(t.to_string().as_bytes());
+    }
+
+    /// Folds in one action.
+    pub fn action(&mut self, a: &Action) {
+        match a {
+            Action::Handshake { client, bytes } => {
+                self.mix(1);
+                self.mix(client.0);
+                self.bytes(bytes);
+            }
+            Action::ToClient { client, frame } => {
+                self.mix(2);
+                self.mix(client.0);
+                self.bytes(frame);
+            }
+            Action::ToGuest { frame } => {
+                self.mix(3);
+                self.bytes(frame);
+            }
+            Action::Refuse { client, reason } => {
+                self.mix(4);
+                self.mix(client.0);
+                self.text(reason);
+            }
+            Action::CloseClient { client, reason } => {
+                self.mix(5);
+                self.mix(client.0);
+                self.text(reason);
+            }
+            Action::PauseClient(c) => {
+                self.mix(6);
+                self.mix(c.0);
+            }
+            Action::ResumeClient(c) => {
+                self.mix(7);
+                self.mix(c.0);
+            }
+            Action::Log(r) => {
+                self.mix(8);
+                self.mix(r.session.map_or(0, |s| s + 1));
+                self.text(r.source.as_str());
+                self.bytes(r.text.as_bytes());
+            }
+            Action::GuestCorrupt { error, skipped } => {
+                self.mix(9);
+                self.text(error);
+                self.mix(*skipped as u64);
+            }
+            Action::Ready => self.mix(10),
+            Action::Drain => self.mix(11),
+        }
+    }
+
+    /// Folds in the counters at the end of a run, field by field (a new
+    /// counter must be added here: the destructuring has no `..`).
+    pub fn counters(&mut self, c: &Counters) {
+        let Counters {
+            guest_frames_in,
+            guest_bytes_in,
+            guest_frames_before_ready,
+            guest_corrupt,
+            guest_corrupt_bytes,
+            client_frames_in,
+            client_bytes_in,
+            frames_to_clients,
+            bytes_to_clients,
+            frames_to_guest,
+            bytes_to_guest,
+            kills_sent,
+            refused_clients,
+            protocol_violations,
+            dropped_unowned,
+            slow_consumer_closes,
+            live_clients,
+            live_sessions,
+            queued_to_clients,
+            queued_to_guest,
+        } = *c;
+        for x in [
+            guest_frames_in,
+            guest_bytes_in,
+            guest_frames_before_ready,
+            guest_corrupt,
+            guest_corrupt_bytes,
+            client_frames_in,
+            client_bytes_in,
+            frames_to_clients,
+            bytes_to_clients,
+            frames_to_guest,
+            bytes_to_guest,
+            kills_sent,
+            refused_clients,
+            protocol_violations,
+            dropped_unowned,
+            slow_consumer_closes,
+            live_clients,
+            live_sessions,
+            queued_to_clients,
+            queued_to_guest,
+        ] {
+            self.mix(x);
+        }
+    }
+
+    /// Folds in another run's digest (a campaign, seed by seed in order).
+    pub fn seed(&mut self, seed: u64, run: Digest) {
+        self.mix(seed);
+        self.mix(run.0);
+    }
+}
+
+impl Default for Digest {
+    fn default() -> Digest {
+        Digest::new()
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use agent_relay_sim::case::{Case, replay, shrink};
-use agent_relay_sim::driver::TraceMode;
+use agent_relay_sim::driver::{Digest, TraceMode};
 use agent_relay_sim::world::{FAULTS, Outcome, READ_MAX, RunOpts, run};
 
 struct Args {
@@ -137,10 +137,11 @@ fn one_seed(seed: u64, trace: bool) -> ExitCode {
         println!("{line}");
     }
     println!(
-        "seed {seed:#x}: {} events, {} checks, trace hash {:#018x}, faults {}",
+        "seed {seed:#x}: {} events, {} checks, trace hash {:#018x}, digest {:#018x}, faults {}",
         o.events,
         o.checks,
         o.hash,
+        o.digest,
         fault_list(&o.faults)
     );
     match &o.violation {
@@ -282,11 +283,16 @@ struct Totals {
     faults: [u64; FAULTS.len()],
     seeds_with: [u64; FAULTS.len()],
     failures: Vec<Outcome>,
+    /// Each seed's digest, by its index in the campaign.
+    digests: Vec<u64>,
 }
 
 fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
     let next = AtomicU64::new(0);
-    let totals = Mutex::new(Totals::default());
+    let totals = Mutex::new(Totals {
+        digests: vec![0; count as usize],
+        ..Totals::default()
+    });
     let began = Instant::now();
     let stderr_tty = std::env::var_os("TERM").is_some_and(|t| t != "dumb");
     std::thread::scope(|s| {
@@ -300,6 +306,7 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
                     let o = run(start + k, RunOpts::campaign());
                     let mut t = totals.lock().expect("no panics while held");
                     t.seeds += 1;
+                    t.digests[k as usize] = o.digest;
                     t.events += o.events;
                     t.checks += o.checks;
                     for (i, n) in o.faults.iter().enumerate() {
@@ -340,6 +347,11 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
         );
     }
     println!("  {:<22} {:>14}", "violations", t.failures.len());
+    let mut digest = Digest::new();
+    for (k, d) in t.digests.iter().enumerate() {
+        digest.seed(start + k as u64, Digest::from_value(*d));
+    }
+    println!("  {:<22} {:#018x}", "campaign digest", digest.value());
     if t.failures.is_empty() {
         return ExitCode::SUCCESS;
     }

@@ -98,6 +98,8 @@ pub struct Outcome {
     pub violation: Option<Violation>,
     /// Hash of every event and action.
     pub hash: u64,
+    /// Digest of the canonical action stream and the final counters.
+    pub digest: u64,
     /// Trace lines kept.
     pub trace: Vec<String>,
     /// Recorded events (when asked).
@@ -229,6 +231,7 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                     event: 0,
                 }),
                 hash: 0,
+                digest: 0,
                 trace: Vec::new(),
                 recorded: Vec::new(),
             }
@@ -243,6 +246,8 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
         w.heal();
     }
     let violation = w.d.checker.violation().cloned();
+    let counters = w.d.relay.counters().clone();
+    w.d.digest.counters(&counters);
     Outcome {
         seed,
         config: w.cfg.clone(),
@@ -251,6 +256,7 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
         faults: w.injected,
         violation,
         hash: w.d.hash,
+        digest: w.d.digest.value(),
         trace: w.d.lines().cloned().collect(),
         recorded: w.d.take_recorded(),
     }

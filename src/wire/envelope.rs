@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MsgType, PROTOCOL_VERSION};
+use super::{ENVELOPE_OPENING, MsgType, PROTOCOL_VERSION};
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +141,7 @@ pub(super) fn cbor_string(b: &[u8], major: u8) -> Option<(&[u8], &[u8])> {
 
 /// The canonical layout, or `None` to fall back to the full decode.
 fn fast_envelope(body: &[u8]) -> Option<Envelope<'_>> {
-    let rest = body.strip_prefix(&[0xa3, 0x61, b'v', PROTOCOL_VERSION, 0x61, b't'])?;
+    let rest = body.strip_prefix(&ENVELOPE_OPENING)?;
     let (t, rest) = cbor_string(rest, 3)?;
     let t = MsgType::from_wire(t)?;
     let rest = rest.strip_prefix(&[0x61, b'p'])?;

@@ -9,7 +9,10 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{HEADER_LEN, LEN_PREFIX, MAX_FRAME_LEN, MIN_FRAME_LEN, PREFIX_LEN};
+use super::{
+    ENVELOPE_OPENING, HEADER_LEN, LEN_PREFIX, MAX_FRAME_LEN, MIN_FRAME_LEN, PREFIX_LEN, be_u32,
+    flags_defined,
+};
 
 /// A length field outside `5..=4 MiB`, or a stream that ended mid-frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +80,7 @@ pub const ZERO_COPY_MIN: usize = 64 << 10;
 /// The size of the whole frame at the start of `bytes` (prefix included),
 /// when its length field is legal and all of it is there.
 pub fn whole_frame_len(bytes: &[u8]) -> Option<usize> {
-    let len = u32::from_be_bytes(bytes.get(..LEN_PREFIX)?.try_into().ok()?);
+    let len = be_u32(bytes, 0)?;
     check_len(len).ok()?;
     let total = LEN_PREFIX + len as usize;
     (bytes.len() >= total).then_some(total)
@@ -132,12 +135,12 @@ impl Frame {
 
     /// The correlation id from the header.
     pub fn id(&self) -> u32 {
-        u32::from_be_bytes([self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]])
+        be_u32(&self.bytes, LEN_PREFIX).unwrap_or_default()
     }
 
     /// The flags byte from the header.
     pub fn flags(&self) -> u8 {
-        self.bytes[8]
+        self.bytes[PREFIX_LEN - 1]
     }
 
     /// The CBOR envelope after the header.
@@ -222,10 +225,9 @@ impl FrameDecoder {
             }
             self.unjudged = false;
         }
-        if self.buf.len() < LEN_PREFIX {
+        let Some(len) = be_u32(&self.buf, 0) else {
             return Ok(None);
-        }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        };
         check_len(len)?;
         let total = LEN_PREFIX + len as usize;
         // Nothing is reserved for the announced length: a peer's length field
@@ -279,20 +281,13 @@ impl FrameDecoder {
     pub fn finish(&self) -> Result<(), FrameError> {
         match self.buf.len() {
             0 => Ok(()),
-            have if have < LEN_PREFIX => Err(FrameError::Truncated { have, need: None }),
-            have => {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                Err(FrameError::Truncated {
-                    have,
-                    need: Some(LEN_PREFIX + len as usize),
-                })
-            }
+            have => Err(FrameError::Truncated {
+                have,
+                need: be_u32(&self.buf, 0).map(|len| LEN_PREFIX + len as usize),
+            }),
         }
     }
 }
-
-/// The six bytes every envelope 0.4.4 encodes starts with: `map(3) "v" 1 "t"`.
-const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', 0x01, 0x61, b't'];
 
 /// Bytes needed to judge a candidate frame start fully.
 const JUDGED: usize = PREFIX_LEN + ENVELOPE_OPENING.len();
@@ -302,22 +297,21 @@ fn plausible_start(b: &[u8]) -> bool {
     let judged = JUDGED;
     if b.len() < judged {
         // Too short to judge: the prefix seen so far must still be possible.
-        if b.len() >= LEN_PREFIX {
-            let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-            if check_len(len).is_err() {
-                return false;
-            }
+        if be_u32(b, 0).is_some_and(|len| check_len(len).is_err()) {
+            return false;
         }
-        if b.len() > 8 && !matches!(b[8], 0 | 1 | 2 | 4) {
+        if b.get(PREFIX_LEN - 1)
+            .is_some_and(|&flags| !flags_defined(flags))
+        {
             return false;
         }
         let seen = b.len().saturating_sub(PREFIX_LEN);
         return b.len() <= PREFIX_LEN || b[PREFIX_LEN..] == ENVELOPE_OPENING[..seen];
     }
-    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let len = be_u32(b, 0).unwrap_or_default();
     check_len(len).is_ok()
         && len as usize >= HEADER_LEN + ENVELOPE_OPENING.len()
-        && matches!(b[8], 0 | 1 | 2 | 4)
+        && flags_defined(b[PREFIX_LEN - 1])
         && b[PREFIX_LEN..judged] == ENVELOPE_OPENING
 }
 

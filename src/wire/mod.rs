@@ -12,10 +12,12 @@
 
 mod envelope;
 mod frame;
+mod msg;
 pub mod payload;
 
 pub use envelope::{Envelope, EnvelopeError, decode_envelope_full, encode_envelope, peek_envelope};
 pub use frame::{Frame, FrameDecoder, FrameError, ZERO_COPY_MIN, check_len, whole_frame_len};
+pub use msg::{MsgInfo, MsgType, Opens, Senders};
 
 /// Protocol version carried in every envelope's `v` field.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -37,121 +39,21 @@ pub const FLAG_SESSION_START: u8 = 0x02;
 /// Flag bit: the sandbox should drain (core.shutdown).
 pub const FLAG_SHUTDOWN: u8 = 0x04;
 
-/// Every message type of protocol v1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MsgType {
-    /// `core.ready`: the guest agent is up (guest -> host).
-    Ready,
-    /// `core.shutdown`: drain the sandbox (host -> guest).
-    Shutdown,
-    /// `core.exec.request`: start a process (opens a session).
-    ExecRequest,
-    /// `core.exec.started`: the process runs, with its pid.
-    ExecStarted,
-    /// `core.exec.stdin`: bytes for the process's stdin.
-    ExecStdin,
-    /// `core.exec.stdout`: bytes from the process's stdout (or its pty).
-    ExecStdout,
-    /// `core.exec.stderr`: bytes from the process's stderr.
-    ExecStderr,
-    /// `core.exec.exited`: the process exited (ends the session).
-    ExecExited,
-    /// `core.exec.failed`: the process could not start (ends the session).
-    ExecFailed,
-    /// `core.exec.resize`: new pty size.
-    ExecResize,
-    /// `core.exec.signal`: deliver a signal to the process.
-    ExecSignal,
-    /// `core.fs.request`: a filesystem operation (opens a session).
-    FsRequest,
-    /// `core.fs.response`: its result (ends the session).
-    FsResponse,
-    /// `core.fs.data`: a chunk of file content, either way.
-    FsData,
+/// Whether a flags byte is one protocol v1 defines: none, or exactly one of
+/// the flag bits.
+pub const fn flags_defined(flags: u8) -> bool {
+    matches!(
+        flags,
+        0 | FLAG_TERMINAL | FLAG_SESSION_START | FLAG_SHUTDOWN
+    )
 }
 
-impl MsgType {
-    /// All types, in declaration order.
-    pub const ALL: [MsgType; 14] = [
-        MsgType::Ready,
-        MsgType::Shutdown,
-        MsgType::ExecRequest,
-        MsgType::ExecStarted,
-        MsgType::ExecStdin,
-        MsgType::ExecStdout,
-        MsgType::ExecStderr,
-        MsgType::ExecExited,
-        MsgType::ExecFailed,
-        MsgType::ExecResize,
-        MsgType::ExecSignal,
-        MsgType::FsRequest,
-        MsgType::FsResponse,
-        MsgType::FsData,
-    ];
+/// The opening bytes of every envelope the 0.4.4 encoder writes: a CBOR map
+/// of three entries, `"v": 1`, then the key `"t"`.
+pub const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', PROTOCOL_VERSION, 0x61, b't'];
 
-    /// The type's name on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            MsgType::Ready => "core.ready",
-            MsgType::Shutdown => "core.shutdown",
-            MsgType::ExecRequest => "core.exec.request",
-            MsgType::ExecStarted => "core.exec.started",
-            MsgType::ExecStdin => "core.exec.stdin",
-            MsgType::ExecStdout => "core.exec.stdout",
-            MsgType::ExecStderr => "core.exec.stderr",
-            MsgType::ExecExited => "core.exec.exited",
-            MsgType::ExecFailed => "core.exec.failed",
-            MsgType::ExecResize => "core.exec.resize",
-            MsgType::ExecSignal => "core.exec.signal",
-            MsgType::FsRequest => "core.fs.request",
-            MsgType::FsResponse => "core.fs.response",
-            MsgType::FsData => "core.fs.data",
-        }
-    }
-
-    /// Parses a wire name; `None` for a name protocol v1 does not define.
-    pub fn from_wire(name: &[u8]) -> Option<MsgType> {
-        MsgType::ALL
-            .into_iter()
-            .find(|t| t.as_str().as_bytes() == name)
-    }
-
-    /// The header flags a frame of this type must carry.
-    pub const fn flags(self) -> u8 {
-        match self {
-            MsgType::ExecExited | MsgType::ExecFailed | MsgType::FsResponse => FLAG_TERMINAL,
-            MsgType::ExecRequest | MsgType::FsRequest => FLAG_SESSION_START,
-            MsgType::Shutdown => FLAG_SHUTDOWN,
-            _ => 0,
-        }
-    }
-
-    /// True for the types a host client may send to the guest.
-    pub const fn client_may_send(self) -> bool {
-        matches!(
-            self,
-            MsgType::Shutdown
-                | MsgType::ExecRequest
-                | MsgType::ExecStdin
-                | MsgType::ExecResize
-                | MsgType::ExecSignal
-                | MsgType::FsRequest
-                | MsgType::FsData
-        )
-    }
-
-    /// Control frames overtake queued data frames of other sessions on the
-    /// way to the guest (ARCHITECTURE rule 8).
-    pub const fn is_control(self) -> bool {
-        matches!(
-            self,
-            MsgType::ExecSignal | MsgType::ExecResize | MsgType::Shutdown
-        )
-    }
-}
-
-impl std::fmt::Display for MsgType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// A big-endian `u32` at `at`, if four bytes are there.
+pub fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let end = at.checked_add(4)?;
+    Some(u32::from_be_bytes(bytes.get(at..end)?.try_into().ok()?))
 }

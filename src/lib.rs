@@ -4,14 +4,20 @@
 //! Layers, each a module, arrows pointing down only:
 //! - [`wire`]: frame decoder, envelope peek, the payloads the relay builds;
 //! - [`core`]: the sans-IO [`core::Relay`] state machine;
-//! - [`shell`]: the tokio driver (sockets, guest ports), and [`exec_log`].
+//! - `shell`: the tokio driver (sockets, guest ports), and `exec_log`
+//!   (feature `shell`); `demo_agent` (feature `demo-agent`); `cli`.
+//!
+//! Built without default features, the library is `wire` and `core` only.
 
 #![deny(missing_docs)]
 
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod core;
+#[cfg(feature = "demo-agent")]
 pub mod demo_agent;
+#[cfg(feature = "shell")]
 pub mod exec_log;
+#[cfg(feature = "shell")]
 pub mod shell;
 pub mod wire;

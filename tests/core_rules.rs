@@ -3,7 +3,8 @@
 mod common;
 
 use agent_relay::core::{
-    Action, ClientId, CloseReason, Config, Event, HandshakeForm, LogSource, RefuseReason, SlowLimit,
+    Action, ClientId, CloseReason, Config, Event, HandshakeForm, LogSource, RefuseReason,
+    SlowLimit, Timeout, Timer, Violation,
 };
 use agent_relay::wire::MsgType;
 use common::*;
@@ -489,7 +490,9 @@ fn core_slow_consumer_closed_at_grace_deadline() {
     h.client(1, &exec_req(1, false));
     let big = stdout(1, &[b'x'; 1_200]);
     h.guest(&big);
-    let deadline = h.relay.poll_timeout().expect("grace timer armed");
+    let timeout = h.relay.poll_timeout().expect("grace timer armed");
+    assert_eq!(timeout.timer, Timer::SlowConsumerGrace(ClientId(1)));
+    let deadline = timeout.at;
     h.now = deadline - 1;
     assert!(h.ev(Event::Tick).is_empty());
     h.now = deadline;
@@ -507,7 +510,13 @@ fn core_progress_restarts_grace_and_draining_clears_it() {
     h.guest(&stdout(1, &[b'x'; 3_000]));
     h.now = 90;
     h.ev(Event::ClientWritten(ClientId(1), 100));
-    assert_eq!(h.relay.poll_timeout(), Some(190));
+    assert_eq!(
+        h.relay.poll_timeout(),
+        Some(Timeout {
+            at: 190,
+            timer: Timer::SlowConsumerGrace(ClientId(1))
+        })
+    );
     h.now = 150;
     assert!(closed(&h.ev(Event::Tick), 1).is_none());
     h.ev(Event::ClientWritten(ClientId(1), 1 << 20));
@@ -629,7 +638,13 @@ fn core_quarantine_times_out() {
     h.connect(1);
     h.client(1, &exec_req(1, false));
     h.disconnect(1);
-    assert_eq!(h.relay.poll_timeout(), Some(30_000));
+    assert_eq!(
+        h.relay.poll_timeout(),
+        Some(Timeout {
+            at: 30_000,
+            timer: Timer::Quarantine { slot: 0 }
+        })
+    );
     h.now = 30_000;
     h.ev(Event::Tick);
     assert_eq!(h.relay.counters().live_sessions, 0);
@@ -720,7 +735,8 @@ fn core_guest_closed_closes_clients_and_refuses_new() {
         _ => true,
     }));
     // ...while a client closed for its own fault is cut off at once.
-    assert!(!CloseReason::Violation("x".into()).flush_first());
+    let why = Violation::BeforeHandshake { bytes: 1 };
+    assert!(!CloseReason::Violation(why).flush_first());
     assert!(
         !CloseReason::SlowConsumer {
             queued: 1,
@@ -984,10 +1000,10 @@ fn core_zero_byte_write_is_not_progress() {
     h.connect(1);
     h.client(1, &exec_req(1, false));
     h.guest(&stdout(1, &[b'x'; 3_000]));
-    let deadline = h.relay.poll_timeout().expect("grace timer armed");
+    let deadline = h.relay.poll_timeout().expect("grace timer armed").at;
     h.now = deadline - 10;
     h.ev(Event::ClientWritten(ClientId(1), 0));
-    assert_eq!(h.relay.poll_timeout(), Some(deadline));
+    assert_eq!(h.relay.poll_timeout().map(|t| t.at), Some(deadline));
     h.now = deadline;
     assert!(closed(&h.ev(Event::Tick), 1).is_some());
 }

@@ -1013,7 +1013,7 @@ impl Checker {
                     }
                     if let Some(t) = m.over_since {
                         let deadline = t + self.cfg.grace;
-                        if relay.poll_timeout().is_none_or(|x| x > deadline) {
+                        if relay.poll_timeout().is_none_or(|x| x.at > deadline) {
                             let why = format!(
                                 "{c} is over its soft budget since {t}; poll_timeout {:?} is later than its deadline {deadline}",
                                 relay.poll_timeout()

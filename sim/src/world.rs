@@ -369,7 +369,7 @@ impl World {
 
     fn fire_timeout(&mut self) {
         if let Some(t) = self.d.relay.poll_timeout()
-            && t <= self.now
+            && t.at <= self.now
         {
             self.feed(Event::Tick);
         }

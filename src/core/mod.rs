@@ -15,21 +15,30 @@
 //! // Arm a timer for `relay.poll_timeout()` and send `Event::Tick` when it fires.
 //! ```
 //!
-//! Choices the issue left open: a client that connects before the guest is
-//! ready gets its slot at once and waits; its handshake goes out when
-//! `core.ready` arrives. Bytes it sends before its handshake are a protocol
-//! violation (it cannot know its id range yet). A refused connection gets no
-//! bytes (0.4.4 has no message for it); the driver logs the reason and closes.
+//! One file per policy: `relay.rs` routing and the client lifecycle,
+//! `budget.rs` output budgets and slow consumers, `scheduler.rs` the queue
+//! toward the guest, `quarantine.rs` slot reuse, `tap.rs` the exec.log tap,
+//! `timer.rs` the named deadlines, `violation.rs` why input was refused.
+//! docs/ARCHITECTURE.md names each rule and the file that owns it.
 
+mod budget;
+#[cfg(any(test, feature = "testing"))]
+mod check;
+mod quarantine;
 mod relay;
+mod scheduler;
 mod slot;
 mod tap;
+mod timer;
 mod types;
+mod violation;
 
-pub use relay::{Relay, SANDBOX_STARTED};
+pub use relay::Relay;
 pub use slot::IdRange;
-pub use tap::Utf8Carry;
+pub use tap::SANDBOX_STARTED;
+pub use timer::{Timeout, Timer};
 pub use types::{
     Action, ClientId, CloseReason, Config, Counters, Event, HandshakeForm, LogRecord, LogSource,
     Millis, RefuseReason, SlowLimit,
 };
+pub use violation::{GuestCorruption, Violation};

@@ -2,6 +2,13 @@
 //! through [`Relay::handle`], side effects come out of [`Relay::poll_action`],
 //! and the next moment time matters is [`Relay::poll_timeout`]. It reads no
 //! clock, does no I/O and spawns nothing: same events, same actions.
+//!
+//! This file owns routing and the client lifecycle: the handshake, guest
+//! frames to the client whose range holds their id (rule `route_by_id`),
+//! client frames checked and queued toward the guest (rules `own_range_only`
+//! and `corrupt_client_isolated`), and a departure's kills (rule
+//! `kill_on_departure`). The policies it calls live in files of their own:
+//! `budget.rs`, `scheduler.rs`, `quarantine.rs`, `tap.rs`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -9,46 +16,39 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::slot::{Conn, IdRange, Outbound, Session, SessionKind, Slot};
+use super::scheduler::{Outbound, Scheduler};
+use super::slot::{Conn, IdRange, Session, SessionKind, Slot};
+use super::tap::{GuestFrame, Tap};
+use super::timer::{Timeout, Timer};
 use super::types::{
-    Action, ClientId, CloseReason, Config, Counters, Event, HandshakeForm, LogRecord, LogSource,
-    Millis, RefuseReason, SlowLimit,
+    Action, ClientId, CloseReason, Config, Counters, Event, HandshakeForm, Millis, RefuseReason,
 };
-use crate::wire::payload::{exec_request_tty, peek_data, sigkill_frame};
-use crate::wire::{EnvelopeError, FrameError, peek_envelope};
+use super::violation::{GuestCorruption, Violation};
+use crate::wire::payload::{exec_request_tty, sigkill_frame};
+use crate::wire::{EnvelopeError, peek_envelope};
 use crate::wire::{
-    FLAG_SESSION_START, FLAG_TERMINAL, Frame, FrameDecoder, MsgType, PREFIX_LEN, ZERO_COPY_MIN,
-    whole_frame_len,
+    FLAG_TERMINAL, Frame, FrameDecoder, MsgType, Opens, PREFIX_LEN, ZERO_COPY_MIN, whole_frame_len,
 };
-
-/// The exec.log marker written when the guest becomes ready.
-pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
 
 /// The relay state machine. See the module docs of [`crate::core`].
 #[derive(Debug)]
 pub struct Relay {
-    cfg: Config,
+    pub(super) cfg: Config,
     step: u32,
-    now: Millis,
+    pub(super) now: Millis,
+    /// Bytes from the guest not yet taken as frames.
     guest: FrameDecoder,
     guest_gone: bool,
     /// The guest's `core.ready` frame, whole, once it arrived.
     ready: Option<Bytes>,
-    slots: Vec<Slot>,
-    by_client: HashMap<ClientId, u32>,
-    /// Control frames toward the guest; served before any inbox.
-    control: VecDeque<Outbound>,
-    /// Next slot whose inbox the round robin serves.
-    rr: usize,
-    /// Bytes handed to the guest port and not yet reported written.
-    guest_inflight: usize,
+    pub(super) slots: Vec<Slot>,
+    pub(super) by_client: HashMap<ClientId, u32>,
+    /// Frames toward the guest.
+    pub(super) sched: Scheduler,
     last_session: u64,
-    /// Tap output of the current event, merged while it continues one
-    /// session's stream; flushed into `actions` when another begins and at
-    /// the end of every event.
-    pending_log: Option<LogRecord>,
-    actions: VecDeque<Action>,
-    counters: Counters,
+    tap: Tap,
+    pub(super) actions: VecDeque<Action>,
+    pub(super) counters: Counters,
 }
 
 impl Relay {
@@ -61,6 +61,8 @@ impl Relay {
         let slots = (0..cfg.max_clients).map(|_| Slot::default()).collect();
         Relay {
             step: cfg.step(),
+            sched: Scheduler::new(cfg.max_clients as usize, cfg.guest_window),
+            tap: Tap::new(cfg.exec_log),
             cfg,
             now: 0,
             guest: FrameDecoder::new(),
@@ -68,11 +70,7 @@ impl Relay {
             ready: None,
             slots,
             by_client: HashMap::new(),
-            control: VecDeque::new(),
-            rr: 0,
-            guest_inflight: 0,
             last_session: 0,
-            pending_log: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
         }
@@ -90,7 +88,7 @@ impl Relay {
         match event {
             Event::GuestBytes(bytes) => self.on_guest_bytes(bytes),
             Event::GuestWritten(n) => {
-                self.guest_inflight = self.guest_inflight.saturating_sub(n);
+                self.sched.written(n);
                 self.pump_guest();
             }
             Event::GuestClosed => self.on_guest_closed(),
@@ -104,9 +102,9 @@ impl Relay {
             }
             Event::Tick => self.on_tick(),
         }
-        if let Some(record) = self.pending_log.take().filter(|r| !r.text.is_empty()) {
-            self.actions.push_back(Action::Log(record));
-        }
+        self.tap.flush(&mut self.actions);
+        #[cfg(feature = "testing")]
+        self.check();
     }
 
     /// The next side effect to perform, in order.
@@ -114,15 +112,24 @@ impl Relay {
         self.actions.pop_front()
     }
 
-    /// When to send [`Event::Tick`] next, if anything is waiting on time.
-    pub fn poll_timeout(&self) -> Option<Millis> {
+    /// The next deadline, if anything is waiting on time: send
+    /// [`Event::Tick`] then. Of deadlines at the same moment, the lowest
+    /// slot's is named.
+    pub fn poll_timeout(&self) -> Option<Timeout> {
         self.slots
             .iter()
-            .filter_map(|s| match &s.conn {
-                Some(c) => c.grace_deadline,
-                None => s.quarantine_until,
+            .enumerate()
+            .filter_map(|(i, s)| match &s.conn {
+                Some(c) => c.grace_deadline.map(|at| Timeout {
+                    at,
+                    timer: Timer::SlowConsumerGrace(c.client),
+                }),
+                None => s.quarantine_until.map(|at| Timeout {
+                    at,
+                    timer: Timer::Quarantine { slot: i as u32 },
+                }),
             })
-            .min()
+            .min_by_key(|t| t.at)
     }
 
     /// Counters as of now.
@@ -148,22 +155,6 @@ impl Relay {
         self.slots[slot as usize].conn.as_ref().map(|c| c.queued)
     }
 
-    /// Bytes the core itself holds: the guest decoder's partial frame, the
-    /// client decoders' partial frames, and frames queued toward the guest.
-    pub fn held_bytes(&self) -> usize {
-        let slots: usize = self
-            .slots
-            .iter()
-            .map(|s| s.to_guest + s.conn.as_ref().map_or(0, |c| c.decoder.buffered()))
-            .sum();
-        self.guest.buffered() + slots
-    }
-
-    /// Bytes handed to the guest port and not yet written.
-    pub fn guest_inflight(&self) -> usize {
-        self.guest_inflight
-    }
-
     // ---- guest -> clients -------------------------------------------------
 
     fn on_guest_bytes(&mut self, bytes: &[u8]) {
@@ -181,7 +172,7 @@ impl Relay {
                 };
                 let frame = Frame::copy_of(&rest[..total]);
                 rest = &rest[total..];
-                self.on_guest_frame(t, payload, frame);
+                self.on_guest_frame(GuestFrame { t, payload, frame });
             }
         }
         self.guest.extend(rest);
@@ -190,23 +181,25 @@ impl Relay {
                 Ok(Some(total)) => total,
                 Ok(None) => break,
                 Err(e) => {
-                    self.guest_corrupt(e.to_string());
+                    self.guest_corrupt(GuestCorruption::Frame(e));
                     continue;
                 }
             };
             let (t, payload) = match peek_type(&self.guest.pending()[PREFIX_LEN..total]) {
                 Ok(found) => found,
                 Err(e) => {
-                    self.guest_corrupt(format!("frame envelope: {e}"));
+                    self.guest_corrupt(GuestCorruption::Envelope(e));
                     continue;
                 }
             };
             let frame = self.guest.take_frame(total);
-            self.on_guest_frame(t, payload, frame);
+            self.on_guest_frame(GuestFrame { t, payload, frame });
         }
     }
 
-    fn guest_corrupt(&mut self, error: String) {
+    /// Rule `guest_resync`: corrupt guest input is counted, reported and
+    /// skipped up to the next plausible frame start; it never reaches a client.
+    fn guest_corrupt(&mut self, error: GuestCorruption) {
         let skipped = self.guest.resync();
         self.counters.guest_corrupt += 1;
         self.counters.guest_corrupt_bytes += skipped as u64;
@@ -214,17 +207,17 @@ impl Relay {
             .push_back(Action::GuestCorrupt { error, skipped });
     }
 
-    fn on_guest_frame(&mut self, t: MsgType, payload: Option<Range<usize>>, frame: Frame) {
+    fn on_guest_frame(&mut self, f: GuestFrame) {
         self.counters.guest_frames_in += 1;
         if self.ready.is_none() {
-            if t == MsgType::Ready {
-                self.on_ready(frame.into_bytes());
+            if f.t == MsgType::Ready {
+                self.on_ready(f.frame.into_bytes());
             } else {
                 self.counters.guest_frames_before_ready += 1;
             }
             return;
         }
-        let id = frame.id();
+        let id = f.frame.id();
         let slot_idx = (id / self.step) as usize;
         let Some(slot) = self.slots.get_mut(slot_idx) else {
             self.counters.dropped_unowned += 1;
@@ -234,30 +227,15 @@ impl Relay {
             self.counters.dropped_unowned += 1;
             return;
         };
-        let terminal = frame.flags() & FLAG_TERMINAL != 0;
-        if self.cfg.exec_log
-            && let SessionKind::Exec { tty } = session.kind
-        {
-            tap_output(
-                &mut self.actions,
-                &mut self.pending_log,
-                session,
-                tty,
-                t,
-                &frame,
-                payload,
-            );
-        }
-        if terminal {
+        self.tap.guest_frame(&mut self.actions, session, &f);
+        if f.frame.flags() & FLAG_TERMINAL != 0 {
             slot.sessions.remove(&id);
             self.counters.live_sessions -= 1;
-            if slot.sessions.is_empty() {
-                slot.quarantine_until = None;
-            }
+            self.session_ended(slot_idx);
         }
-        match &slot.conn {
+        match &self.slots[slot_idx].conn {
             Some(conn) if conn.handshaken => {
-                self.send_to_client(slot_idx, frame.into_bytes(), false);
+                self.send_to_client(slot_idx, f.frame.into_bytes(), false);
             }
             _ => self.counters.dropped_unowned += 1,
         }
@@ -266,13 +244,7 @@ impl Relay {
     fn on_ready(&mut self, frame: Bytes) {
         self.ready = Some(frame);
         self.actions.push_back(Action::Ready);
-        if self.cfg.exec_log {
-            self.actions.push_back(Action::Log(LogRecord {
-                session: None,
-                source: LogSource::System,
-                text: SANDBOX_STARTED.to_owned(),
-            }));
-        }
+        self.tap.sandbox_started(&mut self.actions);
         for slot in 0..self.slots.len() {
             if self.slots[slot].conn.is_some() {
                 self.handshake(slot);
@@ -295,78 +267,6 @@ impl Relay {
         self.send_to_client(slot, bytes.freeze(), true);
     }
 
-    /// Hands bytes to the driver for a client, enforcing its budgets: a frame
-    /// that would break the hard cap or the global cap closes a client instead.
-    fn send_to_client(&mut self, slot: usize, bytes: Bytes, handshake: bool) {
-        let len = bytes.len();
-        let Some(conn) = &self.slots[slot].conn else {
-            return;
-        };
-        if conn.queued + len > self.cfg.client_hard_cap {
-            let queued = conn.queued;
-            self.close_slow(slot, queued, SlowLimit::HardCap);
-            return;
-        }
-        while self.counters.queued_to_clients as usize + len > self.cfg.global_cap {
-            // Close whoever holds the most; ties go to the lowest slot.
-            let Some((victim, queued)) = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.conn.as_ref().map(|c| (i, c.queued)))
-                .max_by_key(|&(i, q)| (q, std::cmp::Reverse(i)))
-            else {
-                return;
-            };
-            self.close_slow(victim, queued, SlowLimit::GlobalCap);
-            if victim == slot {
-                return;
-            }
-        }
-        let Some(conn) = &mut self.slots[slot].conn else {
-            return;
-        };
-        conn.queued += len;
-        if conn.queued > self.cfg.client_soft_budget && conn.grace_deadline.is_none() {
-            conn.grace_deadline = Some(self.now + self.cfg.grace);
-        }
-        let client = conn.client;
-        self.counters.queued_to_clients += len as u64;
-        self.counters.bytes_to_clients += len as u64;
-        if handshake {
-            self.actions.push_back(Action::Handshake { client, bytes });
-        } else {
-            self.counters.frames_to_clients += 1;
-            self.actions.push_back(Action::ToClient {
-                client,
-                frame: bytes,
-            });
-        }
-    }
-
-    fn close_slow(&mut self, slot: usize, queued: usize, limit: SlowLimit) {
-        self.counters.slow_consumer_closes += 1;
-        self.depart(slot, Some(CloseReason::SlowConsumer { queued, limit }));
-    }
-
-    fn on_client_written(&mut self, client: ClientId, n: usize) {
-        let Some(&slot) = self.by_client.get(&client) else {
-            return;
-        };
-        let Some(conn) = &mut self.slots[slot as usize].conn else {
-            return;
-        };
-        let n = n.min(conn.queued);
-        conn.queued -= n;
-        self.counters.queued_to_clients -= n as u64;
-        // Progress restarts the grace period; under budget it ends.
-        if conn.queued <= self.cfg.client_soft_budget {
-            conn.grace_deadline = None;
-        } else if n > 0 {
-            conn.grace_deadline = Some(self.now + self.cfg.grace);
-        }
-    }
-
     // ---- clients -> guest -------------------------------------------------
 
     fn on_connect(&mut self, client: ClientId) {
@@ -376,11 +276,10 @@ impl Relay {
         if self.guest_gone {
             return self.refuse(client, RefuseReason::GuestGone);
         }
-        let Some(slot) = self.slots.iter().position(Slot::is_free) else {
-            let quarantined = self.slots.iter().filter(|s| s.is_quarantined()).count() as u32;
+        let Some(slot) = self.free_slot() else {
             let reason = RefuseReason::Full {
                 max_clients: self.cfg.max_clients,
-                quarantined,
+                quarantined: self.quarantined(),
             };
             return self.refuse(client, reason);
         };
@@ -416,7 +315,7 @@ impl Relay {
             return;
         };
         if !conn.handshaken {
-            let why = format!("sent {} bytes before its handshake", bytes.len());
+            let why = Violation::BeforeHandshake { bytes: bytes.len() };
             return self.violation(slot, why);
         }
         conn.decoder.extend(bytes);
@@ -431,12 +330,12 @@ impl Relay {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return self.violation(slot, e.to_string()),
+                Err(e) => return self.violation(slot, Violation::BadLength(e)),
             }
         }
-        let s = &mut self.slots[slot];
-        if let Some(conn) = &mut s.conn
-            && s.to_guest > self.cfg.client_to_guest_cap
+        let queued = self.sched.queued(slot);
+        if let Some(conn) = &mut self.slots[slot].conn
+            && queued > self.cfg.client_to_guest_cap
             && !conn.paused
         {
             conn.paused = true;
@@ -446,56 +345,36 @@ impl Relay {
     }
 
     /// Validates one client frame and queues it toward the guest.
-    fn accept_client_frame(&mut self, slot: usize, frame: Frame) -> Result<(), String> {
+    fn accept_client_frame(&mut self, slot: usize, frame: Frame) -> Result<(), Violation> {
         let id = frame.id();
         let range = IdRange::of_slot(slot as u32, self.step);
         if !range.contains(id) {
-            return Err(format!(
-                "frame id {id} is outside its range {}..{}",
-                range.start, range.end
-            ));
+            return Err(Violation::OutOfRange { id, range });
         }
-        let env = peek_envelope(frame.body()).map_err(|e| format!("frame {id}: {e}"))?;
+        let env = peek_envelope(frame.body()).map_err(|error| Violation::Envelope { id, error })?;
         let t = env.t;
         if !t.client_may_send() {
-            return Err(format!("frame {id}: clients may not send {t}"));
+            return Err(Violation::NotClientType { id, t });
         }
         if frame.flags() != t.flags() {
-            return Err(format!(
-                "{t} frame {id} carries flags {:#04x}, the type requires {:#04x}",
-                frame.flags(),
-                t.flags()
-            ));
-        }
-        if t.flags() & FLAG_SESSION_START != 0 {
-            let kind = if t == MsgType::ExecRequest {
-                let tty = exec_request_tty(&env.payload)
-                    .map_err(|e| format!("{t} frame {id}: payload: {e}"))?;
-                SessionKind::Exec { tty }
-            } else {
-                SessionKind::Fs
-            };
-            let sessions = &mut self.slots[slot].sessions;
-            if sessions.contains_key(&id) {
-                return Err(format!("{t} frame {id}: session {id} is already open"));
-            }
-            let number = match kind {
-                SessionKind::Exec { .. } => {
-                    self.last_session += 1;
-                    self.last_session
-                }
-                SessionKind::Fs => 0,
-            };
-            sessions.insert(
+            return Err(Violation::WrongFlags {
                 id,
-                Session {
-                    kind,
-                    number,
-                    killed: false,
-                    carry: Default::default(),
-                },
-            );
-            self.counters.live_sessions += 1;
+                t,
+                flags: frame.flags(),
+                required: t.flags(),
+            });
+        }
+        let kind = match t.opens() {
+            Opens::Nothing => None,
+            Opens::Exec => {
+                let tty = exec_request_tty(&env.payload)
+                    .map_err(|error| Violation::BadExecRequest { id, error })?;
+                Some(SessionKind::Exec { tty })
+            }
+            Opens::Fs => Some(SessionKind::Fs),
+        };
+        if let Some(kind) = kind {
+            self.open_session(slot, id, t, kind)?;
         }
         self.counters.client_frames_in += 1;
         let out = Outbound {
@@ -508,61 +387,60 @@ impl Relay {
         Ok(())
     }
 
-    /// Queues a frame toward the guest. A control frame goes to the control
-    /// queue unless a data frame of its own session is still queued, which it
-    /// must not overtake.
-    fn enqueue(&mut self, out: Outbound, control: bool) {
-        let slot = &mut self.slots[out.slot as usize];
-        slot.to_guest += out.frame.len();
-        self.counters.queued_to_guest += out.frame.len() as u64;
-        if control && !slot.inbox_ids.contains_key(&out.id) {
-            self.control.push_back(out);
-        } else {
-            *slot.inbox_ids.entry(out.id).or_default() += 1;
-            slot.inbox.push_back(out);
+    fn open_session(
+        &mut self,
+        slot: usize,
+        id: u32,
+        t: MsgType,
+        kind: SessionKind,
+    ) -> Result<(), Violation> {
+        let sessions = &mut self.slots[slot].sessions;
+        if sessions.contains_key(&id) {
+            return Err(Violation::SessionAlreadyOpen { id, t });
         }
+        let number = match kind {
+            SessionKind::Exec { .. } => {
+                self.last_session += 1;
+                self.last_session
+            }
+            SessionKind::Fs => 0,
+        };
+        sessions.insert(
+            id,
+            Session {
+                kind,
+                number,
+                killed: false,
+                carries: Default::default(),
+            },
+        );
+        self.counters.live_sessions += 1;
+        Ok(())
     }
 
-    /// Hands queued frames to the guest while its window has room: control
-    /// frames first, then one data frame per slot in turn.
+    fn enqueue(&mut self, out: Outbound, control: bool) {
+        self.counters.queued_to_guest += out.frame.len() as u64;
+        self.sched.enqueue(out, control);
+    }
+
+    /// Hands queued frames to the guest while its window has room; a paused
+    /// client whose queue fell to half the bound is read again.
     fn pump_guest(&mut self) {
-        let n = self.slots.len();
-        while self.guest_inflight < self.cfg.guest_window && !self.guest_gone {
-            let out = match self.control.pop_front() {
-                Some(out) => out,
-                None => {
-                    let Some(next) = (0..n)
-                        .map(|k| (self.rr + k) % n)
-                        .find(|&i| !self.slots[i].inbox.is_empty())
-                    else {
-                        break;
-                    };
-                    self.rr = (next + 1) % n;
-                    let slot = &mut self.slots[next];
-                    let Some(out) = slot.inbox.pop_front() else {
-                        break;
-                    };
-                    if let Some(count) = slot.inbox_ids.get_mut(&out.id) {
-                        *count -= 1;
-                        if *count == 0 {
-                            slot.inbox_ids.remove(&out.id);
-                        }
-                    }
-                    out
-                }
-            };
+        if self.guest_gone {
+            return;
+        }
+        while let Some(out) = self.sched.next() {
             let len = out.frame.len();
-            let slot = &mut self.slots[out.slot as usize];
-            slot.to_guest -= len;
+            let slot = out.slot as usize;
             self.counters.queued_to_guest -= len as u64;
-            if let Some(conn) = &mut slot.conn
+            let queued = self.sched.queued(slot);
+            if let Some(conn) = &mut self.slots[slot].conn
                 && conn.paused
-                && slot.to_guest <= self.cfg.client_to_guest_cap / 2
+                && queued <= self.cfg.client_to_guest_cap / 2
             {
                 conn.paused = false;
                 self.actions.push_back(Action::ResumeClient(conn.client));
             }
-            self.guest_inflight += len;
             self.counters.frames_to_guest += 1;
             self.counters.bytes_to_guest += len as u64;
             self.actions.push_back(Action::ToGuest { frame: out.frame });
@@ -574,15 +452,16 @@ impl Relay {
 
     // ---- departures and time ----------------------------------------------
 
-    fn violation(&mut self, slot: usize, why: String) {
+    fn violation(&mut self, slot: usize, why: Violation) {
         self.counters.protocol_violations += 1;
         self.depart(slot, Some(CloseReason::Violation(why)));
     }
 
     /// A client leaves (it disconnected, or `reason` says why we closed it):
-    /// one SIGKILL per live exec session, queued behind everything it sent,
-    /// and the slot quarantined while its sessions live.
-    fn depart(&mut self, slot: usize, reason: Option<CloseReason>) {
+    /// rule `kill_on_departure`, one SIGKILL per live exec session, queued
+    /// behind everything it sent, and the slot quarantined while its
+    /// sessions live.
+    pub(super) fn depart(&mut self, slot: usize, reason: Option<CloseReason>) {
         let Some(conn) = self.slots[slot].conn.take() else {
             return;
         };
@@ -613,31 +492,19 @@ impl Relay {
                 drain: false,
             };
             // Behind every frame this client sent earlier.
-            let control = self.slots[slot].inbox.is_empty();
+            let control = !self.sched.has_inbox(slot);
             self.enqueue(out, control);
         }
-        if !self.slots[slot].sessions.is_empty() {
-            self.slots[slot].quarantine_until = Some(self.now + self.cfg.quarantine);
-        }
+        self.start_quarantine(slot);
         self.pump_guest();
     }
 
     fn on_tick(&mut self) {
-        let now = self.now;
         for slot in 0..self.slots.len() {
-            let s = &mut self.slots[slot];
-            match &s.conn {
-                Some(conn) if conn.grace_deadline.is_some_and(|d| d <= now) => {
-                    let queued = conn.queued;
-                    self.close_slow(slot, queued, SlowLimit::Grace);
-                }
-                None if s.quarantine_until.is_some_and(|d| d <= now) => {
-                    // The guest never ended these sessions: give the slot back.
-                    self.counters.live_sessions -= s.sessions.len() as u64;
-                    s.sessions.clear();
-                    s.quarantine_until = None;
-                }
-                _ => {}
+            if self.slots[slot].conn.is_some() {
+                self.expire_grace(slot);
+            } else {
+                self.expire_quarantine(slot);
             }
         }
     }
@@ -647,87 +514,38 @@ impl Relay {
             return;
         }
         if let Err(e) = self.guest.finish() {
-            let error = FrameError::to_string(&e);
             let skipped = self.guest.buffered();
             self.counters.guest_corrupt += 1;
             self.counters.guest_corrupt_bytes += skipped as u64;
-            self.actions
-                .push_back(Action::GuestCorrupt { error, skipped });
+            self.actions.push_back(Action::GuestCorrupt {
+                error: GuestCorruption::Frame(e),
+                skipped,
+            });
         }
         self.guest_gone = true;
         for slot in 0..self.slots.len() {
             self.depart(slot, Some(CloseReason::GuestGone));
         }
     }
-}
 
-/// Turns exec output into exec.log records (whole characters only) and
-/// flushes the session's unfinished characters when it ends. Output that
-/// continues the record being built (same session, same stream) is appended
-/// to it, so a burst of small frames read in one batch costs one record.
-fn tap_output(
-    actions: &mut VecDeque<Action>,
-    pending: &mut Option<LogRecord>,
-    session: &mut Session,
-    tty: bool,
-    t: MsgType,
-    frame: &Frame,
-    payload: Option<Range<usize>>,
-) {
-    let terminal = frame.flags() & FLAG_TERMINAL != 0;
-    let stream = match t {
-        MsgType::ExecStdout => Some(0),
-        MsgType::ExecStderr => Some(1),
-        _ => None,
-    };
-    let number = session.number;
-    let source = |stream: usize| match (tty, stream) {
-        (true, _) => LogSource::Output,
-        (false, 0) => LogSource::Stdout,
-        (false, _) => LogSource::Stderr,
-    };
-    if let Some(stream) = stream
-        && let Ok(data) = match payload {
-            // Where the first peek found the payload, borrowed in the frame.
-            Some(range) => peek_data(&frame.body()[range]),
-            None => peek_envelope(frame.body())
-                .and_then(|env| peek_data(&env.payload).map(|d| Cow::Owned(d.into_owned()))),
-        }
-        && !data.is_empty()
-    {
-        // A pty session has one stream; keep one carry for it.
-        let carry = if tty { 0 } else { stream };
-        let text = record_text(actions, pending, number, source(stream));
-        session.carry[carry].push_into(&data, text);
+    /// Bytes the core itself holds: the guest decoder's partial frame, the
+    /// client decoders' partial frames, and frames queued toward the guest.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn held_bytes(&self) -> usize {
+        let slots: usize = (0..self.slots.len())
+            .map(|i| {
+                let conn = self.slots[i].conn.as_ref();
+                self.sched.queued(i) + conn.map_or(0, |c| c.decoder.buffered())
+            })
+            .sum();
+        self.guest.buffered() + slots
     }
-    if terminal {
-        for stream in 0..2 {
-            if let Some(tail) = session.carry[stream].finish() {
-                record_text(actions, pending, number, source(stream)).push_str(&tail);
-            }
-        }
-    }
-}
 
-/// The text of the record that output of `session`'s `source` goes into: the
-/// pending record if it continues it, else a new one (the finished one, if it
-/// holds anything, is queued).
-fn record_text<'a>(
-    actions: &mut VecDeque<Action>,
-    pending: &'a mut Option<LogRecord>,
-    session: u64,
-    source: LogSource,
-) -> &'a mut String {
-    let continues = matches!(pending, Some(r) if r.session == Some(session) && r.source == source);
-    if !continues && let Some(done) = pending.take().filter(|r| !r.text.is_empty()) {
-        actions.push_back(Action::Log(done));
+    /// Bytes handed to the guest port and not yet written.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn guest_inflight(&self) -> usize {
+        self.sched.inflight()
     }
-    let record = pending.get_or_insert_with(|| LogRecord {
-        session: Some(session),
-        source,
-        text: String::new(),
-    });
-    &mut record.text
 }
 
 /// A guest frame's type, and where its payload lies inside `body` when the

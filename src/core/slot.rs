@@ -1,13 +1,12 @@
-//! Slots, the sessions they own, and the frames they queue toward the guest.
+//! Slots and the sessions they own.
 //!
 //! Slot `k` owns the ids `[k*step, (k+1)*step)`. A slot outlives its client:
-//! after a client departs, the slot keeps its live sessions (quarantine) and
-//! its queued frames until both are gone, so a new client never receives the
-//! previous owner's late frames and never races its leftover input.
+//! after a client departs, the slot keeps its live sessions (quarantine, see
+//! `quarantine.rs`) and its frames still queued toward the guest until both
+//! are gone, so a new client never receives the previous owner's late frames
+//! and never races its leftover input.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-
-use bytes::Bytes;
+use std::collections::BTreeMap;
 
 use super::tap::Utf8Carry;
 use super::types::{ClientId, Millis};
@@ -46,6 +45,31 @@ pub(crate) enum SessionKind {
     Fs,
 }
 
+/// One of an exec session's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// stdout, or the whole output of a pty session.
+    Stdout,
+    /// stderr.
+    Stderr,
+}
+
+/// Unfinished UTF-8 of each output stream of a session.
+#[derive(Debug, Default)]
+pub(crate) struct Carries {
+    stdout: Utf8Carry,
+    stderr: Utf8Carry,
+}
+
+impl Carries {
+    pub fn of(&mut self, stream: Stream) -> &mut Utf8Carry {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Session {
     pub kind: SessionKind,
@@ -53,18 +77,7 @@ pub(crate) struct Session {
     pub number: u64,
     /// A SIGKILL was queued for it when its client departed.
     pub killed: bool,
-    /// Unfinished UTF-8 of stdout (or pty output) and stderr.
-    pub carry: [Utf8Carry; 2],
-}
-
-/// A frame waiting for room toward the guest.
-#[derive(Debug)]
-pub(crate) struct Outbound {
-    pub slot: u32,
-    pub id: u32,
-    pub frame: Bytes,
-    /// Emit [`super::Action::Drain`] once this frame is handed to the guest.
-    pub drain: bool,
+    pub carries: Carries,
 }
 
 /// The connection currently holding a slot.
@@ -77,6 +90,7 @@ pub(crate) struct Conn {
     pub queued: usize,
     /// When it must have made progress, while over its soft budget.
     pub grace_deadline: Option<Millis>,
+    /// Not read while its frames toward the guest are over the bound.
     pub paused: bool,
 }
 
@@ -84,25 +98,6 @@ pub(crate) struct Conn {
 pub(crate) struct Slot {
     pub conn: Option<Conn>,
     pub sessions: BTreeMap<u32, Session>,
-    /// Data frames (and whatever must stay behind them) toward the guest.
-    pub inbox: VecDeque<Outbound>,
-    /// How many inbox frames each id has, so a control frame never overtakes
-    /// a data frame of its own session.
-    pub inbox_ids: HashMap<u32, u32>,
-    /// Bytes of this slot's frames queued toward the guest (inbox and control queue).
-    pub to_guest: usize,
     /// A departed client's sessions are given up at this time.
     pub quarantine_until: Option<Millis>,
-}
-
-impl Slot {
-    /// Whether a new client may take this slot.
-    pub fn is_free(&self) -> bool {
-        self.conn.is_none() && self.sessions.is_empty() && self.to_guest == 0
-    }
-
-    /// Departed, still waiting for sessions or queued frames.
-    pub fn is_quarantined(&self) -> bool {
-        self.conn.is_none() && !self.is_free()
-    }
 }

@@ -1,16 +1,152 @@
-//! The exec.log tap: exec output becomes text records without ever splitting
-//! a UTF-8 character. Each session stream keeps at most three bytes of an
-//! unfinished character until the next frame of that stream completes it.
+//! Rule `whole_characters`: the exec.log tap turns exec output into text
+//! records without ever splitting a UTF-8 character. Each session stream
+//! keeps at most three bytes of an unfinished character until the next frame
+//! of that stream completes it; a session's end flushes what is left as
+//! U+FFFD. Output that continues the record being built (same session, same
+//! stream) within one event is appended to it, so a burst of small frames
+//! read in one batch costs one record. The tap never changes what is routed.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use super::slot::{Session, SessionKind, Stream};
+use super::types::{Action, LogRecord, LogSource};
+use crate::wire::payload::peek_data;
+use crate::wire::{FLAG_TERMINAL, Frame, MsgType, peek_envelope};
+
+/// The exec.log marker written when the guest becomes ready.
+pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
+
+/// A guest frame as the core's first look found it: its type, and where its
+/// payload lies inside the body when the peek could borrow it (so the tap
+/// need not peek again).
+#[derive(Debug)]
+pub(crate) struct GuestFrame {
+    pub t: MsgType,
+    pub payload: Option<Range<usize>>,
+    pub frame: Frame,
+}
+
+/// The tap: on or off, and the record being built during one event.
+#[derive(Debug)]
+pub(crate) struct Tap {
+    on: bool,
+    /// Flushed into the actions when another record begins and at the end of
+    /// every event.
+    pending: Option<LogRecord>,
+}
+
+impl Tap {
+    pub fn new(on: bool) -> Tap {
+        Tap { on, pending: None }
+    }
+
+    /// The guest became ready.
+    pub fn sandbox_started(&mut self, actions: &mut VecDeque<Action>) {
+        if self.on {
+            actions.push_back(Action::Log(LogRecord {
+                session: None,
+                source: LogSource::System,
+                text: SANDBOX_STARTED.to_owned(),
+            }));
+        }
+    }
+
+    /// A guest frame of `session`: its output becomes record text (whole
+    /// characters only); its terminal frame flushes unfinished characters.
+    pub fn guest_frame(
+        &mut self,
+        actions: &mut VecDeque<Action>,
+        session: &mut Session,
+        f: &GuestFrame,
+    ) {
+        let SessionKind::Exec { tty } = session.kind else {
+            return;
+        };
+        if !self.on {
+            return;
+        }
+        let number = session.number;
+        let source = |stream| match (tty, stream) {
+            (true, _) => LogSource::Output,
+            (false, Stream::Stdout) => LogSource::Stdout,
+            (false, Stream::Stderr) => LogSource::Stderr,
+        };
+        let stream = match f.t {
+            MsgType::ExecStdout => Some(Stream::Stdout),
+            MsgType::ExecStderr => Some(Stream::Stderr),
+            _ => None,
+        };
+        if let Some(stream) = stream
+            && let Ok(data) = output_bytes(f)
+            && !data.is_empty()
+        {
+            // A pty session has one stream; it keeps one carry.
+            let carry = if tty { Stream::Stdout } else { stream };
+            let text = self.record_text(actions, number, source(stream));
+            session.carries.of(carry).push_into(&data, text);
+        }
+        if f.frame.flags() & FLAG_TERMINAL != 0 {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                if let Some(tail) = session.carries.of(stream).finish() {
+                    self.record_text(actions, number, source(stream))
+                        .push_str(&tail);
+                }
+            }
+        }
+    }
+
+    /// The event is over: the record being built is queued.
+    pub fn flush(&mut self, actions: &mut VecDeque<Action>) {
+        if let Some(record) = self.pending.take().filter(|r| !r.text.is_empty()) {
+            actions.push_back(Action::Log(record));
+        }
+    }
+
+    /// The text of the record that output of `session`'s `source` goes into:
+    /// the pending record if it continues it, else a new one (the finished
+    /// one, if it holds anything, is queued).
+    fn record_text(
+        &mut self,
+        actions: &mut VecDeque<Action>,
+        session: u64,
+        source: LogSource,
+    ) -> &mut String {
+        let continues =
+            matches!(&self.pending, Some(r) if r.session == Some(session) && r.source == source);
+        if !continues && let Some(done) = self.pending.take().filter(|r| !r.text.is_empty()) {
+            actions.push_back(Action::Log(done));
+        }
+        let record = self.pending.get_or_insert_with(|| LogRecord {
+            session: Some(session),
+            source,
+            text: String::new(),
+        });
+        &mut record.text
+    }
+}
+
+/// The `data` bytes of an output frame: borrowed where the first peek found
+/// the payload, else from a second, full look.
+fn output_bytes(f: &GuestFrame) -> Result<Cow<'_, [u8]>, crate::wire::EnvelopeError> {
+    match &f.payload {
+        Some(range) => peek_data(&f.frame.body()[range.clone()]),
+        None => peek_envelope(f.frame.body())
+            .and_then(|env| peek_data(&env.payload).map(|d| Cow::Owned(d.into_owned()))),
+    }
+}
 
 /// Carries the unfinished tail of a UTF-8 stream between frames.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Utf8Carry {
+pub(crate) struct Utf8Carry {
     tail: Vec<u8>,
 }
 
 impl Utf8Carry {
     /// Decodes `data` after the carried tail; an incomplete character at the
     /// end is kept for next time, truly invalid bytes become U+FFFD.
+    #[cfg(test)]
     pub fn push(&mut self, data: &[u8]) -> String {
         let mut out = String::new();
         self.push_into(data, &mut out);

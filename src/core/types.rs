@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 
+use super::violation::{GuestCorruption, Violation};
+
 /// Time as a value: milliseconds since an epoch the driver chooses. The core
 /// never reads a clock.
 pub type Millis = u64;
@@ -140,8 +142,8 @@ impl std::fmt::Display for RefuseReason {
 /// Why the relay closed a client it had accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client broke the protocol; the text says how.
-    Violation(String),
+    /// The client broke the protocol.
+    Violation(Violation),
     /// The client did not read its output fast enough.
     SlowConsumer {
         /// Bytes queued for it when it was closed.
@@ -277,7 +279,7 @@ pub enum Action {
     /// skipped. Log it.
     GuestCorrupt {
         /// What was wrong.
-        error: String,
+        error: GuestCorruption,
         /// Bytes skipped to resynchronise.
         skipped: usize,
     },

@@ -128,7 +128,8 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
     tokio::pin!(shutdown, timer);
     let mut armed: Option<Instant> = None;
     loop {
-        let deadline = d.relay.poll_timeout().map(|at| {
+        let deadline = d.relay.poll_timeout().map(|timeout| {
+            let at = timeout.at;
             // Never re-arm for a moment already handled (no spinning).
             let at = match last_tick {
                 Some(t) if at <= t => t + 1,

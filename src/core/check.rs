@@ -1,0 +1,53 @@
+//! `Relay::check`: the core asserts its own consistency. With the `testing`
+//! feature (the simulator and the tests turn it on) it runs after every
+//! [`Relay::handle`], in release builds too, where `debug_assertions` is off.
+
+use super::relay::Relay;
+
+impl Relay {
+    /// Panics if the core's bookkeeping disagrees with itself: counters equal
+    /// the sums over slots, the client map and the slots agree, queued bytes
+    /// equal what is queued.
+    pub fn check(&self) {
+        let queued_to_guest = self.sched.check();
+        assert_eq!(
+            self.counters.queued_to_guest, queued_to_guest as u64,
+            "queued_to_guest counter"
+        );
+        let mut live = 0;
+        let mut queued_to_clients = 0;
+        let mut sessions = 0;
+        for (i, slot) in self.slots.iter().enumerate() {
+            sessions += slot.sessions.len() as u64;
+            if let Some(conn) = &slot.conn {
+                live += 1;
+                queued_to_clients += conn.queued as u64;
+                assert_eq!(
+                    self.by_client.get(&conn.client),
+                    Some(&(i as u32)),
+                    "{} holds slot {i} but the client map disagrees",
+                    conn.client
+                );
+                assert!(
+                    slot.quarantine_until.is_none(),
+                    "slot {i} is held and quarantined"
+                );
+                assert!(
+                    conn.grace_deadline.is_none() || conn.queued > self.cfg.client_soft_budget,
+                    "grace runs for {} under its soft budget",
+                    conn.client
+                );
+            }
+        }
+        assert_eq!(self.by_client.len() as u64, live, "client map size");
+        assert_eq!(self.counters.live_clients, live, "live_clients counter");
+        assert_eq!(
+            self.counters.queued_to_clients, queued_to_clients,
+            "queued_to_clients counter"
+        );
+        assert_eq!(
+            self.counters.live_sessions, sessions,
+            "live_sessions counter"
+        );
+    }
+}

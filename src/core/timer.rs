@@ -1,0 +1,37 @@
+//! Named deadlines. The core keeps every deadline itself (the shell arms one
+//! timer for [`super::Relay::poll_timeout`] and sends `Event::Tick`); each
+//! has a [`Timer`] saying which rule waits on it.
+
+use super::types::{ClientId, Millis};
+
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// A client over its soft budget must make progress by then, or it is
+    /// closed as a slow consumer (rule `bounded_client_output`).
+    SlowConsumerGrace(ClientId),
+    /// A departed client's slot gives up its sessions then (rule
+    /// `slot_quarantine`).
+    Quarantine {
+        /// The slot.
+        slot: u32,
+    },
+}
+
+/// The next moment time matters, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout {
+    /// When (the driver's milliseconds).
+    pub at: Millis,
+    /// Which deadline.
+    pub timer: Timer,
+}
+
+impl std::fmt::Display for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Timer::SlowConsumerGrace(client) => write!(f, "slow-consumer grace of {client}"),
+            Timer::Quarantine { slot } => write!(f, "quarantine of slot {slot}"),
+        }
+    }
+}

@@ -206,7 +206,10 @@ impl World {
                 self.model.clients[i] = MClient::default();
             }
             Action::PauseClient(_) | Action::ResumeClient(_) | Action::Log(_) => {}
-            Action::Ready | Action::Drain | Action::GuestCorrupt { .. } => {
+            Action::Ready
+            | Action::Drain
+            | Action::GuestCorrupt { .. }
+            | Action::FlushExpired { .. } => {
                 return Err(format!("unexpected {action:?}"));
             }
         }

@@ -606,6 +606,21 @@ impl Checker {
                 }
             }
             Action::GuestCorrupt { .. } => self.corrupt_seen += 1,
+            Action::FlushExpired { client } => {
+                if !self.guest_gone
+                    || self
+                        .clients
+                        .get(client)
+                        .is_none_or(|m| m.state != State::Gone)
+                {
+                    self.fail(
+                        "inv_isolation",
+                        format!(
+                            "{client}: flush expired, but it was not closed by the guest going away"
+                        ),
+                    );
+                }
+            }
             Action::Ready => {
                 self.advance(|k| k.ready.is_some());
                 if !self.ready_due {

@@ -257,6 +257,10 @@ impl Driver {
             }
             Action::Ready => self.mix(20),
             Action::Drain => self.mix(21),
+            Action::FlushExpired { client } => {
+                self.mix(22);
+                self.mix(client.0);
+            }
         }
     }
 }
@@ -309,6 +313,7 @@ pub fn fmt_action(a: &Action) -> String {
         }
         Action::Ready => "Ready".into(),
         Action::Drain => "Drain".into(),
+        Action::FlushExpired { client } => format!("FlushExpired {client}"),
     }
 }
 
@@ -402,6 +407,10 @@ impl Digest {
             }
             Action::Ready => self.mix(10),
             Action::Drain => self.mix(11),
+            Action::FlushExpired { client } => {
+                self.mix(12);
+                self.mix(client.0);
+            }
         }
     }
 

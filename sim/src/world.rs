@@ -363,7 +363,11 @@ impl World {
                     a.paused = false;
                 }
             }
-            Action::Log(_) | Action::GuestCorrupt { .. } | Action::Ready | Action::Drain => {}
+            Action::Log(_)
+            | Action::GuestCorrupt { .. }
+            | Action::FlushExpired { .. }
+            | Action::Ready
+            | Action::Drain => {}
         }
     }
 

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! One file per policy: `relay.rs` routing and the client lifecycle,
-//! `budget.rs` output budgets and slow consumers, `scheduler.rs` the queue
+//! `budget.rs` output budgets and slow consumers, `flush.rs` a closed
+//! client's last output, `scheduler.rs` the queue
 //! toward the guest, `quarantine.rs` slot reuse, `tap.rs` the exec.log tap,
 //! `timer.rs` the named deadlines, `violation.rs` why input was refused.
 //! docs/ARCHITECTURE.md names each rule and the file that owns it.
@@ -24,6 +25,7 @@
 mod budget;
 #[cfg(any(test, feature = "testing"))]
 mod check;
+mod flush;
 mod quarantine;
 mod relay;
 mod scheduler;

@@ -11,11 +11,12 @@
 //! `budget.rs`, `scheduler.rs`, `quarantine.rs`, `tap.rs`.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::flush::Flush;
 use super::scheduler::{Outbound, Scheduler};
 use super::slot::{Conn, IdRange, Session, SessionKind, Slot};
 use super::tap::{GuestFrame, Tap};
@@ -43,6 +44,8 @@ pub struct Relay {
     ready: Option<Bytes>,
     pub(super) slots: Vec<Slot>,
     pub(super) by_client: HashMap<ClientId, u32>,
+    /// Closed clients whose last output is still being written.
+    pub(super) flushing: BTreeMap<ClientId, Flush>,
     /// Frames toward the guest.
     pub(super) sched: Scheduler,
     last_session: u64,
@@ -70,6 +73,7 @@ impl Relay {
             ready: None,
             slots,
             by_client: HashMap::new(),
+            flushing: BTreeMap::new(),
             last_session: 0,
             actions: VecDeque::new(),
             counters: Counters::default(),
@@ -94,8 +98,13 @@ impl Relay {
             Event::GuestClosed => self.on_guest_closed(),
             Event::ClientConnected(client) => self.on_connect(client),
             Event::ClientBytes(client, bytes) => self.on_client_bytes(client, bytes),
-            Event::ClientWritten(client, n) => self.on_client_written(client, n),
+            Event::ClientWritten(client, n) => {
+                if !self.flush_written(client, n) {
+                    self.on_client_written(client, n);
+                }
+            }
             Event::ClientDisconnected(client) => {
+                self.flush_done(client);
                 if let Some(&slot) = self.by_client.get(&client) {
                     self.depart(slot as usize, None);
                 }
@@ -113,10 +122,11 @@ impl Relay {
     }
 
     /// The next deadline, if anything is waiting on time: send
-    /// [`Event::Tick`] then. Of deadlines at the same moment, the lowest
-    /// slot's is named.
+    /// [`Event::Tick`] then. Of deadlines at the same moment, a slot's comes
+    /// before a flush's, the lowest slot's first.
     pub fn poll_timeout(&self) -> Option<Timeout> {
-        self.slots
+        let slots = self
+            .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match &s.conn {
@@ -129,7 +139,11 @@ impl Relay {
                     timer: Timer::Quarantine { slot: i as u32 },
                 }),
             })
-            .min_by_key(|t| t.at)
+            .min_by_key(|t| t.at);
+        match (slots, self.flush_timeout()) {
+            (Some(a), Some(b)) if b.at < a.at => Some(b),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Counters as of now.
@@ -469,6 +483,7 @@ impl Relay {
         self.counters.live_clients -= 1;
         self.counters.queued_to_clients -= conn.queued as u64;
         if let Some(reason) = reason {
+            self.start_flush(conn.client, conn.queued, &reason);
             self.actions.push_back(Action::CloseClient {
                 client: conn.client,
                 reason,
@@ -507,6 +522,7 @@ impl Relay {
                 self.expire_quarantine(slot);
             }
         }
+        self.expire_flushes();
     }
 
     fn on_guest_closed(&mut self) {

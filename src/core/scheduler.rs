@@ -153,8 +153,15 @@ impl Scheduler {
                 assert!(inbox.per_id.contains_key(&o.id), "id {} uncounted", o.id);
             }
             let counted: u32 = inbox.per_id.values().sum();
-            assert_eq!(counted as usize, inbox.frames.len(), "slot {slot} per-id counts");
-            assert!(inbox.per_id.values().all(|&n| n > 0), "slot {slot} zero count");
+            assert_eq!(
+                counted as usize,
+                inbox.frames.len(),
+                "slot {slot} per-id counts"
+            );
+            assert!(
+                inbox.per_id.values().all(|&n| n > 0),
+                "slot {slot} zero count"
+            );
         }
         assert!(self.cursor < self.inboxes.len().max(1), "cursor in range");
         bytes.iter().sum()

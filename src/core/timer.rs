@@ -16,6 +16,9 @@ pub enum Timer {
         /// The slot.
         slot: u32,
     },
+    /// A closed client's unwritten output is given up then (rule
+    /// `output_outlives_guest`).
+    CloseFlush(ClientId),
 }
 
 /// The next moment time matters, and why.
@@ -32,6 +35,7 @@ impl std::fmt::Display for Timer {
         match self {
             Timer::SlowConsumerGrace(client) => write!(f, "slow-consumer grace of {client}"),
             Timer::Quarantine { slot } => write!(f, "quarantine of slot {slot}"),
+            Timer::CloseFlush(client) => write!(f, "output flush of closed {client}"),
         }
     }
 }

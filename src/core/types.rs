@@ -261,13 +261,20 @@ pub enum Action {
         reason: RefuseReason,
     },
     /// Close an accepted client and log why; its unwritten output is written
-    /// first when [`CloseReason::flush_first`] says so, discarded otherwise.
-    /// The core has already cleaned up its sessions.
+    /// first when [`CloseReason::flush_first`] says so (report the writes
+    /// with `ClientWritten`, and `ClientDisconnected` once it is closed),
+    /// discarded otherwise. The core has already cleaned up its sessions.
     CloseClient {
         /// The client.
         client: ClientId,
         /// Why.
         reason: CloseReason,
+    },
+    /// A client closed with its output still to be written did not take it
+    /// within the grace period: drop the connection and what is unwritten.
+    FlushExpired {
+        /// The client.
+        client: ClientId,
     },
     /// Stop reading this client: its frames toward the guest hit the bound.
     PauseClient(ClientId),

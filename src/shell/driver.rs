@@ -10,7 +10,7 @@
 //! routing or policy and never looks at a message type: that is the core's
 //! job.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,7 +48,9 @@ pub(crate) struct Parts {
 struct Driver {
     relay: Relay,
     start: Instant,
-    clients: HashMap<ClientId, ClientConn>,
+    /// Ordered, so one seed of a simulated network feeds the core the same
+    /// event order on every run.
+    clients: BTreeMap<ClientId, ClientConn>,
     guest: GuestIo,
     guest_closed: bool,
     exec_log: Option<ExecLog>,
@@ -65,8 +67,9 @@ struct Driver {
     /// The last turn left bytes queued behind a full socket (or port).
     backlog: bool,
     /// Clients the core closed with their output still to be written
-    /// ([`crate::core::CloseReason::flush_first`]), until when they get to drain.
-    closing: Vec<(ClientConn, Instant)>,
+    /// ([`crate::core::CloseReason::flush_first`]); the core says when to
+    /// give up on them ([`Action::FlushExpired`]).
+    closing: BTreeMap<ClientId, ClientConn>,
 }
 
 /// Runs until `shutdown` completes, then closes every connection.
@@ -108,7 +111,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
     let mut d = Driver {
         relay,
         start: Instant::now(),
-        clients: HashMap::new(),
+        clients: BTreeMap::new(),
         guest,
         guest_closed: false,
         exec_log,
@@ -119,7 +122,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
         failed: Vec::new(),
         turn: 0,
         backlog: false,
-        closing: Vec::new(),
+        closing: BTreeMap::new(),
     };
     let mut busy_turns = 0u32;
     let mut next_client = 0u64;
@@ -137,11 +140,6 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
             };
             d.start + Duration::from_millis(at)
         });
-        let flush_deadline = d.closing.iter().map(|(_, until)| *until).min();
-        let deadline = match (deadline, flush_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         if deadline != armed {
             if let Some(at) = deadline {
                 timer.as_mut().reset(at);
@@ -158,7 +156,6 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
                 last_tick = Some(now);
                 armed = None;
                 d.relay.handle(now, Event::Tick);
-                d.expire_closing();
             }
             Some(conn) = conn_rx.recv() => {
                 next_client += 1;
@@ -192,7 +189,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
     // Orderly exit: stop accepting, close clients and the guest port.
     accept.abort();
     let _ = accept.await; // drops the listener, which removes its socket file
-    for (_, client) in d.clients.drain() {
+    for client in std::mem::take(&mut d.clients).into_values() {
         client
             .span
             .in_scope(|| tracing::info!("closing: relay shutting down"));
@@ -254,14 +251,23 @@ impl Driver {
         while let Some((id, why)) = self.failed.pop() {
             self.client_gone(id, &why);
         }
-        // Closed clients still draining what was queued before they closed.
-        self.closing.retain_mut(|(c, _)| match c.poll_write(cx) {
-            Written::Idle => c.has_queued(),
-            Written::Bytes(_) => {
-                progressed = true;
-                c.has_queued()
+        // Closed clients still draining what was queued before they closed:
+        // each one closes once written (or failed), and the core hears of it.
+        let relay = &mut self.relay;
+        self.closing.retain(|&id, c| {
+            let keep = match c.poll_write(cx) {
+                Written::Idle => c.has_queued(),
+                Written::Bytes(n) => {
+                    progressed = true;
+                    relay.handle(now, Event::ClientWritten(id, n));
+                    c.has_queued()
+                }
+                Written::Failed(_) => false,
+            };
+            if !keep {
+                relay.handle(now, Event::ClientDisconnected(id));
             }
-            Written::Failed(_) => false,
+            keep
         });
         let mut backlog = self.clients.values().any(ClientConn::has_queued);
 
@@ -317,20 +323,6 @@ impl Driver {
         }
     }
 
-    /// Drops closed clients whose time to drain their output ran out.
-    fn expire_closing(&mut self) {
-        let now = Instant::now();
-        self.closing.retain(|(c, until)| {
-            let keep = *until > now;
-            if !keep {
-                c.span.in_scope(|| {
-                    tracing::info!("output not drained within the grace period: discarded")
-                });
-            }
-            keep
-        });
-    }
-
     /// A connection ended (EOF or an I/O error): tell the core.
     fn client_gone(&mut self, id: ClientId, why: &str) {
         if let Some(client) = self.clients.remove(&id) {
@@ -384,9 +376,19 @@ impl Driver {
                             .in_scope(|| tracing::info!(%reason, "client closed by relay"));
                         if reason.flush_first() && c.has_queued() {
                             c.set_paused(true);
-                            let grace = Duration::from_millis(self.relay.config().grace);
-                            self.closing.push((c, Instant::now() + grace));
+                            self.closing.insert(client, c);
+                        } else {
+                            // Closed now: nothing of it is left to flush.
+                            let now = self.now();
+                            self.relay.handle(now, Event::ClientDisconnected(client));
                         }
+                    }
+                }
+                Action::FlushExpired { client } => {
+                    if let Some(c) = self.closing.remove(&client) {
+                        c.span.in_scope(|| {
+                            tracing::info!("output not drained within the grace period: discarded")
+                        });
                     }
                 }
                 Action::PauseClient(client) => {

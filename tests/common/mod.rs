@@ -133,6 +133,48 @@ impl Harness {
     pub fn disconnect(&mut self, c: u64) -> Vec<Action> {
         self.ev(Event::ClientDisconnected(ClientId(c)))
     }
+
+    /// Feeds `ev` and asserts the whole action list: nothing missing,
+    /// nothing extra, in this order.
+    #[track_caller]
+    pub fn expect(&mut self, ev: Event<'_>, want: &[Action]) {
+        let got = self.ev(ev);
+        assert_eq!(got, want, "the actions of {ev:?}");
+    }
+
+    /// Runs to idle as a driver would with no client or guest of its own:
+    /// every write is acknowledged at once, and time advances to each
+    /// deadline `poll_timeout` names. Returns every action on the way.
+    pub fn drive(&mut self) -> Vec<Action> {
+        let mut all = Vec::new();
+        let mut owed: Vec<Event<'static>> = Vec::new();
+        for _ in 0..100_000 {
+            let acts = match owed.pop() {
+                Some(ev) => self.ev(ev),
+                None => match self.relay.poll_timeout() {
+                    Some(t) => {
+                        self.now = self.now.max(t.at);
+                        self.ev(Event::Tick)
+                    }
+                    None => return all,
+                },
+            };
+            for a in &acts {
+                match a {
+                    Action::ToGuest { frame } => owed.push(Event::GuestWritten(frame.len())),
+                    Action::ToClient { client, frame } => {
+                        owed.push(Event::ClientWritten(*client, frame.len()))
+                    }
+                    Action::Handshake { client, bytes } => {
+                        owed.push(Event::ClientWritten(*client, bytes.len()))
+                    }
+                    _ => {}
+                }
+            }
+            all.extend(acts);
+        }
+        panic!("the relay did not settle: {:?}", self.relay.poll_timeout());
+    }
 }
 
 pub fn to_guest(acts: &[Action]) -> Vec<Bytes> {

@@ -66,6 +66,8 @@ struct Driver {
     turn: usize,
     /// The last turn left bytes queued behind a full socket (or port).
     backlog: bool,
+    /// The last client id handed out (ids are never reused).
+    next_client: u64,
     /// Clients the core closed with their output still to be written
     /// ([`crate::core::CloseReason::flush_first`]); the core says when to
     /// give up on them ([`Action::FlushExpired`]).
@@ -96,50 +98,16 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
 }
 
 async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<()> {
-    let Parts {
-        relay,
-        listener,
-        guest,
-        exec_log,
-        state,
-        drain,
-    } = parts;
-    let guest = guest.into_io()?;
+    let (mut d, listener) = Driver::new(parts)?;
     let (conn_tx, mut conn_rx) = mpsc::channel::<BoxConnection>(ACCEPT_QUEUE);
     let accept = tokio::spawn(accept_loop(listener, conn_tx));
-
-    let mut d = Driver {
-        relay,
-        start: Instant::now(),
-        clients: BTreeMap::new(),
-        guest,
-        guest_closed: false,
-        exec_log,
-        state,
-        drain,
-        rbuf: vec![0u8; CLIENT_READ.max(GUEST_BATCH)],
-        order: Vec::new(),
-        failed: Vec::new(),
-        turn: 0,
-        backlog: false,
-        closing: BTreeMap::new(),
-    };
     let mut busy_turns = 0u32;
-    let mut next_client = 0u64;
     let mut last_tick: Option<Millis> = None;
     let timer = tokio::time::sleep(FAR);
     tokio::pin!(shutdown, timer);
     let mut armed: Option<Instant> = None;
     loop {
-        let deadline = d.relay.poll_timeout().map(|timeout| {
-            let at = timeout.at;
-            // Never re-arm for a moment already handled (no spinning).
-            let at = match last_tick {
-                Some(t) if at <= t => t + 1,
-                _ => at,
-            };
-            d.start + Duration::from_millis(at)
-        });
+        let deadline = d.deadline(last_tick);
         if deadline != armed {
             if let Some(at) = deadline {
                 timer.as_mut().reset(at);
@@ -157,20 +125,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
                 armed = None;
                 d.relay.handle(now, Event::Tick);
             }
-            Some(conn) = conn_rx.recv() => {
-                next_client += 1;
-                let id = ClientId(next_client);
-                let client = ClientConn::new(id.0, conn);
-                client.span.in_scope(|| tracing::debug!("connection accepted"));
-                d.clients.insert(id, client);
-                let now = d.now();
-                d.relay.handle(now, Event::ClientConnected(id));
-                if let (Some(range), Some(c)) = (d.relay.client_range(id), d.clients.get(&id)) {
-                    c.span.in_scope(|| {
-                        tracing::info!(id_start = range.start, id_end = range.end, "client connected")
-                    });
-                }
-            }
+            Some(conn) = conn_rx.recv() => d.accepted(conn),
             () = std::future::poll_fn(|cx| d.poll_io(cx)) => busy_turns += 1,
         }
         d.perform();
@@ -185,19 +140,10 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
             tokio::task::yield_now().await;
         }
     }
-
     // Orderly exit: stop accepting, close clients and the guest port.
     accept.abort();
     let _ = accept.await; // drops the listener, which removes its socket file
-    for client in std::mem::take(&mut d.clients).into_values() {
-        client
-            .span
-            .in_scope(|| tracing::info!("closing: relay shutting down"));
-    }
-    if let Some(log) = d.exec_log.take() {
-        log.close(Duration::from_secs(2)).await;
-    }
-    d.publish();
+    d.close_all().await;
     Ok(())
 }
 
@@ -218,6 +164,81 @@ async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<
 }
 
 impl Driver {
+    fn new(parts: Parts) -> std::io::Result<(Driver, Box<dyn ErasedListener>)> {
+        let Parts {
+            relay,
+            listener,
+            guest,
+            exec_log,
+            state,
+            drain,
+        } = parts;
+        let d = Driver {
+            relay,
+            start: Instant::now(),
+            clients: BTreeMap::new(),
+            guest: guest.into_io()?,
+            guest_closed: false,
+            exec_log,
+            state,
+            drain,
+            rbuf: vec![0u8; CLIENT_READ.max(GUEST_BATCH)],
+            order: Vec::new(),
+            failed: Vec::new(),
+            turn: 0,
+            backlog: false,
+            closing: BTreeMap::new(),
+            next_client: 0,
+        };
+        Ok((d, listener))
+    }
+
+    /// When the timer must fire: the core's next deadline, but never a
+    /// moment already handled (no spinning).
+    fn deadline(&self, last_tick: Option<Millis>) -> Option<Instant> {
+        let at = self.relay.poll_timeout()?.at;
+        let at = match last_tick {
+            Some(t) if at <= t => t + 1,
+            _ => at,
+        };
+        Some(self.start + Duration::from_millis(at))
+    }
+
+    /// A new connection: named, and handed to the core.
+    fn accepted(&mut self, conn: BoxConnection) {
+        self.next_client += 1;
+        let id = ClientId(self.next_client);
+        let client = ClientConn::new(id.0, conn);
+        client
+            .span
+            .in_scope(|| tracing::debug!("connection accepted"));
+        self.clients.insert(id, client);
+        let now = self.now();
+        self.relay.handle(now, Event::ClientConnected(id));
+        if let (Some(range), Some(c)) = (self.relay.client_range(id), self.clients.get(&id)) {
+            c.span.in_scope(|| {
+                tracing::info!(
+                    id_start = range.start,
+                    id_end = range.end,
+                    "client connected"
+                )
+            });
+        }
+    }
+
+    /// The relay stops: every client is closed, exec.log ends.
+    async fn close_all(&mut self) {
+        for client in std::mem::take(&mut self.clients).into_values() {
+            client
+                .span
+                .in_scope(|| tracing::info!("closing: relay shutting down"));
+        }
+        if let Some(log) = self.exec_log.take() {
+            log.close(Duration::from_secs(2)).await;
+        }
+        self.publish();
+    }
+
     /// Milliseconds since the driver started, on tokio's clock (simulated
     /// under turmoil or a paused runtime).
     fn now(&self) -> Millis {
@@ -231,9 +252,26 @@ impl Driver {
     /// otherwise.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let now = self.now();
-        let mut progressed = false;
-
         // Writes first: what the last turn queued goes out now.
+        let mut progressed = self.write_clients(cx, now);
+        let mut backlog = self.clients.values().any(ClientConn::has_queued);
+        let (moved, queued) = self.poll_guest(cx, now);
+        progressed |= moved;
+        backlog |= queued;
+        progressed |= self.read_clients(cx, now);
+        if progressed {
+            self.backlog = backlog;
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Writes every connection with queued bytes, closed ones still draining
+    /// included (each of those closes once written or failed, and the core
+    /// hears of it). True if anything moved.
+    fn write_clients(&mut self, cx: &mut Context<'_>, now: Millis) -> bool {
+        let mut progressed = false;
         for (&id, c) in &mut self.clients {
             match c.poll_write(cx) {
                 Written::Idle => {}
@@ -251,8 +289,6 @@ impl Driver {
         while let Some((id, why)) = self.failed.pop() {
             self.client_gone(id, &why);
         }
-        // Closed clients still draining what was queued before they closed:
-        // each one closes once written (or failed), and the core hears of it.
         let relay = &mut self.relay;
         self.closing.retain(|&id, c| {
             let keep = match c.poll_write(cx) {
@@ -269,16 +305,18 @@ impl Driver {
             }
             keep
         });
-        let mut backlog = self.clients.values().any(ClientConn::has_queued);
+        progressed
+    }
 
-        // The guest: queued frames out, one batch in.
+    /// The guest: queued frames out, one batch in. Returns (anything moved,
+    /// bytes still queued toward it).
+    fn poll_guest(&mut self, cx: &mut Context<'_>, now: Millis) -> (bool, bool) {
         let mut p = Progress::default();
         let relay = &mut self.relay;
-        progressed |= self.guest.poll(cx, &mut self.rbuf, &mut p, |bytes| {
+        let progressed = self.guest.poll(cx, &mut self.rbuf, &mut p, |bytes| {
             tracing::trace!(bytes = bytes.len(), "guest bytes");
             relay.handle(now, Event::GuestBytes(bytes));
         });
-        backlog |= self.guest.has_queued();
         if p.written > 0 {
             self.relay.handle(now, Event::GuestWritten(p.written));
         }
@@ -288,8 +326,13 @@ impl Driver {
         if let Some(why) = p.closed {
             self.guest_gone(&why);
         }
+        (progressed, self.guest.has_queued())
+    }
 
-        // Clients: one batch each, starting one further along every turn.
+    /// Clients: one batch each, starting one further along every turn. True
+    /// if anything moved.
+    fn read_clients(&mut self, cx: &mut Context<'_>, now: Millis) -> bool {
+        let mut progressed = false;
         self.order.clear();
         self.order.extend(self.clients.keys().copied());
         if !self.order.is_empty() {
@@ -315,12 +358,7 @@ impl Driver {
                 }
             }
         }
-        if progressed {
-            self.backlog = backlog;
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        progressed
     }
 
     /// A connection ended (EOF or an I/O error): tell the core.
@@ -370,20 +408,7 @@ impl Driver {
                             .in_scope(|| tracing::info!(%reason, "client refused"));
                     }
                 }
-                Action::CloseClient { client, reason } => {
-                    if let Some(mut c) = self.clients.remove(&client) {
-                        c.span
-                            .in_scope(|| tracing::info!(%reason, "client closed by relay"));
-                        if reason.flush_first() && c.has_queued() {
-                            c.set_paused(true);
-                            self.closing.insert(client, c);
-                        } else {
-                            // Closed now: nothing of it is left to flush.
-                            let now = self.now();
-                            self.relay.handle(now, Event::ClientDisconnected(client));
-                        }
-                    }
-                }
+                Action::CloseClient { client, reason } => self.close_client(client, &reason),
                 Action::FlushExpired { client } => {
                     if let Some(c) = self.closing.remove(&client) {
                         c.span.in_scope(|| {
@@ -424,6 +449,23 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// The core closed a client: at once, or once its output is written.
+    fn close_client(&mut self, client: ClientId, reason: &crate::core::CloseReason) {
+        let Some(mut c) = self.clients.remove(&client) else {
+            return;
+        };
+        c.span
+            .in_scope(|| tracing::info!(%reason, "client closed by relay"));
+        if reason.flush_first() && c.has_queued() {
+            c.set_paused(true);
+            self.closing.insert(client, c);
+        } else {
+            // Closed now: nothing of it is left to flush.
+            let now = self.now();
+            self.relay.handle(now, Event::ClientDisconnected(client));
         }
     }
 

@@ -507,7 +507,7 @@ impl Relay {
                 drain: false,
             };
             // Behind every frame this client sent earlier.
-            let control = !self.sched.has_inbox(slot);
+            let control = !self.sched.has_data_queued(slot);
             self.enqueue(out, control);
         }
         self.start_quarantine(slot);

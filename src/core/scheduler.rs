@@ -30,13 +30,13 @@ pub(crate) struct Outbound {
 
 /// One slot's share of the queue.
 #[derive(Debug, Default)]
-struct Inbox {
+struct SlotQueue {
     /// Data frames, and control frames that must stay behind one of them.
     frames: VecDeque<Outbound>,
     /// How many of `frames` each id has, so a control frame never overtakes
     /// a data frame of its own session.
     per_id: HashMap<u32, u32>,
-    /// Bytes of this slot's frames queued anywhere here (inbox and control
+    /// Bytes of this slot's frames queued anywhere here (queue and control
     /// queue).
     queued_bytes: usize,
 }
@@ -44,10 +44,10 @@ struct Inbox {
 /// Frames toward the guest; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
-    /// Control frames; served before any inbox.
+    /// Control frames; served before any queue.
     control: VecDeque<Outbound>,
-    inboxes: Vec<Inbox>,
-    /// The next slot whose inbox the round robin serves.
+    per_slot: Vec<SlotQueue>,
+    /// The next slot whose queue the round robin serves.
     cursor: usize,
     /// Bytes handed to the guest port and not yet reported written.
     inflight: usize,
@@ -58,7 +58,7 @@ impl Scheduler {
     pub fn new(slots: usize, window: usize) -> Scheduler {
         Scheduler {
             control: VecDeque::new(),
-            inboxes: (0..slots).map(|_| Inbox::default()).collect(),
+            per_slot: (0..slots).map(|_| SlotQueue::default()).collect(),
             cursor: 0,
             inflight: 0,
             window,
@@ -67,13 +67,13 @@ impl Scheduler {
 
     /// Bytes of `slot`'s frames waiting here.
     pub fn queued(&self, slot: usize) -> usize {
-        self.inboxes[slot].queued_bytes
+        self.per_slot[slot].queued_bytes
     }
 
-    /// Whether `slot` has frames in its inbox (a kill queued now must stay
+    /// Whether `slot` has frames in its queue (a kill queued now must stay
     /// behind them).
-    pub fn has_inbox(&self, slot: usize) -> bool {
-        !self.inboxes[slot].frames.is_empty()
+    pub fn has_data_queued(&self, slot: usize) -> bool {
+        !self.per_slot[slot].frames.is_empty()
     }
 
     /// Bytes handed to the guest port and not yet written.
@@ -86,13 +86,13 @@ impl Scheduler {
     /// data frame of its own session is still queued, which it must not
     /// overtake.
     pub fn enqueue(&mut self, out: Outbound, control: bool) {
-        let inbox = &mut self.inboxes[out.slot as usize];
-        inbox.queued_bytes += out.frame.len();
-        if control && !inbox.per_id.contains_key(&out.id) {
+        let queue = &mut self.per_slot[out.slot as usize];
+        queue.queued_bytes += out.frame.len();
+        if control && !queue.per_id.contains_key(&out.id) {
             self.control.push_back(out);
         } else {
-            *inbox.per_id.entry(out.id).or_default() += 1;
-            inbox.frames.push_back(out);
+            *queue.per_id.entry(out.id).or_default() += 1;
+            queue.frames.push_back(out);
         }
     }
 
@@ -102,7 +102,7 @@ impl Scheduler {
     }
 
     /// The next frame to hand to the guest, if the window has room: control
-    /// frames first, then one inbox frame per slot in turn. The frame counts
+    /// frames first, then one queue frame per slot in turn. The frame counts
     /// as in flight from now on.
     pub fn next(&mut self) -> Option<Outbound> {
         if self.inflight >= self.window {
@@ -112,23 +112,23 @@ impl Scheduler {
             Some(out) => out,
             None => self.next_data()?,
         };
-        self.inboxes[out.slot as usize].queued_bytes -= out.frame.len();
+        self.per_slot[out.slot as usize].queued_bytes -= out.frame.len();
         self.inflight += out.frame.len();
         Some(out)
     }
 
     fn next_data(&mut self) -> Option<Outbound> {
-        let n = self.inboxes.len();
+        let n = self.per_slot.len();
         let next = (0..n)
             .map(|k| (self.cursor + k) % n)
-            .find(|&i| !self.inboxes[i].frames.is_empty())?;
+            .find(|&i| !self.per_slot[i].frames.is_empty())?;
         self.cursor = (next + 1) % n;
-        let inbox = &mut self.inboxes[next];
-        let out = inbox.frames.pop_front()?;
-        if let Some(count) = inbox.per_id.get_mut(&out.id) {
+        let queue = &mut self.per_slot[next];
+        let out = queue.frames.pop_front()?;
+        if let Some(count) = queue.per_id.get_mut(&out.id) {
             *count -= 1;
             if *count == 0 {
-                inbox.per_id.remove(&out.id);
+                queue.per_id.remove(&out.id);
             }
         }
         Some(out)
@@ -139,31 +139,31 @@ impl Scheduler {
     #[cfg(any(test, feature = "testing"))]
     pub fn check(&self) -> usize {
         let mut bytes: Vec<usize> = self
-            .inboxes
+            .per_slot
             .iter()
-            .map(|inbox| inbox.frames.iter().map(|o| o.frame.len()).sum())
+            .map(|queue| queue.frames.iter().map(|o| o.frame.len()).sum())
             .collect();
         for o in &self.control {
             bytes[o.slot as usize] += o.frame.len();
         }
-        for (slot, inbox) in self.inboxes.iter().enumerate() {
-            assert_eq!(inbox.queued_bytes, bytes[slot], "slot {slot} queued bytes");
-            for o in &inbox.frames {
-                assert_eq!(o.slot as usize, slot, "frame in another slot's inbox");
-                assert!(inbox.per_id.contains_key(&o.id), "id {} uncounted", o.id);
+        for (slot, queue) in self.per_slot.iter().enumerate() {
+            assert_eq!(queue.queued_bytes, bytes[slot], "slot {slot} queued bytes");
+            for o in &queue.frames {
+                assert_eq!(o.slot as usize, slot, "frame in another slot's queue");
+                assert!(queue.per_id.contains_key(&o.id), "id {} uncounted", o.id);
             }
-            let counted: u32 = inbox.per_id.values().sum();
+            let counted: u32 = queue.per_id.values().sum();
             assert_eq!(
                 counted as usize,
-                inbox.frames.len(),
+                queue.frames.len(),
                 "slot {slot} per-id counts"
             );
             assert!(
-                inbox.per_id.values().all(|&n| n > 0),
+                queue.per_id.values().all(|&n| n > 0),
                 "slot {slot} zero count"
             );
         }
-        assert!(self.cursor < self.inboxes.len().max(1), "cursor in range");
+        assert!(self.cursor < self.per_slot.len().max(1), "cursor in range");
         bytes.iter().sum()
     }
 }

@@ -75,11 +75,11 @@ impl std::error::Error for FrameError {}
 
 /// Frames at least this long are handed out without a copy from the buffer
 /// they were decoded in; smaller ones get an allocation of their own.
-pub const ZERO_COPY_MIN: usize = 64 << 10;
+pub(crate) const ZERO_COPY_MIN: usize = 64 << 10;
 
 /// The size of the whole frame at the start of `bytes` (prefix included),
 /// when its length field is legal and all of it is there.
-pub fn whole_frame_len(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn whole_frame_len(bytes: &[u8]) -> Option<usize> {
     let len = be_u32(bytes, 0)?;
     check_len(len).ok()?;
     let total = LEN_PREFIX + len as usize;
@@ -112,7 +112,7 @@ pub struct Frame {
 impl Frame {
     /// A copy of bytes that hold exactly one frame with a legal length field
     /// (checked by the caller, e.g. with [`whole_frame_len`]).
-    pub fn copy_of(bytes: &[u8]) -> Frame {
+    pub(crate) fn copy_of(bytes: &[u8]) -> Frame {
         debug_assert_eq!(whole_frame_len(bytes), Some(bytes.len()));
         Frame {
             bytes: Bytes::copy_from_slice(bytes),
@@ -200,9 +200,11 @@ impl FrameDecoder {
         self.buf.len()
     }
 
-    /// The bytes received but not yet returned as frames.
-    pub fn pending(&self) -> &[u8] {
-        &self.buf
+    pub_if_testing! {
+        /// The bytes received but not yet returned as frames.
+        fn pending(&self) -> &[u8] {
+            &self.buf
+        }
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed. On an
@@ -212,69 +214,75 @@ impl FrameDecoder {
         Ok(self.peek_frame()?.map(|total| self.take_frame(total)))
     }
 
-    /// The size of the next frame, prefix included, once all of it arrived;
-    /// nothing is consumed, so the caller can inspect [`FrameDecoder::pending`]
-    /// before it commits with [`FrameDecoder::take_frame`].
-    pub fn peek_frame(&mut self) -> Result<Option<usize>, FrameError> {
-        if self.unjudged {
-            if self.buf.len() < JUDGED {
+    pub_if_testing! {
+        /// The size of the next frame, prefix included, once all of it arrived;
+        /// nothing is consumed, so the caller can inspect [`FrameDecoder::pending`]
+        /// before it commits with [`FrameDecoder::take_frame`].
+        fn peek_frame(&mut self) -> Result<Option<usize>, FrameError> {
+            if self.unjudged {
+                if self.buf.len() < JUDGED {
+                    return Ok(None);
+                }
+                if !plausible_start(&self.buf) {
+                    return Err(FrameError::NoFrameStart);
+                }
+                self.unjudged = false;
+            }
+            let Some(len) = be_u32(&self.buf, 0) else {
                 return Ok(None);
-            }
-            if !plausible_start(&self.buf) {
-                return Err(FrameError::NoFrameStart);
-            }
-            self.unjudged = false;
+            };
+            check_len(len)?;
+            let total = LEN_PREFIX + len as usize;
+            // Nothing is reserved for the announced length: a peer's length field
+            // never sizes an allocation by itself.
+            Ok((self.buf.len() >= total).then_some(total))
         }
-        let Some(len) = be_u32(&self.buf, 0) else {
-            return Ok(None);
-        };
-        check_len(len)?;
-        let total = LEN_PREFIX + len as usize;
-        // Nothing is reserved for the announced length: a peer's length field
-        // never sizes an allocation by itself.
-        Ok((self.buf.len() >= total).then_some(total))
     }
 
-    /// Takes the frame [`FrameDecoder::peek_frame`] measured.
-    ///
-    /// # Panics
-    /// If `total` is not the value `peek_frame` just returned.
-    ///
-    /// A frame of at least [`ZERO_COPY_MIN`] bytes is split off the buffer
-    /// without a copy (it fills most of the allocation it pins); a smaller one
-    /// is copied into its own allocation, so a frame waiting in some queue never
-    /// keeps a whole read buffer alive, and the buffer is reused in place.
-    pub fn take_frame(&mut self, total: usize) -> Frame {
-        debug_assert!(!self.unjudged && total <= self.buf.len());
-        if total >= ZERO_COPY_MIN {
-            return Frame {
-                bytes: self.buf.split_to(total).freeze(),
-            };
+    pub_if_testing! {
+        /// Takes the frame [`FrameDecoder::peek_frame`] measured.
+        ///
+        /// # Panics
+        /// If `total` is not the value `peek_frame` just returned.
+        ///
+        /// A frame of at least [`ZERO_COPY_MIN`] bytes is split off the buffer
+        /// without a copy (it fills most of the allocation it pins); a smaller one
+        /// is copied into its own allocation, so a frame waiting in some queue never
+        /// keeps a whole read buffer alive, and the buffer is reused in place.
+        fn take_frame(&mut self, total: usize) -> Frame {
+            debug_assert!(!self.unjudged && total <= self.buf.len());
+            if total >= ZERO_COPY_MIN {
+                return Frame {
+                    bytes: self.buf.split_to(total).freeze(),
+                };
+            }
+            let frame = Frame::copy_of(&self.buf[..total]);
+            self.buf.advance(total);
+            frame
         }
-        let frame = Frame::copy_of(&self.buf[..total]);
-        self.buf.advance(total);
-        frame
     }
 
     /// True when nothing is buffered and no resync candidate awaits judging:
     /// the next bytes start a frame.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.buf.is_empty() && !self.unjudged
     }
 
-    /// Drops the rest of the current frame after an error: at least one byte,
-    /// then up to the next offset that could start a valid frame (a legal
-    /// length, a defined flags value, and the canonical envelope opening
-    /// `{"v": 1, "t": ...`). A candidate too short to judge is kept. Returns
-    /// the number of bytes dropped.
-    pub fn resync(&mut self) -> usize {
-        let mut skip = 1.min(self.buf.len());
-        while skip < self.buf.len() && !plausible_start(&self.buf[skip..]) {
-            skip += 1;
+    pub_if_testing! {
+        /// Drops the rest of the current frame after an error: at least one byte,
+        /// then up to the next offset that could start a valid frame (a legal
+        /// length, a defined flags value, and the canonical envelope opening
+        /// `{"v": 1, "t": ...`). A candidate too short to judge is kept. Returns
+        /// the number of bytes dropped.
+        fn resync(&mut self) -> usize {
+            let mut skip = 1.min(self.buf.len());
+            while skip < self.buf.len() && !plausible_start(&self.buf[skip..]) {
+                skip += 1;
+            }
+            self.buf.advance(skip);
+            self.unjudged = self.buf.len() < JUDGED;
+            skip
         }
-        self.buf.advance(skip);
-        self.unjudged = self.buf.len() < JUDGED;
-        skip
     }
 
     /// Confirms the stream ended on a frame boundary.

@@ -10,13 +10,27 @@
 //! builds or reads ([`payload`]). It never routes, never decides policy and
 //! never does I/O.
 
+/// Declares a method public with the `testing` feature (the simulator's
+/// reference model and the tests use it) and crate-private otherwise.
+macro_rules! pub_if_testing {
+    ($(#[$meta:meta])* fn $($rest:tt)*) => {
+        $(#[$meta])*
+        #[cfg(feature = "testing")]
+        pub fn $($rest)*
+        $(#[$meta])*
+        #[cfg(not(feature = "testing"))]
+        pub(crate) fn $($rest)*
+    };
+}
+
 mod envelope;
 mod frame;
 mod msg;
 pub mod payload;
 
 pub use envelope::{Envelope, EnvelopeError, decode_envelope_full, encode_envelope, peek_envelope};
-pub use frame::{Frame, FrameDecoder, FrameError, ZERO_COPY_MIN, check_len, whole_frame_len};
+pub use frame::{Frame, FrameDecoder, FrameError, check_len};
+pub(crate) use frame::{ZERO_COPY_MIN, whole_frame_len};
 pub use msg::{MsgInfo, MsgType, Opens, Senders};
 
 /// Protocol version carried in every envelope's `v` field.

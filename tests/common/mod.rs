@@ -1,7 +1,9 @@
 //! Frame builders and a small driver shared by the core tests.
 #![allow(dead_code)]
 
-use agent_relay::core::{Action, ClientId, Config, Event, Relay};
+use agent_relay::core::{
+    Action, ClientId, CloseReason, Config, Event, Relay, SlowLimit, Violation,
+};
 use agent_relay::wire::MsgType;
 use agent_relay::wire::payload::{
     Data, ExecExited, ExecRequest, ExecResize, ExecSignal, Ready, build_frame,
@@ -95,6 +97,10 @@ pub fn kill(id: u32) -> Bytes {
 pub struct Harness {
     pub relay: Relay,
     pub now: u64,
+    /// Bytes handed to the guest and not yet acknowledged.
+    guest_unacked: usize,
+    /// Bytes handed to each client and not yet acknowledged.
+    client_unacked: std::collections::BTreeMap<ClientId, usize>,
 }
 
 impl Harness {
@@ -102,6 +108,8 @@ impl Harness {
         Harness {
             relay: Relay::new(cfg),
             now: 0,
+            guest_unacked: 0,
+            client_unacked: Default::default(),
         }
     }
 
@@ -114,8 +122,36 @@ impl Harness {
     }
 
     pub fn ev(&mut self, ev: Event<'_>) -> Vec<Action> {
+        match ev {
+            Event::GuestWritten(n) => self.guest_unacked = self.guest_unacked.saturating_sub(n),
+            Event::ClientWritten(c, n) => {
+                if let Some(q) = self.client_unacked.get_mut(&c) {
+                    *q = q.saturating_sub(n);
+                }
+            }
+            Event::ClientDisconnected(c) => {
+                self.client_unacked.remove(&c);
+            }
+            _ => {}
+        }
         self.relay.handle(self.now, ev);
-        std::iter::from_fn(|| self.relay.poll_action()).collect()
+        let acts: Vec<Action> = std::iter::from_fn(|| self.relay.poll_action()).collect();
+        for a in &acts {
+            match a {
+                Action::ToGuest { frame } => self.guest_unacked += frame.len(),
+                Action::ToClient { client, frame: b } | Action::Handshake { client, bytes: b } => {
+                    *self.client_unacked.entry(*client).or_default() += b.len();
+                }
+                Action::CloseClient { client, reason } if !reason.flush_first() => {
+                    self.client_unacked.remove(client);
+                }
+                Action::Refuse { client, .. } | Action::FlushExpired { client } => {
+                    self.client_unacked.remove(client);
+                }
+                _ => {}
+            }
+        }
+        acts
     }
 
     pub fn guest(&mut self, bytes: &[u8]) -> Vec<Action> {
@@ -142,35 +178,23 @@ impl Harness {
         assert_eq!(got, want, "the actions of {ev:?}");
     }
 
-    /// Runs to idle as a driver would with no client or guest of its own:
-    /// every write is acknowledged at once, and time advances to each
+    /// Runs to idle as a driver would whose guest and clients take every
+    /// byte at once: each write is acknowledged, and time advances to each
     /// deadline `poll_timeout` names. Returns every action on the way.
     pub fn drive(&mut self) -> Vec<Action> {
         let mut all = Vec::new();
-        let mut owed: Vec<Event<'static>> = Vec::new();
         for _ in 0..100_000 {
-            let acts = match owed.pop() {
-                Some(ev) => self.ev(ev),
-                None => match self.relay.poll_timeout() {
-                    Some(t) => {
-                        self.now = self.now.max(t.at);
-                        self.ev(Event::Tick)
-                    }
-                    None => return all,
-                },
+            let owed = self.client_unacked.iter().find(|(_, n)| **n > 0);
+            let acts = if self.guest_unacked > 0 {
+                self.ev(Event::GuestWritten(self.guest_unacked))
+            } else if let Some((&c, &n)) = owed {
+                self.ev(Event::ClientWritten(c, n))
+            } else if let Some(t) = self.relay.poll_timeout() {
+                self.now = self.now.max(t.at);
+                self.ev(Event::Tick)
+            } else {
+                return all;
             };
-            for a in &acts {
-                match a {
-                    Action::ToGuest { frame } => owed.push(Event::GuestWritten(frame.len())),
-                    Action::ToClient { client, frame } => {
-                        owed.push(Event::ClientWritten(*client, frame.len()))
-                    }
-                    Action::Handshake { client, bytes } => {
-                        owed.push(Event::ClientWritten(*client, bytes.len()))
-                    }
-                    _ => {}
-                }
-            }
             all.extend(acts);
         }
         panic!("the relay did not settle: {:?}", self.relay.poll_timeout());
@@ -195,13 +219,28 @@ pub fn to_client(acts: &[Action], c: u64) -> Vec<Bytes> {
         .collect()
 }
 
-pub fn closed(acts: &[Action], c: u64) -> Option<String> {
+/// Why client `c` was closed, if `acts` close it.
+pub fn closed(acts: &[Action], c: u64) -> Option<CloseReason> {
     acts.iter().find_map(|a| match a {
-        Action::CloseClient { client, reason } if *client == ClientId(c) => {
-            Some(reason.to_string())
-        }
+        Action::CloseClient { client, reason } if *client == ClientId(c) => Some(reason.clone()),
         _ => None,
     })
+}
+
+/// The rule client `c` broke, if `acts` close it for a violation.
+pub fn violation(acts: &[Action], c: u64) -> Option<Violation> {
+    match closed(acts, c)? {
+        CloseReason::Violation(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// The limit client `c` broke, if `acts` close it as a slow consumer.
+pub fn slow_limit(acts: &[Action], c: u64) -> Option<SlowLimit> {
+    match closed(acts, c)? {
+        CloseReason::SlowConsumer { limit, .. } => Some(limit),
+        _ => None,
+    }
 }
 
 /// The id offset of the handshake that `acts` starts with.

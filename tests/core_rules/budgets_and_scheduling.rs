@@ -1,0 +1,135 @@
+//! Rules `bounded_client_output` (soft budget, grace, hard cap, global cap),
+//! `backpressure_not_loss` (pause and resume toward the guest) and
+//! `control_overtakes_data`.
+
+use super::*;
+
+#[test]
+fn core_slow_consumer_closed_at_grace_deadline() {
+    let mut h = Harness::ready(budget_cfg());
+    h.connect(1);
+    h.client(1, &exec_req(1, false));
+    let big = stdout(1, &[b'x'; 1_200]);
+    h.guest(&big);
+    let timeout = h.relay.poll_timeout().expect("grace timer armed");
+    assert_eq!(timeout.timer, Timer::SlowConsumerGrace(ClientId(1)));
+    let deadline = timeout.at;
+    h.now = deadline - 1;
+    assert!(h.ev(Event::Tick).is_empty());
+    h.now = deadline;
+    let acts = h.ev(Event::Tick);
+    assert_eq!(slow_limit(&acts, 1), Some(SlowLimit::Grace));
+    assert_eq!(to_guest(&acts), vec![kill(1)]);
+    assert_eq!(h.relay.counters().slow_consumer_closes, 1);
+}
+
+#[test]
+fn core_progress_restarts_grace_and_draining_clears_it() {
+    let mut h = Harness::ready(budget_cfg());
+    h.connect(1);
+    h.client(1, &exec_req(1, false));
+    h.guest(&stdout(1, &[b'x'; 3_000]));
+    h.now = 90;
+    h.ev(Event::ClientWritten(ClientId(1), 100));
+    assert_eq!(
+        h.relay.poll_timeout(),
+        Some(Timeout {
+            at: 190,
+            timer: Timer::SlowConsumerGrace(ClientId(1))
+        })
+    );
+    h.now = 150;
+    assert!(closed(&h.ev(Event::Tick), 1).is_none());
+    h.ev(Event::ClientWritten(ClientId(1), 1 << 20));
+    assert_eq!(h.relay.poll_timeout(), None);
+}
+
+#[test]
+fn core_hard_cap_closes_at_once() {
+    let mut h = Harness::ready(budget_cfg());
+    h.connect(1);
+    h.client(1, &exec_req(1, false));
+    let mut closed_at = None;
+    for i in 0..20 {
+        let acts = h.guest(&stdout(1, &[b'x'; 900]));
+        if closed(&acts, 1).is_some() {
+            closed_at = Some(i);
+            break;
+        }
+        assert!(h.relay.client_queued(ClientId(1)).unwrap() <= 10_000);
+    }
+    assert!(closed_at.is_some());
+}
+
+#[test]
+fn core_global_cap_closes_biggest_holder() {
+    let mut h = Harness::ready(budget_cfg());
+    for c in 0..3u32 {
+        h.connect(c as u64);
+        h.client(c as u64, &exec_req(c * STEP + 1, false));
+    }
+    // Client 0 holds 8 KB, client 1 holds 5 KB; client 2's frame crosses 15 KB.
+    h.guest(&stdout(1, &[b'x'; 8_000]));
+    h.guest(&stdout(STEP + 1, &[b'x'; 5_000]));
+    let acts = h.guest(&stdout(2 * STEP + 1, &[b'x'; 2_500]));
+    assert_eq!(slow_limit(&acts, 0), Some(SlowLimit::GlobalCap), "{acts:?}");
+    assert_eq!(
+        to_client(&acts, 2).len(),
+        1,
+        "the sender's frame still delivered"
+    );
+    assert!(h.relay.counters().queued_to_clients <= 15_000);
+}
+
+#[test]
+fn core_client_paused_at_bound_and_resumed_fairly() {
+    let cfg = Config {
+        client_to_guest_cap: 100,
+        guest_window: 1,
+        ..small()
+    };
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    h.connect(2);
+    // Fill the window, then queue past the bound for client 1.
+    h.client(1, &stdin(1, b"w"));
+    let mut paused = false;
+    for _ in 0..5 {
+        let acts = h.client(1, &stdin(1, &[b'a'; 40]));
+        paused |= acts.contains(&Action::PauseClient(ClientId(1)));
+    }
+    assert!(paused);
+    h.client(2, &stdin(STEP + 1, b"b1"));
+    h.client(2, &stdin(STEP + 1, b"b2"));
+    // Round robin: client 2's frames are not stuck behind all of client 1's.
+    let mut order = Vec::new();
+    let mut resumed = false;
+    for _ in 0..10 {
+        let acts = h.ev(Event::GuestWritten(1 << 20));
+        resumed |= acts.contains(&Action::ResumeClient(ClientId(1)));
+        order.extend(
+            to_guest(&acts)
+                .into_iter()
+                .map(|f| f[4..8] == (STEP + 1).to_be_bytes()),
+        );
+    }
+    assert!(resumed);
+    assert_eq!(order, vec![true, false, true, false, false, false, false]);
+}
+
+#[test]
+fn core_control_frames_overtake_other_sessions_data() {
+    let mut h = window_full(None);
+    h.client(1, &stdin(1, b"data"));
+    h.client(1, &signal(2, 15));
+    h.client(1, &resize(3));
+    h.client(1, &signal(1, 2)); // same session as queued data: stays behind it
+    let mut sent = Vec::new();
+    for _ in 0..6 {
+        sent.extend(to_guest(&h.ev(Event::GuestWritten(1 << 20))));
+    }
+    assert_eq!(
+        sent,
+        vec![signal(2, 15), resize(3), stdin(1, b"data"), signal(1, 2)]
+    );
+}

@@ -1,0 +1,40 @@
+//! Rule `kill_on_departure`: a departed client's live exec sessions each get
+//! one SIGKILL, behind everything that client sent before.
+
+use super::*;
+
+#[test]
+fn core_disconnect_kills_live_exec_sessions_once() {
+    let mut h = one_client();
+    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_req(2, true));
+    h.client(1, &exec_req(3, false));
+    h.client(1, &fs_req(4));
+    h.guest(&exited(3, 0));
+    let kills = [kill(1), kill(2)].map(|frame| Action::ToGuest { frame });
+    h.expect(Event::ClientDisconnected(ClientId(1)), &kills);
+    h.expect(Event::ClientDisconnected(ClientId(1)), &[]);
+    assert_eq!(h.relay.counters().kills_sent, 2);
+}
+
+#[test]
+fn core_kill_queued_after_clients_earlier_frames() {
+    let cfg = Config {
+        guest_window: 1,
+        ..small()
+    };
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    let req = exec_req(1, false);
+    let acts = h.client(1, &req);
+    assert_eq!(to_guest(&acts), vec![req.clone()]);
+    // The guest window is full: these wait in the relay.
+    h.client(1, &stdin(1, b"a"));
+    h.client(1, &stdin(1, b"b"));
+    h.expect(Event::ClientDisconnected(ClientId(1)), &[]);
+    // The guest takes the request; then the relay runs to idle.
+    let mut sent = h.ev(Event::GuestWritten(req.len()));
+    sent.extend(h.drive());
+    let want = [stdin(1, b"a"), stdin(1, b"b"), kill(1)].map(|frame| Action::ToGuest { frame });
+    assert_eq!(sent, want);
+}

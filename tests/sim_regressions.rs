@@ -60,7 +60,7 @@ fn sim_regression_cases_pass() {
     }
 }
 
-/// Rule 7: a short candidate kept by a resync is judged once its bytes arrive.
+/// Rule `guest_resync`: a short candidate kept by a resync is judged once its bytes arrive.
 #[test]
 fn sim_seed_0x85_guest_resync_rejudges_short_candidate() {
     let name = "seed_0000000000000085.case";

@@ -155,8 +155,8 @@ pub fn try_relay_streams(r: &Running, n: usize) -> Vec<Option<Xfer>> {
 }
 
 /// Sequential stdin -> stdout round trips on an open exec session: the sorted
-/// round-trip times.
-pub fn ping_pong(c: &mut Client, id: u32, n: usize) -> Vec<Duration> {
+/// round-trip times, and the frame bytes carried (both directions).
+pub fn ping_pong(c: &mut Client, id: u32, n: usize) -> (Vec<Duration>, u64) {
     let stdin = build_frame(
         MsgType::ExecStdin,
         id,
@@ -165,11 +165,14 @@ pub fn ping_pong(c: &mut Client, id: u32, n: usize) -> Vec<Duration> {
         },
     );
     let mut out = Vec::with_capacity(n);
+    let mut bytes = 0;
     for _ in 0..n {
         let t = Instant::now();
         c.s.write_all(stdin.as_bytes()).expect("send stdin");
+        bytes += stdin.len() as u64;
         loop {
             let f = c.next_frame().expect("echo");
+            bytes += f.len() as u64;
             if f.id() == id {
                 break;
             }
@@ -177,5 +180,5 @@ pub fn ping_pong(c: &mut Client, id: u32, n: usize) -> Vec<Duration> {
         out.push(t.elapsed());
     }
     out.sort();
-    out
+    (out, bytes)
 }

@@ -9,11 +9,14 @@
 //!
 //! Scenarios (`scenarios/`): 1 throughput and 2 small frames (exec.log tap
 //! off/on each), 3 fan-out, 4 round-trip latency, 5 fairness with a stalled
-//! client, 6 the core alone, 7 idle wakeups.
+//! client, 6 the core alone, 7 idle wakeups. Besides wall-clock figures, every
+//! end-to-end scenario reports the CPU time per GiB of the relay's thread (and
+//! of the exec.log writer's, with the tap on) beside one socket hop's: the
+//! baseline's writer and reader threads together (`cpu.rs` says how).
 //!
 //! Layout: `guest.rs` the guest agent model, `relay.rs` the relay under test,
 //! `client.rs` the SDK clients, `baseline.rs` the socketpair baselines,
-//! `measure.rs` wall-clock and process figures,
+//! `cpu.rs` per-thread CPU time, `measure.rs` wall-clock and process figures,
 //! `report.rs` the table; `../common` is the core loop shared with
 //! `benches/core.rs`.
 
@@ -21,6 +24,7 @@ mod baseline;
 mod client;
 #[path = "../common/mod.rs"]
 mod common;
+mod cpu;
 mod guest;
 mod measure;
 mod relay;

@@ -86,11 +86,3 @@ impl Sampler {
         self.t.join().expect("sampler")
     }
 }
-
-/// The calling thread's id.
-pub fn own_tid() -> u32 {
-    std::fs::read_link("/proc/thread-self")
-        .ok()
-        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
-        .unwrap_or_default()
-}

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use agent_relay::core::Config;
 
+use crate::baseline::pair_streams;
 use crate::client::{Client, Xfer, aggregate, try_relay_streams};
+use crate::cpu::PerGib;
 use crate::guest::Workload;
 use crate::measure::{Sampler, median, rss_kib};
 use crate::relay::{Port, start};
@@ -25,6 +27,7 @@ pub fn run(rows: &mut Vec<Row>) {
     let (mut peak_q, mut peak_rss_delta) = (0u64, 0u64);
     let mut closes = 0;
     let mut lost = 0;
+    let mut relay = PerGib::default();
     let mut done = |x: Vec<Option<Xfer>>| -> f64 {
         lost += x.iter().filter(|x| x.is_none()).count();
         let x: Vec<Xfer> = x.into_iter().flatten().collect();
@@ -35,7 +38,11 @@ pub fn run(rows: &mut Vec<Row>) {
         }
     };
     for _ in 0..REPS {
-        alone.push(done(try_relay_streams(&r, 7)));
+        let before = r.cpu();
+        let x = try_relay_streams(&r, 7);
+        let cpu = r.cpu().since(before);
+        relay.add(cpu.relay, x.iter().flatten().map(|x| x.bytes).sum());
+        alone.push(done(x));
         thread::sleep(Duration::from_millis(50));
         let rss0 = rss_kib();
         let closes0 = r.handle.counters().slow_consumer_closes;
@@ -53,6 +60,11 @@ pub fn run(rows: &mut Vec<Row>) {
         thread::sleep(Duration::from_millis(50));
     }
     drop(r);
+    let mut hop = PerGib::default();
+    for _ in 0..REPS {
+        let h = pair_streams(work, 7);
+        hop.add(h.cpu_ns, h.bytes());
+    }
     let (alone, stalled) = (median(alone), median(stalled));
     let share = stalled / alone;
     rows.push(row(
@@ -78,5 +90,13 @@ pub fn run(rows: &mut Vec<Row>) {
         format!("slow-consumer closes {closes} in {REPS} runs (readers lost {lost})"),
         "within budgets",
         Some(within),
+    ));
+    rows.push(row(
+        "5 CPU per GiB: relay thread, 7 clients alone",
+        format!("{:.0} ms/GiB", relay.ms()),
+        format!("{:.0} ms/GiB (1 hop, 7 pairs)", hop.ms()),
+        format!("{:.2}x", relay.ms() / hop.ms()),
+        "-",
+        None,
     ));
 }

@@ -1,5 +1,6 @@
 //! Scenario 7: an idle relay with 16 connected clients for 2 s: wakeups per
-//! second (context switches of every thread but this one), and RSS.
+//! second (context switches of every thread but this one), the relay thread's
+//! CPU meanwhile, and RSS.
 
 use std::thread;
 use std::time::Duration;
@@ -7,8 +8,9 @@ use std::time::Duration;
 use agent_relay::core::Config;
 
 use crate::client::Client;
+use crate::cpu;
 use crate::guest::Workload;
-use crate::measure::{ctx_switches, own_tid, rss_kib};
+use crate::measure::{ctx_switches, rss_kib};
 use crate::relay::{Port, start};
 use crate::report::{Row, row};
 
@@ -18,12 +20,14 @@ pub fn run(rows: &mut Vec<Row>) {
     let r = start(Port::Ring, Workload::ECHO, Config::default(), false);
     let clients: Vec<Client> = (0..16).map(|_| Client::connect(&r)).collect();
     thread::sleep(Duration::from_millis(200));
-    let me = own_tid();
+    let me = cpu::own_tid();
+    let cpu0 = r.cpu();
     let before = ctx_switches();
     let secs = 2.0;
     thread::sleep(Duration::from_secs_f64(secs));
     let after = ctx_switches();
     let rss = rss_kib();
+    let relay_us = r.cpu().since(cpu0).relay as f64 / 1e3;
     let mut total = 0u64;
     let mut who = Vec::new();
     for (tid, (name, n)) in &after {
@@ -52,6 +56,14 @@ pub fn run(rows: &mut Vec<Row>) {
         "-".into(),
         "no periodic wakeups (< 1/s)",
         Some(per_s < 1.0),
+    ));
+    rows.push(row(
+        "7 idle: relay thread CPU in 2 s",
+        format!("{relay_us:.0} us"),
+        "-".into(),
+        "-".into(),
+        "-",
+        None,
     ));
     rows.push(row(
         "7 idle: RSS (process, and delta for relay + 16 clients)",

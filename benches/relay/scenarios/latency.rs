@@ -7,6 +7,7 @@ use agent_relay::core::Config;
 
 use crate::baseline::echo_round_trips;
 use crate::client::{Client, ping_pong};
+use crate::cpu::PerGib;
 use crate::guest::Workload;
 use crate::measure::pct;
 use crate::relay::{Port, start};
@@ -21,11 +22,16 @@ pub fn run(rows: &mut Vec<Row>) {
     let mut c = Client::connect(&r);
     let id = c.exec();
     ping_pong(&mut c, id, WARM);
-    let relay = ping_pong(&mut c, id, N);
+    let before = r.cpu();
+    let (relay, bytes) = ping_pong(&mut c, id, N);
+    let cpu = PerGib {
+        ns: r.cpu().since(before).relay,
+        bytes,
+    };
     drop(c);
     drop(r);
     // Baseline: the same guest model on a plain socketpair, no relay.
-    let base = echo_round_trips(WARM, N);
+    let (base, hop) = echo_round_trips(WARM, N);
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let (p50, p99) = (us(pct(&relay, 50)), us(pct(&relay, 99)));
     let (b50, b99) = (us(pct(&base, 50)), us(pct(&base, 99)));
@@ -44,5 +50,13 @@ pub fn run(rows: &mut Vec<Row>) {
         format!("{:.2}x", p99 / b99),
         "<= 2x",
         Some(p99 / b99 <= 2.0),
+    ));
+    rows.push(row(
+        "4 CPU per GiB: relay thread, round trips (both ways)",
+        format!("{:.0} ms/GiB", cpu.ms()),
+        format!("{:.0} ms/GiB (1 hop: client + guest)", hop.ms()),
+        format!("{:.2}x", cpu.ms() / hop.ms()),
+        "-",
+        None,
     ));
 }

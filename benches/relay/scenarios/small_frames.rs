@@ -1,14 +1,19 @@
 //! Scenario 2: one client reads 200,000 stdout frames of 64 B, with the
 //! exec.log tap off and on.
 
-use super::raised_caps;
+use super::{CpuTargets, cpu_rows, tap_cost_row, tap_off_on};
 use crate::REPS;
 use crate::baseline::pair_streams;
-use crate::client::relay_streams;
+use crate::client::Xfer;
+use crate::cpu::PerGib;
 use crate::guest::Workload;
 use crate::measure::median;
-use crate::relay::{Port, start};
+use crate::relay::Port;
 use crate::report::{Row, row};
+
+fn frames_per_s(x: &Xfer) -> f64 {
+    x.frames as f64 / x.secs()
+}
 
 pub fn run(rows: &mut Vec<Row>) {
     let work = Workload {
@@ -16,24 +21,16 @@ pub fn run(rows: &mut Vec<Row>) {
         payload: 64,
     };
     println!("[2] {}", Port::Ring.describe());
-    let mut rate = [0.0f64; 2];
-    for (i, tap) in [false, true].into_iter().enumerate() {
-        let r = start(Port::Ring, work, raised_caps(), tap);
-        let mut v = Vec::new();
-        for _ in 0..REPS {
-            let x = relay_streams(&r, 1)[0];
-            v.push(x.frames as f64 / x.secs());
-        }
-        rate[i] = median(v);
+    let runs = tap_off_on(work, 0);
+    let rate = [0, 1].map(|i| runs[i].median(frames_per_s));
+    let mut hop = PerGib::default();
+    let mut base = Vec::new();
+    for _ in 0..REPS {
+        let h = pair_streams(work, 1);
+        hop.add(h.cpu_ns, h.bytes());
+        base.push(frames_per_s(&h.xfers[0]));
     }
-    let base = median(
-        (0..REPS)
-            .map(|_| {
-                let x = pair_streams(work, 1)[0];
-                x.frames as f64 / x.secs()
-            })
-            .collect(),
-    );
+    let base = median(base);
     for (i, name) in ["tap off", "tap on"].iter().enumerate() {
         rows.push(row(
             &format!("2 200k x 64 B frames, {name} (hard cap raised)"),
@@ -44,13 +41,6 @@ pub fn run(rows: &mut Vec<Row>) {
             None,
         ));
     }
-    let cost = (rate[0] / rate[1] - 1.0) * 100.0;
-    rows.push(row(
-        "2 exec.log tap cost",
-        format!("{cost:+.1} % time"),
-        "tap off".into(),
-        format!("{:.2}x", rate[1] / rate[0]),
-        "<= 15 %",
-        Some(cost <= 15.0),
-    ));
+    tap_cost_row(rows, "2", rate[0], rate[1]);
+    cpu_rows(rows, "2", &runs, hop, CpuTargets { off: 2.0, on: 2.5 });
 }

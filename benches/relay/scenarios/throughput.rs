@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use agent_relay::core::Config;
 
-use super::raised_caps;
+use super::{CpuTargets, cpu_rows, tap_cost_row, tap_off_on};
 use crate::baseline::pair_streams;
-use crate::client::{relay_streams, try_relay_streams};
+use crate::client::{Xfer, try_relay_streams};
+use crate::cpu::PerGib;
 use crate::guest::Workload;
 use crate::measure::median;
 use crate::relay::{Port, start};
@@ -39,21 +40,36 @@ pub fn run(rows: &mut Vec<Row>) {
         payload: 16 << 10,
     };
     println!("[1] {}", Port::Ring.describe());
-    let r = start(Port::Ring, work, raised_caps(), false);
-    relay_streams(&r, 1); // warm-up
-    let relay = median((0..REPS).map(|_| relay_streams(&r, 1)[0].mbps()).collect());
-    drop(r);
+    let runs = tap_off_on(work, 1);
+    let [off, on] = [0, 1].map(|i| runs[i].median(Xfer::mbps));
     pair_streams(work, 1);
-    let base = median((0..REPS).map(|_| pair_streams(work, 1)[0].mbps()).collect());
-    let ratio = relay / base;
+    let mut hop = PerGib::default();
+    let mut base = Vec::new();
+    for _ in 0..REPS {
+        let h = pair_streams(work, 1);
+        hop.add(h.cpu_ns, h.bytes());
+        base.push(h.xfers[0].mbps());
+    }
+    let base = median(base);
+    let ratio = off / base;
     rows.push(row(
         "1 guest->client 64 MiB, 16 KiB frames (hard cap raised to 256 MiB)",
-        format!("{relay:.0} MB/s"),
+        format!("{off:.0} MB/s"),
         format!("{base:.0} MB/s"),
         format!("{ratio:.2}x"),
         ">= 0.9x",
         Some(ratio >= 0.9),
     ));
+    rows.push(row(
+        "1 same, exec.log tap on",
+        format!("{on:.0} MB/s"),
+        format!("{base:.0} MB/s"),
+        format!("{:.2}x", on / base),
+        "-",
+        None,
+    ));
+    tap_cost_row(rows, "1", off, on);
+    cpu_rows(rows, "1", &runs, hop, CpuTargets { off: 1.0, on: 1.3 });
     let (lost, closes) = default_budget_closes(work, 1, REPS);
     rows.push(row(
         "1 same, default budgets (8 MiB hard cap): reader closed as slow consumer",

@@ -1,6 +1,6 @@
 //! CPU time per thread, in nanoseconds, from the scheduler's own account: the
 //! first field of a thread's `schedstat` (`se.sum_exec_runtime`, user and
-//! system time together). `/proc/.../stat` counts clock ticks, far too coarse
+//! system time together). `/proc/.../stat` counts 10 ms clock ticks, too coarse
 //! for runs of a few tens of milliseconds.
 //!
 //! The kernel brings that sum up to date when the thread is switched out,

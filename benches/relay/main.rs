@@ -1,0 +1,64 @@
+//! End-to-end benchmarks: the real shell (tokio, on its own threads) with
+//! real Unix-socket clients (std `UnixStream`s in client threads), each figure
+//! against a baseline measured in the same run: the same bytes through a
+//! plain `UnixStream::pair()` with no relay in between.
+//!
+//! Run all: `cargo bench --bench relay`; one: `cargo bench --bench relay -- 4`.
+//! The relay runs as the CLI runs it, on a current-thread runtime of its own;
+//! `RELAY_BENCH_RT=multi` puts it on a 2-worker multi-thread runtime instead.
+//!
+//! Scenarios (`scenarios/`): 1 throughput and 2 small frames (exec.log tap
+//! off/on each), 3 fan-out, 4 round-trip latency, 5 fairness with a stalled
+//! client, 6 the core alone, 7 idle wakeups. Besides wall-clock figures, every
+//! end-to-end scenario reports the CPU time per GiB of the relay's thread (and
+//! of the exec.log writer's, with the tap on) beside one socket hop's: the
+//! baseline's writer and reader threads together (`cpu.rs` says how).
+//!
+//! Layout: `guest.rs` the guest agent model, `relay.rs` the relay under test,
+//! `client.rs` the SDK clients, `baseline.rs` the socketpair baselines,
+//! `cpu.rs` per-thread CPU time, `measure.rs` wall-clock and process figures,
+//! `report.rs` the table; `../common` is the core loop shared with
+//! `benches/core.rs`.
+
+mod baseline;
+mod client;
+#[path = "../common/mod.rs"]
+mod common;
+mod cpu;
+mod guest;
+mod measure;
+mod relay;
+mod report;
+mod scenarios;
+
+use std::thread;
+use std::time::Instant;
+
+/// Bytes per guest write (the ring's largest chunk) and per client read.
+const CHUNK: usize = 64 << 10;
+const MIB: u64 = 1 << 20;
+/// Measured runs per figure, where a scenario repeats.
+const REPS: usize = 5;
+
+fn main() {
+    let picked: Vec<u32> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let want = |n: u32| picked.is_empty() || picked.contains(&n);
+    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "agent-relay end-to-end benchmarks ({cpus} CPUs; medians of {REPS} runs where repeated)"
+    );
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    for (n, f) in scenarios::ALL {
+        if want(n) {
+            f(&mut rows);
+        }
+    }
+    println!();
+    report::print(&rows);
+    println!();
+    println!("total {:.1} s", t0.elapsed().as_secs_f64());
+}

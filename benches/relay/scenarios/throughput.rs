@@ -1,0 +1,82 @@
+//! Scenario 1: one client reads 64 MiB of 16 KiB stdout frames, with the
+//! exec.log tap off and on; and how often the default budgets close a reader
+//! running at full speed as a slow consumer.
+
+use std::thread;
+use std::time::Duration;
+
+use agent_relay::core::Config;
+
+use super::{CpuTargets, cpu_rows, tap_cost_row, tap_off_on};
+use crate::baseline::pair_streams;
+use crate::client::{Xfer, try_relay_streams};
+use crate::cpu::PerGib;
+use crate::guest::Workload;
+use crate::measure::median;
+use crate::relay::{Port, start};
+use crate::report::{Row, row};
+use crate::{MIB, REPS};
+
+/// Runs `reps` single-client streams with the default budgets; returns how
+/// many runs lost the client as a slow consumer.
+fn default_budget_closes(work: Workload, clients: usize, reps: usize) -> (usize, u64) {
+    let r = start(Port::Ring, work, Config::default(), false);
+    let mut lost = 0;
+    for _ in 0..reps {
+        lost += try_relay_streams(&r, clients)
+            .iter()
+            .filter(|x| x.is_none())
+            .count();
+        // A closed client's killed session must end before its slot frees.
+        thread::sleep(Duration::from_millis(20));
+    }
+    let closes = r.handle.counters().slow_consumer_closes;
+    (lost, closes)
+}
+
+pub fn run(rows: &mut Vec<Row>) {
+    let work = Workload {
+        frames: 64 * MIB / (16 << 10),
+        payload: 16 << 10,
+    };
+    println!("[1] {}", Port::Ring.describe());
+    let runs = tap_off_on(work, 1);
+    let [off, on] = [0, 1].map(|i| runs[i].median(Xfer::mbps));
+    pair_streams(work, 1);
+    let mut hop = PerGib::default();
+    let mut base = Vec::new();
+    for _ in 0..REPS {
+        let h = pair_streams(work, 1);
+        hop.add(h.cpu_ns, h.bytes());
+        base.push(h.xfers[0].mbps());
+    }
+    let base = median(base);
+    let ratio = off / base;
+    rows.push(row(
+        "1 guest->client 64 MiB, 16 KiB frames (hard cap raised to 256 MiB)",
+        format!("{off:.0} MB/s"),
+        format!("{base:.0} MB/s"),
+        format!("{ratio:.2}x"),
+        ">= 0.9x",
+        Some(ratio >= 0.9),
+    ));
+    rows.push(row(
+        "1 same, exec.log tap on",
+        format!("{on:.0} MB/s"),
+        format!("{base:.0} MB/s"),
+        format!("{:.2}x", on / base),
+        "-",
+        None,
+    ));
+    tap_cost_row(rows, "1", off, on);
+    cpu_rows(rows, "1", &runs, hop, CpuTargets { off: 1.0, on: 1.3 });
+    let (lost, closes) = default_budget_closes(work, 1, REPS);
+    rows.push(row(
+        "1 same, default budgets (8 MiB hard cap): reader closed as slow consumer",
+        format!("{lost} of {REPS} runs"),
+        "0 (socketpair)".into(),
+        format!("{closes} slow-consumer closes"),
+        "0 runs",
+        Some(lost == 0),
+    ));
+}

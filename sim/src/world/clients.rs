@@ -1,0 +1,328 @@
+//! SDK-like clients and malicious ones: they connect (alone or in reconnect
+//! storms), read their handshake and frames (slowly, when the swarm says so),
+//! open exec and fs sessions, send stdin, resizes, signals and shutdowns,
+//! send frames the relay must refuse, and leave at any byte.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use agent_relay::core::{ClientId, Event, IdRange, Millis};
+use agent_relay::wire::payload::{ExecResize, encode_payload};
+use agent_relay::wire::{
+    FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, FrameDecoder, MAX_FRAME_LEN, MsgType,
+};
+use bytes::Bytes;
+
+use super::super::frames;
+use super::faults::*;
+use super::{READ_MAX, World};
+
+/// An SDK-like client (or a malicious one).
+#[derive(Debug)]
+pub(super) struct Actor {
+    pub(super) id: ClientId,
+    pub(super) malicious: bool,
+    pub(super) slow: bool,
+    pub(super) range: Option<IdRange>,
+    pub(super) hs: Vec<u8>,
+    pub(super) dec: FrameDecoder,
+    pub(super) sock: VecDeque<Bytes>,
+    pub(super) sock_len: usize,
+    pub(super) out: Vec<u8>,
+    pub(super) pos: usize,
+    pub(super) paused: bool,
+    pub(super) next_id: u32,
+    /// Open sessions as the client sees them: id -> exec.
+    pub(super) sessions: BTreeMap<u32, bool>,
+    pub(super) stalled_until: Millis,
+}
+
+impl World {
+    pub(super) fn actor(&mut self, c: ClientId) -> Option<&mut Actor> {
+        self.actors.iter_mut().find(|a| a.id == c)
+    }
+
+    pub(super) fn connect(&mut self) {
+        if self.heal {
+            return;
+        }
+        let storm = self.fault(F_STORM);
+        let count = if storm { self.rng.range(3, 12) } else { 1 };
+        if !storm && self.actors.len() >= self.target_clients {
+            return;
+        }
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let id = ClientId(self.next_client);
+            self.next_client += 1;
+            let malicious = self.fault(F_MALICIOUS);
+            let slow = self.fault(F_SLOW);
+            self.actors.push(Actor {
+                id,
+                malicious,
+                slow,
+                range: None,
+                hs: Vec::new(),
+                dec: FrameDecoder::new(),
+                sock: VecDeque::new(),
+                sock_len: 0,
+                out: Vec::new(),
+                pos: 0,
+                paused: false,
+                next_id: 0,
+                sessions: BTreeMap::new(),
+                stalled_until: 0,
+            });
+            self.feed(Event::ClientConnected(id));
+            ids.push(id);
+        }
+        if storm {
+            for id in ids {
+                if self.rng.chance(600) && self.actor(id).is_some() {
+                    self.actors.retain(|a| a.id != id);
+                    self.feed(Event::ClientDisconnected(id));
+                }
+            }
+        }
+    }
+
+    pub(super) fn client_send(&mut self, i: usize) {
+        let tiny = self.faults.p[F_TINY] > 0 && self.rng.chance(self.faults.p[F_TINY]);
+        let heal = self.heal;
+        let a = &mut self.actors[i];
+        let pending = a.out.len() - a.pos;
+        if a.paused || pending == 0 {
+            return;
+        }
+        let n = if heal {
+            pending.min(READ_MAX)
+        } else if tiny {
+            self.rng.range_usize(1, 16).min(pending)
+        } else {
+            self.rng.range_usize(1, pending.min(READ_MAX))
+        };
+        let a = &mut self.actors[i];
+        let id = a.id;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&a.out[a.pos..a.pos + n]);
+        a.pos += n;
+        if a.pos == a.out.len() {
+            a.out.clear();
+            a.pos = 0;
+        }
+        self.feed_scratch(|b| Event::ClientBytes(id, b));
+    }
+
+    pub(super) fn client_read(&mut self, i: usize) {
+        let now = self.now;
+        let a = &self.actors[i];
+        if a.sock_len == 0 || now < a.stalled_until {
+            return;
+        }
+        if a.slow && self.rng.chance(300) {
+            self.injected[F_SLOW] += 1;
+            let stall = self.rng.range(10, 3 * self.cfg.grace);
+            self.actors[i].stalled_until = now + stall;
+            return;
+        }
+        let total = a.sock_len;
+        let n = if self.heal || self.rng.chance(500) {
+            total
+        } else {
+            self.rng.range_usize(1, total)
+        };
+        let id = a.id;
+        // Bytes reach the client, which parses them.
+        let a = &mut self.actors[i];
+        a.sock_len -= n;
+        let mut left = n;
+        let prefix = self.prefix;
+        while left > 0 {
+            let front = a.sock.front_mut().expect("sock_len counts these");
+            let take = left.min(front.len());
+            let chunk = front.split_to(take);
+            if front.is_empty() {
+                a.sock.pop_front();
+            }
+            left -= take;
+            let mut chunk = &chunk[..];
+            if a.hs.len() < prefix {
+                let need = (prefix - a.hs.len()).min(chunk.len());
+                a.hs.extend_from_slice(&chunk[..need]);
+                chunk = &chunk[need..];
+                if a.hs.len() == prefix {
+                    let start = u32::from_be_bytes([a.hs[0], a.hs[1], a.hs[2], a.hs[3]]);
+                    let end = start.wrapping_add(self.cfg.step());
+                    a.range = Some(IdRange { start, end });
+                    a.next_id = start;
+                }
+            }
+            a.dec.extend(chunk);
+            while let Ok(Some(f)) = a.dec.next_frame() {
+                if f.flags() & FLAG_TERMINAL != 0 {
+                    a.sessions.remove(&f.id());
+                }
+            }
+        }
+        self.feed(Event::ClientWritten(id, n));
+    }
+
+    pub(super) fn client_act(&mut self, i: usize) {
+        if self.heal {
+            return;
+        }
+        let a = &self.actors[i];
+        let id = a.id;
+        let Some(range) = a.range else {
+            if a.malicious && self.rng.chance(100) {
+                self.injected[F_MALICIOUS] += 1;
+                self.actors[i]
+                    .out
+                    .extend_from_slice(b"\x00\x00\x00\x10early");
+            }
+            return;
+        };
+        if a.malicious && self.rng.chance(150) {
+            self.injected[F_MALICIOUS] += 1;
+            let bad = self.bad_frame(i, range);
+            self.actors[i].out.extend_from_slice(&bad);
+            return;
+        }
+        let leave = self.fault(F_DROP) || self.rng.chance(8);
+        if leave {
+            self.actors.remove(i);
+            self.feed(Event::ClientDisconnected(id));
+            return;
+        }
+        let op = self.rng.below(100);
+        let burst = self.faults.p[F_BURST] > 0 && self.rng.chance(self.faults.p[F_BURST]);
+        let a = &mut self.actors[i];
+        let execs: Vec<u32> = a
+            .sessions
+            .iter()
+            .filter(|(_, e)| **e)
+            .map(|(&k, _)| k)
+            .collect();
+        let target =
+            (!execs.is_empty()).then(|| execs[self.rng.below(execs.len() as u64) as usize]);
+        let fresh = (a.next_id < range.end - 1).then_some(a.next_id);
+        match (op, target, fresh) {
+            (0..=29, _, Some(sid)) => {
+                a.next_id += 1;
+                let tty = self.rng.chance(300);
+                let argc = self.rng.range_usize(0, 3);
+                a.out
+                    .extend_from_slice(&frames::exec_request(sid, tty, argc));
+                a.sessions.insert(sid, true);
+            }
+            (30..=54, Some(sid), _) => {
+                let size = if burst {
+                    self.injected[F_BURST] += 1;
+                    self.rng.range_usize(1 << 10, 32 << 10)
+                } else {
+                    self.rng.size(200)
+                };
+                let data = vec![b'i'; size];
+                frames::push_data_frame(&mut a.out, MsgType::ExecStdin, sid, 0, &data);
+            }
+            (55..=61, Some(sid), _) => {
+                let p = encode_payload(&ExecResize {
+                    rows: 40,
+                    cols: 120,
+                });
+                frames::push_raw_frame(&mut a.out, MsgType::ExecResize, sid, 0, &p);
+            }
+            (62..=71, Some(sid), _) => {
+                let sig = self.rng.pick(&[2, 15, 9, 9]);
+                a.out.extend_from_slice(&frames::signal(sid, sig));
+            }
+            (72..=86, _, Some(sid)) => {
+                a.next_id += 1;
+                let payload = [
+                    0xa2, 0x62, b'o', b'p', 0x64, b'r', b'e', b'a', b'd', 0x64, b'p', b'a', b't',
+                    b'h', 0x62, b'/', b'x',
+                ];
+                frames::push_raw_frame(
+                    &mut a.out,
+                    MsgType::FsRequest,
+                    sid,
+                    FLAG_SESSION_START,
+                    &payload,
+                );
+                for _ in 0..self.rng.range(0, 2) {
+                    frames::push_data_frame(&mut a.out, MsgType::FsData, sid, 0, b"upload");
+                }
+                a.sessions.insert(sid, false);
+            }
+            (87, _, _) if self.rng.chance(200) => {
+                frames::push_raw_frame(
+                    &mut a.out,
+                    MsgType::Shutdown,
+                    range.start,
+                    FLAG_SHUTDOWN,
+                    &[0xa0],
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// A frame the relay must refuse (and close the sender for).
+    pub(super) fn bad_frame(&mut self, i: usize, range: IdRange) -> Vec<u8> {
+        let mut out = Vec::new();
+        let open: Option<u32> = self.actors[i].sessions.keys().next().copied();
+        match self.rng.below(8) {
+            0 => {
+                let id = if range.start > 0 && self.rng.chance(500) {
+                    range.start - 1
+                } else {
+                    range.end
+                };
+                frames::push_data_frame(&mut out, MsgType::ExecStdin, id, 0, b"x");
+            }
+            1 => {
+                let len = self
+                    .rng
+                    .range(u64::from(MAX_FRAME_LEN) + 1, u64::from(u32::MAX))
+                    as u32;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&[0; 9]);
+            }
+            2 => {
+                let len = self.rng.range(0, 4) as u32;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&[0; 9]);
+            }
+            3 => {
+                let mut body = vec![0u8; self.rng.range_usize(1, 30)];
+                self.rng.fill(&mut body);
+                body[0] = 0xff;
+                out.extend_from_slice(&((5 + body.len()) as u32).to_be_bytes());
+                out.extend_from_slice(&range.start.to_be_bytes());
+                out.push(0);
+                out.extend_from_slice(&body);
+            }
+            4 => {
+                let flags =
+                    self.rng
+                        .pick(&[FLAG_TERMINAL, FLAG_SESSION_START, FLAG_SHUTDOWN, 0x80]);
+                frames::push_data_frame(&mut out, MsgType::ExecStdin, range.start, flags, b"x");
+            }
+            5 => frames::push_data_frame(&mut out, MsgType::ExecStdout, range.start, 0, b"x"),
+            6 if open.is_some() => {
+                let sid = open.expect("checked");
+                let f = frames::exec_request(sid, false, 0);
+                out.extend_from_slice(&f);
+            }
+            _ => {
+                frames::push_raw_frame(
+                    &mut out,
+                    MsgType::ExecRequest,
+                    range.start,
+                    FLAG_SESSION_START,
+                    &[0xa1, 0x61, b'x', 0x01],
+                );
+            }
+        }
+        out
+    }
+}

@@ -13,7 +13,7 @@ use agent_relay::wire::{
 use bytes::Bytes;
 
 use super::super::frames;
-use super::faults::*;
+use super::faults::Fault;
 use super::{READ_MAX, World};
 
 /// An SDK-like client (or a malicious one).
@@ -45,7 +45,7 @@ impl World {
         if self.heal {
             return;
         }
-        let storm = self.fault(F_STORM);
+        let storm = self.fault(Fault::ReconnectStorm);
         let count = if storm { self.rng.range(3, 12) } else { 1 };
         if !storm && self.actors.len() >= self.target_clients {
             return;
@@ -54,8 +54,8 @@ impl World {
         for _ in 0..count {
             let id = ClientId(self.next_client);
             self.next_client += 1;
-            let malicious = self.fault(F_MALICIOUS);
-            let slow = self.fault(F_SLOW);
+            let malicious = self.fault(Fault::Malicious);
+            let slow = self.fault(Fault::SlowReader);
             self.actors.push(Actor {
                 id,
                 malicious,
@@ -86,7 +86,7 @@ impl World {
     }
 
     pub(super) fn client_send(&mut self, i: usize) {
-        let tiny = self.faults.p[F_TINY] > 0 && self.rng.chance(self.faults.p[F_TINY]);
+        let tiny = self.roll(Fault::TinyChunks);
         let heal = self.heal;
         let a = &mut self.actors[i];
         let pending = a.out.len() - a.pos;
@@ -119,7 +119,7 @@ impl World {
             return;
         }
         if a.slow && self.rng.chance(300) {
-            self.injected[F_SLOW] += 1;
+            self.count(Fault::SlowReader);
             let stall = self.rng.range(10, 3 * self.cfg.grace);
             self.actors[i].stalled_until = now + stall;
             return;
@@ -174,7 +174,7 @@ impl World {
         let id = a.id;
         let Some(range) = a.range else {
             if a.malicious && self.rng.chance(100) {
-                self.injected[F_MALICIOUS] += 1;
+                self.count(Fault::Malicious);
                 self.actors[i]
                     .out
                     .extend_from_slice(b"\x00\x00\x00\x10early");
@@ -182,19 +182,19 @@ impl World {
             return;
         };
         if a.malicious && self.rng.chance(150) {
-            self.injected[F_MALICIOUS] += 1;
+            self.count(Fault::Malicious);
             let bad = self.bad_frame(i, range);
             self.actors[i].out.extend_from_slice(&bad);
             return;
         }
-        let leave = self.fault(F_DROP) || self.rng.chance(8);
+        let leave = self.fault(Fault::ClientDrop) || self.rng.chance(8);
         if leave {
             self.actors.remove(i);
             self.feed(Event::ClientDisconnected(id));
             return;
         }
         let op = self.rng.below(100);
-        let burst = self.faults.p[F_BURST] > 0 && self.rng.chance(self.faults.p[F_BURST]);
+        let burst = self.roll(Fault::Burst);
         let a = &mut self.actors[i];
         let execs: Vec<u32> = a
             .sessions
@@ -216,7 +216,7 @@ impl World {
             }
             (30..=54, Some(sid), _) => {
                 let size = if burst {
-                    self.injected[F_BURST] += 1;
+                    self.injected.add(Fault::Burst, 1);
                     self.rng.range_usize(1 << 10, 32 << 10)
                 } else {
                     self.rng.size(200)

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::super::frames;
 use super::World;
-use super::faults::*;
+use super::faults::Fault;
 
 #[derive(Debug)]
 pub(super) struct GuestSession {
@@ -51,7 +51,7 @@ impl Guest {
 impl World {
     pub(super) fn guest_send(&mut self) {
         if !self.guest.ready_sent && (self.now >= self.guest.ready_at || self.heal) {
-            if self.fault(F_NOISE) {
+            if self.fault(Fault::GuestNoise) {
                 for _ in 0..self.rng.range(1, 4) {
                     let id = self.rng.next_u64() as u32;
                     frames::push_data_frame(
@@ -73,7 +73,7 @@ impl World {
         }
         let n = if self.heal {
             pending.min(64 << 10)
-        } else if self.fault(F_TINY) {
+        } else if self.fault(Fault::TinyChunks) {
             self.rng.range_usize(1, 16).min(pending)
         } else {
             self.rng.range_usize(1, pending.min(16 << 10))
@@ -97,7 +97,7 @@ impl World {
         if self.guest.inflight_len == 0 || self.now < self.guest.stalled_until {
             return;
         }
-        if self.fault(F_STALL) {
+        if self.fault(Fault::GuestStall) {
             self.guest.stalled_until = self.now + self.rng.range(10, 500);
             return;
         }
@@ -201,7 +201,7 @@ impl World {
                 let Ok(sig) = decode_payload::<ExecSignal>(&env.payload) else {
                     return;
                 };
-                let late = self.fault(F_LATE);
+                let late = self.fault(Fault::GuestLate);
                 let extra = if late { self.rng.range(1, 5) as u32 } else { 0 };
                 if let Some(s) = self.guest.sessions.get_mut(&id)
                     && s.exec
@@ -238,6 +238,9 @@ impl World {
         }
     }
 
+    /// One step of the guest's sessions (every session once when healed):
+    /// a session picked at random produces output, or ends when it has none
+    /// left.
     pub(super) fn guest_work(&mut self) {
         let n = self.guest.sessions.len();
         if n == 0 {
@@ -246,67 +249,70 @@ impl World {
         let rounds = if self.heal { n } else { 1 };
         for _ in 0..rounds {
             let k = self.rng.below(self.guest.sessions.len() as u64) as usize;
-            let Some((&id, s)) = self.guest.sessions.iter_mut().nth(k) else {
+            let Some(&id) = self.guest.sessions.keys().nth(k) else {
                 return;
             };
-            if self.faults.p[F_CORRUPT] > 0
-                && !self.heal
-                && self.rng.chance(self.faults.p[F_CORRUPT])
-            {
-                self.injected[F_CORRUPT] += 1;
+            if self.fault(Fault::GuestCorrupt) {
                 let len = self.rng.range_usize(1, 40);
                 let at = self.guest.out.len();
                 self.guest.out.resize(at + len, 0);
                 self.rng.fill(&mut self.guest.out[at..]);
                 self.guest.out[at] = 0xff;
             }
+            let s = self.guest.sessions.get_mut(&id).expect("picked above");
             if s.left > 0 {
                 s.left -= 1;
-                let t = match (s.exec, s.tty) {
-                    (false, _) => MsgType::FsData,
-                    (true, true) => MsgType::ExecStdout,
-                    (true, false) if self.rng.chance(700) => MsgType::ExecStdout,
-                    (true, false) => MsgType::ExecStderr,
-                };
-                let burst = !self.heal
-                    && self.faults.p[F_BURST] > 0
-                    && self.rng.chance(self.faults.p[F_BURST]);
-                let size = if burst {
-                    self.injected[F_BURST] += 1;
-                    self.rng.range_usize(1 << 10, 64 << 10)
-                } else {
-                    self.rng.size(300)
-                };
-                self.scratch.clear();
-                self.scratch.resize(size, 0);
-                // One payload in ten is random bytes (invalid UTF-8 for the tap);
-                // real exec output is mostly text.
-                if self.rng.chance(100) {
-                    self.rng.fill(&mut self.scratch);
-                } else {
-                    // Mostly text with multi-byte characters, so the exec.log tap splits some.
-                    let text = "ab\u{e9} \u{20ac}\n".as_bytes();
-                    for chunk in self.scratch.chunks_mut(text.len()) {
-                        chunk.copy_from_slice(&text[..chunk.len()]);
-                    }
-                }
-                frames::push_data_frame(&mut self.guest.out, t, id, 0, &self.scratch);
+                let (exec, tty) = (s.exec, s.tty);
+                self.guest_output(id, exec, tty);
             } else {
-                let exec = s.exec;
-                let code = if s.killed { 137 } else { 0 };
-                self.guest.sessions.remove(&id);
-                if exec {
-                    self.guest.out.extend_from_slice(&frames::exited(id, code));
-                } else {
-                    frames::push_raw_frame(
-                        &mut self.guest.out,
-                        MsgType::FsResponse,
-                        id,
-                        FLAG_TERMINAL,
-                        &[0xa1, 0x62, b'o', b'k', 0xf5],
-                    );
-                }
+                self.guest_end(id);
             }
+        }
+    }
+
+    /// One output frame of session `id`.
+    fn guest_output(&mut self, id: u32, exec: bool, tty: bool) {
+        let t = match (exec, tty) {
+            (false, _) => MsgType::FsData,
+            (true, true) => MsgType::ExecStdout,
+            (true, false) if self.rng.chance(700) => MsgType::ExecStdout,
+            (true, false) => MsgType::ExecStderr,
+        };
+        let size = if self.fault(Fault::Burst) {
+            self.rng.range_usize(1 << 10, 64 << 10)
+        } else {
+            self.rng.size(300)
+        };
+        self.scratch.clear();
+        self.scratch.resize(size, 0);
+        // One payload in ten is random bytes (invalid UTF-8 for the tap);
+        // real exec output is mostly text.
+        if self.rng.chance(100) {
+            self.rng.fill(&mut self.scratch);
+        } else {
+            // Mostly text with multi-byte characters, so the exec.log tap splits some.
+            let text = "ab\u{e9} \u{20ac}\n".as_bytes();
+            for chunk in self.scratch.chunks_mut(text.len()) {
+                chunk.copy_from_slice(&text[..chunk.len()]);
+            }
+        }
+        frames::push_data_frame(&mut self.guest.out, t, id, 0, &self.scratch);
+    }
+
+    /// Session `id` ends: its exit (137 if it was killed) or fs response.
+    fn guest_end(&mut self, id: u32) {
+        let s = self.guest.sessions.remove(&id).expect("open session");
+        if s.exec {
+            let code = if s.killed { 137 } else { 0 };
+            self.guest.out.extend_from_slice(&frames::exited(id, code));
+        } else {
+            frames::push_raw_frame(
+                &mut self.guest.out,
+                MsgType::FsResponse,
+                id,
+                FLAG_TERMINAL,
+                &[0xa1, 0x62, b'o', b'k', 0xf5],
+            );
         }
     }
 

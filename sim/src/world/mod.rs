@@ -16,8 +16,8 @@ mod faults;
 mod guest;
 
 use clients::Actor;
-use faults::{F_JUMP, F_STRAY, Faults};
-pub use faults::{FAULTS, fault_bit};
+use faults::Swarm;
+pub use faults::{Fault, FaultCounts};
 use guest::Guest;
 
 /// Largest `ClientBytes` read the world feeds (the driver's read size).
@@ -30,7 +30,7 @@ pub struct RunOpts {
     pub trace: TraceMode,
     /// Record core events for shrinking.
     pub record: bool,
-    /// Faults never switched on, as a bit mask over [`FAULTS`] indices.
+    /// Faults never switched on, as a mask of [`Fault::bit`]s.
     pub disabled: u32,
 }
 
@@ -56,8 +56,8 @@ pub struct Outcome {
     pub events: u64,
     /// Checks the checker made.
     pub checks: u64,
-    /// Faults injected, by [`FAULTS`] index.
-    pub faults: [u64; FAULTS.len()],
+    /// Faults injected.
+    pub faults: FaultCounts,
     /// The first broken invariant.
     pub violation: Option<Violation>,
     /// Hash of every event and action.
@@ -76,13 +76,13 @@ pub struct World {
     now: Millis,
     d: Driver,
     cfg: Config,
-    faults: Faults,
+    swarm: Swarm,
     guest: Guest,
     actors: Vec<Actor>,
     next_client: u64,
     target_clients: usize,
     heal: bool,
-    injected: [u64; FAULTS.len()],
+    injected: FaultCounts,
     scratch: Vec<u8>,
     prefix: usize,
 }
@@ -132,7 +132,7 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                 config: config_for(&mut rng),
                 events: 0,
                 checks: 0,
-                faults: [0; FAULTS.len()],
+                faults: FaultCounts::default(),
                 violation: Some(Violation {
                     invariant: "no_panic",
                     detail: format!("panicked: {msg}"),
@@ -174,14 +174,7 @@ impl World {
     fn new(seed: u64, opts: RunOpts) -> World {
         let mut rng = Rng::new(seed);
         let cfg = config_for(&mut rng);
-        let mut p = [0; FAULTS.len()];
-        for (i, slot) in p.iter_mut().enumerate() {
-            let on = rng.chance(500);
-            let level = rng.pick(&[10, 50, 150, 400]);
-            if on && opts.disabled & (1 << i) == 0 {
-                *slot = level;
-            }
-        }
+        let swarm = Swarm::draw(&mut rng, opts.disabled);
         let guest = Guest {
             ready_at: rng.range(0, 200),
             ..Guest::default()
@@ -196,13 +189,13 @@ impl World {
             rng,
             now: 0,
             cfg,
-            faults: Faults { p },
+            swarm,
             guest,
             actors: Vec::new(),
             next_client: 1,
             target_clients,
             heal: false,
-            injected: [0; FAULTS.len()],
+            injected: FaultCounts::default(),
             scratch: Vec::new(),
             prefix,
         }
@@ -279,7 +272,7 @@ impl World {
                 return;
             }
             self.now += self.rng.below(3);
-            if self.fault(F_JUMP) {
+            if self.fault(Fault::TimeJump) {
                 self.now += self.rng.range(100, 10_000);
             }
             self.fire_timeout();
@@ -303,7 +296,7 @@ impl World {
                 }
                 85..=92 => self.connect(),
                 93..=96 => {
-                    if self.fault(F_STRAY) {
+                    if self.fault(Fault::GuestStray) {
                         self.guest_stray();
                     }
                 }

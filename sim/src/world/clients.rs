@@ -166,6 +166,8 @@ impl World {
         self.feed(Event::ClientWritten(id, n));
     }
 
+    /// A client's own move: misbehave (malicious clients), leave, or do one
+    /// [`ClientOp`].
     pub(super) fn client_act(&mut self, i: usize) {
         if self.heal {
             return;
@@ -193,9 +195,9 @@ impl World {
             self.feed(Event::ClientDisconnected(id));
             return;
         }
-        let op = self.rng.below(100);
+        let op = self.rng.weighted(&CLIENT_OPS);
         let burst = self.roll(Fault::Burst);
-        let a = &mut self.actors[i];
+        let a = &self.actors[i];
         let execs: Vec<u32> = a
             .sessions
             .iter()
@@ -206,72 +208,79 @@ impl World {
             (!execs.is_empty()).then(|| execs[self.rng.below(execs.len() as u64) as usize]);
         let fresh = (a.next_id < range.end - 1).then_some(a.next_id);
         match (op, target, fresh) {
-            (0..=29, _, Some(sid)) => {
-                a.next_id += 1;
-                let tty = self.rng.chance(300);
-                let argc = self.rng.range_usize(0, 3);
-                a.out
-                    .extend_from_slice(&frames::exec_request(sid, tty, argc));
-                a.sessions.insert(sid, true);
-            }
-            (30..=54, Some(sid), _) => {
-                let size = if burst {
-                    self.injected.add(Fault::Burst, 1);
-                    self.rng.range_usize(1 << 10, 32 << 10)
-                } else {
-                    self.rng.size(200)
-                };
-                let data = vec![b'i'; size];
-                frames::push_data_frame(&mut a.out, MsgType::ExecStdin, sid, 0, &data);
-            }
-            (55..=61, Some(sid), _) => {
+            (ClientOp::ExecRequest, _, Some(sid)) => self.open_exec(i, sid),
+            (ClientOp::Stdin, Some(sid), _) => self.send_stdin(i, sid, burst),
+            (ClientOp::Resize, Some(sid), _) => {
                 let p = encode_payload(&ExecResize {
                     rows: 40,
                     cols: 120,
                 });
-                frames::push_raw_frame(&mut a.out, MsgType::ExecResize, sid, 0, &p);
+                let out = &mut self.actors[i].out;
+                frames::push_raw_frame(out, MsgType::ExecResize, sid, 0, &p);
             }
-            (62..=71, Some(sid), _) => {
+            (ClientOp::Signal, Some(sid), _) => {
                 let sig = self.rng.pick(&[2, 15, 9, 9]);
-                a.out.extend_from_slice(&frames::signal(sid, sig));
+                let out = &mut self.actors[i].out;
+                out.extend_from_slice(&frames::signal(sid, sig));
             }
-            (72..=86, _, Some(sid)) => {
-                a.next_id += 1;
-                let payload = [
-                    0xa2, 0x62, b'o', b'p', 0x64, b'r', b'e', b'a', b'd', 0x64, b'p', b'a', b't',
-                    b'h', 0x62, b'/', b'x',
-                ];
-                frames::push_raw_frame(
-                    &mut a.out,
-                    MsgType::FsRequest,
-                    sid,
-                    FLAG_SESSION_START,
-                    &payload,
-                );
-                for _ in 0..self.rng.range(0, 2) {
-                    frames::push_data_frame(&mut a.out, MsgType::FsData, sid, 0, b"upload");
+            (ClientOp::FsRequest, _, Some(sid)) => self.open_fs(i, sid),
+            (ClientOp::Shutdown, _, _) => {
+                if self.rng.chance(200) {
+                    let out = &mut self.actors[i].out;
+                    let (t, flags) = (MsgType::Shutdown, FLAG_SHUTDOWN);
+                    frames::push_raw_frame(out, t, range.start, flags, &[0xa0]);
                 }
-                a.sessions.insert(sid, false);
             }
-            (87, _, _) if self.rng.chance(200) => {
-                frames::push_raw_frame(
-                    &mut a.out,
-                    MsgType::Shutdown,
-                    range.start,
-                    FLAG_SHUTDOWN,
-                    &[0xa0],
-                );
-            }
-            _ => {}
+            // No fresh id left, or no exec session to address.
+            (ClientOp::ExecRequest | ClientOp::FsRequest, _, None)
+            | (ClientOp::Stdin | ClientOp::Resize | ClientOp::Signal, None, _)
+            | (ClientOp::Idle, _, _) => {}
         }
+    }
+
+    fn open_exec(&mut self, i: usize, sid: u32) {
+        let a = &mut self.actors[i];
+        a.next_id += 1;
+        let tty = self.rng.chance(300);
+        let argc = self.rng.range_usize(0, 3);
+        a.out
+            .extend_from_slice(&frames::exec_request(sid, tty, argc));
+        a.sessions.insert(sid, true);
+    }
+
+    fn send_stdin(&mut self, i: usize, sid: u32, burst: bool) {
+        let size = if burst {
+            self.count(Fault::Burst);
+            self.rng.range_usize(1 << 10, 32 << 10)
+        } else {
+            self.rng.size(200)
+        };
+        let data = vec![b'i'; size];
+        let out = &mut self.actors[i].out;
+        frames::push_data_frame(out, MsgType::ExecStdin, sid, 0, &data);
+    }
+
+    fn open_fs(&mut self, i: usize, sid: u32) {
+        let a = &mut self.actors[i];
+        a.next_id += 1;
+        let payload = [
+            0xa2, 0x62, b'o', b'p', 0x64, b'r', b'e', b'a', b'd', 0x64, b'p', b'a', b't', b'h',
+            0x62, b'/', b'x',
+        ];
+        let (t, flags) = (MsgType::FsRequest, FLAG_SESSION_START);
+        frames::push_raw_frame(&mut a.out, t, sid, flags, &payload);
+        for _ in 0..self.rng.range(0, 2) {
+            frames::push_data_frame(&mut a.out, MsgType::FsData, sid, 0, b"upload");
+        }
+        a.sessions.insert(sid, false);
     }
 
     /// A frame the relay must refuse (and close the sender for).
     pub(super) fn bad_frame(&mut self, i: usize, range: IdRange) -> Vec<u8> {
         let mut out = Vec::new();
         let open: Option<u32> = self.actors[i].sessions.keys().next().copied();
-        match self.rng.below(8) {
-            0 => {
+        match self.rng.pick(&BadFrame::ALL) {
+            BadFrame::OutOfRange => {
                 let id = if range.start > 0 && self.rng.chance(500) {
                     range.start - 1
                 } else {
@@ -279,7 +288,7 @@ impl World {
                 };
                 frames::push_data_frame(&mut out, MsgType::ExecStdin, id, 0, b"x");
             }
-            1 => {
+            BadFrame::TooLong => {
                 let len = self
                     .rng
                     .range(u64::from(MAX_FRAME_LEN) + 1, u64::from(u32::MAX))
@@ -287,12 +296,12 @@ impl World {
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&[0; 9]);
             }
-            2 => {
+            BadFrame::TooShort => {
                 let len = self.rng.range(0, 4) as u32;
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&[0; 9]);
             }
-            3 => {
+            BadFrame::GarbageEnvelope => {
                 let mut body = vec![0u8; self.rng.range_usize(1, 30)];
                 self.rng.fill(&mut body);
                 body[0] = 0xff;
@@ -301,19 +310,21 @@ impl World {
                 out.push(0);
                 out.extend_from_slice(&body);
             }
-            4 => {
+            BadFrame::WrongFlags => {
                 let flags =
                     self.rng
                         .pick(&[FLAG_TERMINAL, FLAG_SESSION_START, FLAG_SHUTDOWN, 0x80]);
                 frames::push_data_frame(&mut out, MsgType::ExecStdin, range.start, flags, b"x");
             }
-            5 => frames::push_data_frame(&mut out, MsgType::ExecStdout, range.start, 0, b"x"),
-            6 if open.is_some() => {
-                let sid = open.expect("checked");
-                let f = frames::exec_request(sid, false, 0);
-                out.extend_from_slice(&f);
+            BadFrame::GuestType => {
+                frames::push_data_frame(&mut out, MsgType::ExecStdout, range.start, 0, b"x");
             }
-            _ => {
+            BadFrame::ReopenSession if open.is_some() => {
+                let sid = open.expect("checked");
+                out.extend_from_slice(&frames::exec_request(sid, false, 0));
+            }
+            // With no session open, a reopen becomes a bad exec request.
+            BadFrame::ReopenSession | BadFrame::BadExecRequest => {
                 frames::push_raw_frame(
                     &mut out,
                     MsgType::ExecRequest,
@@ -325,4 +336,71 @@ impl World {
         }
         out
     }
+}
+
+/// What a well-behaved client does on its turn: one weighted draw (the
+/// weights sum to 100, so it is one `below(100)` mapped onto consecutive
+/// ranges in table order; reordering the table changes every world).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientOp {
+    /// Open an exec session (needs a fresh id).
+    ExecRequest,
+    /// Stdin for one of its exec sessions.
+    Stdin,
+    /// A resize for one of its exec sessions.
+    Resize,
+    /// A signal (INT, TERM or KILL) for one of its exec sessions.
+    Signal,
+    /// Open an fs session and upload 0 to 2 chunks (needs a fresh id).
+    FsRequest,
+    /// One in five of these sends `core.shutdown`.
+    Shutdown,
+    /// Nothing.
+    Idle,
+}
+
+const CLIENT_OPS: [(ClientOp, u64); 7] = [
+    (ClientOp::ExecRequest, 30),
+    (ClientOp::Stdin, 25),
+    (ClientOp::Resize, 7),
+    (ClientOp::Signal, 10),
+    (ClientOp::FsRequest, 15),
+    (ClientOp::Shutdown, 1),
+    (ClientOp::Idle, 12),
+];
+
+/// The frames a malicious client sends, equally often (one `pick` over
+/// [`BadFrame::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BadFrame {
+    /// An id just outside its range.
+    OutOfRange,
+    /// A length over the 4 MiB limit.
+    TooLong,
+    /// A length under the 5 header bytes.
+    TooShort,
+    /// An envelope that does not decode.
+    GarbageEnvelope,
+    /// Flags its type does not carry.
+    WrongFlags,
+    /// A type only the guest sends.
+    GuestType,
+    /// An exec request for a session it has open.
+    ReopenSession,
+    /// An exec request whose payload does not decode.
+    BadExecRequest,
+}
+
+impl BadFrame {
+    /// Every kind, in draw order.
+    pub(super) const ALL: [BadFrame; 8] = [
+        BadFrame::OutOfRange,
+        BadFrame::TooLong,
+        BadFrame::TooShort,
+        BadFrame::GarbageEnvelope,
+        BadFrame::WrongFlags,
+        BadFrame::GuestType,
+        BadFrame::ReopenSession,
+        BadFrame::BadExecRequest,
+    ];
 }

@@ -14,11 +14,13 @@ use super::rng::Rng;
 mod clients;
 mod faults;
 mod guest;
+mod moves;
 
 use clients::Actor;
 use faults::Swarm;
 pub use faults::{Fault, FaultCounts};
 use guest::Guest;
+use moves::MOVES;
 
 /// Largest `ClientBytes` read the world feeds (the driver's read size).
 pub const READ_MAX: usize = 64 * 1024;
@@ -276,32 +278,8 @@ impl World {
                 self.now += self.rng.range(100, 10_000);
             }
             self.fire_timeout();
-            let n = self.actors.len();
-            let pick = |rng: &mut Rng| rng.below(n as u64) as usize;
-            match self.rng.below(100) {
-                0..=14 => self.guest_send(),
-                15..=24 => self.guest_read(),
-                25..=39 => self.guest_work(),
-                40..=54 if n > 0 => {
-                    let i = pick(&mut self.rng);
-                    self.client_send(i);
-                }
-                55..=69 if n > 0 => {
-                    let i = pick(&mut self.rng);
-                    self.client_read(i);
-                }
-                70..=84 if n > 0 => {
-                    let i = pick(&mut self.rng);
-                    self.client_act(i);
-                }
-                85..=92 => self.connect(),
-                93..=96 => {
-                    if self.fault(Fault::GuestStray) {
-                        self.guest_stray();
-                    }
-                }
-                _ => self.feed(Event::Tick),
-            }
+            let m = self.rng.weighted(&MOVES);
+            self.play(m);
         }
     }
 

@@ -146,78 +146,9 @@ impl World {
             return;
         };
         match env.t {
-            MsgType::ExecRequest => {
-                let tty = exec_request_tty(&env.payload).unwrap_or(false);
-                self.guest.pid += 1;
-                if !self.heal && self.rng.chance(50) {
-                    let failed = ExecFailed {
-                        kind: ExecFailureKind::NotFound,
-                        errno: Some(2),
-                        errno_name: Some("ENOENT".into()),
-                        message: "no such file".into(),
-                        stage: None,
-                    };
-                    let f = build_frame(MsgType::ExecFailed, id, &failed);
-                    self.guest.out.extend_from_slice(f.as_bytes());
-                    self.guest.sessions.remove(&id);
-                    return;
-                }
-                let started = build_frame(
-                    MsgType::ExecStarted,
-                    id,
-                    &ExecStarted {
-                        pid: self.guest.pid,
-                    },
-                );
-                self.guest.out.extend_from_slice(started.as_bytes());
-                let left = if self.heal {
-                    1
-                } else {
-                    self.rng.size(30) as u32
-                };
-                self.guest.sessions.insert(
-                    id,
-                    GuestSession {
-                        exec: true,
-                        tty,
-                        left,
-                        killed: false,
-                    },
-                );
-            }
-            MsgType::ExecStdin => {
-                if self
-                    .guest
-                    .sessions
-                    .get(&id)
-                    .is_some_and(|s| s.exec && !s.killed)
-                    && self.rng.chance(300)
-                    && let Ok(data) = peek_data(&env.payload)
-                {
-                    frames::push_data_frame(&mut self.guest.out, MsgType::ExecStdout, id, 0, &data);
-                }
-            }
-            MsgType::ExecSignal => {
-                let Ok(sig) = decode_payload::<ExecSignal>(&env.payload) else {
-                    return;
-                };
-                let late = self.fault(Fault::GuestLate);
-                let extra = if late { self.rng.range(1, 5) as u32 } else { 0 };
-                if let Some(s) = self.guest.sessions.get_mut(&id)
-                    && s.exec
-                    && !s.killed
-                    && (sig.signal == 9 || (sig.signal == 15 && self.rng.chance(500)))
-                {
-                    s.killed = true;
-                    s.left = extra;
-                    if extra == 0 {
-                        self.guest.sessions.remove(&id);
-                        self.guest
-                            .out
-                            .extend_from_slice(&frames::exited(id, 128 + sig.signal));
-                    }
-                }
-            }
+            MsgType::ExecRequest => self.on_exec_request(id, &env.payload),
+            MsgType::ExecStdin => self.on_stdin(id, &env.payload),
+            MsgType::ExecSignal => self.on_signal(id, &env.payload),
             MsgType::FsRequest => {
                 let left = if self.heal {
                     0
@@ -235,6 +166,78 @@ impl World {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// One exec request in twenty fails (not while healing); the others start.
+    fn on_exec_request(&mut self, id: u32, payload: &[u8]) {
+        let tty = exec_request_tty(payload).unwrap_or(false);
+        self.guest.pid += 1;
+        if !self.heal && self.rng.chance(50) {
+            let failed = ExecFailed {
+                kind: ExecFailureKind::NotFound,
+                errno: Some(2),
+                errno_name: Some("ENOENT".into()),
+                message: "no such file".into(),
+                stage: None,
+            };
+            let f = build_frame(MsgType::ExecFailed, id, &failed);
+            self.guest.out.extend_from_slice(f.as_bytes());
+            self.guest.sessions.remove(&id);
+            return;
+        }
+        let pid = self.guest.pid;
+        let started = build_frame(MsgType::ExecStarted, id, &ExecStarted { pid });
+        self.guest.out.extend_from_slice(started.as_bytes());
+        let left = if self.heal {
+            1
+        } else {
+            self.rng.size(30) as u32
+        };
+        let session = GuestSession {
+            exec: true,
+            tty,
+            left,
+            killed: false,
+        };
+        self.guest.sessions.insert(id, session);
+    }
+
+    /// A live exec session echoes three stdin frames in ten.
+    fn on_stdin(&mut self, id: u32, payload: &[u8]) {
+        if self
+            .guest
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.exec && !s.killed)
+            && self.rng.chance(300)
+            && let Ok(data) = peek_data(payload)
+        {
+            frames::push_data_frame(&mut self.guest.out, MsgType::ExecStdout, id, 0, &data);
+        }
+    }
+
+    /// KILL (and half the TERMs) end a live exec session, after one to five
+    /// late output frames when the swarm says so.
+    fn on_signal(&mut self, id: u32, payload: &[u8]) {
+        let Ok(sig) = decode_payload::<ExecSignal>(payload) else {
+            return;
+        };
+        let late = self.fault(Fault::GuestLate);
+        let extra = if late { self.rng.range(1, 5) as u32 } else { 0 };
+        if let Some(s) = self.guest.sessions.get_mut(&id)
+            && s.exec
+            && !s.killed
+            && (sig.signal == 9 || (sig.signal == 15 && self.rng.chance(500)))
+        {
+            s.killed = true;
+            s.left = extra;
+            if extra == 0 {
+                self.guest.sessions.remove(&id);
+                self.guest
+                    .out
+                    .extend_from_slice(&frames::exited(id, 128 + sig.signal));
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use agent_relay_sim::case::{Case, replay, shrink};
+use agent_relay_sim::check::Class;
 use agent_relay_sim::driver::{Digest, TraceMode};
 use agent_relay_sim::world::{Fault, FaultCounts, Outcome, READ_MAX, RunOpts, run};
 
@@ -187,10 +188,10 @@ fn shrink_seed(seed: u64, out: &str) -> ExitCode {
     );
     let case = Case {
         seed,
-        invariant: v.invariant.to_owned(),
+        invariant: v.invariant,
         config: o.config.clone(),
         read_max: READ_MAX,
-        finish: v.invariant.starts_with("live_"),
+        finish: v.invariant.class() == Class::Liveness,
         events: o.recorded.clone(),
     };
     // The world reports a stuck run as live_quiescence; replayed, the same
@@ -205,7 +206,7 @@ fn shrink_seed(seed: u64, out: &str) -> ExitCode {
     )
     .0
     {
-        Some(v) => case.invariant = v.invariant.to_owned(),
+        Some(v) => case.invariant = v.invariant,
         None => {
             eprintln!("the recorded events do not fail when replayed; cannot shrink");
             return ExitCode::FAILURE;

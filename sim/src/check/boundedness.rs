@@ -10,7 +10,7 @@ use agent_relay::core::{ClientId, Relay};
 use bytes::Bytes;
 
 use super::model::{Model, State};
-use super::{Checker, Issues};
+use super::{Checker, Invariant, Issues};
 
 impl Checker {
     /// A frame goes to the guest only while the window has room.
@@ -20,7 +20,7 @@ impl Checker {
                 "frame handed to the guest with {} bytes in flight, window {}",
                 self.inflight, self.cfg.guest_window
             );
-            self.fail("inv_boundedness", why);
+            self.fail(Invariant::Boundedness, why);
         }
         self.inflight += frame.len();
         self.largest_to_guest = self.largest_to_guest.max(frame.len());
@@ -42,7 +42,7 @@ impl Checker {
         if m.queued > hard {
             let q = m.queued;
             self.fail(
-                "inv_boundedness",
+                Invariant::Boundedness,
                 format!("{c} has {q} bytes queued, over its hard cap {hard}"),
             );
         }
@@ -51,7 +51,7 @@ impl Checker {
                 "{} bytes queued for all clients, over the global cap {}",
                 self.sum_queued, self.cfg.global_cap
             );
-            self.fail("inv_boundedness", why);
+            self.fail(Invariant::Boundedness, why);
         }
         self.touch(c);
     }
@@ -62,7 +62,7 @@ impl Checker {
         if queued != have {
             let why =
                 format!("{c} closed as slow with {queued} bytes queued; the model has {have}");
-            self.fail("inv_boundedness", why);
+            self.fail(Invariant::Boundedness, why);
         }
         queued == have
     }
@@ -84,7 +84,7 @@ impl Checker {
                     "{c} has {} bytes queued toward the guest, over {}, and is not paused",
                     m.out_bytes, self.cfg.client_to_guest_cap
                 );
-                issues.push(("inv_boundedness", why));
+                issues.push((Invariant::Boundedness, why));
             }
             if let Some(t) = m.over_since {
                 let deadline = t + self.cfg.grace;
@@ -93,7 +93,7 @@ impl Checker {
                         "{c} is over its soft budget since {t}; poll_timeout {:?} is later than its deadline {deadline}",
                         relay.poll_timeout()
                     );
-                    issues.push(("inv_boundedness", why));
+                    issues.push((Invariant::Boundedness, why));
                 }
             }
         }
@@ -103,7 +103,7 @@ impl Checker {
                 "core says {c} has {have:?} bytes queued, the model {}",
                 m.queued
             );
-            issues.push(("inv_boundedness", why));
+            issues.push((Invariant::Boundedness, why));
         }
     }
 
@@ -116,7 +116,7 @@ impl Checker {
                 relay.counters().queued_to_clients,
                 self.sum_queued
             );
-            return self.fail("inv_boundedness", why);
+            return self.fail(Invariant::Boundedness, why);
         }
         if relay.guest_inflight() != self.inflight
             || self.inflight > self.cfg.guest_window + self.largest_to_guest
@@ -127,7 +127,7 @@ impl Checker {
                 self.inflight,
                 self.cfg.guest_window
             );
-            return self.fail("inv_boundedness", why);
+            return self.fail(Invariant::Boundedness, why);
         }
         // Held bytes only grow when bytes come in.
         let held = if self.bytes_in { relay.held_bytes() } else { 0 };
@@ -136,7 +136,7 @@ impl Checker {
                 "core holds {held} bytes, over the bound {}",
                 self.held_bound
             );
-            return self.fail("inv_boundedness", why);
+            return self.fail(Invariant::Boundedness, why);
         }
         if self.tick {
             let now = self.now;
@@ -145,7 +145,7 @@ impl Checker {
                 m.state == State::Live && m.over_since.is_some_and(|t| t + grace <= now)
             }) {
                 let why = format!("{c} outlived its grace period and was not closed");
-                self.fail("inv_boundedness", why);
+                self.fail(Invariant::Boundedness, why);
             }
         }
     }

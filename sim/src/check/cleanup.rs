@@ -4,7 +4,7 @@
 
 use agent_relay::core::ClientId;
 
-use super::Checker;
+use super::{Checker, Invariant};
 
 impl Checker {
     /// The SIGKILL `c` was owed for session `id` arrived.
@@ -20,7 +20,7 @@ impl Checker {
                     "SIGKILL for session {id} of {c} overtook {} earlier frames of that client",
                     m.out.len()
                 );
-                return self.fail("inv_cleanup", why);
+                return self.fail(Invariant::Cleanup, why);
             }
         }
         m.kills.remove(&id);
@@ -32,6 +32,6 @@ impl Checker {
         let why = format!(
             "SIGKILL for id {id} that no departed client's open exec session owes (ended, fs, duplicate or never opened)"
         );
-        self.fail("inv_cleanup", why);
+        self.fail(Invariant::Cleanup, why);
     }
 }

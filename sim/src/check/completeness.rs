@@ -7,7 +7,7 @@
 use agent_relay::core::ClientId;
 
 use super::model::{Model, State};
-use super::{Checker, Issues};
+use super::{Checker, Invariant, Issues};
 
 impl Checker {
     /// No routed frame of a live client is left undelivered after an event.
@@ -17,7 +17,7 @@ impl Checker {
                 "{} guest frames for live {c}'s sessions were not delivered",
                 m.to_client.len()
             );
-            issues.push(("inv_completeness", why));
+            issues.push((Invariant::Completeness, why));
         }
     }
 }

@@ -14,7 +14,7 @@ use agent_relay::core::{
 use bytes::Bytes;
 
 use super::model::{Model, State};
-use super::{Checker, Issues};
+use super::{Checker, Invariant, Issues};
 
 impl Checker {
     pub(super) fn on_handshake(&mut self, c: ClientId, bytes: &Bytes) {
@@ -33,7 +33,7 @@ impl Checker {
                     o.out.len(),
                     o.kills.len()
                 );
-                return self.fail("inv_isolation", why);
+                return self.fail(Invariant::Isolation, why);
             }
         }
         let clients = &self.clients;
@@ -57,19 +57,19 @@ impl Checker {
         };
         let Some(ready) = self.ready.clone() else {
             let why = format!("handshake to {c} before core.ready");
-            self.fail("inv_isolation", why);
+            self.fail(Invariant::Isolation, why);
             return None;
         };
         match self.clients.get(&c) {
             Some(m) if m.state == State::Pending && (m.connecting || m.hs_due) => {}
             _ => {
-                self.fail("inv_isolation", format!("unexpected handshake to {c}"));
+                self.fail(Invariant::Isolation, format!("unexpected handshake to {c}"));
                 return None;
             }
         }
         if bytes.len() != prefix + ready.len() || bytes[prefix..] != ready[..] {
             let why = format!("handshake to {c} is not its range then the cached ready frame");
-            self.fail("inv_isolation", why);
+            self.fail(Invariant::Isolation, why);
             return None;
         }
         let start = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
@@ -81,7 +81,7 @@ impl Checker {
         let slot = start / step;
         if !start.is_multiple_of(step) || slot >= max || end != start + step {
             let why = format!("handshake to {c} gives range {start}..{end}, not a slot's");
-            self.fail("inv_isolation", why);
+            self.fail(Invariant::Isolation, why);
             return None;
         }
         Some(IdRange { start, end })
@@ -92,7 +92,7 @@ impl Checker {
             Some(m) if m.connecting => {}
             _ => {
                 return self.fail(
-                    "inv_isolation",
+                    Invariant::Isolation,
                     format!("refused {c} which was not connecting"),
                 );
             }
@@ -100,7 +100,7 @@ impl Checker {
         match reason {
             RefuseReason::GuestGone if !self.guest_gone => {
                 self.fail(
-                    "inv_isolation",
+                    Invariant::Isolation,
                     format!("refused {c}: guest gone, but it is not"),
                 );
             }
@@ -132,30 +132,30 @@ impl Checker {
                 "refused {c} as full while only {held} of {} slots are held",
                 self.cfg.max_clients
             );
-            self.fail("inv_isolation", why);
+            self.fail(Invariant::Isolation, why);
         }
     }
 
     pub(super) fn on_close(&mut self, c: ClientId, reason: &CloseReason) {
         let Some(m) = self.clients.get(&c) else {
-            return self.fail("inv_isolation", format!("closed unknown {c}"));
+            return self.fail(Invariant::Isolation, format!("closed unknown {c}"));
         };
         if m.state == State::Gone {
-            return self.fail("inv_isolation", format!("closed {c} twice"));
+            return self.fail(Invariant::Isolation, format!("closed {c} twice"));
         }
         let mut violated = false;
         match reason {
             CloseReason::Violation(why) => {
                 if !m.bad {
                     let why = format!("{c} closed for a violation it did not commit: {why}");
-                    return self.fail("inv_isolation", why);
+                    return self.fail(Invariant::Isolation, why);
                 }
                 violated = true;
             }
             CloseReason::GuestGone => {
                 if !self.guest_gone {
                     return self.fail(
-                        "inv_isolation",
+                        Invariant::Isolation,
                         format!("{c} closed: guest gone, but it is not"),
                     );
                 }
@@ -196,7 +196,7 @@ impl Checker {
             let why = format!(
                 "{c} closed as slow ({limit:?}) with {queued} bytes queued, next frame {next} bytes, unjustified"
             );
-            self.fail("inv_isolation", why);
+            self.fail(Invariant::Isolation, why);
         }
         fair
     }
@@ -204,13 +204,19 @@ impl Checker {
     pub(super) fn on_pause(&mut self, c: ClientId, pause: bool, action: &Action) {
         match self.clients.get_mut(&c) {
             Some(m) if m.state == State::Live => m.paused = pause,
-            _ => self.fail("inv_isolation", format!("{action:?} for a client not live")),
+            _ => self.fail(
+                Invariant::Isolation,
+                format!("{action:?} for a client not live"),
+            ),
         }
     }
 
     pub(super) fn on_log(&mut self) {
         if !self.cfg.exec_log {
-            self.fail("inv_isolation", "exec.log record with the tap off".into());
+            self.fail(
+                Invariant::Isolation,
+                "exec.log record with the tap off".into(),
+            );
         }
     }
 
@@ -225,11 +231,14 @@ impl Checker {
     ) {
         match m.state {
             State::Gone if relay.client_range(c).is_some() => {
-                issues.push(("inv_isolation", format!("{c} left but still has a slot")));
+                issues.push((
+                    Invariant::Isolation,
+                    format!("{c} left but still has a slot"),
+                ));
             }
             State::Pending if !m.bad && (m.hs_due || (connecting && self.ready.is_some())) => {
                 issues.push((
-                    "inv_isolation",
+                    Invariant::Isolation,
                     format!("{c} got neither a handshake nor a refusal"),
                 ));
             }

@@ -5,8 +5,8 @@
 //! `live_cleanup_end` (every owed SIGKILL went out). While the world runs,
 //! [`Checker::owes`] tells it whether to keep going.
 
-use super::Checker;
 use super::model::State;
+use super::{Checker, Invariant};
 
 impl Checker {
     /// Whether anything is still owed: frames toward the guest, kills, or
@@ -43,22 +43,25 @@ impl Checker {
             self.checks += 1;
             if m.state == State::Live && !m.awaiting.is_empty() {
                 found = Some((
-                    "live_sessions_end",
+                    Invariant::SessionsEnd,
                     format!(
                         "{c} opened sessions {:?} whose terminal frame never reached it",
                         m.awaiting
                     ),
                 ));
             } else if m.state == State::Pending && self.ready.is_some() {
-                found = Some(("live_sessions_end", format!("{c} never got its handshake")));
+                found = Some((
+                    Invariant::SessionsEnd,
+                    format!("{c} never got its handshake"),
+                ));
             } else if !m.violated && !m.out.is_empty() {
                 found = Some((
-                    "live_to_guest_end",
+                    Invariant::ToGuestEnd,
                     format!("{} frames {c} sent never reached the guest", m.out.len()),
                 ));
             } else if !m.kills.is_empty() {
                 found = Some((
-                    "live_cleanup_end",
+                    Invariant::CleanupEnd,
                     format!("SIGKILLs for {c}'s sessions {:?} never went out", m.kills),
                 ));
             }

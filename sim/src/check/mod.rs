@@ -8,8 +8,9 @@
 //! action the core emits for it, [`Checker::after`] once they are drained,
 //! and [`Checker::finish`] when the run ended with faults healed.
 //!
-//! This file owns the [`Checker`] and the order of the checks; the model
-//! lives in `model.rs` and each invariant in a file of its own name:
+//! This file owns the [`Checker`] and the order of the checks; the names
+//! and classes of what can break are in `invariant.rs` ([`Invariant`]), the
+//! model lives in `model.rs`, and each invariant in a file of its own name:
 //! `routing`, `completeness`, `to_guest`, `cleanup`, `isolation`,
 //! `boundedness`, and at the end `liveness` (`live_sessions_end`,
 //! `live_to_guest_end`, `live_cleanup_end`).
@@ -17,6 +18,7 @@
 mod boundedness;
 mod cleanup;
 mod completeness;
+mod invariant;
 mod isolation;
 mod liveness;
 mod model;
@@ -29,13 +31,14 @@ use agent_relay::core::{Action, ClientId, Config, Event, Millis, Relay};
 use agent_relay::wire::{FrameDecoder, LEN_PREFIX, MsgType};
 use bytes::Bytes;
 
+pub use invariant::{Class, Invariant};
 use model::{Model, SPEC_MAX_FRAME_LEN, State};
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
-    /// The invariant's name, e.g. `inv_routing`.
-    pub invariant: &'static str,
+    /// The invariant broken.
+    pub invariant: Invariant,
     /// What went wrong, in words.
     pub detail: String,
     /// The 1-based index of the core event after which it was seen.
@@ -53,7 +56,7 @@ impl std::fmt::Display for Violation {
 }
 
 /// Problems found for one client after an event, reported in order.
-type Issues = Vec<(&'static str, String)>;
+type Issues = Vec<(Invariant, String)>;
 
 /// The reference model and its checks. See the module docs.
 #[derive(Debug)]
@@ -167,11 +170,11 @@ impl Checker {
     }
 
     /// Records a failure seen outside the model (e.g. the world did not settle).
-    pub fn fail_external(&mut self, invariant: &'static str, detail: String) {
+    pub fn fail_external(&mut self, invariant: Invariant, detail: String) {
         self.fail(invariant, detail);
     }
 
-    fn fail(&mut self, invariant: &'static str, detail: String) {
+    fn fail(&mut self, invariant: Invariant, detail: String) {
         if self.violation.is_none() {
             self.violation = Some(Violation {
                 invariant,

@@ -16,7 +16,7 @@ use agent_relay::wire::{
 };
 use bytes::Bytes;
 
-use super::Checker;
+use super::{Checker, Invariant};
 
 /// Where a client connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl Checker {
             Some(m) if m.state != State::Gone => {}
             Some(_) => {
                 let why = format!("driver reused the id of departed {c}");
-                self.fail("driver_contract", why);
+                self.fail(Invariant::DriverContract, why);
             }
             None => {
                 self.clients.insert(c, Model::new());
@@ -296,7 +296,7 @@ impl Checker {
                 bytes.len(),
                 self.read_max
             );
-            self.fail("driver_contract", why);
+            self.fail(Invariant::DriverContract, why);
         }
     }
 

@@ -10,8 +10,8 @@ use agent_relay::core::ClientId;
 use agent_relay::wire::{FLAG_TERMINAL, PREFIX_LEN};
 use bytes::Bytes;
 
-use super::Checker;
 use super::model::{SPEC_MAX_FRAME_LEN, State, frame_id};
+use super::{Checker, Invariant};
 
 /// The envelope opening every 0.4.4 encoder writes: `map(3) "v" 1 "t"`.
 const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', 0x01, 0x61, b't'];
@@ -41,7 +41,7 @@ impl Checker {
                 &pending[..PREFIX_LEN + ENVELOPE_OPENING.len()],
                 pending.len()
             );
-            self.fail("inv_routing", why);
+            self.fail(Invariant::Routing, why);
         }
     }
 
@@ -49,7 +49,7 @@ impl Checker {
         self.advance(|k| k.ready.is_some());
         if !self.ready_due {
             self.fail(
-                "inv_routing",
+                Invariant::Routing,
                 "Ready emitted without a first core.ready".into(),
             );
         }
@@ -67,14 +67,14 @@ impl Checker {
                 "{c} got frame id {} while an earlier guest frame for {other} was not delivered",
                 frame_id(frame)
             );
-            return self.fail("inv_routing", why);
+            return self.fail(Invariant::Routing, why);
         }
         let Some(m) = self.clients.get_mut(&c) else {
-            return self.fail("inv_routing", format!("frame to unknown {c}"));
+            return self.fail(Invariant::Routing, format!("frame to unknown {c}"));
         };
         if m.state != State::Live {
             let why = format!("frame to {c} which is {:?}", m.state);
-            return self.fail("inv_routing", why);
+            return self.fail(Invariant::Routing, why);
         }
         match m.to_client.pop_front() {
             Some(want) if want == *frame => {}
@@ -86,14 +86,14 @@ impl Checker {
                     frame_id(&want),
                     want.len()
                 );
-                return self.fail("inv_routing", why);
+                return self.fail(Invariant::Routing, why);
             }
             None => {
                 let why = format!(
                     "{c} got frame id {} that is not the guest's next frame for a session it opened",
                     frame_id(frame)
                 );
-                return self.fail("inv_routing", why);
+                return self.fail(Invariant::Routing, why);
             }
         }
         if frame.len() > 8 && frame[8] & FLAG_TERMINAL != 0 {
@@ -106,7 +106,7 @@ impl Checker {
     pub(super) fn after_event_routing(&mut self) {
         if self.ready_due {
             return self.fail(
-                "inv_routing",
+                Invariant::Routing,
                 "first core.ready without a Ready action".into(),
             );
         }
@@ -115,7 +115,7 @@ impl Checker {
                 "the guest stream held {} corrupt stretches in this event, the core reported {}",
                 self.corrupt_due, self.corrupt_seen
             );
-            self.fail("inv_routing", why);
+            self.fail(Invariant::Routing, why);
         }
     }
 }

@@ -9,7 +9,7 @@ use agent_relay::wire::payload::sigkill_frame;
 use bytes::Bytes;
 
 use super::model::{Model, State, frame_id};
-use super::{Checker, Issues};
+use super::{Checker, Invariant, Issues};
 
 impl Checker {
     /// Matches a frame handed to the guest with the client frame (or the
@@ -38,7 +38,7 @@ impl Checker {
             "frame id {id} ({} bytes) to the guest matches no frame a client sent that is still due",
             frame.len()
         );
-        self.fail("inv_to_guest", why);
+        self.fail(Invariant::ToGuest, why);
     }
 
     /// The frame at `pos` of `c`'s queue arrived (it was the first frame
@@ -51,13 +51,13 @@ impl Checker {
             let why = format!(
                 "frame for session {id} of {c} is not the next one it sent for that session (reordered, altered or duplicated)"
             );
-            return self.fail("inv_to_guest", why);
+            return self.fail(Invariant::ToGuest, why);
         }
         if !o.control && pos != 0 {
             let why = format!(
                 "data frame for session {id} of {c} overtook {pos} earlier frames of the same client"
             );
-            return self.fail("inv_to_guest", why);
+            return self.fail(Invariant::ToGuest, why);
         }
         let o = m.out.remove(pos).expect("found");
         m.out_bytes -= o.frame.len();
@@ -72,7 +72,7 @@ impl Checker {
             return true;
         }
         self.fail(
-            "inv_to_guest",
+            Invariant::ToGuest,
             format!(
                 "a shutdown frame went to the guest without Drain right after it; got {action:?}"
             ),
@@ -81,14 +81,14 @@ impl Checker {
     }
 
     pub(super) fn on_drain(&mut self) {
-        self.fail("inv_to_guest", "Drain without a shutdown frame".into());
+        self.fail(Invariant::ToGuest, "Drain without a shutdown frame".into());
     }
 
     /// No shutdown frame of this event is still waiting for its `Drain`.
     pub(super) fn after_event_to_guest(&mut self) {
         if self.drain_due {
             self.fail(
-                "inv_to_guest",
+                Invariant::ToGuest,
                 "shutdown frame without Drain after it".into(),
             );
         }
@@ -98,11 +98,11 @@ impl Checker {
     pub(super) fn after_client_to_guest(&self, c: ClientId, m: &Model, issues: &mut Issues) {
         match m.state {
             State::Pending if m.bad => issues.push((
-                "inv_to_guest",
+                Invariant::ToGuest,
                 format!("{c} sent bytes before its handshake and was not closed"),
             )),
             State::Live if m.bad => issues.push((
-                "inv_to_guest",
+                Invariant::ToGuest,
                 format!("{c} sent an invalid frame and was not closed"),
             )),
             State::Pending | State::Live | State::Gone => {}

@@ -7,7 +7,7 @@
 
 use agent_relay::core::{Action, Config, Event, HandshakeForm, Millis};
 
-use super::check::Violation;
+use super::check::{Invariant, Violation};
 use super::driver::{Driver, Recorded, TraceMode};
 use super::rng::Rng;
 
@@ -136,7 +136,7 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                 checks: 0,
                 faults: FaultCounts::default(),
                 violation: Some(Violation {
-                    invariant: "no_panic",
+                    invariant: Invariant::NoPanic,
                     detail: format!("panicked: {msg}"),
                     event: 0,
                 }),
@@ -305,7 +305,7 @@ impl World {
                     self.d.relay.held_bytes(),
                     self.d.checker.owed()
                 );
-                self.d.checker_fail("live_quiescence", why);
+                self.d.checker_fail(Invariant::Quiescence, why);
                 return;
             }
             self.now += 1;
@@ -345,7 +345,7 @@ impl World {
 
 impl Driver {
     /// Records a world-level failure (the world did not settle).
-    pub fn checker_fail(&mut self, invariant: &'static str, detail: String) {
+    pub fn checker_fail(&mut self, invariant: Invariant, detail: String) {
         self.checker.fail_external(invariant, detail);
     }
 }

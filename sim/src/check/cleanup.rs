@@ -24,6 +24,8 @@ impl Checker {
             }
         }
         m.kills.remove(&id);
+        let lane = m.kill_lane;
+        self.lane_served(c, lane);
         self.touch(c);
     }
 

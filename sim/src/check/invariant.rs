@@ -33,6 +33,9 @@ pub enum Invariant {
     Isolation,
     /// `inv_boundedness`: buffered bytes stay within the budgets.
     Boundedness,
+    /// `inv_fairness`: toward the guest, control frames go first, then one
+    /// queued frame per client in turn.
+    Fairness,
     /// `live_sessions_end`: every started session reached its terminal frame.
     SessionsEnd,
     /// `live_to_guest_end`: every frame a well-behaved client sent reached the guest.
@@ -49,13 +52,14 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every invariant, safety first.
-    pub const ALL: [Invariant; 12] = [
+    pub const ALL: [Invariant; 13] = [
         Invariant::Routing,
         Invariant::Completeness,
         Invariant::ToGuest,
         Invariant::Cleanup,
         Invariant::Isolation,
         Invariant::Boundedness,
+        Invariant::Fairness,
         Invariant::SessionsEnd,
         Invariant::ToGuestEnd,
         Invariant::CleanupEnd,
@@ -73,6 +77,7 @@ impl Invariant {
             Invariant::Cleanup => "inv_cleanup",
             Invariant::Isolation => "inv_isolation",
             Invariant::Boundedness => "inv_boundedness",
+            Invariant::Fairness => "inv_fairness",
             Invariant::SessionsEnd => "live_sessions_end",
             Invariant::ToGuestEnd => "live_to_guest_end",
             Invariant::CleanupEnd => "live_cleanup_end",
@@ -95,7 +100,8 @@ impl Invariant {
             | Invariant::ToGuest
             | Invariant::Cleanup
             | Invariant::Isolation
-            | Invariant::Boundedness => Class::Safety,
+            | Invariant::Boundedness
+            | Invariant::Fairness => Class::Safety,
             Invariant::SessionsEnd
             | Invariant::ToGuestEnd
             | Invariant::CleanupEnd

@@ -12,12 +12,13 @@
 //! and classes of what can break are in `invariant.rs` ([`Invariant`]), the
 //! model lives in `model.rs`, and each invariant in a file of its own name:
 //! `routing`, `completeness`, `to_guest`, `cleanup`, `isolation`,
-//! `boundedness`, and at the end `liveness` (`live_sessions_end`,
+//! `boundedness`, `fairness`, and at the end `liveness` (`live_sessions_end`,
 //! `live_to_guest_end`, `live_cleanup_end`).
 
 mod boundedness;
 mod cleanup;
 mod completeness;
+mod fairness;
 mod invariant;
 mod isolation;
 mod liveness;
@@ -93,6 +94,12 @@ pub struct Checker {
     bytes_in: bool,
     sum_queued: usize,
     touched: Vec<ClientId>,
+    /// Turn-lane frames handed to the guest so far (`inv_fairness`).
+    turn_seq: u64,
+    /// Express-lane frames queued, of clients not closed for a violation.
+    express_queued: usize,
+    /// Clients with turn-lane frames queued, not closed for a violation.
+    waiting: Vec<ClientId>,
     checks: u64,
     violation: Option<Violation>,
 }
@@ -133,6 +140,9 @@ impl Checker {
             bytes_in: false,
             sum_queued: 0,
             touched: Vec::new(),
+            turn_seq: 0,
+            express_queued: 0,
+            waiting: Vec::new(),
             checks: 0,
             violation: None,
         }

@@ -16,6 +16,7 @@ use agent_relay::wire::{
 };
 use bytes::Bytes;
 
+use super::fairness::Lane;
 use super::{Checker, Invariant};
 
 /// Where a client connection is in its life.
@@ -36,6 +37,8 @@ pub(super) struct Out {
     pub(super) frame: Bytes,
     pub(super) control: bool,
     pub(super) shutdown: bool,
+    /// The relay's queue it waits in (`inv_fairness`).
+    pub(super) lane: Lane,
 }
 
 /// The model of one client connection, from the relay's side.
@@ -71,6 +74,16 @@ pub(super) struct Model {
     pub(super) paused: bool,
     /// Its sessions are given up at this time (departed clients).
     pub(super) expire_at: Option<Millis>,
+    /// Its frames (and kills) queued in the express lane.
+    pub(super) express: usize,
+    /// Its frames (and kills) queued in the turn lane.
+    pub(super) turns: usize,
+    /// The turn after which its current wait in the turn lane began.
+    pub(super) since: u64,
+    /// The last turn it got (0: none yet).
+    pub(super) last_turn: u64,
+    /// The lane its kills wait in.
+    pub(super) kill_lane: Lane,
 }
 
 impl Model {
@@ -93,6 +106,11 @@ impl Model {
             over_since: None,
             paused: false,
             expire_at: None,
+            express: 0,
+            turns: 0,
+            since: 0,
+            last_turn: 0,
+            kill_lane: Lane::Express,
         }
     }
 
@@ -327,16 +345,20 @@ impl Checker {
             m.awaiting.insert(id);
             self.owners.insert(id, c);
         }
+        let control = matches!(
+            t,
+            MsgType::ExecSignal | MsgType::ExecResize | MsgType::Shutdown
+        );
+        let lane = Lane::of(m, id, control);
         m.out_bytes += frame.len();
         m.out.push_back(Out {
             id,
             frame: frame.into_bytes(),
-            control: matches!(
-                t,
-                MsgType::ExecSignal | MsgType::ExecResize | MsgType::Shutdown
-            ),
+            control,
             shutdown: t == MsgType::Shutdown,
+            lane,
         });
+        self.lane_joined(c, lane, 1);
         true
     }
 
@@ -367,6 +389,7 @@ impl Checker {
         if !m.sessions.is_empty() {
             m.expire_at = Some(now + quarantine);
         }
+        self.kills_joined(c);
         self.touch(c);
     }
 }

@@ -62,6 +62,7 @@ impl Checker {
         let o = m.out.remove(pos).expect("found");
         m.out_bytes -= o.frame.len();
         self.drain_due = o.shutdown;
+        self.lane_served(c, o.lane);
         self.touch(c);
     }
 

@@ -67,6 +67,17 @@ fn sim_seed_0x85_guest_resync_rejudges_short_candidate() {
     assert_passes(name, &load(name));
 }
 
+/// Round robin toward the guest: shrunk against a scheduler that restarts its
+/// scan at slot 0 after every pick (`self.rr = 0` in `Relay::pump_guest`),
+/// which fails it with `inv_fairness` at event #32; the real core passes.
+#[test]
+fn sim_seed_0x18_round_robin_reaches_the_waiting_client() {
+    let name = "seed_0000000000000018.case";
+    let case = load(name);
+    assert_eq!(case.invariant.name(), "inv_fairness");
+    assert_passes(name, &case);
+}
+
 #[test]
 fn sim_determinism_same_seed_same_trace_hash() {
     for seed in [1u64, 0x85, 0xdead_beef] {

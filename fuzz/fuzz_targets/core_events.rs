@@ -1,7 +1,7 @@
 //! Arbitrary event sequences into the core, through the simulator's driver:
 //! the core never panics and the simulator's safety invariants
 //! (`inv_routing`, `inv_completeness`, `inv_to_guest`, `inv_cleanup`,
-//! `inv_isolation`, `inv_boundedness`) hold after every event. Frames are
+//! `inv_isolation`, `inv_boundedness`, `inv_fairness`) hold after every event. Frames are
 //! built from small structured choices so the fuzzer reaches deep states;
 //! raw byte ops cover everything else. The driver keeps the core's contract:
 //! unique client ids, no bytes from a paused client, bounded reads.

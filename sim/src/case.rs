@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use agent_relay::core::{Config, HandshakeForm};
 
-use super::check::Violation;
+use super::check::{Invariant, Violation};
 use super::driver::{Driver, OwnedEvent, Recorded, TraceMode};
 
 /// A failing (or once-failing) event list and what it broke.
@@ -15,7 +15,7 @@ pub struct Case {
     /// The seed it came from.
     pub seed: u64,
     /// The invariant it broke when recorded.
-    pub invariant: String,
+    pub invariant: Invariant,
     /// The relay configuration.
     pub config: Config,
     /// The driver's read size the checker assumes.
@@ -173,12 +173,13 @@ impl Case {
     pub fn from_text(text: &str) -> Result<Case, String> {
         let mut case = Case {
             seed: 0,
-            invariant: String::new(),
+            invariant: Invariant::NoPanic,
             config: Config::default(),
             read_max: super::world::READ_MAX,
             finish: false,
             events: Vec::new(),
         };
+        let mut invariant = None;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -186,64 +187,117 @@ impl Case {
             }
             let err = |e: &dyn std::fmt::Display| format!("line {}: {e}: {line}", n + 1);
             let words: Vec<&str> = line.split_whitespace().collect();
-            let num = |i: usize| -> Result<u64, String> {
-                let w = words.get(i).ok_or_else(|| err(&"missing field"))?;
-                let parsed = match w.strip_prefix("0x") {
-                    Some(h) => u64::from_str_radix(h, 16),
-                    None => w.parse(),
-                };
-                parsed.map_err(|e| err(&e))
-            };
+            let num = |i: usize| parse_num(words.get(i).copied()).map_err(|e| err(&e));
             match words[0] {
                 "seed" => case.seed = num(1)?,
-                "invariant" => case.invariant = words.get(1).unwrap_or(&"").to_string(),
+                "invariant" => {
+                    let name = words.get(1).copied().unwrap_or_default();
+                    let found =
+                        Invariant::from_name(name).ok_or_else(|| err(&"unknown invariant"))?;
+                    invariant = Some(found);
+                }
                 "read_max" => case.read_max = num(1)? as usize,
                 "finish" => case.finish = num(1)? != 0,
                 "config" => {
                     for kv in &words[1..] {
-                        let (k, v) = kv.split_once('=').ok_or_else(|| err(&"bad key=value"))?;
-                        let c = &mut case.config;
-                        let int = || v.parse::<u64>().map_err(|e| err(&e));
-                        match k {
-                            "max_clients" => c.max_clients = int()? as u32,
-                            "handshake" => {
-                                c.handshake = if v == "bounds" {
-                                    HandshakeForm::Bounds
-                                } else {
-                                    HandshakeForm::Offset
-                                }
-                            }
-                            "soft" => c.client_soft_budget = int()? as usize,
-                            "hard" => c.client_hard_cap = int()? as usize,
-                            "global" => c.global_cap = int()? as usize,
-                            "grace" => c.grace = int()?,
-                            "to_guest" => c.client_to_guest_cap = int()? as usize,
-                            "window" => c.guest_window = int()? as usize,
-                            "quarantine" => c.quarantine = int()?,
-                            "exec_log" => c.exec_log = int()? != 0,
-                            _ => return Err(err(&"unknown config key")),
-                        }
+                        set_config(&mut case.config, kv).map_err(|e| err(&e))?;
                     }
                 }
                 _ => {
                     let now = num(0)?;
-                    let kind = words.get(1).ok_or_else(|| err(&"missing event"))?;
-                    let bytes = |i: usize| unhex(words.get(i).unwrap_or(&"")).map_err(|e| err(&e));
-                    let event = match *kind {
-                        "guest" => OwnedEvent::GuestBytes(bytes(2)?),
-                        "guest_written" => OwnedEvent::GuestWritten(num(2)? as usize),
-                        "guest_closed" => OwnedEvent::GuestClosed,
-                        "connect" => OwnedEvent::Connected(num(2)?),
-                        "client" => OwnedEvent::ClientBytes(num(2)?, bytes(3)?),
-                        "client_written" => OwnedEvent::ClientWritten(num(2)?, num(3)? as usize),
-                        "disconnect" => OwnedEvent::Disconnected(num(2)?),
-                        "tick" => OwnedEvent::Tick,
-                        _ => return Err(err(&"unknown event")),
-                    };
+                    let event = parse_event(&words[1..]).map_err(|e| err(&e))?;
                     case.events.push(Recorded { now, event });
                 }
             }
         }
+        case.invariant = invariant.ok_or("no `invariant` line")?;
         Ok(case)
+    }
+}
+
+/// A decimal or `0x` hexadecimal number.
+fn parse_num(word: Option<&str>) -> Result<u64, String> {
+    let w = word.ok_or("missing field")?;
+    let parsed = match w.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => w.parse(),
+    };
+    parsed.map_err(|e| e.to_string())
+}
+
+/// Applies one `key=value` of a `config` line.
+fn set_config(c: &mut Config, kv: &str) -> Result<(), String> {
+    let (k, v) = kv.split_once('=').ok_or("bad key=value")?;
+    let int = || v.parse::<u64>().map_err(|e| e.to_string());
+    match k {
+        "max_clients" => c.max_clients = int()? as u32,
+        "handshake" => {
+            c.handshake = if v == "bounds" {
+                HandshakeForm::Bounds
+            } else {
+                HandshakeForm::Offset
+            }
+        }
+        "soft" => c.client_soft_budget = int()? as usize,
+        "hard" => c.client_hard_cap = int()? as usize,
+        "global" => c.global_cap = int()? as usize,
+        "grace" => c.grace = int()?,
+        "to_guest" => c.client_to_guest_cap = int()? as usize,
+        "window" => c.guest_window = int()? as usize,
+        "quarantine" => c.quarantine = int()?,
+        "exec_log" => c.exec_log = int()? != 0,
+        _ => return Err("unknown config key".into()),
+    }
+    Ok(())
+}
+
+/// One event line after its time: `guest 0a0b..`, `client 3 0a0b..`, `tick`, ...
+fn parse_event(words: &[&str]) -> Result<OwnedEvent, String> {
+    let kind = words.first().ok_or("missing event")?;
+    let num = |i: usize| parse_num(words.get(i).copied());
+    let bytes = |i: usize| unhex(words.get(i).unwrap_or(&""));
+    Ok(match *kind {
+        "guest" => OwnedEvent::GuestBytes(bytes(1)?),
+        "guest_written" => OwnedEvent::GuestWritten(num(1)? as usize),
+        "guest_closed" => OwnedEvent::GuestClosed,
+        "connect" => OwnedEvent::Connected(num(1)?),
+        "client" => OwnedEvent::ClientBytes(num(1)?, bytes(2)?),
+        "client_written" => OwnedEvent::ClientWritten(num(1)?, num(2)? as usize),
+        "disconnect" => OwnedEvent::Disconnected(num(1)?),
+        "tick" => OwnedEvent::Tick,
+        _ => return Err("unknown event".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_text_round_trips_and_names_its_invariant() {
+        let case = Case {
+            seed: 0x85,
+            invariant: Invariant::SessionsEnd,
+            config: Config::default(),
+            read_max: 4096,
+            finish: true,
+            events: vec![
+                Recorded {
+                    now: 3,
+                    event: OwnedEvent::ClientBytes(7, vec![0, 1, 0xff]),
+                },
+                Recorded {
+                    now: 9,
+                    event: OwnedEvent::Tick,
+                },
+            ],
+        };
+        let text = case.to_text();
+        assert!(text.contains("\ninvariant live_sessions_end\n"), "{text}");
+        assert_eq!(Case::from_text(&text), Ok(case));
+        let unknown = text.replace("live_sessions_end", "live_nonsense");
+        assert!(Case::from_text(&unknown).is_err());
+        let missing = text.replace("invariant live_sessions_end\n", "");
+        assert!(Case::from_text(&missing).is_err());
     }
 }

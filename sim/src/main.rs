@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use agent_relay_sim::case::{Case, replay, shrink};
+use agent_relay_sim::check::Class;
 use agent_relay_sim::driver::{Digest, TraceMode};
-use agent_relay_sim::world::{FAULTS, Outcome, READ_MAX, RunOpts, run};
+use agent_relay_sim::world::{Fault, FaultCounts, Outcome, READ_MAX, RunOpts, run};
 
 struct Args {
     seeds: Option<u64>,
@@ -156,12 +157,11 @@ fn one_seed(seed: u64, trace: bool) -> ExitCode {
     }
 }
 
-fn fault_list(f: &[u64]) -> String {
-    let on: Vec<String> = FAULTS
+fn fault_list(f: &FaultCounts) -> String {
+    let on: Vec<String> = f
         .iter()
-        .zip(f)
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k}={n}"))
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{}={n}", k.name()))
         .collect();
     if on.is_empty() {
         "none".into()
@@ -188,10 +188,10 @@ fn shrink_seed(seed: u64, out: &str) -> ExitCode {
     );
     let case = Case {
         seed,
-        invariant: v.invariant.to_owned(),
+        invariant: v.invariant,
         config: o.config.clone(),
         read_max: READ_MAX,
-        finish: v.invariant.starts_with("live_"),
+        finish: v.invariant.class() == Class::Liveness,
         events: o.recorded.clone(),
     };
     // The world reports a stuck run as live_quiescence; replayed, the same
@@ -206,7 +206,7 @@ fn shrink_seed(seed: u64, out: &str) -> ExitCode {
     )
     .0
     {
-        Some(v) => case.invariant = v.invariant.to_owned(),
+        Some(v) => case.invariant = v.invariant,
         None => {
             eprintln!("the recorded events do not fail when replayed; cannot shrink");
             return ExitCode::FAILURE;
@@ -280,8 +280,9 @@ struct Totals {
     seeds: u64,
     events: u64,
     checks: u64,
-    faults: [u64; FAULTS.len()],
-    seeds_with: [u64; FAULTS.len()],
+    faults: FaultCounts,
+    /// Seeds that injected each fault at least once.
+    seeds_with: FaultCounts,
     failures: Vec<Outcome>,
     /// Each seed's digest, by its index in the campaign.
     digests: Vec<u64>,
@@ -309,9 +310,9 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
                     t.digests[k as usize] = o.digest;
                     t.events += o.events;
                     t.checks += o.checks;
-                    for (i, n) in o.faults.iter().enumerate() {
-                        t.faults[i] += n;
-                        t.seeds_with[i] += u64::from(*n > 0);
+                    for (f, n) in o.faults.iter() {
+                        t.faults.add(f, n);
+                        t.seeds_with.add(f, u64::from(n > 0));
                     }
                     let done = t.seeds;
                     if o.violation.is_some() {
@@ -340,10 +341,12 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
         "  faults injected        {:>14}   seeds with it on",
         "count"
     );
-    for (i, name) in FAULTS.iter().enumerate() {
+    for f in Fault::ALL {
         println!(
             "    {:<20} {:>14}   {:>8}",
-            name, t.faults[i], t.seeds_with[i]
+            f.name(),
+            t.faults.get(f),
+            t.seeds_with.get(f)
         );
     }
     println!("  {:<22} {:>14}", "violations", t.failures.len());

@@ -65,6 +65,26 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 
+    /// One item of `table`, each with probability `weight / total`, from a
+    /// single `below(total)` mapped onto consecutive ranges in table order:
+    /// a table whose weights sum to 100 draws exactly as `below(100)` and a
+    /// `match` over `0..=w0-1, w0..=w0+w1-1, ...` would.
+    ///
+    /// # Panics
+    /// If every weight is 0.
+    pub fn weighted<T: Copy>(&mut self, table: &[(T, u64)]) -> T {
+        let total: u64 = table.iter().map(|&(_, w)| w).sum();
+        assert!(total > 0, "a weighted table needs a positive weight");
+        let mut x = self.below(total);
+        for &(item, w) in table {
+            if x < w {
+                return item;
+            }
+            x -= w;
+        }
+        unreachable!("below(total) is under the sum of the weights")
+    }
+
     /// Fills `buf` with random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
@@ -106,6 +126,20 @@ mod tests {
             let x = r.range(3, 5);
             assert!((3..=5).contains(&x));
             assert!(r.size(100) <= 100);
+        }
+    }
+
+    #[test]
+    fn rng_weighted_maps_one_draw_onto_ranges() {
+        let table = [('a', 15), ('b', 0), ('c', 80), ('d', 5)];
+        let (mut r, mut plain) = (Rng::new(3), Rng::new(3));
+        for _ in 0..10_000 {
+            let want = match plain.below(100) {
+                0..=14 => 'a',
+                15..=94 => 'c',
+                _ => 'd',
+            };
+            assert_eq!(r.weighted(&table), want);
         }
     }
 }

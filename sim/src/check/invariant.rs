@@ -1,0 +1,138 @@
+//! The names of what a run can break: every [`Invariant`] the checker (or
+//! the world around it) reports, its [`Class`], and its name as reports and
+//! regression cases spell it (`inv_routing`, `live_sessions_end`, ...). The
+//! names are a file format: `tests/regressions/*.case` store them.
+
+/// What kind of property an invariant is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Class {
+    /// Nothing wrong ever happens: checked after every core event.
+    Safety,
+    /// With faults healed, the work finishes: checked once at the end.
+    Liveness,
+    /// The run itself broke: a panic, or a driver that broke the core's
+    /// contract (the core is not to blame for what follows).
+    Harness,
+}
+
+/// A property the simulator checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Invariant {
+    /// `inv_routing`: clients receive only the guest's frames for sessions
+    /// they opened, in guest order; the guest stream's corruption is
+    /// reported and resynchronised on.
+    Routing,
+    /// `inv_completeness`: every frame for a live client's session is delivered.
+    Completeness,
+    /// `inv_to_guest`: every frame a client sent arrives exactly once, in order.
+    ToGuest,
+    /// `inv_cleanup`: one SIGKILL per exec session open when its client
+    /// left, behind that client's frames.
+    Cleanup,
+    /// `inv_isolation`: no client sees another's frames or affects its sessions.
+    Isolation,
+    /// `inv_boundedness`: buffered bytes stay within the budgets.
+    Boundedness,
+    /// `inv_fairness`: toward the guest, control frames go first, then one
+    /// queued frame per client in turn.
+    Fairness,
+    /// `live_sessions_end`: every started session reached its terminal frame.
+    SessionsEnd,
+    /// `live_to_guest_end`: every frame a well-behaved client sent reached the guest.
+    ToGuestEnd,
+    /// `live_cleanup_end`: every owed SIGKILL went out.
+    CleanupEnd,
+    /// `live_quiescence`: the world settled after the faults healed.
+    Quiescence,
+    /// `no_panic`: nothing panicked (core or world).
+    NoPanic,
+    /// `driver_contract`: the driver fed events the core's contract allows.
+    DriverContract,
+}
+
+impl Invariant {
+    /// Every invariant, safety first.
+    pub const ALL: [Invariant; 13] = [
+        Invariant::Routing,
+        Invariant::Completeness,
+        Invariant::ToGuest,
+        Invariant::Cleanup,
+        Invariant::Isolation,
+        Invariant::Boundedness,
+        Invariant::Fairness,
+        Invariant::SessionsEnd,
+        Invariant::ToGuestEnd,
+        Invariant::CleanupEnd,
+        Invariant::Quiescence,
+        Invariant::NoPanic,
+        Invariant::DriverContract,
+    ];
+
+    /// Its name in reports and regression cases.
+    pub fn name(self) -> &'static str {
+        match self {
+            Invariant::Routing => "inv_routing",
+            Invariant::Completeness => "inv_completeness",
+            Invariant::ToGuest => "inv_to_guest",
+            Invariant::Cleanup => "inv_cleanup",
+            Invariant::Isolation => "inv_isolation",
+            Invariant::Boundedness => "inv_boundedness",
+            Invariant::Fairness => "inv_fairness",
+            Invariant::SessionsEnd => "live_sessions_end",
+            Invariant::ToGuestEnd => "live_to_guest_end",
+            Invariant::CleanupEnd => "live_cleanup_end",
+            Invariant::Quiescence => "live_quiescence",
+            Invariant::NoPanic => "no_panic",
+            Invariant::DriverContract => "driver_contract",
+        }
+    }
+
+    /// The invariant called `name`.
+    pub fn from_name(name: &str) -> Option<Invariant> {
+        Invariant::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// Its class.
+    pub fn class(self) -> Class {
+        match self {
+            Invariant::Routing
+            | Invariant::Completeness
+            | Invariant::ToGuest
+            | Invariant::Cleanup
+            | Invariant::Isolation
+            | Invariant::Boundedness
+            | Invariant::Fairness => Class::Safety,
+            Invariant::SessionsEnd
+            | Invariant::ToGuestEnd
+            | Invariant::CleanupEnd
+            | Invariant::Quiescence => Class::Liveness,
+            Invariant::NoPanic | Invariant::DriverContract => Class::Harness,
+        }
+    }
+}
+
+impl std::fmt::Display for Invariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invariant_names_round_trip_and_classes_follow_prefixes() {
+        for (i, inv) in Invariant::ALL.into_iter().enumerate() {
+            assert_eq!(inv as usize, i, "{inv:?} out of declaration order in ALL");
+            assert_eq!(Invariant::from_name(inv.name()), Some(inv));
+            let prefix = match inv.class() {
+                Class::Safety => "inv_",
+                Class::Liveness => "live_",
+                Class::Harness => "",
+            };
+            assert!(inv.name().starts_with(prefix), "{inv}");
+        }
+        assert_eq!(Invariant::from_name("inv_nonsense"), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! `inv_isolation`: no client sees another client's frames or affects its
+//! sessions. A client gets a handshake (its own slot's range, then the
+//! cached ready frame) or a refusal, never a slot another client still
+//! holds; it is refused only when the relay is really full or the guest
+//! gone; it is closed only for something it did (a violation it committed,
+//! its own budgets, the guest leaving); it is paused only while live; and no
+//! exec.log record appears with the tap off.
+
+use std::collections::BTreeSet;
+
+use agent_relay::core::{
+    Action, ClientId, CloseReason, HandshakeForm, IdRange, RefuseReason, Relay, SlowLimit,
+};
+use bytes::Bytes;
+
+use super::model::{Model, State};
+use super::{Checker, Invariant, Issues};
+
+impl Checker {
+    pub(super) fn on_handshake(&mut self, c: ClientId, bytes: &Bytes) {
+        self.advance(|k| k.ready.is_some());
+        let Some(range) = self.handshake_range(c, bytes) else {
+            return;
+        };
+        let slot = (range.start / self.step) as usize;
+        for &other in &self.by_slot[slot] {
+            let o = &self.clients[&other];
+            if other != c && o.range == Some(range) && o.holds_slot() {
+                let why = format!(
+                    "{c} got slot {slot} while {other} still holds it ({:?}, {} sessions, {} frames and {} kills toward the guest)",
+                    o.state,
+                    o.sessions.len(),
+                    o.out.len(),
+                    o.kills.len()
+                );
+                return self.fail(Invariant::Isolation, why);
+            }
+        }
+        let clients = &self.clients;
+        self.by_slot[slot].retain(|o| clients[o].holds_slot());
+        self.by_slot[slot].push(c);
+        let m = self.clients.get_mut(&c).expect("checked");
+        m.state = State::Live;
+        m.connecting = false;
+        m.hs_due = false;
+        m.range = Some(range);
+        self.add_queued(c, bytes.len());
+    }
+
+    /// The range a handshake to `c` gives, if the handshake is due and well
+    /// formed: a slot's range, then the cached ready frame.
+    fn handshake_range(&mut self, c: ClientId, bytes: &Bytes) -> Option<IdRange> {
+        let (step, max) = (self.step, self.cfg.max_clients);
+        let prefix = match self.cfg.handshake {
+            HandshakeForm::Offset => 4,
+            HandshakeForm::Bounds => 8,
+        };
+        let Some(ready) = self.ready.clone() else {
+            let why = format!("handshake to {c} before core.ready");
+            self.fail(Invariant::Isolation, why);
+            return None;
+        };
+        match self.clients.get(&c) {
+            Some(m) if m.state == State::Pending && (m.connecting || m.hs_due) => {}
+            _ => {
+                self.fail(Invariant::Isolation, format!("unexpected handshake to {c}"));
+                return None;
+            }
+        }
+        if bytes.len() != prefix + ready.len() || bytes[prefix..] != ready[..] {
+            let why = format!("handshake to {c} is not its range then the cached ready frame");
+            self.fail(Invariant::Isolation, why);
+            return None;
+        }
+        let start = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let end = if prefix == 8 {
+            u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]])
+        } else {
+            start.wrapping_add(step)
+        };
+        let slot = start / step;
+        if !start.is_multiple_of(step) || slot >= max || end != start + step {
+            let why = format!("handshake to {c} gives range {start}..{end}, not a slot's");
+            self.fail(Invariant::Isolation, why);
+            return None;
+        }
+        Some(IdRange { start, end })
+    }
+
+    pub(super) fn on_refuse(&mut self, c: ClientId, reason: &RefuseReason) {
+        match self.clients.get(&c) {
+            Some(m) if m.connecting => {}
+            _ => {
+                return self.fail(
+                    Invariant::Isolation,
+                    format!("refused {c} which was not connecting"),
+                );
+            }
+        }
+        match reason {
+            RefuseReason::GuestGone if !self.guest_gone => {
+                self.fail(
+                    Invariant::Isolation,
+                    format!("refused {c}: guest gone, but it is not"),
+                );
+            }
+            RefuseReason::GuestGone => {}
+            RefuseReason::Full { .. } => self.check_full(c),
+        }
+        self.clients.remove(&c);
+    }
+
+    /// Refusing `c` as full is right only if every slot is held.
+    fn check_full(&mut self, c: ClientId) {
+        let mut slots = BTreeSet::new();
+        let mut pending = 0;
+        for (&o, m) in &self.clients {
+            if o == c {
+                continue;
+            }
+            match (m.state, m.range) {
+                (State::Pending, _) => pending += 1,
+                (_, Some(r)) if m.holds_slot() => {
+                    slots.insert(r.start);
+                }
+                _ => {}
+            }
+        }
+        let held = slots.len() + pending;
+        if held < self.cfg.max_clients as usize {
+            let why = format!(
+                "refused {c} as full while only {held} of {} slots are held",
+                self.cfg.max_clients
+            );
+            self.fail(Invariant::Isolation, why);
+        }
+    }
+
+    pub(super) fn on_close(&mut self, c: ClientId, reason: &CloseReason) {
+        let Some(m) = self.clients.get(&c) else {
+            return self.fail(Invariant::Isolation, format!("closed unknown {c}"));
+        };
+        if m.state == State::Gone {
+            return self.fail(Invariant::Isolation, format!("closed {c} twice"));
+        }
+        let mut violated = false;
+        match reason {
+            CloseReason::Violation(why) => {
+                if !m.bad {
+                    let why = format!("{c} closed for a violation it did not commit: {why}");
+                    return self.fail(Invariant::Isolation, why);
+                }
+                violated = true;
+            }
+            CloseReason::GuestGone => {
+                if !self.guest_gone {
+                    return self.fail(
+                        Invariant::Isolation,
+                        format!("{c} closed: guest gone, but it is not"),
+                    );
+                }
+            }
+            CloseReason::SlowConsumer { queued, limit } => {
+                if !self.slow_close_justified(c, *queued, *limit) {
+                    return;
+                }
+            }
+        }
+        self.depart(c, violated);
+    }
+
+    /// Closing `c` as a slow consumer at `limit` is what its budgets say.
+    fn slow_close_justified(&mut self, c: ClientId, queued: usize, limit: SlowLimit) -> bool {
+        self.advance(Checker::routed_waiting);
+        if !self.slow_close_queued_matches(c, queued) {
+            return false;
+        }
+        let m = &self.clients[&c];
+        let next = match m.to_client.front() {
+            Some(f) => f.len(),
+            None if m.state == State::Pending => self.ready.as_ref().map_or(0, |r| r.len() + 8),
+            None => 0,
+        };
+        let fair = match limit {
+            SlowLimit::HardCap => m.queued + next > self.cfg.client_hard_cap,
+            SlowLimit::Grace => m
+                .over_since
+                .is_some_and(|t| self.tick && t + self.cfg.grace <= self.now),
+            SlowLimit::GlobalCap => self
+                .clients
+                .values()
+                .filter(|o| o.state != State::Gone)
+                .all(|o| o.queued <= m.queued),
+        };
+        if !fair {
+            let why = format!(
+                "{c} closed as slow ({limit:?}) with {queued} bytes queued, next frame {next} bytes, unjustified"
+            );
+            self.fail(Invariant::Isolation, why);
+        }
+        fair
+    }
+
+    pub(super) fn on_pause(&mut self, c: ClientId, pause: bool, action: &Action) {
+        match self.clients.get_mut(&c) {
+            Some(m) if m.state == State::Live => m.paused = pause,
+            _ => self.fail(
+                Invariant::Isolation,
+                format!("{action:?} for a client not live"),
+            ),
+        }
+    }
+
+    pub(super) fn on_log(&mut self) {
+        if !self.cfg.exec_log {
+            self.fail(
+                Invariant::Isolation,
+                "exec.log record with the tap off".into(),
+            );
+        }
+    }
+
+    /// A departed client lost its slot; a waiting one got an answer.
+    pub(super) fn after_client_isolation(
+        &self,
+        c: ClientId,
+        m: &Model,
+        connecting: bool,
+        relay: &Relay,
+        issues: &mut Issues,
+    ) {
+        match m.state {
+            State::Gone if relay.client_range(c).is_some() => {
+                issues.push((
+                    Invariant::Isolation,
+                    format!("{c} left but still has a slot"),
+                ));
+            }
+            State::Pending if !m.bad && (m.hs_due || (connecting && self.ready.is_some())) => {
+                issues.push((
+                    Invariant::Isolation,
+                    format!("{c} got neither a handshake nor a refusal"),
+                ));
+            }
+            State::Gone | State::Pending | State::Live => {}
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Invariant checkers: a reference model of what the relay must do, built
+//! only from the events fed to the core and the actions it emits. It never
+//! looks at an actor, so the same checker runs in the simulator, when a
+//! recorded event list is replayed or shrunk, and in the `core_events` fuzz
+//! target.
+//!
+//! Use: [`Checker::before`] with each event, [`Checker::on_action`] with each
+//! action the core emits for it, [`Checker::after`] once they are drained,
+//! and [`Checker::finish`] when the run ended with faults healed.
+//!
+//! This file owns the [`Checker`] and the order of the checks; the names
+//! and classes of what can break are in `invariant.rs` ([`Invariant`]), the
+//! model lives in `model.rs`, and each invariant in a file of its own name:
+//! `routing`, `completeness`, `to_guest`, `cleanup`, `isolation`,
+//! `boundedness`, `fairness`, and at the end `liveness` (`live_sessions_end`,
+//! `live_to_guest_end`, `live_cleanup_end`).
+
+mod boundedness;
+mod cleanup;
+mod completeness;
+mod fairness;
+mod invariant;
+mod isolation;
+mod liveness;
+mod model;
+mod routing;
+mod to_guest;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use agent_relay::core::{Action, ClientId, Config, Event, Millis, Relay};
+use agent_relay::wire::{FrameDecoder, LEN_PREFIX, MsgType};
+use bytes::Bytes;
+
+pub use invariant::{Class, Invariant};
+use model::{Model, SPEC_MAX_FRAME_LEN, State};
+
+/// A broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant broken.
+    pub invariant: Invariant,
+    /// What went wrong, in words.
+    pub detail: String,
+    /// The 1-based index of the core event after which it was seen.
+    pub event: u64,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} broken at event #{}: {}",
+            self.invariant, self.event, self.detail
+        )
+    }
+}
+
+/// Problems found for one client after an event, reported in order.
+type Issues = Vec<(Invariant, String)>;
+
+/// The reference model and its checks. See the module docs.
+#[derive(Debug)]
+pub struct Checker {
+    cfg: Config,
+    step: u32,
+    now: Millis,
+    events: u64,
+    /// Largest bytes one `ClientBytes` event may carry (the driver's read size).
+    read_max: usize,
+    held_bound: usize,
+    ready: Option<Bytes>,
+    ready_due: bool,
+    guest: FrameDecoder,
+    /// Guest frames of this event not yet applied to the model: applied as
+    /// the actions show how far the core got (a close mid-chunk sees the
+    /// sessions as they were at that frame).
+    gq: VecDeque<(MsgType, u32, u8, Bytes)>,
+    /// The guest stream was corrupt and no valid frame followed yet.
+    resyncing: bool,
+    guest_gone: bool,
+    clients: BTreeMap<ClientId, Model>,
+    /// Open session id -> owner. Looked up, never iterated.
+    owners: HashMap<u32, ClientId>,
+    /// Per slot, the clients that held it and may still owe something.
+    by_slot: Vec<Vec<ClientId>>,
+    inflight: usize,
+    largest_to_guest: usize,
+    corrupt_due: u64,
+    corrupt_seen: u64,
+    drain_due: bool,
+    tick: bool,
+    /// The event brought bytes in (the core's held bytes may have grown).
+    bytes_in: bool,
+    sum_queued: usize,
+    touched: Vec<ClientId>,
+    /// Turn-lane frames handed to the guest so far (`inv_fairness`).
+    turn_seq: u64,
+    /// Express-lane frames queued, of clients not closed for a violation.
+    express_queued: usize,
+    /// Clients with turn-lane frames queued, not closed for a violation.
+    waiting: Vec<ClientId>,
+    checks: u64,
+    violation: Option<Violation>,
+}
+
+impl Checker {
+    /// A checker for a relay built with `cfg`, driven by a driver that hands
+    /// the core at most `read_max` client bytes per event.
+    pub fn new(cfg: Config, read_max: usize) -> Checker {
+        let frame_max = LEN_PREFIX + SPEC_MAX_FRAME_LEN as usize;
+        let clients = cfg.max_clients as usize;
+        // Guest decoder: at most one partial frame. Per slot: one partial
+        // client frame, plus frames toward the guest up to the pause bound,
+        // which one read (and the frame it completes) may overshoot.
+        let held_bound =
+            frame_max + clients * (frame_max + cfg.client_to_guest_cap + read_max + frame_max);
+        Checker {
+            step: cfg.step(),
+            by_slot: vec![Vec::new(); clients],
+            cfg,
+            now: 0,
+            events: 0,
+            read_max,
+            held_bound,
+            ready: None,
+            ready_due: false,
+            guest: FrameDecoder::new(),
+            gq: VecDeque::new(),
+            resyncing: false,
+            guest_gone: false,
+            clients: BTreeMap::new(),
+            owners: HashMap::new(),
+            inflight: 0,
+            largest_to_guest: 0,
+            corrupt_due: 0,
+            corrupt_seen: 0,
+            drain_due: false,
+            tick: false,
+            bytes_in: false,
+            sum_queued: 0,
+            touched: Vec::new(),
+            turn_seq: 0,
+            express_queued: 0,
+            waiting: Vec::new(),
+            checks: 0,
+            violation: None,
+        }
+    }
+
+    /// The first broken invariant, if any.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// Checks made so far.
+    pub fn checks(&self) -> u64 {
+        self.checks
+    }
+
+    /// Core events seen so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Bytes handed to `client` and not yet written (the model's count), for
+    /// drivers that must not report more written than was handed.
+    pub fn queued(&self, client: ClientId) -> usize {
+        self.clients.get(&client).map_or(0, |m| m.queued)
+    }
+
+    /// Whether `client` is paused (its bytes must not be fed).
+    pub fn paused(&self, client: ClientId) -> bool {
+        self.clients.get(&client).is_some_and(|m| m.paused)
+    }
+
+    /// Bytes handed to the guest and not yet reported written (the model's count).
+    pub fn guest_inflight(&self) -> usize {
+        self.inflight
+    }
+
+    /// Records a failure seen outside the model (e.g. the world did not settle).
+    pub fn fail_external(&mut self, invariant: Invariant, detail: String) {
+        self.fail(invariant, detail);
+    }
+
+    fn fail(&mut self, invariant: Invariant, detail: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation {
+                invariant,
+                detail,
+                event: self.events,
+            });
+        }
+    }
+
+    fn touch(&mut self, c: ClientId) {
+        if self.touched.last() != Some(&c) {
+            self.touched.push(c);
+        }
+    }
+
+    /// Feeds the event the core is about to handle at `now`.
+    pub fn before(&mut self, now: Millis, event: &Event<'_>) {
+        self.now = self.now.max(now);
+        self.events += 1;
+        self.touched.clear();
+        self.corrupt_due = 0;
+        self.corrupt_seen = 0;
+        self.ready_due = false;
+        self.tick = false;
+        self.bytes_in = matches!(event, Event::GuestBytes(_) | Event::ClientBytes(..));
+        match *event {
+            Event::GuestBytes(bytes) => self.guest_bytes(bytes),
+            Event::GuestWritten(n) => self.inflight -= n.min(self.inflight),
+            Event::GuestClosed => self.guest_closed(),
+            Event::ClientConnected(c) => self.connected(c),
+            Event::ClientBytes(c, bytes) => self.client_bytes(c, bytes),
+            Event::ClientWritten(c, n) => self.client_written(c, n),
+            Event::ClientDisconnected(c) => {
+                if self.clients.get(&c).is_some_and(|m| m.state != State::Gone) {
+                    self.depart(c, false);
+                }
+            }
+            Event::Tick => {
+                self.tick = true;
+                self.expire();
+            }
+        }
+    }
+
+    /// Feeds one action the core emitted for the current event.
+    pub fn on_action(&mut self, action: &Action) {
+        self.checks += 1;
+        if self.drain_due && self.drain_follows(action) {
+            return;
+        }
+        match action {
+            Action::Handshake { client, bytes } => self.on_handshake(*client, bytes),
+            Action::ToClient { client, frame } => self.on_to_client(*client, frame),
+            Action::ToGuest { frame } => self.on_to_guest(frame),
+            Action::Refuse { client, reason } => self.on_refuse(*client, reason),
+            Action::CloseClient { client, reason } => self.on_close(*client, reason),
+            Action::PauseClient(c) => self.on_pause(*c, true, action),
+            Action::ResumeClient(c) => self.on_pause(*c, false, action),
+            Action::Log(_) => self.on_log(),
+            Action::GuestCorrupt { .. } => self.corrupt_seen += 1,
+            Action::FlushExpired { client } => {
+                let gone = self
+                    .clients
+                    .get(client)
+                    .is_some_and(|m| m.state == State::Gone);
+                if !self.guest_gone || !gone {
+                    self.fail(
+                        Invariant::Isolation,
+                        format!(
+                            "{client}: flush expired, but it was not closed by the guest going away"
+                        ),
+                    );
+                }
+            }
+            Action::Ready => self.on_ready(),
+            Action::Drain => self.on_drain(),
+        }
+    }
+
+    /// Checks the state once the event's actions are drained.
+    pub fn after(&mut self, relay: &Relay) {
+        self.advance(|_| false);
+        if self.violation.is_some() {
+            return;
+        }
+        self.after_event_to_guest();
+        self.after_event_routing();
+        if self.violation.is_some() {
+            return;
+        }
+        let touched = std::mem::take(&mut self.touched);
+        let mut issues = Issues::new();
+        for &c in &touched {
+            self.checks += 1;
+            let Some(m) = self.clients.get_mut(&c) else {
+                continue;
+            };
+            let connecting = std::mem::replace(&mut m.connecting, false);
+            let m = &self.clients[&c];
+            self.after_client_isolation(c, m, connecting, relay, &mut issues);
+            self.after_client_to_guest(c, m, &mut issues);
+            self.after_client_completeness(c, m, &mut issues);
+            self.after_client_boundedness(c, m, relay, &mut issues);
+        }
+        for (inv, why) in issues {
+            self.fail(inv, why);
+        }
+        self.touched = touched;
+        self.after_event_boundedness(relay);
+    }
+}

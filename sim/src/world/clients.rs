@@ -1,0 +1,406 @@
+//! SDK-like clients and malicious ones: they connect (alone or in reconnect
+//! storms), read their handshake and frames (slowly, when the swarm says so),
+//! open exec and fs sessions, send stdin, resizes, signals and shutdowns,
+//! send frames the relay must refuse, and leave at any byte.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use agent_relay::core::{ClientId, Event, IdRange, Millis};
+use agent_relay::wire::payload::{ExecResize, encode_payload};
+use agent_relay::wire::{
+    FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, FrameDecoder, MAX_FRAME_LEN, MsgType,
+};
+use bytes::Bytes;
+
+use super::super::frames;
+use super::faults::Fault;
+use super::{READ_MAX, World};
+
+/// An SDK-like client (or a malicious one).
+#[derive(Debug)]
+pub(super) struct Actor {
+    pub(super) id: ClientId,
+    pub(super) malicious: bool,
+    pub(super) slow: bool,
+    pub(super) range: Option<IdRange>,
+    pub(super) hs: Vec<u8>,
+    pub(super) dec: FrameDecoder,
+    pub(super) sock: VecDeque<Bytes>,
+    pub(super) sock_len: usize,
+    pub(super) out: Vec<u8>,
+    pub(super) pos: usize,
+    pub(super) paused: bool,
+    pub(super) next_id: u32,
+    /// Open sessions as the client sees them: id -> exec.
+    pub(super) sessions: BTreeMap<u32, bool>,
+    pub(super) stalled_until: Millis,
+}
+
+impl World {
+    pub(super) fn actor(&mut self, c: ClientId) -> Option<&mut Actor> {
+        self.actors.iter_mut().find(|a| a.id == c)
+    }
+
+    pub(super) fn connect(&mut self) {
+        if self.heal {
+            return;
+        }
+        let storm = self.fault(Fault::ReconnectStorm);
+        let count = if storm { self.rng.range(3, 12) } else { 1 };
+        if !storm && self.actors.len() >= self.target_clients {
+            return;
+        }
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let id = ClientId(self.next_client);
+            self.next_client += 1;
+            let malicious = self.fault(Fault::Malicious);
+            let slow = self.fault(Fault::SlowReader);
+            self.actors.push(Actor {
+                id,
+                malicious,
+                slow,
+                range: None,
+                hs: Vec::new(),
+                dec: FrameDecoder::new(),
+                sock: VecDeque::new(),
+                sock_len: 0,
+                out: Vec::new(),
+                pos: 0,
+                paused: false,
+                next_id: 0,
+                sessions: BTreeMap::new(),
+                stalled_until: 0,
+            });
+            self.feed(Event::ClientConnected(id));
+            ids.push(id);
+        }
+        if storm {
+            for id in ids {
+                if self.rng.chance(600) && self.actor(id).is_some() {
+                    self.actors.retain(|a| a.id != id);
+                    self.feed(Event::ClientDisconnected(id));
+                }
+            }
+        }
+    }
+
+    pub(super) fn client_send(&mut self, i: usize) {
+        let tiny = self.roll(Fault::TinyChunks);
+        let heal = self.heal;
+        let a = &mut self.actors[i];
+        let pending = a.out.len() - a.pos;
+        if a.paused || pending == 0 {
+            return;
+        }
+        let n = if heal {
+            pending.min(READ_MAX)
+        } else if tiny {
+            self.rng.range_usize(1, 16).min(pending)
+        } else {
+            self.rng.range_usize(1, pending.min(READ_MAX))
+        };
+        let a = &mut self.actors[i];
+        let id = a.id;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&a.out[a.pos..a.pos + n]);
+        a.pos += n;
+        if a.pos == a.out.len() {
+            a.out.clear();
+            a.pos = 0;
+        }
+        self.feed_scratch(|b| Event::ClientBytes(id, b));
+    }
+
+    pub(super) fn client_read(&mut self, i: usize) {
+        let now = self.now;
+        let a = &self.actors[i];
+        if a.sock_len == 0 || now < a.stalled_until {
+            return;
+        }
+        if a.slow && self.rng.chance(300) {
+            self.count(Fault::SlowReader);
+            let stall = self.rng.range(10, 3 * self.cfg.grace);
+            self.actors[i].stalled_until = now + stall;
+            return;
+        }
+        let total = a.sock_len;
+        let n = if self.heal || self.rng.chance(500) {
+            total
+        } else {
+            self.rng.range_usize(1, total)
+        };
+        let id = a.id;
+        // Bytes reach the client, which parses them.
+        let a = &mut self.actors[i];
+        a.sock_len -= n;
+        let mut left = n;
+        let prefix = self.prefix;
+        while left > 0 {
+            let front = a.sock.front_mut().expect("sock_len counts these");
+            let take = left.min(front.len());
+            let chunk = front.split_to(take);
+            if front.is_empty() {
+                a.sock.pop_front();
+            }
+            left -= take;
+            let mut chunk = &chunk[..];
+            if a.hs.len() < prefix {
+                let need = (prefix - a.hs.len()).min(chunk.len());
+                a.hs.extend_from_slice(&chunk[..need]);
+                chunk = &chunk[need..];
+                if a.hs.len() == prefix {
+                    let start = u32::from_be_bytes([a.hs[0], a.hs[1], a.hs[2], a.hs[3]]);
+                    let end = start.wrapping_add(self.cfg.step());
+                    a.range = Some(IdRange { start, end });
+                    a.next_id = start;
+                }
+            }
+            a.dec.extend(chunk);
+            while let Ok(Some(f)) = a.dec.next_frame() {
+                if f.flags() & FLAG_TERMINAL != 0 {
+                    a.sessions.remove(&f.id());
+                }
+            }
+        }
+        self.feed(Event::ClientWritten(id, n));
+    }
+
+    /// A client's own move: misbehave (malicious clients), leave, or do one
+    /// [`ClientOp`].
+    pub(super) fn client_act(&mut self, i: usize) {
+        if self.heal {
+            return;
+        }
+        let a = &self.actors[i];
+        let id = a.id;
+        let Some(range) = a.range else {
+            if a.malicious && self.rng.chance(100) {
+                self.count(Fault::Malicious);
+                self.actors[i]
+                    .out
+                    .extend_from_slice(b"\x00\x00\x00\x10early");
+            }
+            return;
+        };
+        if a.malicious && self.rng.chance(150) {
+            self.count(Fault::Malicious);
+            let bad = self.bad_frame(i, range);
+            self.actors[i].out.extend_from_slice(&bad);
+            return;
+        }
+        let leave = self.fault(Fault::ClientDrop) || self.rng.chance(8);
+        if leave {
+            self.actors.remove(i);
+            self.feed(Event::ClientDisconnected(id));
+            return;
+        }
+        let op = self.rng.weighted(&CLIENT_OPS);
+        let burst = self.roll(Fault::Burst);
+        let a = &self.actors[i];
+        let execs: Vec<u32> = a
+            .sessions
+            .iter()
+            .filter(|(_, e)| **e)
+            .map(|(&k, _)| k)
+            .collect();
+        let target =
+            (!execs.is_empty()).then(|| execs[self.rng.below(execs.len() as u64) as usize]);
+        let fresh = (a.next_id < range.end - 1).then_some(a.next_id);
+        match (op, target, fresh) {
+            (ClientOp::ExecRequest, _, Some(sid)) => self.open_exec(i, sid),
+            (ClientOp::Stdin, Some(sid), _) => self.send_stdin(i, sid, burst),
+            (ClientOp::Resize, Some(sid), _) => {
+                let p = encode_payload(&ExecResize {
+                    rows: 40,
+                    cols: 120,
+                });
+                let out = &mut self.actors[i].out;
+                frames::push_raw_frame(out, MsgType::ExecResize, sid, 0, &p);
+            }
+            (ClientOp::Signal, Some(sid), _) => {
+                let sig = self.rng.pick(&[2, 15, 9, 9]);
+                let out = &mut self.actors[i].out;
+                out.extend_from_slice(&frames::signal(sid, sig));
+            }
+            (ClientOp::FsRequest, _, Some(sid)) => self.open_fs(i, sid),
+            (ClientOp::Shutdown, _, _) => {
+                if self.rng.chance(200) {
+                    let out = &mut self.actors[i].out;
+                    let (t, flags) = (MsgType::Shutdown, FLAG_SHUTDOWN);
+                    frames::push_raw_frame(out, t, range.start, flags, &[0xa0]);
+                }
+            }
+            // No fresh id left, or no exec session to address.
+            (ClientOp::ExecRequest | ClientOp::FsRequest, _, None)
+            | (ClientOp::Stdin | ClientOp::Resize | ClientOp::Signal, None, _)
+            | (ClientOp::Idle, _, _) => {}
+        }
+    }
+
+    fn open_exec(&mut self, i: usize, sid: u32) {
+        let a = &mut self.actors[i];
+        a.next_id += 1;
+        let tty = self.rng.chance(300);
+        let argc = self.rng.range_usize(0, 3);
+        a.out
+            .extend_from_slice(&frames::exec_request(sid, tty, argc));
+        a.sessions.insert(sid, true);
+    }
+
+    fn send_stdin(&mut self, i: usize, sid: u32, burst: bool) {
+        let size = if burst {
+            self.count(Fault::Burst);
+            self.rng.range_usize(1 << 10, 32 << 10)
+        } else {
+            self.rng.size(200)
+        };
+        let data = vec![b'i'; size];
+        let out = &mut self.actors[i].out;
+        frames::push_data_frame(out, MsgType::ExecStdin, sid, 0, &data);
+    }
+
+    fn open_fs(&mut self, i: usize, sid: u32) {
+        let a = &mut self.actors[i];
+        a.next_id += 1;
+        let payload = [
+            0xa2, 0x62, b'o', b'p', 0x64, b'r', b'e', b'a', b'd', 0x64, b'p', b'a', b't', b'h',
+            0x62, b'/', b'x',
+        ];
+        let (t, flags) = (MsgType::FsRequest, FLAG_SESSION_START);
+        frames::push_raw_frame(&mut a.out, t, sid, flags, &payload);
+        for _ in 0..self.rng.range(0, 2) {
+            frames::push_data_frame(&mut a.out, MsgType::FsData, sid, 0, b"upload");
+        }
+        a.sessions.insert(sid, false);
+    }
+
+    /// A frame the relay must refuse (and close the sender for).
+    pub(super) fn bad_frame(&mut self, i: usize, range: IdRange) -> Vec<u8> {
+        let mut out = Vec::new();
+        let open: Option<u32> = self.actors[i].sessions.keys().next().copied();
+        match self.rng.pick(&BadFrame::ALL) {
+            BadFrame::OutOfRange => {
+                let id = if range.start > 0 && self.rng.chance(500) {
+                    range.start - 1
+                } else {
+                    range.end
+                };
+                frames::push_data_frame(&mut out, MsgType::ExecStdin, id, 0, b"x");
+            }
+            BadFrame::TooLong => {
+                let len = self
+                    .rng
+                    .range(u64::from(MAX_FRAME_LEN) + 1, u64::from(u32::MAX))
+                    as u32;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&[0; 9]);
+            }
+            BadFrame::TooShort => {
+                let len = self.rng.range(0, 4) as u32;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&[0; 9]);
+            }
+            BadFrame::GarbageEnvelope => {
+                let mut body = vec![0u8; self.rng.range_usize(1, 30)];
+                self.rng.fill(&mut body);
+                body[0] = 0xff;
+                out.extend_from_slice(&((5 + body.len()) as u32).to_be_bytes());
+                out.extend_from_slice(&range.start.to_be_bytes());
+                out.push(0);
+                out.extend_from_slice(&body);
+            }
+            BadFrame::WrongFlags => {
+                let flags =
+                    self.rng
+                        .pick(&[FLAG_TERMINAL, FLAG_SESSION_START, FLAG_SHUTDOWN, 0x80]);
+                frames::push_data_frame(&mut out, MsgType::ExecStdin, range.start, flags, b"x");
+            }
+            BadFrame::GuestType => {
+                frames::push_data_frame(&mut out, MsgType::ExecStdout, range.start, 0, b"x");
+            }
+            BadFrame::ReopenSession if open.is_some() => {
+                let sid = open.expect("checked");
+                out.extend_from_slice(&frames::exec_request(sid, false, 0));
+            }
+            // With no session open, a reopen becomes a bad exec request.
+            BadFrame::ReopenSession | BadFrame::BadExecRequest => {
+                frames::push_raw_frame(
+                    &mut out,
+                    MsgType::ExecRequest,
+                    range.start,
+                    FLAG_SESSION_START,
+                    &[0xa1, 0x61, b'x', 0x01],
+                );
+            }
+        }
+        out
+    }
+}
+
+/// What a well-behaved client does on its turn: one weighted draw (the
+/// weights sum to 100, so it is one `below(100)` mapped onto consecutive
+/// ranges in table order; reordering the table changes every world).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientOp {
+    /// Open an exec session (needs a fresh id).
+    ExecRequest,
+    /// Stdin for one of its exec sessions.
+    Stdin,
+    /// A resize for one of its exec sessions.
+    Resize,
+    /// A signal (INT, TERM or KILL) for one of its exec sessions.
+    Signal,
+    /// Open an fs session and upload 0 to 2 chunks (needs a fresh id).
+    FsRequest,
+    /// One in five of these sends `core.shutdown`.
+    Shutdown,
+    /// Nothing.
+    Idle,
+}
+
+const CLIENT_OPS: [(ClientOp, u64); 7] = [
+    (ClientOp::ExecRequest, 30),
+    (ClientOp::Stdin, 25),
+    (ClientOp::Resize, 7),
+    (ClientOp::Signal, 10),
+    (ClientOp::FsRequest, 15),
+    (ClientOp::Shutdown, 1),
+    (ClientOp::Idle, 12),
+];
+
+/// The frames a malicious client sends, equally often (one `pick` over
+/// [`BadFrame::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BadFrame {
+    /// An id just outside its range.
+    OutOfRange,
+    /// A length over the 4 MiB limit.
+    TooLong,
+    /// A length under the 5 header bytes.
+    TooShort,
+    /// An envelope that does not decode.
+    GarbageEnvelope,
+    /// Flags its type does not carry.
+    WrongFlags,
+    /// A type only the guest sends.
+    GuestType,
+    /// An exec request for a session it has open.
+    ReopenSession,
+    /// An exec request whose payload does not decode.
+    BadExecRequest,
+}
+
+impl BadFrame {
+    /// Every kind, in draw order.
+    pub(super) const ALL: [BadFrame; 8] = [
+        BadFrame::OutOfRange,
+        BadFrame::TooLong,
+        BadFrame::TooShort,
+        BadFrame::GarbageEnvelope,
+        BadFrame::WrongFlags,
+        BadFrame::GuestType,
+        BadFrame::ReopenSession,
+        BadFrame::BadExecRequest,
+    ];
+}

@@ -1,0 +1,337 @@
+//! The guest agent model: it boots and sends `core.ready`, reads the frames
+//! the relay hands it (honouring the window the core keeps), starts exec and
+//! fs sessions, produces their output and exits, reacts to signals, and
+//! injects the guest-side faults (noise, corruption, stray and late frames,
+//! stalls, bursts). It sees the relay only through core events.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use agent_relay::core::{Event, Millis};
+use agent_relay::wire::payload::{
+    ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, build_frame, decode_payload,
+    exec_request_tty, peek_data,
+};
+use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_envelope};
+use bytes::Bytes;
+
+use super::super::frames;
+use super::World;
+use super::faults::Fault;
+
+#[derive(Debug)]
+pub(super) struct GuestSession {
+    pub(super) exec: bool,
+    pub(super) tty: bool,
+    pub(super) left: u32,
+    pub(super) killed: bool,
+}
+
+/// The guest agent model.
+#[derive(Debug, Default)]
+pub(super) struct Guest {
+    pub(super) out: Vec<u8>,
+    pub(super) pos: usize,
+    pub(super) inflight: VecDeque<Bytes>,
+    /// Bytes of the front in-flight frame already written.
+    pub(super) head_off: usize,
+    pub(super) inflight_len: usize,
+    pub(super) sessions: BTreeMap<u32, GuestSession>,
+    pub(super) ready_at: Millis,
+    pub(super) ready_sent: bool,
+    pub(super) stalled_until: Millis,
+    pub(super) pid: u32,
+}
+
+impl Guest {
+    pub(super) fn pending(&self) -> usize {
+        self.out.len() - self.pos
+    }
+}
+
+impl World {
+    pub(super) fn guest_send(&mut self) {
+        if !self.guest.ready_sent && (self.now >= self.guest.ready_at || self.heal) {
+            if self.fault(Fault::GuestNoise) {
+                for _ in 0..self.rng.range(1, 4) {
+                    let id = self.rng.next_u64() as u32;
+                    frames::push_data_frame(
+                        &mut self.guest.out,
+                        MsgType::ExecStdout,
+                        id,
+                        0,
+                        b"boot",
+                    );
+                }
+            }
+            let boot = self.rng.next_u64() >> 20;
+            self.guest.out.extend_from_slice(&frames::ready(boot));
+            self.guest.ready_sent = true;
+        }
+        let pending = self.guest.pending();
+        if pending == 0 {
+            return;
+        }
+        let n = if self.heal {
+            pending.min(64 << 10)
+        } else if self.fault(Fault::TinyChunks) {
+            self.rng.range_usize(1, 16).min(pending)
+        } else {
+            self.rng.range_usize(1, pending.min(16 << 10))
+        };
+        let start = self.guest.pos;
+        self.scratch.clear();
+        self.scratch
+            .extend_from_slice(&self.guest.out[start..start + n]);
+        self.guest.pos += n;
+        if self.guest.pos == self.guest.out.len() {
+            self.guest.out.clear();
+            self.guest.pos = 0;
+        } else if self.guest.pos > (1 << 20) {
+            self.guest.out.drain(..self.guest.pos);
+            self.guest.pos = 0;
+        }
+        self.feed_scratch(|b| Event::GuestBytes(b));
+    }
+
+    pub(super) fn guest_read(&mut self) {
+        if self.guest.inflight_len == 0 || self.now < self.guest.stalled_until {
+            return;
+        }
+        if self.fault(Fault::GuestStall) {
+            self.guest.stalled_until = self.now + self.rng.range(10, 500);
+            return;
+        }
+        let total = self.guest.inflight_len;
+        let n = if self.heal || self.rng.chance(500) {
+            total
+        } else {
+            self.rng.range_usize(1, total)
+        };
+        self.guest.inflight_len -= n;
+        let mut left = n;
+        let mut whole = Vec::new();
+        while left > 0 {
+            let front = self
+                .guest
+                .inflight
+                .front()
+                .expect("inflight_len counts these");
+            let rest = front.len() - self.guest.head_off;
+            if left >= rest {
+                left -= rest;
+                self.guest.head_off = 0;
+                whole.push(self.guest.inflight.pop_front().expect("just seen"));
+            } else {
+                self.guest.head_off += left;
+                left = 0;
+            }
+        }
+        self.feed(Event::GuestWritten(n));
+        for frame in whole {
+            self.guest_receive(&frame);
+        }
+    }
+
+    /// The guest reacts to a frame once all of it was written.
+    pub(super) fn guest_receive(&mut self, frame: &[u8]) {
+        if frame.len() < PREFIX_LEN {
+            return;
+        }
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        if len + 4 != frame.len() {
+            return;
+        }
+        let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let Ok(env) = peek_envelope(&frame[PREFIX_LEN..]) else {
+            return;
+        };
+        match env.t {
+            MsgType::ExecRequest => self.on_exec_request(id, &env.payload),
+            MsgType::ExecStdin => self.on_stdin(id, &env.payload),
+            MsgType::ExecSignal => self.on_signal(id, &env.payload),
+            MsgType::FsRequest => {
+                let left = if self.heal {
+                    0
+                } else {
+                    self.rng.range(0, 4) as u32
+                };
+                self.guest.sessions.insert(
+                    id,
+                    GuestSession {
+                        exec: false,
+                        tty: false,
+                        left,
+                        killed: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// One exec request in twenty fails (not while healing); the others start.
+    fn on_exec_request(&mut self, id: u32, payload: &[u8]) {
+        let tty = exec_request_tty(payload).unwrap_or(false);
+        self.guest.pid += 1;
+        if !self.heal && self.rng.chance(50) {
+            let failed = ExecFailed {
+                kind: ExecFailureKind::NotFound,
+                errno: Some(2),
+                errno_name: Some("ENOENT".into()),
+                message: "no such file".into(),
+                stage: None,
+            };
+            let f = build_frame(MsgType::ExecFailed, id, &failed);
+            self.guest.out.extend_from_slice(f.as_bytes());
+            self.guest.sessions.remove(&id);
+            return;
+        }
+        let pid = self.guest.pid;
+        let started = build_frame(MsgType::ExecStarted, id, &ExecStarted { pid });
+        self.guest.out.extend_from_slice(started.as_bytes());
+        let left = if self.heal {
+            1
+        } else {
+            self.rng.size(30) as u32
+        };
+        let session = GuestSession {
+            exec: true,
+            tty,
+            left,
+            killed: false,
+        };
+        self.guest.sessions.insert(id, session);
+    }
+
+    /// A live exec session echoes three stdin frames in ten.
+    fn on_stdin(&mut self, id: u32, payload: &[u8]) {
+        if self
+            .guest
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.exec && !s.killed)
+            && self.rng.chance(300)
+            && let Ok(data) = peek_data(payload)
+        {
+            frames::push_data_frame(&mut self.guest.out, MsgType::ExecStdout, id, 0, &data);
+        }
+    }
+
+    /// KILL (and half the TERMs) end a live exec session, after one to five
+    /// late output frames when the swarm says so.
+    fn on_signal(&mut self, id: u32, payload: &[u8]) {
+        let Ok(sig) = decode_payload::<ExecSignal>(payload) else {
+            return;
+        };
+        let late = self.fault(Fault::GuestLate);
+        let extra = if late { self.rng.range(1, 5) as u32 } else { 0 };
+        if let Some(s) = self.guest.sessions.get_mut(&id)
+            && s.exec
+            && !s.killed
+            && (sig.signal == 9 || (sig.signal == 15 && self.rng.chance(500)))
+        {
+            s.killed = true;
+            s.left = extra;
+            if extra == 0 {
+                self.guest.sessions.remove(&id);
+                self.guest
+                    .out
+                    .extend_from_slice(&frames::exited(id, 128 + sig.signal));
+            }
+        }
+    }
+
+    /// One step of the guest's sessions (every session once when healed):
+    /// a session picked at random produces output, or ends when it has none
+    /// left.
+    pub(super) fn guest_work(&mut self) {
+        let n = self.guest.sessions.len();
+        if n == 0 {
+            return;
+        }
+        let rounds = if self.heal { n } else { 1 };
+        for _ in 0..rounds {
+            let k = self.rng.below(self.guest.sessions.len() as u64) as usize;
+            let Some(&id) = self.guest.sessions.keys().nth(k) else {
+                return;
+            };
+            if self.fault(Fault::GuestCorrupt) {
+                let len = self.rng.range_usize(1, 40);
+                let at = self.guest.out.len();
+                self.guest.out.resize(at + len, 0);
+                self.rng.fill(&mut self.guest.out[at..]);
+                self.guest.out[at] = 0xff;
+            }
+            let s = self.guest.sessions.get_mut(&id).expect("picked above");
+            if s.left > 0 {
+                s.left -= 1;
+                let (exec, tty) = (s.exec, s.tty);
+                self.guest_output(id, exec, tty);
+            } else {
+                self.guest_end(id);
+            }
+        }
+    }
+
+    /// One output frame of session `id`.
+    fn guest_output(&mut self, id: u32, exec: bool, tty: bool) {
+        let t = match (exec, tty) {
+            (false, _) => MsgType::FsData,
+            (true, true) => MsgType::ExecStdout,
+            (true, false) if self.rng.chance(700) => MsgType::ExecStdout,
+            (true, false) => MsgType::ExecStderr,
+        };
+        let size = if self.fault(Fault::Burst) {
+            self.rng.range_usize(1 << 10, 64 << 10)
+        } else {
+            self.rng.size(300)
+        };
+        self.scratch.clear();
+        self.scratch.resize(size, 0);
+        // One payload in ten is random bytes (invalid UTF-8 for the tap);
+        // real exec output is mostly text.
+        if self.rng.chance(100) {
+            self.rng.fill(&mut self.scratch);
+        } else {
+            // Mostly text with multi-byte characters, so the exec.log tap splits some.
+            let text = "ab\u{e9} \u{20ac}\n".as_bytes();
+            for chunk in self.scratch.chunks_mut(text.len()) {
+                chunk.copy_from_slice(&text[..chunk.len()]);
+            }
+        }
+        frames::push_data_frame(&mut self.guest.out, t, id, 0, &self.scratch);
+    }
+
+    /// Session `id` ends: its exit (137 if it was killed) or fs response.
+    fn guest_end(&mut self, id: u32) {
+        let s = self.guest.sessions.remove(&id).expect("open session");
+        if s.exec {
+            let code = if s.killed { 137 } else { 0 };
+            self.guest.out.extend_from_slice(&frames::exited(id, code));
+        } else {
+            frames::push_raw_frame(
+                &mut self.guest.out,
+                MsgType::FsResponse,
+                id,
+                FLAG_TERMINAL,
+                &[0xa1, 0x62, b'o', b'k', 0xf5],
+            );
+        }
+    }
+
+    pub(super) fn guest_stray(&mut self) {
+        let id = self.rng.next_u64() as u32;
+        let flags = if self.rng.chance(300) {
+            FLAG_TERMINAL
+        } else {
+            0
+        };
+        frames::push_data_frame(
+            &mut self.guest.out,
+            MsgType::ExecStdout,
+            id,
+            flags,
+            b"stray",
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! The discrete-event world: a virtual clock, a guest agent model and
+//! SDK-like (and malicious) clients, all drawing every choice from one seeded
+//! [`Rng`]. Each step picks one move; a move becomes at most a few core
+//! events through the [`Driver`], and the core's actions flow back to the
+//! actors. After the chaos phase the faults heal and the world runs until
+//! every actor is idle, then liveness is checked.
+
+use agent_relay::core::{Action, Config, Event, HandshakeForm, Millis};
+
+use super::check::{Invariant, Violation};
+use super::driver::{Driver, Recorded, TraceMode};
+use super::rng::Rng;
+
+mod clients;
+mod faults;
+mod guest;
+mod moves;
+
+use clients::Actor;
+use faults::Swarm;
+pub use faults::{Fault, FaultCounts};
+use guest::Guest;
+use moves::MOVES;
+
+/// Largest `ClientBytes` read the world feeds (the driver's read size).
+pub const READ_MAX: usize = 64 * 1024;
+
+/// Options for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOpts {
+    /// Trace lines to keep.
+    pub trace: TraceMode,
+    /// Record core events for shrinking.
+    pub record: bool,
+    /// Faults never switched on, as a mask of [`Fault::bit`]s.
+    pub disabled: u32,
+}
+
+impl RunOpts {
+    /// A campaign run: no trace, no recording, every fault possible.
+    pub fn campaign() -> RunOpts {
+        RunOpts {
+            trace: TraceMode::Off,
+            record: false,
+            disabled: 0,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// The relay configuration the seed chose.
+    pub config: Config,
+    /// `Relay::handle` calls.
+    pub events: u64,
+    /// Checks the checker made.
+    pub checks: u64,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// The first broken invariant.
+    pub violation: Option<Violation>,
+    /// Hash of every event and action.
+    pub hash: u64,
+    /// Digest of the canonical action stream and the final counters.
+    pub digest: u64,
+    /// Trace lines kept.
+    pub trace: Vec<String>,
+    /// Recorded events (when asked).
+    pub recorded: Vec<Recorded>,
+}
+
+/// The whole world of one seed.
+pub struct World {
+    rng: Rng,
+    now: Millis,
+    d: Driver,
+    cfg: Config,
+    swarm: Swarm,
+    guest: Guest,
+    actors: Vec<Actor>,
+    next_client: u64,
+    target_clients: usize,
+    heal: bool,
+    injected: FaultCounts,
+    scratch: Vec<u8>,
+    prefix: usize,
+}
+
+/// The relay configuration a seed draws: small budgets so the limits are hit.
+pub fn config_for(rng: &mut Rng) -> Config {
+    let bounds = rng.chance(250);
+    let max_clients = if bounds {
+        rng.pick(&[4, 16, 128])
+    } else {
+        rng.pick(&[1, 2, 3, 4, 8, 16])
+    };
+    let soft = rng.pick(&[2 << 10, 8 << 10, 64 << 10, 1 << 20]);
+    let hard = soft * rng.pick(&[2, 4, 8]);
+    Config {
+        max_clients,
+        handshake: if bounds {
+            HandshakeForm::Bounds
+        } else {
+            HandshakeForm::Offset
+        },
+        client_soft_budget: soft,
+        client_hard_cap: hard,
+        global_cap: hard * rng.pick(&[1, 2, 4]),
+        grace: rng.pick(&[50, 500, 5_000]),
+        client_to_guest_cap: rng.pick(&[1 << 10, 16 << 10, 1 << 20]),
+        guest_window: rng.pick(&[512, 8 << 10, 256 << 10]),
+        quarantine: rng.pick(&[2_000, 30_000]),
+        exec_log: rng.chance(500),
+    }
+}
+
+/// Runs one seed; a panic anywhere (core or world) is reported as a
+/// violation of `no_panic`.
+pub fn run(seed: u64, opts: RunOpts) -> Outcome {
+    match std::panic::catch_unwind(|| run_inner(seed, opts)) {
+        Ok(o) => o,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            let mut rng = Rng::new(seed);
+            Outcome {
+                seed,
+                config: config_for(&mut rng),
+                events: 0,
+                checks: 0,
+                faults: FaultCounts::default(),
+                violation: Some(Violation {
+                    invariant: Invariant::NoPanic,
+                    detail: format!("panicked: {msg}"),
+                    event: 0,
+                }),
+                hash: 0,
+                digest: 0,
+                trace: Vec::new(),
+                recorded: Vec::new(),
+            }
+        }
+    }
+}
+
+fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
+    let mut w = World::new(seed, opts);
+    w.chaos();
+    if w.d.checker.violation().is_none() {
+        w.heal();
+    }
+    let violation = w.d.checker.violation().cloned();
+    let counters = w.d.relay.counters().clone();
+    w.d.digest.counters(&counters);
+    Outcome {
+        seed,
+        config: w.cfg.clone(),
+        events: w.d.events,
+        checks: w.d.checker.checks(),
+        faults: w.injected,
+        violation,
+        hash: w.d.hash,
+        digest: w.d.digest.value(),
+        trace: w.d.lines().cloned().collect(),
+        recorded: w.d.take_recorded(),
+    }
+}
+
+impl World {
+    fn new(seed: u64, opts: RunOpts) -> World {
+        let mut rng = Rng::new(seed);
+        let cfg = config_for(&mut rng);
+        let swarm = Swarm::draw(&mut rng, opts.disabled);
+        let guest = Guest {
+            ready_at: rng.range(0, 200),
+            ..Guest::default()
+        };
+        let prefix = match cfg.handshake {
+            HandshakeForm::Offset => 4,
+            HandshakeForm::Bounds => 8,
+        };
+        let target_clients = rng.range_usize(1, cfg.max_clients as usize + 2).min(20);
+        World {
+            d: Driver::new(cfg.clone(), READ_MAX, opts.trace, opts.record),
+            rng,
+            now: 0,
+            cfg,
+            swarm,
+            guest,
+            actors: Vec::new(),
+            next_client: 1,
+            target_clients,
+            heal: false,
+            injected: FaultCounts::default(),
+            scratch: Vec::new(),
+            prefix,
+        }
+    }
+
+    fn ok(&self) -> bool {
+        self.d.checker.violation().is_none()
+    }
+
+    // ---- the core door -----------------------------------------------------
+
+    fn feed(&mut self, event: Event<'_>) {
+        self.d.feed(self.now, event);
+        let actions = std::mem::take(&mut self.d.actions);
+        for action in &actions {
+            self.perform(action);
+        }
+        self.d.actions = actions;
+    }
+
+    fn feed_scratch(&mut self, make: impl FnOnce(&[u8]) -> Event<'_>) {
+        let buf = std::mem::take(&mut self.scratch);
+        self.feed(make(&buf));
+        self.scratch = buf;
+    }
+
+    fn perform(&mut self, action: &Action) {
+        match action {
+            Action::Handshake { client, bytes }
+            | Action::ToClient {
+                client,
+                frame: bytes,
+            } => {
+                if let Some(a) = self.actor(*client) {
+                    a.sock_len += bytes.len();
+                    a.sock.push_back(bytes.clone());
+                }
+            }
+            Action::ToGuest { frame } => {
+                self.guest.inflight_len += frame.len();
+                self.guest.inflight.push_back(frame.clone());
+            }
+            Action::Refuse { client, .. } | Action::CloseClient { client, .. } => {
+                self.actors.retain(|a| a.id != *client);
+            }
+            Action::PauseClient(c) => {
+                if let Some(a) = self.actor(*c) {
+                    a.paused = true;
+                }
+            }
+            Action::ResumeClient(c) => {
+                if let Some(a) = self.actor(*c) {
+                    a.paused = false;
+                }
+            }
+            Action::Log(_)
+            | Action::GuestCorrupt { .. }
+            | Action::FlushExpired { .. }
+            | Action::Ready
+            | Action::Drain => {}
+        }
+    }
+
+    fn fire_timeout(&mut self) {
+        if let Some(t) = self.d.relay.poll_timeout()
+            && t.at <= self.now
+        {
+            self.feed(Event::Tick);
+        }
+    }
+
+    // ---- phases --------------------------------------------------------------
+
+    fn chaos(&mut self) {
+        let steps = self.rng.range(300, 3_000);
+        for _ in 0..steps {
+            if !self.ok() {
+                return;
+            }
+            self.now += self.rng.below(3);
+            if self.fault(Fault::TimeJump) {
+                self.now += self.rng.range(100, 10_000);
+            }
+            self.fire_timeout();
+            let m = self.rng.weighted(&MOVES);
+            self.play(m);
+        }
+    }
+
+    fn heal(&mut self) {
+        self.heal = true;
+        self.guest.stalled_until = 0;
+        for a in &mut self.actors {
+            a.stalled_until = 0;
+            a.slow = false;
+        }
+        for s in self.guest.sessions.values_mut() {
+            s.left = s.left.min(2);
+        }
+        let mut rounds = 0;
+        while self.ok() {
+            rounds += 1;
+            if rounds > 20_000 {
+                let why = format!(
+                    "the world did not settle after faults healed: guest has {} bytes to send, {} in flight, {} sessions; core holds {} bytes; owed: {:?}",
+                    self.guest.pending(),
+                    self.guest.inflight_len,
+                    self.guest.sessions.len(),
+                    self.d.relay.held_bytes(),
+                    self.d.checker.owed()
+                );
+                self.d.checker_fail(Invariant::Quiescence, why);
+                return;
+            }
+            self.now += 1;
+            self.fire_timeout();
+            self.guest_send();
+            self.guest_read();
+            self.guest_work();
+            for i in 0..self.actors.len() {
+                if i < self.actors.len() {
+                    self.client_send(i);
+                }
+                if i < self.actors.len() {
+                    self.client_read(i);
+                }
+            }
+            if self.quiet() {
+                break;
+            }
+        }
+        if self.ok() {
+            self.d.checker.finish();
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.guest.ready_sent
+            && self.guest.pending() == 0
+            && self.guest.inflight_len == 0
+            && self.guest.sessions.is_empty()
+            && self
+                .actors
+                .iter()
+                .all(|a| a.sock_len == 0 && a.pos == a.out.len())
+            && !self.d.checker.owes()
+    }
+}
+
+impl Driver {
+    /// Records a world-level failure (the world did not settle).
+    pub fn checker_fail(&mut self, invariant: Invariant, detail: String) {
+        self.checker.fail_external(invariant, detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_same_seed_same_trace_hash() {
+        for seed in [0u64, 7, 0x85] {
+            let a = run(seed, RunOpts::campaign());
+            let b = run(seed, RunOpts::campaign());
+            assert_eq!((a.hash, a.events), (b.hash, b.events), "seed {seed:#x}");
+        }
+    }
+}

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::client::{CLIENT_READ, ClientConn, Read, Written};
 use super::guest::{GUEST_BATCH, GuestIo, GuestPort, Progress};
-use super::transport::{BoxConnection, ErasedListener};
+use super::transport::{BoxClient, ErasedListener};
 use super::{DrainNotice, ShellState};
 use crate::core::{Action, ClientId, Event, Millis, Relay};
 use crate::exec_log::ExecLog;
@@ -102,7 +102,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
         drain,
     } = parts;
     let guest = guest.into_io()?;
-    let (conn_tx, mut conn_rx) = mpsc::channel::<BoxConnection>(ACCEPT_QUEUE);
+    let (conn_tx, mut conn_rx) = mpsc::channel::<BoxClient>(ACCEPT_QUEUE);
     let accept = tokio::spawn(accept_loop(listener, conn_tx));
 
     let mut d = Driver {
@@ -203,7 +203,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
     Ok(())
 }
 
-async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<BoxConnection>) {
+async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<BoxClient>) {
     loop {
         match listener.accept_boxed().await {
             Ok(conn) => {

@@ -83,7 +83,7 @@ use tokio::sync::{mpsc, watch};
 pub use guest::{GUEST_BATCH, GuestPort};
 pub use ring::{RingPort, RingVmm};
 pub use transport::{BoxConnection, Connection, Listener};
-pub use unix::{BindError, UnixSocketListener};
+pub use unix::{BindError, HangupWatch, UnixSocketListener};
 
 use crate::core::{Config, Counters, Relay};
 use crate::exec_log::{ExecLog, ExecLogOptions};

@@ -65,6 +65,7 @@
 //! # }
 //! ```
 
+mod cause;
 mod client;
 mod driver;
 mod guest;
@@ -80,6 +81,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+pub use cause::io_cause;
 pub use guest::{GUEST_BATCH, GuestPort};
 pub use ring::{RingPort, RingVmm};
 pub use transport::{BoxConnection, Connection, Listener};
@@ -148,10 +150,9 @@ impl std::fmt::Display for ShellError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ShellError::Bind(e) => e.fmt(f),
-            ShellError::GuestPort(e) => write!(f, "setting up the guest port: {e}"),
-            ShellError::ExecLog { dir, source } => {
-                write!(f, "opening exec.log in {}: {source}", dir.display())
-            }
+            ShellError::GuestPort(e) => write!(f, "setting up the guest port: {}", io_cause(e)),
+            // The error names the path and what failed already.
+            ShellError::ExecLog { source, .. } => write!(f, "exec.log: {}", io_cause(source)),
         }
     }
 }

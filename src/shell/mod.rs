@@ -125,9 +125,16 @@ pub struct Shell {
     transport: Transport,
     guest: GuestPort,
     config: Config,
-    exec_log: Option<ExecLogOptions>,
+    exec_log: Option<ExecLogSetup>,
     state: ShellState,
     drain: Option<mpsc::Sender<DrainNotice>>,
+}
+
+/// exec.log as configured: to be opened by [`Shell::run`], or open already.
+#[derive(Debug)]
+enum ExecLogSetup {
+    Options(ExecLogOptions),
+    Open(ExecLog),
 }
 
 /// Why the shell could not run.
@@ -231,7 +238,15 @@ impl Shell {
 
     /// Writes exec.log with these options.
     pub fn exec_log_options(mut self, options: ExecLogOptions) -> Shell {
-        self.exec_log = Some(options);
+        self.exec_log = Some(ExecLogSetup::Options(options));
+        self
+    }
+
+    /// Writes exec.log through a writer opened already (so an embedding can
+    /// report a locked or unwritable directory before it starts anything
+    /// else).
+    pub fn exec_log_writer(mut self, log: ExecLog) -> Shell {
+        self.exec_log = Some(ExecLogSetup::Open(log));
         self
     }
 
@@ -279,13 +294,14 @@ impl Shell {
             Transport::Listener(l) => l,
         };
         let exec_log = match exec_log {
-            Some(opts) => {
-                config.exec_log = true;
+            Some(ExecLogSetup::Options(opts)) => {
                 let dir = opts.dir.clone();
                 Some(ExecLog::open(opts).map_err(|source| ShellError::ExecLog { dir, source })?)
             }
+            Some(ExecLogSetup::Open(log)) => Some(log),
             None => None,
         };
+        config.exec_log |= exec_log.is_some();
         let parts = driver::Parts {
             relay: Relay::new(config),
             listener,

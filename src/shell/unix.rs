@@ -53,7 +53,7 @@ impl std::fmt::Display for BindError {
                 path.display()
             ),
             BindError::Io { what, path, source } => {
-                write!(f, "{what} {}: {source}", path.display())
+                write!(f, "{what} {}: {}", path.display(), super::io_cause(source))
             }
         }
     }
@@ -137,12 +137,13 @@ impl UnixSocketListener {
 /// Binds under a temporary name in the same directory, makes it 0600, then
 /// renames it into place, so the final path is never reachable with a wider
 /// mode. Falls back to binding in place if the temporary name is too long.
+/// Errors name `path`, never the temporary name the user did not choose.
 fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
     let chmod = |p: &Path| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
             BindError::Io {
                 what: "setting mode 0600 on",
-                path: p.to_path_buf(),
+                path: path.to_path_buf(),
                 source,
             }
         })
@@ -181,7 +182,7 @@ fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, BindErr
             chmod(path)?;
             Ok(listener)
         }
-        Err(e) => Err(bind_err(&tmp)(e)),
+        Err(e) => Err(bind_err(path)(e)),
     }
 }
 

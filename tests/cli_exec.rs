@@ -216,3 +216,18 @@ fn cli_exec_errors_name_the_socket_and_the_cause() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("invalid duration \"soon\""));
 }
+
+#[test]
+fn cli_exec_killed_client_takes_its_whole_process_group_along() {
+    let server = Server::start(&[]);
+    // The shell forks `sleep` (it has more to do after it).
+    let mut child = server.exec(&[], &["sh", "-c", "sleep 41.9; true"]);
+    wait_until("sleep to start", || process_running("sleep 41.9"));
+    // The client vanishes: the relay kills its session, the demo agent the
+    // session's whole process group.
+    kill("KILL", child.id());
+    wait_exit(&mut child);
+    wait_until("sleep to be killed with its shell", || {
+        !process_running("sleep 41.9")
+    });
+}

@@ -113,7 +113,7 @@ pub async fn run() -> io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "done in {:.1} s. Next: `agent-relay serve --socket /tmp/relay.sock --demo-agent`, then",
+        "done in {:.2} s. Next: `agent-relay serve --socket /tmp/relay.sock --demo-agent`, then",
         started.elapsed().as_secs_f64()
     )?;
     writeln!(

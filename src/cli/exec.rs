@@ -94,7 +94,7 @@ async fn connect(socket: &Path, timeout: Duration) -> io::Result<Client> {
     let stream = UnixStream::connect(socket).await.map_err(|e| {
         let hint = match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                " (is `agent-relay serve` running with this --socket?)"
+                "; is `agent-relay serve` running with this --socket?"
             }
             _ => "",
         };
@@ -196,7 +196,12 @@ impl Session {
         match end {
             End::Exited(code) => Ok(code),
             End::Failed(failed) => {
-                eprintln!("agent-relay: {}: {}", self.cmd, failed.message);
+                // The demo agent's messages name the command already.
+                if failed.message.starts_with(self.cmd.as_str()) {
+                    eprintln!("agent-relay: {}", failed.message);
+                } else {
+                    eprintln!("agent-relay: {}: {}", self.cmd, failed.message);
+                }
                 Ok(failure_exit_code(&failed))
             }
             _ => {

@@ -193,11 +193,12 @@ pub async fn run(args: ServeArgs) -> i32 {
 async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
     let mut signals = StopSignals::install()
         .map_err(|e| format!("installing the signal handlers: {}", io_cause(&e)))?;
-    let listener = UnixSocketListener::bind(&args.socket)
-        .map_err(|e| format!("--socket {}: {e}", args.socket.display()))?;
+    let listener = UnixSocketListener::bind(&args.socket).map_err(|e| format!("--socket: {e}"))?;
     tracing::info!(path = %args.socket.display(), "listening");
     let exec_log = match settings.exec_log {
-        Some(opts) => Some(ExecLog::open(opts).map_err(|e| io_cause(&e))?),
+        Some(opts) => {
+            Some(ExecLog::open(opts).map_err(|e| format!("--exec-log: {}", io_cause(&e)))?)
+        }
         None => None,
     };
     let guest = tokio::select! {
@@ -319,7 +320,7 @@ async fn accept_guest(path: &Path) -> Result<UnixStream, String> {
              choose another path",
             path.display()
         ),
-        e => format!("--guest-listen {}: {e}", path.display()),
+        e => format!("--guest-listen: {e}"),
     })?;
     tracing::info!("waiting for the guest to connect on {}", path.display());
     let stream = listener.accept().await.map_err(|e| {

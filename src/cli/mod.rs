@@ -55,9 +55,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the relay on a Unix socket until SIGINT or SIGTERM (or the guest closes).
+    /// Run the relay on a Unix socket until SIGINT, SIGTERM or SIGHUP (or the guest closes).
+    ///
+    /// Exit status: 0 when stopped by a signal, 2 for a rejected command line,
+    /// 3 when it could not start, 4 when the guest channel closed or failed.
     Serve(ServeArgs),
     /// Run one command through a relay, wired to this terminal.
+    ///
+    /// Exits with the process's code; 127/126 when it could not start (not
+    /// found / not executable), 141 when our stdout's reader went away, 1 when
+    /// the relay could not be reached, was not ready in time or closed the
+    /// connection first.
     Exec(ExecArgs),
     /// Print an exec.log directory (exec.log and its rotations), oldest first.
     Logs(LogsArgs),
@@ -149,7 +157,9 @@ pub struct GuestArgs {
     /// Connect to a byte-stream guest at this Unix socket (e.g. a VM's chardev socket).
     #[arg(long, value_name = "PATH")]
     pub guest_unix: Option<PathBuf>,
-    /// Listen on this Unix socket path and wait for the guest to connect.
+    /// Listen on this Unix socket path and wait for the guest to connect (with
+    /// `--socket`'s rules: owner-only, a stale socket replaced, a live one or a
+    /// non-socket refused; removed once the guest connected).
     #[arg(long, value_name = "PATH")]
     pub guest_listen: Option<PathBuf>,
     /// Run the built-in demo agent in-process: a stand-in for the real guest

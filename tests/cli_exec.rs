@@ -231,3 +231,92 @@ fn cli_exec_killed_client_takes_its_whole_process_group_along() {
         !process_running("sleep 41.9")
     });
 }
+
+#[test]
+fn cli_exec_streams_stdin_and_output_at_once_without_being_cut() {
+    // The command writes 30 MB before it reads any of its 20 MB of stdin:
+    // exec's stdin writes wait (the guest holds 1 MiB of unread stdin at
+    // most) while the output pours in, and exec must keep reading it.
+    let server = strict_server();
+    let script = format!(
+        "head -c 20000000 /dev/zero | {BIN} exec --socket {} -- sh -c 'head -c 30000000 /dev/zero; cat >/dev/null' | wc -c",
+        server.socket_arg()
+    );
+    let out = output_of(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "30000000",
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !server.stderr().contains("slow consumer"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn cli_exec_third_interrupt_leaves_even_when_the_guest_is_stalled() {
+    // `sleep` reads no stdin, so the demo agent stops reading its channel:
+    // signals cannot reach it until `sleep` ends. Ctrl-C three times leaves.
+    let server = Server::start(&[]);
+    let script = format!(
+        "head -c 50000000 /dev/zero | {BIN} exec --socket {} -- sleep 6.25",
+        server.socket_arg()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("sleep to start", || process_running("sleep 6.25"));
+    let exec_pid = || {
+        let out = Command::new("pgrep")
+            .args(["-f", "-P", &child.id().to_string(), "agent-relay exec"])
+            .output()
+            .unwrap();
+        text(&out.stdout).trim().parse::<u32>().ok()
+    };
+    let pid = {
+        let mut pid = None;
+        wait_until("exec's pid", || {
+            pid = exec_pid();
+            pid.is_some()
+        });
+        pid.unwrap()
+    };
+    // Signals a moment apart (tokio folds signals that arrive between two
+    // looks into one), until exec leaves.
+    let mut status = None;
+    wait_until("exec to leave after interrupts", || {
+        let _ = Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(150));
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.unwrap().code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; the relay kills the session"),
+        "{err}"
+    );
+}

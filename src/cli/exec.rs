@@ -15,7 +15,7 @@
 //! for any other start failure, a relay that cannot be reached or is not
 //! ready within `--timeout`, or a connection the relay closed before the
 //! process ended. Ctrl-C sends signal 2 to the process; a second Ctrl-C
-//! sends 9.
+//! sends 9; a third leaves at once (130), and the relay kills the session.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -76,16 +76,59 @@ pub async fn run(args: &ExecArgs) -> io::Result<i32> {
             ),
         )
     })?;
+    let (signals, signal_rx) = mpsc::unbounded_channel();
     let session = Session {
-        tx,
         rx,
         id,
         cmd: cmd.clone(),
         out: Spool::new("stdout", Box::new(io::stdout()), args.max_buffer)?,
         err: Spool::new("stderr", Box::new(io::stderr()), args.max_buffer)?,
         held_back: false,
+        signals,
+        writer: spawn_writer(tx, id, read_stdin(), signal_rx),
     };
     session.run().await
+}
+
+/// How long `exec` waits, when it leaves early, for its last signal to be
+/// written.
+const LAST_SIGNAL: Duration = Duration::from_secs(1);
+
+/// Writes stdin and signals to the relay from a task of its own, so `exec`
+/// keeps reading the relay while a write waits (the relay stops reading a
+/// client whose frames toward the guest reached their bound, and a guest
+/// may be slow to take stdin). A signal goes before stdin still waiting.
+/// Ends when the signal channel closes (after its last signals) or a write
+/// fails: the reading side then learns from the relay what happened.
+fn spawn_writer(
+    mut tx: Sender,
+    id: u32,
+    mut stdin: mpsc::Receiver<Vec<u8>>,
+    mut signals: mpsc::UnboundedReceiver<i32>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stdin_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                signal = signals.recv() => match signal {
+                    Some(signal) => {
+                        if tx.signal(id, signal).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                chunk = stdin.recv(), if stdin_open => {
+                    let chunk = chunk.unwrap_or_default();
+                    stdin_open = !chunk.is_empty();
+                    if tx.stdin(id, &chunk).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// Connects and reads the handshake, saying so when the relay makes us wait
@@ -156,11 +199,15 @@ enum End {
     StdoutFailed(String),
     /// The relay closed the connection first.
     RelayClosed,
+    /// A third Ctrl-C: leave at once (the relay kills the session).
+    Interrupted,
 }
+
+/// The exit code after a third Ctrl-C: 128 + SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// One running session and the two spools its output goes through.
 struct Session {
-    tx: Sender,
     rx: Receiver,
     id: u32,
     cmd: String,
@@ -168,6 +215,9 @@ struct Session {
     err: Spool,
     /// A spool was full: we stopped reading the relay (and said so).
     held_back: bool,
+    /// Signals for the writer task to send.
+    signals: mpsc::UnboundedSender<i32>,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Session {
@@ -179,12 +229,16 @@ impl Session {
             End::StdoutClosed => {
                 // What `cat` does: no message. The process must not run on
                 // for a reader that left.
-                let _ = self.tx.signal(self.id, 9).await;
+                self.last_signal(9).await;
                 return Ok(EXIT_STDOUT_CLOSED);
             }
             End::StdoutFailed(why) => {
-                let _ = self.tx.signal(self.id, 9).await;
+                self.last_signal(9).await;
                 return Err(io::Error::other(format!("writing our stdout: {why}")));
+            }
+            End::Interrupted => {
+                eprintln!("agent-relay: interrupted; the relay kills the session as we leave");
+                return Ok(EXIT_INTERRUPTED);
             }
             _ => {}
         }
@@ -224,6 +278,13 @@ impl Session {
         }
     }
 
+    /// Sends a last signal and gives the writer a moment to write it.
+    async fn last_signal(self, signal: i32) {
+        let _ = self.signals.send(signal);
+        drop(self.signals);
+        let _ = tokio::time::timeout(LAST_SIGNAL, self.writer).await;
+    }
+
     /// Waits for both spools to be written out; a Ctrl-C gives up on them.
     async fn drain(&self) {
         tokio::select! {
@@ -235,8 +296,6 @@ impl Session {
     /// Moves bytes until the session ends, our stdout goes away or the relay
     /// closes the connection.
     async fn pump(&mut self) -> io::Result<End> {
-        let mut stdin = read_stdin();
-        let mut stdin_open = true;
         let mut interrupts = 0u32;
         loop {
             if let Some(end) = self.check_spools() {
@@ -251,21 +310,15 @@ impl Session {
                 }
                 () = self.out.changed() => {}
                 () = self.err.changed() => {}
-                chunk = stdin.recv(), if stdin_open => {
-                    let chunk = chunk.unwrap_or_default();
-                    stdin_open = !chunk.is_empty();
-                    if self.tx.stdin(self.id, &chunk).await.is_err() {
-                        return Ok(End::RelayClosed);
-                    }
-                }
                 interrupted = tokio::signal::ctrl_c() => {
                     interrupted?;
                     interrupts += 1;
+                    if interrupts > 2 {
+                        return Ok(End::Interrupted);
+                    }
                     let signal = if interrupts == 1 { 2 } else { 9 };
                     tracing::info!("interrupt: sending signal {signal}");
-                    if self.tx.signal(self.id, signal).await.is_err() {
-                        return Ok(End::RelayClosed);
-                    }
+                    let _ = self.signals.send(signal);
                 }
             }
         }

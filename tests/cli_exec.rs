@@ -101,7 +101,7 @@ fn cli_exec_full_buffer_and_relay_close_are_explained() {
         all.len()
     );
     assert!(
-        err.contains("our stdout is not keeping up") && err.contains("--max-buffer"),
+        err.contains("stdout is not keeping up") && err.contains("--max-buffer"),
         "{err}"
     );
     assert!(

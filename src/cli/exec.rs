@@ -340,7 +340,7 @@ impl Session {
         {
             self.held_back = true;
             eprintln!(
-                "agent-relay: our {name} is not keeping up: {} of output held (--max-buffer); \
+                "agent-relay: {name} is not keeping up: {} of output held (--max-buffer); \
                  no longer reading the relay until it drains, so the relay may close this \
                  client as a slow consumer",
                 show_size(spool.held())

@@ -1,20 +1,30 @@
 //! exec.log: the JSON Lines file the relay taps exec output into.
 //!
 //! One object per [`LogRecord`]: `{"t": "2026-11-25T12:00:00.123Z", "s": "stdout",
-//! "d": "text", "id": 3}` (`id` is absent on `system` records). The file
-//! rotates at a configurable size (10 MiB by default) into `exec.log.1`,
-//! `.2`, `.3`, and is appended to across restarts.
+//! "d": "text", "id": 3}` (`id` is absent on `system` records that belong to
+//! no session, such as the start and stop markers). The file rotates at a
+//! configurable size (10 MiB by default) into `exec.log.1`, `.2`, `.3`, and is
+//! appended to across restarts.
 //!
-//! Writing happens on a dedicated thread fed by a bounded channel: the routing
-//! task only ever calls `try_send`. If the disk stalls, records are counted as
-//! skipped instead of delaying routing, and one `system` record saying how many
-//! were skipped is written as soon as the channel has room again. This module
+//! The log holds everything the sandbox printed, so the directory is created
+//! owner-only (0700) and the files are made 0600 whatever the umask. A lock
+//! file (`exec.log.lock`, held with `flock` for as long as the writer runs)
+//! keeps a second relay from appending to the same directory.
+//!
+//! Writing happens on a dedicated thread fed by a queue bounded in bytes (the
+//! tap's memory counts toward the relay's memory bound): the routing task
+//! never waits. If the disk stalls and the queue is full, records are counted
+//! as skipped instead of delaying routing, and one `system` record saying how
+//! many were skipped is written as soon as there is room again. This module
 //! never blocks its caller and never decides what gets logged (the core does).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -28,6 +38,13 @@ pub const SANDBOX_STOPPED: &str = "--- sandbox stopped ---";
 /// Name of the live log file inside the log directory.
 pub const FILE_NAME: &str = "exec.log";
 
+/// Name of the lock file inside the log directory.
+pub const LOCK_FILE: &str = "exec.log.lock";
+
+/// Bytes a queued record costs beyond its text (the record, its box and the
+/// queue's slot), for the queue's byte bound.
+pub const RECORD_OVERHEAD: usize = 64;
+
 /// Where and how exec.log is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecLogOptions {
@@ -37,19 +54,20 @@ pub struct ExecLogOptions {
     pub rotate_bytes: u64,
     /// Rotated files kept (`exec.log.1` ..= `exec.log.N`).
     pub keep: u32,
-    /// Records the channel to the writer thread holds before records are skipped.
-    pub queue: usize,
+    /// Bytes of records (text plus [`RECORD_OVERHEAD`] each) queued for the
+    /// writer thread before records are skipped.
+    pub queue_bytes: usize,
 }
 
 impl ExecLogOptions {
     /// Defaults: rotate at 10 MiB, keep 3 rotated files (40 MiB on disk at
-    /// most), queue 4,096 records.
+    /// most), queue up to 8 MiB of records.
     pub fn new(dir: impl Into<PathBuf>) -> ExecLogOptions {
         ExecLogOptions {
             dir: dir.into(),
             rotate_bytes: 10 << 20,
             keep: 3,
-            queue: 4096,
+            queue_bytes: 8 << 20,
         }
     }
 }
@@ -74,7 +92,10 @@ struct Stamped {
 /// non-blocking: see the module docs.
 #[derive(Debug)]
 pub struct ExecLog {
-    tx: Option<SyncSender<StampedBox>>,
+    tx: Option<Sender<StampedBox>>,
+    /// Bytes queued for the writer thread now (it subtracts what it wrote).
+    queued: Arc<AtomicUsize>,
+    queue_bytes: usize,
     skipped: u64,
     skipped_total: u64,
     done: Option<oneshot::Receiver<()>>,
@@ -98,22 +119,30 @@ impl std::fmt::Debug for Stamped {
 }
 
 impl ExecLog {
-    /// Creates the directory, opens `exec.log` for appending and starts the
-    /// writer thread.
+    /// Creates the directory (0700), takes its lock, opens `exec.log` for
+    /// appending (0600) and starts the writer thread. Errors name the path
+    /// and say what failed.
     pub fn open(opts: ExecLogOptions) -> io::Result<ExecLog> {
-        std::fs::create_dir_all(&opts.dir)?;
-        let mut writer = RotatingFile::open(&opts)?;
+        create_private_dir(&opts.dir)?;
+        let lock = lock_dir(&opts.dir)?;
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut writer = RotatingFile::open(&opts, queued.clone())?;
         let path = writer.path.clone();
-        let (tx, rx) = sync_channel::<StampedBox>(opts.queue.max(1));
+        let (tx, rx) = channel::<StampedBox>();
         let (done_tx, done_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("exec-log".into())
             .spawn(move || {
                 writer.run(rx);
+                // Released only once the last record is on disk.
+                drop(lock);
                 let _ = done_tx.send(());
-            })?;
+            })
+            .map_err(|e| context(e, "starting the exec.log writer thread for", &opts.dir))?;
         Ok(ExecLog {
             tx: Some(tx),
+            queued,
+            queue_bytes: opts.queue_bytes,
             skipped: 0,
             skipped_total: 0,
             done: Some(done_rx),
@@ -159,17 +188,24 @@ impl ExecLog {
         self.skipped_total += 1;
     }
 
+    /// Bytes of records queued for the writer thread now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     fn try_send(&mut self, at: SystemTime, record: LogRecord) -> bool {
         let Some(tx) = &self.tx else { return false };
-        match tx.try_send(Box::new(Stamped { at, record })) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => false,
-            Err(TrySendError::Disconnected(_)) => {
-                tracing::warn!(path = %self.path.display(), "exec.log writer stopped; records are dropped");
-                self.tx = None;
-                false
-            }
+        let cost = record_cost(&record);
+        if self.queued.load(Ordering::Relaxed) + cost > self.queue_bytes {
+            return false;
         }
+        self.queued.fetch_add(cost, Ordering::Relaxed);
+        if tx.send(Box::new(Stamped { at, record })).is_err() {
+            tracing::warn!(path = %self.path.display(), "exec.log writer stopped; records are dropped");
+            self.tx = None;
+            return false;
+        }
+        true
     }
 
     /// Writes the stop marker (and any pending skipped notice), then waits up
@@ -189,6 +225,107 @@ impl ExecLog {
     }
 }
 
+/// What a queued record counts against [`ExecLogOptions::queue_bytes`].
+fn record_cost(record: &LogRecord) -> usize {
+    record.text.len() + RECORD_OVERHEAD
+}
+
+/// `error` with the path it is about and what was being done, in words.
+fn context(error: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!(
+            "{what} {}: {}",
+            path.display(),
+            crate::shell::io_cause(&error)
+        ),
+    )
+}
+
+/// Creates `dir` (and missing parents) owner-only, whatever the umask. A
+/// directory that already exists keeps its mode; a warning says when others
+/// can read it.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the exec.log directory is readable by other users (mode {:o})",
+                    meta.permissions().mode() & 0o777
+                );
+            }
+            return Ok(());
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a directory", dir.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(context(e, "inspecting the exec.log directory", dir)),
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| context(e, "creating the exec.log directory", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| context(e, "making owner-only (0700) the exec.log directory", dir))
+}
+
+/// Takes `dir`'s lock file, held until the returned file is dropped, and
+/// writes our pid into it. A lock held by another process is refused.
+fn lock_dir(dir: &Path) -> io::Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = open_private(&path, false)
+        .map_err(|e| context(e, "opening the exec.log lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "another relay{holder} is writing exec.log in {}: two relays cannot share one exec.log directory (its lock is {})",
+                    dir.display(),
+                    path.display()
+                ),
+            ));
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(context(e, "locking the exec.log lock file", &path));
+        }
+    }
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| context(e, "writing the exec.log lock file", &path))?;
+    Ok(file)
+}
+
+/// Opens `path` (created if missing) with mode 0600, also when it existed or
+/// the umask would have widened it; `append` opens it for appending.
+fn open_private(path: &Path, append: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).mode(0o600);
+    if append {
+        options.append(true);
+    } else {
+        options.read(true).write(true);
+    }
+    let file = options.open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
+
 /// How long the writer waits for more records before it flushes.
 const FLUSH_IDLE: Duration = Duration::from_millis(20);
 
@@ -201,13 +338,18 @@ struct RotatingFile {
     keep: u32,
     /// The line being serialised, reused from record to record.
     line: Vec<u8>,
+    /// The producer's byte gauge; the writer gives back what it wrote.
+    queued: Arc<AtomicUsize>,
 }
 
 impl RotatingFile {
-    fn open(opts: &ExecLogOptions) -> io::Result<RotatingFile> {
+    fn open(opts: &ExecLogOptions, queued: Arc<AtomicUsize>) -> io::Result<RotatingFile> {
         let path = opts.dir.join(FILE_NAME);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        let file = open_private(&path, true).map_err(|e| context(e, "opening", &path))?;
+        let size = file
+            .metadata()
+            .map_err(|e| context(e, "inspecting", &path))?
+            .len();
         Ok(RotatingFile {
             path,
             file: BufWriter::new(file),
@@ -215,6 +357,7 @@ impl RotatingFile {
             rotate_bytes: opts.rotate_bytes.max(1),
             keep: opts.keep,
             line: Vec::new(),
+            queued,
         })
     }
 
@@ -238,6 +381,8 @@ impl RotatingFile {
             if let Err(e) = self.write(&next) {
                 tracing::warn!(path = %self.path.display(), "exec.log write: {e}");
             }
+            self.queued
+                .fetch_sub(record_cost(&next.record), Ordering::Relaxed);
         }
         if let Err(e) = self.file.flush() {
             tracing::warn!(path = %self.path.display(), "exec.log flush: {e}");
@@ -249,10 +394,8 @@ impl RotatingFile {
             t: rfc3339_millis(s.at),
             s: s.record.source.as_str(),
             d: &s.record.text,
-            id: match s.record.source {
-                LogSource::System => None,
-                _ => s.record.session,
-            },
+            // A system record about one session carries its number.
+            id: s.record.session,
         };
         let mut bytes = std::mem::take(&mut self.line);
         bytes.clear();
@@ -289,11 +432,7 @@ impl RotatingFile {
             }
             std::fs::rename(&self.path, numbered(1))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        self.file = BufWriter::new(file);
+        self.file = BufWriter::new(open_private(&self.path, true)?);
         self.size = 0;
         Ok(())
     }

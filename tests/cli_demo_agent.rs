@@ -285,3 +285,116 @@ async fn cli_demo_agent_undecodable_request_fails_terminal() {
     let failed: ref_exec::ExecFailed = msg.payload().unwrap();
     assert_eq!(failed.kind, ref_exec::ExecFailureKind::BadArgs);
 }
+
+/// Whether a live (not zombie) process's command line starts with `needle`.
+fn process_running(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok).any(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                let zombie = stat
+                    .rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'));
+                !zombie
+                    && String::from_utf8_lossy(&cmdline)
+                        .replace('\0', " ")
+                        .starts_with(needle)
+            })
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(TIMEOUT, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test]
+async fn cli_demo_agent_kill_reaches_the_whole_process_group() {
+    let mut host = Host::start().await;
+    for (id, signal, code) in [(1u32, 9, 137), (2, 15, 143)] {
+        // The shell forks `sleep` (it has more to do after it).
+        let script = format!("sleep 41.{id}; true");
+        host.exec(id, "sh", &["-c", &script]).await;
+        assert_eq!(host.next().await.t, MessageType::ExecStarted);
+        let running = format!("sleep 41.{id}");
+        wait_until("sleep to start", || process_running(&running)).await;
+        host.send(MsgType::ExecSignal, id, &ExecSignal { signal })
+            .await;
+        let (_, _, last) = host.collect(id).await;
+        let exited: ref_exec::ExecExited = last.payload().unwrap();
+        assert_eq!(exited.code, code, "signal {signal}");
+        wait_until("sleep to be killed with its shell", || {
+            !process_running(&running)
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn cli_demo_agent_holds_unread_stdin_up_to_a_bound_then_stalls() {
+    let (mut host, guest) = tokio::io::duplex(64 << 10);
+    tokio::spawn(async move {
+        run_demo_agent(guest).await.expect("demo agent failed");
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    let n = host.read(&mut buf).await.unwrap();
+    assert!(n > 0, "ready");
+    let req = ExecRequest::new("sleep").args(["4"]);
+    host.write_all(build_frame(MsgType::ExecRequest, 1, &req).as_bytes())
+        .await
+        .unwrap();
+    // `sleep` never reads its stdin: the agent holds up to its bound, then
+    // stops reading, and our writes stall.
+    let chunk = build_frame(
+        MsgType::ExecStdin,
+        1,
+        &Data {
+            data: vec![b'x'; 64 << 10],
+        },
+    );
+    let mut written = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), host.write_all(chunk.as_bytes())).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => break,
+        }
+        written += chunk.len();
+        assert!(
+            written < 16 << 20,
+            "the agent took {written} bytes of unread stdin"
+        );
+    }
+    // The bound, the pipe to the child, the duplex and one read: a few MiB.
+    assert!(
+        written <= agent_relay::demo_agent::STDIN_BOUND + (2 << 20),
+        "{written}"
+    );
+    // Once `sleep` exits, the agent reads on: its exit comes through, and
+    // the agent serves new sessions.
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut chunk = vec![0u8; 64 << 10];
+        loop {
+            let n = host.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "agent closed the stream");
+            seen.extend_from_slice(&chunk[..n]);
+            if let Some(msg) = try_decode_from_buf(&mut seen).unwrap()
+                && msg.t != MessageType::ExecStarted
+            {
+                return (msg, host);
+            }
+        }
+    });
+    let (msg, _host) = tokio::time::timeout(TIMEOUT, reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.t, MessageType::ExecExited);
+}

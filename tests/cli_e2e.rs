@@ -271,7 +271,7 @@ fn cli_serve_guest_listen_and_guest_unix() {
 }
 
 /// `--handshake bounds` serves the newer SDK layout (`exec` reads either form),
-/// and `serve` exits on its own once the guest channel closes.
+/// and `serve` exits on its own once the guest channel closes (status 4).
 #[test]
 fn cli_serve_bounds_handshake_and_exit_on_guest_close() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -311,6 +311,6 @@ fn cli_serve_bounds_handshake_and_exit_on_guest_close() {
         assert!(Instant::now() < until, "serve kept running without a guest");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(status.success(), "{status}");
+    assert_eq!(status.code(), Some(4), "the guest channel closed: {status}");
     assert!(!socket.exists(), "socket file left behind");
 }

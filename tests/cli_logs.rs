@@ -1,11 +1,19 @@
-//! `logs --follow`'s tail across appends, a rotation and a truncation.
+//! `logs`: the follower across appends, rotations (several between two looks)
+//! and truncation; sandbox output shown escaped so it cannot drive the
+//! terminal or forge a line; `--json` always valid JSON; `--session` and
+//! `--since`; and `--follow` through the built binary.
 #![cfg(feature = "cli")]
 
-use std::io::Write;
+mod cli_support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use agent_relay::cli::logs::{LogView, Tail};
+use cli_support::*;
 
-fn append(path: &std::path::Path, text: &str) {
+fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -14,54 +22,338 @@ fn append(path: &std::path::Path, text: &str) {
     f.write_all(text.as_bytes()).expect("append");
 }
 
+fn look(tail: &mut Tail) -> Vec<String> {
+    let mut lines = Vec::new();
+    tail.poll(|l| {
+        lines.push(l.text);
+        Ok(())
+    })
+    .unwrap();
+    lines
+}
+
+/// What the relay's writer does: `.{n-1}` -> `.{n}`, ..., `exec.log` -> `.1`,
+/// keeping `keep` rotated files.
+fn rotate(dir: &Path, keep: u32) {
+    let name = |n: u32| dir.join(format!("exec.log.{n}"));
+    let _ = std::fs::remove_file(name(keep));
+    for n in (1..keep).rev() {
+        if name(n).exists() {
+            std::fs::rename(name(n), name(n + 1)).unwrap();
+        }
+    }
+    std::fs::rename(dir.join("exec.log"), name(1)).unwrap();
+}
+
 #[test]
 fn cli_logs_tail_follows_rotation_and_truncation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let live = dir.path().join("exec.log");
-    let mut tail = Tail::new(live.clone());
-    assert!(tail.poll().unwrap().is_empty(), "no file yet");
+    let mut tail = Tail::new(dir.path());
+    assert!(look(&mut tail).is_empty(), "no file yet");
 
     append(&live, "a\nb");
-    assert_eq!(tail.poll().unwrap(), ["a"]);
+    assert_eq!(look(&mut tail), ["a"]);
     append(&live, "\nc\n");
-    assert_eq!(tail.poll().unwrap(), ["b", "c"]);
+    assert_eq!(look(&mut tail), ["b", "c"]);
 
     // Rotation: a last line lands in the old file just before the rename.
     append(&live, "d\n");
-    std::fs::rename(&live, dir.path().join("exec.log.1")).unwrap();
+    rotate(dir.path(), 3);
     append(&live, "e\n");
-    assert_eq!(tail.poll().unwrap(), ["d", "e"]);
+    assert_eq!(look(&mut tail), ["d", "e"]);
 
     // Truncation in place starts over.
     std::fs::write(&live, "").unwrap();
-    assert!(tail.poll().unwrap().is_empty());
+    assert!(look(&mut tail).is_empty());
     append(&live, "f\n");
-    assert_eq!(tail.poll().unwrap(), ["f"]);
+    assert_eq!(look(&mut tail), ["f"]);
 }
 
 #[test]
-fn cli_logs_view_formats_and_cuts() {
+fn cli_logs_tail_loses_nothing_across_several_rotations_between_looks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("exec.log");
+    append(&live, "1\n");
+    let mut tail = Tail::new(dir.path());
+    assert_eq!(look(&mut tail), ["1"]);
+    // Three rotations before the next look, with lines in every file.
+    append(&live, "2\n");
+    rotate(dir.path(), 3);
+    append(&live, "3\n");
+    rotate(dir.path(), 3);
+    append(&live, "4\n");
+    rotate(dir.path(), 3);
+    append(&live, "5\n");
+    assert_eq!(look(&mut tail), ["2", "3", "4", "5"]);
+    // More rotations than the relay keeps: the file we hold is deleted, yet
+    // its rest is still read, first.
+    append(&live, "6\n");
+    for n in 7..=10 {
+        rotate(dir.path(), 2);
+        append(&live, &format!("{n}\n"));
+    }
+    let got = look(&mut tail);
+    assert_eq!(got.first().map(String::as_str), Some("6"), "{got:?}");
+    assert_eq!(got.last().map(String::as_str), Some("10"), "{got:?}");
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|s| s.parse::<u32>().unwrap());
+    assert_eq!(got, sorted, "out of order");
+}
+
+const REC_T: &str = "2026-11-25T12:00:00.123Z";
+
+fn rec(t: &str, s: &str, d: &str, id: Option<u64>) -> String {
+    let mut v = serde_json::json!({"t": t, "s": s, "d": d});
+    if let Some(id) = id {
+        v["id"] = id.into();
+    }
+    v.to_string()
+}
+
+#[test]
+fn cli_logs_view_escapes_what_could_drive_a_terminal() {
     let view = LogView {
         json: false,
         source: None,
+        session: None,
+        since: None,
         color: false,
-        max_chars: Some(5),
+        max_chars: None,
     };
-    let line = r#"{"t":"2026-11-25T12:00:00.123Z","s":"stdout","d":"1\n2\n3\n4\n","id":3}"#;
+    let evil = "ok\r12:00:00.000 [system] --- sandbox stopped ---\x1b]0;pwned\x07\x1b[2J\u{9b}31m\u{202e}x\x7f\n";
+    let shown = view.format(&rec(REC_T, "stdout", evil, Some(3))).unwrap();
     assert_eq!(
-        view.format(line).unwrap(),
-        "12:00:00.123 [3 stdout] 1\\n2\\n3... (8 bytes)"
+        shown,
+        "12:00:00.123 [3 stdout] ok\\r12:00:00.000 [system] --- sandbox stopped ---\\e]0;pwned\\a\\e[2J\\u{9b}31m\\u{202e}x\\x7f"
+    );
+    // Continuation lines stay indented under the tag: no line starts with a
+    // forged timestamp.
+    let two = view
+        .format(&rec(
+            REC_T,
+            "stdout",
+            "a\n12:00:00.000 [system] forged\n",
+            Some(1),
+        ))
+        .unwrap();
+    assert_eq!(
+        two,
+        "12:00:00.123 [1 stdout] a\n    12:00:00.000 [system] forged"
+    );
+    // The fields around the text are escaped too, and unparsed lines.
+    let odd = view
+        .format(&rec("x\x1bT\x1b[1m", "std\x1bout", "", None))
+        .unwrap();
+    assert!(!odd.contains('\x1b'), "{odd:?}");
+    assert_eq!(
+        view.format("not json \x1b[31m").unwrap(),
+        "(unparsed) not json \\e[31m"
+    );
+    // Cut records (the demo's) too.
+    let cut = LogView {
+        max_chars: Some(5),
+        ..view.clone()
+    };
+    assert_eq!(
+        cut.format(&rec(REC_T, "stdout", "1\n2\x1b\n3\n4\n", Some(3)))
+            .unwrap(),
+        "12:00:00.123 [3 stdout] 1\\n2\\e\\n... (9 bytes)"
     );
     let coloured = LogView {
         color: true,
-        max_chars: None,
         ..view.clone()
     };
-    assert!(coloured.format(line).unwrap().starts_with("\x1b["));
-    assert_eq!(view.format("not json").unwrap(), "(unparsed) not json");
-    let stderr_only = LogView {
-        source: Some("stderr".into()),
-        ..view
-    };
-    assert!(stderr_only.format(line).is_none());
+    assert!(
+        coloured
+            .format(&rec(REC_T, "stdout", "x", Some(1)))
+            .unwrap()
+            .starts_with("\x1b[")
+    );
+}
+
+fn write_log(dir: &Path, lines: &[String]) {
+    let mut body = lines.join("\n");
+    body.push('\n');
+    std::fs::write(dir.join("exec.log"), body).unwrap();
+}
+
+#[test]
+fn cli_logs_json_is_always_json_and_corrupt_lines_go_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(
+        dir.path(),
+        &[
+            rec(REC_T, "stdout", "csi \u{9b}2J and \u{2028}", Some(1)),
+            "{\"t\": \"cut off".to_owned(),
+            "\x1b[31mnot json at all".to_owned(),
+            rec(REC_T, "stderr", "fine", Some(1)),
+        ],
+    );
+    let out = run(&["logs", dir.path().to_str().unwrap(), "--json"], b"");
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+        assert!(v["d"].is_string());
+        assert!(line.chars().all(|c| !c.is_control()), "{line:?}");
+    }
+    let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(
+        first["d"], "csi \u{9b}2J and \u{2028}",
+        "the same value, escaped"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("exec.log line 2: not an exec.log record"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exec.log line 3: not an exec.log record"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_logs_session_and_since_filter() {
+    use agent_relay::core::{LogRecord, LogSource};
+    use agent_relay::exec_log::{ExecLog, ExecLogOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+        let record = |session, source, text: &str| LogRecord {
+            session,
+            source,
+            text: text.to_owned(),
+        };
+        log.log(record(Some(3), LogSource::System, "started: sh -c true"));
+        log.log(record(Some(3), LogSource::Stdout, "three\n"));
+        log.log(record(Some(4), LogSource::Stdout, "four\n"));
+        log.log(record(Some(3), LogSource::System, "exited 0"));
+        log.close(PROMPT).await;
+    });
+    let path = dir.path().to_str().unwrap();
+    let out = run(&["logs", path, "--session", "3"], b"");
+    let shown = text(&out.stdout);
+    let tags: Vec<&str> = shown
+        .lines()
+        .map(|l| l.split_once(' ').unwrap().1)
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "[3 system] started: sh -c true",
+            "[3 stdout] three",
+            "[3 system] exited 0"
+        ],
+        "{shown}"
+    );
+
+    // --since: by absolute time (any offset) and by time ago.
+    write_log(
+        dir.path(),
+        &[
+            rec("2026-11-25T11:59:59.999Z", "stdout", "before", Some(1)),
+            rec("2026-11-25T12:00:00.000Z", "stdout", "at", Some(1)),
+            rec("2026-11-25T12:30:00.000Z", "stdout", "after", Some(1)),
+        ],
+    );
+    let out = run(&["logs", path, "--since", "2026-11-25T13:00:00+01:00"], b"");
+    assert_eq!(
+        text(&out.stdout),
+        "12:00:00.000 [1 stdout] at\n12:30:00.000 [1 stdout] after\n"
+    );
+    let out = run(&["logs", path, "--since", "10m"], b"");
+    assert_eq!(
+        text(&out.stdout),
+        "",
+        "all records are older than 10 minutes"
+    );
+    let out = run(&["logs", path, "--since", "tomorrow"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid time \"tomorrow\""));
+}
+
+#[test]
+fn cli_logs_errors_name_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let out = run(&["logs", missing.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot read {}: no such file or directory",
+            missing.display()
+        )),
+        "{err}"
+    );
+    let out = run(&["logs", dir.path().to_str().unwrap()], b"");
+    assert!(
+        text(&out.stderr).contains("no exec.log in"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn cli_logs_follow_keeps_every_line_across_quick_rotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("exec.log");
+    append(
+        &live,
+        &format!("{}\n", rec(REC_T, "stdout", "line 0", Some(1))),
+    );
+    let mut child = Command::new(BIN)
+        .args(["logs", "--follow", dir.path().to_str().unwrap()])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("a line").expect("read");
+    assert!(next().ends_with("line 0"));
+    // Two rotations within microseconds, far less than one 200 ms look.
+    for round in 1..=3 {
+        for k in 0..3 {
+            let n = round * 10 + k;
+            append(
+                &live,
+                &format!("{}\n", rec(REC_T, "stdout", &format!("line {n}"), Some(1))),
+            );
+            if k < 2 {
+                rotate(dir.path(), 3);
+            }
+        }
+        for k in 0..3 {
+            let want = format!("line {}", round * 10 + k);
+            let got = next();
+            assert!(got.ends_with(&want), "wanted {want:?}, got {got:?}");
+        }
+    }
+    // A truncation restarts cleanly (the new content is shorter than what
+    // was read, as after a truncation and a first short write).
+    for k in 0..5 {
+        append(
+            &live,
+            &format!(
+                "{}\n",
+                rec(REC_T, "stdout", &format!("padding {k}"), Some(1))
+            ),
+        );
+        assert!(next().ends_with(&format!("padding {k}")));
+    }
+    std::fs::write(
+        &live,
+        format!("{}\n", rec(REC_T, "stdout", "truncated", Some(2))),
+    )
+    .unwrap();
+    assert!(next().ends_with("truncated"));
+    let _ = child.kill();
+    let _ = child.wait();
 }

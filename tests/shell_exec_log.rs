@@ -104,7 +104,7 @@ async fn exec_log_stalled_disk_skips_records_and_says_how_many() {
         .open_receiver(&path)
         .unwrap();
     let mut log = ExecLog::open(ExecLogOptions {
-        queue: 4,
+        queue_bytes: 4 * (88 + agent_relay::exec_log::RECORD_OVERHEAD),
         rotate_bytes: 1 << 30,
         ..ExecLogOptions::new(dir.path())
     })
@@ -197,4 +197,60 @@ async fn exec_log_utf8_split_across_frames_is_written_whole() {
         assert!(!l["d"].as_str().unwrap().contains('\u{fffd}'), "{l}");
         assert!(is_rfc3339_millis_utc(l["t"].as_str().unwrap()), "{l}");
     }
+}
+
+#[tokio::test]
+async fn exec_log_queue_is_bounded_in_bytes_not_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exec.log");
+    // A FIFO nobody drains: the writer thread blocks on its first write.
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _reader = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(&path)
+        .unwrap();
+    const BOUND: usize = 1 << 20;
+    let mut log = ExecLog::open(ExecLogOptions {
+        queue_bytes: BOUND,
+        ..ExecLogOptions::new(dir.path())
+    })
+    .unwrap();
+    let big = "z".repeat(64 << 10);
+    for _ in 0..100 {
+        log.log(record(1, &big));
+        assert!(log.queued_bytes() <= BOUND, "{} queued", log.queued_bytes());
+    }
+    // A few records fit (one may sit in the writer's pipe write); the rest
+    // were counted as skipped rather than held.
+    assert!(log.skipped_total() >= 100 - 17, "{}", log.skipped_total());
+}
+
+#[tokio::test]
+async fn exec_log_files_are_owner_only_and_a_second_writer_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("a").join("logs");
+    let log = ExecLog::open(ExecLogOptions::new(&logs)).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&logs), 0o700);
+    assert_eq!(mode(&logs.join("exec.log")), 0o600);
+    assert_eq!(mode(&logs.join("exec.log.lock")), 0o600);
+
+    let err = ExecLog::open(ExecLogOptions::new(&logs)).expect_err("the directory is in use");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("pid {}", std::process::id()))
+            && text.contains(&logs.display().to_string())
+            && text.contains("two relays cannot share one exec.log directory"),
+        "{text}"
+    );
+    // Closing releases the lock.
+    log.close(PROMPT).await;
+    ExecLog::open(ExecLogOptions::new(&logs))
+        .unwrap()
+        .close(PROMPT)
+        .await;
 }

@@ -81,7 +81,14 @@ impl Client {
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
         let path = path.as_ref();
         let stream = UnixStream::connect(path).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("connecting to {}: {e}", path.display()))
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot connect to the relay at {}: {}",
+                    path.display(),
+                    crate::shell::io_cause(&e)
+                ),
+            )
         })?;
         Client::handshake(stream).await
     }
@@ -141,7 +148,8 @@ async fn read_handshake<R: AsyncRead + Unpin>(
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(
                 io::ErrorKind::ConnectionRefused,
-                "the relay closed the connection before its handshake (full, or no guest)",
+                "refused: it closed the connection before its handshake (all its client slots \
+                 are taken, or its guest is gone; its log says which)",
             )
         } else {
             e
@@ -150,8 +158,9 @@ async fn read_handshake<R: AsyncRead + Unpin>(
     let mut decoder = FrameDecoder::new();
     // The bounds form (newer SDKs) sends `[id_end: u32 BE]` next; the 0.4.4 form
     // goes straight on with the ready frame's length. A length never exceeds
-    // 4 MiB and an id range end always does (at most 128 slots), so the next
-    // four bytes tell the two apart.
+    // 4 MiB and an id range end always does (`serve` refuses the bounds form
+    // above 1023 slots for that reason), so the next four bytes tell the two
+    // apart.
     let mut next = [0u8; 4];
     rd.read_exact(&mut next)
         .await

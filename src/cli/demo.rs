@@ -62,21 +62,7 @@ pub async fn run() -> io::Result<()> {
     let tmp = TempDir::new()?;
     let socket = tmp.0.join("agent.sock");
     let log_dir = tmp.0.join("log");
-    let mut out = io::stdout().lock();
-    writeln!(out, "agent-relay demo")?;
-    writeln!(out, "  relay socket: {}", socket.display())?;
-    writeln!(out, "  exec.log:     {}/exec.log", log_dir.display())?;
-    writeln!(
-        out,
-        "  guest:        the built-in demo agent, a stand-in for the real guest agent"
-    )?;
-    writeln!(
-        out,
-        "                (no VM: it runs the commands below as processes on this host)"
-    )?;
-    writeln!(out)?;
-    out.flush()?;
-    drop(out);
+    print_header(&socket, &log_dir)?;
 
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
     let (ours, agents) = tokio::io::duplex(super::serve::DEMO_DUPLEX);
@@ -127,13 +113,30 @@ pub async fn run() -> io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "done in {:.1} s. Next: `agent-relay serve --socket /tmp/relay.sock --demo-agent`, then",
+        "done in {:.2} s. Next: `agent-relay serve --socket /tmp/relay.sock --demo-agent`, then",
         started.elapsed().as_secs_f64()
     )?;
     writeln!(
         out,
         "`agent-relay exec --socket /tmp/relay.sock -- uname -a` in another terminal."
     )?;
+    out.flush()
+}
+
+fn print_header(socket: &Path, log_dir: &Path) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "agent-relay demo")?;
+    writeln!(out, "  relay socket: {}", socket.display())?;
+    writeln!(out, "  exec.log:     {}/exec.log", log_dir.display())?;
+    writeln!(
+        out,
+        "  guest:        the built-in demo agent, a stand-in for the real guest agent"
+    )?;
+    writeln!(
+        out,
+        "                (no VM: it runs the commands below as processes on this host)"
+    )?;
+    writeln!(out)?;
     out.flush()
 }
 

@@ -1,21 +1,42 @@
-//! `agent-relay exec --socket PATH [--tty] -- CMD ARGS...`: runs one command
-//! through the relay as an SDK client would, wiring our stdin, stdout and
-//! stderr to it and exiting with its exit code.
+//! `agent-relay exec --socket PATH [--tty] [--timeout D] [--max-buffer SIZE]
+//! -- CMD ARGS...`: runs one command through the relay as an SDK client
+//! would, wiring our stdin, stdout and stderr to it and exiting with its exit
+//! code.
+//!
+//! It keeps reading the relay whatever our stdout does: output goes through a
+//! [`Spool`] per stream (memory, then a temporary file, up to `--max-buffer`),
+//! so a paused reader gets every byte and the relay never sees a slow
+//! consumer. A reader that goes away early (`| head -2`) ends `exec` quietly,
+//! as it ends `cat`: the session is killed and the exit code is 141 (128 +
+//! SIGPIPE), with no message.
 //!
 //! Exit codes follow a shell: the process's own code; 127 when the guest
 //! reports `not_found`; 126 for `not_executable` and `permission_denied`; 1
-//! for any other start failure or a lost connection. Ctrl-C sends signal 2
-//! to the process; a second Ctrl-C sends 9.
+//! for any other start failure, a relay that cannot be reached or is not
+//! ready within `--timeout`, or a connection the relay closed before the
+//! process ended. Ctrl-C sends signal 2 to the process; a second Ctrl-C
+//! sends 9; a third leaves at once (130), and the relay kills the session.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
+use std::time::Duration;
 
-use std::io::{Read, Write};
-
+use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::client::{Client, ExecEvent};
+use super::client::{Client, ExecEvent, Receiver, Sender};
+use super::spool::{Gone, Spool};
+use super::units::{show_duration, show_size};
+use super::{EXIT_FAILURE, ExecArgs};
+use crate::shell::io_cause;
 use crate::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest};
+
+/// The exit code when our stdout's reader went away: 128 + SIGPIPE, what a
+/// shell reports for a `cat` that died of it.
+pub const EXIT_STDOUT_CLOSED: i32 = 141;
+
+/// How long `exec` waits for the handshake before it says it is waiting.
+const WAIT_NOTICE: Duration = Duration::from_millis(500);
 
 /// The exit code a shell would give for a start failure.
 pub fn failure_exit_code(failed: &ExecFailed) -> i32 {
@@ -26,70 +47,335 @@ pub fn failure_exit_code(failed: &ExecFailed) -> i32 {
     }
 }
 
-/// Runs `cmd args...` through the relay at `socket`; returns the exit code.
-pub async fn run(socket: &Path, tty: bool, cmd: &str, args: &[String]) -> io::Result<i32> {
-    let client = Client::connect(socket).await?;
-    let (mut tx, mut rx) = client.into_split();
+/// Runs `args.command` through the relay at `args.socket`; returns the exit
+/// code. Errors are the caller's to print.
+pub async fn run(args: &ExecArgs) -> io::Result<i32> {
+    let Some((cmd, rest)) = args.command.split_first() else {
+        return Ok(super::EXIT_USAGE); // clap requires at least one word
+    };
+    let client = connect(&args.socket, args.timeout).await?;
+    let (mut tx, rx) = client.into_split();
     let mut env = Vec::new();
-    if tty && let Ok(term) = std::env::var("TERM") {
+    if args.tty
+        && let Ok(term) = std::env::var("TERM")
+    {
         env.push(format!("TERM={term}"));
     }
     let req = ExecRequest {
         env,
-        tty,
-        ..ExecRequest::new(cmd).args(args.iter().cloned())
+        tty: args.tty,
+        ..ExecRequest::new(cmd).args(rest.iter().cloned())
     };
-    let id = tx.exec(&req).await?;
-    let mut stdin = read_stdin();
-    let mut stdin_open = true;
-    let mut interrupts = 0u32;
-    // Plain blocking writes: this client does nothing else meanwhile, and a
-    // full pipe should slow the relay's stream down for us.
-    let mut out = io::stdout();
-    let mut err = io::stderr();
-    loop {
-        tokio::select! {
-            event = rx.next_event() => {
-                let Some((event_id, event)) = event? else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the relay closed the connection before the process ended",
-                    ));
-                };
-                if event_id != id {
-                    continue;
+    let id = tx.exec(&req).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "closed by the relay at {} before the request went out: {}",
+                args.socket.display(),
+                io_cause(&e)
+            ),
+        )
+    })?;
+    let (signals, signal_rx) = mpsc::unbounded_channel();
+    let session = Session {
+        rx,
+        id,
+        cmd: cmd.clone(),
+        out: Spool::new("stdout", Box::new(io::stdout()), args.max_buffer)?,
+        err: Spool::new("stderr", Box::new(io::stderr()), args.max_buffer)?,
+        held_back: false,
+        signals,
+        writer: spawn_writer(tx, id, read_stdin(), signal_rx),
+    };
+    session.run().await
+}
+
+/// How long `exec` waits, when it leaves early, for its last signal to be
+/// written.
+const LAST_SIGNAL: Duration = Duration::from_secs(1);
+
+/// Writes stdin and signals to the relay from a task of its own, so `exec`
+/// keeps reading the relay while a write waits (the relay stops reading a
+/// client whose frames toward the guest reached their bound, and a guest
+/// may be slow to take stdin). A signal goes before stdin still waiting.
+/// Ends when the signal channel closes (after its last signals) or a write
+/// fails: the reading side then learns from the relay what happened.
+fn spawn_writer(
+    mut tx: Sender,
+    id: u32,
+    mut stdin: mpsc::Receiver<Vec<u8>>,
+    mut signals: mpsc::UnboundedReceiver<i32>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stdin_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                signal = signals.recv() => match signal {
+                    Some(signal) => {
+                        if tx.signal(id, signal).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                chunk = stdin.recv(), if stdin_open => {
+                    let chunk = chunk.unwrap_or_default();
+                    stdin_open = !chunk.is_empty();
+                    if tx.stdin(id, &chunk).await.is_err() {
+                        return;
+                    }
                 }
-                match event {
-                    ExecEvent::Stdout(data) => {
-                        out.write_all(&data)?;
-                        out.flush()?;
-                    }
-                    ExecEvent::Stderr(data) => {
-                        err.write_all(&data)?;
-                        err.flush()?;
-                    }
-                    ExecEvent::Exited { code } => return Ok(code),
-                    ExecEvent::Failed(failed) => {
-                        eprintln!("agent-relay: {cmd}: {}", failed.message);
-                        return Ok(failure_exit_code(&failed));
-                    }
-                    ExecEvent::Started { pid } => tracing::debug!(pid, "started"),
-                    ExecEvent::Other(t) => tracing::debug!("ignoring {t}"),
-                }
-            }
-            chunk = stdin.recv(), if stdin_open => {
-                let chunk = chunk.unwrap_or_default();
-                stdin_open = !chunk.is_empty();
-                tx.stdin(id, &chunk).await?;
-            }
-            interrupted = tokio::signal::ctrl_c() => {
-                interrupted?;
-                interrupts += 1;
-                let signal = if interrupts == 1 { 2 } else { 9 };
-                tracing::info!("interrupt: sending signal {signal}");
-                tx.signal(id, signal).await?;
             }
         }
+    })
+}
+
+/// Connects and reads the handshake, saying so when the relay makes us wait
+/// (it sends the handshake once the guest agent is ready).
+async fn connect(socket: &Path, timeout: Duration) -> io::Result<Client> {
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                "; is `agent-relay serve` running with this --socket?"
+            }
+            _ => "",
+        };
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot connect to the relay at {}: {}{hint}",
+                socket.display(),
+                io_cause(&e)
+            ),
+        )
+    })?;
+    let handshake = Client::handshake(stream);
+    tokio::pin!(handshake);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let notice = tokio::time::sleep(WAIT_NOTICE.min(timeout));
+    tokio::pin!(notice);
+    let mut noticed = false;
+    loop {
+        tokio::select! {
+            client = &mut handshake => {
+                return client.map_err(|e| io::Error::new(
+                    e.kind(),
+                    format!("the relay at {}: {}", socket.display(), io_cause(&e)),
+                ));
+            }
+            () = &mut notice, if !noticed => {
+                noticed = true;
+                eprintln!(
+                    "agent-relay: waiting for the guest agent behind {} to be ready (up to {}, see --timeout)",
+                    socket.display(),
+                    show_duration(timeout)
+                );
+            }
+            () = &mut deadline => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the guest agent behind {} was not ready within {} (the relay answers once it is; raise --timeout to wait longer)",
+                        socket.display(),
+                        show_duration(timeout)
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// How a session ended, as far as `exec` is concerned.
+enum End {
+    /// The process exited with this code.
+    Exited(i32),
+    /// It could not start.
+    Failed(ExecFailed),
+    /// Our stdout's reader went away.
+    StdoutClosed,
+    /// Writing our stdout failed otherwise.
+    StdoutFailed(String),
+    /// The relay closed the connection first.
+    RelayClosed,
+    /// A third Ctrl-C: leave at once (the relay kills the session).
+    Interrupted,
+}
+
+/// The exit code after a third Ctrl-C: 128 + SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// One running session and the two spools its output goes through.
+struct Session {
+    rx: Receiver,
+    id: u32,
+    cmd: String,
+    out: Spool,
+    err: Spool,
+    /// A spool was full: we stopped reading the relay (and said so).
+    held_back: bool,
+    /// Signals for the writer task to send.
+    signals: mpsc::UnboundedSender<i32>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    async fn run(mut self) -> io::Result<i32> {
+        let end = self.pump().await?;
+        self.out.close();
+        self.err.close();
+        match end {
+            End::StdoutClosed => {
+                // What `cat` does: no message. The process must not run on
+                // for a reader that left.
+                self.last_signal(9).await;
+                return Ok(EXIT_STDOUT_CLOSED);
+            }
+            End::StdoutFailed(why) => {
+                self.last_signal(9).await;
+                return Err(io::Error::other(format!("writing our stdout: {why}")));
+            }
+            End::Interrupted => {
+                eprintln!("agent-relay: interrupted; the relay kills the session as we leave");
+                return Ok(EXIT_INTERRUPTED);
+            }
+            _ => {}
+        }
+        // Whatever arrived is written out before we go (or stdout goes away).
+        self.drain().await;
+        if self.out.gone() == Some(Gone::Closed) {
+            return Ok(EXIT_STDOUT_CLOSED);
+        }
+        match end {
+            End::Exited(code) => Ok(code),
+            End::Failed(failed) => {
+                // The demo agent's messages name the command already.
+                if failed.message.starts_with(self.cmd.as_str()) {
+                    eprintln!("agent-relay: {}", failed.message);
+                } else {
+                    eprintln!("agent-relay: {}: {}", self.cmd, failed.message);
+                }
+                Ok(failure_exit_code(&failed))
+            }
+            _ => {
+                eprintln!("agent-relay: {}", self.closed_reason());
+                Ok(EXIT_FAILURE)
+            }
+        }
+    }
+
+    /// Why the relay closed us, as far as we can tell: the protocol has no
+    /// message for it, so only our own holding back is known for sure.
+    fn closed_reason(&self) -> String {
+        if self.held_back {
+            format!(
+                "closed by the relay: slow consumer (output backed up past --max-buffer {}, so exec stopped reading)",
+                show_size(self.out.limit())
+            )
+        } else {
+            "closed by the relay before the process ended: likely a slow consumer or a protocol violation (the relay's log says which)".to_owned()
+        }
+    }
+
+    /// Sends a last signal and gives the writer a moment to write it.
+    async fn last_signal(self, signal: i32) {
+        let _ = self.signals.send(signal);
+        drop(self.signals);
+        let _ = tokio::time::timeout(LAST_SIGNAL, self.writer).await;
+    }
+
+    /// Waits for both spools to be written out; a Ctrl-C gives up on them.
+    async fn drain(&self) {
+        tokio::select! {
+            () = async { self.out.finish().await; self.err.finish().await; } => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+
+    /// Moves bytes until the session ends, our stdout goes away or the relay
+    /// closes the connection.
+    async fn pump(&mut self) -> io::Result<End> {
+        let mut interrupts = 0u32;
+        loop {
+            if let Some(end) = self.check_spools() {
+                return Ok(end);
+            }
+            let full = self.out.is_full() || self.err.is_full();
+            tokio::select! {
+                event = self.rx.next_event(), if !full => {
+                    if let Some(end) = self.on_event(event)? {
+                        return Ok(end);
+                    }
+                }
+                () = self.out.changed() => {}
+                () = self.err.changed() => {}
+                interrupted = tokio::signal::ctrl_c() => {
+                    interrupted?;
+                    interrupts += 1;
+                    if interrupts > 2 {
+                        return Ok(End::Interrupted);
+                    }
+                    let signal = if interrupts == 1 { 2 } else { 9 };
+                    tracing::info!("interrupt: sending signal {signal}");
+                    let _ = self.signals.send(signal);
+                }
+            }
+        }
+    }
+
+    /// Notices a stdout that went away, and says once when a full spool
+    /// makes us stop reading the relay.
+    fn check_spools(&mut self) -> Option<End> {
+        match self.out.gone() {
+            Some(Gone::Closed) => return Some(End::StdoutClosed),
+            Some(Gone::Failed(why)) => return Some(End::StdoutFailed(why)),
+            None => {}
+        }
+        let full = [("stdout", &self.out), ("stderr", &self.err)]
+            .into_iter()
+            .find(|(_, spool)| spool.is_full());
+        if let Some((name, spool)) = full
+            && !self.held_back
+        {
+            self.held_back = true;
+            eprintln!(
+                "agent-relay: {name} is not keeping up: {} of output held (--max-buffer); \
+                 no longer reading the relay until it drains, so the relay may close this \
+                 client as a slow consumer",
+                show_size(spool.held())
+            );
+        }
+        None
+    }
+
+    /// Handles one event from the relay; `Some` when the session is over.
+    fn on_event(&mut self, event: io::Result<Option<(u32, ExecEvent)>>) -> io::Result<Option<End>> {
+        let (event_id, event) = match event {
+            Ok(Some(e)) => e,
+            // End of stream, a cut frame or a reset: the relay let us go.
+            Ok(None) => return Ok(Some(End::RelayClosed)),
+            Err(e) => {
+                tracing::debug!("reading the relay: {e}");
+                return Ok(Some(End::RelayClosed));
+            }
+        };
+        if event_id != self.id {
+            return Ok(None);
+        }
+        match event {
+            ExecEvent::Stdout(data) => self.out.push(data)?,
+            ExecEvent::Stderr(data) => {
+                if self.err.gone().is_none() {
+                    self.err.push(data)?;
+                }
+            }
+            ExecEvent::Exited { code } => return Ok(Some(End::Exited(code))),
+            ExecEvent::Failed(failed) => return Ok(Some(End::Failed(failed))),
+            ExecEvent::Started { pid } => tracing::debug!(pid, "started"),
+            ExecEvent::Other(t) => tracing::debug!("ignoring {t}"),
+        }
+        Ok(None)
     }
 }
 

@@ -1,16 +1,46 @@
 //! The `agent-relay` command line (feature `cli`): argument parsing with clap
 //! and one module per subcommand, plus [`client`], the small async client
 //! that `exec`, `demo` and the tests share.
+//!
+//! Exit status of `serve` (README, "Exit status"): [`EXIT_STOPPED`] when asked
+//! to stop, [`EXIT_USAGE`] for a rejected command line, [`EXIT_STARTUP`] when
+//! it could not start, [`EXIT_GUEST_GONE`] when the guest channel closed or
+//! failed. `exec` exits with the process's own code (see [`exec`]).
 
 pub mod client;
 pub mod demo;
 pub mod exec;
 pub mod logs;
 pub mod serve;
+pub mod spool;
+pub mod units;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use units::{parse_duration, parse_size};
+
+/// `serve` stopped because it was asked to (SIGINT, SIGTERM or SIGHUP).
+pub const EXIT_STOPPED: i32 = 0;
+/// `exec` or `logs` failed (the message says why); `exec` also when the
+/// relay closed the connection before the process ended.
+pub const EXIT_FAILURE: i32 = 1;
+/// The command line was rejected (clap's own code for its errors too).
+pub const EXIT_USAGE: i32 = 2;
+/// `serve` could not start: the socket, the guest or exec.log.
+pub const EXIT_STARTUP: i32 = 3;
+/// `serve` stopped because the guest channel closed or failed (the VM is gone).
+pub const EXIT_GUEST_GONE: i32 = 4;
+
+/// Largest `--max-clients` with the offset handshake.
+pub const MAX_CLIENTS: u32 = 4096;
+/// Largest `--max-clients` with the bounds handshake: with 1024 slots the
+/// first client's `id_end` (`u32::MAX / 1024` = 4,194,303) would fall inside
+/// the 4 MiB frame-length range, and a client could no longer tell the
+/// bounds form from the offset form.
+pub const MAX_CLIENTS_BOUNDS: u32 = 1023;
 
 /// agent-relay: multiplexes many SDK clients onto one microVM guest-agent
 /// channel (microsandbox protocol v1).
@@ -25,9 +55,17 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the relay on a Unix socket until SIGINT or SIGTERM (or the guest closes).
+    /// Run the relay on a Unix socket until SIGINT, SIGTERM or SIGHUP (or the guest closes).
+    ///
+    /// Exit status: 0 when stopped by a signal, 2 for a rejected command line,
+    /// 3 when it could not start, 4 when the guest channel closed or failed.
     Serve(ServeArgs),
     /// Run one command through a relay, wired to this terminal.
+    ///
+    /// Exits with the process's code; 127/126 when it could not start (not
+    /// found / not executable), 141 when our stdout's reader went away, 1 when
+    /// the relay could not be reached, was not ready in time or closed the
+    /// connection first.
     Exec(ExecArgs),
     /// Print an exec.log directory (exec.log and its rotations), oldest first.
     Logs(LogsArgs),
@@ -50,17 +88,57 @@ pub struct ServeArgs {
     /// The guest.
     #[command(flatten)]
     pub guest: GuestArgs,
-    /// Write exec.log (and its rotations) into this directory.
+    /// Write exec.log (and its rotations) into this directory (created 0700;
+    /// one relay per directory).
     #[arg(long, value_name = "DIR")]
     pub exec_log: Option<PathBuf>,
-    /// Client slots [default: 16 with the offset handshake, what the 0.4.4 SDK
-    /// assumes; 128 with the bounds handshake].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Client slots, 1 to 4096 (at most 1023 with `--handshake bounds`)
+    /// [default: 16 with the offset handshake, what the 0.4.4 SDK assumes;
+    /// 128 with the bounds handshake].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS)))]
     pub max_clients: Option<u32>,
     /// Handshake layout: `offset` (`[id_offset]`, the 0.4.4 SDK) or `bounds`
     /// (`[id_start][id_end]`, newer SDKs).
     #[arg(long, value_enum, default_value_t = Handshake::Offset)]
     pub handshake: Handshake,
+    /// Memory bounds and timers.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `serve`'s memory bounds and timers (README, "Design choices"). Sizes take
+/// K, M or G (powers of 1024); durations ms, s, m or h.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitArgs {
+    /// Output queued for one client past which its grace timer runs.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub client_soft_budget: usize,
+    /// Output queued for one client at which it is closed as a slow consumer;
+    /// at least 4 MiB + 4 bytes, the largest frame.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub client_hard_cap: usize,
+    /// Output queued for all clients together; reaching it closes the client
+    /// holding the most.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub global_cap: usize,
+    /// How long a client may stay over its soft budget without progress.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// How long a departed client's slot waits for its sessions' last frames
+    /// before another client may have it.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub quarantine: Duration,
+    /// Size at which exec.log is rotated (at least 1 KiB).
+    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
+    pub exec_log_rotate: usize,
+    /// Rotated exec.log files kept (`exec.log.1` ..= `.N`), 0 to 999.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=999))]
+    pub exec_log_keep: u32,
+    /// exec.log records held in memory for the writer; past it records are
+    /// skipped (and counted), never routing delayed. At least 128 KiB.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
+    pub exec_log_queue: usize,
 }
 
 /// The handshake layouts `serve` offers.
@@ -79,7 +157,9 @@ pub struct GuestArgs {
     /// Connect to a byte-stream guest at this Unix socket (e.g. a VM's chardev socket).
     #[arg(long, value_name = "PATH")]
     pub guest_unix: Option<PathBuf>,
-    /// Listen on this Unix socket path and wait for the guest to connect.
+    /// Listen on this Unix socket path and wait for the guest to connect (with
+    /// `--socket`'s rules: owner-only, a stale socket replaced, a live one or a
+    /// non-socket refused; removed once the guest connected).
     #[arg(long, value_name = "PATH")]
     pub guest_listen: Option<PathBuf>,
     /// Run the built-in demo agent in-process: a stand-in for the real guest
@@ -97,6 +177,15 @@ pub struct ExecArgs {
     /// Ask for a pty (the demo agent has none: output still arrives as stdout).
     #[arg(long)]
     pub tty: bool,
+    /// How long to wait for the relay's handshake, which it sends once the
+    /// guest agent is ready.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Output held while our stdout or stderr is slower than the relay (in
+    /// memory, then in a temporary file); past it `exec` stops reading the
+    /// relay, which may then close it as a slow consumer.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub max_buffer: usize,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -114,7 +203,16 @@ pub struct LogsArgs {
     /// Only records from this source.
     #[arg(long, value_name = "S", value_parser = ["stdout", "stderr", "output", "system"])]
     pub source: Option<String>,
-    /// Print the raw JSON lines.
+    /// Only records of this relay session number (its output and its
+    /// `system` records).
+    #[arg(long, value_name = "N")]
+    pub session: Option<u64>,
+    /// Only records from this time on: `2026-11-25T12:00:00Z` (RFC 3339; UTC
+    /// unless an offset is given, as exec.log stores it), `2026-11-25`, or a
+    /// time ago such as `90s`, `10m`, `2h`, `3d`.
+    #[arg(long, value_name = "TIME", value_parser = logs::parse_since)]
+    pub since: Option<logs::Since>,
+    /// Print the raw JSON lines (one valid JSON value per line).
     #[arg(long)]
     pub json: bool,
 }
@@ -122,26 +220,39 @@ pub struct LogsArgs {
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args).await.map(|()| 0),
-        Command::Exec(args) => match args.command.split_first() {
-            Some((cmd, rest)) => exec::run(&args.socket, args.tty, cmd, rest).await,
-            None => Ok(2), // clap requires at least one word
-        },
+        Command::Serve(args) => return serve::run(args).await,
+        Command::Exec(args) => exec::run(&args).await,
         Command::Logs(args) => {
             let view = logs::LogView {
                 json: args.json,
                 source: args.source,
+                session: args.session,
+                since: args.since.map(|s| s.millis),
                 ..logs::LogView::for_stdout()
             };
-            logs::run(&args.dir, &view, args.follow).await.map(|()| 0)
+            match logs::run(&args.dir, &view, args.follow).await {
+                // Our reader left (`logs -f | head`): end quietly, as `cat` does.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return exec::EXIT_STDOUT_CLOSED;
+                }
+                other => other.map(|()| 0),
+            }
         }
         Command::Demo => demo::run().await.map(|()| 0),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("agent-relay: {e}");
-            1
+            eprintln!("agent-relay: {}", crate::shell::io_cause(&e));
+            EXIT_FAILURE
         }
     }
+}
+
+/// Prints a command-line error the way clap prints its own (with the usage
+/// line) and returns [`EXIT_USAGE`].
+pub fn usage_error(message: impl std::fmt::Display) -> i32 {
+    let err = Cli::command().error(clap::error::ErrorKind::ValueValidation, message);
+    let _ = err.print();
+    EXIT_USAGE
 }

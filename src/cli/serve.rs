@@ -1,91 +1,228 @@
-//! `agent-relay serve`: runs the relay on a Unix socket until SIGINT or
-//! SIGTERM, with the guest on a Unix byte stream we connect to
-//! (`--guest-unix`), one that connects to us (`--guest-listen`), or the
-//! in-process demo agent (`--demo-agent`).
+//! `agent-relay serve`: runs the relay on a Unix socket until SIGINT, SIGTERM
+//! or SIGHUP, or until the guest channel closes, with the guest on a Unix
+//! byte stream we connect to (`--guest-unix`), one that connects to us
+//! (`--guest-listen`), or the in-process demo agent (`--demo-agent`).
+//!
+//! Start-up happens in an order that reports every mistake before anything
+//! waits: the command line is validated, then the client socket is bound,
+//! exec.log opened (and locked), and only then does the relay wait for its
+//! guest. Every exit path removes both sockets; the exit status says why the
+//! relay stopped (see [`super::EXIT_STOPPED`] and its neighbours).
 
 use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::net::UnixStream;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use super::{GuestArgs, ServeArgs};
-use crate::core::Config;
+use super::units::show_size;
+use super::{
+    EXIT_GUEST_GONE, EXIT_STARTUP, EXIT_STOPPED, GuestArgs, Handshake, MAX_CLIENTS_BOUNDS,
+    ServeArgs,
+};
+use crate::core::{Config, Millis};
 use crate::demo_agent::run_demo_agent;
-use crate::shell::{BoxConnection, GuestPort, Shell};
+use crate::exec_log::{ExecLog, ExecLogOptions};
+use crate::shell::{
+    BindError, BoxConnection, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
+};
+use crate::wire::MAX_FRAME_LEN;
 
 /// Bytes the in-process duplex to the demo agent buffers each way.
 pub const DEMO_DUPLEX: usize = 1 << 20;
 
-/// Opens the guest channel `args` names (waiting for it with `--guest-listen`).
-pub async fn open_guest(args: &GuestArgs) -> io::Result<BoxConnection> {
-    if let Some(path) = &args.guest_unix {
-        let stream = UnixStream::connect(path).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("connecting to the guest at {}: {e}", path.display()),
-            )
-        })?;
-        tracing::info!("guest connected at {}", path.display());
-        return Ok(Box::new(stream));
-    }
-    if let Some(path) = &args.guest_listen {
-        return Ok(Box::new(accept_guest(path).await?));
-    }
-    let (ours, agents) = tokio::io::duplex(DEMO_DUPLEX);
-    tokio::spawn(async move {
-        if let Err(e) = run_demo_agent(agents).await {
-            tracing::error!("demo agent stopped: {e}");
-        }
-    });
-    tracing::info!("guest: the built-in demo agent (a stand-in: commands run on this host)");
-    Ok(Box::new(ours))
+/// The largest frame a client can be sent: the length prefix and its body.
+const LARGEST_FRAME: usize = MAX_FRAME_LEN as usize + 4;
+
+/// How long `serve` waits for the in-process demo agent to kill and reap
+/// what it started once the relay stopped.
+const AGENT_STOP: Duration = Duration::from_secs(3);
+
+/// Smallest `--exec-log-rotate`.
+const MIN_ROTATE: usize = 1 << 10;
+
+/// Smallest `--exec-log-queue`: two full read batches of output.
+const MIN_LOG_QUEUE: usize = 128 << 10;
+
+/// What `serve` runs with, once the command line made sense.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The core's configuration.
+    pub config: Config,
+    /// exec.log, if asked for.
+    pub exec_log: Option<ExecLogOptions>,
 }
 
-async fn accept_guest(path: &Path) -> io::Result<UnixStream> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("listening on {}: {e}", path.display())))?;
-    tracing::info!("waiting for the guest to connect on {}", path.display());
-    let (stream, _) = listener.accept().await?;
-    let _ = std::fs::remove_file(path);
-    tracing::info!("guest connected");
-    Ok(stream)
+fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
-/// Runs `serve` until SIGINT or SIGTERM, or until the guest channel closes
-/// (the VM is gone: nothing is left to serve). A drain notice (a client sent
-/// `core.shutdown`) is logged; stopping stays the supervisor's call.
-pub async fn run(args: ServeArgs) -> io::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let guest = tokio::select! {
-        guest = open_guest(&args.guest) => guest?,
-        _ = sigint.recv() => return Ok(()),
-        _ = sigterm.recv() => return Ok(()),
-    };
+/// Checks the values together; the error names the flags and values.
+pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
     let base = match args.handshake {
-        super::Handshake::Offset => Config::default(),
-        super::Handshake::Bounds => Config::bounds_handshake(),
+        Handshake::Offset => Config::default(),
+        Handshake::Bounds => Config::bounds_handshake(),
     };
+    let max_clients = args.max_clients.unwrap_or(base.max_clients);
+    if args.handshake == Handshake::Bounds && max_clients > MAX_CLIENTS_BOUNDS {
+        return Err(format!(
+            "--max-clients {max_clients} is too many for --handshake bounds (at most {MAX_CLIENTS_BOUNDS}): \
+             the first client's id_end would fall inside the 4 MiB frame-length range, so clients \
+             could not tell the bounds form from the offset form"
+        ));
+    }
+    let l = &args.limits;
+    let soft = ("--client-soft-budget", l.client_soft_budget);
+    let hard = ("--client-hard-cap", l.client_hard_cap);
+    let global = ("--global-cap", l.global_cap);
+    if soft.1 == 0 {
+        return Err("--client-soft-budget 0 bytes: it must be at least 1 byte".to_owned());
+    }
+    if hard.1 < LARGEST_FRAME {
+        return Err(format!(
+            "--client-hard-cap {} is below the largest frame ({}): one such frame would close its client",
+            show_size(hard.1),
+            show_size(LARGEST_FRAME)
+        ));
+    }
+    for ((small, a), (big, b)) in [(soft, hard), (hard, global)] {
+        if a > b {
+            return Err(format!(
+                "{small} {} exceeds {big} {}: it must not be larger",
+                show_size(a),
+                show_size(b)
+            ));
+        }
+    }
+    if l.grace.is_zero() {
+        return Err("--grace 0s: a client needs some time to catch up (at least 1ms)".to_owned());
+    }
     let config = Config {
-        max_clients: args.max_clients.unwrap_or(base.max_clients),
+        max_clients,
+        client_soft_budget: soft.1,
+        client_hard_cap: hard.1,
+        global_cap: global.1,
+        grace: millis(l.grace),
+        quarantine: millis(l.quarantine),
         ..base
     };
-    let max_clients = config.max_clients;
-    let mut shell = Shell::new(&args.socket, GuestPort::stream(guest)).config(config);
-    if let Some(dir) = &args.exec_log {
-        shell = shell.exec_log(dir);
+    let exec_log = args.exec_log.as_ref().map(|dir| ExecLogOptions {
+        rotate_bytes: l.exec_log_rotate as u64,
+        keep: l.exec_log_keep,
+        queue_bytes: l.exec_log_queue,
+        ..ExecLogOptions::new(dir)
+    });
+    if l.exec_log_rotate < MIN_ROTATE {
+        return Err(format!(
+            "--exec-log-rotate {} is too small (at least {})",
+            show_size(l.exec_log_rotate),
+            show_size(MIN_ROTATE)
+        ));
+    }
+    if l.exec_log_queue < MIN_LOG_QUEUE {
+        return Err(format!(
+            "--exec-log-queue {} is too small (at least {}): most output records would be skipped",
+            show_size(l.exec_log_queue),
+            show_size(MIN_LOG_QUEUE)
+        ));
+    }
+    Ok(Settings { config, exec_log })
+}
+
+/// Why `serve` stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// A signal asked for it.
+    Signal(&'static str),
+    /// The guest channel closed or failed.
+    GuestGone,
+}
+
+impl Stop {
+    fn exit_code(self) -> i32 {
+        match self {
+            Stop::Signal(_) => EXIT_STOPPED,
+            Stop::GuestGone => EXIT_GUEST_GONE,
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, each a request to stop.
+struct StopSignals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl StopSignals {
+    fn install() -> io::Result<StopSignals> {
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next stop request's signal name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
+}
+
+/// Runs `serve`; returns the exit status. Errors are printed here.
+pub async fn run(args: ServeArgs) -> i32 {
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(message) => return super::usage_error(message),
+    };
+    match serve(&args, settings).await {
+        Ok(stop) => stop.exit_code(),
+        Err(message) => {
+            eprintln!("agent-relay serve: {message}");
+            EXIT_STARTUP
+        }
+    }
+}
+
+/// Starts in order (see the module docs) and serves until a stop.
+async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
+    let mut signals = StopSignals::install()
+        .map_err(|e| format!("installing the signal handlers: {}", io_cause(&e)))?;
+    let listener = UnixSocketListener::bind(&args.socket).map_err(|e| format!("--socket: {e}"))?;
+    tracing::info!(path = %args.socket.display(), "listening");
+    let exec_log = match settings.exec_log {
+        Some(opts) => {
+            Some(ExecLog::open(opts).map_err(|e| format!("--exec-log: {}", io_cause(&e)))?)
+        }
+        None => None,
+    };
+    let guest = tokio::select! {
+        guest = open_guest(&args.guest) => guest?,
+        which = signals.recv() => {
+            tracing::info!("{which} while waiting for the guest: stopping");
+            if let Some(log) = exec_log {
+                log.close(Duration::from_secs(2)).await;
+            }
+            return Ok(Stop::Signal(which));
+        }
+    };
+    let max_clients = settings.config.max_clients;
+    let Guest { io, agent } = guest;
+    let mut shell = Shell::with_listener(listener, GuestPort::stream(io)).config(settings.config);
+    if let Some(log) = exec_log {
+        shell = shell.exec_log_writer(log);
     }
     let handle = shell.handle();
     let mut drains = shell.drain_notices();
     let ready = handle.clone();
     let socket = args.socket.clone();
     tokio::spawn(async move {
-        if ready.wait_ready(Duration::from_secs(3600)).await.is_ok() {
+        if ready.wait_ready(Duration::from_secs(86_400)).await.is_ok() {
             tracing::info!(
                 "guest ready; serving clients on {} ({max_clients} slots)",
                 socket.display()
@@ -93,23 +230,107 @@ pub async fn run(args: ServeArgs) -> io::Result<()> {
         }
     });
     let gone = handle.clone();
+    let (stopped_tx, mut stopped_rx) = tokio::sync::oneshot::channel();
     let stop = async move {
-        loop {
+        let stop = loop {
             tokio::select! {
-                _ = sigint.recv() => break "SIGINT",
-                _ = sigterm.recv() => break "SIGTERM",
-                () = gone.guest_closed() => break "guest channel closed",
+                which = signals.recv() => break Stop::Signal(which),
+                () = gone.guest_closed() => break Stop::GuestGone,
                 Some(_) = drains.recv() => {
                     tracing::info!("a client asked the sandbox to shut down (drain notice)");
                 }
             }
+        };
+        match stop {
+            Stop::Signal(which) => tracing::info!("{which}: shutting down"),
+            Stop::GuestGone => tracing::warn!("the guest channel closed: shutting down"),
         }
+        let _ = stopped_tx.send(stop);
     };
-    let stop = async move {
-        let which = stop.await;
-        tracing::info!("{which}: shutting down");
-    };
-    shell.run(stop).await.map_err(io::Error::other)?;
+    shell.run(stop).await.map_err(|e| e.to_string())?;
     tracing::info!(counters = ?handle.counters(), "relay stopped");
-    Ok(())
+    if let Some(agent) = agent
+        && tokio::time::timeout(AGENT_STOP, agent).await.is_err()
+    {
+        tracing::warn!("the demo agent did not finish its sessions in time");
+    }
+    Ok(stopped_rx.try_recv().unwrap_or(Stop::GuestGone))
+}
+
+/// The guest channel, and the demo agent's task when it runs in-process.
+pub struct Guest {
+    /// The byte stream to the guest.
+    pub io: BoxConnection,
+    /// The in-process demo agent: it kills what it started once the stream
+    /// closes, so `serve` waits for it before exiting.
+    pub agent: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Guest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guest")
+            .field("demo_agent", &self.agent.is_some())
+            .finish()
+    }
+}
+
+/// Opens the guest channel `args` names (waiting for it with `--guest-listen`).
+pub async fn open_guest(args: &GuestArgs) -> Result<Guest, String> {
+    if let Some(path) = &args.guest_unix {
+        let stream = UnixStream::connect(path).await.map_err(|e| {
+            format!(
+                "--guest-unix {}: cannot connect to the guest: {}",
+                path.display(),
+                io_cause(&e)
+            )
+        })?;
+        tracing::info!("guest connected at {}", path.display());
+        return Ok(Guest {
+            io: Box::new(stream),
+            agent: None,
+        });
+    }
+    if let Some(path) = &args.guest_listen {
+        return Ok(Guest {
+            io: Box::new(accept_guest(path).await?),
+            agent: None,
+        });
+    }
+    let (ours, agents) = tokio::io::duplex(DEMO_DUPLEX);
+    let agent = tokio::spawn(async move {
+        if let Err(e) = run_demo_agent(agents).await {
+            tracing::error!("demo agent stopped: {e}");
+        }
+    });
+    tracing::info!("guest: the built-in demo agent (a stand-in: commands run on this host)");
+    Ok(Guest {
+        io: Box::new(ours),
+        agent: Some(agent),
+    })
+}
+
+/// Listens at `path` with the client socket's rules (a non-socket or a live
+/// socket is refused, a stale one replaced, mode 0600) and accepts one
+/// guest; the socket file is removed once it connected, or when this future
+/// is dropped.
+async fn accept_guest(path: &Path) -> Result<UnixStream, String> {
+    let mut listener = UnixSocketListener::bind(path).map_err(|e| match e {
+        BindError::AlreadyListening { .. } => format!(
+            "--guest-listen {}: another process is listening there (a running relay or VM?); \
+             choose another path",
+            path.display()
+        ),
+        e => format!("--guest-listen: {e}"),
+    })?;
+    tracing::info!("waiting for the guest to connect on {}", path.display());
+    let stream = listener.accept().await.map_err(|e| {
+        format!(
+            "--guest-listen {}: accepting the guest: {}",
+            path.display(),
+            io_cause(&e)
+        )
+    })?;
+    drop(listener);
+    tracing::info!("guest connected");
+    Ok(stream)
 }

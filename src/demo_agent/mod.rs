@@ -9,13 +9,21 @@
 //!   stdout and stderr in chunks of at most 16 KiB, and ends the session with
 //!   `core.exec.exited{code}` (128 + n when signal n killed it) or
 //!   `core.exec.failed{kind}` when the process could not start;
-//! - `core.exec.stdin` feeds the child's stdin; an empty `data` closes it;
-//! - `core.exec.signal` delivers the signal: 9 through tokio's
-//!   `Child::start_kill`, any other by running `kill -<n> <pid>` (no libc);
+//! - `core.exec.stdin` feeds the child's stdin; an empty `data` closes it.
+//!   At most [`STDIN_BOUND`] bytes are held per session for a process that
+//!   does not read them; past that the agent stops reading its channel until
+//!   the process takes them (or ends), as a stalled guest does. The legacy
+//!   protocol has no per-session credit, so meanwhile the other sessions'
+//!   input waits too;
+//! - every process runs in a process group of its own, and
+//!   `core.exec.signal` reaches the whole group (`kill -<n> -- -<pgid>`, no
+//!   libc), so `sh -c 'sleep 41; ...'` leaves no `sleep` behind when killed;
 //! - `core.exec.resize` is accepted and ignored: there is no pty. A `tty: true`
 //!   request runs with pipes too, its stdout and stderr both arriving as
 //!   `core.exec.stdout` (one merged stream, as a pty would give);
 //! - `core.fs.request` is answered with `core.fs.response{ok: false}`;
+//! - `core.shutdown` (from any client: the relay forwards it) kills every
+//!   session, every client's, as a guest shutting down would;
 //! - `user` and `rlimits` are not supported: a request naming a user fails
 //!   with `user_setup_failed`; rlimits are ignored.
 //!
@@ -38,8 +46,8 @@ use crate::wire::payload::{
 };
 use crate::wire::{Frame, FrameDecoder, MsgType, peek_envelope};
 
-use session::Control;
-pub use session::MAX_CHUNK;
+use session::{Control, SessionHandle};
+pub use session::{MAX_CHUNK, STDIN_BOUND};
 
 /// The error text of every `core.fs.response` the demo agent sends.
 pub const FS_UNSUPPORTED: &str = "filesystem operations are not supported by the demo agent";
@@ -171,7 +179,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     notes: Option<mpsc::UnboundedSender<AgentNote>>,
 ) -> io::Result<()> {
     let mut decoder = FrameDecoder::new();
-    let mut sessions: HashMap<u32, mpsc::UnboundedSender<Control>> = HashMap::new();
+    let mut sessions: HashMap<u32, SessionHandle> = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     let result = loop {
         let n = match rd.read(&mut buf).await {
@@ -196,8 +204,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     };
     // The host left: no one will read these processes' output any more.
-    for tx in sessions.values() {
-        let _ = tx.send(Control::Signal(9));
+    for session in sessions.values() {
+        session.send(Control::Signal(9));
     }
     result
 }
@@ -205,7 +213,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 async fn handle_frame(
     frame: &Frame,
     out: &mpsc::Sender<Frame>,
-    sessions: &mut HashMap<u32, mpsc::UnboundedSender<Control>>,
+    sessions: &mut HashMap<u32, SessionHandle>,
     notes: &Option<mpsc::UnboundedSender<AgentNote>>,
 ) {
     let id = frame.id();
@@ -217,35 +225,9 @@ async fn handle_frame(
         }
     };
     let control = match env.t {
-        MsgType::ExecRequest => {
-            sessions.retain(|_, tx| !tx.is_closed());
-            if sessions.contains_key(&id) {
-                tracing::warn!("demo agent: exec request {id} ignored: session already open");
-                return;
-            }
-            match decode_payload::<ExecRequest>(&env.payload) {
-                Ok(req) => {
-                    let tx = session::spawn(id, req, out.clone(), notes.clone());
-                    sessions.insert(id, tx);
-                }
-                Err(e) => {
-                    // Answer anyway: the session must end for the relay and the client.
-                    let failed = ExecFailed {
-                        kind: ExecFailureKind::BadArgs,
-                        errno: None,
-                        errno_name: None,
-                        message: format!("exec request does not decode: {e}"),
-                        stage: Some("decode".to_owned()),
-                    };
-                    let _ = out
-                        .send(build_frame(MsgType::ExecFailed, id, &failed))
-                        .await;
-                }
-            }
-            return;
-        }
+        MsgType::ExecRequest => return start_session(id, &env.payload, out, sessions, notes).await,
         MsgType::ExecStdin => match peek_data(&env.payload) {
-            Ok(data) => Control::Stdin(data.into_owned()),
+            Ok(data) => return feed_stdin(id, data.into_owned(), sessions).await,
             Err(e) => {
                 tracing::warn!("demo agent: stdin frame {id} skipped: {e}");
                 return;
@@ -273,11 +255,11 @@ async fn handle_frame(
         MsgType::FsData => return,
         MsgType::Shutdown => {
             tracing::info!(
-                "demo agent: shutdown requested; killing {} sessions",
+                "demo agent: shutdown requested; killing all {} sessions, every client's",
                 sessions.len()
             );
-            for tx in sessions.values() {
-                let _ = tx.send(Control::Signal(9));
+            for session in sessions.values() {
+                session.send(Control::Signal(9));
             }
             return;
         }
@@ -287,7 +269,56 @@ async fn handle_frame(
         }
     };
     match sessions.get(&id) {
-        Some(tx) if tx.send(control).is_ok() => {}
+        Some(session) if session.send(control) => {}
         _ => tracing::debug!("demo agent: {} for unknown session {id} dropped", env.t),
+    }
+}
+
+/// `core.exec.request`: starts a session (or answers why it cannot).
+async fn start_session(
+    id: u32,
+    payload: &[u8],
+    out: &mpsc::Sender<Frame>,
+    sessions: &mut HashMap<u32, SessionHandle>,
+    notes: &Option<mpsc::UnboundedSender<AgentNote>>,
+) {
+    sessions.retain(|_, session| !session.is_closed());
+    if sessions.contains_key(&id) {
+        tracing::warn!("demo agent: exec request {id} ignored: session already open");
+        return;
+    }
+    match decode_payload::<ExecRequest>(payload) {
+        Ok(req) => {
+            let session = session::spawn(id, req, out.clone(), notes.clone());
+            sessions.insert(id, session);
+        }
+        Err(e) => {
+            // Answer anyway: the session must end for the relay and the client.
+            let failed = ExecFailed {
+                kind: ExecFailureKind::BadArgs,
+                errno: None,
+                errno_name: None,
+                message: format!("exec request does not decode: {e}"),
+                stage: Some("decode".to_owned()),
+            };
+            let _ = out
+                .send(build_frame(MsgType::ExecFailed, id, &failed))
+                .await;
+        }
+    }
+}
+
+/// `core.exec.stdin`: waits (not reading the channel meanwhile) until the
+/// session holds less than [`STDIN_BOUND`] unread bytes, then hands it over.
+async fn feed_stdin(id: u32, data: Vec<u8>, sessions: &HashMap<u32, SessionHandle>) {
+    let Some(session) = sessions.get(&id) else {
+        tracing::debug!("demo agent: stdin for unknown session {id} dropped");
+        return;
+    };
+    match session.reserve_stdin(data.len()).await {
+        Some(permit) => {
+            session.send(Control::Stdin(data, permit));
+        }
+        None => tracing::debug!("demo agent: stdin for ended session {id} dropped"),
     }
 }

@@ -1,20 +1,28 @@
 //! One exec session of the demo agent: a host process, its pipes, and the
 //! frames that report on it.
 //!
-//! Signals: there is no `libc` dependency and no `unsafe`, so signal 9 uses
-//! tokio's `Child::start_kill` and any other signal runs `kill -<n> <pid>`.
-//! The pid cannot have been reused meanwhile: this task owns the `Child` and
-//! has not yet collected its exit status, so the pid still names our process
-//! (or its zombie).
+//! Signals: every process is the leader of a process group of its own, and a
+//! signal goes to the whole group: there is no `libc` dependency and no
+//! `unsafe`, so it runs `kill -<n> -- -<pgid>` (and, for 9, tokio's
+//! `Child::start_kill` on the leader too). The group id cannot have been
+//! reused meanwhile: this task owns the `Child` and has not yet collected its
+//! exit status, so its pid (the group's id) still names our process (or its
+//! zombie).
+//!
+//! Stdin: the bytes handed to a session and not yet taken by its process are
+//! bounded by [`STDIN_BOUND`] with a semaphore whose permits travel with the
+//! data and return once it is written (or dropped); the agent's reader waits
+//! for permits before it hands more over.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::AgentNote;
@@ -30,28 +38,70 @@ pub const MAX_CHUNK: usize = 16 * 1024;
 /// grandchild could hold the pipes open forever).
 const AFTER_KILL_GRACE: Duration = Duration::from_millis(500);
 
+/// Bytes of stdin held per session for a process that has not read them.
+pub const STDIN_BOUND: usize = 1 << 20;
+
 /// What the host sent for a running session.
 #[derive(Debug)]
 pub(super) enum Control {
-    /// Bytes for stdin; empty closes it.
-    Stdin(Vec<u8>),
+    /// Bytes for stdin (empty closes it), with their share of the session's
+    /// stdin bound.
+    Stdin(Vec<u8>, Option<OwnedSemaphorePermit>),
     /// Deliver this signal.
     Signal(i32),
 }
 
-/// Starts a session task; the returned sender reaches it until it ends.
+/// The reader's handle on a running session.
+#[derive(Debug)]
+pub(super) struct SessionHandle {
+    control: mpsc::UnboundedSender<Control>,
+    stdin_budget: Arc<Semaphore>,
+}
+
+impl SessionHandle {
+    /// Hands `control` over; false once the session ended.
+    pub(super) fn send(&self, control: Control) -> bool {
+        self.control.send(control).is_ok()
+    }
+
+    /// Whether the session ended.
+    pub(super) fn is_closed(&self) -> bool {
+        self.control.is_closed()
+    }
+
+    /// Waits until `len` more bytes of stdin fit the session's bound (a
+    /// chunk larger than the bound waits for all of it); `None` if the
+    /// session ended meanwhile. Empty data (EOF) needs no room.
+    pub(super) async fn reserve_stdin(&self, len: usize) -> Option<Option<OwnedSemaphorePermit>> {
+        if len == 0 {
+            return Some(None);
+        }
+        let want = u32::try_from(len.min(STDIN_BOUND)).unwrap_or(u32::MAX);
+        let budget = self.stdin_budget.clone();
+        budget.acquire_many_owned(want).await.ok().map(Some)
+    }
+}
+
+/// Starts a session task; the returned handle reaches it until it ends.
 pub(super) fn spawn(
     id: u32,
     req: ExecRequest,
     out: mpsc::Sender<Frame>,
     notes: Option<mpsc::UnboundedSender<AgentNote>>,
-) -> mpsc::UnboundedSender<Control> {
+) -> SessionHandle {
     let (tx, rx) = mpsc::unbounded_channel();
+    let stdin_budget = Arc::new(Semaphore::new(STDIN_BOUND));
+    let budget = stdin_budget.clone();
     tokio::spawn(async move {
         let session = Session { id, out, notes };
         session.run(req, rx).await;
+        // Whoever waits for room to feed this session gives up.
+        budget.close();
     });
-    tx
+    SessionHandle {
+        control: tx,
+        stdin_budget,
+    }
 }
 
 struct Session {
@@ -158,17 +208,17 @@ impl Session {
         &self,
         child: &mut Child,
         control: &mut mpsc::UnboundedReceiver<Control>,
-        mut stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
+        mut stdin: Option<mpsc::UnboundedSender<StdinChunk>>,
     ) -> io::Result<ExitStatus> {
         let mut control_open = true;
         loop {
             tokio::select! {
                 status = child.wait() => return status,
                 msg = control.recv(), if control_open => match msg {
-                    Some(Control::Stdin(data)) if data.is_empty() => stdin = None,
-                    Some(Control::Stdin(data)) => {
+                    Some(Control::Stdin(data, _)) if data.is_empty() => stdin = None,
+                    Some(Control::Stdin(data, permit)) => {
                         if let Some(tx) = &stdin
-                            && tx.send(data).is_err()
+                            && tx.send((data, permit)).is_err()
                         {
                             stdin = None;
                         }
@@ -192,6 +242,8 @@ fn command(req: &ExecRequest) -> Command {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A group of its own: a signal reaches what the process started too.
+        .process_group(0)
         .kill_on_drop(true);
     for entry in &req.env {
         // An entry without `=` names nothing to set; skip it.
@@ -241,14 +293,19 @@ where
     })
 }
 
+/// Stdin bytes with their share of the session's bound (returned on drop).
+type StdinChunk = (Vec<u8>, Option<OwnedSemaphorePermit>);
+
 /// Writes stdin in its own task so a child that does not read never holds up
-/// signals; dropping the returned sender closes the child's stdin.
-fn stdin_feeder(mut stdin: ChildStdin) -> mpsc::UnboundedSender<Vec<u8>> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+/// signals; dropping the returned sender closes the child's stdin. Each
+/// chunk's permit is released once the chunk is written or dropped.
+fn stdin_feeder(mut stdin: ChildStdin) -> mpsc::UnboundedSender<StdinChunk> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<StdinChunk>();
     tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
+        while let Some((data, _permit)) = rx.recv().await {
             if stdin.write_all(&data).await.is_err() {
-                // The child closed its stdin; later data has nowhere to go.
+                // The child closed its stdin; later data has nowhere to go
+                // (dropping `rx` releases the permits it still holds).
                 return;
             }
         }
@@ -256,27 +313,37 @@ fn stdin_feeder(mut stdin: ChildStdin) -> mpsc::UnboundedSender<Vec<u8>> {
     tx
 }
 
+/// Sends `signal` to the child's whole process group.
 async fn deliver(child: &mut Child, signal: i32) -> io::Result<()> {
-    if signal == 9 {
-        return child.start_kill();
-    }
     let Some(pid) = child.id() else {
         return Ok(()); // already exited
     };
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
-        .arg(pid.to_string())
+        .arg("--")
+        .arg(format!("-{pid}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .await?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "kill -{signal} {pid} failed: {status}"
-        )))
+        .await;
+    if signal == 9 {
+        // The leader at least, whatever `kill` managed.
+        let leader = child.start_kill();
+        if matches!(&status, Ok(s) if s.success()) {
+            return Ok(());
+        }
+        return leader;
+    }
+    match status {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(io::Error::other(format!(
+            "kill -{signal} -- -{pid} failed: {status}"
+        ))),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("running kill -{signal} -- -{pid}: {e}"),
+        )),
     }
 }
 
@@ -303,7 +370,7 @@ fn check_cwd(cwd: &str) -> Result<(), ExecFailed> {
             kind: ExecFailureKind::BadCwd,
             errno: e.raw_os_error(),
             errno_name: e.raw_os_error().and_then(errno_name).map(str::to_owned),
-            message: format!("working directory {cwd:?}: {e}"),
+            message: format!("working directory {cwd:?}: {}", crate::shell::io_cause(&e)),
             stage: Some("chdir".to_owned()),
         }),
     }
@@ -326,7 +393,7 @@ fn spawn_failure(cmd: &str, e: &io::Error) -> ExecFailed {
         kind,
         errno,
         errno_name: errno.and_then(errno_name).map(str::to_owned),
-        message: format!("{cmd}: {e}"),
+        message: format!("{cmd}: {}", crate::shell::io_cause(e)),
         stage: Some("execvp".to_owned()),
     }
 }

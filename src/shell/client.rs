@@ -4,6 +4,11 @@
 //! batches, [`ClientConn::poll_read`] reads one bounded batch. Dropping a
 //! [`ClientConn`] closes the connection and discards whatever was still
 //! queued. No decision about the bytes is made here.
+//!
+//! End of stream is a departure unless the transport can tell a half-close
+//! from a full close ([`super::Listener::watch_hangup`]): a client that only
+//! shut down its sending side stays, still receiving its output, and leaves
+//! when its socket is fully closed or a write to it fails.
 
 use std::io;
 use std::pin::Pin;
@@ -13,7 +18,8 @@ use bytes::Bytes;
 use tokio::io::ReadBuf;
 
 use super::queue::FrameQueue;
-use super::transport::BoxConnection;
+use super::transport::BoxClient;
+use super::unix::HangupWatch;
 
 /// Bytes read from a client per read call, at most.
 pub(crate) const CLIENT_READ: usize = 64 << 10;
@@ -25,13 +31,15 @@ const WRITES_PER_POLL: usize = 8;
 /// The driver's handle on one connection.
 #[derive(Debug)]
 pub(crate) struct ClientConn {
-    io: BoxConnection,
+    io: BoxClient,
     /// Frames toward the client; bounded by the core's per-client budget.
     out: FrameQueue,
     /// Whether the socket was flushed since its last write.
     flushed: bool,
     /// The core paused reading this client.
     paused: bool,
+    /// The client shut down its sending side; this says when it leaves.
+    half_closed: Option<HangupWatch>,
     pub(crate) span: tracing::Span,
 }
 
@@ -57,12 +65,13 @@ pub(crate) enum Read<'a> {
 
 impl ClientConn {
     /// Wraps a new connection.
-    pub(crate) fn new(id: u64, io: BoxConnection) -> ClientConn {
+    pub(crate) fn new(id: u64, io: BoxClient) -> ClientConn {
         ClientConn {
             io,
             out: FrameQueue::default(),
             flushed: true,
             paused: false,
+            half_closed: None,
             span: tracing::info_span!("client", client = id),
         }
     }
@@ -113,8 +122,16 @@ impl ClientConn {
         }
     }
 
-    /// Reads one batch (at most `buf.len()` bytes) unless paused.
+    /// Reads one batch (at most `buf.len()` bytes) unless paused. After a
+    /// half-close it only watches for the client's departure.
     pub(crate) fn poll_read<'a>(&mut self, cx: &mut Context<'_>, buf: &'a mut [u8]) -> Read<'a> {
+        if let Some(watch) = &mut self.half_closed {
+            return match watch.poll_hung_up(cx) {
+                Poll::Ready(Ok(())) => Read::Gone("closed by the client".into()),
+                Poll::Ready(Err(e)) => Read::Gone(format!("watching for its hang-up failed: {e}")),
+                Poll::Pending => Read::Idle,
+            };
+        }
         if self.paused {
             return Read::Idle;
         }
@@ -122,10 +139,21 @@ impl ClientConn {
         match Pin::new(&mut *self.io).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
                 let n = rb.filled().len();
-                if n == 0 {
-                    Read::Gone("closed by the client".into())
-                } else {
-                    Read::Bytes(&buf[..n])
+                if n > 0 {
+                    return Read::Bytes(&buf[..n]);
+                }
+                match self.io.watch_hangup() {
+                    None => Read::Gone("closed by the client".into()),
+                    Some(Err(e)) => Read::Gone(format!(
+                        "end of stream, and its socket cannot be watched for a hang-up: {e}"
+                    )),
+                    Some(Ok(watch)) => {
+                        self.span.in_scope(|| {
+                            tracing::debug!("the client shut down its sending side; it still receives its output")
+                        });
+                        self.half_closed = Some(watch);
+                        self.poll_read(cx, buf)
+                    }
                 }
             }
             Poll::Ready(Err(e)) => Read::Gone(format!("read failed: {e}")),

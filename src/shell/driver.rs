@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::client::{CLIENT_READ, ClientConn, Read, Written};
 use super::guest::{GUEST_BATCH, GuestIo, GuestPort, Progress};
-use super::transport::{BoxConnection, ErasedListener};
+use super::transport::{BoxClient, ErasedListener};
 use super::{DrainNotice, ShellState};
 use crate::core::{Action, ClientId, Event, Millis, Relay};
 use crate::exec_log::ExecLog;
@@ -99,7 +99,7 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
 
 async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<()> {
     let (mut d, listener) = Driver::new(parts)?;
-    let (conn_tx, mut conn_rx) = mpsc::channel::<BoxConnection>(ACCEPT_QUEUE);
+    let (conn_tx, mut conn_rx) = mpsc::channel::<BoxClient>(ACCEPT_QUEUE);
     let accept = tokio::spawn(accept_loop(listener, conn_tx));
     let mut busy_turns = 0u32;
     let mut last_tick: Option<Millis> = None;
@@ -147,7 +147,7 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
     Ok(())
 }
 
-async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<BoxConnection>) {
+async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<BoxClient>) {
     loop {
         match listener.accept_boxed().await {
             Ok(conn) => {
@@ -205,7 +205,7 @@ impl Driver {
     }
 
     /// A new connection: named, and handed to the core.
-    fn accepted(&mut self, conn: BoxConnection) {
+    fn accepted(&mut self, conn: BoxClient) {
         self.next_client += 1;
         let id = ClientId(self.next_client);
         let client = ClientConn::new(id.0, conn);

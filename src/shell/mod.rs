@@ -65,6 +65,7 @@
 //! # }
 //! ```
 
+mod cause;
 mod client;
 mod driver;
 mod guest;
@@ -80,10 +81,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+pub use cause::io_cause;
 pub use guest::{GUEST_BATCH, GuestPort};
 pub use ring::{RingPort, RingVmm};
 pub use transport::{BoxConnection, Connection, Listener};
-pub use unix::{BindError, UnixSocketListener};
+pub use unix::{BindError, HangupWatch, UnixSocketListener};
 
 use crate::core::{Config, Counters, Relay};
 use crate::exec_log::{ExecLog, ExecLogOptions};
@@ -123,9 +125,16 @@ pub struct Shell {
     transport: Transport,
     guest: GuestPort,
     config: Config,
-    exec_log: Option<ExecLogOptions>,
+    exec_log: Option<ExecLogSetup>,
     state: ShellState,
     drain: Option<mpsc::Sender<DrainNotice>>,
+}
+
+/// exec.log as configured: to be opened by [`Shell::run`], or open already.
+#[derive(Debug)]
+enum ExecLogSetup {
+    Options(ExecLogOptions),
+    Open(ExecLog),
 }
 
 /// Why the shell could not run.
@@ -148,10 +157,9 @@ impl std::fmt::Display for ShellError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ShellError::Bind(e) => e.fmt(f),
-            ShellError::GuestPort(e) => write!(f, "setting up the guest port: {e}"),
-            ShellError::ExecLog { dir, source } => {
-                write!(f, "opening exec.log in {}: {source}", dir.display())
-            }
+            ShellError::GuestPort(e) => write!(f, "setting up the guest port: {}", io_cause(e)),
+            // The error names the path and what failed already.
+            ShellError::ExecLog { source, .. } => write!(f, "exec.log: {}", io_cause(source)),
         }
     }
 }
@@ -230,7 +238,15 @@ impl Shell {
 
     /// Writes exec.log with these options.
     pub fn exec_log_options(mut self, options: ExecLogOptions) -> Shell {
-        self.exec_log = Some(options);
+        self.exec_log = Some(ExecLogSetup::Options(options));
+        self
+    }
+
+    /// Writes exec.log through a writer opened already (so an embedding can
+    /// report a locked or unwritable directory before it starts anything
+    /// else).
+    pub fn exec_log_writer(mut self, log: ExecLog) -> Shell {
+        self.exec_log = Some(ExecLogSetup::Open(log));
         self
     }
 
@@ -278,13 +294,14 @@ impl Shell {
             Transport::Listener(l) => l,
         };
         let exec_log = match exec_log {
-            Some(opts) => {
-                config.exec_log = true;
+            Some(ExecLogSetup::Options(opts)) => {
                 let dir = opts.dir.clone();
                 Some(ExecLog::open(opts).map_err(|source| ShellError::ExecLog { dir, source })?)
             }
+            Some(ExecLogSetup::Open(log)) => Some(log),
             None => None,
         };
+        config.exec_log |= exec_log.is_some();
         let parts = driver::Parts {
             relay: Relay::new(config),
             listener,

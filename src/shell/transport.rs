@@ -1,12 +1,18 @@
 //! The client transport seen by the driver: a [`Listener`] that yields
 //! [`Connection`]s. Production uses [`super::UnixSocketListener`]; tests plug in
-//! turmoil's simulated TCP. This file owns the traits only; it never reads or
-//! writes a byte.
+//! turmoil's simulated TCP. This file owns the traits (and the wrapper that
+//! erases a listener's connection type while keeping its hang-up capability);
+//! it never reads or writes a byte itself.
 
 use std::future::Future;
 use std::io;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::unix::HangupWatch;
 
 /// A byte stream the shell can drive: a client connection or a guest stream
 /// port (vsock, chardev Unix socket, TCP, turmoil's `TcpStream`, a
@@ -27,25 +33,114 @@ pub trait Listener: Send + 'static {
     /// pause (e.g. out of file descriptors), so it must not repeat forever
     /// without waiting on something.
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Conn>> + Send;
+
+    /// Called once a read on `conn` returned end of stream: a watch that
+    /// fires when the peer has closed the whole connection, or `None` when
+    /// this transport cannot tell a full close from a half-close
+    /// (`shutdown(SHUT_WR)`, as socat and `nc -N` do after their request).
+    ///
+    /// With `None` (the default, e.g. turmoil's TCP) end of stream is a
+    /// departure: the client's sessions are killed. With a watch the client
+    /// stays and still receives its output until the watch fires or a write
+    /// to it fails.
+    fn watch_hangup(conn: &Self::Conn) -> Option<io::Result<HangupWatch>> {
+        let _ = conn;
+        None
+    }
+}
+
+/// An accepted client connection with its transport's capabilities, as the
+/// driver stores it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {
+    /// See [`Listener::watch_hangup`].
+    fn watch_hangup(&self) -> Option<io::Result<HangupWatch>>;
+}
+
+/// A boxed [`ClientStream`].
+pub(crate) type BoxClient = Box<dyn ClientStream>;
+
+/// A listener's connection, remembering which listener made it.
+struct Accepted<L: Listener> {
+    conn: L::Conn,
+    listener: PhantomData<fn() -> L>,
+}
+
+impl<L: Listener> ClientStream for Accepted<L> {
+    fn watch_hangup(&self) -> Option<io::Result<HangupWatch>> {
+        L::watch_hangup(&self.conn)
+    }
+}
+
+impl<L: Listener> AsyncRead for Accepted<L> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_read(cx, buf)
+    }
+}
+
+impl<L: Listener> AsyncWrite for Accepted<L> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().conn).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().conn).poll_shutdown(cx)
+    }
 }
 
 /// A [`Listener`] with its connection type erased, so the driver is not generic.
 pub(crate) trait ErasedListener: Send {
     fn accept_boxed(
         &mut self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = io::Result<BoxConnection>> + Send + '_>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = io::Result<BoxClient>> + Send + '_>>;
 }
 
 impl<L: Listener> ErasedListener for L {
     fn accept_boxed(
         &mut self,
-    ) -> std::pin::Pin<Box<dyn Future<Output = io::Result<BoxConnection>> + Send + '_>> {
-        Box::pin(async move { self.accept().await.map(|c| Box::new(c) as BoxConnection) })
+    ) -> std::pin::Pin<Box<dyn Future<Output = io::Result<BoxClient>> + Send + '_>> {
+        Box::pin(async move {
+            self.accept().await.map(|conn| {
+                Box::new(Accepted::<L> {
+                    conn,
+                    listener: PhantomData,
+                }) as BoxClient
+            })
+        })
     }
 }
 
 impl std::fmt::Debug for dyn Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Connection")
+    }
+}
+
+impl std::fmt::Debug for dyn ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientStream")
     }
 }

@@ -1,0 +1,321 @@
+//! `agent-relay logs DIR`: reads `DIR/exec.log` and its rotations, oldest
+//! first (`exec.log.3`, `.2`, `.1`, then `exec.log`), and prints them for
+//! people (one line per record, coloured by session) or as JSON Lines.
+//! `--follow` keeps tailing, following the files by identity across any
+//! number of rotations and restarting a truncated file ([`Tail`]).
+//!
+//! exec.log holds whatever the sandbox printed, and this prints it to a
+//! terminal: in the human format every control character and escape
+//! sequence introducer (ESC, CR, BEL, DEL, the C1 controls, bidirectional
+//! overrides) is shown escaped, so sandboxed code cannot forge a `[system]`
+//! line, move the cursor or set the window title. `--json` prints one valid
+//! JSON value per line, always: a stored line that is not a record is
+//! reported on stderr instead.
+
+mod since;
+mod tail;
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use since::{Since, parse_since, parse_timestamp};
+pub use tail::{Tail, TailLine};
+
+/// Name of the live log file.
+pub const LOG_FILE: &str = crate::exec_log::FILE_NAME;
+
+/// How often `--follow` looks at the directory.
+pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// One exec.log record as written by the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339 timestamp, milliseconds, UTC.
+    pub t: String,
+    /// Source: `stdout`, `stderr`, `output` or `system`.
+    pub s: String,
+    /// The text.
+    pub d: String,
+    /// Relay session number; absent on `system` records about no session.
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+/// How records are shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogView {
+    /// Print JSON lines instead of text.
+    pub json: bool,
+    /// Only records whose `s` is this.
+    pub source: Option<String>,
+    /// Only records whose `id` is this.
+    pub session: Option<u64>,
+    /// Only records at or after this time (milliseconds since the epoch).
+    pub since: Option<i64>,
+    /// ANSI colours by session.
+    pub color: bool,
+    /// Cut each record's text to this many characters (the demo uses it).
+    pub max_chars: Option<usize>,
+}
+
+/// What [`LogView::show`] made of one stored line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    /// Print this.
+    Line(String),
+    /// A filter dropped it.
+    Hidden,
+    /// Not a record; the text says why. Reported on stderr, never mixed into
+    /// JSON output.
+    Corrupt(String),
+}
+
+impl LogView {
+    /// Text output, coloured when stdout is a terminal and `NO_COLOR` is unset.
+    pub fn for_stdout() -> LogView {
+        LogView {
+            json: false,
+            source: None,
+            session: None,
+            since: None,
+            color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            max_chars: None,
+        }
+    }
+
+    fn filtered(&self) -> bool {
+        self.source.is_some() || self.session.is_some() || self.since.is_some()
+    }
+
+    /// Whether `line` passes the filters.
+    pub fn keeps(&self, line: &LogLine) -> bool {
+        self.source.as_ref().is_none_or(|s| *s == line.s)
+            && self.session.is_none_or(|n| line.id == Some(n))
+            && self
+                .since
+                .is_none_or(|since| parse_timestamp(&line.t).is_some_and(|t| t >= since))
+    }
+
+    /// Shows one stored line. In the human format with no filter, a line
+    /// that is not a record is shown marked (escaped), never hidden.
+    pub fn show(&self, raw: &str) -> Shown {
+        let raw = raw.trim_end_matches(['\n', '\r']);
+        if raw.is_empty() {
+            return Shown::Hidden;
+        }
+        let line = match serde_json::from_str::<LogLine>(raw) {
+            Ok(line) => line,
+            Err(e) if self.json || self.filtered() => {
+                return Shown::Corrupt(format!("not an exec.log record ({e})"));
+            }
+            Err(_) => return Shown::Line(format!("(unparsed) {}", escape_controls(raw))),
+        };
+        if !self.keeps(&line) {
+            return Shown::Hidden;
+        }
+        if self.json {
+            return Shown::Line(json_safe(raw).into_owned());
+        }
+        Shown::Line(self.format_line(&line))
+    }
+
+    /// [`LogView::show`] for callers that only print: `None` unless shown.
+    pub fn format(&self, raw: &str) -> Option<String> {
+        match self.show(raw) {
+            Shown::Line(text) => Some(text),
+            Shown::Hidden | Shown::Corrupt(_) => None,
+        }
+    }
+
+    /// The text form of a record: `12:00:00.123 [3 stdout] text`.
+    pub fn format_line(&self, line: &LogLine) -> String {
+        let time = line
+            .t
+            .split_once('T')
+            .map_or(line.t.as_str(), |(_, time)| time.trim_end_matches('Z'));
+        let time = escape_controls(time);
+        let source = escape_controls(&line.s);
+        let tag = match line.id {
+            Some(id) => format!("[{id} {source}]"),
+            None => format!("[{source}]"),
+        };
+        let text = line.d.strip_suffix('\n').unwrap_or(&line.d);
+        let text = match self.max_chars {
+            // Cut records stay on one line, their newlines shown as `\n`.
+            Some(max) if text.chars().count() > max => {
+                let cut: String = text.chars().take(max).collect();
+                format!(
+                    "{}... ({} bytes)",
+                    escape_controls(&cut).replace('\n', "\\n"),
+                    line.d.len()
+                )
+            }
+            // Continuation lines are indented under the tag.
+            _ => escape_controls(text).replace('\n', "\n    "),
+        };
+        if self.color {
+            let colour = match line.id {
+                Some(id) => SESSION_COLOURS[(id as usize) % SESSION_COLOURS.len()],
+                None => "2", // dim for system markers
+            };
+            format!("\x1b[{colour}m{time} {tag}\x1b[0m {text}")
+        } else {
+            format!("{time} {tag} {text}")
+        }
+    }
+}
+
+/// ANSI foreground colours cycled by session number.
+const SESSION_COLOURS: [&str; 6] = ["36", "32", "33", "35", "34", "31"];
+
+/// Characters a terminal could act on, other than newline and tab: C0
+/// controls, DEL, C1 controls, line/paragraph separators and bidirectional
+/// embeddings, overrides and isolates.
+fn is_dangerous(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every dangerous character (see [`is_dangerous`]) written as
+/// an escape: `\e` (ESC), `\r`, `\a` (BEL), `\b`, `\x00`..`\x1f`, `\x7f`,
+/// `\u{9b}` and the like for the rest. Newlines and tabs are kept.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_dangerous) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !is_dangerous(c) => out.push(c),
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A stored line that parsed as JSON, with DEL, the C1 controls and the
+/// line separators (which JSON allows raw in strings) written as `\u` escapes:
+/// the same JSON value, safe on a terminal. They can only occur inside
+/// strings, where the escape means the same character.
+fn json_safe(raw: &str) -> Cow<'_, str> {
+    let risky =
+        |c: char| ('\u{7f}'..='\u{9f}').contains(&c) || matches!(c, '\u{2028}' | '\u{2029}');
+    if !raw.chars().any(risky) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        if risky(c) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The files to read, oldest first: `exec.log.N` .. `exec.log.1`, `exec.log`.
+pub fn log_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut rotated: Vec<(u32, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix(LOG_FILE)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            rotated.push((n, entry.path()));
+        }
+    }
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    let live = dir.join(LOG_FILE);
+    if live.exists() {
+        files.push(live);
+    }
+    Ok(files)
+}
+
+/// Prints what `tail` has not shown yet; corrupt lines go to `err`.
+fn print_new(
+    tail: &mut Tail,
+    view: &LogView,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<()> {
+    tail.poll(|line| match view.show(&line.text) {
+        Shown::Line(text) => writeln!(out, "{text}"),
+        Shown::Hidden => Ok(()),
+        Shown::Corrupt(why) => {
+            // A broken stderr must not stop the records.
+            let _ = writeln!(
+                err,
+                "agent-relay logs: {} line {}: {why}; skipped",
+                line.file, line.number
+            );
+            Ok(())
+        }
+    })?;
+    out.flush()
+}
+
+/// `logs DIR [--follow]`: prints everything, then with `follow` keeps
+/// printing new records until the process is interrupted (or stdout closes).
+pub async fn run(dir: &Path, view: &LogView, follow: bool) -> io::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a directory (give the relay's --exec-log directory)",
+                    dir.display()
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot read {}: {}",
+                    dir.display(),
+                    crate::shell::io_cause(&e)
+                ),
+            ));
+        }
+    }
+    let mut tail = Tail::new(dir);
+    print_new(&mut tail, view, &mut io::stdout().lock(), &mut io::stderr())?;
+    if !follow {
+        if !tail.found_any() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "no {LOG_FILE} in {} (is it a relay's --exec-log directory?)",
+                    dir.display()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(FOLLOW_POLL).await;
+        print_new(&mut tail, view, &mut io::stdout().lock(), &mut io::stderr())?;
+    }
+}

@@ -209,7 +209,8 @@ impl World {
             Action::Ready
             | Action::Drain
             | Action::GuestCorrupt { .. }
-            | Action::FlushExpired { .. } => {
+            | Action::FlushExpired { .. }
+            | Action::StartupFailed(_) => {
                 return Err(format!("unexpected {action:?}"));
             }
         }

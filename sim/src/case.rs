@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use agent_relay::core::{Config, HandshakeForm};
+use agent_relay::core::{Config, HandshakeForm, Protocol};
 
 use super::check::{Invariant, Violation};
 use super::driver::{Driver, OwnedEvent, Recorded, TraceMode};
@@ -137,12 +137,16 @@ impl Case {
         let _ = writeln!(s, "invariant {}", self.invariant);
         let _ = writeln!(
             s,
-            "config max_clients={} handshake={} soft={} hard={} global={} grace={} to_guest={} window={} quarantine={} exec_log={}",
+            "config protocol={} max_clients={} handshake={} clients={} correlations={} clock={} soft={} hard={} global={} grace={} to_guest={} window={} quarantine={} exec_log={}",
+            c.protocol,
             c.max_clients,
             match c.handshake {
                 HandshakeForm::Offset => "offset",
                 HandshakeForm::Bounds => "bounds",
             },
+            c.current_clients,
+            c.max_correlations,
+            u8::from(c.clock_sync),
             c.client_soft_budget,
             c.client_hard_cap,
             c.global_cap,
@@ -164,6 +168,7 @@ impl Case {
                 OwnedEvent::ClientWritten(c, n) => writeln!(s, "{} client_written {c} {n}", r.now),
                 OwnedEvent::Disconnected(c) => writeln!(s, "{} disconnect {c}", r.now),
                 OwnedEvent::Tick => writeln!(s, "{} tick", r.now),
+                OwnedEvent::WallClock(w) => writeln!(s, "{} wall {w}", r.now),
             };
         }
         s
@@ -174,7 +179,7 @@ impl Case {
         let mut case = Case {
             seed: 0,
             invariant: Invariant::NoPanic,
-            config: Config::default(),
+            config: Config::legacy(),
             read_max: super::world::READ_MAX,
             finish: false,
             events: Vec::new(),
@@ -230,6 +235,17 @@ fn set_config(c: &mut Config, kv: &str) -> Result<(), String> {
     let (k, v) = kv.split_once('=').ok_or("bad key=value")?;
     let int = || v.parse::<u64>().map_err(|e| e.to_string());
     match k {
+        "protocol" => {
+            c.protocol = match v {
+                "legacy" => Protocol::Legacy,
+                "current" => Protocol::Current,
+                "auto" => Protocol::Auto,
+                _ => return Err("protocol is legacy, current or auto".into()),
+            }
+        }
+        "clients" => c.current_clients = int()? as u32,
+        "correlations" => c.max_correlations = int()? as usize,
+        "clock" => c.clock_sync = int()? != 0,
         "max_clients" => c.max_clients = int()? as u32,
         "handshake" => {
             c.handshake = if v == "bounds" {
@@ -265,6 +281,7 @@ fn parse_event(words: &[&str]) -> Result<OwnedEvent, String> {
         "client_written" => OwnedEvent::ClientWritten(num(1)?, num(2)? as usize),
         "disconnect" => OwnedEvent::Disconnected(num(1)?),
         "tick" => OwnedEvent::Tick,
+        "wall" => OwnedEvent::WallClock(num(1)?),
         _ => return Err("unknown event".into()),
     })
 }
@@ -278,7 +295,7 @@ mod tests {
         let case = Case {
             seed: 0x85,
             invariant: Invariant::SessionsEnd,
-            config: Config::default(),
+            config: Config::legacy(),
             read_max: 4096,
             finish: true,
             events: vec![

@@ -28,6 +28,8 @@ pub enum OwnedEvent {
     Disconnected(u64),
     /// [`Event::Tick`].
     Tick,
+    /// [`Event::WallClock`].
+    WallClock(u64),
 }
 
 impl OwnedEvent {
@@ -42,6 +44,7 @@ impl OwnedEvent {
             Event::ClientWritten(c, n) => OwnedEvent::ClientWritten(c.0, n),
             Event::ClientDisconnected(c) => OwnedEvent::Disconnected(c.0),
             Event::Tick => OwnedEvent::Tick,
+            Event::WallClock(w) => OwnedEvent::WallClock(w),
         }
     }
 
@@ -56,6 +59,7 @@ impl OwnedEvent {
             OwnedEvent::ClientWritten(c, n) => Event::ClientWritten(ClientId(*c), *n),
             OwnedEvent::Disconnected(c) => Event::ClientDisconnected(ClientId(*c)),
             OwnedEvent::Tick => Event::Tick,
+            OwnedEvent::WallClock(w) => Event::WallClock(*w),
         }
     }
 }
@@ -211,6 +215,10 @@ impl Driver {
                 self.mix(c.0);
             }
             Event::Tick => self.mix(8),
+            Event::WallClock(w) => {
+                self.mix(9);
+                self.mix(w);
+            }
         }
     }
 
@@ -261,6 +269,7 @@ impl Driver {
                 self.mix(22);
                 self.mix(client.0);
             }
+            Action::StartupFailed(_) => self.mix(23),
         }
     }
 }
@@ -286,6 +295,7 @@ pub fn fmt_event(e: &Event<'_>) -> String {
         Event::ClientWritten(c, n) => format!("ClientWritten {c} {n}"),
         Event::ClientDisconnected(c) => format!("ClientDisconnected {c}"),
         Event::Tick => "Tick".into(),
+        Event::WallClock(w) => format!("WallClock {w}"),
     }
 }
 
@@ -314,6 +324,7 @@ pub fn fmt_action(a: &Action) -> String {
         Action::Ready => "Ready".into(),
         Action::Drain => "Drain".into(),
         Action::FlushExpired { client } => format!("FlushExpired {client}"),
+        Action::StartupFailed(why) => format!("StartupFailed: {why}"),
     }
 }
 
@@ -411,6 +422,10 @@ impl Digest {
                 self.mix(12);
                 self.mix(client.0);
             }
+            Action::StartupFailed(why) => {
+                self.mix(13);
+                self.text(why);
+            }
         }
     }
 
@@ -438,6 +453,29 @@ impl Digest {
             live_sessions,
             queued_to_clients,
             queued_to_guest,
+            generation,
+            init_acks,
+            init_failures,
+            open_requests,
+            correlations_evicted,
+            correlations_retired,
+            frames_for_nobody,
+            workload_frames,
+            notices_sent,
+            departed_data_dropped,
+            execs_refused,
+            clock_syncs,
+            credit_control_bytes,
+            credit_control_frames,
+            credit_data_bytes,
+            credit_data_frames,
+            used_control_bytes,
+            used_control_frames,
+            used_data_bytes,
+            used_data_frames,
+            credit_blocked_control_ms,
+            credit_blocked_data_ms,
+            grants_ignored,
         } = *c;
         for x in [
             guest_frames_in,
@@ -460,6 +498,38 @@ impl Digest {
             live_sessions,
             queued_to_clients,
             queued_to_guest,
+        ] {
+            self.mix(x);
+        }
+        // The current generation's counters; a legacy run's digest is what
+        // it was before they existed.
+        if generation <= 1 {
+            return;
+        }
+        for x in [
+            generation,
+            init_acks,
+            init_failures,
+            open_requests,
+            correlations_evicted,
+            correlations_retired,
+            frames_for_nobody,
+            workload_frames,
+            notices_sent,
+            departed_data_dropped,
+            execs_refused,
+            clock_syncs,
+            credit_control_bytes,
+            credit_control_frames,
+            credit_data_bytes,
+            credit_data_frames,
+            used_control_bytes,
+            used_control_frames,
+            used_data_bytes,
+            used_data_frames,
+            credit_blocked_control_ms,
+            credit_blocked_data_ms,
+            grants_ignored,
         ] {
             self.mix(x);
         }

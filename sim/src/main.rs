@@ -355,6 +355,17 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
         digest.seed(start + k as u64, Digest::from_value(*d));
     }
     println!("  {:<22} {:#018x}", "campaign digest", digest.value());
+    if let Some(path) = std::env::var_os("AGENT_RELAY_SIM_DIGESTS") {
+        let lines: String = t
+            .digests
+            .iter()
+            .enumerate()
+            .map(|(k, d)| format!("{:#x} {d:#018x}\n", start + k as u64))
+            .collect();
+        if let Err(e) = std::fs::write(&path, lines) {
+            eprintln!("writing seed digests to {}: {e}", path.to_string_lossy());
+        }
+    }
     if t.failures.is_empty() {
         return ExitCode::SUCCESS;
     }

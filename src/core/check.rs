@@ -14,11 +14,19 @@ impl Relay {
             self.counters.queued_to_guest, queued_to_guest as u64,
             "queued_to_guest counter"
         );
-        let mut live = 0;
+        let mut live = self.waiting.len() as u64;
         let mut queued_to_clients = 0;
-        let mut sessions = 0;
+        let (mut sessions, mut requests, mut execs) = (0, 0, 0);
         for (i, slot) in self.slots.iter().enumerate() {
-            sessions += slot.sessions.len() as u64;
+            for corr in slot.open.values() {
+                sessions += u64::from(corr.kind.is_session());
+                requests += u64::from(!corr.kind.is_session());
+                execs += u32::from(corr.kind.is_exec());
+            }
+            assert!(
+                slot.open.len() <= self.cfg.max_correlations.max(1),
+                "slot {i} over the correlation bound"
+            );
             if let Some(conn) = &slot.conn {
                 live += 1;
                 queued_to_clients += conn.queued as u64;
@@ -39,7 +47,31 @@ impl Relay {
                 );
             }
         }
-        assert_eq!(self.by_client.len() as u64, live, "client map size");
+        assert_eq!(
+            self.by_client.len() + self.waiting.len(),
+            live as usize,
+            "client map size"
+        );
+        assert_eq!(
+            self.counters.open_requests, requests,
+            "open_requests counter"
+        );
+        if self.exec_limits.is_some() {
+            assert_eq!(self.active_execs, execs, "active executions");
+        }
+        for (&seq, &slot) in &self.fences {
+            assert!(seq <= self.sched.handed, "a fence from the future");
+            assert!(
+                self.slots[slot as usize].conn.is_none(),
+                "fence on slot {slot}, which has a client"
+            );
+        }
+        if self.layout.is_none() {
+            assert!(
+                self.slots.is_empty(),
+                "slots before the generation is known"
+            );
+        }
         assert_eq!(self.counters.live_clients, live, "live_clients counter");
         assert_eq!(
             self.counters.queued_to_clients, queued_to_clients,

@@ -25,22 +25,32 @@
 mod budget;
 #[cfg(any(test, feature = "testing"))]
 mod check;
+mod client;
+mod clock;
+mod correlation;
+mod credit;
+mod departure;
 mod flush;
+mod guest;
+mod layout;
 mod quarantine;
 mod relay;
 mod scheduler;
 mod slot;
+mod startup;
 mod tap;
 mod timer;
 mod types;
 mod violation;
 
+pub use credit::{BARRIER_VERSION, CONTROL_BYTES, CONTROL_FRAMES, DATA_BYTES, DATA_FRAMES};
+pub use layout::{CURRENT_STEP, WORKLOAD_CONTROL_ID};
 pub use relay::Relay;
 pub use slot::IdRange;
 pub use tap::SANDBOX_STARTED;
 pub use timer::{Timeout, Timer};
 pub use types::{
-    Action, ClientId, CloseReason, Config, Counters, Event, HandshakeForm, LogRecord, LogSource,
-    Millis, RefuseReason, SlowLimit,
+    Action, CURRENT_SLOTS, ClientId, CloseReason, Config, Counters, Event, HandshakeForm,
+    LogRecord, LogSource, Millis, Protocol, RefuseReason, SlowLimit, StartupFailure,
 };
 pub use violation::{GuestCorruption, Violation};

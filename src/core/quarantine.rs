@@ -1,9 +1,23 @@
 //! Rule `slot_quarantine`: a recycled slot never receives the previous
-//! owner's late frames. A departed client's slot stays taken while any of its
-//! sessions is open (a killed process can still print and exit after a new
-//! client took the slot and reused the same ids) or any of its frames still
-//! waits toward the guest, but at most `quarantine` milliseconds: a guest
-//! that never ends a session must not cost the relay a slot forever.
+//! owner's late frames. A departed client's slot stays taken while anything
+//! of its is open (a killed process can still print and exit after a new
+//! client took the slot and reused the same ids; clients allocate ids from
+//! the start of their range, so reuse is the rule, not the exception) or any
+//! of its frames still waits toward the guest, but at most `quarantine`
+//! milliseconds: a guest that never ends a session must not cost the relay a
+//! slot forever.
+//!
+//! Current generation: the disconnect notice ends the wait for everything
+//! but exec sessions. Once the guest has taken the notice it keeps nothing of
+//! that range's fs, tcp or request state, so no more frames come for them;
+//! frames it sent before are ahead, in the one ordered stream, of anything it
+//! sent after. The relay learns the guest took the notice when a guest frame
+//! answers a frame handed over after it (each correlation remembers the
+//! hand-off number of the frame that opened it); from then on no frame for
+//! the old owner's fs, tcp or request ids can arrive, and they are retired.
+//! Killed exec sessions still end with their exit, which the quarantine
+//! waits for. This assumes a guest that handles its input in order, as
+//! agentd's one reader does.
 
 use super::relay::Relay;
 use super::slot::Slot;
@@ -12,10 +26,10 @@ impl Slot {
     /// Whether a new client may take this slot; `queued` is the bytes of its
     /// frames still waiting toward the guest.
     pub(crate) fn is_free(&self, queued: usize) -> bool {
-        self.conn.is_none() && self.sessions.is_empty() && queued == 0
+        self.conn.is_none() && self.open.is_empty() && queued == 0
     }
 
-    /// Departed, still waiting for sessions or queued frames.
+    /// Departed, still waiting for correlations or queued frames.
     pub(crate) fn is_quarantined(&self, queued: usize) -> bool {
         self.conn.is_none() && !self.is_free(queued)
     }
@@ -34,27 +48,74 @@ impl Relay {
             .count() as u32
     }
 
-    /// Its client left: the slot waits for its open sessions, for a while.
+    /// Its client left: the slot waits for what is open, for a while.
     pub(super) fn start_quarantine(&mut self, slot: usize) {
-        if !self.slots[slot].sessions.is_empty() {
+        if !self.slots[slot].open.is_empty() {
             self.slots[slot].quarantine_until = Some(self.now + self.cfg.quarantine);
         }
     }
 
-    /// A session of `slot` ended; with the last one the wait is over.
+    /// A correlation of `slot` ended; with the last one the wait is over.
     pub(super) fn session_ended(&mut self, slot: usize) {
-        if self.slots[slot].sessions.is_empty() {
+        if self.slots[slot].open.is_empty() {
             self.slots[slot].quarantine_until = None;
+            self.fences.retain(|_, s| *s as usize != slot);
         }
     }
 
-    /// The guest never ended these sessions: give the slot back.
+    /// The guest never ended these: give the slot back.
     pub(super) fn expire_quarantine(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
-        if s.conn.is_none() && s.quarantine_until.is_some_and(|d| d <= self.now) {
-            self.counters.live_sessions -= s.sessions.len() as u64;
-            s.sessions.clear();
-            s.quarantine_until = None;
+        let s = &self.slots[slot];
+        if s.conn.is_some() || s.quarantine_until.is_none_or(|d| d > self.now) {
+            return;
         }
+        let open = std::mem::take(&mut self.slots[slot].open);
+        for corr in open.values() {
+            self.forget(corr);
+        }
+        if let Some(credit) = &mut self.sched.credit {
+            credit.forget_slot(slot);
+        }
+        self.session_ended(slot);
+    }
+
+    /// A guest frame answered the frame handed over as number `seq`: every
+    /// disconnect notice handed over before it has been taken.
+    pub(super) fn guest_read(&mut self, seq: u64) {
+        if seq <= self.guest_read_to {
+            return;
+        }
+        self.guest_read_to = seq;
+        while let Some(entry) = self.fences.first_entry() {
+            if *entry.key() >= seq {
+                break;
+            }
+            let slot = entry.remove() as usize;
+            self.retire(slot);
+        }
+    }
+
+    /// The guest took `slot`'s notice: its fs, tcp and request correlations
+    /// are over.
+    fn retire(&mut self, slot: usize) {
+        if self.slots[slot].conn.is_some() {
+            return;
+        }
+        let open = &mut self.slots[slot].open;
+        let gone: Vec<u32> = open
+            .iter()
+            .filter(|(_, c)| !c.kind.is_exec())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            if let Some(corr) = self.slots[slot].open.remove(&id) {
+                self.forget(&corr);
+                self.counters.correlations_retired += 1;
+            }
+        }
+        if let Some(credit) = &mut self.sched.credit {
+            credit.forget_slot(slot);
+        }
+        self.session_ended(slot);
     }
 }

@@ -3,53 +3,70 @@
 //! and the next moment time matters is [`Relay::poll_timeout`]. It reads no
 //! clock, does no I/O and spawns nothing: same events, same actions.
 //!
-//! This file owns routing and the client lifecycle: the handshake, guest
-//! frames to the client whose range holds their id (rule `route_by_id`),
-//! client frames checked and queued toward the guest (rules `own_range_only`
-//! and `corrupt_client_isolated`), and a departure's kills (rule
-//! `kill_on_departure`). The policies it calls live in files of their own:
-//! `budget.rs`, `scheduler.rs`, `quarantine.rs`, `tap.rs`.
+//! This file owns the client lifecycle: connection, the wait for ready, the
+//! handshake (rule `handshake_after_ready`), refusals. What happens to guest
+//! frames is in `guest.rs`, to client frames in `client.rs`, on departure in
+//! `departure.rs`; the policies they call live in files of their own.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::clock::Clock;
 use super::flush::Flush;
-use super::scheduler::{Outbound, Scheduler};
-use super::slot::{Conn, IdRange, Session, SessionKind, Slot};
-use super::tap::{GuestFrame, Tap};
+use super::layout::{Generation, Layout};
+use super::scheduler::{Outbound, Scheduler, Stop};
+use super::slot::{Conn, IdRange, Slot};
+use super::tap::Tap;
 use super::timer::{Timeout, Timer};
 use super::types::{
-    Action, ClientId, CloseReason, Config, Counters, Event, HandshakeForm, Millis, RefuseReason,
+    Action, ClientId, Config, Counters, Event, HandshakeForm, Millis, Protocol, RefuseReason,
+    StartupFailure,
 };
-use super::violation::{GuestCorruption, Violation};
-use crate::wire::payload::{exec_request_tty, sigkill_frame};
-use crate::wire::{EnvelopeError, peek_envelope};
-use crate::wire::{
-    FLAG_TERMINAL, Frame, FrameDecoder, MsgType, Opens, PREFIX_LEN, ZERO_COPY_MIN, whole_frame_len,
-};
+use crate::wire::payload::ExecLimits;
+use crate::wire::{CreditClass, FrameDecoder};
 
 /// The relay state machine. See the module docs of [`crate::core`].
 #[derive(Debug)]
 pub struct Relay {
     pub(super) cfg: Config,
-    step: u32,
     pub(super) now: Millis,
     /// Bytes from the guest not yet taken as frames.
-    guest: FrameDecoder,
-    guest_gone: bool,
+    pub(super) guest: FrameDecoder,
+    pub(super) guest_gone: bool,
     /// The guest's `core.ready` frame, whole, once it arrived.
-    ready: Option<Bytes>,
+    pub(super) ready: Option<Bytes>,
+    /// The generation, once known (at once when configured, else at ready).
+    pub(super) generation: Option<Generation>,
+    /// The slots' ranges, once the generation is known.
+    pub(super) layout: Option<Layout>,
+    /// The sandbox could not start; nothing more is accepted.
+    pub(super) failed: bool,
     pub(super) slots: Vec<Slot>,
+    /// Clients that connected before the generation was known, in arrival
+    /// order; they get slots at ready.
+    pub(super) waiting: Vec<ClientId>,
     pub(super) by_client: HashMap<ClientId, u32>,
     /// Closed clients whose last output is still being written.
     pub(super) flushing: BTreeMap<ClientId, Flush>,
     /// Frames toward the guest.
     pub(super) sched: Scheduler,
-    last_session: u64,
-    tap: Tap,
+    pub(super) last_session: u64,
+    /// Correlations opened so far (their creation order).
+    pub(super) last_corr: u64,
+    pub(super) tap: Tap,
+    /// The guest's execution policy, when its ready has one.
+    pub(super) exec_limits: Option<ExecLimits>,
+    /// Exec sessions open now, sandbox-wide (for `exec_limits`).
+    pub(super) active_execs: u32,
+    pub(super) clock: Clock,
+    /// Disconnect notices handed to the guest, by hand-off number, whose
+    /// slot still holds correlations the notice retires.
+    pub(super) fences: BTreeMap<u64, u32>,
+    /// The highest hand-off number the guest has answered a frame of.
+    pub(super) guest_read_to: u64,
+    /// Since when frames wait for credit, per class (control, data).
+    pub(super) blocked_since: [Option<Millis>; 2],
     pub(super) actions: VecDeque<Action>,
     pub(super) counters: Counters,
 }
@@ -58,23 +75,42 @@ impl Relay {
     /// A relay waiting for the guest's `core.ready`.
     ///
     /// # Panics
-    /// If `max_clients` is 0.
+    /// If `max_clients` (legacy) or `current_clients` is 0.
     pub fn new(cfg: Config) -> Relay {
         assert!(cfg.max_clients > 0, "max_clients must be at least 1");
-        let slots = (0..cfg.max_clients).map(|_| Slot::default()).collect();
+        assert!(
+            cfg.current_clients > 0,
+            "current_clients must be at least 1"
+        );
+        let layout = match cfg.protocol {
+            Protocol::Legacy => Some(Layout::legacy(cfg.max_clients)),
+            Protocol::Current => Some(Layout::current(cfg.current_clients)),
+            Protocol::Auto => None,
+        };
+        let slots = layout.map_or(0, |l| l.slots() as usize);
         Relay {
-            step: cfg.step(),
-            sched: Scheduler::new(cfg.max_clients as usize, cfg.guest_window),
+            sched: Scheduler::new(slots, cfg.guest_window),
             tap: Tap::new(cfg.exec_log),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+            layout,
+            generation: None,
             cfg,
             now: 0,
             guest: FrameDecoder::new(),
             guest_gone: false,
             ready: None,
-            slots,
+            failed: false,
+            waiting: Vec::new(),
             by_client: HashMap::new(),
             flushing: BTreeMap::new(),
             last_session: 0,
+            last_corr: 0,
+            exec_limits: None,
+            active_execs: 0,
+            clock: Clock::default(),
+            fences: BTreeMap::new(),
+            guest_read_to: 0,
+            blocked_since: [None; 2],
             actions: VecDeque::new(),
             counters: Counters::default(),
         }
@@ -103,15 +139,14 @@ impl Relay {
                     self.on_client_written(client, n);
                 }
             }
-            Event::ClientDisconnected(client) => {
-                self.flush_done(client);
-                if let Some(&slot) = self.by_client.get(&client) {
-                    self.depart(slot as usize, None);
-                }
-            }
+            Event::ClientDisconnected(client) => self.on_disconnected(client),
             Event::Tick => self.on_tick(),
+            Event::WallClock(wall) => self.on_wall_clock(wall),
         }
         self.tap.flush(&mut self.actions);
+        if let Some(credit) = &self.sched.credit {
+            credit.publish(&mut self.counters);
+        }
         #[cfg(feature = "testing")]
         self.check();
     }
@@ -123,7 +158,7 @@ impl Relay {
 
     /// The next deadline, if anything is waiting on time: send
     /// [`Event::Tick`] then. Of deadlines at the same moment, a slot's comes
-    /// before a flush's, the lowest slot's first.
+    /// before a flush's, the lowest slot's first, and the clock's last.
     pub fn poll_timeout(&self) -> Option<Timeout> {
         let slots = self
             .slots
@@ -140,10 +175,11 @@ impl Relay {
                 }),
             })
             .min_by_key(|t| t.at);
-        match (slots, self.flush_timeout()) {
-            (Some(a), Some(b)) if b.at < a.at => Some(b),
-            (a, b) => a.or(b),
-        }
+        let clock = self.clock_timeout();
+        [slots, self.flush_timeout(), clock]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| if b.at < a.at { b } else { a })
     }
 
     /// Counters as of now.
@@ -156,11 +192,10 @@ impl Relay {
         self.ready.is_some()
     }
 
-    /// The id range of a connected client.
+    /// The id range of a connected client that has a slot.
     pub fn client_range(&self, client: ClientId) -> Option<IdRange> {
-        self.by_client
-            .get(&client)
-            .map(|&slot| IdRange::of_slot(slot, self.step))
+        let slot = *self.by_client.get(&client)?;
+        Some(self.layout?.range(slot))
     }
 
     /// Bytes queued for a client and not yet reported written.
@@ -169,130 +204,33 @@ impl Relay {
         self.slots[slot as usize].conn.as_ref().map(|c| c.queued)
     }
 
-    // ---- guest -> clients -------------------------------------------------
-
-    fn on_guest_bytes(&mut self, bytes: &[u8]) {
-        self.counters.guest_bytes_in += bytes.len() as u64;
-        let mut rest = bytes;
-        if self.guest.is_idle() {
-            // Frames wholly inside this read are copied once, straight from it
-            // into buffers of their own; only a partial frame at the end (or
-            // anything the checks below must look at) goes into the decoder.
-            while let Some(total) = whole_frame_len(rest)
-                && total < ZERO_COPY_MIN
-            {
-                let Ok((t, payload)) = peek_type(&rest[PREFIX_LEN..total]) else {
-                    break; // the decoder path reports it and resynchronises
-                };
-                let frame = Frame::copy_of(&rest[..total]);
-                rest = &rest[total..];
-                self.on_guest_frame(GuestFrame { t, payload, frame });
-            }
-        }
-        self.guest.extend(rest);
-        loop {
-            let total = match self.guest.peek_frame() {
-                Ok(Some(total)) => total,
-                Ok(None) => break,
-                Err(e) => {
-                    self.guest_corrupt(GuestCorruption::Frame(e));
-                    continue;
-                }
-            };
-            let (t, payload) = match peek_type(&self.guest.pending()[PREFIX_LEN..total]) {
-                Ok(found) => found,
-                Err(e) => {
-                    self.guest_corrupt(GuestCorruption::Envelope(e));
-                    continue;
-                }
-            };
-            let frame = self.guest.take_frame(total);
-            self.on_guest_frame(GuestFrame { t, payload, frame });
-        }
-    }
-
-    /// Rule `guest_resync`: corrupt guest input is counted, reported and
-    /// skipped up to the next plausible frame start; it never reaches a client.
-    fn guest_corrupt(&mut self, error: GuestCorruption) {
-        let skipped = self.guest.resync();
-        self.counters.guest_corrupt += 1;
-        self.counters.guest_corrupt_bytes += skipped as u64;
-        self.actions
-            .push_back(Action::GuestCorrupt { error, skipped });
-    }
-
-    fn on_guest_frame(&mut self, f: GuestFrame) {
-        self.counters.guest_frames_in += 1;
-        if self.ready.is_none() {
-            if f.t == MsgType::Ready {
-                self.on_ready(f.frame.into_bytes());
-            } else {
-                self.counters.guest_frames_before_ready += 1;
-            }
-            return;
-        }
-        let id = f.frame.id();
-        let slot_idx = (id / self.step) as usize;
-        let Some(slot) = self.slots.get_mut(slot_idx) else {
-            self.counters.dropped_unowned += 1;
-            return;
-        };
-        let Some(session) = slot.sessions.get_mut(&id) else {
-            self.counters.dropped_unowned += 1;
-            return;
-        };
-        self.tap.guest_frame(&mut self.actions, session, &f);
-        if f.frame.flags() & FLAG_TERMINAL != 0 {
-            slot.sessions.remove(&id);
-            self.counters.live_sessions -= 1;
-            self.session_ended(slot_idx);
-        }
-        match &self.slots[slot_idx].conn {
-            Some(conn) if conn.handshaken => {
-                self.send_to_client(slot_idx, f.frame.into_bytes(), false);
-            }
-            _ => self.counters.dropped_unowned += 1,
-        }
-    }
-
-    fn on_ready(&mut self, frame: Bytes) {
-        self.ready = Some(frame);
-        self.actions.push_back(Action::Ready);
-        self.tap.sandbox_started(&mut self.actions);
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].conn.is_some() {
-                self.handshake(slot);
-            }
-        }
-    }
-
-    fn handshake(&mut self, slot: usize) {
-        let Some(ready) = &self.ready else { return };
-        let range = IdRange::of_slot(slot as u32, self.step);
-        let mut bytes = BytesMut::with_capacity(8 + ready.len());
-        bytes.put_u32(range.start);
-        if self.cfg.handshake == HandshakeForm::Bounds {
-            bytes.put_u32(range.end);
-        }
-        bytes.extend_from_slice(ready);
-        if let Some(conn) = &mut self.slots[slot].conn {
-            conn.handshaken = true;
-        }
-        self.send_to_client(slot, bytes.freeze(), true);
-    }
-
-    // ---- clients -> guest -------------------------------------------------
+    // ---- connections ------------------------------------------------------
 
     fn on_connect(&mut self, client: ClientId) {
-        if self.by_client.contains_key(&client) {
+        if self.by_client.contains_key(&client) || self.waiting.contains(&client) {
             return;
         }
         if self.guest_gone {
             return self.refuse(client, RefuseReason::GuestGone);
         }
+        if self.failed {
+            return self.refuse(client, RefuseReason::StartupFailed);
+        }
+        self.counters.live_clients += 1;
+        if self.layout.is_none() {
+            // The generation decides the slots: wait for ready.
+            self.waiting.push(client);
+            return;
+        }
+        self.seat(client);
+    }
+
+    /// Gives `client` the lowest free slot, or refuses it.
+    pub(super) fn seat(&mut self, client: ClientId) {
         let Some(slot) = self.free_slot() else {
+            self.counters.live_clients -= 1;
             let reason = RefuseReason::Full {
-                max_clients: self.cfg.max_clients,
+                max_clients: self.slots.len() as u32,
                 quarantined: self.quarantined(),
             };
             return self.refuse(client, reason);
@@ -307,145 +245,99 @@ impl Relay {
         });
         self.slots[slot].quarantine_until = None;
         self.by_client.insert(client, slot as u32);
-        self.counters.live_clients += 1;
         // Before ready the client waits; `on_ready` handshakes it.
         if self.ready.is_some() {
             self.handshake(slot);
         }
     }
 
-    fn refuse(&mut self, client: ClientId, reason: RefuseReason) {
+    pub(super) fn refuse(&mut self, client: ClientId, reason: RefuseReason) {
         self.counters.refused_clients += 1;
         self.actions.push_back(Action::Refuse { client, reason });
     }
 
-    fn on_client_bytes(&mut self, client: ClientId, bytes: &[u8]) {
-        let Some(&slot) = self.by_client.get(&client) else {
+    /// The sandbox cannot start: say why, refuse whoever waits.
+    pub(super) fn startup_failed(&mut self, why: StartupFailure) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
+        self.actions.push_back(Action::StartupFailed(why));
+        for client in std::mem::take(&mut self.waiting) {
+            self.counters.live_clients -= 1;
+            self.refuse(client, RefuseReason::StartupFailed);
+        }
+        for slot in 0..self.slots.len() {
+            if let Some(conn) = self.slots[slot].conn.take() {
+                self.by_client.remove(&conn.client);
+                self.counters.live_clients -= 1;
+                self.refuse(conn.client, RefuseReason::StartupFailed);
+            }
+        }
+    }
+
+    /// The prologue and the cached ready frame for the client of `slot`.
+    pub(super) fn handshake(&mut self, slot: usize) {
+        let (Some(ready), Some(layout)) = (&self.ready, self.layout) else {
             return;
         };
-        let slot = slot as usize;
-        self.counters.client_bytes_in += bytes.len() as u64;
-        let Some(conn) = &mut self.slots[slot].conn else {
-            return;
+        let range = layout.range(slot as u32);
+        let bounds = match layout {
+            Layout::Legacy { .. } => self.cfg.handshake == HandshakeForm::Bounds,
+            Layout::Current { .. } => true,
         };
-        if !conn.handshaken {
-            let why = Violation::BeforeHandshake { bytes: bytes.len() };
-            return self.violation(slot, why);
+        let mut bytes = BytesMut::with_capacity(8 + ready.len());
+        bytes.put_u32(range.start);
+        if bounds {
+            bytes.put_u32(range.end);
         }
-        conn.decoder.extend(bytes);
-        loop {
-            let Some(conn) = &mut self.slots[slot].conn else {
-                return;
-            };
-            match conn.decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Err(why) = self.accept_client_frame(slot, frame) {
-                        return self.violation(slot, why);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return self.violation(slot, Violation::BadLength(e)),
-            }
+        bytes.extend_from_slice(ready);
+        if let Some(conn) = &mut self.slots[slot].conn {
+            conn.handshaken = true;
         }
-        let queued = self.sched.queued(slot);
-        if let Some(conn) = &mut self.slots[slot].conn
-            && queued > self.cfg.client_to_guest_cap
-            && !conn.paused
-        {
-            conn.paused = true;
-            self.actions.push_back(Action::PauseClient(conn.client));
-        }
-        self.pump_guest();
+        self.send_to_client(slot, bytes.freeze(), true);
     }
 
-    /// Validates one client frame and queues it toward the guest.
-    fn accept_client_frame(&mut self, slot: usize, frame: Frame) -> Result<(), Violation> {
-        let id = frame.id();
-        let range = IdRange::of_slot(slot as u32, self.step);
-        if !range.contains(id) {
-            return Err(Violation::OutOfRange { id, range });
+    fn on_disconnected(&mut self, client: ClientId) {
+        self.flush_done(client);
+        if let Some(i) = self.waiting.iter().position(|&c| c == client) {
+            self.waiting.remove(i);
+            self.counters.live_clients -= 1;
+        } else if let Some(&slot) = self.by_client.get(&client) {
+            self.depart(slot as usize, None);
         }
-        let env = peek_envelope(frame.body()).map_err(|error| Violation::Envelope { id, error })?;
-        let t = env.t;
-        if !t.client_may_send() {
-            return Err(Violation::NotClientType { id, t });
-        }
-        if frame.flags() != t.flags() {
-            return Err(Violation::WrongFlags {
-                id,
-                t,
-                flags: frame.flags(),
-                required: t.flags(),
-            });
-        }
-        let kind = match t.opens() {
-            Opens::Nothing => None,
-            Opens::Exec => {
-                let tty = exec_request_tty(&env.payload)
-                    .map_err(|error| Violation::BadExecRequest { id, error })?;
-                Some(SessionKind::Exec { tty })
-            }
-            Opens::Fs => Some(SessionKind::Fs),
-        };
-        if let Some(kind) = kind {
-            self.open_session(slot, id, t, kind)?;
-        }
-        self.counters.client_frames_in += 1;
-        let out = Outbound {
-            slot: slot as u32,
-            id,
-            frame: frame.into_bytes(),
-            drain: t == MsgType::Shutdown,
-        };
-        self.enqueue(out, t.is_control());
-        Ok(())
     }
 
-    fn open_session(
-        &mut self,
-        slot: usize,
-        id: u32,
-        t: MsgType,
-        kind: SessionKind,
-    ) -> Result<(), Violation> {
-        let sessions = &mut self.slots[slot].sessions;
-        if sessions.contains_key(&id) {
-            return Err(Violation::SessionAlreadyOpen { id, t });
-        }
-        let number = match kind {
-            SessionKind::Exec { .. } => {
-                self.last_session += 1;
-                self.last_session
-            }
-            SessionKind::Fs => 0,
-        };
-        sessions.insert(
-            id,
-            Session {
-                kind,
-                number,
-                killed: false,
-                carries: Default::default(),
-            },
-        );
-        self.counters.live_sessions += 1;
-        Ok(())
-    }
+    // ---- toward the guest -------------------------------------------------
 
-    fn enqueue(&mut self, out: Outbound, control: bool) {
-        self.counters.queued_to_guest += out.frame.len() as u64;
+    /// Queues a frame toward the guest.
+    pub(super) fn enqueue(&mut self, out: Outbound, control: bool) {
+        if out.slot.is_some() {
+            self.counters.queued_to_guest += out.frame.len() as u64;
+        }
         self.sched.enqueue(out, control);
     }
 
-    /// Hands queued frames to the guest while its window has room; a paused
-    /// client whose queue fell to half the bound is read again.
-    fn pump_guest(&mut self) {
+    /// Hands queued frames to the guest while its window (and credit) has
+    /// room; a paused client whose queue fell to half the bound is read
+    /// again.
+    pub(super) fn pump_guest(&mut self) {
         if self.guest_gone {
             return;
         }
-        while let Some(out) = self.sched.next() {
-            let len = out.frame.len();
-            let slot = out.slot as usize;
+        let stop = loop {
+            match self.sched.next() {
+                Ok(out) => self.hand_over(out),
+                Err(stop) => break stop,
+            }
+        };
+        self.note_credit_wait(stop);
+    }
+
+    fn hand_over(&mut self, out: Outbound) {
+        let len = out.frame.len();
+        if let Some(slot) = out.slot {
+            let slot = slot as usize;
             self.counters.queued_to_guest -= len as u64;
             let queued = self.sched.queued(slot);
             if let Some(conn) = &mut self.slots[slot].conn
@@ -455,63 +347,42 @@ impl Relay {
                 conn.paused = false;
                 self.actions.push_back(Action::ResumeClient(conn.client));
             }
-            self.counters.frames_to_guest += 1;
-            self.counters.bytes_to_guest += len as u64;
-            self.actions.push_back(Action::ToGuest { frame: out.frame });
-            if out.drain {
-                self.actions.push_back(Action::Drain);
+        }
+        self.counters.frames_to_guest += 1;
+        self.counters.bytes_to_guest += len as u64;
+        let seq = self.sched.handed;
+        let drain = self.marked(&out, seq);
+        let frame = self.stamped(out);
+        self.actions.push_back(Action::ToGuest { frame });
+        if drain {
+            self.actions.push_back(Action::Drain);
+        }
+    }
+
+    /// Tracks how long frames wait for credit, per class.
+    fn note_credit_wait(&mut self, stop: Stop) {
+        let waiting = match stop {
+            Stop::Credit(class) => Some(class),
+            _ => None,
+        };
+        for (i, class) in [CreditClass::Control, CreditClass::Data]
+            .into_iter()
+            .enumerate()
+        {
+            let blocked = waiting == Some(class);
+            match (blocked, self.blocked_since[i]) {
+                (true, None) => self.blocked_since[i] = Some(self.now),
+                (false, Some(since)) => {
+                    let ms = self.now - since;
+                    match class {
+                        CreditClass::Control => self.counters.credit_blocked_control_ms += ms,
+                        CreditClass::Data => self.counters.credit_blocked_data_ms += ms,
+                    }
+                    self.blocked_since[i] = None;
+                }
+                _ => {}
             }
         }
-    }
-
-    // ---- departures and time ----------------------------------------------
-
-    fn violation(&mut self, slot: usize, why: Violation) {
-        self.counters.protocol_violations += 1;
-        self.depart(slot, Some(CloseReason::Violation(why)));
-    }
-
-    /// A client leaves (it disconnected, or `reason` says why we closed it):
-    /// rule `kill_on_departure`, one SIGKILL per live exec session, queued
-    /// behind everything it sent, and the slot quarantined while its
-    /// sessions live.
-    pub(super) fn depart(&mut self, slot: usize, reason: Option<CloseReason>) {
-        let Some(conn) = self.slots[slot].conn.take() else {
-            return;
-        };
-        self.by_client.remove(&conn.client);
-        self.counters.live_clients -= 1;
-        self.counters.queued_to_clients -= conn.queued as u64;
-        if let Some(reason) = reason {
-            self.start_flush(conn.client, conn.queued, &reason);
-            self.actions.push_back(Action::CloseClient {
-                client: conn.client,
-                reason,
-            });
-        }
-        let kills: Vec<u32> = self.slots[slot]
-            .sessions
-            .iter_mut()
-            .filter(|(_, s)| matches!(s.kind, SessionKind::Exec { .. }) && !s.killed)
-            .map(|(&id, s)| {
-                s.killed = true;
-                id
-            })
-            .collect();
-        for id in kills {
-            self.counters.kills_sent += 1;
-            let out = Outbound {
-                slot: slot as u32,
-                id,
-                frame: sigkill_frame(id).into_bytes(),
-                drain: false,
-            };
-            // Behind every frame this client sent earlier.
-            let control = !self.sched.has_data_queued(slot);
-            self.enqueue(out, control);
-        }
-        self.start_quarantine(slot);
-        self.pump_guest();
     }
 
     fn on_tick(&mut self) {
@@ -523,25 +394,7 @@ impl Relay {
             }
         }
         self.expire_flushes();
-    }
-
-    fn on_guest_closed(&mut self) {
-        if self.guest_gone {
-            return;
-        }
-        if let Err(e) = self.guest.finish() {
-            let skipped = self.guest.buffered();
-            self.counters.guest_corrupt += 1;
-            self.counters.guest_corrupt_bytes += skipped as u64;
-            self.actions.push_back(Action::GuestCorrupt {
-                error: GuestCorruption::Frame(e),
-                skipped,
-            });
-        }
-        self.guest_gone = true;
-        for slot in 0..self.slots.len() {
-            self.depart(slot, Some(CloseReason::GuestGone));
-        }
+        self.clock_tick();
     }
 
     /// Bytes the core itself holds: the guest decoder's partial frame, the
@@ -562,22 +415,4 @@ impl Relay {
     pub fn guest_inflight(&self) -> usize {
         self.sched.inflight()
     }
-}
-
-/// A guest frame's type, and where its payload lies inside `body` when the
-/// peek could borrow it (so the tap need not peek again).
-fn peek_type(body: &[u8]) -> Result<(MsgType, Option<Range<usize>>), EnvelopeError> {
-    let env = peek_envelope(body)?;
-    let payload = match &env.payload {
-        Cow::Borrowed(p) => payload_range(body, p),
-        Cow::Owned(_) => None,
-    };
-    Ok((env.t, payload))
-}
-
-/// Where `payload`, a slice borrowed from `body`, lies inside it.
-fn payload_range(body: &[u8], payload: &[u8]) -> Option<Range<usize>> {
-    let start = (payload.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    let end = start.checked_add(payload.len())?;
-    (end <= body.len()).then_some(start..end)
 }

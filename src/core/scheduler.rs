@@ -1,31 +1,55 @@
-//! The scheduler toward the guest: every client frame (and every kill the
-//! relay makes) waits here until the guest port has room. It owns three
-//! rules:
+//! The scheduler toward the guest: every client frame (and every frame the
+//! relay makes) waits here until the guest port has room. It owns four rules:
 //! - `backpressure_not_loss`: a frame is never dropped for lack of room; at
 //!   most `guest_window` bytes are handed to the port unacknowledged, and a
 //!   client whose queued frames pass `client_to_guest_cap` is no longer read
 //!   (the relay pauses it; it resumes at half the bound).
-//! - `control_overtakes_data`: control frames (signal, resize, shutdown, the
-//!   relay's kills) go out before queued data frames of other sessions, but
-//!   never before a data frame of their own session.
-//! - `round_robin`: data frames leave one per slot in turn, so no client
-//!   waits behind more than one frame of each other client.
+//! - `control_overtakes_data`: frames in the control queue go out before any
+//!   slot's queued frames. Which frames go there is the caller's call (the
+//!   generation decides: see `Relay::enqueue`), but a frame that must stay
+//!   behind data of its own id is only ever put behind it.
+//! - `round_robin`: a slot's queued frames leave one per slot in turn, so no
+//!   client waits behind more than one frame of each other client.
+//! - with input credit (`credit.rs`), a frame leaves only when its class has
+//!   credit for it, and a data frame only within its client's fair share; a
+//!   slot whose head cannot leave does not stop the others, a control queue
+//!   whose head cannot leave stops everything (a later frame may depend on
+//!   it).
 //!
-//! It never looks inside a frame and never decides what is control: the
-//! caller says so.
+//! It never looks inside a frame.
 
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
+use super::credit::Credit;
+use crate::wire::CreditClass;
+
+/// What to do when a frame is handed to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Plain,
+    /// Emit [`super::Action::Drain`] after it.
+    Drain,
+    /// It opened a correlation of its slot: note the hand-off number.
+    Opens,
+    /// A disconnect notice for its slot.
+    Notice,
+    /// A clock sync: its timestamp is written at hand-off.
+    Clock,
+}
+
 /// A frame waiting for room toward the guest.
 #[derive(Debug)]
 pub(crate) struct Outbound {
-    pub slot: u32,
+    /// The slot it counts against; `None` for the relay's own frames.
+    pub slot: Option<u32>,
     pub id: u32,
     pub frame: Bytes,
-    /// Emit [`super::Action::Drain`] once this frame is handed to the guest.
-    pub drain: bool,
+    pub class: CreditClass,
+    /// Whether it counts against input credit (not before ready).
+    pub charged: bool,
+    pub mark: Mark,
 }
 
 /// One slot's share of the queue.
@@ -33,18 +57,30 @@ pub(crate) struct Outbound {
 struct SlotQueue {
     /// Data frames, and control frames that must stay behind one of them.
     frames: VecDeque<Outbound>,
-    /// How many of `frames` each id has, so a control frame never overtakes
-    /// a data frame of its own session.
+    /// How many of `frames` each id has, so a frame that must not overtake
+    /// its own id's queued frames is put behind them.
     per_id: HashMap<u32, u32>,
-    /// Bytes of this slot's frames queued anywhere here (queue and control
-    /// queue).
+    /// Data-class frames among `frames`.
+    data: usize,
+    /// Bytes of this slot's frames queued anywhere here (its queue and the
+    /// control queue).
     queued_bytes: usize,
+}
+
+/// Why nothing more goes to the guest now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Nothing is queued.
+    Idle,
+    /// The guest window is full.
+    Window,
+    /// Frames wait for credit (of this class, at least).
+    Credit(CreditClass),
 }
 
 /// Frames toward the guest; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
-    /// Control frames; served before any queue.
     control: VecDeque<Outbound>,
     per_slot: Vec<SlotQueue>,
     /// The next slot whose queue the round robin serves.
@@ -52,6 +88,10 @@ pub(crate) struct Scheduler {
     /// Bytes handed to the guest port and not yet reported written.
     inflight: usize,
     window: usize,
+    /// Frames handed over so far (the next one's hand-off number).
+    pub handed: u64,
+    /// Input credit, when the guest's contract has it.
+    pub credit: Option<Credit>,
 }
 
 impl Scheduler {
@@ -62,18 +102,31 @@ impl Scheduler {
             cursor: 0,
             inflight: 0,
             window,
+            handed: 0,
+            credit: None,
         }
+    }
+
+    /// The relay now has `slots` slots (the generation became known).
+    pub fn set_slots(&mut self, slots: usize) {
+        self.per_slot.resize_with(slots, SlotQueue::default);
+        self.cursor = 0;
     }
 
     /// Bytes of `slot`'s frames waiting here.
     pub fn queued(&self, slot: usize) -> usize {
-        self.per_slot[slot].queued_bytes
+        self.per_slot.get(slot).map_or(0, |q| q.queued_bytes)
     }
 
     /// Whether `slot` has frames in its queue (a kill queued now must stay
-    /// behind them).
+    /// behind them, in the legacy generation).
     pub fn has_data_queued(&self, slot: usize) -> bool {
         !self.per_slot[slot].frames.is_empty()
+    }
+
+    /// Whether `slot`'s queue holds a frame of `id`.
+    pub fn id_queued(&self, slot: usize, id: u32) -> bool {
+        self.per_slot[slot].per_id.contains_key(&id)
     }
 
     /// Bytes handed to the guest port and not yet written.
@@ -82,18 +135,46 @@ impl Scheduler {
         self.inflight
     }
 
-    /// Queues a frame. A control frame goes to the control queue unless a
-    /// data frame of its own session is still queued, which it must not
-    /// overtake.
+    /// Queues a frame: to the control queue if `control`, else behind the
+    /// frames of its slot.
     pub fn enqueue(&mut self, out: Outbound, control: bool) {
-        let queue = &mut self.per_slot[out.slot as usize];
-        queue.queued_bytes += out.frame.len();
-        if control && !queue.per_id.contains_key(&out.id) {
+        let Some(slot) = out.slot else {
+            self.control.push_back(out);
+            return;
+        };
+        let q = &mut self.per_slot[slot as usize];
+        q.queued_bytes += out.frame.len();
+        if control {
             self.control.push_back(out);
         } else {
-            *queue.per_id.entry(out.id).or_default() += 1;
-            queue.frames.push_back(out);
+            *q.per_id.entry(out.id).or_default() += 1;
+            q.data += usize::from(out.class == CreditClass::Data);
+            q.frames.push_back(out);
         }
+    }
+
+    /// Drops the data frames still queued for `slot` (its client left);
+    /// returns how many, and their bytes.
+    pub fn drop_data(&mut self, slot: usize) -> (usize, usize) {
+        let q = &mut self.per_slot[slot];
+        let before = q.frames.len();
+        let (mut bytes, per_id) = (0, &mut q.per_id);
+        q.frames.retain(|o| {
+            let keep = o.class != CreditClass::Data;
+            if !keep {
+                bytes += o.frame.len();
+                if let Some(n) = per_id.get_mut(&o.id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        per_id.remove(&o.id);
+                    }
+                }
+            }
+            keep
+        });
+        q.queued_bytes -= bytes;
+        q.data = 0;
+        (before - q.frames.len(), bytes)
     }
 
     /// The guest port wrote `n` bytes of what it was handed.
@@ -101,69 +182,127 @@ impl Scheduler {
         self.inflight = self.inflight.saturating_sub(n);
     }
 
-    /// The next frame to hand to the guest, if the window has room: control
-    /// frames first, then one queue frame per slot in turn. The frame counts
-    /// as in flight from now on.
-    pub fn next(&mut self) -> Option<Outbound> {
+    /// The next frame to hand to the guest, or why there is none. The frame
+    /// counts as in flight (and against its credit) from now on.
+    pub fn next(&mut self) -> Result<Outbound, Stop> {
         if self.inflight >= self.window {
-            return None;
+            return Err(if self.is_empty() {
+                Stop::Idle
+            } else {
+                Stop::Window
+            });
         }
-        let out = match self.control.pop_front() {
-            Some(out) => out,
-            None => self.next_data()?,
+        let out = match self.control.front() {
+            Some(head) if !self.admits(head) => return Err(Stop::Credit(head.class)),
+            Some(_) => self.control.pop_front(),
+            None => None,
         };
-        self.per_slot[out.slot as usize].queued_bytes -= out.frame.len();
+        let out = match out {
+            Some(out) => out,
+            None => self.next_queued()?,
+        };
+        if let Some(slot) = out.slot {
+            self.per_slot[slot as usize].queued_bytes -= out.frame.len();
+        }
+        if out.charged
+            && let Some(credit) = &mut self.credit
+        {
+            credit.charge(out.class, out.frame.len(), out.slot);
+        }
         self.inflight += out.frame.len();
-        Some(out)
+        self.handed += 1;
+        Ok(out)
     }
 
-    fn next_data(&mut self) -> Option<Outbound> {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.per_slot.iter().all(|q| q.frames.is_empty())
+    }
+
+    /// Whether credit (and the fair share) lets `out` go now.
+    fn admits(&self, out: &Outbound) -> bool {
+        let Some(credit) = self.credit.as_ref().filter(|_| out.charged) else {
+            return true;
+        };
+        let len = out.frame.len();
+        if !credit.fits(out.class, len) {
+            return false;
+        }
+        match (out.class, out.slot) {
+            (CreditClass::Data, Some(slot)) => {
+                let active = (0..self.per_slot.len())
+                    .filter(|&s| self.per_slot[s].data > 0 || credit.holds(s))
+                    .count();
+                credit.fair(slot as usize, len, active)
+            }
+            _ => true,
+        }
+    }
+
+    /// One slot's head, the slots taken in turn; a head that may not go yet
+    /// leaves its slot's turn to the next.
+    fn next_queued(&mut self) -> Result<Outbound, Stop> {
         let n = self.per_slot.len();
-        let next = (0..n)
-            .map(|k| (self.cursor + k) % n)
-            .find(|&i| !self.per_slot[i].frames.is_empty())?;
+        let mut blocked = None;
+        let pick = (0..n).map(|k| (self.cursor + k) % n).find(|&i| {
+            let Some(head) = self.per_slot[i].frames.front() else {
+                return false;
+            };
+            let ok = self.admits(head);
+            if !ok {
+                blocked.get_or_insert(head.class);
+            }
+            ok
+        });
+        let Some(next) = pick else {
+            return Err(blocked.map_or(Stop::Idle, Stop::Credit));
+        };
         self.cursor = (next + 1) % n;
-        let queue = &mut self.per_slot[next];
-        let out = queue.frames.pop_front()?;
-        if let Some(count) = queue.per_id.get_mut(&out.id) {
+        let q = &mut self.per_slot[next];
+        let out = q.frames.pop_front().ok_or(Stop::Idle)?;
+        q.data -= usize::from(out.class == CreditClass::Data);
+        if let Some(count) = q.per_id.get_mut(&out.id) {
             *count -= 1;
             if *count == 0 {
-                queue.per_id.remove(&out.id);
+                q.per_id.remove(&out.id);
             }
         }
-        Some(out)
+        Ok(out)
     }
 
     /// Asserts the scheduler's own bookkeeping (see `Relay::check`) and
-    /// returns the bytes queued in all.
+    /// returns the bytes queued for slots in all.
     #[cfg(any(test, feature = "testing"))]
     pub fn check(&self) -> usize {
         let mut bytes: Vec<usize> = self
             .per_slot
             .iter()
-            .map(|queue| queue.frames.iter().map(|o| o.frame.len()).sum())
+            .map(|q| q.frames.iter().map(|o| o.frame.len()).sum())
             .collect();
         for o in &self.control {
-            bytes[o.slot as usize] += o.frame.len();
-        }
-        for (slot, queue) in self.per_slot.iter().enumerate() {
-            assert_eq!(queue.queued_bytes, bytes[slot], "slot {slot} queued bytes");
-            for o in &queue.frames {
-                assert_eq!(o.slot as usize, slot, "frame in another slot's queue");
-                assert!(queue.per_id.contains_key(&o.id), "id {} uncounted", o.id);
+            if let Some(slot) = o.slot {
+                bytes[slot as usize] += o.frame.len();
             }
-            let counted: u32 = queue.per_id.values().sum();
+        }
+        for (slot, q) in self.per_slot.iter().enumerate() {
+            assert_eq!(q.queued_bytes, bytes[slot], "slot {slot} queued bytes");
+            for o in &q.frames {
+                assert_eq!(o.slot, Some(slot as u32), "frame in another slot's queue");
+                assert!(q.per_id.contains_key(&o.id), "id {} uncounted", o.id);
+            }
+            let counted: u32 = q.per_id.values().sum();
             assert_eq!(
                 counted as usize,
-                queue.frames.len(),
+                q.frames.len(),
                 "slot {slot} per-id counts"
             );
-            assert!(
-                queue.per_id.values().all(|&n| n > 0),
-                "slot {slot} zero count"
-            );
+            assert!(q.per_id.values().all(|&n| n > 0), "slot {slot} zero count");
+            let data = q.frames.iter().filter(|o| o.class == CreditClass::Data);
+            assert_eq!(data.count(), q.data, "slot {slot} data count");
         }
         assert!(self.cursor < self.per_slot.len().max(1), "cursor in range");
+        if let Some(credit) = &self.credit {
+            credit.check();
+        }
         bytes.iter().sum()
     }
 }

@@ -1,10 +1,13 @@
-//! Slots and the sessions they own.
+//! Slots and the correlations they own.
 //!
-//! Slot `k` owns the ids `[k*step, (k+1)*step)`. A slot outlives its client:
-//! after a client departs, the slot keeps its live sessions (quarantine, see
-//! `quarantine.rs`) and its frames still queued toward the guest until both
-//! are gone, so a new client never receives the previous owner's late frames
-//! and never races its leftover input.
+//! A slot owns one id range (`layout.rs`). A correlation is an id with
+//! something open on it: a session (exec, fs, tcp, or one a type the relay
+//! does not know opened) or, in the current generation, a request that
+//! opened none (`core.ping`, `core.touch`, ...) until its terminal reply. A
+//! slot outlives its client: after a client departs, the slot keeps its open
+//! correlations (quarantine, see `quarantine.rs`) and its frames still queued
+//! toward the guest until both are gone, so a new client never receives the
+//! previous owner's late frames and never races its leftover input.
 
 use std::collections::BTreeMap;
 
@@ -36,13 +39,30 @@ impl IdRange {
     }
 }
 
-/// What kind of session an id carries.
+/// What an id carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SessionKind {
+pub(crate) enum CorrKind {
     /// `core.exec.request`; `tty` merges output into one `output` stream.
     Exec { tty: bool },
     /// `core.fs.request`.
     Fs,
+    /// `core.tcp.connect`.
+    Tcp,
+    /// A session a type the relay does not know opened (SESSION_START).
+    Opaque,
+    /// A request that opened no session, until its terminal reply.
+    Request,
+}
+
+impl CorrKind {
+    /// Every kind but a request is a session.
+    pub fn is_session(self) -> bool {
+        self != CorrKind::Request
+    }
+
+    pub fn is_exec(self) -> bool {
+        matches!(self, CorrKind::Exec { .. })
+    }
 }
 
 /// One of an exec session's output streams.
@@ -71,13 +91,18 @@ impl Carries {
 }
 
 #[derive(Debug)]
-pub(crate) struct Session {
-    pub kind: SessionKind,
+pub(crate) struct Correlation {
+    pub kind: CorrKind,
     /// Relay-unique number for exec.log (exec sessions only).
     pub number: u64,
     /// A SIGKILL was queued for it when its client departed.
     pub killed: bool,
     pub carries: Carries,
+    /// Which frame toward the guest opened it (its hand-off number), once
+    /// handed over: a guest frame for it proves the guest had read that far.
+    pub opened_at: Option<u64>,
+    /// Relay-wide creation order, to find the oldest request to evict.
+    pub order: u64,
 }
 
 /// The connection currently holding a slot.
@@ -97,7 +122,7 @@ pub(crate) struct Conn {
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     pub conn: Option<Conn>,
-    pub sessions: BTreeMap<u32, Session>,
+    pub open: BTreeMap<u32, Correlation>,
     /// A departed client's sessions are given up at this time.
     pub quarantine_until: Option<Millis>,
 }

@@ -4,28 +4,47 @@
 //! of that stream completes it; a session's end flushes what is left as
 //! U+FFFD. Output that continues the record being built (same session, same
 //! stream) within one event is appended to it, so a burst of small frames
-//! read in one batch costs one record. The tap never changes what is routed.
+//! read in one batch costs one record.
+//!
+//! Rule `exec_log_says_what_ran`: a `system` record marks each exec session's
+//! start (its number, command and arguments, the client's slot) and its end
+//! (exit code, start failure, or killed because its client left).
+//!
+//! The tap never changes what is routed.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use super::slot::{Session, SessionKind, Stream};
+use super::slot::{CorrKind, Correlation, Stream};
 use super::types::{Action, LogRecord, LogSource};
-use crate::wire::payload::peek_data;
+use crate::wire::payload::{ExecExited, ExecFailed, ExecRequest, decode_payload, peek_data};
 use crate::wire::{FLAG_TERMINAL, Frame, MsgType, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
 pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
 
-/// A guest frame as the core's first look found it: its type, and where its
-/// payload lies inside the body when the peek could borrow it (so the tap
-/// need not peek again).
+/// A guest frame as the core's first look found it: its type (`None` for a
+/// raw bulk record or a type the relay does not know), and where its payload
+/// lies inside the body when the peek could borrow it (so the tap need not
+/// peek again).
 #[derive(Debug)]
 pub(crate) struct GuestFrame {
-    pub t: MsgType,
+    pub t: Option<MsgType>,
+    pub v: u8,
     pub payload: Option<Range<usize>>,
     pub frame: Frame,
+}
+
+impl GuestFrame {
+    fn payload_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        match &self.payload {
+            Some(range) => Some(Cow::Borrowed(&self.frame.body()[range.clone()])),
+            None => peek_envelope(self.frame.body())
+                .ok()
+                .map(|env| Cow::Owned(env.payload.into_owned())),
+        }
+    }
 }
 
 /// The tap: on or off, and the record being built during one event.
@@ -44,38 +63,72 @@ impl Tap {
 
     /// The guest became ready.
     pub fn sandbox_started(&mut self, actions: &mut VecDeque<Action>) {
+        self.system(actions, None, SANDBOX_STARTED.to_owned());
+    }
+
+    /// An exec session opened: what runs, for whom.
+    pub fn exec_started(
+        &mut self,
+        actions: &mut VecDeque<Action>,
+        number: u64,
+        req: &ExecRequest,
+        slot: usize,
+    ) {
         if self.on {
+            let mut text = format!("exec started: {}", quote(&req.cmd));
+            for a in &req.args {
+                text.push(' ');
+                text.push_str(&quote(a));
+            }
+            text.push_str(&format!(" (client slot {slot})"));
+            self.system(actions, Some(number), text);
+        }
+    }
+
+    /// An exec session's client left and the relay killed it.
+    pub fn exec_killed(&mut self, actions: &mut VecDeque<Action>, number: u64) {
+        self.system(
+            actions,
+            Some(number),
+            "exec killed: its client left (SIGKILL sent)".to_owned(),
+        );
+    }
+
+    fn system(&mut self, actions: &mut VecDeque<Action>, session: Option<u64>, text: String) {
+        if self.on {
+            self.flush(actions);
             actions.push_back(Action::Log(LogRecord {
-                session: None,
+                session,
                 source: LogSource::System,
-                text: SANDBOX_STARTED.to_owned(),
+                text,
             }));
         }
     }
 
-    /// A guest frame of `session`: its output becomes record text (whole
-    /// characters only); its terminal frame flushes unfinished characters.
+    /// A guest frame of `corr`: its output becomes record text (whole
+    /// characters only); its terminal frame flushes unfinished characters and
+    /// says how the session ended.
     pub fn guest_frame(
         &mut self,
         actions: &mut VecDeque<Action>,
-        session: &mut Session,
+        corr: &mut Correlation,
         f: &GuestFrame,
     ) {
-        let SessionKind::Exec { tty } = session.kind else {
+        let CorrKind::Exec { tty } = corr.kind else {
             return;
         };
         if !self.on {
             return;
         }
-        let number = session.number;
+        let number = corr.number;
         let source = |stream| match (tty, stream) {
             (true, _) => LogSource::Output,
             (false, Stream::Stdout) => LogSource::Stdout,
             (false, Stream::Stderr) => LogSource::Stderr,
         };
         let stream = match f.t {
-            MsgType::ExecStdout => Some(Stream::Stdout),
-            MsgType::ExecStderr => Some(Stream::Stderr),
+            Some(MsgType::ExecStdout) => Some(Stream::Stdout),
+            Some(MsgType::ExecStderr) => Some(Stream::Stderr),
             _ => None,
         };
         if let Some(stream) = stream
@@ -85,15 +138,16 @@ impl Tap {
             // A pty session has one stream; it keeps one carry.
             let carry = if tty { Stream::Stdout } else { stream };
             let text = self.record_text(actions, number, source(stream));
-            session.carries.of(carry).push_into(&data, text);
+            corr.carries.of(carry).push_into(&data, text);
         }
         if f.frame.flags() & FLAG_TERMINAL != 0 {
             for stream in [Stream::Stdout, Stream::Stderr] {
-                if let Some(tail) = session.carries.of(stream).finish() {
+                if let Some(tail) = corr.carries.of(stream).finish() {
                     self.record_text(actions, number, source(stream))
                         .push_str(&tail);
                 }
             }
+            self.system(actions, Some(number), ending(f));
         }
     }
 
@@ -124,6 +178,36 @@ impl Tap {
             text: String::new(),
         });
         &mut record.text
+    }
+}
+
+/// How a session's terminal frame says it ended.
+fn ending(f: &GuestFrame) -> String {
+    let payload = f.payload_bytes();
+    let payload = payload.as_deref().unwrap_or_default();
+    match f.t {
+        Some(MsgType::ExecExited) => match decode_payload::<ExecExited>(payload) {
+            Ok(e) => format!("exec exited with code {}", e.code),
+            Err(_) => "exec exited".to_owned(),
+        },
+        Some(MsgType::ExecFailed) => match decode_payload::<ExecFailed>(payload) {
+            Ok(e) => format!("exec failed to start: {:?}: {}", e.kind, e.message),
+            Err(_) => "exec failed to start".to_owned(),
+        },
+        Some(t) => format!("exec ended by {t}"),
+        None => "exec ended".to_owned(),
+    }
+}
+
+/// An argument as a shell would need it to read it back.
+fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

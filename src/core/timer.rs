@@ -19,6 +19,8 @@ pub enum Timer {
     /// A closed client's unwritten output is given up then (rule
     /// `output_outlives_guest`).
     CloseFlush(ClientId),
+    /// The periodic `core.clock.sync` is due (rule `clock_sync`).
+    ClockSync,
 }
 
 /// The next moment time matters, and why.
@@ -36,6 +38,7 @@ impl std::fmt::Display for Timer {
             Timer::SlowConsumerGrace(client) => write!(f, "slow-consumer grace of {client}"),
             Timer::Quarantine { slot } => write!(f, "quarantine of slot {slot}"),
             Timer::CloseFlush(client) => write!(f, "output flush of closed {client}"),
+            Timer::ClockSync => f.write_str("periodic clock sync"),
         }
     }
 }

@@ -29,13 +29,57 @@ pub enum HandshakeForm {
     Bounds,
 }
 
-/// Limits and choices; [`Config::default`] matches the 0.4.4 SDK.
+/// Which protocol generation the relay speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Generation 1 (microsandbox 0.4.4): `max_clients` slots, the
+    /// `handshake` prologue form.
+    Legacy,
+    /// The current generation (microsandbox 0.7.x): 128 canonical ranges, the
+    /// bounds prologue, init exchange, disconnect notices, input credit.
+    Current,
+    /// Whatever the guest's `core.ready` says: `v = 1` legacy, `v >= 2`
+    /// current. Clients that connect earlier wait without a slot and get one
+    /// at ready, in arrival order.
+    Auto,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Legacy => "legacy",
+            Protocol::Current => "current",
+            Protocol::Auto => "auto",
+        })
+    }
+}
+
+/// The largest number of slots the current generation has (its canonical
+/// ranges).
+pub const CURRENT_SLOTS: u32 = 128;
+
+/// Limits and choices. [`Config::default`] detects the generation from the
+/// guest; in the legacy generation it matches the 0.4.4 SDK (16 slots, the
+/// offset prologue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Number of client slots; each owns `u32::MAX / max_clients` ids.
+    /// The generation to speak.
+    pub protocol: Protocol,
+    /// Legacy generation: number of client slots; each owns
+    /// `u32::MAX / max_clients` ids.
     pub max_clients: u32,
-    /// Handshake layout.
+    /// Legacy generation: the prologue form.
     pub handshake: HandshakeForm,
+    /// Current generation: how many of the 128 canonical slots to offer.
+    pub current_clients: u32,
+    /// Current generation: open correlations one client may have; past it
+    /// the oldest one that is not a session is forgotten (and counted).
+    pub max_correlations: usize,
+    /// Current generation: send `core.clock.sync` at ready, every
+    /// `clock_period` and after a wall-clock jump.
+    pub clock_sync: bool,
+    /// Current generation: the longest time between two clock syncs.
+    pub clock_period: Millis,
     /// Bytes queued for one client past which its grace timer runs.
     pub client_soft_budget: usize,
     /// Bytes queued for one client at which it is closed at once.
@@ -59,8 +103,13 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
+            protocol: Protocol::Auto,
             max_clients: 16,
             handshake: HandshakeForm::Offset,
+            current_clients: CURRENT_SLOTS,
+            max_correlations: 1024,
+            clock_sync: true,
+            clock_period: 60_000,
             client_soft_budget: 1 << 20,
             client_hard_cap: 8 << 20,
             global_cap: 64 << 20,
@@ -74,12 +123,28 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The newer SDKs' layout: bounds handshake, 128 clients.
+    /// The legacy generation only, as the 0.4.4 SDK expects it.
+    pub fn legacy() -> Config {
+        Config {
+            protocol: Protocol::Legacy,
+            ..Config::default()
+        }
+    }
+
+    /// The current generation only.
+    pub fn current() -> Config {
+        Config {
+            protocol: Protocol::Current,
+            ..Config::default()
+        }
+    }
+
+    /// The legacy generation with the bounds prologue and 128 clients.
     pub fn bounds_handshake() -> Config {
         Config {
             max_clients: 128,
             handshake: HandshakeForm::Bounds,
-            ..Config::default()
+            ..Config::legacy()
         }
     }
 
@@ -108,6 +173,10 @@ pub enum Event<'a> {
     ClientDisconnected(ClientId),
     /// Nothing but time passed (see [`crate::core::Relay::poll_timeout`]).
     Tick,
+    /// The host's wall clock reads this (nanoseconds since the Unix epoch):
+    /// the driver sends it at start, with every `Tick` and whenever the
+    /// system clock was set. The core reads no clock.
+    WallClock(u64),
 }
 
 /// Why a connection was refused before its handshake.
@@ -122,6 +191,8 @@ pub enum RefuseReason {
     },
     /// The guest channel is gone.
     GuestGone,
+    /// The sandbox failed to start.
+    StartupFailed,
 }
 
 impl std::fmt::Display for RefuseReason {
@@ -135,6 +206,7 @@ impl std::fmt::Display for RefuseReason {
                 "relay full: all {max_clients} client slots in use ({quarantined} quarantined for a departed client's sessions)"
             ),
             RefuseReason::GuestGone => f.write_str("guest channel closed"),
+            RefuseReason::StartupFailed => f.write_str("the sandbox failed to start"),
         }
     }
 }
@@ -295,6 +367,61 @@ pub enum Action {
     /// A client asked the sandbox to shut down: start draining. Emitted after
     /// the shutdown frame's own `ToGuest`.
     Drain,
+    /// The sandbox cannot start: the embedding process reports it and stops
+    /// (the CLI exits non-zero). Waiting clients have been refused.
+    StartupFailed(StartupFailure),
+}
+
+/// Why the sandbox could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartupFailure {
+    /// The guest reported its initialization failed (`core.error`
+    /// `initialization_failed` before ready), in its own words.
+    GuestInit {
+        /// The guest's message.
+        message: String,
+    },
+    /// `core.ready` names an input-credit contract the relay does not
+    /// implement.
+    UnsupportedBarrier {
+        /// The version it named.
+        version: u8,
+    },
+    /// `core.ready`'s execution policy is unusable.
+    BadExecLimits {
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The guest speaks another generation than the relay is configured for.
+    GenerationMismatch {
+        /// The configured generation.
+        configured: Protocol,
+        /// The `v` of the guest's `core.ready`.
+        guest: u8,
+    },
+}
+
+impl std::error::Error for StartupFailure {}
+
+impl std::fmt::Display for StartupFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartupFailure::GuestInit { message } => {
+                write!(f, "guest initialization failed: {message}")
+            }
+            StartupFailure::UnsupportedBarrier { version } => write!(
+                f,
+                "the guest's core.ready asks for input-credit contract {version}; this relay implements 2"
+            ),
+            StartupFailure::BadExecLimits { why } => {
+                write!(f, "the guest's core.ready has unusable exec_limits: {why}")
+            }
+            StartupFailure::GenerationMismatch { configured, guest } => write!(
+                f,
+                "the guest speaks protocol generation {guest} but the relay is configured for {configured}"
+            ),
+        }
+    }
 }
 
 /// Counters, readable at any time with [`crate::core::Relay::counters`].
@@ -340,4 +467,53 @@ pub struct Counters {
     pub queued_to_clients: u64,
     /// Bytes of client frames queued toward the guest, now.
     pub queued_to_guest: u64,
+    /// The generation in use: 0 until ready, 1 legacy, else the `v` of the
+    /// guest's `core.ready`.
+    pub generation: u64,
+    /// `core.init.ack` frames sent (successes and failures).
+    pub init_acks: u64,
+    /// Initialization failures the guest reported.
+    pub init_failures: u64,
+    /// Current generation: requests open now that are not sessions.
+    pub open_requests: u64,
+    /// Current generation: correlations forgotten because a client had too
+    /// many open.
+    pub correlations_evicted: u64,
+    /// Current generation: a departed client's fs, tcp and request
+    /// correlations given up once the guest had taken its disconnect notice.
+    pub correlations_retired: u64,
+    /// Guest frames for an id no slot owns (id 0, a range boundary, the tail).
+    pub frames_for_nobody: u64,
+    /// Guest frames on the workload-control id, consumed.
+    pub workload_frames: u64,
+    /// Disconnect notices sent.
+    pub notices_sent: u64,
+    /// Data frames of a departed client dropped instead of waiting for credit.
+    pub departed_data_dropped: u64,
+    /// Execution requests refused at the guest's execution limit.
+    pub execs_refused: u64,
+    /// Clock syncs sent.
+    pub clock_syncs: u64,
+    /// Input credit granted, cumulative: control bytes.
+    pub credit_control_bytes: u64,
+    /// Input credit granted, cumulative: control frames.
+    pub credit_control_frames: u64,
+    /// Input credit granted, cumulative: data bytes.
+    pub credit_data_bytes: u64,
+    /// Input credit granted, cumulative: data frames.
+    pub credit_data_frames: u64,
+    /// Input credit used: control bytes.
+    pub used_control_bytes: u64,
+    /// Input credit used: control frames.
+    pub used_control_frames: u64,
+    /// Input credit used: data bytes.
+    pub used_data_bytes: u64,
+    /// Input credit used: data frames.
+    pub used_data_frames: u64,
+    /// Milliseconds frames waited for control credit.
+    pub credit_blocked_control_ms: u64,
+    /// Milliseconds frames waited for data credit.
+    pub credit_blocked_data_ms: u64,
+    /// Credit messages ignored because they would have lowered a grant.
+    pub grants_ignored: u64,
 }

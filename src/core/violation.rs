@@ -5,7 +5,7 @@
 //! `Display` text is what the log shows; tests and the simulator compare the
 //! variants.
 
-use crate::wire::{EnvelopeError, FrameError, MsgType};
+use crate::wire::{BulkError, EnvelopeError, FrameError, MsgType};
 
 use super::slot::IdRange;
 
@@ -65,6 +65,48 @@ pub enum Violation {
         /// The type.
         t: MsgType,
     },
+    /// Current generation: flags that are none of the five the protocol
+    /// defines.
+    UndefinedFlags {
+        /// The frame's id.
+        id: u32,
+        /// The flags it carried.
+        flags: u8,
+    },
+    /// Current generation: a type the relay does not know with the SHUTDOWN
+    /// flag (only `core.shutdown` may carry it).
+    UnknownTypeFlags {
+        /// The frame's id.
+        id: u32,
+        /// The flags it carried.
+        flags: u8,
+    },
+    /// A raw bulk record whose header does not check.
+    BadBulk {
+        /// The frame's id.
+        id: u32,
+        /// What is wrong with it.
+        error: BulkError,
+    },
+    /// A raw bulk record that says it flows from the guest.
+    BulkFlow {
+        /// The frame's id.
+        id: u32,
+        /// The flow it named.
+        flow: u8,
+    },
+    /// A raw bulk record for an id the sender has nothing open on.
+    BulkWithoutCorrelation {
+        /// The frame's id.
+        id: u32,
+    },
+    /// More sessions open at once than the relay keeps for one client.
+    TooManyCorrelations {
+        /// The frame's id.
+        id: u32,
+        /// The bound.
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for Violation {
@@ -96,6 +138,26 @@ impl std::fmt::Display for Violation {
             Violation::SessionAlreadyOpen { id, t } => {
                 write!(f, "{t} frame {id}: session {id} is already open")
             }
+            Violation::UndefinedFlags { id, flags } => write!(
+                f,
+                "frame {id} carries flags {flags:#04x}: not one of 0x00, 0x01, 0x02, 0x04, 0x08"
+            ),
+            Violation::UnknownTypeFlags { id, flags } => write!(
+                f,
+                "frame {id} of an unknown type carries flags {flags:#04x}: only core.shutdown may"
+            ),
+            Violation::BadBulk { id, error } => write!(f, "bulk frame {id}: {error}"),
+            Violation::BulkFlow { id, flow } => write!(
+                f,
+                "bulk frame {id} names flow {flow}; a client may only send flow 1 (host to guest)"
+            ),
+            Violation::BulkWithoutCorrelation { id } => {
+                write!(f, "bulk frame {id}: nothing is open on id {id}")
+            }
+            Violation::TooManyCorrelations { id, max } => write!(
+                f,
+                "frame {id} would open a session past the bound of {max} open correlations"
+            ),
         }
     }
 }
@@ -110,6 +172,10 @@ pub enum GuestCorruption {
     Frame(FrameError),
     /// A frame whose envelope does not decode.
     Envelope(EnvelopeError),
+    /// A current-generation frame whose flags are none the protocol defines.
+    Flags(u8),
+    /// A raw bulk record whose header does not check.
+    Bulk(BulkError),
 }
 
 impl std::fmt::Display for GuestCorruption {
@@ -117,6 +183,10 @@ impl std::fmt::Display for GuestCorruption {
         match self {
             GuestCorruption::Frame(e) => write!(f, "{e}"),
             GuestCorruption::Envelope(e) => write!(f, "frame envelope: {e}"),
+            GuestCorruption::Flags(flags) => {
+                write!(f, "frame flags {flags:#04x} are none the protocol defines")
+            }
+            GuestCorruption::Bulk(e) => write!(f, "{e}"),
         }
     }
 }

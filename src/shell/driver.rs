@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use super::client::{CLIENT_READ, ClientConn, Read, Written};
 use super::guest::{GUEST_BATCH, GuestIo, GuestPort, Progress};
 use super::transport::{BoxClient, ErasedListener};
+use super::wallclock::WallClockWatch;
 use super::{DrainNotice, ShellState};
-use crate::core::{Action, ClientId, Event, Millis, Relay};
+use crate::core::{Action, ClientId, Event, Millis, Protocol, Relay, StartupFailure};
 use crate::exec_log::ExecLog;
 
 /// Accepted connections queued before the accept task waits.
@@ -68,6 +69,8 @@ struct Driver {
     backlog: bool,
     /// The last client id handed out (ids are never reused).
     next_client: u64,
+    /// The core said the sandbox cannot start: the driver stops.
+    startup_failure: Option<StartupFailure>,
     /// Clients the core closed with their output still to be written
     /// ([`crate::core::CloseReason::flush_first`]); the core says when to
     /// give up on them ([`Action::FlushExpired`]).
@@ -80,7 +83,10 @@ struct Driver {
 /// then runs on the worker that polled the reactor, instead of being woken
 /// across threads on the `block_on` thread for every readiness event. If this
 /// future is dropped, the driver sees its stop signal and exits in order.
-pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std::io::Result<()> {
+pub(crate) async fn run(
+    parts: Parts,
+    shutdown: impl std::future::Future,
+) -> std::io::Result<Option<StartupFailure>> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut task = tokio::spawn(drive(parts, stopped));
     let joined = tokio::select! {
@@ -97,8 +103,21 @@ pub(crate) async fn run(parts: Parts, shutdown: impl std::future::Future) -> std
     }
 }
 
-async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<()> {
+async fn drive(
+    parts: Parts,
+    shutdown: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<Option<StartupFailure>> {
     let (mut d, listener) = Driver::new(parts)?;
+    d.relay.handle(0, Event::WallClock(unix_nanos()));
+    let cfg = d.relay.config();
+    let wall = (cfg.protocol != Protocol::Legacy && cfg.clock_sync)
+        .then(WallClockWatch::start)
+        .and_then(|w| {
+            w.map_err(|e| {
+                tracing::warn!("no wall-clock watch ({e}): jumps are seen at the next tick")
+            })
+            .ok()
+        });
     let (conn_tx, mut conn_rx) = mpsc::channel::<BoxClient>(ACCEPT_QUEUE);
     let accept = tokio::spawn(accept_loop(listener, conn_tx));
     let mut busy_turns = 0u32;
@@ -123,13 +142,21 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
                 let now = d.now();
                 last_tick = Some(now);
                 armed = None;
+                d.relay.handle(now, Event::WallClock(unix_nanos()));
                 d.relay.handle(now, Event::Tick);
             }
             Some(conn) = conn_rx.recv() => d.accepted(conn),
+            () = clock_set(wall.as_ref()) => {
+                let now = d.now();
+                d.relay.handle(now, Event::WallClock(unix_nanos()));
+            }
             () = std::future::poll_fn(|cx| d.poll_io(cx)) => busy_turns += 1,
         }
         d.perform();
         d.publish();
+        if d.startup_failure.is_some() {
+            break;
+        }
         // A socket that said "full" stays full for this task until the
         // reactor has run, and a busy guest would keep this loop from ever
         // returning to the runtime: let the reactor refresh readiness before
@@ -144,7 +171,21 @@ async fn drive(parts: Parts, shutdown: tokio::sync::oneshot::Receiver<()>) -> st
     accept.abort();
     let _ = accept.await; // drops the listener, which removes its socket file
     d.close_all().await;
-    Ok(())
+    Ok(d.startup_failure.take())
+}
+
+/// Completes when the wall clock was set; never without a watch.
+async fn clock_set(watch: Option<&WallClockWatch>) {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The host's wall clock, for the core's clock sync (the core reads none).
+fn unix_nanos() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<BoxClient>) {
@@ -189,6 +230,7 @@ impl Driver {
             backlog: false,
             closing: BTreeMap::new(),
             next_client: 0,
+            startup_failure: None,
         };
         Ok((d, listener))
     }
@@ -447,6 +489,10 @@ impl Driver {
                         // A full channel already holds a notice; one is enough.
                         let _ = tx.try_send(DrainNotice);
                     }
+                }
+                Action::StartupFailed(why) => {
+                    tracing::error!("the sandbox failed to start: {why}");
+                    self.startup_failure = Some(why);
                 }
             }
         }

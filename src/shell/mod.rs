@@ -73,6 +73,7 @@ mod queue;
 pub mod ring;
 mod transport;
 mod unix;
+mod wallclock;
 
 use std::future::Future;
 use std::io;
@@ -151,6 +152,9 @@ pub enum ShellError {
         /// The error.
         source: io::Error,
     },
+    /// The sandbox failed to start (the guest's init failed, or its
+    /// `core.ready` is one the relay cannot serve).
+    Startup(crate::core::StartupFailure),
 }
 
 impl std::fmt::Display for ShellError {
@@ -160,6 +164,7 @@ impl std::fmt::Display for ShellError {
             ShellError::GuestPort(e) => write!(f, "setting up the guest port: {}", io_cause(e)),
             // The error names the path and what failed already.
             ShellError::ExecLog { source, .. } => write!(f, "exec.log: {}", io_cause(source)),
+            ShellError::Startup(why) => write!(f, "the sandbox failed to start: {why}"),
         }
     }
 }
@@ -170,6 +175,7 @@ impl std::error::Error for ShellError {
             ShellError::Bind(e) => Some(e),
             ShellError::GuestPort(e) => Some(e),
             ShellError::ExecLog { source, .. } => Some(source),
+            ShellError::Startup(why) => Some(why),
         }
     }
 }
@@ -310,9 +316,11 @@ impl Shell {
             state,
             drain,
         };
-        driver::run(parts, shutdown)
-            .await
-            .map_err(ShellError::GuestPort)
+        match driver::run(parts, shutdown).await {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(ShellError::Startup(why)),
+            Err(e) => Err(ShellError::GuestPort(e)),
+        }
     }
 }
 

@@ -1,29 +1,37 @@
-//! The CBOR envelope `{v: 1, t: "<type>", p: <bytes>}` inside every frame.
+//! The CBOR envelope `{v, t: "<type>", p: <bytes>}` inside every frame.
 //!
-//! [`peek_envelope`] reads the type and borrows the payload bytes without
-//! building owned structures when the envelope has the canonical layout the
-//! 0.4.4 encoder writes; any other layout falls back to the full serde decode,
-//! so the two agree on every input. Our decode is stricter than 0.4.4's in two
-//! deliberate ways: the version must be 1, and the CBOR item must fill the
-//! frame exactly (trailing bytes mean a wrong length prefix).
+//! [`peek_parts`] reads the generation, the type name and borrows the payload
+//! bytes without building owned structures when the envelope has the layout
+//! our encoders write (0.4.4 and 0.7.13 alike: a definite map, keys `v`, `t`,
+//! `p` in that order); any other layout falls back to the full serde decode,
+//! so the two agree on every input. [`peek_envelope`] does the same for the
+//! types the relay knows. Neither checks `v`: it is the sender's generation,
+//! and a relay must never reject a frame for it. Our decode is stricter than
+//! the crates' in one deliberate way: the CBOR item must fill the frame
+//! exactly (trailing bytes mean a wrong length prefix).
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ENVELOPE_OPENING, MsgType, PROTOCOL_VERSION};
+use super::{ENVELOPE_MAP_V, ENVELOPE_T_KEY, LEGACY_VERSION, MsgType};
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvelopeError {
     /// The bytes are not a CBOR map with `v`, `t` and `p`.
     Malformed(String),
-    /// `t` names no protocol v1 message type.
+    /// `t` names no message type the relay knows.
     UnknownType(String),
-    /// `v` is not protocol version 1.
-    Version(u8),
     /// The CBOR item ends before the frame does.
     TrailingBytes(usize),
+    /// The map nests deeper than the relay follows.
+    TooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// `t` names a type the `control.` prefix reserves for the runtime.
+    Reserved(String),
 }
 
 impl std::fmt::Display for EnvelopeError {
@@ -31,11 +39,14 @@ impl std::fmt::Display for EnvelopeError {
         match self {
             EnvelopeError::Malformed(why) => write!(f, "envelope is not valid CBOR: {why}"),
             EnvelopeError::UnknownType(t) => write!(f, "unknown message type {t:?}"),
-            EnvelopeError::Version(v) => {
-                write!(f, "protocol version {v}, expected {PROTOCOL_VERSION}")
-            }
             EnvelopeError::TrailingBytes(n) => {
                 write!(f, "{n} bytes follow the envelope inside the frame")
+            }
+            EnvelopeError::TooDeep { max } => {
+                write!(f, "envelope nests deeper than {max} levels")
+            }
+            EnvelopeError::Reserved(t) => {
+                write!(f, "message type {t:?} is reserved for the runtime")
             }
         }
     }
@@ -43,7 +54,8 @@ impl std::fmt::Display for EnvelopeError {
 
 impl std::error::Error for EnvelopeError {}
 
-/// A decoded envelope; `payload` borrows the frame on the fast path.
+/// A decoded envelope of a known type; `payload` borrows the frame on the
+/// fast path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope<'a> {
     /// The message type.
@@ -52,11 +64,46 @@ pub struct Envelope<'a> {
     pub payload: Cow<'a, [u8]>,
 }
 
-/// Reads an envelope, cheaply when it has the canonical layout.
+/// A decoded envelope whose type may be one the relay does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parts<'a> {
+    /// The sender's generation.
+    pub v: u8,
+    /// The message type; `None` for a name the relay does not know.
+    pub t: Option<MsgType>,
+    /// The payload's CBOR bytes.
+    pub payload: Cow<'a, [u8]>,
+}
+
+/// Reads an envelope of a known type, cheaply when it has the canonical
+/// layout.
 pub fn peek_envelope(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     match fast_envelope(body) {
-        Some(env) => Ok(env),
+        Some(parts) => known(parts, body),
         None => decode_envelope_full(body),
+    }
+}
+
+/// Reads an envelope of any type name, cheaply when it has the canonical
+/// layout.
+pub fn peek_parts(body: &[u8]) -> Result<Parts<'_>, EnvelopeError> {
+    match fast_envelope(body) {
+        Some(parts) => Ok(parts),
+        None => decode_parts_full(body),
+    }
+}
+
+/// The fast path's parts, as an envelope of a known type.
+fn known<'a>(parts: Parts<'a>, body: &[u8]) -> Result<Envelope<'a>, EnvelopeError> {
+    match parts.t {
+        Some(t) => Ok(Envelope {
+            t,
+            payload: parts.payload,
+        }),
+        None => decode_envelope_full(body).map(|e| Envelope {
+            t: e.t,
+            payload: Cow::Owned(e.payload.into_owned()),
+        }),
     }
 }
 
@@ -76,15 +123,29 @@ struct BorrowedEnvelope<'a> {
     p: &'a [u8],
 }
 
-/// The reference decode: serde + ciborium over the whole envelope.
+/// The reference decode of any type name: serde + ciborium over the whole
+/// envelope.
+fn decode_parts_full(body: &[u8]) -> Result<Parts<'static>, EnvelopeError> {
+    let mut rest = body;
+    let env: OwnedEnvelope =
+        ciborium::from_reader(&mut rest).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(EnvelopeError::TrailingBytes(rest.len()));
+    }
+    Ok(Parts {
+        v: env.v,
+        t: MsgType::from_wire(env.t.as_bytes()),
+        payload: Cow::Owned(env.p),
+    })
+}
+
+/// The reference decode: serde + ciborium over the whole envelope, the type
+/// one the relay knows.
 pub fn decode_envelope_full(body: &[u8]) -> Result<Envelope<'static>, EnvelopeError> {
     let mut rest = body;
     let env: OwnedEnvelope =
         ciborium::from_reader(&mut rest).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
     let t = MsgType::from_wire(env.t.as_bytes()).ok_or(EnvelopeError::UnknownType(env.t))?;
-    if env.v != PROTOCOL_VERSION {
-        return Err(EnvelopeError::Version(env.v));
-    }
     if !rest.is_empty() {
         return Err(EnvelopeError::TrailingBytes(rest.len()));
     }
@@ -94,11 +155,17 @@ pub fn decode_envelope_full(body: &[u8]) -> Result<Envelope<'static>, EnvelopeEr
     })
 }
 
-/// Encodes an envelope exactly as 0.4.4 does (fields `v`, `t`, `p` in order).
+/// Encodes an envelope exactly as 0.4.4 does (fields `v`, `t`, `p` in order,
+/// `v` = 1).
 pub fn encode_envelope(t: MsgType, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 32);
+    encode_envelope_v(LEGACY_VERSION, t, payload)
+}
+
+/// Encodes an envelope as 0.4.4 and 0.7.13 do, with generation `v`.
+pub fn encode_envelope_v(v: u8, t: MsgType, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 40);
     let env = BorrowedEnvelope {
-        v: PROTOCOL_VERSION,
+        v,
         t: t.as_str(),
         p: payload,
     };
@@ -140,14 +207,19 @@ pub(super) fn cbor_string(b: &[u8], major: u8) -> Option<(&[u8], &[u8])> {
 }
 
 /// The canonical layout, or `None` to fall back to the full decode.
-fn fast_envelope(body: &[u8]) -> Option<Envelope<'_>> {
-    let rest = body.strip_prefix(&ENVELOPE_OPENING)?;
+fn fast_envelope(body: &[u8]) -> Option<Parts<'_>> {
+    let rest = body.strip_prefix(&ENVELOPE_MAP_V)?;
+    let (v, head) = cbor_head(rest, 0)?;
+    let v = u8::try_from(v).ok()?;
+    let rest = rest.get(head..)?.strip_prefix(&ENVELOPE_T_KEY)?;
     let (t, rest) = cbor_string(rest, 3)?;
-    let t = MsgType::from_wire(t)?;
+    // The full decode reads `t` as UTF-8 text; so must this path.
+    std::str::from_utf8(t).ok()?;
     let rest = rest.strip_prefix(&[0x61, b'p'])?;
     let (p, rest) = cbor_string(rest, 2)?;
-    rest.is_empty().then_some(Envelope {
-        t,
+    rest.is_empty().then_some(Parts {
+        v,
+        t: MsgType::from_wire(t),
         payload: Cow::Borrowed(p),
     })
 }
@@ -159,8 +231,8 @@ mod tests {
     #[test]
     fn wire_envelope_roundtrip_fast_path() {
         let body = encode_envelope(MsgType::ExecStdout, b"\xa1\x64data\x41x");
-        let env = fast_envelope(&body).expect("canonical");
-        assert_eq!(env.t, MsgType::ExecStdout);
+        let parts = fast_envelope(&body).expect("canonical");
+        assert_eq!(parts.t, Some(MsgType::ExecStdout));
         assert_eq!(
             peek_envelope(&body).unwrap(),
             decode_envelope_full(&body).unwrap()
@@ -187,14 +259,35 @@ mod tests {
         assert_eq!(cbor_head(&[0x1c], 0), None, "reserved additional info");
     }
 
+    /// Any generation is read, never refused; the two paths agree on it.
     #[test]
-    fn wire_envelope_rejects_trailing_bytes_and_bad_version() {
+    fn wire_envelope_any_generation_accepted() {
+        for v in [0u8, 1, 2, 10, 23, 24, 255] {
+            let body = encode_envelope_v(v, MsgType::ExecStdin, b"\xa0");
+            let parts = peek_parts(&body).unwrap();
+            assert_eq!((parts.v, parts.t), (v, Some(MsgType::ExecStdin)), "v {v}");
+            assert_eq!(decode_parts_full(&body).unwrap().v, v);
+            assert_eq!(peek_envelope(&body).unwrap().t, MsgType::ExecStdin);
+        }
+    }
+
+    #[test]
+    fn wire_envelope_unknown_names_are_parts_not_envelopes() {
+        let body = ciborium_body(10, "core.from.the.future", b"\xa0");
+        let parts = peek_parts(&body).unwrap();
+        assert_eq!((parts.v, parts.t), (10, None));
+        assert_eq!(
+            peek_envelope(&body),
+            Err(EnvelopeError::UnknownType("core.from.the.future".into()))
+        );
+    }
+
+    #[test]
+    fn wire_envelope_rejects_trailing_bytes() {
         let mut body = encode_envelope(MsgType::ExecStdin, b"");
         body.push(0);
         assert_eq!(peek_envelope(&body), Err(EnvelopeError::TrailingBytes(1)));
-        let mut body = encode_envelope(MsgType::ExecStdin, b"");
-        body[3] = 2;
-        assert_eq!(peek_envelope(&body), Err(EnvelopeError::Version(2)));
+        assert_eq!(peek_parts(&body), Err(EnvelopeError::TrailingBytes(1)));
     }
 
     #[test]
@@ -205,5 +298,12 @@ mod tests {
         body.extend_from_slice(&[0x61, b'v', 0x01, 0x61, b'p', 0x40]);
         assert!(fast_envelope(&body).is_none());
         assert_eq!(peek_envelope(&body).unwrap().t, MsgType::Ready);
+    }
+
+    fn ciborium_body(v: u8, t: &str, p: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let env = BorrowedEnvelope { v, t, p };
+        ciborium::into_writer(&env, &mut out).unwrap();
+        out
     }
 }

@@ -9,9 +9,10 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::bulk::{BULK_HEADER_LEN, plausible_bulk};
 use super::{
-    ENVELOPE_OPENING, HEADER_LEN, LEN_PREFIX, MAX_FRAME_LEN, MIN_FRAME_LEN, PREFIX_LEN, be_u32,
-    flags_defined,
+    ENVELOPE_OPENING_LEN, FLAG_BULK, HEADER_LEN, LEN_PREFIX, MAX_FRAME_LEN, MIN_FRAME_LEN,
+    PREFIX_LEN, be_u32, envelope_opening, flags_defined,
 };
 
 /// A length field outside `5..=4 MiB`, or a stream that ended mid-frame.
@@ -298,29 +299,30 @@ impl FrameDecoder {
 }
 
 /// Bytes needed to judge a candidate frame start fully.
-const JUDGED: usize = PREFIX_LEN + ENVELOPE_OPENING.len();
+const JUDGED: usize = PREFIX_LEN + ENVELOPE_OPENING_LEN;
 
-/// Could a frame start here? `true` also when too few bytes arrived to say no.
+/// Could a frame start here? A legal length, a defined flags value, and a
+/// body that opens as our encoders open an envelope (any one-byte
+/// generation), or, with the BULK flag, a plausible bulk header. `true` also
+/// when too few bytes arrived to say no.
 fn plausible_start(b: &[u8]) -> bool {
-    let judged = JUDGED;
-    if b.len() < judged {
-        // Too short to judge: the prefix seen so far must still be possible.
-        if be_u32(b, 0).is_some_and(|len| check_len(len).is_err()) {
-            return false;
-        }
-        if b.get(PREFIX_LEN - 1)
-            .is_some_and(|&flags| !flags_defined(flags))
-        {
-            return false;
-        }
-        let seen = b.len().saturating_sub(PREFIX_LEN);
-        return b.len() <= PREFIX_LEN || b[PREFIX_LEN..] == ENVELOPE_OPENING[..seen];
+    if be_u32(b, 0).is_some_and(|len| check_len(len).is_err()) {
+        return false;
     }
-    let len = be_u32(b, 0).unwrap_or_default();
-    check_len(len).is_ok()
-        && len as usize >= HEADER_LEN + ENVELOPE_OPENING.len()
-        && flags_defined(b[PREFIX_LEN - 1])
-        && b[PREFIX_LEN..judged] == ENVELOPE_OPENING
+    let Some(&flags) = b.get(PREFIX_LEN - 1) else {
+        return true; // too short to judge further
+    };
+    if !flags_defined(flags) {
+        return false;
+    }
+    let body = &b[PREFIX_LEN..];
+    let (body_ok, min_body) = if flags == FLAG_BULK {
+        (plausible_bulk(body), BULK_HEADER_LEN + 1)
+    } else {
+        (envelope_opening(body), ENVELOPE_OPENING_LEN)
+    };
+    let len = be_u32(b, 0).unwrap_or_default() as usize;
+    body_ok && len >= HEADER_LEN + min_body
 }
 
 #[cfg(test)]

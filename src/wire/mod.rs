@@ -1,14 +1,18 @@
-//! The wire layer: the microsandbox protocol v1 frame format, as the crates.io
-//! package `microsandbox-protocol` 0.4.4 speaks it.
+//! The wire layer: the microsandbox agent protocol's frame format, in both
+//! generations the relay serves: legacy (generation 1, the crates.io package
+//! `microsandbox-protocol` 0.4.4) and current (generation 10, 0.7.13).
 //!
 //! ```text
-//! [len: u32 BE][id: u32 BE][flags: u8][CBOR envelope {v: 1, t: "core.exec.stdout", p: <bytes>}]
+//! [len: u32 BE][id: u32 BE][flags: u8][CBOR envelope {v, t: "core.exec.stdout", p: <bytes>}]
+//! [len: u32 BE][id: u32 BE][0x08][kind][flow][0 0][offset: u64 BE][payload]   (BULK, current)
 //! ```
 //!
 //! This layer owns byte layouts only: framing ([`FrameDecoder`]), a cheap look
-//! inside the envelope ([`peek_envelope`]), and the few payloads the relay
-//! builds or reads ([`payload`]). It never routes, never decides policy and
-//! never does I/O.
+//! inside the envelope ([`peek_envelope`], [`peek_parts`]), the generic
+//! envelope check for types the relay does not know ([`inspect_envelope`]),
+//! raw bulk headers ([`bulk_header`]), the message table ([`MsgType::info`])
+//! and the few payloads the relay builds or reads ([`payload`]). It never
+//! routes, never decides policy and never does I/O.
 
 /// Declares a method public with the `testing` feature (the simulator's
 /// reference model and the tests use it) and crate-private otherwise.
@@ -23,18 +27,27 @@ macro_rules! pub_if_testing {
     };
 }
 
+mod bulk;
 mod envelope;
 mod frame;
+mod inspect;
 mod msg;
 pub mod payload;
 
-pub use envelope::{Envelope, EnvelopeError, decode_envelope_full, encode_envelope, peek_envelope};
+pub use bulk::{BulkError, BulkHeader, MAX_BULK_PAYLOAD, bulk_header};
+pub use envelope::{
+    Envelope, EnvelopeError, Parts, decode_envelope_full, encode_envelope, encode_envelope_v,
+    peek_envelope, peek_parts,
+};
 pub use frame::{Frame, FrameDecoder, FrameError, check_len};
 pub(crate) use frame::{ZERO_COPY_MIN, whole_frame_len};
-pub use msg::{MsgInfo, MsgType, Opens, Senders};
+pub use inspect::{Inspected, MAX_NESTING, inspect_envelope};
+pub use msg::{CreditClass, MsgInfo, MsgType, Opens, Senders};
 
-/// Protocol version carried in every envelope's `v` field.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The legacy generation: the `v` 0.4.4 writes into every envelope.
+pub const LEGACY_VERSION: u8 = 1;
+/// The current generation: the `v` 0.7.13 writes.
+pub const CURRENT_VERSION: u8 = 10;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 /// Bytes between the length prefix and the CBOR envelope: `[id: u32][flags: u8]`.
@@ -52,19 +65,41 @@ pub const FLAG_TERMINAL: u8 = 0x01;
 pub const FLAG_SESSION_START: u8 = 0x02;
 /// Flag bit: the sandbox should drain (core.shutdown).
 pub const FLAG_SHUTDOWN: u8 = 0x04;
+/// Flag value: the body is a raw bulk record, not CBOR (current generation;
+/// never combined with another flag).
+pub const FLAG_BULK: u8 = 0x08;
 
-/// Whether a flags byte is one protocol v1 defines: none, or exactly one of
-/// the flag bits.
+/// Whether a flags byte is one the protocol defines: none, or exactly one of
+/// the flag bits (BULK included).
 pub const fn flags_defined(flags: u8) -> bool {
     matches!(
         flags,
-        0 | FLAG_TERMINAL | FLAG_SESSION_START | FLAG_SHUTDOWN
+        0 | FLAG_TERMINAL | FLAG_SESSION_START | FLAG_SHUTDOWN | FLAG_BULK
     )
 }
 
-/// The opening bytes of every envelope the 0.4.4 encoder writes: a CBOR map
-/// of three entries, `"v": 1`, then the key `"t"`.
-pub const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', PROTOCOL_VERSION, 0x61, b't'];
+/// The opening bytes of every envelope the 0.4.4 and 0.7.13 encoders write:
+/// a CBOR map of three entries and the key `"v"`; the generation follows (one
+/// byte for any `v` up to 23), then [`ENVELOPE_T_KEY`].
+pub const ENVELOPE_MAP_V: [u8; 3] = [0xa3, 0x61, b'v'];
+/// The key `"t"`, right after the generation in an envelope's opening.
+pub const ENVELOPE_T_KEY: [u8; 2] = [0x61, b't'];
+/// Bytes of an envelope's opening: map, `"v"`, a one-byte generation, `"t"`.
+pub const ENVELOPE_OPENING_LEN: usize = ENVELOPE_MAP_V.len() + 1 + ENVELOPE_T_KEY.len();
+
+/// Whether `b` opens an envelope as our encoders write it, with the
+/// generation in one byte (`v` at most 23). Fewer than
+/// [`ENVELOPE_OPENING_LEN`] bytes are judged on what is there.
+pub fn envelope_opening(b: &[u8]) -> bool {
+    b.iter()
+        .take(ENVELOPE_OPENING_LEN)
+        .enumerate()
+        .all(|(i, &x)| match i {
+            0..3 => x == ENVELOPE_MAP_V[i],
+            3 => x <= 0x17, // the generation: any one-byte unsigned integer
+            _ => x == ENVELOPE_T_KEY[i - 4],
+        })
+}
 
 /// A big-endian `u32` at `at`, if four bytes are there.
 pub fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {

@@ -1,15 +1,19 @@
-//! Payload structs, field for field as protocol v1 (microsandbox-protocol
-//! 0.4.4) defines them, and the helpers that build whole frames from them.
+//! Payload structs, field for field as the protocol defines them (0.4.4 for
+//! the legacy types, 0.7.13 for the current generation's), and the helpers
+//! that build whole frames from them.
 //!
-//! The relay itself builds only `ExecSignal` (its kills) and reads only
-//! `ExecRequest.tty`, `ExecStdout`/`ExecStderr` data and `Ready`; the other
-//! structs serve the CLI's client and the demo agent.
+//! The relay itself builds `ExecSignal` (its kills) and, toward a current
+//! guest, `InitAck`, `RelayClientDisconnected` and `ClockSync`, and toward a
+//! client the `ExecFailed` of a refused execution; it reads `ExecRequest.tty`,
+//! exec output, the facts of a current `Ready`, `CoreError`, `ExecStdinAck`
+//! and `WorkloadTransportCredit`. The other structs serve the CLI's client and
+//! the demo agent.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::envelope::{cbor_string, encode_envelope};
+use super::envelope::{cbor_string, encode_envelope, encode_envelope_v};
 use super::{EnvelopeError, Frame, MsgType};
 
 /// `core.exec.request`: start a process in the guest.
@@ -180,6 +184,126 @@ pub struct Ready {
     pub ready_time_ns: u64,
 }
 
+/// `core.ready` as a current-generation guest sends it: the legacy timing
+/// fields and the capabilities the relay acts on (0.7.13's other optional
+/// fields are ignored when read and never written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyCurrent {
+    /// Nanoseconds the guest kernel took to boot.
+    pub boot_time_ns: u64,
+    /// Nanoseconds init took.
+    pub init_time_ns: u64,
+    /// Nanoseconds until the agent was ready.
+    pub ready_time_ns: u64,
+    /// The agent's package version, for diagnostics.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent_version: String,
+    /// The input-credit contract: 2 is the one the relay implements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_transport_barrier_version: Option<u8>,
+    /// The sandbox's execution policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_limits: Option<ExecLimits>,
+}
+
+/// What the relay reads from a current `core.ready`, leniently: a field it
+/// does not know, or timing it does not need, never fails the read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ReadyFacts {
+    /// The input-credit contract.
+    #[serde(default)]
+    pub workload_transport_barrier_version: Option<u8>,
+    /// The sandbox's execution policy.
+    #[serde(default)]
+    pub exec_limits: Option<ExecLimits>,
+}
+
+/// The sandbox's execution policy (0.7.13's `ExecLimits`; a missing field
+/// takes its default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExecLimits {
+    /// Executions that may run at once, sandbox-wide.
+    pub max_executions: u32,
+    /// Unconsumed stdin bytes one execution may have outstanding.
+    pub input_limit: u32,
+    /// Unacknowledged output bytes one execution may have outstanding.
+    pub output_limit: u32,
+    /// Largest stdin chunk.
+    pub stdin_chunk_size: u32,
+    /// Largest output chunk.
+    pub output_chunk_size: u32,
+}
+
+impl Default for ExecLimits {
+    fn default() -> ExecLimits {
+        ExecLimits {
+            max_executions: 128,
+            input_limit: 64 << 10,
+            output_limit: 1 << 20,
+            stdin_chunk_size: 16 << 10,
+            output_chunk_size: 16 << 10,
+        }
+    }
+}
+
+/// `core.init.ack`: the host took the guest's init context, or (with
+/// `failure`) saved its initialization failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitAck {
+    /// True only when acknowledging an initialization failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failure: bool,
+}
+
+/// `core.error`, as far as the relay reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreError {
+    /// Machine-readable kind, e.g. `initialization_failed`.
+    pub kind: String,
+    /// What went wrong, in words.
+    pub message: String,
+}
+
+/// The `kind` of a `core.error` that reports a failed guest start.
+pub const INITIALIZATION_FAILED: &str = "initialization_failed";
+
+/// `core.relay.client.disconnected`: one client's id range is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayClientDisconnected {
+    /// First id of the range.
+    pub id_start: u32,
+    /// One past its last id.
+    pub id_end_exclusive: u32,
+}
+
+/// `core.clock.sync`: set the guest's wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSync {
+    /// Host time, nanoseconds since the Unix epoch.
+    pub unix_time_nanos: u64,
+}
+
+/// `core.workload.transport.credit`: absolute cumulative input grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadTransportCredit {
+    /// Control-class bytes, frame prefixes included.
+    pub control_bytes: u64,
+    /// Control-class frames.
+    pub control_frames: u64,
+    /// Data-class bytes (raw bulk and data messages), prefixes included.
+    pub bulk_bytes: u64,
+    /// Data-class frames.
+    pub bulk_frames: u64,
+}
+
+/// `core.exec.stdin.ack` and `core.exec.output.ack`: cumulative consumption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consumed {
+    /// Bytes consumed so far.
+    pub consumed: u64,
+}
+
 /// `core.fs.response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FsResponse {
@@ -213,7 +337,18 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Envelope
 /// If the encoded frame exceeds 4 MiB: callers build small control frames or
 /// chunk data below the limit.
 pub fn build_frame<T: Serialize>(t: MsgType, id: u32, payload: &T) -> Frame {
-    let body = encode_envelope(t, &encode_payload(payload));
+    frame_of(t, id, encode_envelope(t, &encode_payload(payload)))
+}
+
+/// Builds a whole frame with generation `v` in its envelope.
+///
+/// # Panics
+/// As [`build_frame`].
+pub fn build_frame_v<T: Serialize>(v: u8, t: MsgType, id: u32, payload: &T) -> Frame {
+    frame_of(t, id, encode_envelope_v(v, t, &encode_payload(payload)))
+}
+
+fn frame_of(t: MsgType, id: u32, body: Vec<u8>) -> Frame {
     match Frame::build(id, t.flags(), &body) {
         Ok(frame) => frame,
         Err(e) => panic!("building a {t} frame: {e}"),
@@ -223,6 +358,11 @@ pub fn build_frame<T: Serialize>(t: MsgType, id: u32, payload: &T) -> Frame {
 /// The relay's kill for one exec session: `ExecSignal{signal: 9}`.
 pub fn sigkill_frame(id: u32) -> Frame {
     build_frame(MsgType::ExecSignal, id, &ExecSignal { signal: 9 })
+}
+
+/// The relay's kill with generation `v`.
+pub fn sigkill_frame_v(v: u8, id: u32) -> Frame {
+    build_frame_v(v, MsgType::ExecSignal, id, &ExecSignal { signal: 9 })
 }
 
 /// The `data` bytes of an exec output (or stdin, or fs data) payload,

@@ -11,8 +11,10 @@ fn core_disconnect_kills_live_exec_sessions_once() {
     h.client(1, &exec_req(3, false));
     h.client(1, &fs_req(4));
     h.guest(&exited(3, 0));
-    let kills = [kill(1), kill(2)].map(|frame| Action::ToGuest { frame });
-    h.expect(Event::ClientDisconnected(ClientId(1)), &kills);
+    let [k1, k2] = [kill(1), kill(2)].map(|frame| Action::ToGuest { frame });
+    // exec.log says so, then the kills go out.
+    let want = [killed_record(1), killed_record(2), k1, k2];
+    h.expect(Event::ClientDisconnected(ClientId(1)), &want);
     h.expect(Event::ClientDisconnected(ClientId(1)), &[]);
     assert_eq!(h.relay.counters().kills_sent, 2);
 }
@@ -31,10 +33,18 @@ fn core_kill_queued_after_clients_earlier_frames() {
     // The guest window is full: these wait in the relay.
     h.client(1, &stdin(1, b"a"));
     h.client(1, &stdin(1, b"b"));
-    h.expect(Event::ClientDisconnected(ClientId(1)), &[]);
+    h.expect(Event::ClientDisconnected(ClientId(1)), &[killed_record(1)]);
     // The guest takes the request; then the relay runs to idle.
     let mut sent = h.ev(Event::GuestWritten(req.len()));
     sent.extend(h.drive());
     let want = [stdin(1, b"a"), stdin(1, b"b"), kill(1)].map(|frame| Action::ToGuest { frame });
     assert_eq!(sent, want);
+}
+
+fn killed_record(session: u64) -> Action {
+    Action::Log(LogRecord {
+        session: Some(session),
+        source: LogSource::System,
+        text: "exec killed: its client left (SIGKILL sent)".into(),
+    })
 }

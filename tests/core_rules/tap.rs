@@ -25,6 +25,7 @@ fn core_tap_tags_streams_and_numbers_sessions() {
             (Some(1), LogSource::Stdout, "out".into()),
             (Some(1), LogSource::Stderr, "err".into()),
             (Some(2), LogSource::Output, "pty".into()),
+            (Some(1), LogSource::System, "exec exited with code 0".into()),
         ]
     );
     // Session numbers are never reused even when the correlation id is.
@@ -54,4 +55,37 @@ fn core_tap_off_emits_no_log() {
     h.client(1, &exec_req(1, false));
     let acts = h.guest(&stdout(1, b"x"));
     assert!(logs(&acts).is_empty());
+}
+
+/// Rule `exec_log_says_what_ran`: a session's start names its command, its
+/// arguments (quoted as a shell would need them) and the client's slot; its
+/// end says how it ended.
+#[test]
+fn core_tap_system_records_say_what_ran_and_how_it_ended() {
+    use agent_relay::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest, build_frame};
+    let mut h = Harness::ready(small());
+    h.connect(1);
+    h.connect(2);
+    let req = ExecRequest::new("sh").args(["-c", "echo 'hi there'"]);
+    let frame = build_frame(MsgType::ExecRequest, STEP + 1, &req);
+    let acts = h.client(2, frame.as_bytes());
+    let started = r"exec started: sh -c 'echo '\''hi there'\''' (client slot 1)";
+    assert_eq!(
+        logs(&acts),
+        vec![(Some(1), LogSource::System, started.into())]
+    );
+    let failed = ExecFailed {
+        kind: ExecFailureKind::NotFound,
+        errno: Some(2),
+        errno_name: None,
+        message: "no such program".into(),
+        stage: None,
+    };
+    let f = build_frame(MsgType::ExecFailed, STEP + 1, &failed);
+    let acts = h.guest(f.as_bytes());
+    let ended = "exec failed to start: NotFound: no such program";
+    assert_eq!(
+        logs(&acts),
+        vec![(Some(1), LogSource::System, ended.into())]
+    );
 }

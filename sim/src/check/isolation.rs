@@ -106,6 +106,10 @@ impl Checker {
             }
             RefuseReason::GuestGone => {}
             RefuseReason::Full { .. } => self.check_full(c),
+            RefuseReason::StartupFailed => self.fail(
+                Invariant::Isolation,
+                format!("refused {c}: start-up failure, but the world's guest starts"),
+            ),
         }
         self.clients.remove(&c);
     }

@@ -222,6 +222,7 @@ impl Checker {
                     self.depart(c, false);
                 }
             }
+            Event::WallClock(_) => {}
             Event::Tick => {
                 self.tick = true;
                 self.expire();
@@ -245,6 +246,9 @@ impl Checker {
             Action::ResumeClient(c) => self.on_pause(*c, false, action),
             Action::Log(_) => self.on_log(),
             Action::GuestCorrupt { .. } => self.corrupt_seen += 1,
+            Action::StartupFailed(why) => {
+                self.fail(Invariant::Isolation, format!("start-up failure: {why}"));
+            }
             Action::FlushExpired { client } => {
                 let gone = self
                     .clients

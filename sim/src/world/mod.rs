@@ -5,7 +5,7 @@
 //! actors. After the chaos phase the faults heal and the world runs until
 //! every actor is idle, then liveness is checked.
 
-use agent_relay::core::{Action, Config, Event, HandshakeForm, Millis};
+use agent_relay::core::{Action, Config, Event, HandshakeForm, Millis, Protocol};
 
 use super::check::{Invariant, Violation};
 use super::driver::{Driver, Recorded, TraceMode};
@@ -100,6 +100,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
     let soft = rng.pick(&[2 << 10, 8 << 10, 64 << 10, 1 << 20]);
     let hard = soft * rng.pick(&[2, 4, 8]);
     Config {
+        protocol: Protocol::Legacy,
         max_clients,
         handshake: if bounds {
             HandshakeForm::Bounds
@@ -114,6 +115,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
         guest_window: rng.pick(&[512, 8 << 10, 256 << 10]),
         quarantine: rng.pick(&[2_000, 30_000]),
         exec_log: rng.chance(500),
+        ..Config::default()
     }
 }
 
@@ -256,6 +258,7 @@ impl World {
             Action::Log(_)
             | Action::GuestCorrupt { .. }
             | Action::FlushExpired { .. }
+            | Action::StartupFailed(_)
             | Action::Ready
             | Action::Drain => {}
         }

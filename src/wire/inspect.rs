@@ -1,0 +1,372 @@
+//! The generic envelope check for current-generation client frames: a type
+//! the relay does not know passes when its envelope is one well-formed CBOR
+//! map (tags, indefinite lengths and extra keys allowed) whose keys are text,
+//! with exactly one `t` whose value is text, nesting at most
+//! [`MAX_NESTING`] levels, and nothing after it. A `t` under the `control.`
+//! prefix is the runtime's and never passes. `v` and `p` are read when they
+//! are there; a `p` behind tags (as the TypeScript SDK may write it) is still
+//! found.
+//!
+//! The walk never allocates for a definite `p`, never recurses deeper than the
+//! limit, and every step consumes input, so any input ends in a verdict.
+
+use std::borrow::Cow;
+
+use super::{EnvelopeError, MsgType};
+
+/// How deep maps, arrays and tags may nest inside an envelope.
+pub const MAX_NESTING: usize = 64;
+
+/// What the generic check found in an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected<'a> {
+    /// The type name.
+    pub name: &'a str,
+    /// The type, when the relay knows it.
+    pub t: Option<MsgType>,
+    /// `v`, when present and an unsigned integer.
+    pub v: Option<u64>,
+    /// `p`'s bytes, when present and a byte string.
+    pub payload: Option<Cow<'a, [u8]>>,
+}
+
+/// Checks an envelope of any type; see the module docs.
+pub fn inspect_envelope(body: &[u8]) -> Result<Inspected<'_>, EnvelopeError> {
+    let mut w = Walk { b: body, at: 0 };
+    let mut found = Found::default();
+    w.top_map(&mut found)?;
+    if w.at != body.len() {
+        return Err(EnvelopeError::TrailingBytes(body.len() - w.at));
+    }
+    let name = found.t.ok_or_else(|| bad("no text `t` key"))?;
+    if name.starts_with("control.") {
+        return Err(EnvelopeError::Reserved(name.to_owned()));
+    }
+    Ok(Inspected {
+        name,
+        t: MsgType::from_wire(name.as_bytes()),
+        v: found.v,
+        payload: found.p,
+    })
+}
+
+fn bad(why: &str) -> EnvelopeError {
+    EnvelopeError::Malformed(why.to_owned())
+}
+
+#[derive(Default)]
+struct Found<'a> {
+    t: Option<&'a str>,
+    v: Option<u64>,
+    p: Option<Cow<'a, [u8]>>,
+}
+
+/// A CBOR head: major type, additional info, argument.
+struct Head {
+    major: u8,
+    info: u8,
+    arg: u64,
+}
+
+struct Walk<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn byte(&mut self) -> Result<u8, EnvelopeError> {
+        let x = *self
+            .b
+            .get(self.at)
+            .ok_or_else(|| bad("ends inside an item"))?;
+        self.at += 1;
+        Ok(x)
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], EnvelopeError> {
+        let n = usize::try_from(n).map_err(|_| bad("length beyond the frame"))?;
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = end.ok_or_else(|| bad("length beyond the frame"))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn head(&mut self) -> Result<Head, EnvelopeError> {
+        let first = self.byte()?;
+        let (major, info) = (first >> 5, first & 0x1f);
+        let arg = match info {
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let n = 1u64 << (info - 24);
+                self.take(n)?
+                    .iter()
+                    .fold(0u64, |acc, &x| acc << 8 | u64::from(x))
+            }
+            31 => 0, // indefinite length, or "break"; the caller judges
+            _ => return Err(bad("reserved additional information")),
+        };
+        Ok(Head { major, info, arg })
+    }
+
+    fn at_break(&self) -> bool {
+        self.b.get(self.at) == Some(&0xff)
+    }
+
+    /// The top item: a map, possibly behind tags.
+    fn top_map(&mut self, found: &mut Found<'a>) -> Result<(), EnvelopeError> {
+        let mut depth = 1;
+        loop {
+            let h = self.head()?;
+            match h.major {
+                6 => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(EnvelopeError::TooDeep { max: MAX_NESTING });
+                    }
+                }
+                5 => return self.map_entries(&h, depth, found),
+                _ => return Err(bad("the envelope is not a map")),
+            }
+        }
+    }
+
+    fn map_entries(
+        &mut self,
+        h: &Head,
+        depth: usize,
+        found: &mut Found<'a>,
+    ) -> Result<(), EnvelopeError> {
+        let mut left = (h.info != 31).then_some(h.arg);
+        loop {
+            match left {
+                Some(0) => return Ok(()),
+                Some(ref mut n) => *n -= 1,
+                None if self.at_break() => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                None => {}
+            }
+            let key = self.text_key()?;
+            match key {
+                "t" => {
+                    if found.t.is_some() {
+                        return Err(bad("more than one `t` key"));
+                    }
+                    found.t = Some(self.t_value()?);
+                }
+                "v" => found.v = self.uint_or_skip(depth)?,
+                "p" => found.p = self.bytes_or_skip(depth)?,
+                _ => self.item(depth + 1)?,
+            }
+        }
+    }
+
+    fn text_key(&mut self) -> Result<&'a str, EnvelopeError> {
+        let h = self.head()?;
+        if h.major != 3 || h.info == 31 {
+            return Err(bad("a map key is not a definite text string"));
+        }
+        let s = self.take(h.arg)?;
+        std::str::from_utf8(s).map_err(|_| bad("a map key is not UTF-8"))
+    }
+
+    fn t_value(&mut self) -> Result<&'a str, EnvelopeError> {
+        let h = self.head()?;
+        if h.major != 3 || h.info == 31 {
+            return Err(bad("`t` is not a definite text string"));
+        }
+        let s = self.take(h.arg)?;
+        std::str::from_utf8(s).map_err(|_| bad("`t` is not UTF-8"))
+    }
+
+    fn uint_or_skip(&mut self, depth: usize) -> Result<Option<u64>, EnvelopeError> {
+        let start = self.at;
+        let h = self.head()?;
+        if h.major == 0 && h.info != 31 {
+            return Ok(Some(h.arg));
+        }
+        self.at = start;
+        self.item(depth + 1)?;
+        Ok(None)
+    }
+
+    /// `p`: a byte string behind any tags, or anything else (skipped).
+    fn bytes_or_skip(&mut self, depth: usize) -> Result<Option<Cow<'a, [u8]>>, EnvelopeError> {
+        let start = self.at;
+        let mut tags = 0;
+        loop {
+            let h = self.head()?;
+            match (h.major, h.info) {
+                (6, _) if depth + tags < MAX_NESTING => tags += 1,
+                (2, 31) => return self.byte_chunks().map(|v| Some(Cow::Owned(v))),
+                (2, _) => return self.take(h.arg).map(|s| Some(Cow::Borrowed(s))),
+                _ => {
+                    self.at = start;
+                    self.item(depth + 1)?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The chunks of an indefinite byte string, joined.
+    fn byte_chunks(&mut self) -> Result<Vec<u8>, EnvelopeError> {
+        let mut out = Vec::new();
+        while !self.at_break() {
+            let h = self.head()?;
+            if h.major != 2 || h.info == 31 {
+                return Err(bad("a byte string chunk is not a definite byte string"));
+            }
+            out.extend_from_slice(self.take(h.arg)?);
+        }
+        self.at += 1;
+        Ok(out)
+    }
+
+    /// Skips one well-formed item at nesting `depth`.
+    fn item(&mut self, depth: usize) -> Result<(), EnvelopeError> {
+        if depth > MAX_NESTING {
+            return Err(EnvelopeError::TooDeep { max: MAX_NESTING });
+        }
+        let h = self.head()?;
+        match (h.major, h.info) {
+            (0 | 1, 31) | (6, 31) => Err(bad("indefinite length on an integer or tag")),
+            (0 | 1, _) => Ok(()),
+            (2 | 3, 31) => self.string_chunks(h.major),
+            (2 | 3, _) => self.take(h.arg).map(|_| ()),
+            (4, 31) => self.until_break(depth, 1),
+            (4, _) => self.items(h.arg, depth),
+            (5, 31) => self.until_break(depth, 2),
+            (5, _) => self.items(h.arg.saturating_mul(2), depth),
+            (6, _) => self.item(depth + 1),
+            (7, 31) => Err(bad("a break outside an indefinite item")),
+            (7, 24) if h.arg < 32 => Err(bad("a simple value in two bytes below 32")),
+            (7, _) => Ok(()),
+            _ => Err(bad("unknown major type")),
+        }
+    }
+
+    fn items(&mut self, n: u64, depth: usize) -> Result<(), EnvelopeError> {
+        for _ in 0..n {
+            self.item(depth + 1)?;
+        }
+        Ok(())
+    }
+
+    fn until_break(&mut self, depth: usize, per_entry: usize) -> Result<(), EnvelopeError> {
+        loop {
+            if self.at_break() {
+                self.at += 1;
+                return Ok(());
+            }
+            for _ in 0..per_entry {
+                self.item(depth + 1)?;
+            }
+        }
+    }
+
+    fn string_chunks(&mut self, major: u8) -> Result<(), EnvelopeError> {
+        while !self.at_break() {
+            let h = self.head()?;
+            if h.major != major || h.info == 31 {
+                return Err(bad("a string chunk of another type"));
+            }
+            self.take(h.arg)?;
+        }
+        self.at += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{encode_envelope, encode_envelope_v};
+
+    #[test]
+    fn wire_inspect_reads_what_our_encoders_write() {
+        let body = encode_envelope_v(10, MsgType::Ping, b"\xa0");
+        let got = inspect_envelope(&body).unwrap();
+        assert_eq!(got.t, Some(MsgType::Ping));
+        assert_eq!(got.v, Some(10));
+        assert_eq!(got.payload.as_deref(), Some(&b"\xa0"[..]));
+        assert!(matches!(got.payload, Some(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn wire_inspect_passes_unknown_names_tags_and_indefinite_forms() {
+        // {_ "t": "x.future", "p": tag 64 (h'01'), "extra": [_ 1, {}] }
+        let mut body = vec![0xbf, 0x61, b't', 0x68];
+        body.extend_from_slice(b"x.future");
+        body.extend_from_slice(&[0x61, b'p', 0xd8, 0x40, 0x41, 0x01]);
+        body.extend_from_slice(&[0x65]);
+        body.extend_from_slice(b"extra");
+        body.extend_from_slice(&[0x9f, 0x01, 0xa0, 0xff, 0xff]);
+        let got = inspect_envelope(&body).unwrap();
+        assert_eq!((got.name, got.t, got.v), ("x.future", None, None));
+        assert_eq!(got.payload.as_deref(), Some(&[1u8][..]));
+    }
+
+    #[test]
+    fn wire_inspect_refusals() {
+        let mut two_t = vec![0xa2, 0x61, b't', 0x61, b'a', 0x61, b't', 0x61, b'b'];
+        assert!(matches!(
+            inspect_envelope(&two_t),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        two_t.truncate(5);
+        two_t[0] = 0xa1;
+        two_t.push(0x00);
+        assert_eq!(
+            inspect_envelope(&two_t),
+            Err(EnvelopeError::TrailingBytes(1))
+        );
+        let no_t = [0xa1, 0x61, b'v', 0x01];
+        assert!(matches!(
+            inspect_envelope(&no_t),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let int_key = [0xa1, 0x01, 0x01];
+        assert!(matches!(
+            inspect_envelope(&int_key),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let not_map = [0x80];
+        assert!(matches!(
+            inspect_envelope(&not_map),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let control = encode_control();
+        assert_eq!(
+            inspect_envelope(&control),
+            Err(EnvelopeError::Reserved("control.x".into()))
+        );
+        let truncated = &encode_envelope(MsgType::ExecStdin, b"\xa0")[..10];
+        assert!(inspect_envelope(truncated).is_err());
+    }
+
+    #[test]
+    fn wire_inspect_bounds_nesting() {
+        let deep = |n: usize| {
+            let mut b = vec![0xa2, 0x61, b't', 0x61, b'x', 0x61, b'y'];
+            b.extend(std::iter::repeat_n(0x81, n));
+            b.push(0x00);
+            b
+        };
+        assert!(inspect_envelope(&deep(MAX_NESTING - 2)).is_ok());
+        assert_eq!(
+            inspect_envelope(&deep(MAX_NESTING)),
+            Err(EnvelopeError::TooDeep { max: MAX_NESTING })
+        );
+        // Far deeper than the stack could follow: still a verdict.
+        assert!(inspect_envelope(&deep(1_000_000)).is_err());
+    }
+
+    fn encode_control() -> Vec<u8> {
+        let mut b = vec![0xa1, 0x61, b't', 0x69];
+        b.extend_from_slice(b"control.x");
+        b
+    }
+}

@@ -115,14 +115,17 @@ impl Relay {
         {
             return self.refuse_exec(slot, id, a.v, req);
         }
-        match a.opens {
-            Some(kind) => self.open_correlation(slot, id, a.t, kind, a.exec.as_ref())?,
+        let opened = match a.opens {
+            Some(kind) => {
+                self.open_correlation(slot, id, a.t, kind, a.exec.as_ref())?;
+                true
+            }
             None => self.note_request(slot, id)?,
-        }
+        };
         self.counters.client_frames_in += 1;
-        let mark = match (a.t, a.opens) {
-            (Some(MsgType::Shutdown), _) => Mark::Drain,
-            (_, Some(_)) => Mark::Opens,
+        let mark = match a.t {
+            Some(MsgType::Shutdown) => Mark::Drain,
+            _ if opened => Mark::Opens,
             _ => Mark::Plain,
         };
         let overtakes = a.t.is_some_and(MsgType::is_control);

@@ -48,18 +48,18 @@ impl Relay {
     }
 
     /// Current generation: a frame on an id with nothing open opens a
-    /// request there.
-    pub(super) fn note_request(&mut self, slot: usize, id: u32) -> Result<(), Violation> {
+    /// request there. True if it did.
+    pub(super) fn note_request(&mut self, slot: usize, id: u32) -> Result<bool, Violation> {
         if !matches!(self.generation, Some(Generation::Current { .. }))
             || id == 0
             || self.slots[slot].open.contains_key(&id)
         {
-            return Ok(());
+            return Ok(false);
         }
         self.make_room(slot, id)?;
         self.insert(slot, id, CorrKind::Request, 0);
         self.counters.open_requests += 1;
-        Ok(())
+        Ok(true)
     }
 
     fn insert(&mut self, slot: usize, id: u32, kind: CorrKind, number: u64) {

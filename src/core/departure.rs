@@ -116,7 +116,13 @@ impl Relay {
             }
             Mark::Notice => {
                 self.counters.notices_sent += 1;
-                if let Some(slot) = out.slot {
+                // A fence only for what the notice retires.
+                if let Some(slot) = out.slot
+                    && self.slots[slot as usize]
+                        .open
+                        .values()
+                        .any(|c| !c.kind.is_exec())
+                {
                     self.fences.insert(seq, slot);
                 }
                 false

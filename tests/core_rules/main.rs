@@ -8,6 +8,10 @@ mod boundaries;
 mod budgets_and_scheduling;
 mod client_frames;
 mod counters;
+mod current_credit;
+mod current_departure;
+mod current_frames;
+mod current_startup;
 mod departure;
 mod drain;
 mod guest_input;
@@ -21,7 +25,13 @@ use agent_relay::core::{
     Action, ClientId, CloseReason, Config, Event, HandshakeForm, LogRecord, LogSource,
     RefuseReason, SlowLimit, Timeout, Timer, Violation,
 };
-use agent_relay::wire::{EnvelopeError, FrameError, MAX_FRAME_LEN, MsgType};
+use agent_relay::core::{
+    CONTROL_BYTES, CONTROL_FRAMES, DATA_BYTES, DATA_FRAMES, Protocol, StartupFailure,
+};
+use agent_relay::wire::payload::{ExecLimits, InitAck};
+use agent_relay::wire::{EnvelopeError, FLAG_SHUTDOWN, Frame, FrameError, MAX_FRAME_LEN, MsgType};
+use bytes::Bytes;
+use common::current::*;
 use common::*;
 
 fn small() -> Config {

@@ -1,0 +1,158 @@
+//! Rules `kill_on_departure` and `slot_quarantine` in the current generation:
+//! the kills, then the disconnect notice; a departed client's waiting data
+//! dropped; the notice fence that retires its fs, tcp and request
+//! correlations, so churn never exhausts the slots.
+
+use super::*;
+
+fn current(cfg: Config) -> Harness {
+    let mut h = Harness::current(cfg, &ready10(None, None));
+    h.connect(1);
+    h
+}
+
+/// One SIGKILL per live exec session, in the guest's generation, then the
+/// notice with the canonical range; both after what the client sent.
+#[test]
+fn core_current_departure_kills_then_notice() {
+    let mut h = current(Config {
+        exec_log: false,
+        ..small()
+    });
+    let (a, b) = (cid(0), cid(0) + 1);
+    h.client(1, &exec_req10(a));
+    h.client(1, &exec_req10(b));
+    h.client(1, &ping(b + 1));
+    let acts = h.disconnect(1);
+    assert_eq!(to_guest(&acts), vec![kill10(a), kill10(b), notice(0)]);
+    assert_eq!(h.relay.counters().notices_sent, 1);
+    assert_eq!(h.relay.counters().kills_sent, 2);
+}
+
+/// A departed client's data waiting for credit is dropped (counted), and its
+/// kill does not wait behind it.
+#[test]
+fn core_current_departure_drops_waiting_data_and_the_kill_passes() {
+    let mut h = Harness::current(
+        Config {
+            exec_log: false,
+            ..small()
+        },
+        &ready10(Some(2), None),
+    );
+    h.connect(1);
+    let id = cid(0);
+    h.client(1, &exec_req10(id));
+    // Send stdin until it waits (credit, or the client's fair share of it).
+    let chunk = stdin10(id, b"x");
+    let mut waiting = 0;
+    for _ in 0..DATA_FRAMES + 1 {
+        if to_guest(&h.client(1, &chunk)).is_empty() {
+            waiting += 1;
+        }
+    }
+    assert!(waiting > 0, "the guest granted nothing more");
+    let acts = h.disconnect(1);
+    assert_eq!(to_guest(&acts), vec![kill10(id), notice(0)]);
+    assert_eq!(h.relay.counters().departed_data_dropped, waiting);
+    assert_eq!(h.relay.counters().queued_to_guest, 0);
+}
+
+/// The notice ends the quarantine for everything but exec sessions, once a
+/// guest frame answers a frame handed over after it: a new owner of the
+/// slot can then never receive the old owner's late replies.
+#[test]
+fn core_current_notice_fence_retires_a_departed_clients_requests() {
+    let mut h = current(Config {
+        exec_log: false,
+        current_clients: 2,
+        ..small()
+    });
+    let old = cid(0) + 3;
+    h.client(1, &ping(old));
+    h.client(1, &fs_req10(old + 1));
+    h.disconnect(1);
+    // Slot 0 waits (its ping and fs request are open); a newcomer gets slot 1.
+    let acts = h.connect(2);
+    assert_eq!(handshake_offset(&acts), cid(1));
+    // A reply to the newcomer's request, sent after the notice was taken,
+    // proves the guest read the notice: slot 0 is free again.
+    h.client(2, &ping(cid(1)));
+    h.guest(&pong(cid(1)));
+    assert_eq!(h.relay.counters().correlations_retired, 2);
+    let acts = h.connect(3);
+    assert_eq!(handshake_offset(&acts), cid(0));
+    // The old owner's late reply reaches nobody.
+    h.client(3, &ping(old));
+    h.expect(
+        Event::GuestBytes(&pong(old)),
+        &[Action::ToClient {
+            client: ClientId(3),
+            frame: pong(old),
+        }],
+    );
+}
+
+/// Killed exec sessions still hold the slot until they end: the fence only
+/// retires what the guest drops on the notice.
+#[test]
+fn core_current_fence_keeps_killed_execs_until_they_exit() {
+    let mut h = current(Config {
+        exec_log: false,
+        current_clients: 2,
+        ..small()
+    });
+    let id = cid(0);
+    h.client(1, &exec_req10(id));
+    h.disconnect(1);
+    h.connect(2);
+    h.client(2, &ping(cid(1)));
+    h.guest(&pong(cid(1)));
+    let acts = h.connect(3);
+    assert!(
+        matches!(acts[..], [Action::Refuse { .. }]),
+        "slot 0 still waits: {acts:?}"
+    );
+    h.guest(&exited10(id, 137));
+    let acts = h.connect(4);
+    assert_eq!(handshake_offset(&acts), cid(0));
+}
+
+/// 1,000 connect, run, disconnect cycles against 128 slots: never refused
+/// for quarantine.
+#[test]
+fn core_current_churn_never_refused_for_quarantine() {
+    let mut h = Harness::current(
+        Config {
+            exec_log: false,
+            ..small()
+        },
+        &ready10(Some(2), None),
+    );
+    for c in 1..=1_000u64 {
+        let acts = h.connect(c);
+        let start = handshake_offset(&acts);
+        h.client(c, &exec_req10(start));
+        h.client(c, &ping(start + 1));
+        h.client(c, &stdin10(start, b"input"));
+        h.disconnect(c);
+        // The guest kills the process and answers the ping; and grants back
+        // what it consumed.
+        h.guest(&pong(start + 1));
+        h.guest(&exited10(start, 137));
+        let used = h.relay.counters().clone();
+        h.guest(&credit(
+            (
+                used.used_control_bytes + CONTROL_BYTES,
+                used.used_control_frames + CONTROL_FRAMES,
+            ),
+            (
+                used.used_data_bytes + DATA_BYTES,
+                used.used_data_frames + DATA_FRAMES,
+            ),
+        ));
+        h.drive();
+    }
+    assert_eq!(h.relay.counters().refused_clients, 0);
+    assert_eq!(h.relay.counters().notices_sent, 1_000);
+}

@@ -1,0 +1,261 @@
+//! The current generation's frames: rules `route_by_id` (correlations, not
+//! only sessions; raw bulk records and unknown types routed by id; the
+//! workload-control id consumed; ids of nobody counted),
+//! `corrupt_client_isolated` (flags, id 0 shutdown, types clients may not
+//! send, envelopes of unknown types, bulk records) and
+//! `correlations_bounded`.
+
+use super::*;
+
+fn current() -> Harness {
+    let mut h = Harness::current(small(), &ready10(None, None));
+    h.connect(1);
+    h.connect(2);
+    h
+}
+
+fn to(c: u64, frame: Bytes) -> Action {
+    Action::ToClient {
+        client: ClientId(c),
+        frame,
+    }
+}
+
+/// A reply that opens no session reaches the client that asked, once.
+#[test]
+fn core_current_pong_reaches_the_asker() {
+    let mut h = current();
+    let id = cid(1) + 4;
+    h.client(2, &ping(id));
+    h.expect(Event::GuestBytes(&pong(id)), &[to(2, pong(id))]);
+    h.expect(Event::GuestBytes(&pong(id)), &[]);
+    assert_eq!(
+        h.relay.counters().dropped_unowned,
+        1,
+        "a second reply: nobody asked"
+    );
+    assert_eq!(h.relay.counters().open_requests, 0);
+}
+
+/// Raw bulk records, types the relay does not know and any `v` are routed
+/// by id like any frame; the workload-control id and ids of nobody never
+/// reach a client.
+#[test]
+fn core_current_guest_frames_routed_by_id_whatever_they_are() {
+    let mut h = current();
+    let id = cid(0);
+    h.client(1, &fs_req10(id));
+    let records = [
+        bulk(id, 1, 2, b"file bytes"),
+        raw10("core.from.the.future", id, 0, &[0xa0]),
+        stdout10(id, b"x"),
+    ];
+    for f in &records {
+        h.expect(Event::GuestBytes(f), &[to(1, f.clone())]);
+    }
+    h.expect(Event::GuestBytes(&credit((1, 1), (1, 1))), &[]);
+    let frozen = raw10("core.workload.frozen", u32::MAX, 1, &[0xa0]);
+    h.expect(Event::GuestBytes(&frozen), &[]);
+    assert_eq!(h.relay.counters().workload_frames, 2);
+    for nobody in [0, CSTEP, 2 * CSTEP, 128 * CSTEP, u32::MAX - 1] {
+        h.expect(Event::GuestBytes(&stdout10(nobody, b"?")), &[]);
+    }
+    assert_eq!(h.relay.counters().frames_for_nobody, 5);
+    assert_eq!(
+        h.relay.counters().guest_corrupt,
+        0,
+        "no frame taken for garbage"
+    );
+}
+
+/// Undefined flags and a bad bulk header from the guest are corruption,
+/// resynchronised past.
+#[test]
+fn core_current_guest_garbage_resyncs_to_the_next_frame() {
+    let mut h = current();
+    let id = cid(0);
+    h.client(1, &exec_req10(id));
+    let mut bad = stdout10(id, b"bad flags").to_vec();
+    bad[8] = 0x03;
+    let mut chunk = bad;
+    let mut badbulk = bulk(id, 3, 2, b"kind 3").to_vec();
+    chunk.append(&mut badbulk);
+    chunk.extend_from_slice(&stdout10(id, b"good"));
+    let acts = h.guest(&chunk);
+    assert_eq!(to_client(&acts, 1), vec![stdout10(id, b"good")]);
+    // One corrupt stretch: the bulk record with kind 3 is no frame start.
+    assert_eq!(h.relay.counters().guest_corrupt, 1, "{acts:?}");
+}
+
+#[test]
+fn core_current_client_flags_must_be_one_of_five() {
+    let mut h = current();
+    let mut f = stdin10(cid(0), b"x").to_vec();
+    f[8] = 0x03;
+    let acts = h.client(1, &f);
+    let want = Violation::UndefinedFlags {
+        id: cid(0),
+        flags: 0x03,
+    };
+    assert_eq!(violation(&acts, 1), Some(want));
+}
+
+/// `core.shutdown` may come on id 0, with an envelope or an empty body.
+#[test]
+fn core_current_shutdown_on_id_zero_with_or_without_a_body() {
+    let empty = Frame::build(0, FLAG_SHUTDOWN, b"").unwrap().into_bytes();
+    let full = v10(MsgType::Shutdown, 0, &());
+    for f in [empty, full] {
+        let mut h = current();
+        h.expect(
+            Event::ClientBytes(ClientId(1), &f),
+            &[Action::ToGuest { frame: f.clone() }, Action::Drain],
+        );
+    }
+    let mut h = current();
+    let acts = h.client(1, &stdin10(0, b"x"));
+    assert!(matches!(
+        violation(&acts, 1),
+        Some(Violation::OutOfRange { id: 0, .. })
+    ));
+}
+
+/// The relay's own messages and the runtime's are never a client's to send
+/// (upstream lets a client forge a disconnect notice naming another range).
+#[test]
+fn core_current_relay_and_runtime_types_refused_from_clients() {
+    let id = cid(0);
+    let forged = [
+        (MsgType::RelayClientDisconnected, notice(1)),
+        (
+            MsgType::InitAck,
+            v10(MsgType::InitAck, id, &InitAck { failure: false }),
+        ),
+        (MsgType::ClockSync, raw10("core.clock.sync", id, 0, &[0xa0])),
+        (MsgType::Bootstrap, raw10("core.bootstrap", id, 0, &[0xa0])),
+        (
+            MsgType::WorkloadFreeze,
+            raw10("core.workload.freeze", id, 0, &[0xa0]),
+        ),
+        (
+            MsgType::WorkloadTransportCredit,
+            raw10("core.workload.transport.credit", id, 0, &[0xa0]),
+        ),
+        (MsgType::Pong, raw10("core.pong", id, 1, &[0xa0])),
+    ];
+    for (t, f) in forged {
+        let mut h = current();
+        let acts = h.client(1, &f);
+        let v = violation(&acts, 1).unwrap_or_else(|| panic!("{t}: {acts:?}"));
+        let refused = matches!(v, Violation::NotClientType { t: got, .. } if got == t)
+            || matches!(v, Violation::OutOfRange { id: 0, .. });
+        assert!(refused, "{t}: {v:?}");
+        assert!(!to_guest(&acts).contains(&f), "{t} forwarded");
+    }
+    // The forged notice named slot 1; the only notice sent is the relay's
+    // own, for the departing sender's slot 0.
+    let mut h = current();
+    let acts = h.client(1, &notice(1));
+    assert_eq!(to_guest(&acts), vec![notice(0)]);
+    let mut h = current();
+    let acts = h.client(1, &raw10("control.anything", id, 0, &[0xa0]));
+    assert!(matches!(
+        violation(&acts, 1),
+        Some(Violation::Envelope {
+            error: EnvelopeError::Reserved(_),
+            ..
+        })
+    ));
+}
+
+/// A type the relay does not know passes when its envelope is one
+/// well-formed map with a text `t`; otherwise it is refused.
+#[test]
+fn core_current_unknown_types_pass_when_well_formed() {
+    let id = cid(0);
+    let mut h = current();
+    let f = raw10("core.next.thing", id, 0, &[0xa0]);
+    h.expect(
+        Event::ClientBytes(ClientId(1), &f),
+        &[Action::ToGuest { frame: f.clone() }],
+    );
+    let mut trailing = f.to_vec();
+    trailing.push(0);
+    trailing[3] += 1;
+    let acts = h.client(1, &trailing);
+    assert!(matches!(
+        violation(&acts, 1),
+        Some(Violation::Envelope {
+            error: EnvelopeError::TrailingBytes(1),
+            ..
+        })
+    ));
+    let mut h = current();
+    let f = raw10("core.next.thing", id, FLAG_SHUTDOWN, &[0xa0]);
+    let acts = h.client(1, &f);
+    assert!(matches!(
+        violation(&acts, 1),
+        Some(Violation::UnknownTypeFlags { .. })
+    ));
+}
+
+/// A client's raw bulk record: a valid host-to-guest header on an id it has
+/// open, forwarded untouched.
+#[test]
+fn core_current_client_bulk_records_checked() {
+    let id = cid(0);
+    type Rule = fn(&Violation) -> bool;
+    let cases: [(Bytes, Rule); 3] = [
+        (bulk(id, 1, 1, b""), |v| {
+            matches!(v, Violation::BadBulk { .. })
+        }),
+        (bulk(id, 1, 2, b"x"), |v| {
+            matches!(v, Violation::BulkFlow { flow: 2, .. })
+        }),
+        (bulk(id + 1, 1, 1, b"x"), |v| {
+            matches!(v, Violation::BulkWithoutCorrelation { .. })
+        }),
+    ];
+    for (f, why) in cases {
+        let mut h = current();
+        h.client(1, &fs_req10(id));
+        let acts = h.client(1, &f);
+        let v = violation(&acts, 1).unwrap_or_else(|| panic!("{acts:?}"));
+        assert!(why(&v), "{v:?}");
+    }
+    let mut h = current();
+    h.client(1, &fs_req10(id));
+    let f = bulk(id, 1, 1, b"payload");
+    h.expect(
+        Event::ClientBytes(ClientId(1), &f),
+        &[Action::ToGuest { frame: f.clone() }],
+    );
+}
+
+/// Past `max_correlations` the oldest request is forgotten (and its late
+/// reply dropped), never the client closed; more sessions than that at once
+/// is a violation.
+#[test]
+fn core_current_correlations_bounded_oldest_request_evicted() {
+    let cfg = Config {
+        max_correlations: 3,
+        ..small()
+    };
+    let mut h = Harness::current(cfg, &ready10(None, None));
+    h.connect(1);
+    let id = |k: u32| cid(0) + k;
+    for k in 0..4 {
+        h.client(1, &ping(id(k)));
+    }
+    assert_eq!(h.relay.counters().correlations_evicted, 1);
+    h.expect(Event::GuestBytes(&pong(id(0))), &[]);
+    h.expect(Event::GuestBytes(&pong(id(3))), &[to(1, pong(id(3)))]);
+    for k in 10..13 {
+        h.client(1, &exec_req10(id(k)));
+    }
+    let acts = h.client(1, &exec_req10(id(13)));
+    assert_eq!(
+        violation(&acts, 1),
+        Some(Violation::TooManyCorrelations { id: id(13), max: 3 })
+    );
+}

@@ -1,0 +1,200 @@
+//! Rules `init_before_ready` and `canonical_ranges`: the init exchange, the
+//! choice of generation at ready, start-up failures, the bounds prologue
+//! with the 128 canonical ranges.
+
+use super::*;
+
+fn to_guest_frames(acts: &[Action]) -> Vec<Bytes> {
+    to_guest(acts)
+}
+
+/// `core.init.resolved` is answered with `core.init.ack {}` in the guest's
+/// own generation, in every configuration, before any credit exists.
+#[test]
+fn core_init_resolved_answered_in_every_mode() {
+    for protocol in [Protocol::Legacy, Protocol::Current, Protocol::Auto] {
+        let mut h = Harness::new(Config {
+            protocol,
+            ..small()
+        });
+        let ack = v10(MsgType::InitAck, 0, &InitAck { failure: false });
+        h.expect(
+            Event::GuestBytes(&init_resolved()),
+            &[Action::ToGuest { frame: ack }],
+        );
+        assert_eq!(h.relay.counters().init_acks, 1, "{protocol}");
+        assert_eq!(h.relay.counters().used_control_frames, 0, "not charged");
+    }
+}
+
+/// The guest's initialization failure: acknowledged with `failure: true`,
+/// reported as a start-up failure with the guest's words; whoever waits is
+/// refused, and so is every later client.
+#[test]
+fn core_init_failure_acknowledged_and_reported() {
+    let mut h = Harness::new(small());
+    h.connect(1);
+    let ack = v10(MsgType::InitAck, 0, &InitAck { failure: true });
+    let why = StartupFailure::GuestInit {
+        message: "user nobody2 not found".into(),
+    };
+    h.expect(
+        Event::GuestBytes(&init_failed("user nobody2 not found")),
+        &[
+            Action::ToGuest { frame: ack },
+            Action::StartupFailed(why),
+            Action::Refuse {
+                client: ClientId(1),
+                reason: RefuseReason::StartupFailed,
+            },
+        ],
+    );
+    let refused = Action::Refuse {
+        client: ClientId(2),
+        reason: RefuseReason::StartupFailed,
+    };
+    h.expect(Event::ClientConnected(ClientId(2)), &[refused]);
+    assert_eq!(h.relay.counters().init_failures, 1);
+}
+
+#[test]
+fn core_unknown_barrier_version_is_a_startup_failure() {
+    let mut h = Harness::new(small());
+    let acts = h.guest(&ready10(Some(3), None));
+    assert_eq!(
+        acts,
+        [Action::StartupFailed(StartupFailure::UnsupportedBarrier {
+            version: 3
+        })]
+    );
+    assert!(!h.relay.is_ready());
+}
+
+#[test]
+fn core_unusable_exec_limits_are_a_startup_failure() {
+    let mut h = Harness::new(small());
+    let limits = ExecLimits {
+        max_executions: 0,
+        ..ExecLimits::default()
+    };
+    let acts = h.guest(&ready10(Some(2), Some(limits)));
+    assert!(
+        matches!(
+            acts[..],
+            [Action::StartupFailed(StartupFailure::BadExecLimits { .. })]
+        ),
+        "{acts:?}"
+    );
+}
+
+/// A configured generation the guest does not speak is refused up front.
+#[test]
+fn core_generation_mismatch_is_a_startup_failure() {
+    let mut h = Harness::new(Config::legacy());
+    let acts = h.guest(&ready10(None, None));
+    let why = StartupFailure::GenerationMismatch {
+        configured: Protocol::Legacy,
+        guest: 10,
+    };
+    assert_eq!(acts, [Action::StartupFailed(why)]);
+    let mut h = Harness::new(Config::current());
+    let acts = h.guest(&ready());
+    let why = StartupFailure::GenerationMismatch {
+        configured: Protocol::Current,
+        guest: 1,
+    };
+    assert_eq!(acts, [Action::StartupFailed(why)]);
+}
+
+/// Auto: clients that connect before ready wait without a slot and get the
+/// canonical ranges in arrival order at a `v = 10` ready; the excess is
+/// refused then.
+#[test]
+fn core_auto_seats_waiting_clients_in_arrival_order_at_ready() {
+    let mut h = Harness::new(Config {
+        current_clients: 2,
+        ..small()
+    });
+    for c in [7, 3, 9] {
+        h.expect(Event::ClientConnected(ClientId(c)), &[]);
+    }
+    assert_eq!(h.relay.client_range(ClientId(7)), None, "no slot yet");
+    let r = ready10(None, None);
+    let acts = h.guest(&r);
+    let prologue = |s: u32| {
+        let mut b = crange(s).start.to_be_bytes().to_vec();
+        b.extend_from_slice(&crange(s).end.to_be_bytes());
+        b.extend_from_slice(&r);
+        Bytes::from(b)
+    };
+    assert_eq!(acts[0], Action::Ready);
+    assert!(acts.contains(&Action::Handshake {
+        client: ClientId(7),
+        bytes: prologue(0)
+    }));
+    assert!(acts.contains(&Action::Handshake {
+        client: ClientId(3),
+        bytes: prologue(1)
+    }));
+    assert!(acts.contains(&Action::Refuse {
+        client: ClientId(9),
+        reason: RefuseReason::Full {
+            max_clients: 2,
+            quarantined: 0
+        }
+    }));
+    assert_eq!(h.relay.counters().generation, 10);
+    assert_eq!(h.relay.counters().live_clients, 2);
+}
+
+/// Auto with a `v = 1` ready: the legacy generation, byte for byte.
+#[test]
+fn core_auto_with_a_legacy_guest_speaks_legacy() {
+    let mut h = Harness::new(small());
+    h.connect(1);
+    h.connect(2);
+    let acts = h.guest(&ready());
+    let offsets: Vec<u32> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::Handshake { bytes, .. } => {
+                Some(u32::from_be_bytes(bytes[..4].try_into().unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offsets, [0, STEP]);
+    assert_eq!(h.relay.counters().generation, 1);
+    assert!(
+        to_guest_frames(&acts).is_empty(),
+        "no clock sync, no notice"
+    );
+}
+
+/// The ready frame is cached whole and served unchanged, fields the relay
+/// does not know included.
+#[test]
+fn core_current_ready_served_byte_for_byte() {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("boot_time_ns", ciborium::Value::from(1u64));
+    fields.insert("init_time_ns", ciborium::Value::from(2u64));
+    fields.insert("ready_time_ns", ciborium::Value::from(3u64));
+    fields.insert("some_future_field", ciborium::Value::from("x"));
+    let r = v10(MsgType::Ready, 0, &fields);
+    let mut h = Harness::current(small(), &r);
+    let acts = h.connect(1);
+    match &acts[..] {
+        [Action::Handshake { bytes, .. }] => assert_eq!(&bytes[8..], &r[..]),
+        _ => panic!("{acts:?}"),
+    }
+}
+
+/// Every frame before ready other than the init exchange is counted and
+/// dropped.
+#[test]
+fn core_current_frames_before_ready_dropped() {
+    let mut h = Harness::new(Config::current());
+    h.expect(Event::GuestBytes(&stdout10(cid(0), b"early")), &[]);
+    h.expect(Event::GuestBytes(&pong(5)), &[]);
+    assert_eq!(h.relay.counters().guest_frames_before_ready, 2);
+}

@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::core::{LogRecord, LogSource};
@@ -72,14 +71,23 @@ impl ExecLogOptions {
     }
 }
 
-/// One line of exec.log, as serialised.
-#[derive(Serialize)]
-struct Line<'a> {
-    t: String,
-    s: &'static str,
-    d: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<u64>,
+/// One line of exec.log: `{"t":..,"s":..,"d":..,"id":..}` and a newline,
+/// exactly as `serde_json` writes the four fields (the record's bytes are
+/// decoded and escaped in one pass; see [`crate::json`]). A system record
+/// about one session carries its number; others have no `id`.
+pub fn encode_line(at: SystemTime, record: &LogRecord, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    out.extend_from_slice(b"{\"t\":");
+    crate::json::push_string_lossy(rfc3339_millis(at).as_bytes(), out);
+    out.extend_from_slice(b",\"s\":");
+    crate::json::push_string_lossy(record.source.as_str().as_bytes(), out);
+    out.extend_from_slice(b",\"d\":");
+    crate::json::push_string_lossy(&record.text.joined(), out);
+    if let Some(id) = record.session {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, ",\"id\":{id}");
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// A record stamped with the wall-clock time it was produced.
@@ -170,7 +178,7 @@ impl ExecLog {
             let notice = LogRecord {
                 session: None,
                 source: LogSource::System,
-                text: format!("{} records skipped", self.skipped),
+                text: format!("{} records skipped", self.skipped).into(),
             };
             if !self.try_send(at, notice) {
                 self.skip();
@@ -214,7 +222,7 @@ impl ExecLog {
         self.log(LogRecord {
             session: None,
             source: LogSource::System,
-            text: SANDBOX_STOPPED.to_owned(),
+            text: SANDBOX_STOPPED.into(),
         });
         self.tx = None;
         if let Some(done) = self.done.take()
@@ -227,7 +235,7 @@ impl ExecLog {
 
 /// What a queued record counts against [`ExecLogOptions::queue_bytes`].
 fn record_cost(record: &LogRecord) -> usize {
-    record.text.len() + RECORD_OVERHEAD
+    record.text.byte_len() + RECORD_OVERHEAD
 }
 
 /// `error` with the path it is about and what was being done, in words.
@@ -390,17 +398,9 @@ impl RotatingFile {
     }
 
     fn write(&mut self, s: &Stamped) -> io::Result<()> {
-        let line = Line {
-            t: rfc3339_millis(s.at),
-            s: s.record.source.as_str(),
-            d: &s.record.text,
-            // A system record about one session carries its number.
-            id: s.record.session,
-        };
         let mut bytes = std::mem::take(&mut self.line);
         bytes.clear();
-        serde_json::to_writer(&mut bytes, &line).map_err(io::Error::other)?;
-        bytes.push(b'\n');
+        encode_line(s.at, &s.record, &mut bytes);
         let written = (|| {
             if self.size > 0 && self.size + bytes.len() as u64 > self.rotate_bytes {
                 self.rotate()?;
@@ -424,6 +424,13 @@ impl RotatingFile {
         if self.keep == 0 {
             std::fs::remove_file(&self.path)?;
         } else {
+            // The oldest goes first, so no rename replaces an existing file:
+            // on ext4 a rename over a file forces the renamed file's data out
+            // (auto_da_alloc), a disk write per rotation on the writer thread.
+            match std::fs::remove_file(numbered(self.keep)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             for n in (1..self.keep).rev() {
                 let from = numbered(n);
                 if from.exists() {
@@ -473,6 +480,57 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written line is what serde_json writes for the same four
+    /// fields, whatever bytes the record holds.
+    #[test]
+    fn exec_log_line_is_what_serde_json_writes() {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            t: String,
+            s: &'static str,
+            d: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<u64>,
+        }
+        let at = UNIX_EPOCH + Duration::from_millis(1_764_590_400_123);
+        let texts: [&[u8]; 4] = [
+            b"plain",
+            b"\"q\" \\ \n\t\x00\x1f\x7f",
+            b"\xff\xe2\x82 \xe2\x82\xac",
+            b"",
+        ];
+        for (i, text) in texts.into_iter().enumerate() {
+            let record = LogRecord {
+                session: (i % 2 == 0).then_some(i as u64),
+                source: crate::core::LogSource::Stderr,
+                text: crate::core::LogText::from(String::from_utf8_lossy(text).into_owned()),
+            };
+            let mut raw = crate::core::LogText::new();
+            raw.push_bytes(bytes::Bytes::copy_from_slice(text));
+            let raw_record = LogRecord {
+                text: raw,
+                ..record.clone()
+            };
+            let decoded = String::from_utf8_lossy(text);
+            let line = Line {
+                t: rfc3339_millis(at),
+                s: "stderr",
+                d: &decoded,
+                id: record.session,
+            };
+            let mut want = serde_json::to_vec(&line).unwrap();
+            want.push(b'\n');
+            for r in [&record, &raw_record] {
+                let mut got = Vec::new();
+                encode_line(at, r, &mut got);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want)
+                );
+            }
+        }
+    }
 
     #[test]
     fn exec_log_rfc3339_known_instants() {

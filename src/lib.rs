@@ -18,6 +18,7 @@ pub mod core;
 pub mod demo_agent;
 #[cfg(feature = "shell")]
 pub mod exec_log;
+pub mod json;
 #[cfg(feature = "shell")]
 pub mod shell;
 pub mod wire;

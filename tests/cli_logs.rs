@@ -227,7 +227,7 @@ fn cli_logs_session_and_since_filter() {
         let record = |session, source, text: &str| LogRecord {
             session,
             source,
-            text: text.to_owned(),
+            text: text.into(),
         };
         log.log(record(Some(3), LogSource::System, "started: sh -c true"));
         log.log(record(Some(3), LogSource::Stdout, "three\n"));

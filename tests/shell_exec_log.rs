@@ -25,7 +25,7 @@ fn record(session: u64, text: &str) -> LogRecord {
     LogRecord {
         session: Some(session),
         source: LogSource::Stdout,
-        text: text.to_owned(),
+        text: text.into(),
     }
 }
 

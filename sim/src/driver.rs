@@ -257,7 +257,7 @@ impl Driver {
             Action::Log(r) => {
                 self.mix(18);
                 self.mix(r.session.unwrap_or(0));
-                self.mix_bytes(r.text.as_bytes());
+                self.mix_bytes(r.text.to_string().as_bytes());
             }
             Action::GuestCorrupt { skipped, .. } => {
                 self.mix(19);
@@ -310,12 +310,13 @@ pub fn fmt_action(a: &Action) -> String {
         Action::PauseClient(c) => format!("PauseClient {c}"),
         Action::ResumeClient(c) => format!("ResumeClient {c}"),
         Action::Log(r) => {
-            let head: String = r.text.chars().take(24).collect();
+            let text = r.text.to_string();
+            let head: String = text.chars().take(24).collect();
             format!(
                 "Log {:?} {} {}B {head:?}..",
                 r.session,
                 r.source.as_str(),
-                r.text.len()
+                text.len()
             )
         }
         Action::GuestCorrupt { error, skipped } => {
@@ -409,7 +410,7 @@ impl Digest {
                 self.mix(8);
                 self.mix(r.session.map_or(0, |s| s + 1));
                 self.text(r.source.as_str());
-                self.bytes(r.text.as_bytes());
+                self.bytes(r.text.to_string().as_bytes());
             }
             Action::GuestCorrupt { error, skipped } => {
                 self.mix(9);

@@ -33,6 +33,7 @@ mod departure;
 mod flush;
 mod guest;
 mod layout;
+mod logtext;
 mod quarantine;
 mod relay;
 mod scheduler;
@@ -45,6 +46,7 @@ mod violation;
 
 pub use credit::{BARRIER_VERSION, CONTROL_BYTES, CONTROL_FRAMES, DATA_BYTES, DATA_FRAMES};
 pub use layout::{CURRENT_STEP, WORKLOAD_CONTROL_ID};
+pub use logtext::LogText;
 pub use relay::Relay;
 pub use slot::IdRange;
 pub use tap::SANDBOX_STARTED;

@@ -16,10 +16,13 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::Range;
 
+use bytes::Bytes;
+
+use super::logtext::{LogText, unfinished_tail};
 use super::slot::{CorrKind, Correlation, Stream};
 use super::types::{Action, LogRecord, LogSource};
 use crate::wire::payload::{ExecExited, ExecFailed, ExecRequest, decode_payload, peek_data};
-use crate::wire::{FLAG_TERMINAL, Frame, MsgType, peek_envelope};
+use crate::wire::{FLAG_TERMINAL, Frame, MsgType, PREFIX_LEN, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
 pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
@@ -100,7 +103,7 @@ impl Tap {
             actions.push_back(Action::Log(LogRecord {
                 session,
                 source: LogSource::System,
-                text,
+                text: LogText::from(text),
             }));
         }
     }
@@ -132,19 +135,19 @@ impl Tap {
             _ => None,
         };
         if let Some(stream) = stream
-            && let Ok(data) = output_bytes(f)
+            && let Some(data) = output_bytes(f)
             && !data.is_empty()
         {
             // A pty session has one stream; it keeps one carry.
             let carry = if tty { Stream::Stdout } else { stream };
             let text = self.record_text(actions, number, source(stream));
-            corr.carries.of(carry).push_into(&data, text);
+            corr.carries.of(carry).push_into(data, text);
         }
         if f.frame.flags() & FLAG_TERMINAL != 0 {
             for stream in [Stream::Stdout, Stream::Stderr] {
-                if let Some(tail) = corr.carries.of(stream).finish() {
-                    self.record_text(actions, number, source(stream))
-                        .push_str(&tail);
+                if corr.carries.of(stream).is_carrying() {
+                    let text = self.record_text(actions, number, source(stream));
+                    corr.carries.of(stream).finish(text);
                 }
             }
             self.system(actions, Some(number), ending(f));
@@ -166,7 +169,7 @@ impl Tap {
         actions: &mut VecDeque<Action>,
         session: u64,
         source: LogSource,
-    ) -> &mut String {
+    ) -> &mut LogText {
         let continues =
             matches!(&self.pending, Some(r) if r.session == Some(session) && r.source == source);
         if !continues && let Some(done) = self.pending.take().filter(|r| !r.text.is_empty()) {
@@ -175,7 +178,7 @@ impl Tap {
         let record = self.pending.get_or_insert_with(|| LogRecord {
             session: Some(session),
             source,
-            text: String::new(),
+            text: LogText::new(),
         });
         &mut record.text
     }
@@ -211,71 +214,79 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// The `data` bytes of an output frame: borrowed where the first peek found
-/// the payload, else from a second, full look.
-fn output_bytes(f: &GuestFrame) -> Result<Cow<'_, [u8]>, crate::wire::EnvelopeError> {
-    match &f.payload {
-        Some(range) => peek_data(&f.frame.body()[range.clone()]),
-        None => peek_envelope(f.frame.body())
-            .and_then(|env| peek_data(&env.payload).map(|d| Cow::Owned(d.into_owned()))),
+/// The `data` bytes of an output frame: a slice of the frame itself where
+/// the first peek found the payload and it is canonical (no copy), else from
+/// a second, full look.
+fn output_bytes(f: &GuestFrame) -> Option<Bytes> {
+    let body = f.frame.body();
+    let data = match &f.payload {
+        Some(range) => peek_data(&body[range.clone()]).ok()?,
+        None => {
+            let env = peek_envelope(body).ok()?;
+            let data = peek_data(&env.payload).ok()?.into_owned();
+            return Some(Bytes::from(data));
+        }
+    };
+    match data {
+        Cow::Borrowed(d) => {
+            let start = (d.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            let at = PREFIX_LEN + start;
+            Some(f.frame.as_bytes().slice(at..at + d.len()))
+        }
+        Cow::Owned(d) => Some(Bytes::from(d)),
     }
 }
 
-/// Carries the unfinished tail of a UTF-8 stream between frames.
+/// Carries the unfinished tail of a UTF-8 stream between frames: at most
+/// three bytes of a character the next frame of the stream completes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Utf8Carry {
-    tail: Vec<u8>,
+    tail: [u8; 3],
+    len: usize,
 }
 
 impl Utf8Carry {
-    /// Decodes `data` after the carried tail; an incomplete character at the
-    /// end is kept for next time, truly invalid bytes become U+FFFD.
-    #[cfg(test)]
-    pub fn push(&mut self, data: &[u8]) -> String {
-        let mut out = String::new();
-        self.push_into(data, &mut out);
-        out
-    }
-
-    /// As [`Utf8Carry::push`], appending to `out` (no allocation of its own
-    /// when `out` has room and no character was split).
-    pub fn push_into(&mut self, data: &[u8], out: &mut String) {
-        let mut joined;
-        let bytes: &[u8] = if self.tail.is_empty() {
-            data
-        } else {
-            joined = std::mem::take(&mut self.tail);
-            joined.extend_from_slice(data);
-            &joined
-        };
-        if let Ok(s) = std::str::from_utf8(bytes) {
-            out.push_str(s);
+    /// Appends `data` after the carried tail to `out`, keeping back an
+    /// unfinished character at its end. No byte is copied but the tail and,
+    /// when `data` is shorter than three bytes, the tail it extends.
+    pub fn push_into(&mut self, data: Bytes, out: &mut LogText) {
+        let carried = &self.tail[..self.len];
+        if data.len() < 3 && !carried.is_empty() {
+            // The unfinished character may start in the carried bytes.
+            let mut joined = carried.to_vec();
+            joined.extend_from_slice(&data);
+            let keep = unfinished_tail(&joined);
+            let done = joined.len() - keep;
+            self.save(&joined[done..]);
+            joined.truncate(done);
+            out.push_bytes(Bytes::from(joined));
             return;
         }
-        let mut chunks = bytes.utf8_chunks().peekable();
-        while let Some(chunk) = chunks.next() {
-            out.push_str(chunk.valid());
-            let bad = chunk.invalid();
-            if bad.is_empty() {
-                continue;
-            }
-            // Only the very end can be a character still arriving.
-            let unfinished = chunks.peek().is_none()
-                && std::str::from_utf8(bad).is_err_and(|e| e.error_len().is_none());
-            if unfinished {
-                self.tail = bad.to_vec();
-            } else {
-                out.push(char::REPLACEMENT_CHARACTER);
-            }
-        }
+        out.push_bytes(Bytes::copy_from_slice(carried));
+        let keep = unfinished_tail(&data);
+        self.save(&data[data.len() - keep..]);
+        out.push_bytes(data.slice(..data.len() - keep));
     }
 
-    /// The stream ended: whatever is carried is not a character.
-    pub fn finish(&mut self) -> Option<String> {
-        (!self.tail.is_empty()).then(|| {
-            self.tail.clear();
-            char::REPLACEMENT_CHARACTER.to_string()
-        })
+    fn save(&mut self, tail: &[u8]) {
+        self.len = tail.len();
+        self.tail[..tail.len()].copy_from_slice(tail);
+    }
+
+    /// Whether an unfinished character waits.
+    pub fn is_carrying(&self) -> bool {
+        self.len > 0
+    }
+
+    /// The stream ended: whatever is carried is not a character (one
+    /// U+FFFD). True if there was something.
+    pub fn finish(&mut self, out: &mut LogText) -> bool {
+        let had = self.len > 0;
+        if had {
+            self.len = 0;
+            out.push_replacement();
+        }
+        had
     }
 }
 
@@ -283,15 +294,26 @@ impl Utf8Carry {
 mod tests {
     use super::*;
 
+    fn push(c: &mut Utf8Carry, data: &[u8]) -> String {
+        let mut t = LogText::new();
+        c.push_into(Bytes::copy_from_slice(data), &mut t);
+        t.to_string()
+    }
+
+    fn finish(c: &mut Utf8Carry) -> Option<String> {
+        let mut t = LogText::new();
+        c.finish(&mut t).then(|| t.to_string())
+    }
+
     #[test]
     fn core_tap_split_character_emitted_whole() {
         let euro = "€".as_bytes(); // three bytes
         for cut in 1..euro.len() {
             let mut c = Utf8Carry::default();
-            let a = c.push(&[b"a", &euro[..cut]].concat());
-            let b = c.push(&[&euro[cut..], b"b"].concat());
+            let a = push(&mut c, &[b"a", &euro[..cut]].concat());
+            let b = push(&mut c, &[&euro[cut..], b"b"].concat());
             assert_eq!((a.as_str(), b.as_str()), ("a", "€b"), "cut {cut}");
-            assert_eq!(c.finish(), None);
+            assert_eq!(finish(&mut c), None);
         }
     }
 
@@ -308,8 +330,8 @@ mod tests {
         let whole = String::from_utf8_lossy(&stream);
         for step in 1..9 {
             let mut c = Utf8Carry::default();
-            let mut got: String = stream.chunks(step).map(|ch| c.push(ch)).collect();
-            got.extend(c.finish());
+            let mut got: String = stream.chunks(step).map(|ch| push(&mut c, ch)).collect();
+            got.extend(finish(&mut c));
             assert_eq!(got, whole, "chunks of {step}");
         }
     }
@@ -317,8 +339,8 @@ mod tests {
     #[test]
     fn core_tap_invalid_bytes_become_replacement() {
         let mut c = Utf8Carry::default();
-        assert_eq!(c.push(b"x\xffy"), "x\u{fffd}y");
-        assert_eq!(c.push(b"\xe2\x82"), "");
-        assert_eq!(c.finish().as_deref(), Some("\u{fffd}"));
+        assert_eq!(push(&mut c, b"x\xffy"), "x\u{fffd}y");
+        assert_eq!(push(&mut c, b"\xe2\x82"), "");
+        assert_eq!(finish(&mut c).as_deref(), Some("\u{fffd}"));
     }
 }

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::logtext::LogText;
 use super::violation::{GuestCorruption, Violation};
 
 /// Time as a value: milliseconds since an epoch the driver chooses. The core
@@ -297,8 +298,8 @@ pub struct LogRecord {
     pub session: Option<u64>,
     /// The stream.
     pub source: LogSource,
-    /// The text, whole UTF-8 characters only.
-    pub text: String,
+    /// The text, whole UTF-8 characters only (decoded by the writer).
+    pub text: LogText,
 }
 
 /// A side effect for the driver to perform, pulled with

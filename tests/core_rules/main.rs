@@ -83,7 +83,7 @@ fn assert_refused(h: &mut Harness, c: u64, bytes: &[u8], why: impl Fn(&Violation
 fn logs(acts: &[Action]) -> Vec<(Option<u64>, LogSource, String)> {
     acts.iter()
         .filter_map(|a| match a {
-            Action::Log(r) => Some((r.session, r.source, r.text.clone())),
+            Action::Log(r) => Some((r.session, r.source, r.text.to_string())),
             _ => None,
         })
         .collect()

@@ -1,0 +1,98 @@
+//! exec.log's own JSON escaping and UTF-8 handling against the references:
+//! `serde_json` for the escaping, `String::from_utf8_lossy` of the whole
+//! stream for what the tap's records say, however the stream is cut into
+//! frames.
+
+use agent_relay::core::{Action, Config, Event, Relay};
+use agent_relay::json::push_string_lossy;
+use agent_relay::wire::MsgType;
+use agent_relay::wire::payload::{Data, ExecRequest, Ready, build_frame};
+use quickcheck::{QuickCheck, TestResult};
+
+fn escaped(bytes: &[u8]) -> String {
+    let mut out = Vec::new();
+    push_string_lossy(bytes, &mut out);
+    String::from_utf8(out).expect("the escaper writes UTF-8")
+}
+
+#[test]
+fn prop_json_escape_is_serde_json_of_the_lossy_text() {
+    fn prop(bytes: Vec<u8>, specials: Vec<u8>) -> bool {
+        // Mix in the bytes that matter most.
+        let mut b = bytes;
+        for (i, s) in specials.iter().enumerate() {
+            let pick = [b'"', b'\\', b'\n', 0x00, 0x1f, 0x7f, 0xe2, 0x82, 0xac, 0xff];
+            let at = (i * 7) % (b.len() + 1);
+            b.insert(at, pick[usize::from(*s) % pick.len()]);
+        }
+        let want = serde_json::to_string(&String::from_utf8_lossy(&b)).expect("a string");
+        escaped(&b) == want
+    }
+    QuickCheck::new()
+        .tests(2_000)
+        .quickcheck(prop as fn(Vec<u8>, Vec<u8>) -> bool);
+}
+
+/// The records a session's output becomes say what the lossy decode of the
+/// whole output says, whatever the frames' cuts.
+#[test]
+fn prop_tap_records_equal_lossy_decode_of_the_stream() {
+    fn prop(stream: Vec<u8>, cuts: Vec<u8>) -> TestResult {
+        if stream.is_empty() {
+            return TestResult::discard();
+        }
+        let mut relay = Relay::new(Config {
+            exec_log: true,
+            ..Config::legacy()
+        });
+        let ready = Ready {
+            boot_time_ns: 0,
+            init_time_ns: 0,
+            ready_time_ns: 0,
+        };
+        relay.handle(
+            0,
+            Event::GuestBytes(build_frame(MsgType::Ready, 0, &ready).as_bytes()),
+        );
+        relay.handle(0, Event::ClientConnected(agent_relay::core::ClientId(1)));
+        let req = build_frame(MsgType::ExecRequest, 1, &ExecRequest::new("x"));
+        relay.handle(
+            0,
+            Event::ClientBytes(agent_relay::core::ClientId(1), req.as_bytes()),
+        );
+        let mut rest = &stream[..];
+        for c in cuts.iter().chain(std::iter::repeat(&255)) {
+            if rest.is_empty() {
+                break;
+            }
+            let n = (usize::from(*c) % 7 + 1).min(rest.len());
+            let f = build_frame(
+                MsgType::ExecStdout,
+                1,
+                &Data {
+                    data: rest[..n].to_vec(),
+                },
+            );
+            relay.handle(0, Event::GuestBytes(f.as_bytes()));
+            rest = &rest[n..];
+        }
+        let exited = build_frame(
+            MsgType::ExecExited,
+            1,
+            &agent_relay::wire::payload::ExecExited { code: 0 },
+        );
+        relay.handle(0, Event::GuestBytes(exited.as_bytes()));
+        let mut text = String::new();
+        while let Some(a) = relay.poll_action() {
+            if let Action::Log(r) = a
+                && r.source == agent_relay::core::LogSource::Stdout
+            {
+                text.push_str(&r.text.to_string());
+            }
+        }
+        TestResult::from_bool(text == String::from_utf8_lossy(&stream))
+    }
+    QuickCheck::new()
+        .tests(1_000)
+        .quickcheck(prop as fn(Vec<u8>, Vec<u8>) -> TestResult);
+}

@@ -13,11 +13,26 @@ const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// Appends `bytes`, decoded lossily and escaped, between double quotes.
 pub fn push_string_lossy(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    for chunk in bytes.utf8_chunks() {
-        push_escaped(chunk.valid().as_bytes(), out);
-        if !chunk.invalid().is_empty() {
-            out.extend_from_slice(REPLACEMENT);
+    // `from_utf8` validates a run at memory speed; only where it stops does
+    // the slower look at the invalid bytes happen.
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                push_escaped(s.as_bytes(), out);
+                break;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                push_escaped(valid, out);
+                out.extend_from_slice(REPLACEMENT);
+                match e.error_len() {
+                    Some(n) => rest = &after[n..],
+                    None => break, // an unfinished character at the very end
+                }
+            }
         }
     }
     out.push(b'"');

@@ -10,6 +10,7 @@
 //! Built without default features, the library is `wire` and `core` only.
 
 #![deny(missing_docs)]
+#![warn(clippy::too_many_lines)]
 
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -4,61 +4,89 @@
 
 use super::relay::Relay;
 
+/// Sums over the slots, to compare with the counters.
+#[derive(Default)]
+struct Sums {
+    live: u64,
+    queued_to_clients: u64,
+    sessions: u64,
+    requests: u64,
+    execs: u32,
+}
+
 impl Relay {
     /// Panics if the core's bookkeeping disagrees with itself: counters equal
     /// the sums over slots, the client map and the slots agree, queued bytes
-    /// equal what is queued.
+    /// equal what is queued, fences stand on departed slots only.
     pub fn check(&self) {
         let queued_to_guest = self.sched.check();
         assert_eq!(
             self.counters.queued_to_guest, queued_to_guest as u64,
             "queued_to_guest counter"
         );
-        let mut live = self.waiting.len() as u64;
-        let mut queued_to_clients = 0;
-        let (mut sessions, mut requests, mut execs) = (0, 0, 0);
+        let sums = self.check_slots();
+        let c = &self.counters;
+        assert_eq!(
+            self.by_client.len() + self.waiting.len(),
+            sums.live as usize,
+            "client map size"
+        );
+        assert_eq!(c.live_clients, sums.live, "live_clients counter");
+        assert_eq!(
+            c.queued_to_clients, sums.queued_to_clients,
+            "queued_to_clients counter"
+        );
+        assert_eq!(c.live_sessions, sums.sessions, "live_sessions counter");
+        assert_eq!(c.open_requests, sums.requests, "open_requests counter");
+        if self.exec_limits.is_some() {
+            assert_eq!(self.active_execs, sums.execs, "active executions");
+        }
+        self.check_fences();
+        if self.layout.is_none() {
+            assert!(self.slots.is_empty(), "slots before the generation is known");
+        }
+    }
+
+    fn check_slots(&self) -> Sums {
+        let mut sums = Sums {
+            live: self.waiting.len() as u64,
+            ..Sums::default()
+        };
         for (i, slot) in self.slots.iter().enumerate() {
             for corr in slot.open.values() {
-                sessions += u64::from(corr.kind.is_session());
-                requests += u64::from(!corr.kind.is_session());
-                execs += u32::from(corr.kind.is_exec());
+                sums.sessions += u64::from(corr.kind.is_session());
+                sums.requests += u64::from(!corr.kind.is_session());
+                sums.execs += u32::from(corr.kind.is_exec());
             }
             assert!(
                 slot.open.len() <= self.cfg.max_correlations.max(1),
                 "slot {i} over the correlation bound"
             );
-            if let Some(conn) = &slot.conn {
-                live += 1;
-                queued_to_clients += conn.queued as u64;
-                assert_eq!(
-                    self.by_client.get(&conn.client),
-                    Some(&(i as u32)),
-                    "{} holds slot {i} but the client map disagrees",
-                    conn.client
-                );
-                assert!(
-                    slot.quarantine_until.is_none(),
-                    "slot {i} is held and quarantined"
-                );
-                assert!(
-                    conn.grace_deadline.is_none() || conn.queued > self.cfg.client_soft_budget,
-                    "grace runs for {} under its soft budget",
-                    conn.client
-                );
-            }
+            let Some(conn) = &slot.conn else {
+                continue;
+            };
+            sums.live += 1;
+            sums.queued_to_clients += conn.queued as u64;
+            assert_eq!(
+                self.by_client.get(&conn.client),
+                Some(&(i as u32)),
+                "{} holds slot {i} but the client map disagrees",
+                conn.client
+            );
+            assert!(
+                slot.quarantine_until.is_none(),
+                "slot {i} is held and quarantined"
+            );
+            assert!(
+                conn.grace_deadline.is_none() || conn.queued > self.cfg.client_soft_budget,
+                "grace runs for {} under its soft budget",
+                conn.client
+            );
         }
-        assert_eq!(
-            self.by_client.len() + self.waiting.len(),
-            live as usize,
-            "client map size"
-        );
-        assert_eq!(
-            self.counters.open_requests, requests,
-            "open_requests counter"
-        );
-        if self.exec_limits.is_some() {
-            assert_eq!(self.active_execs, execs, "active executions");
-        }
+        sums
+    }
+
+    fn check_fences(&self) {
         for (&seq, &slot) in &self.fences {
             assert!(seq <= self.sched.handed, "a fence from the future");
             assert!(
@@ -66,20 +94,5 @@ impl Relay {
                 "fence on slot {slot}, which has a client"
             );
         }
-        if self.layout.is_none() {
-            assert!(
-                self.slots.is_empty(),
-                "slots before the generation is known"
-            );
-        }
-        assert_eq!(self.counters.live_clients, live, "live_clients counter");
-        assert_eq!(
-            self.counters.queued_to_clients, queued_to_clients,
-            "queued_to_clients counter"
-        );
-        assert_eq!(
-            self.counters.live_sessions, sessions,
-            "live_sessions counter"
-        );
     }
 }

@@ -1,5 +1,6 @@
-//! Core alone: frames/s routed with the exec.log tap off and on, and the
-//! frame decoder's throughput. Run: `cargo bench --bench core`.
+//! Core alone: frames/s routed with the exec.log tap off and on, the frame
+//! decoder's throughput, and exec.log's escaping against serde_json's (the
+//! faster one is what the writer uses). Run: `cargo bench --bench core`.
 
 use std::time::Duration;
 
@@ -52,5 +53,50 @@ fn bench_decoder(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_route, bench_decoder);
+/// exec.log's text escaping: ours (`json::push_string_lossy`) against
+/// serde_json's (`String::from_utf8_lossy` then `to_writer`), on plain text,
+/// text with escapes, and bytes that are not UTF-8.
+fn bench_escape(c: &mut Criterion) {
+    let mut g = c.benchmark_group("exec_log_escape");
+    g.measurement_time(Duration::from_secs(3));
+    let plain: Vec<u8> = b"the quick brown fox jumps over the lazy dog 0123456789 "
+        .iter()
+        .copied()
+        .cycle()
+        .take(64 << 10)
+        .collect();
+    let escapes: Vec<u8> = plain
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if i % 40 == 0 { b'\n' } else { b })
+        .collect();
+    let binary: Vec<u8> = (0..64u32 << 10)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (name, input) in [
+        ("plain", &plain),
+        ("escapes", &escapes),
+        ("binary", &binary),
+    ] {
+        g.throughput(Throughput::Bytes(input.len() as u64));
+        let mut out = Vec::with_capacity(4 * input.len());
+        g.bench_with_input(BenchmarkId::new("ours", name), input, |b, input| {
+            b.iter(|| {
+                out.clear();
+                agent_relay::json::push_string_lossy(input, &mut out);
+                out.len()
+            });
+        });
+        g.bench_with_input(BenchmarkId::new("serde_json", name), input, |b, input| {
+            b.iter(|| {
+                out.clear();
+                let text = String::from_utf8_lossy(input);
+                serde_json::to_writer(&mut out, &text).map(|()| out.len())
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_route, bench_decoder, bench_escape);
 criterion_main!(benches);

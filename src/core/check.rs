@@ -43,7 +43,10 @@ impl Relay {
         }
         self.check_fences();
         if self.layout.is_none() {
-            assert!(self.slots.is_empty(), "slots before the generation is known");
+            assert!(
+                self.slots.is_empty(),
+                "slots before the generation is known"
+            );
         }
     }
 

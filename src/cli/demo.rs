@@ -189,7 +189,7 @@ async fn collect(client: &mut Client, id: u32) -> io::Result<Seen> {
                 seen.code = Some(code);
                 return Ok(seen);
             }
-            ExecEvent::Other(_) => {}
+            ExecEvent::StdinAck(_) | ExecEvent::Other(_) => {}
         }
     }
     Err(io::Error::new(

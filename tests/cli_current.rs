@@ -391,3 +391,29 @@ fn cli_exec_ctrl_c_reaches_a_process_flooded_with_stdin() {
     assert_eq!(out.status.code(), Some(42), "{}", text(&out.stderr));
     assert_eq!(out.stdout, b"interrupted\n");
 }
+
+#[test]
+fn cli_demo_shows_the_current_generation() {
+    let out = run(&["demo", "--protocol", "current"], b"");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for needle in [
+        "the current protocol generation (10, microsandbox 0.7.x)",
+        "\"got hello relay\\n\"",
+        "every line present, in order",
+        "a shell would exit 127",
+        "demo agent reports exit 137",
+        "then core.relay.client.disconnected",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
+    };
+    assert_eq!(row("protocol generation").as_deref(), Some("10"));
+    assert_eq!(row("init acks sent").as_deref(), Some("1"));
+    assert!(!stdout.contains("legacy protocol generation"), "{stdout}");
+}

@@ -77,7 +77,26 @@ pub enum Command {
     /// what each saw, the exec.log and the relay's counters. The demo agent is
     /// a stand-in for the real guest agent: there is no VM, the commands run
     /// as processes on this host.
-    Demo,
+    Demo(DemoArgs),
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which protocol generations to show.
+    #[arg(long, value_enum, default_value_t = DemoWhich::Both)]
+    pub protocol: DemoWhich,
+}
+
+/// The generations `demo` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoWhich {
+    /// Generation 1 (microsandbox 0.4.4).
+    Legacy,
+    /// Generation 10 (microsandbox 0.7.x).
+    Current,
+    /// Both, the legacy one first.
+    Both,
 }
 
 /// `serve` arguments.
@@ -270,7 +289,7 @@ pub async fn run(cli: Cli) -> i32 {
                 other => other.map(|()| 0),
             }
         }
-        Command::Demo => demo::run().await.map(|()| 0),
+        Command::Demo(args) => demo::run(args.protocol).await.map(|()| 0),
     };
     match result {
         Ok(code) => code,

@@ -413,7 +413,7 @@ fn cli_demo_shows_the_current_generation() {
             .find(|l| l.contains(name))
             .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
     };
-    assert_eq!(row("protocol generation").as_deref(), Some("10"));
+    assert_eq!(row("the v of the guest's ready").as_deref(), Some("10"));
     assert_eq!(row("init acks sent").as_deref(), Some("1"));
     assert!(!stdout.contains("legacy protocol generation"), "{stdout}");
 }

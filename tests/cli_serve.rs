@@ -192,7 +192,15 @@ fn cli_serve_default_limits_are_the_cores_defaults() {
         panic!("not serve")
     };
     let settings = serve::settings(&args).unwrap();
-    assert_eq!(settings.config, Config::bounds_handshake());
+    // The bounds form applies to a legacy guest; the generation is still
+    // the guest's to tell.
+    assert_eq!(
+        settings.config,
+        Config {
+            protocol: agent_relay::core::Protocol::Auto,
+            ..Config::bounds_handshake()
+        }
+    );
     assert_eq!(
         settings.exec_log,
         Some(agent_relay::exec_log::ExecLogOptions::new("d"))

@@ -1,7 +1,15 @@
 //! A small async client of the relay socket, as an SDK would be: it reads the
-//! handshake (`[id_offset: u32 BE]`, then the cached `core.ready` frame),
-//! starts exec sessions with ids from its own range, sends stdin and signals,
-//! and turns the guest's frames back into [`ExecEvent`]s.
+//! prologue, starts exec sessions with ids from its own range, sends stdin,
+//! signals and output acknowledgements, and turns the guest's frames back
+//! into [`ExecEvent`]s.
+//!
+//! Both generations: it tells the prologue's form apart as the 0.7.13 SDK
+//! does, from its first two words. Legacy iff `5 <= w2 <= 4 MiB && (w1 == 0
+//! || w1 >= w2)`: `w1` is the id offset, `w2` already the ready frame's
+//! length, ids start at `w1 + 1` and every frame it sends carries `v = 1`.
+//! Otherwise `[id_start][id_end_exclusive]`: ids start at `max(id_start,
+//! 1)`, the whole ready frame follows, and it sends `v = 10`. The ready's
+//! `exec_limits` (current generation) are in [`Prologue`].
 //!
 //! [`Client::into_split`] gives a [`Sender`] and a [`Receiver`] that work
 //! concurrently; [`Receiver::next_event`] is cancel-safe, so it can sit in a
@@ -15,10 +23,13 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::wire::payload::{
-    Data, ExecExited, ExecFailed, ExecRequest, ExecSignal, ExecStarted, Ready, build_frame,
-    decode_payload, peek_data,
+    Consumed, Data, ExecExited, ExecFailed, ExecLimits, ExecRequest, ExecSignal, ExecStarted,
+    ReadyCurrent, build_frame_v, decode_payload, peek_data,
 };
-use crate::wire::{Frame, FrameDecoder, MsgType, peek_envelope};
+use crate::wire::{
+    CURRENT_VERSION, Frame, FrameDecoder, LEGACY_VERSION, MAX_FRAME_LEN, MIN_FRAME_LEN, MsgType,
+    peek_envelope, peek_parts,
+};
 
 /// What the guest reported for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +50,9 @@ pub enum ExecEvent {
     },
     /// It could not start (ends the session).
     Failed(ExecFailed),
+    /// The guest wrote this many bytes of stdin into the process so far
+    /// (`core.exec.stdin.ack`, current generation).
+    StdinAck(u64),
     /// A frame of another type, e.g. `core.fs.response`.
     Other(MsgType),
 }
@@ -54,11 +68,36 @@ fn bad_data(what: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
+/// The prologue's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrologueForm {
+    /// `[id_offset]` then the ready frame (generation 1).
+    Legacy,
+    /// `[id_start][id_end_exclusive]` then the ready frame.
+    Current,
+}
+
+/// What the relay's prologue said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prologue {
+    /// Its form, as the 0.7.13 SDK tells them apart.
+    pub form: PrologueForm,
+    /// The first id this client uses.
+    pub first_id: u32,
+    /// The `v` this client writes into every frame: 1 or 10.
+    pub v: u8,
+    /// The `v` of the guest's ready.
+    pub ready_v: u8,
+    /// The guest's execution policy (current generation).
+    pub exec_limits: Option<ExecLimits>,
+}
+
 /// A connected, handshaken client.
 #[derive(Debug)]
 pub struct Client {
     sender: Sender,
     receiver: Receiver,
+    prologue: Prologue,
 }
 
 /// The sending half of a [`Client`].
@@ -66,6 +105,7 @@ pub struct Client {
 pub struct Sender {
     wr: OwnedWriteHalf,
     next_id: u32,
+    v: u8,
 }
 
 /// The receiving half of a [`Client`].
@@ -96,20 +136,26 @@ impl Client {
     /// Reads the handshake on an already connected stream.
     pub async fn handshake(stream: UnixStream) -> io::Result<Client> {
         let (mut rd, wr) = stream.into_split();
-        let (id_offset, ready, decoder) = read_handshake(&mut rd).await?;
-        tracing::debug!(id_offset, ?ready, "handshake");
+        let (prologue, decoder) = read_handshake(&mut rd).await?;
+        tracing::debug!(?prologue, "handshake");
         Ok(Client {
             sender: Sender {
                 wr,
-                // Our first id is offset + 1, as the 0.4.4 SDK picks it.
-                next_id: id_offset.wrapping_add(1),
+                next_id: prologue.first_id,
+                v: prologue.v,
             },
             receiver: Receiver {
                 rd,
                 decoder,
                 buf: vec![0; 64 * 1024],
             },
+            prologue,
         })
+    }
+
+    /// What the prologue said.
+    pub fn prologue(&self) -> &Prologue {
+        &self.prologue
     }
 
     /// Splits into halves that can be used from different tasks or branches.
@@ -138,40 +184,64 @@ impl Client {
     }
 }
 
-/// Reads `[id_offset: u32 BE]` (and `[id_end: u32 BE]` in the bounds form) and
-/// the ready frame; extra bytes stay in the decoder.
-async fn read_handshake<R: AsyncRead + Unpin>(
-    rd: &mut R,
-) -> io::Result<(u32, Ready, FrameDecoder)> {
-    let mut offset = [0u8; 4];
-    rd.read_exact(&mut offset).await.map_err(|e| {
+/// Whether a prologue's first two words are the legacy form, as the 0.7.13
+/// SDK decides it: the second word is then the ready frame's length.
+pub fn legacy_prologue(w1: u32, w2: u32) -> bool {
+    (MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&w2) && (w1 == 0 || w1 >= w2)
+}
+
+/// Reads the prologue and the ready frame; extra bytes stay in the decoder.
+async fn read_handshake<R: AsyncRead + Unpin>(rd: &mut R) -> io::Result<(Prologue, FrameDecoder)> {
+    let mut words = [0u8; 8];
+    rd.read_exact(&mut words).await.map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "refused: it closed the connection before its handshake (all its client slots \
-                 are taken, or its guest is gone; its log says which)",
+                 are taken, its guest is gone or failed to start; its log says which)",
             )
         } else {
             e
         }
     })?;
+    let w1 = u32::from_be_bytes([words[0], words[1], words[2], words[3]]);
+    let w2 = u32::from_be_bytes([words[4], words[5], words[6], words[7]]);
     let mut decoder = FrameDecoder::new();
-    // The bounds form (newer SDKs) sends `[id_end: u32 BE]` next; the 0.4.4 form
-    // goes straight on with the ready frame's length. A length never exceeds
-    // 4 MiB and an id range end always does (`serve` refuses the bounds form
-    // above 1023 slots for that reason), so the next four bytes tell the two
-    // apart.
-    let mut next = [0u8; 4];
-    rd.read_exact(&mut next)
-        .await
-        .map_err(|_| bad_data("the relay closed the connection inside its handshake"))?;
-    if u32::from_be_bytes(next) <= crate::wire::MAX_FRAME_LEN {
-        decoder.extend(&next);
+    let (form, first_id, v) = if legacy_prologue(w1, w2) {
+        decoder.extend(&words[4..]);
+        (PrologueForm::Legacy, w1.wrapping_add(1), LEGACY_VERSION)
+    } else if w1 >= w2 {
+        return Err(bad_data(format!(
+            "the relay's prologue names no ids: [{w1}, {w2})"
+        )));
+    } else {
+        (PrologueForm::Current, w1.max(1), CURRENT_VERSION)
+    };
+    let frame = read_frame(rd, &mut decoder).await?;
+    let parts = peek_parts(frame.body()).map_err(bad_data)?;
+    if parts.t != Some(MsgType::Ready) {
+        return Err(bad_data("the handshake did not carry core.ready"));
     }
+    let ready = decode_payload::<ReadyCurrent>(&parts.payload).map_err(bad_data)?;
+    let prologue = Prologue {
+        form,
+        first_id,
+        v,
+        ready_v: parts.v,
+        exec_limits: ready.exec_limits,
+    };
+    Ok((prologue, decoder))
+}
+
+/// Reads until `decoder` holds a whole frame.
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    decoder: &mut FrameDecoder,
+) -> io::Result<Frame> {
     let mut buf = vec![0u8; 4096];
-    let frame = loop {
+    loop {
         if let Some(frame) = decoder.next_frame().map_err(bad_data)? {
-            break frame;
+            return Ok(frame);
         }
         let n = rd.read(&mut buf).await?;
         if n == 0 {
@@ -180,16 +250,7 @@ async fn read_handshake<R: AsyncRead + Unpin>(
             ));
         }
         decoder.extend(&buf[..n]);
-    };
-    let env = peek_envelope(frame.body()).map_err(bad_data)?;
-    if env.t != MsgType::Ready {
-        return Err(bad_data(format!(
-            "handshake carried {}, not core.ready",
-            env.t
-        )));
     }
-    let ready = decode_payload::<Ready>(&env.payload).map_err(bad_data)?;
-    Ok((u32::from_be_bytes(offset), ready, decoder))
 }
 
 impl Sender {
@@ -197,12 +258,15 @@ impl Sender {
         self.wr.write_all(frame.as_bytes()).await
     }
 
+    fn frame<T: serde::Serialize>(&self, t: MsgType, id: u32, payload: &T) -> Frame {
+        build_frame_v(self.v, t, id, payload)
+    }
+
     /// Starts a process; returns the session's correlation id.
     pub async fn exec(&mut self, req: &ExecRequest) -> io::Result<u32> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.send(build_frame(MsgType::ExecRequest, id, req))
-            .await?;
+        self.send(self.frame(MsgType::ExecRequest, id, req)).await?;
         Ok(id)
     }
 
@@ -210,19 +274,14 @@ impl Sender {
     /// larger than a frame allows goes out in several frames.
     pub async fn stdin(&mut self, id: u32, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
-            return self
-                .send(build_frame(
-                    MsgType::ExecStdin,
-                    id,
-                    &Data { data: Vec::new() },
-                ))
-                .await;
+            let eof = self.frame(MsgType::ExecStdin, id, &Data { data: Vec::new() });
+            return self.send(eof).await;
         }
         for chunk in data.chunks(1 << 20) {
             let payload = Data {
                 data: chunk.to_vec(),
             };
-            self.send(build_frame(MsgType::ExecStdin, id, &payload))
+            self.send(self.frame(MsgType::ExecStdin, id, &payload))
                 .await?;
         }
         Ok(())
@@ -230,8 +289,16 @@ impl Sender {
 
     /// Delivers a signal to a session's process.
     pub async fn signal(&mut self, id: u32, signal: i32) -> io::Result<()> {
-        self.send(build_frame(MsgType::ExecSignal, id, &ExecSignal { signal }))
-            .await
+        let frame = self.frame(MsgType::ExecSignal, id, &ExecSignal { signal });
+        self.send(frame).await
+    }
+
+    /// Tells the guest how much of a session's output was consumed:
+    /// cumulative, each output chunk counted as its payload plus 256 bytes
+    /// (`core.exec.output.ack`, current generation with exec limits).
+    pub async fn output_ack(&mut self, id: u32, consumed: u64) -> io::Result<()> {
+        let frame = self.frame(MsgType::ExecOutputAck, id, &Consumed { consumed });
+        self.send(frame).await
     }
 
     /// Closes our side of the connection (the relay then kills our live sessions).
@@ -276,6 +343,9 @@ fn decode_event(frame: &Frame) -> io::Result<(u32, ExecEvent)> {
             code: decode_payload::<ExecExited>(p).map_err(bad_data)?.code,
         },
         MsgType::ExecFailed => ExecEvent::Failed(decode_payload(p).map_err(bad_data)?),
+        MsgType::ExecStdinAck => {
+            ExecEvent::StdinAck(decode_payload::<Consumed>(p).map_err(bad_data)?.consumed)
+        }
         other => ExecEvent::Other(other),
     };
     Ok((id, event))
@@ -284,4 +354,25 @@ fn decode_event(frame: &Frame) -> io::Result<(u32, ExecEvent)> {
 /// A plain exec request for `cmd` with `args` (no env, cwd, user or tty).
 pub fn exec_request(cmd: &str, args: &[&str]) -> ExecRequest {
     ExecRequest::new(cmd).args(args.iter().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::legacy_prologue;
+
+    #[test]
+    fn cli_client_tells_the_prologue_forms_apart_as_the_sdk_does() {
+        let step128 = u32::MAX / 128;
+        // Legacy: an offset (0, or at least the length), then a frame length.
+        assert!(legacy_prologue(0, 40));
+        assert!(legacy_prologue(u32::MAX / 16, 40));
+        assert!(legacy_prologue(0, 4 << 20));
+        // Current: the canonical ranges, and a legacy relay's bounds form.
+        assert!(!legacy_prologue(1, step128));
+        assert!(!legacy_prologue(step128 + 1, 2 * step128));
+        assert!(!legacy_prologue(0, step128));
+        // A length under the header, or a start below a small end.
+        assert!(!legacy_prologue(0, 4));
+        assert!(!legacy_prologue(1, 40));
+    }
 }

@@ -10,7 +10,11 @@
 //! - one starting `sleep 30` and then disconnecting: the relay kills the
 //!   orphaned session with SIGKILL and the demo agent reports exit 137.
 //!
-//! It prints what each client saw, the exec.log and the relay's counters.
+//! It prints what each client saw, the exec.log and the relay's counters;
+//! by default once per protocol generation: the legacy one (1, microsandbox
+//! 0.4.4), then the current one (10, microsandbox 0.7.x), where the relay
+//! also answers the demo agent's init exchange, keeps to its input credit
+//! and sends the disconnect notice after the kill.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -20,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::DemoWhich;
 use super::client::{Client, ExecEvent, exec_request};
 use super::exec::failure_exit_code;
 use super::logs::{LogLine, LogView, log_files};
 use crate::core::Counters;
-use crate::demo_agent::{AgentNote, DemoAgent};
+use crate::demo_agent::{AgentNote, DemoAgent, Generation};
 use crate::shell::{GuestPort, Shell, ShellHandle};
 
 /// The streaming client's command: `seq 1 STREAM_LINES`.
@@ -56,17 +61,41 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs the demo, printing to stdout.
-pub async fn run() -> io::Result<()> {
+/// Runs the demo for the generations `which` names, printing to stdout.
+pub async fn run(which: DemoWhich) -> io::Result<()> {
     let started = Instant::now();
+    let generations: &[Generation] = match which {
+        DemoWhich::Legacy => &[Generation::Legacy],
+        DemoWhich::Current => &[Generation::Current],
+        DemoWhich::Both => &[Generation::Legacy, Generation::Current],
+    };
+    for &generation in generations {
+        run_one(generation).await?;
+    }
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "done in {:.2} s. Next: `agent-relay serve --socket /tmp/relay.sock --demo-agent`, then",
+        started.elapsed().as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "`agent-relay exec --socket /tmp/relay.sock -- uname -a` in another terminal."
+    )?;
+    out.flush()
+}
+
+/// The five clients against a relay and a demo agent of `generation`.
+async fn run_one(generation: Generation) -> io::Result<()> {
     let tmp = TempDir::new()?;
     let socket = tmp.0.join("agent.sock");
     let log_dir = tmp.0.join("log");
-    print_header(&socket, &log_dir)?;
+    print_header(generation, &socket, &log_dir)?;
 
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
     let (ours, agents) = tokio::io::duplex(super::serve::DEMO_DUPLEX);
-    let agent = tokio::spawn(DemoAgent::new().with_notes(notes_tx).run(agents));
+    let demo_agent = DemoAgent::new().generation(generation);
+    let agent = tokio::spawn(demo_agent.with_notes(notes_tx).run(agents));
     let shell = Shell::new(&socket, GuestPort::stream(ours)).exec_log(&log_dir);
     let handle = shell.handle();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -77,12 +106,21 @@ pub async fn run() -> io::Result<()> {
         .map_err(io::Error::other)?;
 
     let clients = tokio::time::timeout(DEADLINE, async {
+        // All connected first, then all at work: no client takes a slot
+        // another one just left.
+        let (a, b, c, d, e) = tokio::try_join!(
+            Client::connect(&socket),
+            Client::connect(&socket),
+            Client::connect(&socket),
+            Client::connect(&socket),
+            Client::connect(&socket),
+        )?;
         tokio::try_join!(
-            interactive(&socket),
-            streaming(&socket),
-            stderr_and_code(&socket),
-            not_found(&socket),
-            disconnect(&socket, &mut notes),
+            interactive(a),
+            streaming(b),
+            stderr_and_code(c),
+            not_found(d),
+            disconnect(e, &mut notes),
         )
     })
     .await
@@ -111,21 +149,16 @@ pub async fn run() -> io::Result<()> {
     writeln!(out, "relay counters:")?;
     print_counters(&counters, &mut out)?;
     writeln!(out)?;
-    writeln!(
-        out,
-        "done in {:.2} s. Next: `agent-relay serve --socket /tmp/relay.sock --demo-agent`, then",
-        started.elapsed().as_secs_f64()
-    )?;
-    writeln!(
-        out,
-        "`agent-relay exec --socket /tmp/relay.sock -- uname -a` in another terminal."
-    )?;
     out.flush()
 }
 
-fn print_header(socket: &Path, log_dir: &Path) -> io::Result<()> {
+fn print_header(generation: Generation, socket: &Path, log_dir: &Path) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "agent-relay demo")?;
+    let which = match generation {
+        Generation::Legacy => "legacy protocol generation (1, microsandbox 0.4.4)",
+        Generation::Current => "current protocol generation (10, microsandbox 0.7.x)",
+    };
+    writeln!(out, "agent-relay demo: the {which}")?;
     writeln!(out, "  relay socket: {}", socket.display())?;
     writeln!(out, "  exec.log:     {}/exec.log", log_dir.display())?;
     writeln!(
@@ -189,7 +222,7 @@ async fn collect(client: &mut Client, id: u32) -> io::Result<Seen> {
                 seen.code = Some(code);
                 return Ok(seen);
             }
-            ExecEvent::Other(_) => {}
+            ExecEvent::StdinAck(_) | ExecEvent::Other(_) => {}
         }
     }
     Err(io::Error::new(
@@ -202,8 +235,7 @@ fn header(cmd: &str) -> String {
     format!("$ {cmd}\n")
 }
 
-async fn interactive(socket: &Path) -> io::Result<String> {
-    let mut client = Client::connect(socket).await?;
+async fn interactive(mut client: Client) -> io::Result<String> {
     let script = "read x; echo \"got $x\"";
     let id = client.exec(&exec_request("sh", &["-c", script])).await?;
     client.stdin(id, b"hello relay\n").await?;
@@ -221,8 +253,7 @@ async fn interactive(socket: &Path) -> io::Result<String> {
     Ok(r)
 }
 
-async fn streaming(socket: &Path) -> io::Result<String> {
-    let mut client = Client::connect(socket).await?;
+async fn streaming(mut client: Client) -> io::Result<String> {
     let limit = STREAM_LINES.to_string();
     let t0 = Instant::now();
     let id = client.exec(&exec_request("seq", &["1", &limit])).await?;
@@ -258,8 +289,7 @@ async fn streaming(socket: &Path) -> io::Result<String> {
     Ok(r)
 }
 
-async fn stderr_and_code(socket: &Path) -> io::Result<String> {
-    let mut client = Client::connect(socket).await?;
+async fn stderr_and_code(mut client: Client) -> io::Result<String> {
     let script = "echo to stdout; echo to stderr >&2; exit 3";
     let id = client.exec(&exec_request("sh", &["-c", script])).await?;
     let seen = collect(&mut client, id).await?;
@@ -278,8 +308,7 @@ async fn stderr_and_code(socket: &Path) -> io::Result<String> {
     Ok(r)
 }
 
-async fn not_found(socket: &Path) -> io::Result<String> {
-    let mut client = Client::connect(socket).await?;
+async fn not_found(mut client: Client) -> io::Result<String> {
     let id = client.exec(&exec_request("no-such-program", &[])).await?;
     let seen = collect(&mut client, id).await?;
     let mut r = header("no-such-program");
@@ -288,10 +317,9 @@ async fn not_found(socket: &Path) -> io::Result<String> {
 }
 
 async fn disconnect(
-    socket: &Path,
+    mut client: Client,
     notes: &mut mpsc::UnboundedReceiver<AgentNote>,
 ) -> io::Result<String> {
-    let mut client = Client::connect(socket).await?;
     let id = client.exec(&exec_request("sleep", &["30"])).await?;
     let pid = loop {
         match client.next_event().await? {
@@ -304,9 +332,11 @@ async fn disconnect(
     drop(client);
     // The demo agent tells us what happened to the orphaned process.
     let mut signalled = None;
+    let mut notice = false;
     let code = loop {
         match notes.recv().await {
             Some(AgentNote::Signalled { id: i, signal }) if i == id => signalled = Some(signal),
+            Some(AgentNote::RangeGone { .. }) => notice = true,
             Some(AgentNote::Exited { id: i, code }) if i == id => break code,
             Some(_) => continue,
             None => return Err(io::Error::other("the demo agent stopped")),
@@ -323,6 +353,12 @@ async fn disconnect(
         signalled.map_or("?".to_owned(), |s| s.to_string()),
         t0.elapsed().as_millis()
     );
+    if notice {
+        let _ = writeln!(
+            r,
+            "    then core.relay.client.disconnected: the guest forgets that client's id range"
+        );
+    }
     if code != 137 {
         return Err(io::Error::other(format!(
             "sleep 30 ended with {code}, not 137 (SIGKILL)"
@@ -382,6 +418,16 @@ fn print_log(dir: &Path, out: &mut impl Write) -> io::Result<()> {
 }
 
 fn print_counters(c: &Counters, out: &mut impl Write) -> io::Result<()> {
+    let current: [(&str, u64); 5] = [
+        (
+            "protocol generation (the v of the guest's ready)",
+            c.generation,
+        ),
+        ("init acks sent", c.init_acks),
+        ("disconnect notices sent", c.notices_sent),
+        ("clock syncs sent", c.clock_syncs),
+        ("input credit used: data bytes", c.used_data_bytes),
+    ];
     let rows: [(&str, u64); 9] = [
         ("client frames in", c.client_frames_in),
         ("frames to guest", c.frames_to_guest),
@@ -396,7 +442,8 @@ fn print_counters(c: &Counters, out: &mut impl Write) -> io::Result<()> {
         ("slow-consumer closes", c.slow_consumer_closes),
         ("live sessions now", c.live_sessions),
     ];
-    for (name, value) in rows {
+    let current = if c.generation > 1 { &current[..] } else { &[] };
+    for (name, value) in rows.iter().chain(current) {
         writeln!(out, "  {name:<54} {value}")?;
     }
     Ok(())

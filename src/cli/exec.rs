@@ -10,6 +10,10 @@
 //! as it ends `cat`: the session is killed and the exit code is 141 (128 +
 //! SIGPIPE), with no message.
 //!
+//! It speaks the generation the relay's prologue shows (see [`super::client`]:
+//! its range and `v` right in each) and, under a current guest's execution
+//! policy, follows it as the SDK does ([`super::writer`]).
+//!
 //! Exit codes follow a shell: the process's own code; 127 when the guest
 //! reports `not_found`; 126 for `not_executable` and `permission_denied`; 1
 //! for any other start failure, a relay that cannot be reached or is not
@@ -24,9 +28,10 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::client::{Client, ExecEvent, Receiver, Sender};
+use super::client::{Client, ExecEvent, Receiver};
 use super::spool::{Gone, Spool};
 use super::units::{show_duration, show_size};
+use super::writer::{FlowTx, flow, spawn_writer};
 use super::{EXIT_FAILURE, ExecArgs};
 use crate::shell::io_cause;
 use crate::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest};
@@ -54,6 +59,13 @@ pub async fn run(args: &ExecArgs) -> io::Result<i32> {
         return Ok(super::EXIT_USAGE); // clap requires at least one word
     };
     let client = connect(&args.socket, args.timeout).await?;
+    let (flow_tx, flow_rx) = match client.prologue().exec_limits {
+        Some(limits) => {
+            let (tx, rx) = flow(limits);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let (mut tx, rx) = client.into_split();
     let mut env = Vec::new();
     if args.tty
@@ -85,7 +97,8 @@ pub async fn run(args: &ExecArgs) -> io::Result<i32> {
         err: Spool::new("stderr", Box::new(io::stderr()), args.max_buffer)?,
         held_back: false,
         signals,
-        writer: spawn_writer(tx, id, read_stdin(), signal_rx),
+        writer: spawn_writer(tx, id, read_stdin(), signal_rx, flow_rx),
+        flow: flow_tx,
     };
     session.run().await
 }
@@ -93,43 +106,6 @@ pub async fn run(args: &ExecArgs) -> io::Result<i32> {
 /// How long `exec` waits, when it leaves early, for its last signal to be
 /// written.
 const LAST_SIGNAL: Duration = Duration::from_secs(1);
-
-/// Writes stdin and signals to the relay from a task of its own, so `exec`
-/// keeps reading the relay while a write waits (the relay stops reading a
-/// client whose frames toward the guest reached their bound, and a guest
-/// may be slow to take stdin). A signal goes before stdin still waiting.
-/// Ends when the signal channel closes (after its last signals) or a write
-/// fails: the reading side then learns from the relay what happened.
-fn spawn_writer(
-    mut tx: Sender,
-    id: u32,
-    mut stdin: mpsc::Receiver<Vec<u8>>,
-    mut signals: mpsc::UnboundedReceiver<i32>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut stdin_open = true;
-        loop {
-            tokio::select! {
-                biased;
-                signal = signals.recv() => match signal {
-                    Some(signal) => {
-                        if tx.signal(id, signal).await.is_err() {
-                            return;
-                        }
-                    }
-                    None => return,
-                },
-                chunk = stdin.recv(), if stdin_open => {
-                    let chunk = chunk.unwrap_or_default();
-                    stdin_open = !chunk.is_empty();
-                    if tx.stdin(id, &chunk).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    })
-}
 
 /// Connects and reads the handshake, saying so when the relay makes us wait
 /// (it sends the handshake once the guest agent is ready).
@@ -218,6 +194,8 @@ struct Session {
     /// Signals for the writer task to send.
     signals: mpsc::UnboundedSender<i32>,
     writer: tokio::task::JoinHandle<()>,
+    /// Under a current guest's execution policy: what the writer must know.
+    flow: Option<FlowTx>,
 }
 
 impl Session {
@@ -324,6 +302,13 @@ impl Session {
         }
     }
 
+    /// Output taken from the relay (the spool holds it now): acknowledged.
+    fn consumed(&mut self, len: usize) {
+        if let Some(flow) = &mut self.flow {
+            flow.output(len);
+        }
+    }
+
     /// Notices a stdout that went away, and says once when a full spool
     /// makes us stop reading the relay.
     fn check_spools(&mut self) -> Option<End> {
@@ -364,15 +349,29 @@ impl Session {
             return Ok(None);
         }
         match event {
-            ExecEvent::Stdout(data) => self.out.push(data)?,
+            ExecEvent::Stdout(data) => {
+                self.consumed(data.len());
+                self.out.push(data)?;
+            }
             ExecEvent::Stderr(data) => {
+                self.consumed(data.len());
                 if self.err.gone().is_none() {
                     self.err.push(data)?;
                 }
             }
             ExecEvent::Exited { code } => return Ok(Some(End::Exited(code))),
             ExecEvent::Failed(failed) => return Ok(Some(End::Failed(failed))),
-            ExecEvent::Started { pid } => tracing::debug!(pid, "started"),
+            ExecEvent::Started { pid } => {
+                tracing::debug!(pid, "started");
+                if let Some(flow) = &self.flow {
+                    flow.started();
+                }
+            }
+            ExecEvent::StdinAck(consumed) => {
+                if let Some(flow) = &self.flow {
+                    flow.stdin_acked(consumed);
+                }
+            }
             ExecEvent::Other(t) => tracing::debug!("ignoring {t}"),
         }
         Ok(None)

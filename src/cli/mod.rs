@@ -14,6 +14,7 @@ pub mod logs;
 pub mod serve;
 pub mod spool;
 pub mod units;
+pub mod writer;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,7 +77,26 @@ pub enum Command {
     /// what each saw, the exec.log and the relay's counters. The demo agent is
     /// a stand-in for the real guest agent: there is no VM, the commands run
     /// as processes on this host.
-    Demo,
+    Demo(DemoArgs),
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which protocol generations to show.
+    #[arg(long, value_enum, default_value_t = DemoWhich::Both)]
+    pub protocol: DemoWhich,
+}
+
+/// The generations `demo` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoWhich {
+    /// Generation 1 (microsandbox 0.4.4).
+    Legacy,
+    /// Generation 10 (microsandbox 0.7.x).
+    Current,
+    /// Both, the legacy one first.
+    Both,
 }
 
 /// `serve` arguments.
@@ -92,15 +112,26 @@ pub struct ServeArgs {
     /// one relay per directory).
     #[arg(long, value_name = "DIR")]
     pub exec_log: Option<PathBuf>,
-    /// Client slots, 1 to 4096 (at most 1023 with `--handshake bounds`)
-    /// [default: 16 with the offset handshake, what the 0.4.4 SDK assumes;
-    /// 128 with the bounds handshake].
+    /// The protocol generation: `legacy` (1, microsandbox 0.4.4), `current`
+    /// (10, microsandbox 0.7.x) or `auto` (whatever the guest's ready says).
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Auto)]
+    pub protocol: ProtocolArg,
+    /// Client slots, 1 to 4096 in the legacy generation (at most 1023 with
+    /// `--handshake bounds`), at most 128 in the current one [default: 16
+    /// with the offset handshake, what the 0.4.4 SDK assumes; 128 with the
+    /// bounds handshake and in the current generation].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS)))]
     pub max_clients: Option<u32>,
-    /// Handshake layout: `offset` (`[id_offset]`, the 0.4.4 SDK) or `bounds`
-    /// (`[id_start][id_end]`, newer SDKs).
-    #[arg(long, value_enum, default_value_t = Handshake::Offset)]
-    pub handshake: Handshake,
+    /// Legacy generation only: the prologue layout, `offset` (`[id_offset]`,
+    /// the 0.4.4 SDK) or `bounds` (`[id_start][id_end]`, newer SDKs)
+    /// [default: offset]. The current generation always sends its bounds
+    /// prologue.
+    #[arg(long, value_enum)]
+    pub handshake: Option<Handshake>,
+    /// With `--demo-agent`: the generation the demo agent speaks [default:
+    /// current with `--protocol current`, else legacy].
+    #[arg(long, value_enum)]
+    pub demo_protocol: Option<DemoProtocol>,
     /// Memory bounds and timers.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -139,6 +170,26 @@ pub struct LimitArgs {
     /// skipped (and counted), never routing delayed. At least 128 KiB.
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
     pub exec_log_queue: usize,
+}
+
+/// The generations `serve --protocol` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// Generation 1 (microsandbox 0.4.4).
+    Legacy,
+    /// Generation 10 (microsandbox 0.7.x).
+    Current,
+    /// Whatever the guest's `core.ready` says (`v = 1` legacy, else current).
+    Auto,
+}
+
+/// The generations the demo agent speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoProtocol {
+    /// Generation 1.
+    Legacy,
+    /// Generation 10: init exchange, input credit, exec limits, ping.
+    Current,
 }
 
 /// The handshake layouts `serve` offers.
@@ -238,7 +289,7 @@ pub async fn run(cli: Cli) -> i32 {
                 other => other.map(|()| 0),
             }
         }
-        Command::Demo => demo::run().await.map(|()| 0),
+        Command::Demo(args) => demo::run(args.protocol).await.map(|()| 0),
     };
     match result {
         Ok(code) => code,

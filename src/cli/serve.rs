@@ -18,11 +18,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::units::show_size;
 use super::{
-    EXIT_GUEST_GONE, EXIT_STARTUP, EXIT_STOPPED, GuestArgs, Handshake, MAX_CLIENTS_BOUNDS,
-    ServeArgs,
+    DemoProtocol, EXIT_GUEST_GONE, EXIT_STARTUP, EXIT_STOPPED, GuestArgs, Handshake,
+    MAX_CLIENTS_BOUNDS, ProtocolArg, ServeArgs,
 };
-use crate::core::{Config, Millis};
-use crate::demo_agent::run_demo_agent;
+use crate::core::{CURRENT_SLOTS, Config, Millis, Protocol};
+use crate::demo_agent::{Generation, run_demo_agent_with};
 use crate::exec_log::{ExecLog, ExecLogOptions};
 use crate::shell::{
     BindError, BoxConnection, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
@@ -58,20 +58,89 @@ fn millis(d: Duration) -> Millis {
     Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
-/// Checks the values together; the error names the flags and values.
-pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
-    let base = match args.handshake {
+/// The generation and slots: `--protocol`, `--handshake`, `--max-clients`
+/// and `--demo-protocol` together.
+fn generation(args: &ServeArgs) -> Result<Config, String> {
+    let protocol = match args.protocol {
+        ProtocolArg::Legacy => Protocol::Legacy,
+        ProtocolArg::Current => Protocol::Current,
+        ProtocolArg::Auto => Protocol::Auto,
+    };
+    if protocol == Protocol::Current
+        && let Some(form) = args.handshake
+    {
+        let form = if form == Handshake::Bounds {
+            "bounds"
+        } else {
+            "offset"
+        };
+        return Err(format!(
+            "--handshake {form} applies to the legacy generation only: with --protocol current \
+             every client gets the current bounds prologue (128 canonical ranges); drop \
+             --handshake, or use --protocol legacy or auto"
+        ));
+    }
+    if args.demo_protocol.is_some() && !args.guest.demo_agent {
+        return Err(
+            "--demo-protocol needs --demo-agent: it says which generation the \
+                    built-in demo agent speaks"
+                .to_owned(),
+        );
+    }
+    if args.guest.demo_agent {
+        let demo = match demo_protocol(args) {
+            DemoProtocol::Legacy => Protocol::Legacy,
+            DemoProtocol::Current => Protocol::Current,
+        };
+        if protocol != Protocol::Auto && protocol != demo {
+            return Err(format!(
+                "--demo-protocol {demo} with --protocol {protocol}: the relay would refuse its \
+                 own guest; make them agree, or use --protocol auto"
+            ));
+        }
+    }
+    let handshake = args.handshake.unwrap_or(Handshake::Offset);
+    let base = match handshake {
         Handshake::Offset => Config::default(),
         Handshake::Bounds => Config::bounds_handshake(),
     };
     let max_clients = args.max_clients.unwrap_or(base.max_clients);
-    if args.handshake == Handshake::Bounds && max_clients > MAX_CLIENTS_BOUNDS {
+    if handshake == Handshake::Bounds && max_clients > MAX_CLIENTS_BOUNDS {
         return Err(format!(
             "--max-clients {max_clients} is too many for --handshake bounds (at most {MAX_CLIENTS_BOUNDS}): \
              the first client's id_end would fall inside the 4 MiB frame-length range, so clients \
              could not tell the bounds form from the offset form"
         ));
     }
+    if protocol == Protocol::Current && max_clients > CURRENT_SLOTS {
+        return Err(format!(
+            "--max-clients {max_clients} is too many for --protocol current (at most \
+             {CURRENT_SLOTS}, its canonical ranges)"
+        ));
+    }
+    let current_clients = args
+        .max_clients
+        .map_or(CURRENT_SLOTS, |n| n.min(CURRENT_SLOTS));
+    Ok(Config {
+        protocol,
+        max_clients,
+        current_clients,
+        ..base
+    })
+}
+
+/// The demo agent's generation: `--demo-protocol`, else the one `--protocol`
+/// names (legacy for `auto`).
+fn demo_protocol(args: &ServeArgs) -> DemoProtocol {
+    args.demo_protocol.unwrap_or(match args.protocol {
+        ProtocolArg::Current => DemoProtocol::Current,
+        ProtocolArg::Legacy | ProtocolArg::Auto => DemoProtocol::Legacy,
+    })
+}
+
+/// Checks the values together; the error names the flags and values.
+pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
+    let base = generation(args)?;
     let l = &args.limits;
     let soft = ("--client-soft-budget", l.client_soft_budget);
     let hard = ("--client-hard-cap", l.client_hard_cap);
@@ -99,7 +168,6 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
         return Err("--grace 0s: a client needs some time to catch up (at least 1ms)".to_owned());
     }
     let config = Config {
-        max_clients,
         client_soft_budget: soft.1,
         client_hard_cap: hard.1,
         global_cap: global.1,
@@ -202,7 +270,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
         None => None,
     };
     let guest = tokio::select! {
-        guest = open_guest(&args.guest) => guest?,
+        guest = open_guest(&args.guest, demo_protocol(args)) => guest?,
         which = signals.recv() => {
             tracing::info!("{which} while waiting for the guest: stopping");
             if let Some(log) = exec_log {
@@ -211,7 +279,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
             return Ok(Stop::Signal(which));
         }
     };
-    let max_clients = settings.config.max_clients;
+    let slots = (settings.config.max_clients, settings.config.current_clients);
     let Guest { io, agent } = guest;
     let mut shell = Shell::with_listener(listener, GuestPort::stream(io)).config(settings.config);
     if let Some(log) = exec_log {
@@ -223,8 +291,10 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
     let socket = args.socket.clone();
     tokio::spawn(async move {
         if ready.wait_ready(Duration::from_secs(86_400)).await.is_ok() {
+            let generation = ready.counters().generation;
+            let slots = if generation > 1 { slots.1 } else { slots.0 };
             tracing::info!(
-                "guest ready; serving clients on {} ({max_clients} slots)",
+                "guest ready (protocol generation {generation}); serving clients on {} ({slots} slots)",
                 socket.display()
             );
         }
@@ -247,6 +317,8 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
         }
         let _ = stopped_tx.send(stop);
     };
+    // Every error of the shell is a failure to start or keep the guest:
+    // the socket, the guest port, or the guest's own start-up failure.
     shell.run(stop).await.map_err(|e| e.to_string())?;
     tracing::info!(counters = ?handle.counters(), "relay stopped");
     if let Some(agent) = agent
@@ -274,8 +346,9 @@ impl std::fmt::Debug for Guest {
     }
 }
 
-/// Opens the guest channel `args` names (waiting for it with `--guest-listen`).
-pub async fn open_guest(args: &GuestArgs) -> Result<Guest, String> {
+/// Opens the guest channel `args` names (waiting for it with `--guest-listen`);
+/// the demo agent speaks `demo`.
+pub async fn open_guest(args: &GuestArgs, demo: DemoProtocol) -> Result<Guest, String> {
     if let Some(path) = &args.guest_unix {
         let stream = UnixStream::connect(path).await.map_err(|e| {
             format!(
@@ -297,12 +370,19 @@ pub async fn open_guest(args: &GuestArgs) -> Result<Guest, String> {
         });
     }
     let (ours, agents) = tokio::io::duplex(DEMO_DUPLEX);
+    let generation = match demo {
+        DemoProtocol::Legacy => Generation::Legacy,
+        DemoProtocol::Current => Generation::Current,
+    };
     let agent = tokio::spawn(async move {
-        if let Err(e) = run_demo_agent(agents).await {
+        if let Err(e) = run_demo_agent_with(agents, generation).await {
             tracing::error!("demo agent stopped: {e}");
         }
     });
-    tracing::info!("guest: the built-in demo agent (a stand-in: commands run on this host)");
+    tracing::info!(
+        ?generation,
+        "guest: the built-in demo agent (a stand-in: commands run on this host)"
+    );
     Ok(Guest {
         io: Box::new(ours),
         agent: Some(agent),

@@ -9,10 +9,13 @@
 //! exit status, so its pid (the group's id) still names our process (or its
 //! zombie).
 //!
-//! Stdin: the bytes handed to a session and not yet taken by its process are
-//! bounded by [`STDIN_BOUND`] with a semaphore whose permits travel with the
-//! data and return once it is written (or dropped); the agent's reader waits
-//! for permits before it hands more over.
+//! Stdin (legacy): the bytes handed to a session and not yet taken by its
+//! process are bounded by [`STDIN_BOUND`] with a semaphore whose permits
+//! travel with the data and return once it is written (or dropped); the
+//! agent's reader waits for permits before it hands more over. Current: the
+//! chunk's input credit travels with it the same way (granted back once
+//! written or dropped), and each write is reported to the host with a
+//! cumulative `core.exec.stdin.ack`.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -26,10 +29,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::AgentNote;
+use super::current::CreditToken;
 use crate::wire::payload::{
-    Data, ExecExited, ExecFailed, ExecFailureKind, ExecRequest, ExecStarted, build_frame,
+    Consumed, Data, ExecExited, ExecFailed, ExecFailureKind, ExecRequest, ExecStarted,
+    build_frame_v,
 };
-use crate::wire::{Frame, MsgType};
+use crate::wire::{CURRENT_VERSION, Frame, LEGACY_VERSION, MsgType};
 
 /// Largest `data` in one stdout or stderr frame.
 pub const MAX_CHUNK: usize = 16 * 1024;
@@ -41,12 +46,54 @@ const AFTER_KILL_GRACE: Duration = Duration::from_millis(500);
 /// Bytes of stdin held per session for a process that has not read them.
 pub const STDIN_BOUND: usize = 1 << 20;
 
+/// How a session's frames are written: the generation, the output chunk and
+/// whether stdin writes are acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Wire {
+    v: u8,
+    chunk: usize,
+    stdin_acks: bool,
+}
+
+impl Wire {
+    /// Generation 1: 16 KiB chunks, no acks.
+    pub(super) fn legacy() -> Wire {
+        Wire {
+            v: LEGACY_VERSION,
+            chunk: MAX_CHUNK,
+            stdin_acks: false,
+        }
+    }
+
+    /// The current generation with output chunks of `chunk` bytes.
+    pub(super) fn current(chunk: usize) -> Wire {
+        Wire {
+            v: CURRENT_VERSION,
+            chunk,
+            stdin_acks: true,
+        }
+    }
+}
+
+/// Stdin bytes for a session (empty closes it), with their share of the
+/// session's stdin bound (legacy) or their input credit (current), both
+/// given back when the chunk is dropped.
+#[derive(Debug)]
+pub(super) struct Chunk {
+    pub data: Vec<u8>,
+    /// Held until the chunk drops.
+    #[allow(dead_code)]
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Held until the chunk drops.
+    #[allow(dead_code)]
+    pub credit: CreditToken,
+}
+
 /// What the host sent for a running session.
 #[derive(Debug)]
 pub(super) enum Control {
-    /// Bytes for stdin (empty closes it), with their share of the session's
-    /// stdin bound.
-    Stdin(Vec<u8>, Option<OwnedSemaphorePermit>),
+    /// Bytes for stdin.
+    Stdin(Chunk),
     /// Deliver this signal.
     Signal(i32),
 }
@@ -88,12 +135,18 @@ pub(super) fn spawn(
     req: ExecRequest,
     out: mpsc::Sender<Frame>,
     notes: Option<mpsc::UnboundedSender<AgentNote>>,
+    wire: Wire,
 ) -> SessionHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let stdin_budget = Arc::new(Semaphore::new(STDIN_BOUND));
     let budget = stdin_budget.clone();
     tokio::spawn(async move {
-        let session = Session { id, out, notes };
+        let session = Session {
+            id,
+            out,
+            notes,
+            wire,
+        };
         session.run(req, rx).await;
         // Whoever waits for room to feed this session gives up.
         budget.close();
@@ -108,6 +161,7 @@ struct Session {
     id: u32,
     out: mpsc::Sender<Frame>,
     notes: Option<mpsc::UnboundedSender<AgentNote>>,
+    wire: Wire,
 }
 
 impl Session {
@@ -119,7 +173,8 @@ impl Session {
 
     async fn send<T: serde::Serialize>(&self, t: MsgType, payload: &T) {
         // A closed channel means the host is gone; the frame has no reader.
-        let _ = self.out.send(build_frame(t, self.id, payload)).await;
+        let frame = build_frame_v(self.wire.v, t, self.id, payload);
+        let _ = self.out.send(frame).await;
     }
 
     async fn fail(&self, failed: ExecFailed) {
@@ -168,12 +223,12 @@ impl Session {
         };
         let mut readers = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            readers.push(pump(stdout, MsgType::ExecStdout, self.id, self.out.clone()));
+            readers.push(self.pump(stdout, MsgType::ExecStdout));
         }
         if let Some(stderr) = child.stderr.take() {
-            readers.push(pump(stderr, err_type, self.id, self.out.clone()));
+            readers.push(self.pump(stderr, err_type));
         }
-        let stdin = child.stdin.take().map(stdin_feeder);
+        let stdin = child.stdin.take().map(|s| self.stdin_feeder(s));
 
         let status = self.supervise(&mut child, &mut control, stdin).await;
         let code = match &status {
@@ -184,23 +239,84 @@ impl Session {
             }
         };
         let killed = matches!(&status, Ok(s) if s.signal().is_some());
-        for reader in readers {
-            if killed {
-                if tokio::time::timeout(AFTER_KILL_GRACE, reader)
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(
-                        "demo agent: session {}: output left open after kill",
-                        self.id
-                    );
-                }
-            } else {
-                let _ = reader.await;
-            }
-        }
+        self.finish_output(readers, killed).await;
         self.note(AgentNote::Exited { id: self.id, code });
         self.send(MsgType::ExecExited, &ExecExited { code }).await;
+    }
+
+    /// Waits for the output readers to reach end of file; after a kill, for
+    /// a short grace only (a grandchild could hold the pipes open forever).
+    async fn finish_output(&self, readers: Vec<JoinHandle<()>>, killed: bool) {
+        for reader in readers {
+            if !killed {
+                let _ = reader.await;
+            } else if tokio::time::timeout(AFTER_KILL_GRACE, reader)
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    "demo agent: session {}: output left open after kill",
+                    self.id
+                );
+            }
+        }
+    }
+
+    /// Reads one output pipe into frames of at most the wire's chunk size.
+    fn pump<R>(&self, mut pipe: R, t: MsgType) -> JoinHandle<()>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let (id, out, wire) = (self.id, self.out.clone(), self.wire);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; wire.chunk];
+            loop {
+                match pipe.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        let data = Data {
+                            data: buf[..n].to_vec(),
+                        };
+                        if out.send(build_frame_v(wire.v, t, id, &data)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("demo agent: session {id} {t} pipe: {e}");
+                        return;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Writes stdin in its own task so a child that does not read never
+    /// holds up signals; dropping the returned sender closes the child's
+    /// stdin. Each chunk's permit and credit are given back once it is
+    /// written, or dropped when the child closed its stdin; in the current
+    /// generation each is then acknowledged with the cumulative count.
+    fn stdin_feeder(&self, mut stdin: ChildStdin) -> mpsc::UnboundedSender<Chunk> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Chunk>();
+        let (id, out, wire) = (self.id, self.out.clone(), self.wire);
+        tokio::spawn(async move {
+            let mut open = true;
+            let mut consumed = 0u64;
+            while let Some(chunk) = rx.recv().await {
+                // After a failed write the child closed its stdin; later data
+                // has nowhere to go and is dropped (and counted as taken).
+                open = open && stdin.write_all(&chunk.data).await.is_ok();
+                consumed += chunk.data.len() as u64;
+                drop(chunk);
+                if wire.stdin_acks {
+                    let ack =
+                        build_frame_v(wire.v, MsgType::ExecStdinAck, id, &Consumed { consumed });
+                    if out.send(ack).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        tx
     }
 
     /// Forwards stdin and signals until the process exits.
@@ -208,17 +324,17 @@ impl Session {
         &self,
         child: &mut Child,
         control: &mut mpsc::UnboundedReceiver<Control>,
-        mut stdin: Option<mpsc::UnboundedSender<StdinChunk>>,
+        mut stdin: Option<mpsc::UnboundedSender<Chunk>>,
     ) -> io::Result<ExitStatus> {
         let mut control_open = true;
         loop {
             tokio::select! {
                 status = child.wait() => return status,
                 msg = control.recv(), if control_open => match msg {
-                    Some(Control::Stdin(data, _)) if data.is_empty() => stdin = None,
-                    Some(Control::Stdin(data, permit)) => {
+                    Some(Control::Stdin(chunk)) if chunk.data.is_empty() => stdin = None,
+                    Some(Control::Stdin(chunk)) => {
                         if let Some(tx) = &stdin
-                            && tx.send((data, permit)).is_err()
+                            && tx.send(chunk).is_err()
                         {
                             stdin = None;
                         }
@@ -264,53 +380,6 @@ fn display_command(req: &ExecRequest) -> String {
         .chain(req.args.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Reads one output pipe into frames of at most [`MAX_CHUNK`] bytes.
-fn pump<R>(mut pipe: R, t: MsgType, id: u32, out: mpsc::Sender<Frame>) -> JoinHandle<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_CHUNK];
-        loop {
-            match pipe.read(&mut buf).await {
-                Ok(0) => return,
-                Ok(n) => {
-                    let data = Data {
-                        data: buf[..n].to_vec(),
-                    };
-                    if out.send(build_frame(t, id, &data)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!("demo agent: session {id} {t} pipe: {e}");
-                    return;
-                }
-            }
-        }
-    })
-}
-
-/// Stdin bytes with their share of the session's bound (returned on drop).
-type StdinChunk = (Vec<u8>, Option<OwnedSemaphorePermit>);
-
-/// Writes stdin in its own task so a child that does not read never holds up
-/// signals; dropping the returned sender closes the child's stdin. Each
-/// chunk's permit is released once the chunk is written or dropped.
-fn stdin_feeder(mut stdin: ChildStdin) -> mpsc::UnboundedSender<StdinChunk> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<StdinChunk>();
-    tokio::spawn(async move {
-        while let Some((data, _permit)) = rx.recv().await {
-            if stdin.write_all(&data).await.is_err() {
-                // The child closed its stdin; later data has nowhere to go
-                // (dropping `rx` releases the permits it still holds).
-                return;
-            }
-        }
-    });
-    tx
 }
 
 /// Sends `signal` to the child's whole process group.

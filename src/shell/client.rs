@@ -9,6 +9,12 @@
 //! from a full close ([`super::Listener::watch_hangup`]): a client that only
 //! shut down its sending side stays, still receiving its output, and leaves
 //! when its socket is fully closed or a write to it fails.
+//!
+//! A paused client is not read, so its end of stream cannot be seen; where
+//! the transport can watch for a full close, that watch runs while it is
+//! paused, so a client that leaves while its frames wait (a flood of stdin
+//! for a process that does not read it) still departs at once, and the
+//! core's kills for it go out.
 
 use std::io;
 use std::pin::Pin;
@@ -40,6 +46,8 @@ pub(crate) struct ClientConn {
     paused: bool,
     /// The client shut down its sending side; this says when it leaves.
     half_closed: Option<HangupWatch>,
+    /// While paused: says when the client closed its whole connection.
+    paused_watch: Option<HangupWatch>,
     pub(crate) span: tracing::Span,
 }
 
@@ -72,6 +80,7 @@ impl ClientConn {
             flushed: true,
             paused: false,
             half_closed: None,
+            paused_watch: None,
             span: tracing::info_span!("client", client = id),
         }
     }
@@ -90,6 +99,9 @@ impl ClientConn {
     /// Stops or resumes reading the client.
     pub(crate) fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
+        if !paused {
+            self.paused_watch = None;
+        }
     }
 
     /// Writes queued bytes until the socket is full, the queue is empty or
@@ -133,7 +145,7 @@ impl ClientConn {
             };
         }
         if self.paused {
-            return Read::Idle;
+            return self.poll_paused(cx);
         }
         let mut rb = ReadBuf::new(buf);
         match Pin::new(&mut *self.io).poll_read(cx, &mut rb) {
@@ -157,6 +169,28 @@ impl ClientConn {
                 }
             }
             Poll::Ready(Err(e)) => Read::Gone(format!("read failed: {e}")),
+            Poll::Pending => Read::Idle,
+        }
+    }
+
+    /// Paused: nothing is read, but a client that closes its connection
+    /// meanwhile leaves (when the transport can tell).
+    fn poll_paused<'a>(&mut self, cx: &mut Context<'_>) -> Read<'a> {
+        if self.paused_watch.is_none() {
+            match self.io.watch_hangup() {
+                Some(Ok(watch)) => self.paused_watch = Some(watch),
+                Some(Err(e)) => self.span.in_scope(|| {
+                    tracing::debug!("a paused client cannot be watched for a hang-up: {e}")
+                }),
+                None => {}
+            }
+        }
+        let Some(watch) = &mut self.paused_watch else {
+            return Read::Idle;
+        };
+        match watch.poll_hung_up(cx) {
+            Poll::Ready(Ok(())) => Read::Gone("closed by the client while paused".into()),
+            Poll::Ready(Err(e)) => Read::Gone(format!("watching for its hang-up failed: {e}")),
             Poll::Pending => Read::Idle,
         }
     }

@@ -36,6 +36,10 @@ const TURNS_PER_YIELD: u32 = 16;
 /// How far away an unarmed timer sleeps (it is never polled then).
 const FAR: Duration = Duration::from_secs(86_400 * 365);
 
+/// How long a guest whose start failed is given to take what is queued for
+/// it (the init ack that acknowledges its failure).
+const FAILED_GUEST_LINGER: Duration = Duration::from_secs(2);
+
 /// Everything the driver needs, assembled by [`super::Shell`].
 pub(crate) struct Parts {
     pub(crate) relay: Relay,
@@ -109,15 +113,7 @@ async fn drive(
 ) -> std::io::Result<Option<StartupFailure>> {
     let (mut d, listener) = Driver::new(parts)?;
     d.relay.handle(0, Event::WallClock(unix_nanos()));
-    let cfg = d.relay.config();
-    let wall = (cfg.protocol != Protocol::Legacy && cfg.clock_sync)
-        .then(WallClockWatch::start)
-        .and_then(|w| {
-            w.map_err(|e| {
-                tracing::warn!("no wall-clock watch ({e}): jumps are seen at the next tick")
-            })
-            .ok()
-        });
+    let wall = wall_watch(&d.relay);
     let (conn_tx, mut conn_rx) = mpsc::channel::<BoxClient>(ACCEPT_QUEUE);
     let accept = tokio::spawn(accept_loop(listener, conn_tx));
     let mut busy_turns = 0u32;
@@ -155,6 +151,7 @@ async fn drive(
         d.perform();
         d.publish();
         if d.startup_failure.is_some() {
+            d.flush_failed_guest().await;
             break;
         }
         // A socket that said "full" stays full for this task until the
@@ -172,6 +169,20 @@ async fn drive(
     let _ = accept.await; // drops the listener, which removes its socket file
     d.close_all().await;
     Ok(d.startup_failure.take())
+}
+
+/// The wall-clock watch, when the relay may speak the current generation
+/// with clock sync on.
+fn wall_watch(relay: &Relay) -> Option<WallClockWatch> {
+    let cfg = relay.config();
+    (cfg.protocol != Protocol::Legacy && cfg.clock_sync)
+        .then(WallClockWatch::start)
+        .and_then(|w| {
+            w.map_err(|e| {
+                tracing::warn!("no wall-clock watch ({e}): jumps are seen at the next tick")
+            })
+            .ok()
+        })
 }
 
 /// Completes when the wall clock was set; never without a watch.
@@ -269,6 +280,33 @@ impl Driver {
     }
 
     /// The relay stops: every client is closed, exec.log ends.
+    /// The sandbox failed to start: the frames still queued toward the
+    /// guest (the ack of its failure) go out, for a short while at most;
+    /// whatever it sends meanwhile is discarded.
+    async fn flush_failed_guest(&mut self) {
+        let flush = std::future::poll_fn(|cx| {
+            let mut p = Progress::default();
+            for _ in 0..TURNS_PER_YIELD {
+                let moved = self.guest.poll(cx, &mut self.rbuf, &mut p, |_| {});
+                let over = p.write_failed.is_some() || p.closed.is_some();
+                if !self.guest.has_queued() || over {
+                    return Poll::Ready(());
+                }
+                if !moved {
+                    return Poll::Pending;
+                }
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        if tokio::time::timeout(FAILED_GUEST_LINGER, flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the guest did not take the ack of its failed start in time");
+        }
+    }
+
     async fn close_all(&mut self) {
         for client in std::mem::take(&mut self.clients).into_values() {
             client

@@ -1,6 +1,7 @@
-//! Core defects found while building the current generation's shell, CLI
-//! and real-client tests, pinned as failing tests (ignored until the core is
-//! fixed; `cargo test --test core_current_found -- --ignored` runs them).
+//! Regressions: core defects found while building the current generation's
+//! shell, CLI and real-client tests (a disconnect-notice fence left on a
+//! slot that an empty departure freed; fixed: a fence is recorded only for
+//! what the notice retires, and dropped once its slot has nothing open).
 //! They drive `agent_relay::core::Relay` directly.
 
 use agent_relay::core::{Action, ClientId, Config, Event, Relay};
@@ -95,7 +96,7 @@ fn fs_request(id: u32) -> Frame {
 /// panics: "fence on slot 0, which has a client"). The shell hits this with
 /// any 0.7.13 client that connects and disconnects before another connects.
 #[test]
-#[ignore = "core: an empty departure's notice fence stays on the slot the next client takes"]
+
 fn core_current_slot_retaken_after_an_empty_departure_keeps_no_fence() {
     let mut d = Drive::ready();
     assert_eq!(handshake_start(&d.connect(1), 1), Some(1));
@@ -112,7 +113,7 @@ fn core_current_slot_retaken_after_an_empty_departure_keeps_no_fence() {
 /// the id it reused (rule `slot_quarantine`: a recycled slot never receives
 /// the previous owner's late frames).
 #[test]
-#[ignore = "core: a stale notice fence retires the next owner's correlations early; a late reply reaches the slot's third owner"]
+
 fn core_current_stale_fence_lets_a_late_reply_reach_the_next_owner() {
     let mut d = Drive::ready();
     d.connect(1);

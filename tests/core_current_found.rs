@@ -17,7 +17,7 @@ struct Drive {
 impl Drive {
     fn ready() -> Drive {
         let mut d = Drive {
-            relay: Relay::new(Config::current()),
+            relay: Relay::new(Config::current()).checked(),
         };
         let ready = ReadyCurrent {
             boot_time_ns: 1,

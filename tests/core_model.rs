@@ -481,7 +481,7 @@ fn run_ops_with(
         quarantine: u64::MAX / 4,
         ..Config::default()
     };
-    let mut relay = Relay::new(cfg);
+    let mut relay = Relay::new(cfg).checked();
     relay.handle(0, Event::GuestBytes(&ready()));
     while relay.poll_action().is_some() {}
     let mut world = World {

@@ -187,7 +187,7 @@ struct Drive {
 impl Drive {
     fn new(cfg: Config) -> Drive {
         Drive {
-            relay: Relay::new(cfg),
+            relay: Relay::new(cfg).checked(),
             now: 0,
         }
     }

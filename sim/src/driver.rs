@@ -108,7 +108,7 @@ impl Driver {
     /// A fresh relay for `cfg` and its checker.
     pub fn new(cfg: Config, read_max: usize, trace: TraceMode, record: bool) -> Driver {
         Driver {
-            relay: Relay::new(cfg.clone()),
+            relay: Relay::new(cfg.clone()).checked(),
             checker: Checker::new(cfg, read_max),
             hash: 0xcbf2_9ce4_8422_2325,
             digest: Digest::new(),

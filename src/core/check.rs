@@ -1,6 +1,8 @@
 //! `Relay::check`: the core asserts its own consistency. With the `testing`
-//! feature (the simulator and the tests turn it on) it runs after every
-//! [`Relay::handle`], in release builds too, where `debug_assertions` is off.
+//! feature (the simulator and the tests turn it on), a relay made with
+//! `Relay::checked` runs it after every [`Relay::handle`], in release builds
+//! too, where `debug_assertions` is off. Benchmarks, which are built with the
+//! same feature, use plain relays and pay nothing for it.
 
 use super::relay::Relay;
 

@@ -106,7 +106,7 @@ pub struct Harness {
 impl Harness {
     pub fn new(cfg: Config) -> Harness {
         Harness {
-            relay: Relay::new(cfg),
+            relay: Relay::new(cfg).checked(),
             now: 0,
             guest_unacked: 0,
             client_unacked: Default::default(),

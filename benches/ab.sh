@@ -30,9 +30,11 @@
 # columns of the relay bench's table rows, and the middle estimate of
 # criterion's time: (in ms) and thrpt: (Melem/s or GiB/s) lines. Printed: per
 # figure (in the order B prints them), A's and B's median with their ranges,
-# B/A, and "!" where the medians differ by more than 10 %. Figures with the same
+# B/A, and "!" where the medians differ by more than 10 %; then how many
+# figures both printed and how many of those were flagged. Figures with the same
 # value in every run of both (constants such as "8 clients", unchanged counts)
-# are left out unless -a is given.
+# are left out unless -a is given. A figure only one side prints (rows added
+# or renamed in between) shows "-" for the other.
 set -euo pipefail
 
 runs=5
@@ -178,7 +180,7 @@ echo "A = ${rev[A]} (${commit_of[A]:0:12}), B = ${rev[B]} (${commit_of[B]:0:12})
 echo
 echo "| figure | A median (range) | B median (range) | B/A | |"
 echo "|---|---|---|---|---|"
-awk -F '\t' -v all="$all" '
+awk -F '\t' -v all="$all" -v pick="$match" '
   {
     if (!(($1, $2) in seen)) {
       seen[$1, $2] = 1
@@ -203,6 +205,7 @@ awk -F '\t' -v all="$all" '
     return m
   }
   function line(k,   ma, mb, ca, cb, r, ratio, flag, same, first) {
+    if (pick != "" && k !~ pick) return
     ma = mb = ""
     ca = cb = "-"
     same = 1
@@ -218,13 +221,19 @@ awk -F '\t' -v all="$all" '
     if (ma != "" && mb != "" && ma != 0) {
       r = mb / ma
       ratio = sprintf("%.3f", r)
-      if (r > 1.1 || r < 0.9) flag = "!"
+      compared++
+      if (r > 1.1 || r < 0.9) { flag = "!"; flagged++ }
+    } else if (ma == "" || mb == "") {
+      one_side++
     }
     printf "| %s | %s | %s | %s | %s |\n", k, ca, cb, ratio, flag
   }
   END {
     for (i = 1; i <= nk["B"]; i++) line(order["B", i])
     for (i = 1; i <= nk["A"]; i++) if (!(("B", order["A", i]) in seen)) line(order["A", i])
-    if (hidden) printf "\n(%d figures identical in every run left out; -a shows them)\n", hidden
+    printf "\n%d figures in both: %d with medians more than 10 %% apart (!)", compared, flagged
+    if (one_side) printf "; %d in one only (-)", one_side
+    printf "\n"
+    if (hidden) printf "(%d figures identical in every run left out; -a shows them)\n", hidden
   }
-' "$values" | if [ -n "$match" ]; then grep -E -- "$match" || true; else cat; fi
+' "$values"

@@ -5,6 +5,8 @@
 //! each batch of reads; the relay holding every frame that would not fit
 //! its class's grant, length prefix included). Through the ring port.
 
+use agent_relay::core::{CONTROL_BYTES, CONTROL_FRAMES, Counters, DATA_BYTES, DATA_FRAMES};
+
 use super::{Rate, TapRuns, current_rows, raised_caps};
 use crate::baseline::pair_stdin;
 use crate::client::{Xfer, relay_stdin};
@@ -30,18 +32,37 @@ fn stdin_runs(g: Gen) -> TapRuns {
         .collect();
     let cpu = r.cpu().since(before);
     if g == Gen::Current {
-        let c = r.handle.counters();
-        println!(
-            "[8] current: data credit used {} frames / {} MiB, granted {} frames; \
-             {} ms blocked on data credit, {} grants ignored",
-            c.used_data_frames,
-            c.used_data_bytes >> 20,
-            c.credit_data_frames,
-            c.credit_blocked_data_ms,
-            c.grants_ignored,
-        );
+        println!("[8] current: {}", credit_line(&r.handle.counters()));
     }
     TapRuns::new(xfers, cpu)
+}
+
+/// The relay's credit counters, read once it is idle (`Running::cpu` waited
+/// for that): the guest has granted back everything it read, so beyond the
+/// starting grants each class was granted exactly what it was charged.
+fn credit_line(c: &Counters) -> String {
+    let data = (
+        c.credit_data_frames - DATA_FRAMES,
+        c.credit_data_bytes - DATA_BYTES,
+    );
+    let control = (
+        c.credit_control_frames - CONTROL_FRAMES,
+        c.credit_control_bytes - CONTROL_BYTES,
+    );
+    format!(
+        "charged / granted beyond the start: data {} / {} frames, {} / {} B; control {} / {} \
+         frames, {} / {} B; {} ms blocked on data credit, {} grants ignored",
+        c.used_data_frames,
+        data.0,
+        c.used_data_bytes,
+        data.1,
+        c.used_control_frames,
+        control.0,
+        c.used_control_bytes,
+        control.1,
+        c.credit_blocked_data_ms,
+        c.grants_ignored,
+    )
 }
 
 pub fn run(rows: &mut Vec<Row>, gens: Gens) {

@@ -6,6 +6,7 @@
 #
 #   benches/ab.sh main HEAD 4 5 7          # relay scenarios 4, 5, 7; 5 runs each
 #   benches/ab.sh -n 7 main benches 2      # scenario 2, 7 runs each
+#   benches/ab.sh main HEAD 1 2 legacy     # only the legacy generation's rows
 #   benches/ab.sh -b core main HEAD core_route   # criterion filter
 #
 # -n RUNS   runs per revision (default 5)
@@ -14,10 +15,13 @@
 # -a        also print the figures that were identical in every run
 #
 # Each revision is exported with `git archive` (no checkout, no worktree: the
-# repository is left as it is) into $AB_DIR/src-<commit> and built once with
-# `cargo bench --no-run` into its own $AB_DIR/target-<commit>. AB_DIR defaults
-# to a new temporary directory, removed at exit; set it to keep the builds and
-# the raw outputs (runs/A-1.txt, ...) and reuse them next time.
+# repository is left as it is; only committed work is measured) into
+# $AB_DIR/src-<commit> and built once with `cargo bench --no-run` into
+# $AB_DIR/target, which the revisions share: their dependencies are built
+# once, and each revision's own crate and bench executables are its own (cargo
+# tells them apart by their source path). AB_DIR defaults to a new temporary
+# directory, removed at exit; set it to keep the builds and the raw outputs
+# (runs/A-1.txt, ...) and reuse them next time.
 #
 # Round i runs A then B when i is odd, B then A when even, so a machine that
 # gets busier or quieter during the comparison affects both sides alike.
@@ -26,9 +30,11 @@
 # columns of the relay bench's table rows, and the middle estimate of
 # criterion's time: (in ms) and thrpt: (Melem/s or GiB/s) lines. Printed: per
 # figure (in the order B prints them), A's and B's median with their ranges,
-# B/A, and "!" where the medians differ by more than 10 %. Figures with the same
+# B/A, and "!" where the medians differ by more than 10 %; then how many
+# figures both printed and how many of those were flagged. Figures with the same
 # value in every run of both (constants such as "8 clients", unchanged counts)
-# are left out unless -a is given.
+# are left out unless -a is given. A figure only one side prints (rows added
+# or renamed in between) shows "-" for the other.
 set -euo pipefail
 
 runs=5
@@ -59,7 +65,7 @@ if [ -z "${AB_DIR:-}" ]; then
 fi
 mkdir -p "$AB_DIR/runs"
 
-declare -A rev exe src target
+declare -A rev exe src target commit_of
 rev[A]=$rev_a
 rev[B]=$rev_b
 
@@ -75,7 +81,8 @@ build() {
     mv "$dir.part" "$dir"
   fi
   src[$2]=$dir
-  target[$2]=$AB_DIR/target-$commit
+  target[$2]=$AB_DIR/target
+  commit_of[$2]=$commit
   echo "ab: building $2 = $1 (${commit:0:12}) ..." >&2
   exe[$2]=$(cd "$dir" && CARGO_TARGET_DIR=${target[$2]} \
     cargo bench --bench "$bench" --no-run --message-format=json 2>>"$AB_DIR/build.log" |
@@ -169,11 +176,11 @@ for ((i = 1; i <= runs; i++)); do
 done
 
 echo
-echo "A = ${rev[A]}, B = ${rev[B]}: $bench bench ${*:-(all)}, medians of $runs runs each, interleaved"
+echo "A = ${rev[A]} (${commit_of[A]:0:12}), B = ${rev[B]} (${commit_of[B]:0:12}): $bench bench ${*:-(all)}, medians of $runs runs each, interleaved"
 echo
 echo "| figure | A median (range) | B median (range) | B/A | |"
 echo "|---|---|---|---|---|"
-awk -F '\t' -v all="$all" '
+awk -F '\t' -v all="$all" -v pick="$match" '
   {
     if (!(($1, $2) in seen)) {
       seen[$1, $2] = 1
@@ -198,6 +205,7 @@ awk -F '\t' -v all="$all" '
     return m
   }
   function line(k,   ma, mb, ca, cb, r, ratio, flag, same, first) {
+    if (pick != "" && k !~ pick) return
     ma = mb = ""
     ca = cb = "-"
     same = 1
@@ -213,13 +221,19 @@ awk -F '\t' -v all="$all" '
     if (ma != "" && mb != "" && ma != 0) {
       r = mb / ma
       ratio = sprintf("%.3f", r)
-      if (r > 1.1 || r < 0.9) flag = "!"
+      compared++
+      if (r > 1.1 || r < 0.9) { flag = "!"; flagged++ }
+    } else if (ma == "" || mb == "") {
+      one_side++
     }
     printf "| %s | %s | %s | %s | %s |\n", k, ca, cb, ratio, flag
   }
   END {
     for (i = 1; i <= nk["B"]; i++) line(order["B", i])
     for (i = 1; i <= nk["A"]; i++) if (!(("B", order["A", i]) in seen)) line(order["A", i])
-    if (hidden) printf "\n(%d figures identical in every run left out; -a shows them)\n", hidden
+    printf "\n%d figures in both: %d with medians more than 10 %% apart (!)", compared, flagged
+    if (one_side) printf "; %d in one only (-)", one_side
+    printf "\n"
+    if (hidden) printf "(%d figures identical in every run left out; -a shows them)\n", hidden
   }
-' "$values" | if [ -n "$match" ]; then grep -E -- "$match" || true; else cat; fi
+' "$values"

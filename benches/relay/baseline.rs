@@ -2,6 +2,9 @@
 //! in the same chunks through plain `UnixStream::pair()`s, no relay in between.
 //! A pair's writer and reader thread together are one socket hop: each byte
 //! written once and read once, as a relay does for every byte it carries.
+//! The baselines speak the legacy generation; a current-generation frame of
+//! the same payload has the same length (its `v` is one CBOR byte either
+//! way), so one hop is the yardstick of both.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::CHUNK;
 use crate::client::{Client, Xfer, ping_pong};
 use crate::cpu::{self, PerGib};
+use crate::generation::Gen;
 use crate::guest::{Emitter, Workload, stream_guest};
 
 /// One run of the baseline: the readers' transfers, and the CPU time of all
@@ -37,7 +41,7 @@ pub fn pair_streams(work: Workload, n: usize) -> Hops {
         let (mut w, rd) = UnixStream::pair().expect("pair");
         let b = barrier.clone();
         writers.push(thread::spawn(move || {
-            let mut em = Emitter::new(work);
+            let mut em = Emitter::new(work, Gen::Legacy.v());
             em.start(1);
             b.wait();
             let cpu0 = cpu::own_ns();
@@ -87,7 +91,7 @@ pub fn echo_round_trips(warm: usize, n: usize) -> (Vec<Duration>, PerGib) {
     let (tid_tx, tid_rx) = mpsc::channel();
     let g = thread::spawn(move || {
         tid_tx.send(cpu::own_tid()).expect("guest tid");
-        stream_guest(b, Workload::ECHO);
+        stream_guest(b, Workload::Echo, Gen::Legacy);
     });
     let guest = [tid_rx.recv().expect("guest tid")];
     let mut c = Client::raw(a);
@@ -104,4 +108,43 @@ pub fn echo_round_trips(warm: usize, n: usize) -> (Vec<Duration>, PerGib) {
     let mut per = PerGib::default();
     per.add(own + guest_ns, bytes);
     (times, per)
+}
+
+/// Scenario 8's baseline, one run: the calling thread as the client writes
+/// `frames` stdin frames of `payload` bytes (then their end) into a
+/// socketpair, in the chunks it writes to the relay, and the sink guest on
+/// the other end decodes them as it does behind the relay; both threads'
+/// CPU time from the exec request to the exit.
+pub fn pair_stdin(frames: u64, payload: usize) -> Hops {
+    let (a, b) = UnixStream::pair().expect("pair");
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let g = thread::spawn(move || {
+        tid_tx.send(cpu::own_tid()).expect("guest tid");
+        stream_guest(b, Workload::Sink, Gen::Legacy);
+    });
+    let guest = [tid_rx.recv().expect("guest tid")];
+    let mut c = Client::raw(a);
+    c.next_frame().expect("ready");
+    cpu::settle(&guest);
+    let (own0, guest0) = (cpu::own_ns(), cpu::threads_ns(&guest));
+    let start = Instant::now();
+    let id = c.exec();
+    let (frames, bytes) = c.send_input(id, frames, payload);
+    c.stdout_until_exited(id).expect("baseline stdin");
+    let end = Instant::now();
+    let own = cpu::own_ns() - own0;
+    cpu::settle(&guest);
+    let guest_ns = cpu::threads_ns(&guest) - guest0;
+    drop(c);
+    g.join().expect("sink guest");
+    let x = Xfer {
+        frames,
+        bytes,
+        start,
+        end,
+    };
+    Hops {
+        xfers: vec![x],
+        cpu_ns: own + guest_ns,
+    }
 }

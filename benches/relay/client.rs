@@ -1,6 +1,12 @@
 //! SDK clients speaking the raw protocol over std `UnixStream`s, one thread
 //! each, and what they measure: transfers (bytes, frames, wall time) and
 //! round trips.
+//!
+//! A client tells the prologue's form apart as the 0.7.13 SDK does, from its
+//! first two words: legacy iff `5 <= w2 <= 4 MiB && (w1 == 0 || w1 >= w2)`
+//! (`w1` the id offset, `w2` already the ready frame's length; ids from
+//! `w1 + 1`, envelopes `v = 1`); otherwise `[id_start][id_end_exclusive]`
+//! (its canonical range; ids from `max(id_start, 1)`, envelopes `v = 10`).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -8,17 +14,24 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agent_relay::wire::payload::{Data, ExecRequest, build_frame};
-use agent_relay::wire::{FLAG_TERMINAL, Frame, FrameDecoder, MsgType, peek_envelope};
+use agent_relay::wire::payload::{Data, ExecRequest, build_frame_v, peek_data};
+use agent_relay::wire::{
+    CURRENT_VERSION, FLAG_TERMINAL, Frame, FrameDecoder, LEGACY_VERSION, MAX_FRAME_LEN,
+    MIN_FRAME_LEN, MsgType, peek_envelope,
+};
 
 use crate::CHUNK;
+use crate::guest::Emitter;
 use crate::relay::Running;
 
 pub struct Client {
     pub s: UnixStream,
     dec: FrameDecoder,
     buf: Vec<u8>,
-    offset: u32,
+    /// The first id of its range.
+    first: u32,
+    /// The `v` of its envelopes.
+    pub v: u8,
 }
 
 impl Client {
@@ -27,17 +40,30 @@ impl Client {
             s,
             dec: FrameDecoder::new(),
             buf: vec![0u8; CHUNK],
-            offset: 0,
+            first: 1,
+            v: LEGACY_VERSION,
         }
     }
 
-    /// Connects and reads the handshake: id offset, then the ready frame.
+    /// Connects and reads the handshake, either form (see the module's
+    /// words), then the ready frame; checks that the relay speaks `r`'s
+    /// generation.
     pub fn connect(r: &Running) -> Client {
         let s = UnixStream::connect(&r.sock).expect("connect");
         let mut c = Client::raw(s);
-        let mut off = [0u8; 4];
-        c.s.read_exact(&mut off).expect("handshake offset");
-        c.offset = u32::from_be_bytes(off);
+        let mut words = [0u8; 8];
+        c.s.read_exact(&mut words).expect("handshake");
+        let w1 = u32::from_be_bytes([words[0], words[1], words[2], words[3]]);
+        let w2 = u32::from_be_bytes([words[4], words[5], words[6], words[7]]);
+        if (MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&w2) && (w1 == 0 || w1 >= w2) {
+            c.dec.extend(&words[4..]);
+            c.first = w1 + 1;
+        } else {
+            assert!(w1 < w2, "a prologue naming no ids: [{w1}, {w2})");
+            c.first = w1.max(1);
+            c.v = CURRENT_VERSION;
+        }
+        assert_eq!(c.v, r.generation.v(), "the prologue's generation");
         let ready = c.next_frame().expect("ready frame");
         assert_eq!(
             peek_envelope(ready.body()).expect("ready").t,
@@ -46,14 +72,10 @@ impl Client {
         c
     }
 
-    fn id(&self) -> u32 {
-        self.offset + 1
-    }
-
     pub fn exec(&mut self) -> u32 {
         let req = ExecRequest::new("bench");
-        let id = self.id();
-        let f = build_frame(MsgType::ExecRequest, id, &req);
+        let id = self.first;
+        let f = build_frame_v(self.v, MsgType::ExecRequest, id, &req);
         self.s.write_all(f.as_bytes()).expect("send request");
         id
     }
@@ -79,6 +101,42 @@ impl Client {
             bytes += f.len() as u64;
             if f.id() == id && f.flags() & FLAG_TERMINAL != 0 {
                 return Some((frames, bytes));
+            }
+        }
+        None
+    }
+
+    /// Writes `id`'s stdin: `frames` frames of `payload` bytes, then its end,
+    /// in the guest's chunks. Returns (frames, bytes) written.
+    pub fn send_input(&mut self, id: u32, frames: u64, payload: usize) -> (u64, u64) {
+        let mut em = Emitter::input(self.v, id, frames, payload);
+        let mut bytes = 0;
+        loop {
+            em.fill(CHUNK);
+            let p = em.pending();
+            if p.is_empty() {
+                return (frames + 1, bytes);
+            }
+            let n = self.s.write(&p[..p.len().min(CHUNK)]).expect("send stdin");
+            em.consume(n);
+            bytes += n as u64;
+        }
+    }
+
+    /// Reads until `id`'s terminal frame: the stdout bytes it got, or `None`
+    /// if the connection ended first.
+    pub fn stdout_until_exited(&mut self, id: u32) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next_frame() {
+            if f.id() != id {
+                continue;
+            }
+            if f.flags() & FLAG_TERMINAL != 0 {
+                return Some(out);
+            }
+            let env = peek_envelope(f.body()).expect("guest frame");
+            if env.t == MsgType::ExecStdout {
+                out.extend_from_slice(&peek_data(&env.payload).expect("stdout"));
             }
         }
         None
@@ -154,10 +212,37 @@ pub fn try_relay_streams(r: &Running, n: usize) -> Vec<Option<Xfer>> {
         .collect()
 }
 
+/// One client writes `frames` stdin frames of `payload` bytes to a sink
+/// session through the relay, then its end, and waits for the guest's count
+/// and the exit: the transfer (stdin frames and bytes written, from the exec
+/// request to the exit).
+pub fn relay_stdin(r: &Running, frames: u64, payload: usize) -> Xfer {
+    let mut c = Client::connect(r);
+    let start = Instant::now();
+    let id = c.exec();
+    let (frames, bytes) = c.send_input(id, frames, payload);
+    let count = c.stdout_until_exited(id).unwrap_or_else(|| {
+        panic!(
+            "the client lost its connection before exec.exited; relay counters: {:?}",
+            r.handle.counters()
+        )
+    });
+    let end = Instant::now();
+    let want = ((frames - 1) * payload as u64).to_string();
+    assert_eq!(count, want.as_bytes(), "stdin bytes the guest got");
+    Xfer {
+        frames,
+        bytes,
+        start,
+        end,
+    }
+}
+
 /// Sequential stdin -> stdout round trips on an open exec session: the sorted
 /// round-trip times, and the frame bytes carried (both directions).
 pub fn ping_pong(c: &mut Client, id: u32, n: usize) -> (Vec<Duration>, u64) {
-    let stdin = build_frame(
+    let stdin = build_frame_v(
+        c.v,
         MsgType::ExecStdin,
         id,
         &Data {

@@ -1,14 +1,24 @@
 //! The guest agent model, shared by the relay's guests and the baselines.
 //!
-//! Wait for `core.exec.request`, emit the scenario's stdout frames for that id
-//! (round-robin over open sessions), then `core.exec.exited{0}`; echo each
-//! `core.exec.stdin` as `core.exec.stdout`; answer a `core.exec.signal` with
-//! `core.exec.exited{137}`.
+//! Wait for `core.exec.request`, then per [`Workload`]: emit the scenario's
+//! stdout frames for that id (round-robin over open sessions), then
+//! `core.exec.exited{0}`; or echo each `core.exec.stdin` as
+//! `core.exec.stdout`; or consume stdin and, at its end (an empty
+//! `core.exec.stdin`), report the bytes received as one stdout frame and exit
+//! 0. A `core.exec.signal` is answered with `core.exec.exited{137}`.
+//!
+//! Either generation ([`Gen`]): a legacy guest starts with a `v = 1` ready.
+//! A current one sends `core.init.resolved`, and on the relay's
+//! `core.init.ack` a `v = 10` ready advertising input credit (barrier 2, no
+//! exec limits); every frame it emits carries `v = 10`, it grants credit
+//! after each batch of reads for what it read (`generation.rs`), and a
+//! disconnect notice ends that range's streaming sessions.
+//!
 //! Ring port guest: a VMM thread with its own current-thread tokio runtime,
 //! waiting on a dup of the ring's wake fd (registered as a tokio `UnixStream`).
 //! Stream port guest: a blocking thread on one end of a std socketpair.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -16,91 +26,152 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_relay::shell::RingVmm;
-use agent_relay::wire::payload::{Data, ExecExited, Ready, build_frame, peek_data};
+use agent_relay::wire::payload::{
+    Data, ExecExited, Ready, ReadyCurrent, RelayClientDisconnected, build_frame, build_frame_v,
+    decode_payload, peek_data,
+};
 use agent_relay::wire::{Frame, FrameDecoder, MsgType, peek_envelope};
 use bytes::Bytes;
+use serde::Serialize;
 
 use crate::CHUNK;
+use crate::generation::{Credit, Gen};
 
-/// What the guest emits per exec session.
+/// What the guest does with exec sessions.
 #[derive(Debug, Clone, Copy)]
-pub struct Workload {
-    /// stdout frames per session.
-    pub frames: u64,
-    /// Payload bytes per stdout frame.
-    pub payload: usize,
-}
-
-impl Workload {
-    pub const ECHO: Workload = Workload {
-        frames: 0,
-        payload: 0,
-    };
-    fn echo(self) -> bool {
-        self.frames == 0
-    }
+pub enum Workload {
+    /// Each session streams `frames` stdout frames of `payload` bytes, then
+    /// exits 0; stdin is echoed.
+    Stream { frames: u64, payload: usize },
+    /// Sessions echo their stdin as stdout until killed.
+    Echo,
+    /// Sessions consume their stdin; at its end they report how many bytes
+    /// came (one stdout frame, in decimal) and exit 0.
+    Sink,
 }
 
 struct Session {
     id: u32,
     left: u64,
     frame: Bytes,
+    /// What ends the stream.
+    last: Bytes,
 }
 
-/// Produces the guest's output byte stream: sessions' stdout frames
-/// round-robin, then their exits. Shared by the guest and the baselines.
+/// Produces a frame byte stream: sessions' frames round-robin, then their
+/// terminal frames. The guest's output (and the baselines' writers), or a
+/// client's stdin ([`Emitter::input`]).
 pub struct Emitter {
     work: Workload,
+    v: u8,
     sessions: VecDeque<Session>,
     buf: Vec<u8>,
     pos: usize,
 }
 
-fn exited(id: u32, code: i32) -> Frame {
-    build_frame(MsgType::ExecExited, id, &ExecExited { code })
+fn exited(v: u8, id: u32, code: i32) -> Frame {
+    build_frame_v(v, MsgType::ExecExited, id, &ExecExited { code })
 }
 
-fn ready_frame() -> Frame {
-    let ready = Ready {
-        boot_time_ns: 1,
-        init_time_ns: 2,
-        ready_time_ns: 3,
-    };
-    build_frame(MsgType::Ready, 0, &ready)
+fn data_frame(v: u8, t: MsgType, id: u32, data: Vec<u8>) -> Frame {
+    build_frame_v(v, t, id, &Data { data })
+}
+
+/// `core.init.resolved`: the guest's default user.
+#[derive(Serialize)]
+struct InitResolved {
+    default_user: User,
+}
+
+#[derive(Serialize)]
+struct User {
+    uid: u32,
+    gid: u32,
+}
+
+fn ready_frame(g: Gen) -> Frame {
+    let (boot_time_ns, init_time_ns, ready_time_ns) = (1, 2, 3);
+    match g {
+        Gen::Legacy => {
+            let ready = Ready {
+                boot_time_ns,
+                init_time_ns,
+                ready_time_ns,
+            };
+            build_frame(MsgType::Ready, 0, &ready)
+        }
+        Gen::Current => {
+            let ready = ReadyCurrent {
+                boot_time_ns,
+                init_time_ns,
+                ready_time_ns,
+                agent_version: "agent-relay bench guest".into(),
+                workload_transport_barrier_version: Some(2),
+                exec_limits: None,
+            };
+            build_frame_v(g.v(), MsgType::Ready, 0, &ready)
+        }
+    }
 }
 
 impl Emitter {
-    pub fn new(work: Workload) -> Emitter {
+    pub fn new(work: Workload, v: u8) -> Emitter {
         Emitter {
             work,
+            v,
             sessions: VecDeque::new(),
             buf: Vec::with_capacity(4 * CHUNK),
             pos: 0,
         }
     }
 
+    /// A client's stdin for session `id`: `frames` `core.exec.stdin` frames
+    /// of `payload` bytes, then an empty one (the end of input).
+    pub fn input(v: u8, id: u32, frames: u64, payload: usize) -> Emitter {
+        let mut em = Emitter::new(Workload::Sink, v);
+        em.sessions.push_back(Session {
+            id,
+            left: frames,
+            frame: data_frame(v, MsgType::ExecStdin, id, vec![b'i'; payload]).into_bytes(),
+            last: data_frame(v, MsgType::ExecStdin, id, Vec::new()).into_bytes(),
+        });
+        em
+    }
+
     pub fn start(&mut self, id: u32) {
-        if self.work.echo() {
+        let Workload::Stream { frames, payload } = self.work else {
             return;
-        }
-        let data = Data {
-            data: vec![b'x'; self.work.payload],
         };
-        let frame = build_frame(MsgType::ExecStdout, id, &data).into_bytes();
+        let frame = data_frame(self.v, MsgType::ExecStdout, id, vec![b'x'; payload]);
         self.sessions.push_back(Session {
             id,
-            left: self.work.frames,
-            frame,
+            left: frames,
+            frame: frame.into_bytes(),
+            last: exited(self.v, id, 0).into_bytes(),
         });
     }
 
     fn kill(&mut self, id: u32) {
         let had = match self.sessions.iter().position(|s| s.id == id) {
             Some(i) => self.sessions.remove(i).is_some(),
-            None => self.work.echo(),
+            None => !matches!(self.work, Workload::Stream { .. }),
         };
         if had {
-            self.push_raw(exited(id, 137).as_bytes());
+            self.push_raw(exited(self.v, id, 137).as_bytes());
+        }
+    }
+
+    /// The range `[start, end)` is gone: its streaming sessions end as
+    /// killed.
+    fn kill_range(&mut self, start: u32, end: u32) {
+        let gone: Vec<u32> = self
+            .sessions
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| (start..end).contains(id))
+            .collect();
+        for id in gone {
+            self.kill(id);
         }
     }
 
@@ -119,7 +190,7 @@ impl Emitter {
                 s.left -= 1;
                 self.sessions.push_back(s);
             } else {
-                self.buf.extend_from_slice(exited(s.id, 0).as_bytes());
+                self.buf.extend_from_slice(&s.last);
             }
         }
     }
@@ -142,46 +213,98 @@ impl Emitter {
 
 /// The guest agent model: decodes what the relay forwards, feeds the emitter.
 struct Guest {
+    g: Gen,
     dec: FrameDecoder,
     em: Emitter,
+    /// Current generation, once its ready is out.
+    credit: Option<Credit>,
+    /// Sink sessions: stdin bytes received so far.
+    sunk: HashMap<u32, u64>,
 }
 
 impl Guest {
-    fn new(work: Workload) -> Guest {
-        let mut em = Emitter::new(work);
-        em.push_raw(ready_frame().as_bytes());
+    fn new(work: Workload, g: Gen) -> Guest {
+        let mut em = Emitter::new(work, g.v());
+        match g {
+            Gen::Legacy => em.push_raw(ready_frame(g).as_bytes()),
+            Gen::Current => {
+                let resolved = InitResolved {
+                    default_user: User { uid: 0, gid: 0 },
+                };
+                let f = build_frame_v(g.v(), MsgType::InitResolved, 0, &resolved);
+                em.push_raw(f.as_bytes());
+            }
+        }
         Guest {
+            g,
             dec: FrameDecoder::new(),
             em,
+            credit: None,
+            sunk: HashMap::new(),
         }
     }
 
     fn on_bytes(&mut self, bytes: &[u8]) {
         self.dec.extend(bytes);
         while let Ok(Some(f)) = self.dec.next_frame() {
-            let Ok(env) = peek_envelope(f.body()) else {
+            let env = peek_envelope(f.body());
+            if let Some(c) = &mut self.credit {
+                c.consumed(&f, env.as_ref().ok().map(|e| e.t));
+            }
+            let Ok(env) = env else {
                 continue;
             };
             match env.t {
                 MsgType::ExecRequest => self.em.start(f.id()),
                 MsgType::ExecStdin => {
-                    if let Ok(data) = peek_data(&env.payload) {
-                        let data = Data {
-                            data: data.into_owned(),
-                        };
-                        let out = build_frame(MsgType::ExecStdout, f.id(), &data);
+                    let Ok(data) = peek_data(&env.payload) else {
+                        continue;
+                    };
+                    if let Workload::Sink = self.em.work {
+                        self.sink(f.id(), data.len());
+                    } else {
+                        let out = data_frame(self.g.v(), MsgType::ExecStdout, f.id(), data.into());
                         self.em.push_raw(out.as_bytes());
                     }
                 }
                 MsgType::ExecSignal => self.em.kill(f.id()),
+                MsgType::InitAck if self.g == Gen::Current && self.credit.is_none() => {
+                    self.em.push_raw(ready_frame(self.g).as_bytes());
+                    self.credit = Some(Credit::default());
+                }
+                MsgType::RelayClientDisconnected => {
+                    if let Ok(r) = decode_payload::<RelayClientDisconnected>(&env.payload) {
+                        self.em.kill_range(r.id_start, r.id_end_exclusive);
+                    }
+                }
                 _ => {}
             }
+        }
+    }
+
+    /// `n` bytes of a sink session's stdin; none is its end.
+    fn sink(&mut self, id: u32, n: usize) {
+        if n > 0 {
+            *self.sunk.entry(id).or_default() += n as u64;
+            return;
+        }
+        let total = self.sunk.remove(&id).unwrap_or(0);
+        let v = self.g.v();
+        let report = data_frame(v, MsgType::ExecStdout, id, total.to_string().into_bytes());
+        self.em.push_raw(report.as_bytes());
+        self.em.push_raw(exited(v, id, 0).as_bytes());
+    }
+
+    /// After a batch of reads: a current guest grants back what it consumed.
+    fn grant(&mut self) {
+        if let Some(f) = self.credit.as_mut().and_then(Credit::grant) {
+            self.em.push_raw(f.as_bytes());
         }
     }
 }
 
 /// The VMM side of a ring port: a current-thread runtime waiting on the wake fd.
-pub fn ring_guest(mut vmm: RingVmm, work: Workload, stop: Arc<AtomicBool>) {
+pub fn ring_guest(mut vmm: RingVmm, work: Workload, g: Gen, stop: Arc<AtomicBool>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -195,7 +318,7 @@ pub fn ring_guest(mut vmm: RingVmm, work: Workload, stop: Arc<AtomicBool>) {
         wake.set_nonblocking(true).expect("nonblocking");
         let wake = tokio::net::UnixStream::from_std(wake).expect("register wake fd");
         let mut scratch = [0u8; 64];
-        let mut g = Guest::new(work);
+        let mut g = Guest::new(work, g);
         let mut rbuf = vec![0u8; CHUNK];
         loop {
             let mut progressed = false;
@@ -207,6 +330,7 @@ pub fn ring_guest(mut vmm: RingVmm, work: Workload, stop: Arc<AtomicBool>) {
                 progressed = true;
                 g.on_bytes(&rbuf[..n]);
             }
+            g.grant();
             loop {
                 g.em.fill(CHUNK);
                 let p = g.em.pending();
@@ -238,8 +362,8 @@ pub fn ring_guest(mut vmm: RingVmm, work: Workload, stop: Arc<AtomicBool>) {
 }
 
 /// A guest on a blocking byte stream (the stream port, and the baselines).
-pub fn stream_guest(mut s: UnixStream, work: Workload) {
-    let mut g = Guest::new(work);
+pub fn stream_guest(mut s: UnixStream, work: Workload, g: Gen) {
+    let mut g = Guest::new(work, g);
     let mut rbuf = vec![0u8; CHUNK];
     loop {
         loop {
@@ -256,7 +380,10 @@ pub fn stream_guest(mut s: UnixStream, work: Workload) {
         }
         match s.read(&mut rbuf) {
             Ok(0) | Err(_) => return,
-            Ok(n) => g.on_bytes(&rbuf[..n]),
+            Ok(n) => {
+                g.on_bytes(&rbuf[..n]);
+                g.grant();
+            }
         }
     }
 }

@@ -3,18 +3,24 @@
 //! against a baseline measured in the same run: the same bytes through a
 //! plain `UnixStream::pair()` with no relay in between.
 //!
-//! Run all: `cargo bench --bench relay`; one: `cargo bench --bench relay -- 4`.
+//! Run all: `cargo bench --bench relay`; one: `cargo bench --bench relay -- 4`;
+//! one generation: `cargo bench --bench relay -- 1 current` (or
+//! `RELAY_BENCH_GEN=legacy|current|both`; both by default).
 //! The relay runs as the CLI runs it, on a current-thread runtime of its own;
 //! `RELAY_BENCH_RT=multi` puts it on a 2-worker multi-thread runtime instead.
 //!
 //! Scenarios (`scenarios/`): 1 throughput and 2 small frames (exec.log tap
 //! off/on each), 3 fan-out, 4 round-trip latency, 5 fairness with a stalled
-//! client, 6 the core alone, 7 idle wakeups. Besides wall-clock figures, every
-//! end-to-end scenario reports the CPU time per GiB of the relay's thread (and
-//! of the exec.log writer's, with the tap on) beside one socket hop's: the
-//! baseline's writer and reader threads together (`cpu.rs` says how).
+//! client, 6 the core alone, 7 idle wakeups, 8 stdin throughput. Besides
+//! wall-clock figures, every end-to-end scenario reports the CPU time per GiB
+//! of the relay's thread (and of the exec.log writer's, with the tap on)
+//! beside one socket hop's: the baseline's writer and reader threads together
+//! (`cpu.rs` says how). Scenarios 1, 2, 4 and 8 also run the current
+//! generation (input credit on, tap off) in the same run, and set its figures
+//! beside the legacy ones; the legacy rows mean what they always meant.
 //!
-//! Layout: `guest.rs` the guest agent model, `relay.rs` the relay under test,
+//! Layout: `guest.rs` the guest agent model, `generation.rs` the two
+//! generations and the guest's credit, `relay.rs` the relay under test,
 //! `client.rs` the SDK clients, `baseline.rs` the socketpair baselines,
 //! `cpu.rs` per-thread CPU time, `measure.rs` wall-clock and process figures,
 //! `report.rs` the table; `../common` is the core loop shared with
@@ -25,6 +31,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod cpu;
+mod generation;
 mod guest;
 mod measure;
 mod relay;
@@ -34,6 +41,8 @@ mod scenarios;
 use std::thread;
 use std::time::Instant;
 
+use generation::Gens;
+
 /// Bytes per guest write (the ring's largest chunk) and per client read.
 const CHUNK: usize = 64 << 10;
 const MIB: u64 = 1 << 20;
@@ -41,20 +50,25 @@ const MIB: u64 = 1 << 20;
 const REPS: usize = 5;
 
 fn main() {
-    let picked: Vec<u32> = std::env::args()
+    // Scenario numbers and generation words; cargo's own flags (`--bench`)
+    // pass by.
+    let (numbers, words): (Vec<String>, Vec<String>) = std::env::args()
         .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+        .filter(|a| !a.starts_with('-'))
+        .partition(|a| a.parse::<u32>().is_ok());
+    let picked: Vec<u32> = numbers.iter().filter_map(|a| a.parse().ok()).collect();
     let want = |n: u32| picked.is_empty() || picked.contains(&n);
+    let gens = Gens::pick(&words);
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "agent-relay end-to-end benchmarks ({cpus} CPUs; medians of {REPS} runs where repeated)"
+        "agent-relay end-to-end benchmarks ({cpus} CPUs; medians of {REPS} runs where repeated; {})",
+        gens.describe()
     );
     let t0 = Instant::now();
     let mut rows = Vec::new();
     for (n, f) in scenarios::ALL {
         if want(n) {
-            f(&mut rows);
+            f(&mut rows, gens);
         }
     }
     println!();

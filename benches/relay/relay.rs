@@ -1,8 +1,8 @@
 //! The relay under test: the real `Shell` on a thread of its own, running as
 //! the CLI runs it (one current-thread runtime; `RELAY_BENCH_RT=multi` puts it
-//! on a 2-worker multi-thread runtime instead), fed by a guest on a ring or a
-//! stream port. Knows the relay's threads, so scenarios can read the CPU time
-//! they used.
+//! on a 2-worker multi-thread runtime instead), fed by a guest of either
+//! generation on a ring or a stream port. Knows the relay's threads, so
+//! scenarios can read the CPU time they used.
 
 use std::collections::HashSet;
 use std::os::unix::net::UnixStream;
@@ -16,6 +16,7 @@ use agent_relay::core::Config;
 use agent_relay::shell::{GuestPort, Shell, ShellHandle};
 
 use crate::cpu;
+use crate::generation::Gen;
 use crate::guest::{Workload, ring_guest, stream_guest};
 
 /// Chunks each ring queue holds.
@@ -49,6 +50,8 @@ enum PortSrc {
 }
 
 pub struct Running {
+    /// The generation its guest speaks, and its clients with it.
+    pub generation: Gen,
     _dir: tempfile::TempDir,
     pub sock: PathBuf,
     pub handle: ShellHandle,
@@ -80,7 +83,11 @@ impl RelayCpu {
     }
 }
 
-pub fn start(port: Port, work: Workload, config: Config, tap: bool) -> Running {
+/// A relay for a guest of generation `g` doing `work` on `port`, configured
+/// as `config` says (for the current generation with the protocol set to
+/// it), with the exec.log tap on or off.
+pub fn start(port: Port, g: Gen, work: Workload, config: Config, tap: bool) -> Running {
+    let config = g.config(config);
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("agent.sock");
     let guest_stop = Arc::new(AtomicBool::new(false));
@@ -91,7 +98,7 @@ pub fn start(port: Port, work: Workload, config: Config, tap: bool) -> Running {
             let st = guest_stop.clone();
             let t = thread::Builder::new()
                 .name("guest-vmm".into())
-                .spawn(move || ring_guest(vmm, work, st))
+                .spawn(move || ring_guest(vmm, work, g, st))
                 .expect("spawn");
             (PortSrc::Ring(gp), t)
         }
@@ -100,7 +107,7 @@ pub fn start(port: Port, work: Workload, config: Config, tap: bool) -> Running {
             a.set_nonblocking(true).expect("nonblocking");
             let t = thread::Builder::new()
                 .name("guest-stream".into())
-                .spawn(move || stream_guest(b, work))
+                .spawn(move || stream_guest(b, work, g))
                 .expect("spawn");
             (PortSrc::Stream(a), t)
         }
@@ -163,6 +170,7 @@ pub fn start(port: Port, work: Workload, config: Config, tap: bool) -> Running {
         Vec::new()
     };
     Running {
+        generation: g,
         _dir: dir,
         sock,
         handle,

@@ -6,10 +6,14 @@ use std::time::Instant;
 
 use crate::common::{FRAMES, ready_relay, route, stream};
 use crate::cpu::{self, PerGib};
+use crate::generation::Gens;
 use crate::measure::median;
 use crate::report::{Row, row};
 
-pub fn run(rows: &mut Vec<Row>) {
+pub fn run(rows: &mut Vec<Row>, gens: Gens) {
+    if !gens.legacy {
+        return;
+    }
     println!("[6] core alone, no I/O (benches/core.rs's loop)");
     let bytes = stream(64);
     let mut rates = [0.0f64; 2];

@@ -9,20 +9,24 @@ use agent_relay::core::Config;
 use crate::baseline::pair_streams;
 use crate::client::{Client, Xfer, aggregate, try_relay_streams};
 use crate::cpu::PerGib;
+use crate::generation::{Gen, Gens};
 use crate::guest::Workload;
 use crate::measure::{Sampler, median, rss_kib};
 use crate::relay::{Port, start};
 use crate::report::{Row, row};
 use crate::{MIB, REPS};
 
-pub fn run(rows: &mut Vec<Row>) {
-    let work = Workload {
+pub fn run(rows: &mut Vec<Row>, gens: Gens) {
+    if !gens.legacy {
+        return;
+    }
+    let work = Workload::Stream {
         frames: 16 * MIB / (16 << 10),
         payload: 16 << 10,
     };
     println!("[5] {}", Port::Ring.describe());
     let config = Config::default();
-    let r = start(Port::Ring, work, config.clone(), false);
+    let r = start(Port::Ring, Gen::Legacy, work, config.clone(), false);
     let (mut alone, mut stalled) = (Vec::new(), Vec::new());
     let (mut peak_q, mut peak_rss_delta) = (0u64, 0u64);
     let mut closes = 0;

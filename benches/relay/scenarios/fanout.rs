@@ -5,19 +5,23 @@ use super::{bytes, measured_streams, raised_caps};
 use crate::baseline::pair_streams;
 use crate::client::{Xfer, aggregate};
 use crate::cpu::PerGib;
+use crate::generation::{Gen, Gens};
 use crate::guest::Workload;
 use crate::measure::median;
 use crate::relay::{Port, start};
 use crate::report::{Row, row};
 use crate::{MIB, REPS};
 
-pub fn run(rows: &mut Vec<Row>) {
-    let work = Workload {
+pub fn run(rows: &mut Vec<Row>, gens: Gens) {
+    if !gens.legacy {
+        return;
+    }
+    let work = Workload::Stream {
         frames: 16 * MIB / (16 << 10),
         payload: 16 << 10,
     };
     println!("[3] {}", Port::Ring.describe());
-    let r = start(Port::Ring, work, raised_caps(), false);
+    let r = start(Port::Ring, Gen::Legacy, work, raised_caps(), false);
     let (rounds, cpu) = measured_streams(&r, 8, REPS);
     drop(r);
     let mut relay = PerGib::default();

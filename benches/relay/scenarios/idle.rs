@@ -9,15 +9,25 @@ use agent_relay::core::Config;
 
 use crate::client::Client;
 use crate::cpu;
+use crate::generation::{Gen, Gens};
 use crate::guest::Workload;
 use crate::measure::{ctx_switches, rss_kib};
 use crate::relay::{Port, start};
 use crate::report::{Row, row};
 
-pub fn run(rows: &mut Vec<Row>) {
+pub fn run(rows: &mut Vec<Row>, gens: Gens) {
+    if !gens.legacy {
+        return;
+    }
     println!("[7] {}", Port::Ring.describe());
     let rss0 = rss_kib();
-    let r = start(Port::Ring, Workload::ECHO, Config::default(), false);
+    let r = start(
+        Port::Ring,
+        Gen::Legacy,
+        Workload::Echo,
+        Config::default(),
+        false,
+    );
     let clients: Vec<Client> = (0..16).map(|_| Client::connect(&r)).collect();
     thread::sleep(Duration::from_millis(200));
     let me = cpu::own_tid();

@@ -1,6 +1,8 @@
-//! The scenarios, a file each; each appends its rows to the table. Also the
-//! pieces scenarios 1 and 2 share: the exec.log tap off and on, and the rows
-//! that set the relay's CPU per GiB against one socket hop's.
+//! The scenarios, a file each; each appends its rows to the table for the
+//! generations picked. Also the pieces scenarios 1, 2 and 8 share: the
+//! exec.log tap off and on, the rows that set the relay's CPU per GiB against
+//! one socket hop's, and the current generation's rows beside the legacy
+//! ones.
 
 mod core_alone;
 mod fairness;
@@ -8,6 +10,7 @@ mod fanout;
 mod idle;
 mod latency;
 mod small_frames;
+mod stdin;
 mod throughput;
 
 use agent_relay::core::Config;
@@ -15,16 +18,17 @@ use agent_relay::core::Config;
 use crate::REPS;
 use crate::client::{Xfer, relay_streams};
 use crate::cpu::PerGib;
+use crate::generation::{Gen, Gens};
 use crate::guest::Workload;
 use crate::measure::median;
 use crate::relay::{Port, RelayCpu, Running, start};
 use crate::report::{Row, row};
 
-/// A scenario appends its rows.
-pub type Scenario = fn(&mut Vec<Row>);
+/// A scenario appends its rows for the generations picked.
+pub type Scenario = fn(&mut Vec<Row>, Gens);
 
 /// Every scenario, by the number that picks it on the command line.
-pub const ALL: [(u32, Scenario); 7] = [
+pub const ALL: [(u32, Scenario); 8] = [
     (1, throughput::run),
     (2, small_frames::run),
     (3, fanout::run),
@@ -32,6 +36,7 @@ pub const ALL: [(u32, Scenario); 7] = [
     (5, fairness::run),
     (6, core_alone::run),
     (7, idle::run),
+    (8, stdin::run),
 ];
 
 /// A config whose per-client hard cap (and global cap) is large enough that a
@@ -57,7 +62,8 @@ fn bytes(x: &[Xfer]) -> u64 {
     x.iter().map(|x| x.bytes).sum()
 }
 
-/// One client's streams through a relay with one exec.log tap setting.
+/// One client's streams through a relay of one generation with one exec.log
+/// tap setting.
 struct TapRuns {
     xfers: Vec<Xfer>,
     /// The relay's runtime thread.
@@ -72,16 +78,26 @@ impl TapRuns {
     }
 }
 
-/// A relay with the tap off, then one with it on: one client streams `work`
-/// [`REPS`] times through each, after `warm` unmeasured runs.
+/// A legacy relay with the tap off, then one with it on: one client streams
+/// `work` [`REPS`] times through each, after `warm` unmeasured runs.
 fn tap_off_on(work: Workload, warm: usize) -> [TapRuns; 2] {
-    [false, true].map(|tap| {
-        let r = start(Port::Ring, work, raised_caps(), tap);
-        for _ in 0..warm {
-            relay_streams(&r, 1);
-        }
-        let (rounds, cpu) = measured_streams(&r, 1, REPS);
-        let xfers: Vec<Xfer> = rounds.into_iter().flatten().collect();
+    [false, true].map(|tap| streams(Gen::Legacy, work, warm, tap))
+}
+
+/// A relay of generation `g`: one client streams `work` [`REPS`] times
+/// through it, after `warm` unmeasured runs.
+fn streams(g: Gen, work: Workload, warm: usize, tap: bool) -> TapRuns {
+    let r = start(Port::Ring, g, work, raised_caps(), tap);
+    for _ in 0..warm {
+        relay_streams(&r, 1);
+    }
+    let (rounds, cpu) = measured_streams(&r, 1, REPS);
+    let xfers: Vec<Xfer> = rounds.into_iter().flatten().collect();
+    TapRuns::new(xfers, cpu)
+}
+
+impl TapRuns {
+    fn new(xfers: Vec<Xfer>, cpu: RelayCpu) -> TapRuns {
         let n = bytes(&xfers);
         TapRuns {
             xfers,
@@ -94,7 +110,68 @@ fn tap_off_on(work: Workload, warm: usize) -> [TapRuns; 2] {
                 bytes: n,
             },
         }
-    })
+    }
+}
+
+/// How a scenario's transfers are rated: the figure per transfer, and how it
+/// is written.
+struct Rate {
+    of: fn(&Xfer) -> f64,
+    show: fn(f64) -> String,
+}
+
+/// The current generation's rows of scenario `n` (tap off): its rate against
+/// the baseline's `base`, its relay thread's CPU per GiB against `hop`'s, and
+/// with `legacy` (the legacy runs, tap off, of the same run) both over the
+/// legacy figures.
+fn current_rows(
+    rows: &mut Vec<Row>,
+    n: &str,
+    what: &str,
+    cur: &TapRuns,
+    legacy: Option<&TapRuns>,
+    (base, hop): (f64, PerGib),
+    rate: &Rate,
+) {
+    let r = cur.median(rate.of);
+    rows.push(row(
+        &format!("{n} current (v=10, credit on): {what}, tap off"),
+        (rate.show)(r),
+        (rate.show)(base),
+        format!("{:.2}x", r / base),
+        "-",
+        None,
+    ));
+    let (ms, hop_ms) = (cur.relay.ms(), hop.ms());
+    rows.push(row(
+        &format!("{n} current CPU per GiB: relay thread, tap off"),
+        format!("{ms:.0} ms/GiB"),
+        format!("{hop_ms:.0} ms/GiB (1 hop)"),
+        format!("{:.2}x", ms / hop_ms),
+        "-",
+        None,
+    ));
+    let Some(legacy) = legacy else {
+        return;
+    };
+    let l = legacy.median(rate.of);
+    rows.push(row(
+        &format!("{n} current / legacy: {what}, tap off"),
+        format!("{} / {}", (rate.show)(r), (rate.show)(l)),
+        "legacy".into(),
+        format!("{:.2}x", r / l),
+        "-",
+        None,
+    ));
+    let l_ms = legacy.relay.ms();
+    rows.push(row(
+        &format!("{n} current / legacy: relay thread CPU per GiB, tap off"),
+        format!("{ms:.0} / {l_ms:.0} ms/GiB"),
+        "legacy".into(),
+        format!("{:.2}x", ms / l_ms),
+        "-",
+        None,
+    ));
 }
 
 /// The CPU targets against one hop, tap off and tap on (the writer counted).

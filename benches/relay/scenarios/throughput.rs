@@ -1,16 +1,18 @@
 //! Scenario 1: one client reads 64 MiB of 16 KiB stdout frames, with the
 //! exec.log tap off and on; and how often the default budgets close a reader
-//! running at full speed as a slow consumer.
+//! running at full speed as a slow consumer. The current generation: the
+//! same stream, tap off, beside the legacy figures.
 
 use std::thread;
 use std::time::Duration;
 
 use agent_relay::core::Config;
 
-use super::{CpuTargets, cpu_rows, tap_cost_row, tap_off_on};
+use super::{CpuTargets, Rate, TapRuns, cpu_rows, current_rows, streams, tap_cost_row, tap_off_on};
 use crate::baseline::pair_streams;
 use crate::client::{Xfer, try_relay_streams};
 use crate::cpu::PerGib;
+use crate::generation::{Gen, Gens};
 use crate::guest::Workload;
 use crate::measure::median;
 use crate::relay::{Port, start};
@@ -20,7 +22,7 @@ use crate::{MIB, REPS};
 /// Runs `reps` single-client streams with the default budgets; returns how
 /// many runs lost the client as a slow consumer.
 fn default_budget_closes(work: Workload, clients: usize, reps: usize) -> (usize, u64) {
-    let r = start(Port::Ring, work, Config::default(), false);
+    let r = start(Port::Ring, Gen::Legacy, work, Config::default(), false);
     let mut lost = 0;
     for _ in 0..reps {
         lost += try_relay_streams(&r, clients)
@@ -34,14 +36,14 @@ fn default_budget_closes(work: Workload, clients: usize, reps: usize) -> (usize,
     (lost, closes)
 }
 
-pub fn run(rows: &mut Vec<Row>) {
-    let work = Workload {
+pub fn run(rows: &mut Vec<Row>, gens: Gens) {
+    let work = Workload::Stream {
         frames: 64 * MIB / (16 << 10),
         payload: 16 << 10,
     };
     println!("[1] {}", Port::Ring.describe());
-    let runs = tap_off_on(work, 1);
-    let [off, on] = [0, 1].map(|i| runs[i].median(Xfer::mbps));
+    let legacy = gens.legacy.then(|| tap_off_on(work, 1));
+    let current = gens.current.then(|| streams(Gen::Current, work, 1, false));
     pair_streams(work, 1);
     let mut hop = PerGib::default();
     let mut base = Vec::new();
@@ -51,6 +53,29 @@ pub fn run(rows: &mut Vec<Row>) {
         base.push(h.xfers[0].mbps());
     }
     let base = median(base);
+    if let Some(runs) = &legacy {
+        legacy_rows(rows, work, runs, (base, hop));
+    }
+    if let Some(cur) = &current {
+        let rate = Rate {
+            of: Xfer::mbps,
+            show: |r| format!("{r:.0} MB/s"),
+        };
+        let what = "guest->client 64 MiB, 16 KiB frames (hard cap raised)";
+        let legacy = legacy.as_ref().map(|[off, _]| off);
+        current_rows(rows, "1", what, cur, legacy, (base, hop), &rate);
+    }
+}
+
+/// The legacy rows: throughput and CPU with the tap off and on, and the
+/// default budgets' slow-consumer closes.
+fn legacy_rows(
+    rows: &mut Vec<Row>,
+    work: Workload,
+    runs: &[TapRuns; 2],
+    (base, hop): (f64, PerGib),
+) {
+    let [off, on] = [0, 1].map(|i| runs[i].median(Xfer::mbps));
     let ratio = off / base;
     rows.push(row(
         "1 guest->client 64 MiB, 16 KiB frames (hard cap raised to 256 MiB)",
@@ -69,7 +94,7 @@ pub fn run(rows: &mut Vec<Row>) {
         None,
     ));
     tap_cost_row(rows, "1", off, on);
-    cpu_rows(rows, "1", &runs, hop, CpuTargets { off: 1.0, on: 1.3 });
+    cpu_rows(rows, "1", runs, hop, CpuTargets { off: 1.0, on: 1.3 });
     let (lost, closes) = default_budget_closes(work, 1, REPS);
     rows.push(row(
         "1 same, default budgets (8 MiB hard cap): reader closed as slow consumer",

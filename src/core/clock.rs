@@ -144,8 +144,11 @@ impl Relay {
     /// The frame as handed over: a clock sync gets the time of its hand-off
     /// (its length cannot change: any present-day time takes eight bytes).
     pub(super) fn stamped(&self, out: Outbound) -> Bytes {
-        match (out.mark, self.clock_frame()) {
-            (Mark::Clock, Some(fresh)) if fresh.len() == out.frame.len() => fresh,
+        if out.mark != Mark::Clock {
+            return out.frame;
+        }
+        match self.clock_frame() {
+            Some(fresh) if fresh.len() == out.frame.len() => fresh,
             _ => out.frame,
         }
     }

@@ -78,11 +78,57 @@ pub(crate) enum Stop {
     Credit(CreditClass),
 }
 
+/// Which slots have frames queued: the round robin visits only those.
+#[derive(Debug, Default)]
+struct Occupied(Vec<u64>);
+
+impl Occupied {
+    fn resize(&mut self, slots: usize) {
+        self.0.resize(slots.div_ceil(64), 0);
+    }
+
+    fn set(&mut self, i: usize, on: bool) {
+        let (w, b) = (i / 64, 1u64 << (i % 64));
+        if on {
+            self.0[w] |= b;
+        } else {
+            self.0[w] &= !b;
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.0.iter().any(|&w| w != 0)
+    }
+
+    /// Occupied slots below `n`, from `start` round to `start - 1`.
+    fn from(&self, start: usize, n: usize) -> impl Iterator<Item = usize> + '_ {
+        let upto = move |lo: usize, hi: usize| {
+            (lo / 64..hi.div_ceil(64)).flat_map(move |w| {
+                let mut word = self.0.get(w).copied().unwrap_or(0);
+                let base = w * 64;
+                if base < lo {
+                    word &= !0u64 << (lo - base);
+                }
+                std::iter::from_fn(move || {
+                    (word != 0).then(|| {
+                        let bit = word.trailing_zeros() as usize;
+                        word &= word - 1;
+                        base + bit
+                    })
+                })
+                .filter(move |&i| i < hi)
+            })
+        };
+        upto(start, n).chain(upto(0, start))
+    }
+}
+
 /// Frames toward the guest; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     control: VecDeque<Outbound>,
     per_slot: Vec<SlotQueue>,
+    occupied: Occupied,
     /// The next slot whose queue the round robin serves.
     cursor: usize,
     /// Bytes handed to the guest port and not yet reported written.
@@ -96,9 +142,12 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub fn new(slots: usize, window: usize) -> Scheduler {
+        let mut occupied = Occupied::default();
+        occupied.resize(slots);
         Scheduler {
             control: VecDeque::new(),
             per_slot: (0..slots).map(|_| SlotQueue::default()).collect(),
+            occupied,
             cursor: 0,
             inflight: 0,
             window,
@@ -110,6 +159,7 @@ impl Scheduler {
     /// The relay now has `slots` slots (the generation became known).
     pub fn set_slots(&mut self, slots: usize) {
         self.per_slot.resize_with(slots, SlotQueue::default);
+        self.occupied.resize(slots);
         self.cursor = 0;
     }
 
@@ -150,6 +200,7 @@ impl Scheduler {
             *q.per_id.entry(out.id).or_default() += 1;
             q.data += usize::from(out.class == CreditClass::Data);
             q.frames.push_back(out);
+            self.occupied.set(slot as usize, true);
         }
     }
 
@@ -174,6 +225,8 @@ impl Scheduler {
         });
         q.queued_bytes -= bytes;
         q.data = 0;
+        let empty = q.frames.is_empty();
+        self.occupied.set(slot, !empty);
         (before - q.frames.len(), bytes)
     }
 
@@ -215,7 +268,7 @@ impl Scheduler {
     }
 
     fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.per_slot.iter().all(|q| q.frames.is_empty())
+        self.control.is_empty() && !self.occupied.any()
     }
 
     /// Whether credit (and the fair share) lets `out` go now.
@@ -243,7 +296,7 @@ impl Scheduler {
     fn next_queued(&mut self) -> Result<Outbound, Stop> {
         let n = self.per_slot.len();
         let mut blocked = None;
-        let pick = (0..n).map(|k| (self.cursor + k) % n).find(|&i| {
+        let pick = self.occupied.from(self.cursor, n).find(|&i| {
             let Some(head) = self.per_slot[i].frames.front() else {
                 return false;
             };
@@ -260,6 +313,9 @@ impl Scheduler {
         let q = &mut self.per_slot[next];
         let out = q.frames.pop_front().ok_or(Stop::Idle)?;
         q.data -= usize::from(out.class == CreditClass::Data);
+        if q.frames.is_empty() {
+            self.occupied.set(next, false);
+        }
         if let Some(count) = q.per_id.get_mut(&out.id) {
             *count -= 1;
             if *count == 0 {
@@ -298,6 +354,8 @@ impl Scheduler {
             assert!(q.per_id.values().all(|&n| n > 0), "slot {slot} zero count");
             let data = q.frames.iter().filter(|o| o.class == CreditClass::Data);
             assert_eq!(data.count(), q.data, "slot {slot} data count");
+            let marked = self.occupied.from(slot, slot + 1).next() == Some(slot);
+            assert_eq!(marked, !q.frames.is_empty(), "slot {slot} occupancy");
         }
         assert!(self.cursor < self.per_slot.len().max(1), "cursor in range");
         if let Some(credit) = &self.credit {

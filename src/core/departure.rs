@@ -99,7 +99,12 @@ impl Relay {
             charged: true,
             mark: Mark::Notice,
         };
-        self.enqueue(out, true);
+        // Behind whatever the client sent that still waits (control frames
+        // that were held behind its dropped data): the guest must see them
+        // before it forgets the range. The kills, in the control queue, still
+        // go first.
+        let control = !self.sched.has_data_queued(slot);
+        self.enqueue(out, control);
     }
 
     /// What a frame's hand-off means; true if `Drain` follows it.

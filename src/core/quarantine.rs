@@ -77,6 +77,7 @@ impl Relay {
             credit.forget_slot(slot);
         }
         self.session_ended(slot);
+        self.pump_guest();
     }
 
     /// A guest frame answered the frame handed over as number `seq`: every
@@ -86,12 +87,19 @@ impl Relay {
             return;
         }
         self.guest_read_to = seq;
+        let mut retired = false;
         while let Some(entry) = self.fences.first_entry() {
             if *entry.key() >= seq {
                 break;
             }
             let slot = entry.remove() as usize;
             self.retire(slot);
+            retired = true;
+        }
+        if retired {
+            // What the departed client held no longer counts against the
+            // others' fair share: their waiting data may go now.
+            self.pump_guest();
         }
     }
 

@@ -156,3 +156,77 @@ fn core_current_churn_never_refused_for_quarantine() {
     assert_eq!(h.relay.counters().refused_clients, 0);
     assert_eq!(h.relay.counters().notices_sent, 1_000);
 }
+
+/// Regression (simulator seed 0x26): a departed client's control frame that
+/// waited behind its own stream's data reaches the guest before its
+/// disconnect notice, not after it.
+#[test]
+fn core_current_notice_follows_the_departed_clients_leftover_frames() {
+    let mut h = Harness::current(
+        Config {
+            exec_log: false,
+            clock_sync: false,
+            guest_window: 1,
+            ..small()
+        },
+        &ready10(None, None),
+    );
+    h.connect(1);
+    let t = cid(0);
+    let connect = tcp_connect(t);
+    let first = to_guest(&h.client(1, &connect));
+    assert_eq!(first, vec![connect], "it fills the window");
+    h.client(1, &tcp_data(t, b"bytes"));
+    let close = raw10("core.tcp.close", t, 0, &[0xa0]);
+    h.client(1, &close); // behind its own data
+    h.disconnect(1);
+    let sent = to_guest(&h.drive());
+    assert_eq!(
+        sent,
+        vec![close, notice(0)],
+        "the data dropped, the close kept"
+    );
+}
+
+/// Regression (simulator seed 0x2e): when the guest takes a departed
+/// client's notice, what that client held no longer counts against the
+/// others' share, and their waiting data goes at once.
+#[test]
+fn core_current_retiring_a_departed_client_releases_waiting_data() {
+    let mut h = Harness::current(
+        Config {
+            exec_log: false,
+            guest_window: 1 << 40,
+            ..small()
+        },
+        &ready10(Some(2), None),
+    );
+    let ids = [cid(0), cid(1), cid(2)];
+    for (c, &id) in ids.iter().enumerate() {
+        h.connect(c as u64 + 1);
+        h.client(c as u64 + 1, &tcp_connect(id));
+    }
+    // Three clients fill a third of the data window each (1 MiB frames, the
+    // guest granting nothing back); each one's next frame waits for its share.
+    let chunk = vec![0u8; 1 << 20];
+    let mut waiting = [false; 3];
+    while waiting.contains(&false) {
+        for (c, &id) in ids.iter().enumerate() {
+            if !waiting[c] {
+                let f = tcp_data(id, &chunk);
+                waiting[c] = !to_guest(&h.client(c as u64 + 1, &f)).contains(&f);
+            }
+        }
+    }
+    assert!(
+        h.relay.counters().used_data_bytes < DATA_BYTES - (1 << 20),
+        "credit is left"
+    );
+    h.disconnect(1);
+    // A reply to a request sent after the notice: slot 0 is retired, its
+    // estimate forgotten; the two others' shares grow and their frames go.
+    h.client(3, &ping(ids[2] + 1));
+    let acts = h.guest(&pong(ids[2] + 1));
+    let data = to_guest(&acts).iter().filter(|f| f.len() > 1 << 20).count();
+    assert!(data > 0, "waiting data went on the retirement itself");
+}

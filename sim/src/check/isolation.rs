@@ -150,9 +150,17 @@ impl Checker {
         let mut violated = false;
         match reason {
             CloseReason::Violation(why) => {
-                if !m.bad {
-                    let why = format!("{c} closed for a violation it did not commit: {why}");
-                    return self.fail(Invariant::Isolation, why);
+                match m.bad {
+                    None => {
+                        let why = format!("{c} closed for a violation it did not commit: {why}");
+                        return self.fail(Invariant::Isolation, why);
+                    }
+                    Some(expected) if !expected.matches(why) => {
+                        let why =
+                            format!("{c} closed for {why:?}; the rule it broke is {expected:?}");
+                        return self.fail(Invariant::Isolation, why);
+                    }
+                    Some(_) => {}
                 }
                 violated = true;
             }
@@ -240,7 +248,9 @@ impl Checker {
                     format!("{c} left but still has a slot"),
                 ));
             }
-            State::Pending if !m.bad && (m.hs_due || (connecting && self.ready.is_some())) => {
+            State::Pending
+                if m.bad.is_none() && (m.hs_due || (connecting && self.ready.is_some())) =>
+            {
                 issues.push((
                     Invariant::Isolation,
                     format!("{c} got neither a handshake nor a refusal"),

@@ -23,6 +23,7 @@ mod invariant;
 mod isolation;
 mod liveness;
 mod model;
+mod refusal;
 mod routing;
 mod to_guest;
 

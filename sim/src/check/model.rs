@@ -17,6 +17,7 @@ use agent_relay::wire::{
 use bytes::Bytes;
 
 use super::fairness::Lane;
+use super::refusal::Refusal;
 use super::{Checker, Invariant};
 
 /// Where a client connection is in its life.
@@ -47,8 +48,8 @@ pub(super) struct Model {
     pub(super) state: State,
     /// This event's `ClientConnected`, outcome not yet seen.
     pub(super) connecting: bool,
-    /// It sent something the relay must refuse it for.
-    pub(super) bad: bool,
+    /// It sent something the relay must refuse it for, and what.
+    pub(super) bad: Option<Refusal>,
     /// It was closed for a protocol violation.
     pub(super) violated: bool,
     pub(super) range: Option<IdRange>,
@@ -91,7 +92,7 @@ impl Model {
         Model {
             state: State::Pending,
             connecting: true,
-            bad: false,
+            bad: None,
             violated: false,
             range: None,
             parse: FrameDecoder::new(),
@@ -283,12 +284,12 @@ impl Checker {
         match m.state {
             State::Gone => return,
             State::Pending => {
-                m.bad = true;
+                m.bad.get_or_insert(Refusal::BeforeHandshake);
                 return;
             }
             State::Live => {}
         }
-        if m.bad {
+        if m.bad.is_some() {
             return;
         }
         m.parse.extend(bytes);
@@ -298,13 +299,13 @@ impl Checker {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(_) => {
-                    m.bad = true;
+                    m.bad = Some(Refusal::BadLength);
                     break;
                 }
             };
-            if !self.accept(c, frame) {
+            if let Err(why) = self.accept(c, frame) {
                 let m = self.clients.get_mut(&c).expect("checked");
-                m.bad = true;
+                m.bad = Some(why);
                 break;
             }
         }
@@ -319,25 +320,38 @@ impl Checker {
     }
 
     /// Whether the relay must accept `frame` from `c` (then it is queued
-    /// toward the guest, and a session-opening frame opens its session).
-    fn accept(&mut self, c: ClientId, frame: Frame) -> bool {
+    /// toward the guest, and a session-opening frame opens its session), or
+    /// the rule it breaks, checked in the order the protocol states them:
+    /// range, envelope, type, sender, flags, payload, session.
+    fn accept(&mut self, c: ClientId, frame: Frame) -> Result<(), Refusal> {
+        let max = self.cfg.max_correlations.max(1);
         let m = self.clients.get_mut(&c).expect("checked");
         let range = m.range.expect("live clients have a range");
         let id = frame.id();
         if !range.contains(id) {
-            return false;
+            return Err(Refusal::OutOfRange { id });
         }
-        let Ok(env) = decode_envelope_full(frame.body()) else {
-            return false;
-        };
+        let env = decode_envelope_full(frame.body()).map_err(|_| Refusal::Envelope { id })?;
         let t = env.t;
+        if !spec_legacy(t) {
+            return Err(Refusal::Envelope { id });
+        }
+        if !spec_client_may_send(t) {
+            return Err(Refusal::NotClientType { id, t });
+        }
+        if frame.flags() != spec_flags(t) {
+            let flags = frame.flags();
+            return Err(Refusal::WrongFlags { id, flags });
+        }
+        if t == MsgType::ExecRequest && decode_payload::<ExecRequest>(&env.payload).is_err() {
+            return Err(Refusal::BadExecRequest { id });
+        }
         let start = spec_flags(t) & FLAG_SESSION_START != 0;
-        let ok = spec_client_may_send(t)
-            && frame.flags() == spec_flags(t)
-            && !(start && m.sessions.contains_key(&id))
-            && (t != MsgType::ExecRequest || decode_payload::<ExecRequest>(&env.payload).is_ok());
-        if !ok {
-            return false;
+        if start && m.sessions.contains_key(&id) {
+            return Err(Refusal::SessionAlreadyOpen { id });
+        }
+        if start && m.sessions.len() >= max {
+            return Err(Refusal::TooManyCorrelations { id });
         }
         if start {
             let exec = t == MsgType::ExecRequest;
@@ -359,7 +373,7 @@ impl Checker {
             lane,
         });
         self.lane_joined(c, lane, 1);
-        true
+        Ok(())
     }
 
     /// A client leaves: one SIGKILL owed per open exec session, its slot
@@ -404,6 +418,28 @@ fn spec_flags(t: MsgType) -> u8 {
         MsgType::Shutdown => 0x04,
         _ => 0,
     }
+}
+
+/// The 14 types of protocol 0.4.4 (P4/message.rs), independent of the
+/// message table's `legacy` column.
+fn spec_legacy(t: MsgType) -> bool {
+    matches!(
+        t,
+        MsgType::Ready
+            | MsgType::Shutdown
+            | MsgType::ExecRequest
+            | MsgType::ExecStarted
+            | MsgType::ExecStdin
+            | MsgType::ExecStdout
+            | MsgType::ExecStderr
+            | MsgType::ExecExited
+            | MsgType::ExecFailed
+            | MsgType::ExecResize
+            | MsgType::ExecSignal
+            | MsgType::FsRequest
+            | MsgType::FsResponse
+            | MsgType::FsData
+    )
 }
 
 /// The types a host client may send (independent of `MsgType::client_may_send`).

@@ -98,11 +98,11 @@ impl Checker {
     /// A client that sent something invalid was closed in the same event.
     pub(super) fn after_client_to_guest(&self, c: ClientId, m: &Model, issues: &mut Issues) {
         match m.state {
-            State::Pending if m.bad => issues.push((
+            State::Pending if m.bad.is_some() => issues.push((
                 Invariant::ToGuest,
                 format!("{c} sent bytes before its handshake and was not closed"),
             )),
-            State::Live if m.bad => issues.push((
+            State::Live if m.bad.is_some() => issues.push((
                 Invariant::ToGuest,
                 format!("{c} sent an invalid frame and was not closed"),
             )),

@@ -10,7 +10,8 @@ use agent_relay::core::ClientId;
 use agent_relay::wire::{FLAG_TERMINAL, PREFIX_LEN};
 use bytes::Bytes;
 
-use super::model::{SPEC_MAX_FRAME_LEN, State, frame_id};
+use super::model::{State, frame_id};
+use super::spec::MAX_FRAME_LEN as SPEC_MAX_FRAME_LEN;
 use super::{Checker, Invariant};
 
 /// The envelope opening every 0.4.4 encoder writes: `map(3) "v" 1 "t"`.
@@ -18,12 +19,27 @@ const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', 0x01, 0x61, b't'];
 
 const MIN_PLAUSIBLE_LEN: u32 = 5 + ENVELOPE_OPENING.len() as u32;
 
-/// Could a frame start here (enough bytes to judge assumed)?
-fn plausible(b: &[u8]) -> bool {
+/// Could a frame start here (enough bytes to judge assumed)? Legacy: the
+/// 0.4.4 opening. Current: any one-byte generation in the opening, or the
+/// BULK flag with a plausible record header (kind, flow, reserved zeros).
+fn plausible(b: &[u8], current: bool) -> bool {
     let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let body = &b[PREFIX_LEN..PREFIX_LEN + ENVELOPE_OPENING.len()];
+    let opening = |v: fn(u8) -> bool| {
+        body[..3] == ENVELOPE_OPENING[..3] && v(body[3]) && body[4..] == ENVELOPE_OPENING[4..]
+    };
+    if !current {
+        return (MIN_PLAUSIBLE_LEN..=SPEC_MAX_FRAME_LEN).contains(&len)
+            && matches!(b[8], 0 | 1 | 2 | 4)
+            && opening(|v| v == 1);
+    }
+    if b[8] == 0x08 {
+        let header = matches!(body[0], 1 | 2) && matches!(body[1], 1 | 2) && body[2..4] == [0, 0];
+        return (5 + 13..=SPEC_MAX_FRAME_LEN).contains(&len) && header;
+    }
     (MIN_PLAUSIBLE_LEN..=SPEC_MAX_FRAME_LEN).contains(&len)
         && matches!(b[8], 0 | 1 | 2 | 4)
-        && b[PREFIX_LEN..PREFIX_LEN + ENVELOPE_OPENING.len()] == ENVELOPE_OPENING
+        && opening(|v| v <= 0x17)
 }
 
 impl Checker {
@@ -34,7 +50,7 @@ impl Checker {
         let pending = self.guest.pending();
         if self.resyncing
             && pending.len() >= PREFIX_LEN + ENVELOPE_OPENING.len()
-            && !plausible(pending)
+            && !plausible(pending, self.parse_current)
         {
             let why = format!(
                 "after corrupt guest input the decoder waits on a candidate that cannot start a frame (header {:02x?}); {} guest bytes held, valid frames behind it withheld",
@@ -58,6 +74,9 @@ impl Checker {
 
     pub(super) fn on_to_client(&mut self, c: ClientId, frame: &Bytes) {
         self.advance(Checker::routed_waiting);
+        if self.workload_to_client(c, frame) || self.late_to_client(c, frame) {
+            return;
+        }
         if let Some((&other, _)) = self
             .clients
             .iter()

@@ -23,6 +23,7 @@ impl Checker {
             self.fail(Invariant::Boundedness, why);
         }
         self.inflight += frame.len();
+        self.handed_bytes += frame.len() as u64;
         self.largest_to_guest = self.largest_to_guest.max(frame.len());
     }
 

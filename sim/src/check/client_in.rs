@@ -219,6 +219,7 @@ impl Checker {
             kind,
             order: self.last_corr,
             handed: false,
+            handed_end: None,
             opened_at: None,
         };
         let m = self.clients.get_mut(&c).expect("known");

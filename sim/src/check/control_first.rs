@@ -14,7 +14,7 @@
 //!
 //! Check 2 also sweeps the slots' data heads for `inv_fair_credit`.
 
-use super::current::Class;
+use super::current::{Class, Ctl};
 use super::{Checker, Invariant};
 
 impl Checker {
@@ -44,7 +44,13 @@ impl Checker {
                     "the control queue's head {:?} ({} bytes) waits although the window is open and it fits the credit",
                     head.who, head.len
                 );
-                self.fail(Invariant::ControlFirst, why);
+                // An owed notice or kill that never leaves is theirs to report.
+                let inv = match head.who {
+                    Ctl::Notice(_) => Invariant::NoticeAfterKills,
+                    Ctl::Kill(..) => Invariant::Cleanup,
+                    Ctl::Client(..) | Ctl::Clock => Invariant::ControlFirst,
+                };
+                self.fail(inv, why);
             }
             return;
         }
@@ -57,8 +63,9 @@ impl Checker {
                     .map(|o| (m.slot, o.class, o.frame.len(), o.id))
             })
             .collect();
+        let active = (!heads.is_empty()).then(|| self.cur().active());
         for (slot, class, len, id) in heads {
-            if !self.cur().admits(class, len, Some(slot)) {
+            if !self.cur().admits_among(class, len, Some(slot), active) {
                 continue;
             }
             if class == Class::Data {

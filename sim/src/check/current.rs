@@ -312,6 +312,18 @@ impl Current {
     /// leave now: it fits its class and, for a client's data, its slot's
     /// fair share.
     pub(super) fn admits(&self, class: Class, len: usize, slot: Option<usize>) -> bool {
+        self.admits_among(class, len, slot, None)
+    }
+
+    /// [`Current::admits`], with the count of [`Current::active`] slots when
+    /// the caller has it (it costs a pass over the slots).
+    pub(super) fn admits_among(
+        &self,
+        class: Class,
+        len: usize,
+        slot: Option<usize>,
+        active: Option<usize>,
+    ) -> bool {
         let Some(credit) = &self.credit else {
             return true;
         };
@@ -319,7 +331,9 @@ impl Current {
             return false;
         }
         match (class, slot) {
-            (Class::Data, Some(slot)) => credit.fair(slot, len, self.active()),
+            (Class::Data, Some(slot)) => {
+                credit.fair(slot, len, active.unwrap_or_else(|| self.active()))
+            }
             _ => true,
         }
     }

@@ -107,6 +107,7 @@ impl Checker {
         let Some(cur) = self.current.as_ref().filter(|c| c.credit.is_some()) else {
             return;
         };
+        let active = Some(cur.active());
         let blocked: Vec<ClientId> = self
             .waiting
             .iter()
@@ -114,8 +115,9 @@ impl Checker {
             .filter(|&a| a != b)
             .filter(|a| {
                 let m = &self.clients[a];
-                m.turn_head()
-                    .is_some_and(|o| !cur.admits(o.class, o.frame.len(), Some(m.slot)))
+                m.turn_head().is_some_and(|o| {
+                    !cur.admits_among(o.class, o.frame.len(), Some(m.slot), active)
+                })
             })
             .collect();
         for a in blocked {

@@ -198,7 +198,10 @@ impl Checker {
         let Some(&newest) = self.owners.get(&g.id) else {
             return;
         };
-        let unasked = !self.clients[&newest].sessions[&g.id].handed;
+        // The guest cannot answer a frame its port has not taken yet.
+        let unasked = self.clients[&newest].sessions[&g.id]
+            .handed_end
+            .is_none_or(|end| end > self.written_bytes);
         let previous = self.by_slot[slot].iter().copied().find(|&o| {
             o != newest
                 && self.clients[&o].state == State::Gone

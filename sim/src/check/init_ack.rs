@@ -13,6 +13,7 @@ impl Checker {
     /// Whether `frame` is an init ack; if so it must be the one owed.
     pub(super) fn init_ack_arrived(&mut self, frame: &Bytes) -> bool {
         let is_ack = frame.len() > PREFIX_LEN
+            && frame[4..8] == [0; 4]
             && peek_parts(&frame[PREFIX_LEN..]).is_ok_and(|p| p.t == Some(MsgType::InitAck));
         if !is_ack {
             return false;

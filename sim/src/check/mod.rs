@@ -127,6 +127,9 @@ pub struct Checker {
     /// Init acks owed, as the relay must write them.
     init_acks: VecDeque<Bytes>,
     inflight: usize,
+    /// Bytes handed to the guest, and of them reported written, so far.
+    handed_bytes: u64,
+    written_bytes: u64,
     largest_to_guest: usize,
     corrupt_due: u64,
     corrupt_seen: u64,
@@ -190,6 +193,8 @@ impl Checker {
             clock: ClockModel::default(),
             init_acks: VecDeque::new(),
             inflight: 0,
+            handed_bytes: 0,
+            written_bytes: 0,
             largest_to_guest: 0,
             corrupt_due: 0,
             corrupt_seen: 0,
@@ -289,7 +294,11 @@ impl Checker {
         }
         match *event {
             Event::GuestBytes(bytes) => self.guest_bytes(bytes),
-            Event::GuestWritten(n) => self.inflight -= n.min(self.inflight),
+            Event::GuestWritten(n) => {
+                let n = n.min(self.inflight);
+                self.inflight -= n;
+                self.written_bytes += n as u64;
+            }
             Event::GuestClosed => self.guest_closed(),
             Event::ClientConnected(c) => self.connected(c),
             Event::ClientBytes(c, bytes) => self.client_bytes(c, bytes),

@@ -56,6 +56,9 @@ pub(super) struct Corr {
     pub(super) order: u64,
     /// The frame that opened it reached the guest.
     pub(super) handed: bool,
+    /// Where that frame ends in the bytes handed to the guest: once the
+    /// guest port took that far, the guest may have read it.
+    pub(super) handed_end: Option<u64>,
     /// For a session: that frame's hand-off number (current generation).
     pub(super) opened_at: Option<u64>,
 }

@@ -196,6 +196,7 @@ impl Checker {
             && let Some(corr) = m.sessions.get_mut(&o.id)
         {
             corr.handed = true;
+            corr.handed_end = Some(self.handed_bytes);
             corr.opened_at = Some(seq);
         }
         let slot = m.slot;

@@ -122,8 +122,7 @@ impl World {
         let Ok(parts) = peek_parts(&frame[PREFIX_LEN..]) else {
             return;
         };
-        let payload = parts.payload.into_owned();
-        let t = parts.t;
+        let (t, payload) = (parts.t, parts.payload);
         if t == Some(MsgType::InitAck) {
             // Sent before ready: never charged.
             self.guest.agentd.as_mut().expect("current guest").acks += 1;

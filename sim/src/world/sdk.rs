@@ -156,8 +156,8 @@ impl World {
             }
             SdkOp::Ping | SdkOp::Touch | SdkOp::Unknown => {
                 // A burst of requests now and then (a health check loop).
-                let n = if self.rng.chance(150) {
-                    self.rng.range(4, 40)
+                let n = if self.rng.chance(250) {
+                    self.rng.range(4, 80)
                 } else {
                     1
                 };

@@ -105,6 +105,29 @@ fn sim_seed_0x2e_data_made_fair_by_a_forgotten_slot_leaves() {
     assert_passes(name, &case);
 }
 
+/// The generation is drawn from a stream of its own: a seed the swarm
+/// keeps legacy makes the draws, and so the world and the digest, it made
+/// before current worlds existed (these digests are main 0ac4bf7's).
+#[test]
+fn sim_legacy_worlds_keep_their_digests() {
+    use sim::world::{Generation, generation_of};
+    let before = [
+        (0x1, 0x2f1a_9d77_c4d3_87a1u64),
+        (0x5, 0x172a_aed1_764f_1c1e),
+        (0x1f4, 0x4280_c8db_180f_db0c),
+        (0x7f5, 0xbf4b_11e8_8e14_c57f),
+    ];
+    for (seed, digest) in before {
+        assert_eq!(generation_of(seed), Generation::Legacy, "seed {seed:#x}");
+        assert_eq!(
+            run(seed, RunOpts::campaign()).digest,
+            digest,
+            "seed {seed:#x}"
+        );
+    }
+    assert_eq!(generation_of(0x85), Generation::Current);
+}
+
 #[test]
 fn sim_determinism_same_seed_same_trace_hash() {
     for seed in [1u64, 0x85, 0xdead_beef] {

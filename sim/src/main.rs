@@ -6,6 +6,7 @@
 //! agent-relay-sim --seed S [--trace]                 replay one seed
 //! agent-relay-sim --seed S --shrink [--out DIR]      shrink it into DIR (tests/regressions)
 //! agent-relay-sim --replay FILE [--trace]            replay a regression case
+//! agent-relay-sim --replay FILE --shrink [--out DIR] shrink a case (e.g. from the core_events fuzz target)
 //! ... --strict                                       a known core bug's hit fails the run too
 //! ```
 
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &args.replay {
-        return replay_file(path, args.trace);
+        return replay_file(path, args.trace, args.shrink.then_some(args.out.as_str()));
     }
     if let Some(seed) = args.seed {
         return if args.shrink {
@@ -206,9 +207,13 @@ fn shrink_seed(seed: u64, out: &str, opts: RunOpts) -> ExitCode {
         finish: v.invariant.class() == Class::Liveness,
         events: o.recorded.clone(),
     };
+    shrink_case(case, out)
+}
+
+/// Shrinks a failing case and writes it into `out`.
+fn shrink_case(mut case: Case, out: &str) -> ExitCode {
     // The world reports a stuck run as live_quiescence; replayed, the same
     // events break the liveness check that names what is stuck.
-    let mut case = case;
     match replay(
         &case.config,
         case.read_max,
@@ -242,7 +247,7 @@ fn shrink_seed(seed: u64, out: &str, opts: RunOpts) -> ExitCode {
         eprintln!("creating {out}: {e}");
         return ExitCode::FAILURE;
     }
-    let path = format!("{out}/seed_{seed:016x}.case");
+    let path = format!("{out}/seed_{:016x}.case", small.seed);
     if let Err(e) = std::fs::write(&path, small.to_text()) {
         eprintln!("writing {path}: {e}");
         return ExitCode::FAILURE;
@@ -251,7 +256,7 @@ fn shrink_seed(seed: u64, out: &str, opts: RunOpts) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn replay_file(path: &str, trace: bool) -> ExitCode {
+fn replay_file(path: &str, trace: bool, shrink_into: Option<&str>) -> ExitCode {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -266,6 +271,9 @@ fn replay_file(path: &str, trace: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(out) = shrink_into {
+        return shrink_case(case, out);
+    }
     let mode = if trace {
         TraceMode::Full
     } else {

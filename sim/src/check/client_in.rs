@@ -5,6 +5,8 @@
 //! it in, or remembered as the [`Refusal`] the relay must close the client
 //! for. Frames after the first refused one are never judged.
 
+use std::collections::VecDeque;
+
 use agent_relay::core::ClientId;
 use agent_relay::wire::payload::{
     ExecFailed, ExecFailureKind, ExecRequest, build_frame_v, decode_payload,
@@ -49,27 +51,18 @@ impl Checker {
             return;
         }
         m.parse.extend(bytes);
+        let mut items = VecDeque::new();
         loop {
-            let m = self.clients.get_mut(&c).expect("checked");
-            let frame = match m.parse.next_frame() {
-                Ok(Some(frame)) => frame,
+            match m.parse.next_frame() {
+                Ok(Some(frame)) => items.push_back(Ok(frame)),
                 Ok(None) => break,
                 Err(_) => {
-                    m.bad = Some(Refusal::BadLength);
+                    items.push_back(Err(Refusal::BadLength));
                     break;
                 }
-            };
-            let judged = if self.current.is_some() {
-                self.accept_current(c, frame)
-            } else {
-                self.accept_legacy(c, frame)
-            };
-            if let Err(why) = judged {
-                let m = self.clients.get_mut(&c).expect("checked");
-                m.bad = Some(why);
-                break;
             }
         }
+        self.judge_frames(c, items);
         if bytes.len() > self.read_max {
             let why = format!(
                 "fed {} bytes in one read, over {}",
@@ -77,6 +70,51 @@ impl Checker {
                 self.read_max
             );
             self.fail(Invariant::DriverContract, why);
+        }
+    }
+
+    /// Judges a read's frames in order. A frame the relay answers itself
+    /// (an exec request over the limit) is written to the client at once,
+    /// and writing it can close another client (the global cap) before the
+    /// frames after it are queued: those wait in `cq` until the answer is
+    /// seen.
+    fn judge_frames(&mut self, c: ClientId, mut items: VecDeque<Result<Frame, Refusal>>) {
+        while let Some(item) = items.pop_front() {
+            let judged = item.and_then(|frame| {
+                if self.current.is_some() {
+                    self.accept_current(c, frame)
+                } else {
+                    self.accept_legacy(c, frame).map(|()| false)
+                }
+            });
+            match judged {
+                Err(why) => {
+                    self.clients.get_mut(&c).expect("checked").bad = Some(why);
+                    return;
+                }
+                Ok(true) if !items.is_empty() => {
+                    self.cq = Some((c, items));
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// The rest of a read held back behind the relay's own answer (see
+    /// [`Checker::judge_frames`]) is judged now, if its client is still there.
+    pub(super) fn resume_client(&mut self, c: Option<ClientId>) {
+        match self.cq.take() {
+            Some((held, items)) if c.is_none_or(|c| c == held) => {
+                if self
+                    .clients
+                    .get(&held)
+                    .is_some_and(|m| m.state == State::Live)
+                {
+                    self.judge_frames(held, items);
+                }
+            }
+            other => self.cq = other,
         }
     }
 
@@ -119,8 +157,9 @@ impl Checker {
 
     /// Current rules: defined flags, range (or a shutdown on id 0, whose
     /// body may be empty), then a bulk record's header or the envelope, the
-    /// exec limit, the session and correlation bounds.
-    fn accept_current(&mut self, c: ClientId, frame: Frame) -> Result<(), Refusal> {
+    /// exec limit, the session and correlation bounds. True when the relay
+    /// answers the frame itself instead of queueing it.
+    fn accept_current(&mut self, c: ClientId, frame: Frame) -> Result<bool, Refusal> {
         let (id, flags) = (frame.id(), frame.flags());
         if !spec::flags_defined(flags) {
             return Err(Refusal::UndefinedFlags { id, flags });
@@ -144,7 +183,7 @@ impl Checker {
             current_envelope(id, flags, frame.body())?
         };
         if found.t == Some(MsgType::ExecRequest) && self.exec_refused(c, id, found.v) {
-            return Ok(());
+            return Ok(true);
         }
         match found.opens {
             Some(kind) => self.open(c, id, kind, found.t)?,
@@ -154,7 +193,7 @@ impl Checker {
             None => {}
         }
         self.queue(c, frame, &found);
-        Ok(())
+        Ok(false)
     }
 
     /// A raw bulk record: a valid header, host to guest, on an open id.

@@ -20,19 +20,10 @@ use super::{Checker, Invariant};
 impl Checker {
     /// After an event: nothing that may leave is left waiting.
     pub(super) fn after_event_control_first(&mut self) {
-        let Some(cur) = &self.current else {
+        if self.current.is_none() {
             return;
-        };
-        if cur.clock_tick {
-            self.current.as_mut().expect("current").clock_tick = false;
-            if self
-                .clock
-                .due(self.cfg.clock_period)
-                .is_some_and(|t| t <= self.now)
-            {
-                self.queue_clock();
-            }
         }
+        self.clock_queued_later();
         let cur = self.current.as_ref().expect("current");
         if self.guest_gone || self.inflight >= self.cfg.guest_window {
             return;

@@ -259,6 +259,15 @@ impl ClockModel {
     }
 }
 
+/// Why a clock sync waits for the event's departures before it is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClockLater {
+    /// A tick: queued if the periodic sync is due.
+    Tick,
+    /// Ready: the first sync, after the handshakes.
+    Ready,
+}
+
 /// The model's current-generation state, from the guest's `core.ready` on.
 #[derive(Debug)]
 pub(super) struct Current {
@@ -283,9 +292,9 @@ pub(super) struct Current {
     pub(super) slot_data: Vec<usize>,
     /// Guest frames of this event for a departed client's correlations.
     pub(super) late: Vec<Bytes>,
-    /// A tick happened this event: a due clock sync is queued after the
-    /// tick's departures.
-    pub(super) clock_tick: bool,
+    /// A clock sync this event queues after its departures (a tick's, due;
+    /// ready's, once the waiting clients got their handshakes).
+    pub(super) clock_later: Option<ClockLater>,
     /// This event forgot a departed slot's data estimate.
     pub(super) forgot: bool,
 }
@@ -303,7 +312,7 @@ impl Current {
             ctl: VecDeque::new(),
             slot_data: vec![0; slots],
             late: Vec::new(),
-            clock_tick: false,
+            clock_later: None,
             forgot: false,
         }
     }

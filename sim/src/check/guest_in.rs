@@ -15,7 +15,7 @@ use agent_relay::wire::payload::{
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, decode_envelope_full, peek_parts};
 use bytes::Bytes;
 
-use super::current::{Ctl, CtlEntry, Current, Layout, WORKLOAD_ID};
+use super::current::{Class, ClockLater, Ctl, CtlEntry, Current, Layout, WORKLOAD_ID};
 use super::model::State;
 use super::spec;
 use super::{Checker, Gq};
@@ -99,6 +99,26 @@ impl Checker {
         }
     }
 
+    /// Applies the guest frames the core had reached when it handed over a
+    /// frame of `class`, `len` bytes, from `slot`. While the guest's bytes
+    /// are read, the core hands frames over only after an action the
+    /// checker saw (then the frame may leave now) or after a credit grant
+    /// it took, whichever comes first and lets the frame leave; never past
+    /// a frame that makes the core act.
+    pub(super) fn advance_to_hand_off(&mut self, class: Class, len: usize, slot: Option<usize>) {
+        if self.pump_open && self.cur().admits(class, len, slot) {
+            return;
+        }
+        while !self.gq_front_acts() {
+            self.granted_now = false;
+            let g = self.gq.pop_front().expect("front checked");
+            self.guest_frame(g);
+            if self.granted_now && self.cur().admits(class, len, slot) {
+                return;
+            }
+        }
+    }
+
     /// Whether a routed frame waits for delivery to some client.
     pub(super) fn routed_waiting(&self) -> bool {
         self.touched
@@ -127,6 +147,7 @@ impl Checker {
         if self.ready.is_none() {
             return self.before_ready(g);
         }
+        self.clock_queued_later();
         if self.current.is_some() {
             return self.guest_frame_current(g);
         }
@@ -163,8 +184,9 @@ impl Checker {
             self.layout = Some(layout);
             let barrier = facts.workload_transport_barrier_version == Some(2);
             let limit = facts.exec_limits.map(|l| l.max_executions);
-            self.current = Some(Current::new(v, barrier, limit, layout.slots()));
-            self.queue_clock();
+            let mut cur = Current::new(v, barrier, limit, layout.slots());
+            cur.clock_later = Some(ClockLater::Ready);
+            self.current = Some(cur);
         } else if self.layout.is_none() {
             self.layout = Some(Layout::legacy(self.cfg.max_clients));
         }
@@ -266,7 +288,7 @@ impl Checker {
             .ok()
             .and_then(|p| decode_payload::<WorkloadTransportCredit>(&p.payload).ok());
         if let Some(grant) = grant {
-            credit.grant(&grant);
+            self.granted_now = credit.grant(&grant);
         }
     }
 
@@ -319,6 +341,21 @@ impl Checker {
         if let Some(credit) = &mut cur.credit {
             credit.forget_slot(slot);
             cur.forgot = true;
+        }
+    }
+
+    /// The clock sync that waited for this event's departures is queued now
+    /// (a tick's only if due).
+    pub(super) fn clock_queued_later(&mut self) {
+        let Some(later) = self.current.as_mut().and_then(|c| c.clock_later.take()) else {
+            return;
+        };
+        let due = self
+            .clock
+            .due(self.cfg.clock_period)
+            .is_some_and(|t| t <= self.now);
+        if later == ClockLater::Ready || due {
+            self.queue_clock();
         }
     }
 

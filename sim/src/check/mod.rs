@@ -126,6 +126,16 @@ pub struct Checker {
     clock: ClockModel,
     /// Init acks owed, as the relay must write them.
     init_acks: VecDeque<Bytes>,
+    /// See [`Checker::note_pump`].
+    pump_open: bool,
+    /// The guest frame just applied was a credit grant the relay took.
+    granted_now: bool,
+    /// The rest of a client's read, held back behind the relay's own answer
+    /// to one of its frames.
+    cq: Option<(
+        ClientId,
+        VecDeque<Result<agent_relay::wire::Frame, refusal::Refusal>>,
+    )>,
     inflight: usize,
     /// Bytes handed to the guest, and of them reported written, so far.
     handed_bytes: u64,
@@ -192,6 +202,9 @@ impl Checker {
             current: None,
             clock: ClockModel::default(),
             init_acks: VecDeque::new(),
+            pump_open: false,
+            granted_now: false,
+            cq: None,
             inflight: 0,
             handed_bytes: 0,
             written_bytes: 0,
@@ -288,6 +301,7 @@ impl Checker {
         self.ready_due = false;
         self.tick = false;
         self.bytes_in = matches!(event, Event::GuestBytes(_) | Event::ClientBytes(..));
+        self.pump_open = false;
         if let Some(cur) = &mut self.current {
             cur.late.clear();
             cur.forgot = false;
@@ -313,7 +327,7 @@ impl Checker {
                 self.tick = true;
                 self.expire();
                 if let Some(cur) = &mut self.current {
-                    cur.clock_tick = true;
+                    cur.clock_later = Some(current::ClockLater::Tick);
                 }
             }
         }
@@ -355,11 +369,33 @@ impl Checker {
             Action::Ready => self.on_ready(),
             Action::Drain => self.on_drain(),
         }
+        self.note_pump(action);
+    }
+
+    /// Whether the next `ToGuest` continues a hand-over the core started
+    /// after an action the checker saw (a departure, ready), or needs a
+    /// guest frame the checker has not applied yet (a grant) to start one.
+    fn note_pump(&mut self, action: &Action) {
+        match action {
+            Action::ToGuest { .. }
+            | Action::CloseClient { .. }
+            | Action::Handshake { .. }
+            | Action::Refuse { .. }
+            | Action::ResumeClient(_)
+            | Action::Ready
+            | Action::Drain => self.pump_open = true,
+            Action::ToClient { .. } | Action::GuestCorrupt { .. } => self.pump_open = false,
+            Action::PauseClient(_)
+            | Action::Log(_)
+            | Action::StartupFailed(_)
+            | Action::FlushExpired { .. } => {}
+        }
     }
 
     /// Checks the state once the event's actions are drained.
     pub fn after(&mut self, relay: &Relay) {
         self.advance(|_| false);
+        self.resume_client(None);
         if self.violation.is_some() {
             return;
         }

@@ -75,22 +75,14 @@ impl Checker {
     }
 
     fn on_to_guest_current(&mut self, frame: &Bytes) {
-        // A tick's clock sync is queued after the tick's departures.
-        if self.cur().clock_tick && is_clock(frame, self.cur().v) {
-            self.current.as_mut().expect("current").clock_tick = false;
-            if self
-                .clock
-                .due(self.cfg.clock_period)
-                .is_some_and(|t| t <= self.now)
-            {
-                self.queue_clock();
-            }
+        if is_clock(frame, self.cur().v) {
+            self.clock_queued_later();
         }
         let Some(handed) = self.identify(frame) else {
             return self.unmatched_current(frame);
         };
         let (class, slot) = self.handed_class(handed);
-        self.advance(|k| k.gq_front_acts() || k.cur().admits(class, frame.len(), slot));
+        self.advance_to_hand_off(class, frame.len(), slot);
         self.judge_credit(class, frame.len());
         self.judge_fair(class, frame.len(), slot);
         let cur = self.current.as_mut().expect("current");
@@ -197,7 +189,11 @@ impl Checker {
         {
             corr.handed = true;
             corr.handed_end = Some(self.handed_bytes);
-            corr.opened_at = Some(seq);
+            // A shutdown's hand-off marks the drain, not the request it
+            // opens: its answer proves nothing (the relay's rule).
+            if !o.shutdown {
+                corr.opened_at = Some(seq);
+            }
         }
         let slot = m.slot;
         if o.class == Class::Data {

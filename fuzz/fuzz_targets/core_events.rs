@@ -94,13 +94,45 @@ fuzz_target!(|input: Input| {
     // CORE_EVENTS_CASE=FILE: a failing input is also written as a regression
     // case (shrink it with `agent-relay-sim --replay FILE --shrink`).
     let case = std::env::var_os("CORE_EVENTS_CASE");
-    let mut d = Driver::new(cfg.clone(), READ_MAX, TraceMode::Off, case.is_some());
-    let mut now = 0u64;
-    let mut wall = 1_700_000_000_000u64;
-    let mut next_client = 1u64;
-    // Connected clients and the id range start their handshake gave.
-    let mut clients: BTreeMap<u64, Option<u32>> = BTreeMap::new();
+    let mut run = Run {
+        d: Driver::new(cfg.clone(), READ_MAX, TraceMode::Off, case.is_some()),
+        now: 0,
+        wall: 1_700_000_000_000,
+        next_client: 1,
+        clients: BTreeMap::new(),
+    };
     for op in input.ops.iter().take(400) {
+        run.step(op, &setup);
+        if let Some(v) = run.d.checker.violation().cloned() {
+            if let Some(path) = &case {
+                let case = Case {
+                    seed: 0,
+                    invariant: v.invariant,
+                    config: cfg.clone(),
+                    read_max: READ_MAX,
+                    finish: false,
+                    events: run.d.take_recorded(),
+                };
+                let _ = std::fs::write(path, case.to_text());
+            }
+            panic!("{v}");
+        }
+    }
+});
+
+/// The driver and what the target keeps of the world.
+struct Run {
+    d: Driver,
+    now: u64,
+    wall: u64,
+    next_client: u64,
+    /// Connected clients and the id range start their handshake gave.
+    clients: BTreeMap<u64, Option<u32>>,
+}
+
+impl Run {
+    /// Feeds the event of one op, if it makes one.
+    fn step(&mut self, op: &Op, setup: &Setup) {
         let mut buf = Vec::new();
         let event = match op {
             Op::GuestFrame {
@@ -110,12 +142,11 @@ fuzz_target!(|input: Input| {
                 split,
                 len,
             } => {
-                guest_frame(&setup, &mut buf, *kind, *slot, *off, *len);
+                guest_frame(setup, &mut buf, *kind, *slot, *off, *len);
                 // Optionally deliver the first part now and the rest next.
                 let cut = usize::from(*split) % (buf.len() + 1);
                 if cut > 0 && cut < buf.len() {
-                    d.feed(now, Event::GuestBytes(&buf[..cut]));
-                    follow(&d, &mut clients);
+                    self.feed(Event::GuestBytes(&buf[..cut]));
                     buf.drain(..cut);
                 }
                 Some(Event::GuestBytes(&buf))
@@ -127,77 +158,73 @@ fuzz_target!(|input: Input| {
             Op::GuestWritten(n) => Some(Event::GuestWritten(usize::from(*n))),
             Op::GuestClosed => Some(Event::GuestClosed),
             Op::Connect => {
-                let c = next_client;
-                next_client += 1;
-                clients.insert(c, None);
+                let c = self.next_client;
+                self.next_client += 1;
+                self.clients.insert(c, None);
                 Some(Event::ClientConnected(ClientId(c)))
             }
-            Op::Disconnect(k) => pick(&clients, *k).map(|c| {
-                clients.remove(&c);
+            Op::Disconnect(k) => pick(&self.clients, *k).map(|c| {
+                self.clients.remove(&c);
                 Event::ClientDisconnected(ClientId(c))
             }),
+            Op::ClientFrame { .. } | Op::ClientRaw { .. } => self.client_bytes(op, setup, &mut buf),
+            Op::ClientWritten { client, n } => pick(&self.clients, *client)
+                .map(|c| Event::ClientWritten(ClientId(c), usize::from(*n))),
+            Op::Tick { advance } => {
+                self.now += u64::from(*advance);
+                Some(Event::Tick)
+            }
+            Op::WallClock { ahead } => {
+                self.wall = self
+                    .wall
+                    .wrapping_add(u64::from(*ahead))
+                    .saturating_sub(1_000);
+                Some(Event::WallClock((self.wall + self.now) * 1_000_000))
+            }
+        };
+        if let Some(event) = event {
+            self.feed(event);
+        }
+    }
+
+    /// A structured or raw frame from a client that may send now.
+    fn client_bytes<'b>(&self, op: &Op, setup: &Setup, buf: &'b mut Vec<u8>) -> Option<Event<'b>> {
+        let client = match op {
+            Op::ClientFrame { client, .. } | Op::ClientRaw { client, .. } => *client,
+            _ => return None,
+        };
+        let c = pick(&self.clients, client).filter(|&c| !self.d.checker.paused(ClientId(c)))?;
+        match op {
             Op::ClientFrame {
-                client,
                 kind,
                 off,
                 bad_flags,
                 out_of_range,
                 len,
-            } => match pick(&clients, *client) {
-                Some(c) if !d.checker.paused(ClientId(c)) => {
-                    let start = clients[&c].unwrap_or(0);
-                    let id = if *out_of_range {
-                        start.wrapping_add(setup.step())
-                    } else {
-                        start + u32::from(*off % 8)
-                    };
-                    client_frame(&setup, &mut buf, *kind, id, *len);
-                    if *bad_flags {
-                        buf[8] ^= 0x01;
-                    }
-                    Some(Event::ClientBytes(ClientId(c), &buf))
-                }
-                _ => None,
-            },
-            Op::ClientRaw { client, bytes } => match pick(&clients, *client) {
-                Some(c) if !d.checker.paused(ClientId(c)) => {
-                    buf = bytes.iter().copied().take(READ_MAX).collect();
-                    Some(Event::ClientBytes(ClientId(c), &buf))
-                }
-                _ => None,
-            },
-            Op::ClientWritten { client, n } => {
-                pick(&clients, *client).map(|c| Event::ClientWritten(ClientId(c), usize::from(*n)))
-            }
-            Op::Tick { advance } => {
-                now += u64::from(*advance);
-                Some(Event::Tick)
-            }
-            Op::WallClock { ahead } => {
-                wall = wall.wrapping_add(u64::from(*ahead)).saturating_sub(1_000);
-                Some(Event::WallClock((wall + now) * 1_000_000))
-            }
-        };
-        if let Some(event) = event {
-            d.feed(now, event);
-            follow(&d, &mut clients);
-        }
-        if let Some(v) = d.checker.violation().cloned() {
-            if let Some(path) = &case {
-                let case = Case {
-                    seed: 0,
-                    invariant: v.invariant,
-                    config: cfg.clone(),
-                    read_max: READ_MAX,
-                    finish: false,
-                    events: d.take_recorded(),
+                ..
+            } => {
+                let start = self.clients[&c].unwrap_or(0);
+                let id = if *out_of_range {
+                    start.wrapping_add(setup.step())
+                } else {
+                    start + u32::from(*off % 8)
                 };
-                let _ = std::fs::write(path, case.to_text());
+                client_frame(setup, buf, *kind, id, *len);
+                if *bad_flags {
+                    buf[8] ^= 0x01;
+                }
             }
-            panic!("{v}");
+            Op::ClientRaw { bytes, .. } => *buf = bytes.iter().copied().take(READ_MAX).collect(),
+            _ => return None,
         }
+        Some(Event::ClientBytes(ClientId(c), buf))
     }
-});
+
+    fn feed(&mut self, event: Event<'_>) {
+        self.d.feed(self.now, event);
+        follow(&self.d, &mut self.clients);
+    }
+}
 
 fn config(input: &Input) -> (Config, Setup) {
     let max_clients = u32::from(input.max_clients % 4) + 1;

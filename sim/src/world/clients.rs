@@ -219,6 +219,11 @@ impl World {
         if self.generation == super::Generation::Current {
             return self.sdk_act(i, range);
         }
+        self.legacy_act(i, range);
+    }
+
+    /// A legacy client's own move: one [`ClientOp`].
+    fn legacy_act(&mut self, i: usize, range: IdRange) {
         let op = self.rng.weighted(&CLIENT_OPS);
         let burst = self.roll(Fault::Burst);
         let a = &self.actors[i];

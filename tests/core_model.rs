@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use agent_relay::core::{Action, ClientId, Config, Event, Relay};
+use agent_relay::core::{Action, ClientId, CloseReason, Config, Event, Relay, Violation};
 use agent_relay::wire::{FrameDecoder, MsgType, peek_envelope};
 use bytes::Bytes;
 use common::*;
@@ -69,6 +69,8 @@ struct MClient {
     /// Frames the guest emitted for this connection, not yet received.
     expect: VecDeque<Bytes>,
     closed_for_violation: bool,
+    /// The id of the out-of-range frame it sent, which the relay must name.
+    violation_id: Option<u32>,
     /// Sessions whose terminal frame the guest already emitted.
     ended: BTreeSet<u32>,
 }
@@ -195,9 +197,15 @@ impl World {
             }
             Action::CloseClient { client, reason } => {
                 let i = self.conn_index(client).ok_or("close of unknown client")?;
-                let violation = reason.to_string().starts_with("protocol violation");
-                if violation && !self.model.clients[i].closed_for_violation {
-                    return Err(format!("isolation: {client} closed for {reason}"));
+                if let CloseReason::Violation(why) = reason {
+                    let c = &self.model.clients[i];
+                    let expected = matches!(
+                        why,
+                        Violation::OutOfRange { id, .. } if Some(id) == c.violation_id
+                    );
+                    if !c.closed_for_violation || !expected {
+                        return Err(format!("isolation: {client} closed for {why:?}"));
+                    }
                 }
                 self.depart(i);
             }
@@ -340,7 +348,9 @@ impl World {
                 }
                 c.closed_for_violation = true;
                 let step = self.relay.config().step();
-                let bad = stdin(start.wrapping_add(step).wrapping_add(1), b"x");
+                let id = start.wrapping_add(step).wrapping_add(1);
+                c.violation_id = Some(id);
+                let bad = stdin(id, b"x");
                 self.run(Event::ClientBytes(ClientId(conn), &bad))?;
                 if self.model.clients[i as usize].conn.is_some() {
                     return Err("out-of-range frame did not close its sender".into());

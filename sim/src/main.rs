@@ -6,6 +6,8 @@
 //! agent-relay-sim --seed S [--trace]                 replay one seed
 //! agent-relay-sim --seed S --shrink [--out DIR]      shrink it into DIR (tests/regressions)
 //! agent-relay-sim --replay FILE [--trace]            replay a regression case
+//! agent-relay-sim --replay FILE --shrink [--out DIR] shrink a case (e.g. from the core_events fuzz target)
+//! ... --strict                                       a known core bug's hit fails the run too
 //! ```
 
 use std::io::Write as _;
@@ -14,10 +16,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use agent_relay::core::Counters;
 use agent_relay_sim::case::{Case, replay, shrink};
-use agent_relay_sim::check::Class;
+use agent_relay_sim::check::{Class, KnownBug};
 use agent_relay_sim::driver::{Digest, TraceMode};
-use agent_relay_sim::world::{Fault, FaultCounts, Outcome, READ_MAX, RunOpts, run};
+use agent_relay_sim::world::{
+    Fault, FaultCounts, Generation, Outcome, READ_MAX, RunOpts, generation_of, run,
+};
 
 struct Args {
     seeds: Option<u64>,
@@ -28,6 +33,10 @@ struct Args {
     jobs: usize,
     out: String,
     replay: Option<String>,
+    /// Run options.
+    opts: RunOpts,
+    /// Hits of a known core bug fail the campaign too.
+    strict: bool,
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -48,6 +57,8 @@ fn parse_args() -> Result<Args, String> {
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         out: "tests/regressions".into(),
         replay: None,
+        opts: RunOpts::campaign(),
+        strict: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -59,11 +70,12 @@ fn parse_args() -> Result<Args, String> {
             "--jobs" => args.jobs = parse_u64(&value()?)?.max(1) as usize,
             "--out" => args.out = value()?,
             "--replay" => args.replay = Some(value()?),
+            "--strict" => args.strict = true,
             "--trace" => args.trace = true,
             "--shrink" => args.shrink = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: agent-relay-sim --seeds N [--start S] [--jobs J]\n       agent-relay-sim --seed S [--trace | --shrink [--out DIR]]\n       agent-relay-sim --replay FILE [--trace]"
+                    "usage: agent-relay-sim --seeds N [--start S] [--jobs J] [--strict]\n       agent-relay-sim --seed S [--trace | --shrink [--out DIR]] [--strict]\n       agent-relay-sim --replay FILE [--trace]"
                 );
                 std::process::exit(0);
             }
@@ -82,23 +94,24 @@ fn main() -> ExitCode {
         }
     };
     if let Some(path) = &args.replay {
-        return replay_file(path, args.trace);
+        return replay_file(path, args.trace, args.shrink.then_some(args.out.as_str()));
     }
     if let Some(seed) = args.seed {
         return if args.shrink {
-            shrink_seed(seed, &args.out)
+            shrink_seed(seed, &args.out, args.opts)
         } else {
-            one_seed(seed, args.trace)
+            one_seed(seed, args.trace, args.opts)
         };
     }
-    campaign(args.start, args.seeds.unwrap_or(1000), args.jobs)
+    let seeds = args.seeds.unwrap_or(1000);
+    campaign(args.start, seeds, args.jobs, args.opts, args.strict)
 }
 
 fn replay_cmd(seed: u64) -> String {
     format!("cargo run --release -p agent-relay-sim -- --seed {seed:#x} --trace")
 }
 
-fn report_violation(o: &Outcome) {
+fn report_violation(o: &Outcome, opts: RunOpts) {
     let v = o.violation.as_ref().expect("called on failures");
     eprintln!("VIOLATION seed={:#x} invariant={}", o.seed, v.invariant);
     eprintln!("  {v}");
@@ -108,7 +121,7 @@ fn report_violation(o: &Outcome) {
         o.seed,
         RunOpts {
             trace: TraceMode::Ring(40),
-            ..RunOpts::campaign()
+            ..opts
         },
     );
     eprintln!("  last events (and the actions each produced):");
@@ -122,7 +135,7 @@ fn report_violation(o: &Outcome) {
     );
 }
 
-fn one_seed(seed: u64, trace: bool) -> ExitCode {
+fn one_seed(seed: u64, trace: bool, opts: RunOpts) -> ExitCode {
     let o = run(
         seed,
         RunOpts {
@@ -131,7 +144,7 @@ fn one_seed(seed: u64, trace: bool) -> ExitCode {
             } else {
                 TraceMode::Off
             },
-            ..RunOpts::campaign()
+            ..opts
         },
     );
     for line in &o.trace {
@@ -147,7 +160,7 @@ fn one_seed(seed: u64, trace: bool) -> ExitCode {
     );
     match &o.violation {
         Some(_) => {
-            report_violation(&o);
+            report_violation(&o, opts);
             ExitCode::FAILURE
         }
         None => {
@@ -170,12 +183,12 @@ fn fault_list(f: &FaultCounts) -> String {
     }
 }
 
-fn shrink_seed(seed: u64, out: &str) -> ExitCode {
+fn shrink_seed(seed: u64, out: &str, opts: RunOpts) -> ExitCode {
     let o = run(
         seed,
         RunOpts {
             record: true,
-            ..RunOpts::campaign()
+            ..opts
         },
     );
     let Some(v) = &o.violation else {
@@ -194,9 +207,13 @@ fn shrink_seed(seed: u64, out: &str) -> ExitCode {
         finish: v.invariant.class() == Class::Liveness,
         events: o.recorded.clone(),
     };
+    shrink_case(case, out)
+}
+
+/// Shrinks a failing case and writes it into `out`.
+fn shrink_case(mut case: Case, out: &str) -> ExitCode {
     // The world reports a stuck run as live_quiescence; replayed, the same
     // events break the liveness check that names what is stuck.
-    let mut case = case;
     match replay(
         &case.config,
         case.read_max,
@@ -230,7 +247,7 @@ fn shrink_seed(seed: u64, out: &str) -> ExitCode {
         eprintln!("creating {out}: {e}");
         return ExitCode::FAILURE;
     }
-    let path = format!("{out}/seed_{seed:016x}.case");
+    let path = format!("{out}/seed_{:016x}.case", small.seed);
     if let Err(e) = std::fs::write(&path, small.to_text()) {
         eprintln!("writing {path}: {e}");
         return ExitCode::FAILURE;
@@ -239,7 +256,7 @@ fn shrink_seed(seed: u64, out: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn replay_file(path: &str, trace: bool) -> ExitCode {
+fn replay_file(path: &str, trace: bool, shrink_into: Option<&str>) -> ExitCode {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -254,6 +271,9 @@ fn replay_file(path: &str, trace: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(out) = shrink_into {
+        return shrink_case(case, out);
+    }
     let mode = if trace {
         TraceMode::Full
     } else {
@@ -275,6 +295,33 @@ fn replay_file(path: &str, trace: bool) -> ExitCode {
     }
 }
 
+/// What current worlds did, from the core's counters: the campaign shows
+/// each summed and the seeds where it happened, so a world that stopped
+/// reaching a feature shows.
+type CounterOf = fn(&Counters) -> u64;
+const CURRENT_COUNTERS: [(&str, CounterOf); 12] = [
+    ("init acks", |c| c.init_acks),
+    ("ms blocked on control", |c| c.credit_blocked_control_ms),
+    ("ms blocked on data", |c| c.credit_blocked_data_ms),
+    ("grants ignored", |c| c.grants_ignored),
+    ("disconnect notices", |c| c.notices_sent),
+    ("departed data dropped", |c| c.departed_data_dropped),
+    ("correlations retired", |c| c.correlations_retired),
+    ("correlations evicted", |c| c.correlations_evicted),
+    ("frames for nobody", |c| c.frames_for_nobody),
+    ("workload frames", |c| c.workload_frames),
+    ("execs refused", |c| c.execs_refused),
+    ("clock syncs", |c| c.clock_syncs),
+];
+
+/// Per generation: seeds, core events and the seconds their runs took.
+#[derive(Default, Clone, Copy)]
+struct PerGen {
+    seeds: u64,
+    events: u64,
+    secs: f64,
+}
+
 #[derive(Default)]
 struct Totals {
     seeds: u64,
@@ -283,15 +330,53 @@ struct Totals {
     faults: FaultCounts,
     /// Seeds that injected each fault at least once.
     seeds_with: FaultCounts,
+    /// Legacy worlds, then current ones.
+    by_gen: [PerGen; 2],
+    /// Current worlds: each of [`CURRENT_COUNTERS`] summed, and the seeds
+    /// where it was not zero.
+    current: [(u64, u64); CURRENT_COUNTERS.len()],
     failures: Vec<Outcome>,
+    /// Runs stopped by a known core bug (failures too with `--strict`).
+    known: Vec<Outcome>,
+    strict: bool,
     /// Each seed's digest, by its index in the campaign.
     digests: Vec<u64>,
 }
 
-fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
+impl Totals {
+    fn add(&mut self, k: u64, o: Outcome) {
+        self.seeds += 1;
+        self.digests[k as usize] = o.digest;
+        self.events += o.events;
+        self.checks += o.checks;
+        for (f, n) in o.faults.iter() {
+            self.faults.add(f, n);
+            self.seeds_with.add(f, u64::from(n > 0));
+        }
+        if o.generation == Generation::Current {
+            for (i, (_, get)) in CURRENT_COUNTERS.iter().enumerate() {
+                let n = get(&o.counters);
+                self.current[i].0 += n;
+                self.current[i].1 += u64::from(n > 0);
+            }
+        }
+        let g = &mut self.by_gen[usize::from(o.generation == Generation::Current)];
+        g.seeds += 1;
+        g.events += o.events;
+        g.secs += o.secs;
+        match &o.violation {
+            Some(v) if v.known.is_some() && !self.strict => self.known.push(o),
+            Some(_) => self.failures.push(o),
+            None => {}
+        }
+    }
+}
+
+fn campaign(start: u64, count: u64, jobs: usize, opts: RunOpts, strict: bool) -> ExitCode {
     let next = AtomicU64::new(0);
     let totals = Mutex::new(Totals {
         digests: vec![0; count as usize],
+        strict,
         ..Totals::default()
     });
     let began = Instant::now();
@@ -304,21 +389,10 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
                     if k >= count {
                         return;
                     }
-                    let o = run(start + k, RunOpts::campaign());
+                    let o = run(start + k, opts);
                     let mut t = totals.lock().expect("no panics while held");
-                    t.seeds += 1;
-                    t.digests[k as usize] = o.digest;
-                    t.events += o.events;
-                    t.checks += o.checks;
-                    for (f, n) in o.faults.iter() {
-                        t.faults.add(f, n);
-                        t.seeds_with.add(f, u64::from(n > 0));
-                    }
-                    let done = t.seeds;
-                    if o.violation.is_some() {
-                        t.failures.push(o);
-                    }
-                    let fails = t.failures.len();
+                    t.add(k, o);
+                    let (done, fails) = (t.seeds, t.failures.len());
                     drop(t);
                     progress(done, count, fails, began, stderr_tty);
                 }
@@ -329,6 +403,22 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
     let mut t = totals.into_inner().expect("threads joined");
     eprintln!();
     t.failures.sort_by_key(|o| o.seed);
+    t.known.sort_by_key(|o| o.seed);
+    summary(start, count, jobs, secs, &t);
+    write_digests(start, &t);
+    if t.failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for o in &t.failures {
+        let v = o.violation.as_ref().expect("failures only");
+        println!("  FAIL seed {:#x}: {v}", o.seed);
+    }
+    report_violation(&t.failures[0], opts);
+    let _ = std::io::stderr().flush();
+    ExitCode::FAILURE
+}
+
+fn summary(start: u64, count: u64, jobs: usize, secs: f64, t: &Totals) {
     let rate = t.events as f64 / secs.max(1e-9);
     println!("agent-relay-sim campaign: seeds {start}..{}", start + count);
     println!("  {:<22} {:>14}", "seeds", t.seeds);
@@ -337,6 +427,18 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
     println!("  {:<22} {:>14.1}", "wall seconds", secs);
     println!("  {:<22} {:>14}", "threads", jobs);
     println!("  {:<22} {:>14}", "checks made", t.checks);
+    let per_thread = |g: PerGen| g.events as f64 / g.secs.max(1e-9);
+    for (name, g) in [("legacy", t.by_gen[0]), ("current", t.by_gen[1])] {
+        println!(
+            "  {:<22} {:>14.0}   ({} seeds, {} events, per thread)",
+            format!("events/s {name}"),
+            per_thread(g),
+            g.seeds,
+            g.events
+        );
+    }
+    let ratio = per_thread(t.by_gen[1]) / per_thread(t.by_gen[0]).max(1e-9);
+    println!("  {:<22} {:>14.2}", "current / legacy", ratio);
     println!(
         "  faults injected        {:>14}   seeds with it on",
         "count"
@@ -349,33 +451,53 @@ fn campaign(start: u64, count: u64, jobs: usize) -> ExitCode {
             t.seeds_with.get(f)
         );
     }
+    println!("  current worlds         {:>14}   seeds with it", "sum");
+    for (i, (name, _)) in CURRENT_COUNTERS.iter().enumerate() {
+        let (n, seeds) = t.current[i];
+        println!("    {name:<20} {n:>14}   {seeds:>8}");
+    }
+    println!("  known core bugs        {:>14}   first seeds", "seeds");
+    for bug in KnownBug::ALL {
+        let hits: Vec<u64> = t
+            .known
+            .iter()
+            .filter(|o| o.violation.as_ref().and_then(|v| v.known) == Some(bug))
+            .map(|o| o.seed)
+            .collect();
+        let first: Vec<String> = hits.iter().take(4).map(|s| format!("{s:#x}")).collect();
+        println!(
+            "    {:<20} {:>14}   {}",
+            bug.name(),
+            hits.len(),
+            first.join(" ")
+        );
+    }
     println!("  {:<22} {:>14}", "violations", t.failures.len());
     let mut digest = Digest::new();
     for (k, d) in t.digests.iter().enumerate() {
         digest.seed(start + k as u64, Digest::from_value(*d));
     }
     println!("  {:<22} {:#018x}", "campaign digest", digest.value());
+}
+
+/// `AGENT_RELAY_SIM_DIGESTS=FILE`: each seed's digest and generation, one
+/// `seed digest generation` line per seed (legacy worlds keep their digests
+/// across builds; compare with `diff`).
+fn write_digests(start: u64, t: &Totals) {
     if let Some(path) = std::env::var_os("AGENT_RELAY_SIM_DIGESTS") {
         let lines: String = t
             .digests
             .iter()
             .enumerate()
-            .map(|(k, d)| format!("{:#x} {d:#018x}\n", start + k as u64))
+            .map(|(k, d)| {
+                let seed = start + k as u64;
+                format!("{seed:#x} {d:#018x} {}\n", generation_of(seed).name())
+            })
             .collect();
         if let Err(e) = std::fs::write(&path, lines) {
             eprintln!("writing seed digests to {}: {e}", path.to_string_lossy());
         }
     }
-    if t.failures.is_empty() {
-        return ExitCode::SUCCESS;
-    }
-    for o in &t.failures {
-        let v = o.violation.as_ref().expect("failures only");
-        println!("  FAIL seed {:#x}: {v}", o.seed);
-    }
-    report_violation(&t.failures[0]);
-    let _ = std::io::stderr().flush();
-    ExitCode::FAILURE
 }
 
 fn progress(done: u64, total: u64, fails: usize, began: Instant, tty: bool) {

@@ -21,13 +21,16 @@
 //!    clients whose frames (or kills) still drain take part like any other.
 //!
 //! Express frames are first come, first served across clients, not round
-//! robin. Pauses do not matter: a paused client's queued frames still leave.
+//! robin. Current generation: express means the control queue (every
+//! control-class frame not behind its own id's data, see
+//! `inv_control_first`), and with input credit a client whose head frame
+//! may not leave yet (credit, fair share) is skipped, not passed over: its
+//! wait restarts at each turn it could not take. Pauses do not matter: a paused client's queued frames still leave.
 //! A client closed for a protocol violation is left out from its close on
 //! (the relay may have refused frames the model had queued for it).
 
 use agent_relay::core::ClientId;
 
-use super::model::Model;
 use super::{Checker, Invariant};
 
 /// Which of the relay's two queues toward the guest a frame waits in.
@@ -37,18 +40,6 @@ pub(super) enum Lane {
     Express,
     /// One frame per client in turn.
     Turn,
-}
-
-impl Lane {
-    /// The lane of a frame `m` sends for session `id` now: a control frame
-    /// is express unless its session has a frame in the turn lane.
-    pub(super) fn of(m: &Model, id: u32, control: bool) -> Lane {
-        if control && !m.out.iter().any(|o| o.id == id && o.lane == Lane::Turn) {
-            Lane::Express
-        } else {
-            Lane::Turn
-        }
-    }
 }
 
 impl Checker {
@@ -76,6 +67,7 @@ impl Checker {
     /// `c` departed: its kills queue behind its turn frames if it has any,
     /// else they are express; a violator leaves the check.
     pub(super) fn kills_joined(&mut self, c: ClientId) {
+        let current = self.current.is_some();
         let m = self.clients.get_mut(&c).expect("known");
         if m.violated {
             self.express_queued -= std::mem::take(&mut m.express);
@@ -83,7 +75,8 @@ impl Checker {
             self.waiting.retain(|&w| w != c);
             return;
         }
-        m.kill_lane = if m.turns > 0 {
+        // Current generation: kills always join the control queue.
+        m.kill_lane = if m.turns > 0 && !current {
             Lane::Turn
         } else {
             Lane::Express
@@ -107,18 +100,47 @@ impl Checker {
         }
     }
 
+    /// With input credit, a client whose head frame may not leave yet (no
+    /// credit for it, or over its fair share) is not passed over: the round
+    /// robin skips it, and its wait restarts.
+    fn restart_blocked_waits(&mut self, b: ClientId, before: u64) {
+        let Some(cur) = self.current.as_ref().filter(|c| c.credit.is_some()) else {
+            return;
+        };
+        let active = Some(cur.active());
+        let blocked: Vec<ClientId> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|&a| a != b)
+            .filter(|a| {
+                let m = &self.clients[a];
+                m.turn_head().is_some_and(|o| {
+                    !cur.admits_among(o.class, o.frame.len(), Some(m.slot), active)
+                })
+            })
+            .collect();
+        for a in blocked {
+            self.clients.get_mut(&a).expect("waiting").since = before;
+        }
+    }
+
     fn turn_served(&mut self, b: ClientId) {
         self.checks += 1;
         self.turn_seq += 1;
         let seq = self.turn_seq;
-        if self.express_queued > 0 {
+        let express = match &self.current {
+            Some(cur) => cur.ctl.len(),
+            None => self.express_queued,
+        };
+        if express > 0 {
             let why = format!(
-                "a queued frame of {b} went to the guest (turn #{seq}) while {} control frames that overtake data were queued",
-                self.express_queued
+                "a queued frame of {b} went to the guest (turn #{seq}) while {express} control frames that overtake data were queued"
             );
             self.fail(Invariant::Fairness, why);
         }
         let prev = self.clients[&b].last_turn;
+        self.restart_blocked_waits(b, seq - 1);
         if let Some(&a) = self
             .waiting
             .iter()

@@ -19,13 +19,30 @@ use super::{Checker, Invariant, Issues};
 impl Checker {
     pub(super) fn on_handshake(&mut self, c: ClientId, bytes: &Bytes) {
         self.advance(|k| k.ready.is_some());
-        let Some(range) = self.handshake_range(c, bytes) else {
+        if !self.handshake_due(c) {
+            return;
+        }
+        let range = if self.current.is_some() {
+            self.canonical_range(c, bytes)
+        } else {
+            self.handshake_range(c, bytes)
+        };
+        let Some(range) = range else {
             return;
         };
-        let slot = (range.start / self.step) as usize;
+        let slot = self
+            .layout
+            .and_then(|l| l.slot_of(range.start))
+            .expect("a checked range belongs to a slot");
+        let current = self.current.is_some();
         for &other in &self.by_slot[slot] {
             let o = &self.clients[&other];
-            if other != c && o.range == Some(range) && o.holds_slot() {
+            let holds = if current {
+                o.holds_slot_current()
+            } else {
+                o.holds_slot()
+            };
+            if other != c && o.range == Some(range) && holds {
                 let why = format!(
                     "{c} got slot {slot} while {other} still holds it ({:?}, {} sessions, {} frames and {} kills toward the guest)",
                     o.state,
@@ -44,29 +61,36 @@ impl Checker {
         m.connecting = false;
         m.hs_due = false;
         m.range = Some(range);
+        m.slot = slot;
         self.add_queued(c, bytes.len());
     }
 
-    /// The range a handshake to `c` gives, if the handshake is due and well
-    /// formed: a slot's range, then the cached ready frame.
+    /// A handshake to `c` is due: after ready, to a client waiting for one.
+    fn handshake_due(&mut self, c: ClientId) -> bool {
+        if self.ready.is_none() {
+            let why = format!("handshake to {c} before core.ready");
+            self.fail(Invariant::Isolation, why);
+            return false;
+        }
+        match self.clients.get(&c) {
+            Some(m) if m.state == State::Pending && (m.connecting || m.hs_due) => true,
+            _ => {
+                self.fail(Invariant::Isolation, format!("unexpected handshake to {c}"));
+                false
+            }
+        }
+    }
+
+    /// The range a legacy handshake to `c` gives, if well formed: a slot's
+    /// range, then the cached ready frame.
     fn handshake_range(&mut self, c: ClientId, bytes: &Bytes) -> Option<IdRange> {
-        let (step, max) = (self.step, self.cfg.max_clients);
+        let max = self.cfg.max_clients;
+        let step = u32::MAX / max.max(1);
         let prefix = match self.cfg.handshake {
             HandshakeForm::Offset => 4,
             HandshakeForm::Bounds => 8,
         };
-        let Some(ready) = self.ready.clone() else {
-            let why = format!("handshake to {c} before core.ready");
-            self.fail(Invariant::Isolation, why);
-            return None;
-        };
-        match self.clients.get(&c) {
-            Some(m) if m.state == State::Pending && (m.connecting || m.hs_due) => {}
-            _ => {
-                self.fail(Invariant::Isolation, format!("unexpected handshake to {c}"));
-                return None;
-            }
-        }
+        let ready = self.ready.clone()?;
         if bytes.len() != prefix + ready.len() || bytes[prefix..] != ready[..] {
             let why = format!("handshake to {c} is not its range then the cached ready frame");
             self.fail(Invariant::Isolation, why);
@@ -88,8 +112,11 @@ impl Checker {
     }
 
     pub(super) fn on_refuse(&mut self, c: ClientId, reason: &RefuseReason) {
+        // A client waits for ready when the relay detects the generation;
+        // the excess is refused then.
+        self.advance(|k| k.ready.is_some());
         match self.clients.get(&c) {
-            Some(m) if m.connecting => {}
+            Some(m) if m.connecting || m.hs_due => {}
             _ => {
                 return self.fail(
                     Invariant::Isolation,
@@ -131,11 +158,11 @@ impl Checker {
             }
         }
         let held = slots.len() + pending;
-        if held < self.cfg.max_clients as usize {
-            let why = format!(
-                "refused {c} as full while only {held} of {} slots are held",
-                self.cfg.max_clients
-            );
+        let max = self
+            .layout
+            .map_or(self.cfg.max_clients as usize, |l| l.slots());
+        if held < max {
+            let why = format!("refused {c} as full while only {held} of {max} slots are held");
             self.fail(Invariant::Isolation, why);
         }
     }
@@ -150,9 +177,17 @@ impl Checker {
         let mut violated = false;
         match reason {
             CloseReason::Violation(why) => {
-                if !m.bad {
-                    let why = format!("{c} closed for a violation it did not commit: {why}");
-                    return self.fail(Invariant::Isolation, why);
+                match m.bad {
+                    None => {
+                        let why = format!("{c} closed for a violation it did not commit: {why}");
+                        return self.fail(Invariant::Isolation, why);
+                    }
+                    Some(expected) if !expected.matches(why) => {
+                        let why =
+                            format!("{c} closed for {why:?}; the rule it broke is {expected:?}");
+                        return self.fail(Invariant::Isolation, why);
+                    }
+                    Some(_) => {}
                 }
                 violated = true;
             }
@@ -240,7 +275,9 @@ impl Checker {
                     format!("{c} left but still has a slot"),
                 ));
             }
-            State::Pending if !m.bad && (m.hs_due || (connecting && self.ready.is_some())) => {
+            State::Pending
+                if m.bad.is_none() && (m.hs_due || (connecting && self.ready.is_some())) =>
+            {
                 issues.push((
                     Invariant::Isolation,
                     format!("{c} got neither a handshake nor a refusal"),

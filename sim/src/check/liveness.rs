@@ -20,6 +20,7 @@ impl Checker {
         self.clients.iter().find_map(|(c, m)| {
             let owes = (!m.violated && !m.out.is_empty())
                 || !m.kills.is_empty()
+                || m.notice_due
                 || (m.state == State::Live && !m.awaiting.is_empty());
             owes.then(|| {
                 format!(
@@ -63,6 +64,11 @@ impl Checker {
                 found = Some((
                     Invariant::CleanupEnd,
                     format!("SIGKILLs for {c}'s sessions {:?} never went out", m.kills),
+                ));
+            } else if m.notice_due {
+                found = Some((
+                    Invariant::CleanupEnd,
+                    format!("the disconnect notice of {c} never went out"),
                 ));
             }
             if found.is_some() {

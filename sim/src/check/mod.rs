@@ -17,23 +17,47 @@
 
 mod boundedness;
 mod cleanup;
+mod client_in;
 mod completeness;
+mod control_first;
+mod credit;
+mod current;
+mod fair_credit;
 mod fairness;
+mod guest_in;
+mod init_ack;
 mod invariant;
 mod isolation;
+mod late_reply;
 mod liveness;
 mod model;
+mod notice;
+mod ranges;
+mod refusal;
 mod routing;
+mod spec;
 mod to_guest;
+mod workload;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use agent_relay::core::{Action, ClientId, Config, Event, Millis, Relay};
+use agent_relay::core::{Action, ClientId, Config, Event, Millis, Protocol, Relay};
 use agent_relay::wire::{FrameDecoder, LEN_PREFIX, MsgType};
 use bytes::Bytes;
 
-pub use invariant::{Class, Invariant};
-use model::{Model, SPEC_MAX_FRAME_LEN, State};
+use current::{ClockModel, Current, Layout};
+pub use invariant::{Class, Invariant, KnownBug};
+use model::{Model, State};
+
+/// A guest frame the model framed and judged, waiting to be applied.
+#[derive(Debug)]
+struct Gq {
+    /// Its type; `None` for a bulk record or a type the relay does not know.
+    t: Option<MsgType>,
+    id: u32,
+    flags: u8,
+    frame: Bytes,
+}
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +68,8 @@ pub struct Violation {
     pub detail: String,
     /// The 1-based index of the core event after which it was seen.
     pub event: u64,
+    /// The known core bug it is, if it is one.
+    pub known: Option<KnownBug>,
 }
 
 impl std::fmt::Display for Violation {
@@ -52,7 +78,11 @@ impl std::fmt::Display for Violation {
             f,
             "{} broken at event #{}: {}",
             self.invariant, self.event, self.detail
-        )
+        )?;
+        match self.known {
+            Some(bug) => write!(f, " (known core bug {})", bug.name()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -63,7 +93,8 @@ type Issues = Vec<(Invariant, String)>;
 #[derive(Debug)]
 pub struct Checker {
     cfg: Config,
-    step: u32,
+    /// The slots' ranges, once the generation is known.
+    layout: Option<Layout>,
     now: Millis,
     events: u64,
     /// Largest bytes one `ClientBytes` event may carry (the driver's read size).
@@ -72,19 +103,43 @@ pub struct Checker {
     ready: Option<Bytes>,
     ready_due: bool,
     guest: FrameDecoder,
+    /// The guest stream's framing has passed its first `core.ready`, and
+    /// whether that ready made the generation the current one.
+    parse_ready: bool,
+    parse_current: bool,
     /// Guest frames of this event not yet applied to the model: applied as
     /// the actions show how far the core got (a close mid-chunk sees the
     /// sessions as they were at that frame).
-    gq: VecDeque<(MsgType, u32, u8, Bytes)>,
+    gq: VecDeque<Gq>,
     /// The guest stream was corrupt and no valid frame followed yet.
     resyncing: bool,
     guest_gone: bool,
     clients: BTreeMap<ClientId, Model>,
-    /// Open session id -> owner. Looked up, never iterated.
+    /// Open correlation id -> its newest owner. Looked up, never iterated.
     owners: HashMap<u32, ClientId>,
+    /// Correlations opened so far (their creation order).
+    last_corr: u64,
     /// Per slot, the clients that held it and may still owe something.
     by_slot: Vec<Vec<ClientId>>,
+    /// The current generation's state, from its ready on.
+    current: Option<Current>,
+    clock: ClockModel,
+    /// Init acks owed, as the relay must write them.
+    init_acks: VecDeque<Bytes>,
+    /// See [`Checker::note_pump`].
+    pump_open: bool,
+    /// The guest frame just applied was a credit grant the relay took.
+    granted_now: bool,
+    /// The rest of a client's read, held back behind the relay's own answer
+    /// to one of its frames.
+    cq: Option<(
+        ClientId,
+        VecDeque<Result<agent_relay::wire::Frame, refusal::Refusal>>,
+    )>,
     inflight: usize,
+    /// Bytes handed to the guest, and of them reported written, so far.
+    handed_bytes: u64,
+    written_bytes: u64,
     largest_to_guest: usize,
     corrupt_due: u64,
     corrupt_seen: u64,
@@ -108,16 +163,26 @@ impl Checker {
     /// A checker for a relay built with `cfg`, driven by a driver that hands
     /// the core at most `read_max` client bytes per event.
     pub fn new(cfg: Config, read_max: usize) -> Checker {
-        let frame_max = LEN_PREFIX + SPEC_MAX_FRAME_LEN as usize;
-        let clients = cfg.max_clients as usize;
+        let frame_max = LEN_PREFIX + spec::MAX_FRAME_LEN as usize;
+        let layout = match cfg.protocol {
+            Protocol::Legacy => Some(Layout::legacy(cfg.max_clients)),
+            Protocol::Current => Some(Layout::current(cfg.current_clients)),
+            Protocol::Auto => None,
+        };
+        let clients = match layout {
+            Some(l) => l.slots(),
+            None => Layout::current(cfg.current_clients)
+                .slots()
+                .max(cfg.max_clients as usize),
+        };
         // Guest decoder: at most one partial frame. Per slot: one partial
         // client frame, plus frames toward the guest up to the pause bound,
         // which one read (and the frame it completes) may overshoot.
         let held_bound =
             frame_max + clients * (frame_max + cfg.client_to_guest_cap + read_max + frame_max);
         Checker {
-            step: cfg.step(),
-            by_slot: vec![Vec::new(); clients],
+            layout,
+            by_slot: vec![Vec::new(); clients.max(cfg.max_clients as usize).max(128)],
             cfg,
             now: 0,
             events: 0,
@@ -126,12 +191,23 @@ impl Checker {
             ready: None,
             ready_due: false,
             guest: FrameDecoder::new(),
+            parse_ready: false,
+            parse_current: false,
             gq: VecDeque::new(),
             resyncing: false,
             guest_gone: false,
             clients: BTreeMap::new(),
             owners: HashMap::new(),
+            last_corr: 0,
+            current: None,
+            clock: ClockModel::default(),
+            init_acks: VecDeque::new(),
+            pump_open: false,
+            granted_now: false,
+            cq: None,
             inflight: 0,
+            handed_bytes: 0,
+            written_bytes: 0,
             largest_to_guest: 0,
             corrupt_due: 0,
             corrupt_seen: 0,
@@ -146,6 +222,11 @@ impl Checker {
             checks: 0,
             violation: None,
         }
+    }
+
+    /// The current generation's state (only called once it is known).
+    fn cur(&self) -> &Current {
+        self.current.as_ref().expect("current generation")
     }
 
     /// The first broken invariant, if any.
@@ -185,11 +266,21 @@ impl Checker {
     }
 
     fn fail(&mut self, invariant: Invariant, detail: String) {
+        self.fail_as(invariant, detail, None);
+    }
+
+    /// A violation that is the known core bug `bug`.
+    fn fail_known(&mut self, bug: KnownBug, invariant: Invariant, detail: String) {
+        self.fail_as(invariant, detail, Some(bug));
+    }
+
+    fn fail_as(&mut self, invariant: Invariant, detail: String, known: Option<KnownBug>) {
         if self.violation.is_none() {
             self.violation = Some(Violation {
                 invariant,
                 detail,
                 event: self.events,
+                known,
             });
         }
     }
@@ -210,9 +301,18 @@ impl Checker {
         self.ready_due = false;
         self.tick = false;
         self.bytes_in = matches!(event, Event::GuestBytes(_) | Event::ClientBytes(..));
+        self.pump_open = false;
+        if let Some(cur) = &mut self.current {
+            cur.late.clear();
+            cur.forgot = false;
+        }
         match *event {
             Event::GuestBytes(bytes) => self.guest_bytes(bytes),
-            Event::GuestWritten(n) => self.inflight -= n.min(self.inflight),
+            Event::GuestWritten(n) => {
+                let n = n.min(self.inflight);
+                self.inflight -= n;
+                self.written_bytes += n as u64;
+            }
             Event::GuestClosed => self.guest_closed(),
             Event::ClientConnected(c) => self.connected(c),
             Event::ClientBytes(c, bytes) => self.client_bytes(c, bytes),
@@ -222,10 +322,13 @@ impl Checker {
                     self.depart(c, false);
                 }
             }
-            Event::WallClock(_) => {}
+            Event::WallClock(wall) => self.wall_clock(wall),
             Event::Tick => {
                 self.tick = true;
                 self.expire();
+                if let Some(cur) = &mut self.current {
+                    cur.clock_later = Some(current::ClockLater::Tick);
+                }
             }
         }
     }
@@ -266,11 +369,33 @@ impl Checker {
             Action::Ready => self.on_ready(),
             Action::Drain => self.on_drain(),
         }
+        self.note_pump(action);
+    }
+
+    /// Whether the next `ToGuest` continues a hand-over the core started
+    /// after an action the checker saw (a departure, ready), or needs a
+    /// guest frame the checker has not applied yet (a grant) to start one.
+    fn note_pump(&mut self, action: &Action) {
+        match action {
+            Action::ToGuest { .. }
+            | Action::CloseClient { .. }
+            | Action::Handshake { .. }
+            | Action::Refuse { .. }
+            | Action::ResumeClient(_)
+            | Action::Ready
+            | Action::Drain => self.pump_open = true,
+            Action::ToClient { .. } | Action::GuestCorrupt { .. } => self.pump_open = false,
+            Action::PauseClient(_)
+            | Action::Log(_)
+            | Action::StartupFailed(_)
+            | Action::FlushExpired { .. } => {}
+        }
     }
 
     /// Checks the state once the event's actions are drained.
     pub fn after(&mut self, relay: &Relay) {
         self.advance(|_| false);
+        self.resume_client(None);
         if self.violation.is_some() {
             return;
         }
@@ -298,5 +423,17 @@ impl Checker {
         }
         self.touched = touched;
         self.after_event_boundedness(relay);
+        self.after_event_init_ack();
+        self.after_event_control_first();
+    }
+
+    /// A wall-clock reading: in the current generation a jump, or the first
+    /// reading with no sync sent yet, asks for a clock sync.
+    fn wall_clock(&mut self, wall: u64) {
+        let jumped = self.clock.observe(self.now, wall);
+        let first = self.clock.due(self.cfg.clock_period).is_none();
+        if jumped || first {
+            self.queue_clock();
+        }
     }
 }

@@ -1,22 +1,22 @@
 //! The reference model: what each client connection looks like from the
 //! relay's side (its state, its id range, the frames it sent that the guest
-//! still owes, its open sessions, the kills it is owed, its queued bytes),
-//! and how events change it. Written from the protocol, never from the
-//! core's code: the message facts below are spelled out here so that a
-//! mistake in the wire layer cannot fool the model and the core alike. The
-//! model fails nothing itself, except the driver's contract.
+//! still owes, its open correlations, the kills and the notice it is owed,
+//! its queued bytes), and how connections, departures and quarantine change
+//! it. Client frames are judged in `client_in.rs`, guest frames in
+//! `guest_in.rs`, by the facts in `spec.rs`; the current generation's shared
+//! state is in `current.rs`. Written from the protocol, never from the core's
+//! code. The model fails nothing itself, except the driver's contract.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use agent_relay::core::{ClientId, IdRange, Millis};
-use agent_relay::wire::payload::{ExecRequest, decode_payload};
-use agent_relay::wire::{
-    FLAG_SESSION_START, FLAG_TERMINAL, Frame, FrameDecoder, MsgType, PREFIX_LEN,
-    decode_envelope_full,
-};
+use agent_relay::wire::FrameDecoder;
 use bytes::Bytes;
 
+use super::current::{Class, Ctl, CtlEntry};
 use super::fairness::Lane;
+use super::refusal::Refusal;
+use super::spec::Kind;
 use super::{Checker, Invariant};
 
 /// Where a client connection is in its life.
@@ -35,10 +35,32 @@ pub(super) enum State {
 pub(super) struct Out {
     pub(super) id: u32,
     pub(super) frame: Bytes,
+    /// It may pass the client's earlier frames (legacy: signal, resize,
+    /// shutdown; current: whatever waits in the control queue).
     pub(super) control: bool,
     pub(super) shutdown: bool,
     /// The relay's queue it waits in (`inv_fairness`).
     pub(super) lane: Lane,
+    pub(super) class: Class,
+    /// Its number among the client's frames.
+    pub(super) seq: u64,
+    /// It opened the correlation on its id.
+    pub(super) opens: bool,
+}
+
+/// Something open on an id.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Corr {
+    pub(super) kind: Kind,
+    /// Creation order (the oldest request is forgotten first).
+    pub(super) order: u64,
+    /// The frame that opened it reached the guest.
+    pub(super) handed: bool,
+    /// Where that frame ends in the bytes handed to the guest: once the
+    /// guest port took that far, the guest may have read it.
+    pub(super) handed_end: Option<u64>,
+    /// For a session: that frame's hand-off number (current generation).
+    pub(super) opened_at: Option<u64>,
 }
 
 /// The model of one client connection, from the relay's side.
@@ -47,21 +69,29 @@ pub(super) struct Model {
     pub(super) state: State,
     /// This event's `ClientConnected`, outcome not yet seen.
     pub(super) connecting: bool,
-    /// It sent something the relay must refuse it for.
-    pub(super) bad: bool,
+    /// It sent something the relay must refuse it for, and what.
+    pub(super) bad: Option<Refusal>,
     /// It was closed for a protocol violation.
     pub(super) violated: bool,
     pub(super) range: Option<IdRange>,
+    /// Its slot, once handshaken.
+    pub(super) slot: usize,
     /// Its bytes toward the relay, framed by the model.
     pub(super) parse: FrameDecoder,
     /// Valid frames it sent and the guest has not received yet, in order.
     pub(super) out: VecDeque<Out>,
     pub(super) out_bytes: usize,
+    /// Frames it sent so far (the next `Out::seq`).
+    pub(super) sent: u64,
     /// Exec sessions open when it left: each owes one SIGKILL.
     pub(super) kills: BTreeSet<u32>,
-    /// Open sessions: id -> is exec.
-    pub(super) sessions: BTreeMap<u32, bool>,
-    /// Sessions it opened whose terminal frame has not reached it.
+    /// Current generation: it left, and its disconnect notice is owed.
+    pub(super) notice_due: bool,
+    /// Current generation: its disconnect notice reached the guest.
+    pub(super) noticed: bool,
+    /// Open correlations.
+    pub(super) sessions: BTreeMap<u32, Corr>,
+    /// Correlations it opened whose terminal frame has not reached it.
     pub(super) awaiting: BTreeSet<u32>,
     /// Guest frames routed to it in this event, not yet seen as `ToClient`.
     pub(super) to_client: VecDeque<Bytes>,
@@ -91,13 +121,17 @@ impl Model {
         Model {
             state: State::Pending,
             connecting: true,
-            bad: false,
+            bad: None,
             violated: false,
             range: None,
+            slot: 0,
             parse: FrameDecoder::new(),
             out: VecDeque::new(),
             out_bytes: 0,
+            sent: 0,
             kills: BTreeSet::new(),
+            notice_due: false,
+            noticed: false,
             sessions: BTreeMap::new(),
             awaiting: BTreeSet::new(),
             to_client: VecDeque::new(),
@@ -114,26 +148,36 @@ impl Model {
         }
     }
 
-    /// Still holds its slot in the relay's eyes (a departed client's sessions
-    /// or queued frames keep the slot).
+    /// Still holds its slot in the relay's eyes: connected, or departed with
+    /// frames, kills or its notice still toward the guest, or with anything
+    /// open (a departed client's sessions keep the slot).
     pub(super) fn holds_slot(&self) -> bool {
         self.state != State::Gone
             || !self.out.is_empty()
             || !self.kills.is_empty()
+            || self.notice_due
             || !self.sessions.is_empty()
+    }
+
+    /// What `inv_isolation` forbids a new owner to take over in the current
+    /// generation: everything [`Model::holds_slot`] counts but open fs, tcp
+    /// and request correlations, whose late frames `inv_no_late_reply`
+    /// watches instead (the disconnect notice tells the guest to drop them).
+    pub(super) fn holds_slot_current(&self) -> bool {
+        self.state != State::Gone
+            || !self.out.is_empty()
+            || !self.kills.is_empty()
+            || self.notice_due
+            || self.sessions.values().any(|s| s.kind.is_exec())
+    }
+
+    /// The first frame it has in the turn lane.
+    pub(super) fn turn_head(&self) -> Option<&Out> {
+        self.out.iter().find(|o| o.lane == Lane::Turn)
     }
 }
 
 impl Checker {
-    pub(super) fn guest_closed(&mut self) {
-        if !self.guest_gone {
-            if self.guest.finish().is_err() {
-                self.corrupt_due += 1;
-            }
-            self.guest_gone = true;
-        }
-    }
-
     pub(super) fn connected(&mut self, c: ClientId) {
         match self.clients.get(&c) {
             Some(m) if m.state != State::Gone => {}
@@ -167,7 +211,8 @@ impl Checker {
         }
     }
 
-    /// Departed clients whose quarantine ended lose their sessions.
+    /// Departed clients whose quarantine ended lose their sessions (and, in
+    /// the current generation, what the guest holds of their data).
     pub(super) fn expire(&mut self) {
         let now = self.now;
         let expired: Vec<ClientId> = self
@@ -178,192 +223,54 @@ impl Checker {
             .collect();
         for c in expired {
             let m = self.clients.get_mut(&c).expect("listed above");
-            for id in std::mem::take(&mut m.sessions).into_keys() {
-                self.owners.remove(&id);
+            let slot = m.slot;
+            for (id, corr) in std::mem::take(&mut m.sessions) {
+                self.forget(c, id, corr);
             }
+            let m = self.clients.get_mut(&c).expect("listed above");
             m.expire_at = None;
-        }
-    }
-
-    /// Frames the guest stream, counting corrupt stretches; the frames wait
-    /// in `gq` until the actions show the core reached them.
-    pub(super) fn guest_bytes(&mut self, bytes: &[u8]) {
-        self.guest.extend(bytes);
-        loop {
-            let total = match self.guest.peek_frame() {
-                Ok(Some(total)) => total,
-                Ok(None) => break,
-                Err(_) => {
-                    self.guest.resync();
-                    self.corrupt_due += 1;
-                    self.resyncing = true;
-                    continue;
+            if let Some(cur) = &mut self.current {
+                if let Some(credit) = &mut cur.credit {
+                    credit.forget_slot(slot);
+                    cur.forgot = true;
                 }
-            };
-            let t = match decode_envelope_full(&self.guest.pending()[PREFIX_LEN..total]) {
-                Ok(env) => env.t,
-                Err(_) => {
-                    self.guest.resync();
-                    self.corrupt_due += 1;
-                    self.resyncing = true;
-                    continue;
-                }
-            };
-            self.resyncing = false;
-            let frame = self.guest.take_frame(total);
-            self.gq
-                .push_back((t, frame.id(), frame.flags(), frame.into_bytes()));
-        }
-        self.check_resync_candidate();
-    }
-
-    /// Applies queued guest frames until `stop` holds or none are left.
-    pub(super) fn advance(&mut self, stop: impl Fn(&Checker) -> bool) {
-        while !stop(self) {
-            let Some((t, id, flags, frame)) = self.gq.pop_front() else {
-                return;
-            };
-            self.guest_frame(t, id, flags, frame);
-        }
-    }
-
-    /// Whether a routed frame waits for delivery to some client.
-    pub(super) fn routed_waiting(&self) -> bool {
-        self.touched
-            .iter()
-            .any(|c| self.clients.get(c).is_some_and(|m| !m.to_client.is_empty()))
-    }
-
-    fn guest_frame(&mut self, t: MsgType, id: u32, flags: u8, frame: Bytes) {
-        if self.ready.is_none() {
-            if t == MsgType::Ready {
-                self.ready = Some(frame);
-                self.ready_due = true;
-                let pending: Vec<ClientId> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, m)| m.state == State::Pending)
-                    .map(|(&c, _)| c)
-                    .collect();
-                for c in pending {
-                    self.clients.get_mut(&c).expect("listed").hs_due = true;
-                    self.touch(c);
-                }
+                cur.fences.retain(|_, s| *s != slot);
             }
-            return;
         }
-        let Some(&owner) = self.owners.get(&id) else {
-            return;
-        };
-        let m = self
-            .clients
-            .get_mut(&owner)
-            .expect("owners name known clients");
-        if flags & FLAG_TERMINAL != 0 {
-            m.sessions.remove(&id);
+    }
+
+    /// A correlation of `c` is gone (already removed from its sessions).
+    pub(super) fn forget(&mut self, c: ClientId, id: u32, corr: Corr) {
+        if self.owners.get(&id) == Some(&c) {
             self.owners.remove(&id);
-            if m.sessions.is_empty() {
-                m.expire_at = None;
-            }
         }
-        if m.state == State::Live {
-            m.to_client.push_back(frame);
-            self.touch(owner);
-        }
-    }
-
-    /// Frames a client's bytes; each valid frame joins its `out` queue, and
-    /// the first invalid one (or any byte before its handshake) marks it bad.
-    pub(super) fn client_bytes(&mut self, c: ClientId, bytes: &[u8]) {
-        if !self.clients.contains_key(&c) {
-            return;
-        }
-        self.touch(c);
-        let m = self.clients.get_mut(&c).expect("checked");
-        match m.state {
-            State::Gone => return,
-            State::Pending => {
-                m.bad = true;
-                return;
-            }
-            State::Live => {}
-        }
-        if m.bad {
-            return;
-        }
-        m.parse.extend(bytes);
-        loop {
-            let m = self.clients.get_mut(&c).expect("checked");
-            let frame = match m.parse.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(_) => {
-                    m.bad = true;
-                    break;
-                }
-            };
-            if !self.accept(c, frame) {
-                let m = self.clients.get_mut(&c).expect("checked");
-                m.bad = true;
-                break;
-            }
-        }
-        if bytes.len() > self.read_max {
-            let why = format!(
-                "fed {} bytes in one read, over {}",
-                bytes.len(),
-                self.read_max
-            );
-            self.fail(Invariant::DriverContract, why);
+        if let Some(cur) = &mut self.current
+            && corr.kind.is_exec()
+            && cur.exec_limit.is_some()
+        {
+            cur.active_execs = cur.active_execs.saturating_sub(1);
         }
     }
 
-    /// Whether the relay must accept `frame` from `c` (then it is queued
-    /// toward the guest, and a session-opening frame opens its session).
-    fn accept(&mut self, c: ClientId, frame: Frame) -> bool {
-        let m = self.clients.get_mut(&c).expect("checked");
-        let range = m.range.expect("live clients have a range");
-        let id = frame.id();
-        if !range.contains(id) {
-            return false;
+    /// `c`'s last correlation ended: its quarantine is over.
+    pub(super) fn sessions_ended(&mut self, c: ClientId) {
+        let m = self.clients.get_mut(&c).expect("known");
+        if !m.sessions.is_empty() {
+            return;
         }
-        let Ok(env) = decode_envelope_full(frame.body()) else {
-            return false;
-        };
-        let t = env.t;
-        let start = spec_flags(t) & FLAG_SESSION_START != 0;
-        let ok = spec_client_may_send(t)
-            && frame.flags() == spec_flags(t)
-            && !(start && m.sessions.contains_key(&id))
-            && (t != MsgType::ExecRequest || decode_payload::<ExecRequest>(&env.payload).is_ok());
-        if !ok {
-            return false;
+        m.expire_at = None;
+        let slot = m.slot;
+        if m.state == State::Gone
+            && let Some(cur) = &mut self.current
+        {
+            cur.fences.retain(|_, s| *s != slot);
         }
-        if start {
-            let exec = t == MsgType::ExecRequest;
-            m.sessions.insert(id, exec);
-            m.awaiting.insert(id);
-            self.owners.insert(id, c);
-        }
-        let control = matches!(
-            t,
-            MsgType::ExecSignal | MsgType::ExecResize | MsgType::Shutdown
-        );
-        let lane = Lane::of(m, id, control);
-        m.out_bytes += frame.len();
-        m.out.push_back(Out {
-            id,
-            frame: frame.into_bytes(),
-            control,
-            shutdown: t == MsgType::Shutdown,
-            lane,
-        });
-        self.lane_joined(c, lane, 1);
-        true
     }
 
     /// A client leaves: one SIGKILL owed per open exec session, its slot
-    /// quarantined while sessions live.
+    /// quarantined while anything is open. Current generation: its queued
+    /// data is dropped, the kills and then its disconnect notice join the
+    /// control queue.
     pub(super) fn depart(&mut self, c: ClientId, violated: bool) {
         let now = self.now;
         let quarantine = self.cfg.quarantine;
@@ -371,6 +278,7 @@ impl Checker {
             .clients
             .get_mut(&c)
             .expect("departing clients are known");
+        let handshaken = m.state == State::Live;
         m.state = State::Gone;
         m.connecting = false;
         m.hs_due = false;
@@ -383,45 +291,73 @@ impl Checker {
         m.kills = m
             .sessions
             .iter()
-            .filter(|(_, exec)| **exec)
+            .filter(|(_, s)| s.kind.is_exec())
             .map(|(&id, _)| id)
             .collect();
         if !m.sessions.is_empty() {
             m.expire_at = Some(now + quarantine);
         }
+        if self.current.is_some() && handshaken {
+            self.drop_data(c);
+        }
         self.kills_joined(c);
+        if self.current.is_some() && handshaken {
+            self.notice_joined(c);
+        }
         self.touch(c);
     }
-}
 
-/// The flags each type must carry, written out here from ARCHITECTURE.md
-/// rather than taken from `MsgType::flags`, so a mutation there cannot fool
-/// the model and the core alike.
-fn spec_flags(t: MsgType) -> u8 {
-    match t {
-        MsgType::ExecExited | MsgType::ExecFailed | MsgType::FsResponse => 0x01,
-        MsgType::ExecRequest | MsgType::FsRequest => 0x02,
-        MsgType::Shutdown => 0x04,
-        _ => 0,
+    /// Current generation: a departed client's data frames still waiting
+    /// toward the guest are dropped, not left waiting for credit.
+    fn drop_data(&mut self, c: ClientId) {
+        let m = self.clients.get_mut(&c).expect("known");
+        let before = m.out.len();
+        let mut bytes = 0;
+        m.out.retain(|o| {
+            let data = o.class == Class::Data;
+            bytes += if data { o.frame.len() } else { 0 };
+            !data
+        });
+        let n = before - m.out.len();
+        m.out_bytes -= bytes;
+        if n == 0 {
+            return;
+        }
+        let slot = m.slot;
+        if !m.violated {
+            m.turns -= n;
+            if m.turns == 0 {
+                self.waiting.retain(|&w| w != c);
+            }
+        }
+        if let Some(cur) = &mut self.current {
+            cur.slot_data[slot] -= n;
+        }
+    }
+
+    /// Current generation: the kills, then the notice, in the control queue.
+    fn notice_joined(&mut self, c: ClientId) {
+        let m = self.clients.get_mut(&c).expect("known");
+        m.notice_due = true;
+        let (slot, range) = (m.slot, m.range.expect("handshaken"));
+        let kills: Vec<u32> = m.kills.iter().copied().collect();
+        let cur = self.current.as_mut().expect("current generation");
+        for id in kills {
+            let len = agent_relay::wire::payload::sigkill_frame_v(cur.v, id).len();
+            cur.ctl.push_back(CtlEntry {
+                who: Ctl::Kill(c, id),
+                len,
+                slot: Some(slot),
+            });
+        }
+        let len = super::to_guest::notice_frame(cur.v, range).len();
+        cur.ctl.push_back(CtlEntry {
+            who: Ctl::Notice(c),
+            len,
+            slot: Some(slot),
+        });
     }
 }
-
-/// The types a host client may send (independent of `MsgType::client_may_send`).
-fn spec_client_may_send(t: MsgType) -> bool {
-    matches!(
-        t,
-        MsgType::Shutdown
-            | MsgType::ExecRequest
-            | MsgType::ExecStdin
-            | MsgType::ExecResize
-            | MsgType::ExecSignal
-            | MsgType::FsRequest
-            | MsgType::FsData
-    )
-}
-
-/// 4 MiB, the protocol's frame limit, spelled out independently of the wire layer.
-pub(super) const SPEC_MAX_FRAME_LEN: u32 = 4_194_304;
 
 /// The id in a frame's header (`u32::MAX` if it has none).
 pub(super) fn frame_id(frame: &[u8]) -> u32 {

@@ -10,20 +10,36 @@ use agent_relay::core::ClientId;
 use agent_relay::wire::{FLAG_TERMINAL, PREFIX_LEN};
 use bytes::Bytes;
 
-use super::model::{SPEC_MAX_FRAME_LEN, State, frame_id};
+use super::model::{State, frame_id};
+use super::spec::MAX_FRAME_LEN as SPEC_MAX_FRAME_LEN;
 use super::{Checker, Invariant};
 
-/// The envelope opening every 0.4.4 encoder writes: `map(3) "v" 1 "t"`.
+/// The envelope opening the 0.4.4 encoders write: `map(3) "v" 1 "t"` (the
+/// 0.7.13 ones write another one-byte `v`).
 const ENVELOPE_OPENING: [u8; 6] = [0xa3, 0x61, b'v', 0x01, 0x61, b't'];
 
 const MIN_PLAUSIBLE_LEN: u32 = 5 + ENVELOPE_OPENING.len() as u32;
 
-/// Could a frame start here (enough bytes to judge assumed)?
+/// Could a frame start here (enough bytes to judge assumed)? An envelope
+/// opening with any one-byte generation (the relay never checks `v`, so a
+/// frame of either generation is a frame), or the BULK flag with a
+/// plausible record header (kind, flow, reserved zeros). The decoder knows
+/// no generation: before ready and in the legacy generation it may wait on
+/// a bulk record it will then skip as corrupt (bounded by that record's
+/// length), which is accepted here.
 fn plausible(b: &[u8]) -> bool {
     let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let body = &b[PREFIX_LEN..PREFIX_LEN + ENVELOPE_OPENING.len()];
+    let opening = |v: fn(u8) -> bool| {
+        body[..3] == ENVELOPE_OPENING[..3] && v(body[3]) && body[4..] == ENVELOPE_OPENING[4..]
+    };
+    if b[8] == 0x08 {
+        let header = matches!(body[0], 1 | 2) && matches!(body[1], 1 | 2) && body[2..4] == [0, 0];
+        return (5 + 13..=SPEC_MAX_FRAME_LEN).contains(&len) && header;
+    }
     (MIN_PLAUSIBLE_LEN..=SPEC_MAX_FRAME_LEN).contains(&len)
         && matches!(b[8], 0 | 1 | 2 | 4)
-        && b[PREFIX_LEN..PREFIX_LEN + ENVELOPE_OPENING.len()] == ENVELOPE_OPENING
+        && opening(|v| v <= 0x17)
 }
 
 impl Checker {
@@ -58,6 +74,9 @@ impl Checker {
 
     pub(super) fn on_to_client(&mut self, c: ClientId, frame: &Bytes) {
         self.advance(Checker::routed_waiting);
+        if self.workload_to_client(c, frame) || self.late_to_client(c, frame) {
+            return;
+        }
         if let Some((&other, _)) = self
             .clients
             .iter()
@@ -99,7 +118,11 @@ impl Checker {
         if frame.len() > 8 && frame[8] & FLAG_TERMINAL != 0 {
             m.awaiting.remove(&frame_id(frame));
         }
+        let answered = m.to_client.is_empty();
         self.add_queued(c, frame.len());
+        if answered {
+            self.resume_client(Some(c));
+        }
     }
 
     /// The event's `core.ready` and corrupt stretches were all reported.

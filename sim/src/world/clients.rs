@@ -31,9 +31,21 @@ pub(super) struct Actor {
     pub(super) pos: usize,
     pub(super) paused: bool,
     pub(super) next_id: u32,
-    /// Open sessions as the client sees them: id -> exec.
-    pub(super) sessions: BTreeMap<u32, bool>,
+    /// Open sessions (and requests awaiting their reply) as the client sees them.
+    pub(super) sessions: BTreeMap<u32, Sess>,
     pub(super) stalled_until: Millis,
+}
+
+/// What a client has open on an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sess {
+    Exec,
+    Fs,
+    /// Current: a tcp connection.
+    Tcp,
+    /// Current: a request (ping, touch, a type the relay does not know)
+    /// waiting for its reply.
+    Ask,
 }
 
 impl World {
@@ -136,6 +148,7 @@ impl World {
         a.sock_len -= n;
         let mut left = n;
         let prefix = self.prefix;
+        let current = self.generation == super::Generation::Current;
         while left > 0 {
             let front = a.sock.front_mut().expect("sock_len counts these");
             let take = left.min(front.len());
@@ -151,7 +164,11 @@ impl World {
                 chunk = &chunk[need..];
                 if a.hs.len() == prefix {
                     let start = u32::from_be_bytes([a.hs[0], a.hs[1], a.hs[2], a.hs[3]]);
-                    let end = start.wrapping_add(self.cfg.step());
+                    let end = if current {
+                        u32::from_be_bytes([a.hs[4], a.hs[5], a.hs[6], a.hs[7]])
+                    } else {
+                        start.wrapping_add(self.cfg.step())
+                    };
                     a.range = Some(IdRange { start, end });
                     a.next_id = start;
                 }
@@ -185,7 +202,11 @@ impl World {
         };
         if a.malicious && self.rng.chance(150) {
             self.count(Fault::Malicious);
-            let bad = self.bad_frame(i, range);
+            let bad = if self.generation == super::Generation::Current {
+                self.bad_frame_current(i, range)
+            } else {
+                self.bad_frame(i, range)
+            };
             self.actors[i].out.extend_from_slice(&bad);
             return;
         }
@@ -195,13 +216,21 @@ impl World {
             self.feed(Event::ClientDisconnected(id));
             return;
         }
+        if self.generation == super::Generation::Current {
+            return self.sdk_act(i, range);
+        }
+        self.legacy_act(i, range);
+    }
+
+    /// A legacy client's own move: one [`ClientOp`].
+    fn legacy_act(&mut self, i: usize, range: IdRange) {
         let op = self.rng.weighted(&CLIENT_OPS);
         let burst = self.roll(Fault::Burst);
         let a = &self.actors[i];
         let execs: Vec<u32> = a
             .sessions
             .iter()
-            .filter(|(_, e)| **e)
+            .filter(|(_, e)| **e == Sess::Exec)
             .map(|(&k, _)| k)
             .collect();
         let target =
@@ -245,10 +274,10 @@ impl World {
         let argc = self.rng.range_usize(0, 3);
         a.out
             .extend_from_slice(&frames::exec_request(sid, tty, argc));
-        a.sessions.insert(sid, true);
+        a.sessions.insert(sid, Sess::Exec);
     }
 
-    fn send_stdin(&mut self, i: usize, sid: u32, burst: bool) {
+    pub(super) fn send_stdin(&mut self, i: usize, sid: u32, burst: bool) {
         let size = if burst {
             self.count(Fault::Burst);
             self.rng.range_usize(1 << 10, 32 << 10)
@@ -272,11 +301,16 @@ impl World {
         for _ in 0..self.rng.range(0, 2) {
             frames::push_data_frame(&mut a.out, MsgType::FsData, sid, 0, b"upload");
         }
-        a.sessions.insert(sid, false);
+        a.sessions.insert(sid, Sess::Fs);
     }
 
     /// A frame the relay must refuse (and close the sender for).
     pub(super) fn bad_frame(&mut self, i: usize, range: IdRange) -> Vec<u8> {
+        self.bad_frame_v(i, range, 1)
+    }
+
+    /// [`World::bad_frame`] with generation `v` in the envelopes.
+    pub(super) fn bad_frame_v(&mut self, i: usize, range: IdRange, v: u8) -> Vec<u8> {
         let mut out = Vec::new();
         let open: Option<u32> = self.actors[i].sessions.keys().next().copied();
         match self.rng.pick(&BadFrame::ALL) {
@@ -286,7 +320,7 @@ impl World {
                 } else {
                     range.end
                 };
-                frames::push_data_frame(&mut out, MsgType::ExecStdin, id, 0, b"x");
+                frames::push_data_frame_v(&mut out, v, MsgType::ExecStdin, id, 0, b"x");
             }
             BadFrame::TooLong => {
                 let len = self
@@ -314,19 +348,27 @@ impl World {
                 let flags =
                     self.rng
                         .pick(&[FLAG_TERMINAL, FLAG_SESSION_START, FLAG_SHUTDOWN, 0x80]);
-                frames::push_data_frame(&mut out, MsgType::ExecStdin, range.start, flags, b"x");
+                frames::push_data_frame_v(
+                    &mut out,
+                    v,
+                    MsgType::ExecStdin,
+                    range.start,
+                    flags,
+                    b"x",
+                );
             }
             BadFrame::GuestType => {
-                frames::push_data_frame(&mut out, MsgType::ExecStdout, range.start, 0, b"x");
+                frames::push_data_frame_v(&mut out, v, MsgType::ExecStdout, range.start, 0, b"x");
             }
             BadFrame::ReopenSession if open.is_some() => {
                 let sid = open.expect("checked");
-                out.extend_from_slice(&frames::exec_request(sid, false, 0));
+                out.extend_from_slice(&frames::exec_request_v(v, sid, false, 0));
             }
             // With no session open, a reopen becomes a bad exec request.
             BadFrame::ReopenSession | BadFrame::BadExecRequest => {
-                frames::push_raw_frame(
+                frames::push_raw_frame_v(
                     &mut out,
+                    v,
                     MsgType::ExecRequest,
                     range.start,
                     FLAG_SESSION_START,

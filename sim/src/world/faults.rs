@@ -3,7 +3,9 @@
 //! ([`World::fault`], [`World::roll`], [`World::count`]), so a campaign's
 //! injected counts say what the world did. The seed's draws happen here in
 //! [`Fault::ALL`] order: reordering it, or adding a fault anywhere, changes
-//! every world (and the campaign digest).
+//! every world (and the campaign digest). A legacy world draws the first
+//! [`Fault::LEGACY`] faults only (the current generation's come after them),
+//! so adding current faults at the end leaves every legacy world as it was.
 
 use super::super::rng::Rng;
 use super::World;
@@ -35,11 +37,21 @@ pub enum Fault {
     TimeJump,
     /// Reads of 1 to 16 bytes.
     TinyChunks,
+    /// Current: the guest holds its credit grants back for a while.
+    CreditLate,
+    /// Current: the guest sends a grant that would lower one (ignored).
+    CreditLower,
+    /// Current: an exec session never reads its stdin (its data credit stays
+    /// held until it ends).
+    StuckStdin,
+    /// Current: workload-control frames on `u32::MAX`, and frames for ids
+    /// nobody owns (0, the range boundaries, the tail).
+    WorkloadNoise,
 }
 
 impl Fault {
     /// Every fault, in the order a seed draws them.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 16] = [
         Fault::GuestNoise,
         Fault::GuestCorrupt,
         Fault::GuestStray,
@@ -52,7 +64,14 @@ impl Fault {
         Fault::Malicious,
         Fault::TimeJump,
         Fault::TinyChunks,
+        Fault::CreditLate,
+        Fault::CreditLower,
+        Fault::StuckStdin,
+        Fault::WorkloadNoise,
     ];
+
+    /// How many of [`Fault::ALL`] (the first ones) a legacy world draws.
+    pub const LEGACY: usize = 12;
 
     /// How many faults there are.
     pub const COUNT: usize = Fault::ALL.len();
@@ -72,6 +91,10 @@ impl Fault {
             Fault::Malicious => "malicious",
             Fault::TimeJump => "time_jump",
             Fault::TinyChunks => "tiny_chunks",
+            Fault::CreditLate => "credit_late",
+            Fault::CreditLower => "credit_lower",
+            Fault::StuckStdin => "stuck_stdin",
+            Fault::WorkloadNoise => "workload_noise",
         }
     }
 
@@ -125,9 +148,10 @@ impl Swarm {
     /// Each fault is on for half the seeds, at one of [`LEVELS`]; a fault in
     /// `disabled` stays off but makes the same draws, so the rest of the
     /// world is the seed's usual one.
-    pub(super) fn draw(rng: &mut Rng, disabled: u32) -> Swarm {
+    pub(super) fn draw(rng: &mut Rng, disabled: u32, current: bool) -> Swarm {
         let mut p = [0; Fault::COUNT];
-        for f in Fault::ALL {
+        let n = if current { Fault::COUNT } else { Fault::LEGACY };
+        for f in Fault::ALL.into_iter().take(n) {
             let on = rng.chance(500);
             let level = rng.pick(&LEVELS);
             if on && disabled & f.bit() == 0 {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_relay::core::{Event, Millis};
 use agent_relay::wire::payload::{
-    ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, build_frame, decode_payload,
+    ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, build_frame_v, decode_payload,
     exec_request_tty, peek_data,
 };
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_envelope};
@@ -18,12 +18,21 @@ use super::super::frames;
 use super::World;
 use super::faults::Fault;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct GuestSession {
     pub(super) exec: bool,
     pub(super) tty: bool,
     pub(super) left: u32,
     pub(super) killed: bool,
+    /// Current: a tcp connection (neither exec nor fs).
+    pub(super) tcp: bool,
+    /// Current: it never reads its stdin; the data credit of what it was
+    /// sent stays held until it ends.
+    pub(super) stuck: bool,
+    /// Current: data bytes and frames it holds.
+    pub(super) held: (u64, u64),
+    /// Current: the offset of its next bulk record.
+    pub(super) offset: u64,
 }
 
 /// The guest agent model.
@@ -40,6 +49,10 @@ pub(super) struct Guest {
     pub(super) ready_sent: bool,
     pub(super) stalled_until: Millis,
     pub(super) pid: u32,
+    /// The `v` it writes: 1, or 10 for a current guest.
+    pub(super) v: u8,
+    /// A current guest's own state (credit, notices).
+    pub(super) agentd: Option<super::agentd::Agentd>,
 }
 
 impl Guest {
@@ -51,7 +64,9 @@ impl Guest {
 impl World {
     pub(super) fn guest_send(&mut self) {
         if !self.guest.ready_sent && (self.now >= self.guest.ready_at || self.heal) {
-            if self.fault(Fault::GuestNoise) {
+            if self.guest.agentd.is_some() {
+                self.agentd_boot();
+            } else if self.fault(Fault::GuestNoise) {
                 for _ in 0..self.rng.range(1, 4) {
                     let id = self.rng.next_u64() as u32;
                     frames::push_data_frame(
@@ -63,9 +78,14 @@ impl World {
                     );
                 }
             }
-            let boot = self.rng.next_u64() >> 20;
-            self.guest.out.extend_from_slice(&frames::ready(boot));
+            if self.guest.agentd.is_none() {
+                let boot = self.rng.next_u64() >> 20;
+                self.guest.out.extend_from_slice(&frames::ready(boot));
+            }
             self.guest.ready_sent = true;
+        }
+        if self.guest.agentd.is_some() {
+            self.agentd_grant();
         }
         let pending = self.guest.pending();
         if pending == 0 {
@@ -142,6 +162,9 @@ impl World {
             return;
         }
         let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if self.guest.agentd.is_some() {
+            return self.agentd_receive(id, frame);
+        }
         let Ok(env) = peek_envelope(&frame[PREFIX_LEN..]) else {
             return;
         };
@@ -158,10 +181,8 @@ impl World {
                 self.guest.sessions.insert(
                     id,
                     GuestSession {
-                        exec: false,
-                        tty: false,
                         left,
-                        killed: false,
+                        ..GuestSession::default()
                     },
                 );
             }
@@ -170,7 +191,7 @@ impl World {
     }
 
     /// One exec request in twenty fails (not while healing); the others start.
-    fn on_exec_request(&mut self, id: u32, payload: &[u8]) {
+    pub(super) fn on_exec_request(&mut self, id: u32, payload: &[u8]) {
         let tty = exec_request_tty(payload).unwrap_or(false);
         self.guest.pid += 1;
         if !self.heal && self.rng.chance(50) {
@@ -181,13 +202,13 @@ impl World {
                 message: "no such file".into(),
                 stage: None,
             };
-            let f = build_frame(MsgType::ExecFailed, id, &failed);
+            let f = build_frame_v(self.guest.v, MsgType::ExecFailed, id, &failed);
             self.guest.out.extend_from_slice(f.as_bytes());
             self.guest.sessions.remove(&id);
             return;
         }
         let pid = self.guest.pid;
-        let started = build_frame(MsgType::ExecStarted, id, &ExecStarted { pid });
+        let started = build_frame_v(self.guest.v, MsgType::ExecStarted, id, &ExecStarted { pid });
         self.guest.out.extend_from_slice(started.as_bytes());
         let left = if self.heal {
             1
@@ -198,13 +219,17 @@ impl World {
             exec: true,
             tty,
             left,
-            killed: false,
+            ..GuestSession::default()
         };
         self.guest.sessions.insert(id, session);
+        if self.guest.agentd.is_some() && self.fault(Fault::StuckStdin) {
+            let s = self.guest.sessions.get_mut(&id).expect("just inserted");
+            s.stuck = true;
+        }
     }
 
     /// A live exec session echoes three stdin frames in ten.
-    fn on_stdin(&mut self, id: u32, payload: &[u8]) {
+    pub(super) fn on_stdin(&mut self, id: u32, payload: &[u8]) {
         if self
             .guest
             .sessions
@@ -213,13 +238,14 @@ impl World {
             && self.rng.chance(300)
             && let Ok(data) = peek_data(payload)
         {
-            frames::push_data_frame(&mut self.guest.out, MsgType::ExecStdout, id, 0, &data);
+            let (out, v) = (&mut self.guest.out, self.guest.v);
+            frames::push_data_frame_v(out, v, MsgType::ExecStdout, id, 0, &data);
         }
     }
 
     /// KILL (and half the TERMs) end a live exec session, after one to five
     /// late output frames when the swarm says so.
-    fn on_signal(&mut self, id: u32, payload: &[u8]) {
+    pub(super) fn on_signal(&mut self, id: u32, payload: &[u8]) {
         let Ok(sig) = decode_payload::<ExecSignal>(payload) else {
             return;
         };
@@ -233,10 +259,10 @@ impl World {
             s.killed = true;
             s.left = extra;
             if extra == 0 {
-                self.guest.sessions.remove(&id);
-                self.guest
-                    .out
-                    .extend_from_slice(&frames::exited(id, 128 + sig.signal));
+                let s = self.guest.sessions.remove(&id).expect("matched");
+                let exited = frames::exited_v(self.guest.v, id, 128 + sig.signal);
+                self.guest.out.extend_from_slice(&exited);
+                self.release_held(s.held);
             }
         }
     }
@@ -266,7 +292,11 @@ impl World {
             if s.left > 0 {
                 s.left -= 1;
                 let (exec, tty) = (s.exec, s.tty);
-                self.guest_output(id, exec, tty);
+                if self.guest.agentd.is_some() && !exec {
+                    self.agentd_output(id);
+                } else {
+                    self.guest_output(id, exec, tty);
+                }
             } else {
                 self.guest_end(id);
             }
@@ -299,24 +329,32 @@ impl World {
                 chunk.copy_from_slice(&text[..chunk.len()]);
             }
         }
-        frames::push_data_frame(&mut self.guest.out, t, id, 0, &self.scratch);
+        frames::push_data_frame_v(&mut self.guest.out, self.guest.v, t, id, 0, &self.scratch);
     }
 
     /// Session `id` ends: its exit (137 if it was killed) or fs response.
     fn guest_end(&mut self, id: u32) {
         let s = self.guest.sessions.remove(&id).expect("open session");
+        let v = self.guest.v;
         if s.exec {
             let code = if s.killed { 137 } else { 0 };
-            self.guest.out.extend_from_slice(&frames::exited(id, code));
+            self.guest
+                .out
+                .extend_from_slice(&frames::exited_v(v, id, code));
+        } else if s.tcp {
+            let out = &mut self.guest.out;
+            frames::push_raw_frame_v(out, v, MsgType::TcpClosed, id, FLAG_TERMINAL, &[0xa0]);
         } else {
-            frames::push_raw_frame(
+            frames::push_raw_frame_v(
                 &mut self.guest.out,
+                v,
                 MsgType::FsResponse,
                 id,
                 FLAG_TERMINAL,
                 &[0xa1, 0x62, b'o', b'k', 0xf5],
             );
         }
+        self.release_held(s.held);
     }
 
     pub(super) fn guest_stray(&mut self) {
@@ -326,8 +364,9 @@ impl World {
         } else {
             0
         };
-        frames::push_data_frame(
+        frames::push_data_frame_v(
             &mut self.guest.out,
+            self.guest.v,
             MsgType::ExecStdout,
             id,
             flags,

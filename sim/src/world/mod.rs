@@ -4,26 +4,65 @@
 //! events through the [`Driver`], and the core's actions flow back to the
 //! actors. After the chaos phase the faults heal and the world runs until
 //! every actor is idle, then liveness is checked.
+//!
+//! The swarm chooses each world's protocol [`Generation`] from a stream of
+//! its own ([`generation_of`]), so a legacy world makes exactly the draws it
+//! made before current worlds existed. A current world (microsandbox 0.7.x)
+//! has an agentd-like guest (`agentd.rs`) and SDK-like 0.7 clients
+//! (`sdk.rs`).
 
-use agent_relay::core::{Action, Config, Event, HandshakeForm, Millis, Protocol};
+use agent_relay::core::{Action, Config, Counters, Event, HandshakeForm, Millis, Protocol};
 
 use super::check::{Invariant, Violation};
 use super::driver::{Driver, Recorded, TraceMode};
 use super::rng::Rng;
 
+mod agentd;
 mod clients;
 mod faults;
 mod guest;
 mod moves;
+mod sdk;
 
 use clients::Actor;
 use faults::Swarm;
 pub use faults::{Fault, FaultCounts};
 use guest::Guest;
-use moves::MOVES;
+use moves::{CURRENT_MOVES, MOVES};
 
 /// Largest `ClientBytes` read the world feeds (the driver's read size).
 pub const READ_MAX: usize = 64 * 1024;
+
+/// The protocol generation a world's guest and clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// Generation 1 (microsandbox 0.4.4).
+    Legacy,
+    /// Generation 10 (microsandbox 0.7.x).
+    Current,
+}
+
+impl Generation {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Generation::Legacy => "legacy",
+            Generation::Current => "current",
+        }
+    }
+}
+
+/// The generation of `seed`'s world: half are current. Drawn from a stream
+/// of its own (the seed mixed with a constant), never from the world's
+/// [`Rng`], so a legacy world's draws are what they were before.
+pub fn generation_of(seed: u64) -> Generation {
+    let mut stream = Rng::new(seed ^ 0x6765_6e65_7261_7469); // "generati"
+    if stream.chance(500) {
+        Generation::Current
+    } else {
+        Generation::Legacy
+    }
+}
 
 /// Options for one run.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +93,10 @@ pub struct Outcome {
     pub seed: u64,
     /// The relay configuration the seed chose.
     pub config: Config,
+    /// The protocol generation the seed chose.
+    pub generation: Generation,
+    /// Seconds the run took (the campaign's events/s per generation).
+    pub secs: f64,
     /// `Relay::handle` calls.
     pub events: u64,
     /// Checks the checker made.
@@ -70,12 +113,17 @@ pub struct Outcome {
     pub trace: Vec<String>,
     /// Recorded events (when asked).
     pub recorded: Vec<Recorded>,
+    /// The core's counters at the end.
+    pub counters: Counters,
 }
 
 /// The whole world of one seed.
 pub struct World {
     rng: Rng,
+    generation: Generation,
     now: Millis,
+    /// Current worlds: the host's wall clock is `wall + now` ms.
+    wall: u64,
     d: Driver,
     cfg: Config,
     swarm: Swarm,
@@ -119,6 +167,45 @@ pub fn config_for(rng: &mut Rng) -> Config {
     }
 }
 
+/// The relay configuration a current world draws: the same small budgets,
+/// and the current generation's choices (configured or detected, slots
+/// offered, the correlation bound, the clock).
+pub fn config_for_current(rng: &mut Rng) -> Config {
+    let soft = rng.pick(&[2 << 10, 8 << 10, 64 << 10, 1 << 20]);
+    let hard = soft * rng.pick(&[2, 4, 8]);
+    Config {
+        protocol: if rng.chance(500) {
+            Protocol::Current
+        } else {
+            Protocol::Auto
+        },
+        current_clients: rng.pick(&[1, 2, 4, 16, 128]),
+        max_correlations: rng.pick(&[3, 16, 1024]),
+        clock_sync: rng.chance(700),
+        clock_period: rng.pick(&[2_000, 60_000]),
+        client_soft_budget: soft,
+        client_hard_cap: hard,
+        global_cap: hard * rng.pick(&[1, 2, 4]),
+        grace: rng.pick(&[50, 500, 5_000]),
+        client_to_guest_cap: rng.pick(&[1 << 10, 16 << 10, 1 << 20]),
+        guest_window: rng.pick(&[512, 8 << 10, 256 << 10]),
+        quarantine: rng.pick(&[2_000, 30_000]),
+        exec_log: rng.chance(500),
+        ..Config::default()
+    }
+}
+
+/// The generation and configuration of `seed`'s world.
+pub fn world_config(seed: u64) -> (Generation, Config) {
+    let generation = generation_of(seed);
+    let mut rng = Rng::new(seed);
+    let cfg = match generation {
+        Generation::Legacy => config_for(&mut rng),
+        Generation::Current => config_for_current(&mut rng),
+    };
+    (generation, cfg)
+}
+
 /// Runs one seed; a panic anywhere (core or world) is reported as a
 /// violation of `no_panic`.
 pub fn run(seed: u64, opts: RunOpts) -> Outcome {
@@ -130,10 +217,12 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_default();
-            let mut rng = Rng::new(seed);
+            let (generation, config) = world_config(seed);
             Outcome {
                 seed,
-                config: config_for(&mut rng),
+                config,
+                generation,
+                secs: 0.0,
                 events: 0,
                 checks: 0,
                 faults: FaultCounts::default(),
@@ -141,17 +230,20 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                     invariant: Invariant::NoPanic,
                     detail: format!("panicked: {msg}"),
                     event: 0,
+                    known: None,
                 }),
                 hash: 0,
                 digest: 0,
                 trace: Vec::new(),
                 recorded: Vec::new(),
+                counters: Counters::default(),
             }
         }
     }
 }
 
 fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
+    let began = std::time::Instant::now();
     let mut w = World::new(seed, opts);
     w.chaos();
     if w.d.checker.violation().is_none() {
@@ -163,6 +255,8 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
     Outcome {
         seed,
         config: w.cfg.clone(),
+        generation: w.generation,
+        secs: began.elapsed().as_secs_f64(),
         events: w.d.events,
         checks: w.d.checker.checks(),
         faults: w.injected,
@@ -171,27 +265,42 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
         digest: w.d.digest.value(),
         trace: w.d.lines().cloned().collect(),
         recorded: w.d.take_recorded(),
+        counters,
     }
 }
 
 impl World {
     fn new(seed: u64, opts: RunOpts) -> World {
+        let generation = generation_of(seed);
         let mut rng = Rng::new(seed);
-        let cfg = config_for(&mut rng);
-        let swarm = Swarm::draw(&mut rng, opts.disabled);
+        let cfg = match generation {
+            Generation::Legacy => config_for(&mut rng),
+            Generation::Current => config_for_current(&mut rng),
+        };
+        let current = generation == Generation::Current;
+        let swarm = Swarm::draw(&mut rng, opts.disabled, current);
         let guest = Guest {
             ready_at: rng.range(0, 200),
+            v: 1,
             ..Guest::default()
         };
-        let prefix = match cfg.handshake {
-            HandshakeForm::Offset => 4,
-            HandshakeForm::Bounds => 8,
+        let (prefix, slots) = match (generation, cfg.handshake) {
+            (Generation::Current, _) => (8, cfg.current_clients),
+            (Generation::Legacy, HandshakeForm::Offset) => (4, cfg.max_clients),
+            (Generation::Legacy, HandshakeForm::Bounds) => (8, cfg.max_clients),
         };
-        let target_clients = rng.range_usize(1, cfg.max_clients as usize + 2).min(20);
-        World {
+        let target_clients = rng.range_usize(1, slots as usize + 2).min(20);
+        let wall = if current {
+            1_700_000_000_000 + rng.below(100_000_000_000)
+        } else {
+            0
+        };
+        let mut w = World {
             d: Driver::new(cfg.clone(), READ_MAX, opts.trace, opts.record),
             rng,
+            generation,
             now: 0,
+            wall,
             cfg,
             swarm,
             guest,
@@ -202,7 +311,11 @@ impl World {
             injected: FaultCounts::default(),
             scratch: Vec::new(),
             prefix,
+        };
+        if current {
+            w.agentd_init();
         }
+        w
     }
 
     fn ok(&self) -> bool {
@@ -276,6 +389,13 @@ impl World {
 
     fn chaos(&mut self) {
         let steps = self.rng.range(300, 3_000);
+        let (moves, current): (&[(moves::Move, u64)], bool) = match self.generation {
+            Generation::Legacy => (&MOVES, false),
+            Generation::Current => (&CURRENT_MOVES, true),
+        };
+        if current {
+            self.read_wall_clock();
+        }
         for _ in 0..steps {
             if !self.ok() {
                 return;
@@ -285,7 +405,7 @@ impl World {
                 self.now += self.rng.range(100, 10_000);
             }
             self.fire_timeout();
-            let m = self.rng.weighted(&MOVES);
+            let m = self.rng.weighted(moves);
             self.play(m);
         }
     }
@@ -300,6 +420,7 @@ impl World {
         for s in self.guest.sessions.values_mut() {
             s.left = s.left.min(2);
         }
+        self.agentd_heal();
         let mut rounds = 0;
         while self.ok() {
             rounds += 1;

@@ -6,8 +6,8 @@
 
 use agent_relay::core::Event;
 
-use super::World;
 use super::faults::Fault;
+use super::{Generation, World};
 
 /// One step of the chaos phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,9 @@ pub(super) enum Move {
     Stray,
     /// A timer tick.
     Tick,
+    /// Current worlds: the host's wall clock is read (and, with
+    /// [`Fault::TimeJump`], stepped).
+    Clock,
 }
 
 /// The moves and their weights (out of 100).
@@ -43,6 +46,20 @@ pub(super) const MOVES: [(Move, u64); 9] = [
     (Move::Connect, 8),
     (Move::Stray, 4),
     (Move::Tick, 3),
+];
+
+/// A current world's moves: the same, with wall-clock readings.
+pub(super) const CURRENT_MOVES: [(Move, u64); 10] = [
+    (Move::GuestSend, 15),
+    (Move::GuestRead, 10),
+    (Move::GuestWork, 15),
+    (Move::ClientSend, 15),
+    (Move::ClientRead, 15),
+    (Move::ClientAct, 15),
+    (Move::Connect, 7),
+    (Move::Stray, 4),
+    (Move::Tick, 2),
+    (Move::Clock, 2),
 ];
 
 impl World {
@@ -73,8 +90,26 @@ impl World {
                 if self.fault(Fault::GuestStray) {
                     self.guest_stray();
                 }
+                if self.generation == Generation::Current && self.fault(Fault::WorkloadNoise) {
+                    self.agentd_noise();
+                }
             }
             Move::Tick => self.feed(Event::Tick),
+            Move::Clock => self.read_wall_clock(),
         }
+    }
+
+    /// Current worlds: the wall clock follows the virtual time, and a time
+    /// jump steps it 10 s ahead or 1 s back now and then.
+    pub(super) fn read_wall_clock(&mut self) {
+        if self.fault(Fault::TimeJump) {
+            if self.rng.chance(500) {
+                self.wall += 10_000;
+            } else {
+                self.wall = self.wall.saturating_sub(1_000);
+            }
+        }
+        let nanos = (self.wall + self.now) * 1_000_000;
+        self.feed(Event::WallClock(nanos));
     }
 }

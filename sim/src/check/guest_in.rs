@@ -1,0 +1,393 @@
+//! The model's side of guest frames: the guest stream is framed and judged
+//! by the rules of the generation spoken (corrupt stretches counted, as the
+//! relay must report them), and each frame waits in `gq` until the actions
+//! show the core reached it; then it is applied: before ready, the first
+//! `core.ready` fixes the generation and `core.init.resolved` is owed its
+//! ack; after it, a frame reaches the owner of its id's open correlation,
+//! `u32::MAX` is workload control (input credit), and in the current
+//! generation a frame answering a session opened after a disconnect notice
+//! shows the guest took that notice.
+
+use agent_relay::core::{ClientId, Protocol};
+use agent_relay::wire::payload::{
+    InitAck, ReadyFacts, WorkloadTransportCredit, build_frame_v, decode_payload,
+};
+use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, decode_envelope_full, peek_parts};
+use bytes::Bytes;
+
+use super::current::{Class, ClockLater, Ctl, CtlEntry, Current, Layout, WORKLOAD_ID};
+use super::model::State;
+use super::spec;
+use super::{Checker, Gq};
+
+impl Checker {
+    pub(super) fn guest_closed(&mut self) {
+        if !self.guest_gone {
+            if self.guest.finish().is_err() {
+                self.corrupt_due += 1;
+            }
+            self.guest_gone = true;
+        }
+    }
+
+    /// Frames the guest stream, counting corrupt stretches; the frames wait
+    /// in `gq` until the actions show the core reached them.
+    pub(super) fn guest_bytes(&mut self, bytes: &[u8]) {
+        self.guest.extend(bytes);
+        loop {
+            let total = match self.guest.peek_frame() {
+                Ok(Some(total)) => total,
+                Ok(None) => break,
+                Err(_) => {
+                    self.corrupt();
+                    continue;
+                }
+            };
+            let Some(t) = self.judge(&self.guest.pending()[..total]) else {
+                self.corrupt();
+                continue;
+            };
+            self.resyncing = false;
+            let frame = self.guest.take_frame(total);
+            if !self.parse_ready && t == Some(MsgType::Ready) {
+                self.parse_ready = true;
+                let v = generation(frame.as_bytes());
+                self.parse_current = self.cfg.protocol != Protocol::Legacy && v >= 2;
+            }
+            self.gq.push_back(Gq {
+                t,
+                id: frame.id(),
+                flags: frame.flags(),
+                frame: frame.into_bytes(),
+            });
+        }
+        self.check_resync_candidate();
+    }
+
+    fn corrupt(&mut self) {
+        self.guest.resync();
+        self.corrupt_due += 1;
+        self.resyncing = true;
+    }
+
+    /// A whole guest frame's type if it is a frame in the generation spoken
+    /// (`Some(None)`: a bulk record or an unknown type), `None` if corrupt.
+    /// Before ready and in the legacy generation the envelope must name a
+    /// known type; after a current ready, flags must be defined and a bulk
+    /// record's header must check.
+    fn judge(&self, frame: &[u8]) -> Option<Option<MsgType>> {
+        let (flags, body) = (frame[PREFIX_LEN - 1], &frame[PREFIX_LEN..]);
+        if !self.parse_current {
+            return decode_envelope_full(body).ok().map(|e| Some(e.t));
+        }
+        if flags == 0x08 {
+            return spec::bulk_header(body).map(|_| None);
+        }
+        if !spec::flags_defined(flags) {
+            return None;
+        }
+        peek_parts(body).ok().map(|p| p.t)
+    }
+
+    /// Applies queued guest frames until `stop` holds or none are left.
+    pub(super) fn advance(&mut self, stop: impl Fn(&Checker) -> bool) {
+        while !stop(self) {
+            let Some(g) = self.gq.pop_front() else {
+                return;
+            };
+            self.guest_frame(g);
+        }
+    }
+
+    /// Applies the guest frames the core had reached when it handed over a
+    /// frame of `class`, `len` bytes, from `slot`. While the guest's bytes
+    /// are read, the core hands frames over only after an action the
+    /// checker saw (then the frame may leave now) or after a credit grant
+    /// it took, whichever comes first and lets the frame leave; never past
+    /// a frame that makes the core act.
+    pub(super) fn advance_to_hand_off(&mut self, class: Class, len: usize, slot: Option<usize>) {
+        if self.pump_open && self.cur().admits(class, len, slot) {
+            return;
+        }
+        while !self.gq_front_acts() {
+            self.granted_now = false;
+            let g = self.gq.pop_front().expect("front checked");
+            self.guest_frame(g);
+            if self.granted_now && self.cur().admits(class, len, slot) {
+                return;
+            }
+        }
+    }
+
+    /// Whether a routed frame waits for delivery to some client.
+    pub(super) fn routed_waiting(&self) -> bool {
+        self.touched
+            .iter()
+            .any(|c| self.clients.get(c).is_some_and(|m| !m.to_client.is_empty()))
+    }
+
+    /// Whether the next queued guest frame makes the core act (a routed
+    /// frame for a live client, or anything before ready): a frame handed
+    /// to the guest now was handed before the core reached it.
+    pub(super) fn gq_front_acts(&self) -> bool {
+        let Some(g) = self.gq.front() else {
+            return true;
+        };
+        if self.ready.is_none() {
+            return matches!(g.t, Some(MsgType::Ready | MsgType::InitResolved));
+        }
+        g.id != WORKLOAD_ID
+            && self
+                .owners
+                .get(&g.id)
+                .is_some_and(|o| self.clients[o].state == State::Live)
+    }
+
+    fn guest_frame(&mut self, g: Gq) {
+        if self.ready.is_none() {
+            return self.before_ready(g);
+        }
+        self.clock_queued_later();
+        if self.current.is_some() {
+            return self.guest_frame_current(g);
+        }
+        let Some(&owner) = self.owners.get(&g.id) else {
+            return;
+        };
+        self.end_if_terminal(owner, &g);
+        self.deliver(owner, g.frame);
+    }
+
+    fn before_ready(&mut self, g: Gq) {
+        match g.t {
+            Some(MsgType::Ready) => self.on_first_ready(g.frame),
+            Some(MsgType::InitResolved) => {
+                let v = generation(&g.frame);
+                let ack = build_frame_v(v, MsgType::InitAck, 0, &InitAck::default());
+                self.init_acks.push_back(ack.into_bytes());
+            }
+            _ => {}
+        }
+    }
+
+    /// The first `core.ready`: clients waiting get their handshakes; a
+    /// current one fixes the layout, the credit contract, the exec limit
+    /// and asks for the first clock sync.
+    fn on_first_ready(&mut self, frame: Bytes) {
+        let v = generation(&frame);
+        if self.parse_current {
+            let facts = peek_parts(&frame[PREFIX_LEN..])
+                .ok()
+                .and_then(|p| decode_payload::<ReadyFacts>(&p.payload).ok())
+                .unwrap_or_default();
+            let layout = Layout::current(self.cfg.current_clients);
+            self.layout = Some(layout);
+            let barrier = facts.workload_transport_barrier_version == Some(2);
+            let limit = facts.exec_limits.map(|l| l.max_executions);
+            let mut cur = Current::new(v, barrier, limit, layout.slots());
+            cur.clock_later = Some(ClockLater::Ready);
+            self.current = Some(cur);
+        } else if self.layout.is_none() {
+            self.layout = Some(Layout::legacy(self.cfg.max_clients));
+        }
+        self.ready = Some(frame);
+        self.ready_due = true;
+        let pending: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, m)| m.state == State::Pending)
+            .map(|(&c, _)| c)
+            .collect();
+        for c in pending {
+            self.clients.get_mut(&c).expect("listed").hs_due = true;
+            self.touch(c);
+        }
+    }
+
+    /// A current guest frame: workload control, a frame for nobody, or the
+    /// frame of the correlation open on its id. A frame for an id whose
+    /// newest owner's opening frame has not reached the guest yet cannot
+    /// answer that owner: it is the previous owner's, if that one had the
+    /// id open.
+    fn guest_frame_current(&mut self, g: Gq) {
+        if g.id == WORKLOAD_ID {
+            return self.workload(&g);
+        }
+        let layout = self.layout.expect("current layout");
+        let Some(slot) = layout.slot_of(g.id) else {
+            return;
+        };
+        let Some(&newest) = self.owners.get(&g.id) else {
+            return;
+        };
+        // The guest cannot answer a frame its port has not taken yet.
+        let unasked = self.clients[&newest].sessions[&g.id]
+            .handed_end
+            .is_none_or(|end| end > self.written_bytes);
+        let previous = self.by_slot[slot].iter().copied().find(|&o| {
+            o != newest
+                && self.clients[&o].state == State::Gone
+                && self.clients[&o].sessions.contains_key(&g.id)
+        });
+        let owner = match previous {
+            Some(prev) if unasked => prev,
+            _ => newest,
+        };
+        // As the relay does: the terminal frame ends the correlation, then
+        // the answer shows what the guest has read, then the frame goes on.
+        let opened_at = self.clients[&owner].sessions[&g.id].opened_at;
+        self.end_if_terminal(owner, &g);
+        if let Some(seq) = opened_at {
+            self.guest_read(seq);
+        }
+        self.deliver(owner, g.frame);
+    }
+
+    /// A terminal frame ends the correlation `owner` has open on its id.
+    fn end_if_terminal(&mut self, owner: ClientId, g: &Gq) {
+        let m = self
+            .clients
+            .get_mut(&owner)
+            .expect("owners name known clients");
+        if g.flags & FLAG_TERMINAL != 0
+            && let Some(corr) = m.sessions.remove(&g.id)
+        {
+            self.forget(owner, g.id, corr);
+            self.sessions_ended(owner);
+        }
+    }
+
+    /// A live owner receives the frame; for a departed one it is late (and
+    /// must reach nobody).
+    fn deliver(&mut self, owner: ClientId, frame: Bytes) {
+        let m = self.clients.get_mut(&owner).expect("known");
+        match m.state {
+            State::Live => {
+                m.to_client.push_back(frame);
+                self.touch(owner);
+            }
+            State::Gone => {
+                if let Some(cur) = &mut self.current {
+                    cur.late.push(frame);
+                }
+            }
+            State::Pending => {}
+        }
+    }
+
+    /// A frame on the workload-control id: a credit grant with flags 0 and
+    /// a payload of all four fields counts; nothing else does.
+    fn workload(&mut self, g: &Gq) {
+        let Some(credit) = self.current.as_mut().and_then(|c| c.credit.as_mut()) else {
+            return;
+        };
+        if g.t != Some(MsgType::WorkloadTransportCredit) || g.flags != 0 {
+            return;
+        }
+        let grant = peek_parts(&g.frame[PREFIX_LEN..])
+            .ok()
+            .and_then(|p| decode_payload::<WorkloadTransportCredit>(&p.payload).ok());
+        if let Some(grant) = grant {
+            self.granted_now = credit.grant(&grant);
+        }
+    }
+
+    /// The guest answered the session opened by hand-off `seq`: it has read
+    /// every frame handed before, so the notices among them are taken.
+    fn guest_read(&mut self, seq: u64) {
+        let cur = self.current.as_mut().expect("current generation");
+        if seq <= cur.read_to {
+            return;
+        }
+        cur.read_to = seq;
+        let taken: Vec<(u64, usize)> = cur.fences.range(..seq).map(|(&k, &s)| (k, s)).collect();
+        for (key, slot) in taken {
+            self.current.as_mut().expect("current").fences.remove(&key);
+            self.retire(slot);
+        }
+    }
+
+    /// The guest took the notice of `slot`'s departed client: it keeps no
+    /// fs, tcp or request state of that range, so those correlations are
+    /// over, and it holds none of that client's data.
+    fn retire(&mut self, slot: usize) {
+        let taken = self.by_slot[slot]
+            .iter()
+            .any(|o| self.clients[o].state != State::Gone);
+        if taken {
+            return;
+        }
+        let gone: Vec<ClientId> = self.by_slot[slot].clone();
+        for c in gone {
+            let m = self.clients.get_mut(&c).expect("known");
+            let ended: Vec<u32> = m
+                .sessions
+                .iter()
+                .filter(|(_, s)| !s.kind.is_exec())
+                .map(|(&id, _)| id)
+                .collect();
+            for id in ended {
+                let corr = self
+                    .clients
+                    .get_mut(&c)
+                    .expect("known")
+                    .sessions
+                    .remove(&id);
+                self.forget(c, id, corr.expect("listed"));
+            }
+            self.sessions_ended(c);
+        }
+        let cur = self.current.as_mut().expect("current");
+        if let Some(credit) = &mut cur.credit {
+            credit.forget_slot(slot);
+            cur.forgot = true;
+        }
+    }
+
+    /// The clock sync that waited for this event's departures is queued now
+    /// (a tick's only if due).
+    pub(super) fn clock_queued_later(&mut self) {
+        let Some(later) = self.current.as_mut().and_then(|c| c.clock_later.take()) else {
+            return;
+        };
+        let due = self
+            .clock
+            .due(self.cfg.clock_period)
+            .is_some_and(|t| t <= self.now);
+        if later == ClockLater::Ready || due {
+            self.queue_clock();
+        }
+    }
+
+    /// A clock sync is queued when the sync is on, the generation current,
+    /// the guest there, a wall reading known, and none queued.
+    pub(super) fn queue_clock(&mut self) {
+        let Some(cur) = &mut self.current else {
+            return;
+        };
+        if !self.cfg.clock_sync || self.guest_gone || self.clock.queued {
+            return;
+        }
+        let Some(wall) = self.clock.wall_at(self.now) else {
+            return;
+        };
+        let sync = agent_relay::wire::payload::ClockSync {
+            unix_time_nanos: wall,
+        };
+        let len = build_frame_v(cur.v, MsgType::ClockSync, 0, &sync).len();
+        self.clock.queued = true;
+        cur.ctl.push_back(CtlEntry {
+            who: Ctl::Clock,
+            len,
+            slot: None,
+        });
+    }
+}
+
+/// The `v` of a whole frame's envelope (1 when it has none readable).
+pub(super) fn generation(frame: &[u8]) -> u8 {
+    frame
+        .get(PREFIX_LEN..)
+        .and_then(|body| peek_parts(body).ok())
+        .map_or(1, |p| p.v)
+}

@@ -1,0 +1,392 @@
+//! The current guest: agentd of microsandbox 0.7.x as the relay sees it. It
+//! sends `core.init.resolved` before a `v = 10` ready that may advertise
+//! input credit (barrier 2) and exec limits, and counts the init acks it
+//! gets; it counts what it consumes of the relay's input, per credit class
+//! and whole frames with their length prefix, and grants it back as
+//! absolute cumulative `core.workload.transport.credit` on `u32::MAX` (late,
+//! when the swarm says so, and now and then one that would lower a field);
+//! an exec that never reads its stdin holds that data credit until it ends.
+//! It answers pings and touches on the requester's id, opens fs and tcp
+//! sessions that reply with data and raw bulk records, answers a type it
+//! does not know with a terminal `core.error`, and honours the disconnect
+//! notice: it drops the range's fs and tcp state and sends nothing more for
+//! them (killed execs still exit). Workload noise: frames on `u32::MAX` and
+//! for ids nobody owns.
+
+use agent_relay::core::Millis;
+use agent_relay::wire::payload::{
+    Consumed, ExecLimits, RelayClientDisconnected, WorkloadTransportCredit, decode_payload,
+};
+use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_parts};
+
+use super::super::frames;
+use super::World;
+use super::faults::Fault;
+use super::guest::GuestSession;
+
+/// Ids per slot in the current generation.
+const STEP: u32 = u32::MAX / 128;
+/// The generation agentd 0.7.13 writes.
+const V: u8 = 10;
+
+/// Bytes and frames of one credit class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Window {
+    bytes: u64,
+    frames: u64,
+}
+
+/// The starting grants: control 8 MiB / 256 frames, data 32 MiB / 256.
+const START: [Window; 2] = [
+    Window {
+        bytes: 8 << 20,
+        frames: 256,
+    },
+    Window {
+        bytes: 32 << 20,
+        frames: 256,
+    },
+];
+
+/// A current guest's own state.
+#[derive(Debug)]
+pub(super) struct Agentd {
+    barrier: bool,
+    limits: Option<ExecLimits>,
+    /// Input consumed since ready, per class (control, data).
+    consumed: [Window; 2],
+    /// The last grant sent.
+    granted: [Window; 2],
+    /// Grants wait until then.
+    hold_until: Millis,
+    /// Frames consumed past the last grant before the next grant goes out.
+    every: u64,
+    /// Init acks received.
+    pub(super) acks: u32,
+    activity: u64,
+}
+
+impl World {
+    /// The guest of a current world: its contract and grant pace.
+    pub(super) fn agentd_init(&mut self) {
+        let barrier = self.rng.chance(600);
+        let limits = self.rng.chance(300).then(|| ExecLimits {
+            max_executions: self.rng.range(1, 4) as u32,
+            ..ExecLimits::default()
+        });
+        let every = self.rng.pick(&[8, 64, 200, 255]);
+        self.guest.v = V;
+        self.guest.agentd = Some(Agentd {
+            barrier,
+            limits,
+            consumed: [Window::default(); 2],
+            granted: START,
+            hold_until: 0,
+            every,
+            acks: 0,
+            activity: 0,
+        });
+    }
+
+    /// Boot: noise for ids nobody owns (if the swarm says so), the init
+    /// context, then ready.
+    pub(super) fn agentd_boot(&mut self) {
+        if self.fault(Fault::GuestNoise) {
+            for _ in 0..self.rng.range(1, 4) {
+                let id = self.rng.next_u64() as u32;
+                let out = &mut self.guest.out;
+                frames::push_data_frame_v(out, V, MsgType::ExecStdout, id, 0, b"boot");
+            }
+        }
+        let a = self.guest.agentd.as_ref().expect("current guest");
+        let (barrier, limits) = (a.barrier, a.limits);
+        let boot = self.rng.next_u64() >> 20;
+        self.guest.out.extend_from_slice(&frames::init_resolved(V));
+        let ready = frames::ready_current(V, boot, barrier, limits);
+        self.guest.out.extend_from_slice(&ready);
+    }
+
+    /// Faults heal: grants flow again.
+    pub(super) fn agentd_heal(&mut self) {
+        if let Some(a) = &mut self.guest.agentd {
+            a.hold_until = 0;
+        }
+    }
+
+    /// A whole frame the relay handed over was read.
+    pub(super) fn agentd_receive(&mut self, id: u32, frame: &[u8]) {
+        let (flags, len) = (frame[PREFIX_LEN - 1], frame.len() as u64);
+        if flags == 0x08 {
+            return self.consume(1, len);
+        }
+        let Ok(parts) = peek_parts(&frame[PREFIX_LEN..]) else {
+            return;
+        };
+        let (t, payload) = (parts.t, parts.payload);
+        if t == Some(MsgType::InitAck) {
+            // Sent before ready: never charged.
+            self.guest.agentd.as_mut().expect("current guest").acks += 1;
+            return;
+        }
+        let data = matches!(
+            t,
+            Some(MsgType::ExecStdin | MsgType::FsData | MsgType::TcpData | MsgType::TcpEof)
+        );
+        let stuck =
+            t == Some(MsgType::ExecStdin) && self.guest.sessions.get(&id).is_some_and(|s| s.stuck);
+        match (stuck, data) {
+            (true, _) => {
+                let s = self.guest.sessions.get_mut(&id).expect("stuck session");
+                s.held.0 += len;
+                s.held.1 += 1;
+            }
+            (false, true) => self.consume(1, len),
+            (false, false) => self.consume(0, len),
+        }
+        match t {
+            None if id != 0 => self.agentd_error(id),
+            None => {}
+            Some(t) => self.agentd_message(t, id, &payload, stuck),
+        }
+    }
+
+    fn agentd_message(&mut self, t: MsgType, id: u32, payload: &[u8], stuck: bool) {
+        match t {
+            MsgType::RelayClientDisconnected => {
+                if let Ok(n) = decode_payload::<RelayClientDisconnected>(payload) {
+                    self.drop_range(n.id_start, n.id_end_exclusive);
+                }
+            }
+            MsgType::ExecRequest => self.on_exec_request(id, payload),
+            MsgType::ExecStdin if !stuck => {
+                self.on_stdin(id, payload);
+                self.stdin_ack(id);
+            }
+            MsgType::ExecSignal => self.on_signal(id, payload),
+            MsgType::FsRequest => self.open_session(id, false),
+            MsgType::TcpConnect => self.tcp_connect(id),
+            MsgType::TcpClose if self.guest.sessions.get(&id).is_some_and(|s| s.tcp) => {
+                let s = self.guest.sessions.get_mut(&id).expect("checked");
+                s.left = 0;
+            }
+            MsgType::Ping => {
+                let out = &mut self.guest.out;
+                frames::push_raw_frame_v(out, V, MsgType::Pong, id, FLAG_TERMINAL, &[0xa0]);
+            }
+            MsgType::Touch => {
+                let a = self.guest.agentd.as_mut().expect("current guest");
+                a.activity += 1;
+                let seq = a.activity;
+                // {"activity_seq": n}
+                let mut p = vec![0xa1, 0x6c];
+                p.extend_from_slice(b"activity_seq");
+                p.extend_from_slice(&[0x1b]);
+                p.extend_from_slice(&seq.to_be_bytes());
+                let out = &mut self.guest.out;
+                frames::push_raw_frame_v(out, V, MsgType::Touched, id, FLAG_TERMINAL, &p);
+            }
+            _ => {}
+        }
+    }
+
+    /// A request of a type agentd does not know: a terminal `core.error`.
+    fn agentd_error(&mut self, id: u32) {
+        // {"kind": "unsupported_message_type", "message": "?"}
+        let mut p = vec![0xa2, 0x64, b'k', b'i', b'n', b'd', 0x78, 24];
+        p.extend_from_slice(b"unsupported_message_type");
+        p.extend_from_slice(&[0x67]);
+        p.extend_from_slice(b"message");
+        p.extend_from_slice(&[0x61, b'?']);
+        let out = &mut self.guest.out;
+        frames::push_raw_frame_v(out, V, MsgType::CoreError, id, FLAG_TERMINAL, &p);
+    }
+
+    /// With exec limits, stdin consumed is acknowledged now and then.
+    fn stdin_ack(&mut self, id: u32) {
+        let limits = self
+            .guest
+            .agentd
+            .as_ref()
+            .is_some_and(|a| a.limits.is_some());
+        if limits && self.guest.sessions.contains_key(&id) && self.rng.chance(200) {
+            let ack = Consumed {
+                consumed: self.rng.below(1 << 20),
+            };
+            let f = frames::frame_v(V, MsgType::ExecStdinAck, id, &ack);
+            self.guest.out.extend_from_slice(&f);
+        }
+    }
+
+    fn open_session(&mut self, id: u32, tcp: bool) {
+        let left = if self.heal {
+            0
+        } else {
+            self.rng.range(0, 4) as u32
+        };
+        let s = GuestSession {
+            left,
+            tcp,
+            ..GuestSession::default()
+        };
+        self.guest.sessions.insert(id, s);
+    }
+
+    /// One connect in twenty fails; the others answer `core.tcp.connected`.
+    fn tcp_connect(&mut self, id: u32) {
+        if !self.heal && self.rng.chance(50) {
+            // {"error": "refused"}
+            let mut p = vec![0xa1, 0x65];
+            p.extend_from_slice(b"error");
+            p.extend_from_slice(&[0x67]);
+            p.extend_from_slice(b"refused");
+            let out = &mut self.guest.out;
+            frames::push_raw_frame_v(out, V, MsgType::TcpFailed, id, FLAG_TERMINAL, &p);
+            return;
+        }
+        let out = &mut self.guest.out;
+        frames::push_raw_frame_v(out, V, MsgType::TcpConnected, id, 0, &[0xa0]);
+        self.open_session(id, true);
+    }
+
+    /// The disconnect notice: the range's fs and tcp sessions are gone, with
+    /// no terminal frame; its execs, killed, still exit.
+    fn drop_range(&mut self, start: u32, end: u32) {
+        let gone: Vec<u32> = self
+            .guest
+            .sessions
+            .range(start..end)
+            .filter(|(_, s)| !s.exec)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            let s = self.guest.sessions.remove(&id).expect("listed");
+            self.release_held(s.held);
+        }
+    }
+
+    /// One output frame of an fs or tcp session: data, or a raw bulk record
+    /// from the guest; a tcp stream's end now and then.
+    pub(super) fn agentd_output(&mut self, id: u32) {
+        let size = if self.fault(Fault::Burst) {
+            self.rng.range_usize(1 << 10, 64 << 10)
+        } else {
+            self.rng.size(300).max(1)
+        };
+        let s = self.guest.sessions.get_mut(&id).expect("open session");
+        let (tcp, offset) = (s.tcp, s.offset);
+        s.offset += size as u64;
+        self.scratch.clear();
+        self.scratch.resize(size, b'g');
+        let out = &mut self.guest.out;
+        match (tcp, self.rng.below(10)) {
+            (false, 0..=4) => {
+                frames::push_data_frame_v(out, V, MsgType::FsData, id, 0, &self.scratch)
+            }
+            (true, 0..=3) => {
+                frames::push_data_frame_v(out, V, MsgType::TcpData, id, 0, &self.scratch)
+            }
+            (true, 4) => frames::push_raw_frame_v(out, V, MsgType::TcpEof, id, 0, &[0xa0]),
+            (_, _) => {
+                let kind = if tcp { 2 } else { 1 };
+                frames::push_bulk(out, id, kind, 2, offset, &self.scratch);
+            }
+        }
+    }
+
+    fn consume(&mut self, class: usize, len: u64) {
+        if let Some(a) = &mut self.guest.agentd {
+            a.consumed[class].bytes += len;
+            a.consumed[class].frames += 1;
+        }
+    }
+
+    /// A session ended: the data it held is consumed at last.
+    pub(super) fn release_held(&mut self, held: (u64, u64)) {
+        if let Some(a) = &mut self.guest.agentd {
+            a.consumed[1].bytes += held.0;
+            a.consumed[1].frames += held.1;
+        }
+    }
+
+    /// Grants back what was consumed, once enough was (at once when
+    /// healing), unless the swarm holds grants back for a while; now and
+    /// then a grant that would lower one field follows (the relay ignores
+    /// it).
+    pub(super) fn agentd_grant(&mut self) {
+        let Some(a) = &self.guest.agentd else {
+            return;
+        };
+        if !a.barrier || !self.guest.ready_sent || (!self.heal && self.now < a.hold_until) {
+            return;
+        }
+        let want = [0, 1].map(|i| Window {
+            bytes: START[i].bytes + a.consumed[i].bytes,
+            frames: START[i].frames + a.consumed[i].frames,
+        });
+        let pending = want[0].frames + want[1].frames - a.granted[0].frames - a.granted[1].frames;
+        if pending == 0 || (!self.heal && pending < a.every) {
+            return;
+        }
+        if self.fault(Fault::CreditLate) {
+            let until = self.now + self.rng.range(1_000, 30_000);
+            self.guest.agentd.as_mut().expect("checked").hold_until = until;
+            return;
+        }
+        self.push_grant(want);
+        self.guest.agentd.as_mut().expect("checked").granted = want;
+        if self.fault(Fault::CreditLower) {
+            let mut lower = want;
+            let field = self.rng.below(4) as usize;
+            let w = &mut lower[field / 2];
+            if field.is_multiple_of(2) {
+                w.bytes -= 1;
+            } else {
+                w.frames -= 1;
+            }
+            self.push_grant(lower);
+        }
+    }
+
+    fn push_grant(&mut self, w: [Window; 2]) {
+        let g = WorkloadTransportCredit {
+            control_bytes: w[0].bytes,
+            control_frames: w[0].frames,
+            bulk_bytes: w[1].bytes,
+            bulk_frames: w[1].frames,
+        };
+        self.guest.out.extend_from_slice(&frames::credit(V, &g));
+    }
+
+    /// Workload-control frames on `u32::MAX` (freeze and thaw replies, an
+    /// error, a credit message that does not decode) and frames for ids
+    /// nobody owns (0, a range boundary, the tail past the last slot).
+    pub(super) fn agentd_noise(&mut self) {
+        if !self.guest.ready_sent {
+            return;
+        }
+        let out = &mut self.guest.out;
+        let t = FLAG_TERMINAL;
+        match self.rng.below(7) {
+            0 => frames::push_raw_frame_v(out, V, MsgType::WorkloadFrozen, u32::MAX, t, &[0xa0]),
+            1 => frames::push_raw_frame_v(out, V, MsgType::WorkloadThawed, u32::MAX, t, &[0xa0]),
+            2 => frames::push_raw_frame_v(
+                out,
+                V,
+                MsgType::WorkloadTransportCredit,
+                u32::MAX,
+                0,
+                &[0xa0],
+            ),
+            3 => frames::push_data_frame_v(out, V, MsgType::ExecStdout, 0, 0, b"nobody"),
+            4 => {
+                let s = self.rng.range(1, 128) as u32;
+                frames::push_data_frame_v(out, V, MsgType::ExecStdout, s * STEP, 0, b"edge");
+            }
+            5 => {
+                let id = 128 * STEP + self.rng.below(127) as u32;
+                frames::push_raw_frame_v(out, V, MsgType::Pong, id, t, &[0xa0]);
+            }
+            _ => frames::push_bulk(out, 0, 1, 2, 0, b"nobody"),
+        }
+    }
+}

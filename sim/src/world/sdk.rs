@@ -1,0 +1,385 @@
+//! SDK-like clients of the current generation (the 0.7.13 agent client):
+//! they take their canonical range from the bounds prologue and allocate ids
+//! from `id_start` up, never reusing one; they run execs (stdin, resizes,
+//! signals, output acks), fs and tcp sessions with data and raw bulk records
+//! host to guest, pings and touches, requests of types the relay does not
+//! know but well formed, bulk control, and `core.shutdown` on id 0
+//! (sometimes with an empty body). Malicious ones add the current
+//! generation's bad frames: forged relay and runtime types, undefined flags,
+//! bad or misdirected bulk records, `control.*` names, trailing bytes.
+
+use agent_relay::core::IdRange;
+use agent_relay::wire::payload::{Consumed, ExecResize, RelayClientDisconnected};
+use agent_relay::wire::{FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, MsgType};
+
+use super::super::frames;
+use super::World;
+use super::clients::Sess;
+use super::faults::Fault;
+
+/// The generation the 0.7.13 client writes.
+const V: u8 = 10;
+
+/// What a well-behaved current client does on its turn (one weighted draw;
+/// the weights sum to 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SdkOp {
+    ExecRequest,
+    Stdin,
+    Resize,
+    Signal,
+    OutputAck,
+    FsRequest,
+    FsData,
+    TcpConnect,
+    TcpData,
+    TcpClose,
+    Ping,
+    Touch,
+    Unknown,
+    BulkControl,
+    Shutdown,
+    Idle,
+}
+
+const SDK_OPS: [(SdkOp, u64); 16] = [
+    (SdkOp::ExecRequest, 18),
+    (SdkOp::Stdin, 14),
+    (SdkOp::Resize, 4),
+    (SdkOp::Signal, 6),
+    (SdkOp::OutputAck, 3),
+    (SdkOp::FsRequest, 8),
+    (SdkOp::FsData, 4),
+    (SdkOp::TcpConnect, 7),
+    (SdkOp::TcpData, 8),
+    (SdkOp::TcpClose, 3),
+    (SdkOp::Ping, 8),
+    (SdkOp::Touch, 2),
+    (SdkOp::Unknown, 4),
+    (SdkOp::BulkControl, 2),
+    (SdkOp::Shutdown, 1),
+    (SdkOp::Idle, 8),
+];
+
+/// The current generation's bad frames, equally often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadCurrent {
+    /// One of the legacy bad frames, in generation 10.
+    Legacy,
+    /// A disconnect notice naming another client's range.
+    ForgedNotice,
+    /// An init ack, a clock sync or a workload freeze: not a client's.
+    RelayType,
+    /// Flags none of the five defined values.
+    UndefinedFlags,
+    /// A bulk record flowing from the guest.
+    BulkFlow,
+    /// A bulk record on an id with nothing open.
+    BulkNothingOpen,
+    /// A bulk record whose header does not check.
+    BadBulk,
+    /// An unknown type carrying SHUTDOWN.
+    UnknownShutdown,
+    /// A `control.*` name.
+    ControlName,
+    /// An envelope with a byte after it.
+    Trailing,
+    /// A ping with TERMINAL.
+    WrongFlags,
+}
+
+const BAD_CURRENT: [BadCurrent; 11] = [
+    BadCurrent::Legacy,
+    BadCurrent::ForgedNotice,
+    BadCurrent::RelayType,
+    BadCurrent::UndefinedFlags,
+    BadCurrent::BulkFlow,
+    BadCurrent::BulkNothingOpen,
+    BadCurrent::BadBulk,
+    BadCurrent::UnknownShutdown,
+    BadCurrent::ControlName,
+    BadCurrent::Trailing,
+    BadCurrent::WrongFlags,
+];
+
+impl World {
+    /// An open id of client `i` of one of `kinds`, picked at random.
+    fn open_of(&mut self, i: usize, kinds: &[Sess]) -> Option<u32> {
+        let ids: Vec<u32> = self.actors[i]
+            .sessions
+            .iter()
+            .filter(|(_, k)| kinds.contains(k))
+            .map(|(&id, _)| id)
+            .collect();
+        (!ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize])
+    }
+
+    /// A fresh id of client `i` (the next from `id_start`), now taken.
+    fn take_id(&mut self, i: usize, range: IdRange, kind: Sess) -> Option<u32> {
+        let a = &mut self.actors[i];
+        let id = (a.next_id < range.end - 1).then_some(a.next_id)?;
+        a.next_id += 1;
+        a.sessions.insert(id, kind);
+        Some(id)
+    }
+
+    /// A current client's own move: one [`SdkOp`].
+    pub(super) fn sdk_act(&mut self, i: usize, range: IdRange) {
+        let op = self.rng.weighted(&SDK_OPS);
+        let burst = self.roll(Fault::Burst);
+        match op {
+            SdkOp::ExecRequest => {
+                if let Some(id) = self.take_id(i, range, Sess::Exec) {
+                    let (tty, argc) = (self.rng.chance(300), self.rng.range_usize(0, 3));
+                    let f = frames::exec_request_v(V, id, tty, argc);
+                    self.actors[i].out.extend_from_slice(&f);
+                }
+            }
+            SdkOp::Stdin => {
+                if let Some(id) = self.open_of(i, &[Sess::Exec]) {
+                    // A write the SDK splits into chunks, now and then.
+                    let chunks = if self.rng.chance(200) {
+                        self.rng.range(2, 64)
+                    } else {
+                        1
+                    };
+                    for _ in 0..chunks {
+                        self.sdk_stdin(i, id, burst);
+                    }
+                }
+            }
+            SdkOp::Resize | SdkOp::Signal | SdkOp::OutputAck => self.sdk_exec_control(i, op),
+            SdkOp::FsRequest => self.sdk_open(i, range, Sess::Fs),
+            SdkOp::TcpConnect => self.sdk_open(i, range, Sess::Tcp),
+            SdkOp::FsData | SdkOp::TcpData | SdkOp::TcpClose | SdkOp::BulkControl => {
+                self.sdk_stream(i, op, burst);
+            }
+            SdkOp::Ping | SdkOp::Touch | SdkOp::Unknown => {
+                // A burst of requests now and then (a health check loop).
+                let n = if self.rng.chance(250) {
+                    self.rng.range(4, 80)
+                } else {
+                    1
+                };
+                for _ in 0..n {
+                    self.sdk_request(i, range, op);
+                }
+            }
+            SdkOp::Shutdown => {
+                if self.rng.chance(200) {
+                    self.sdk_shutdown(i);
+                }
+            }
+            SdkOp::Idle => {}
+        }
+    }
+
+    fn sdk_stdin(&mut self, i: usize, id: u32, burst: bool) {
+        let size = if burst {
+            self.count(Fault::Burst);
+            self.rng.range_usize(1 << 10, 32 << 10)
+        } else {
+            self.rng.size(200)
+        };
+        self.scratch.clear();
+        self.scratch.resize(size, b'i');
+        let out = &mut self.actors[i].out;
+        frames::push_data_frame_v(out, V, MsgType::ExecStdin, id, 0, &self.scratch);
+    }
+
+    /// A resize, a signal or an output ack for one of its execs.
+    fn sdk_exec_control(&mut self, i: usize, op: SdkOp) {
+        let Some(id) = self.open_of(i, &[Sess::Exec]) else {
+            return;
+        };
+        let f = match op {
+            SdkOp::Resize => {
+                let size = ExecResize {
+                    rows: 40,
+                    cols: 120,
+                };
+                frames::frame_v(V, MsgType::ExecResize, id, &size)
+            }
+            SdkOp::Signal => frames::signal_v(V, id, self.rng.pick(&[2, 15, 9, 9])),
+            _ => {
+                let ack = Consumed {
+                    consumed: self.rng.below(1 << 20),
+                };
+                frames::frame_v(V, MsgType::ExecOutputAck, id, &ack)
+            }
+        };
+        self.actors[i].out.extend_from_slice(&f);
+    }
+
+    /// An fs request or a tcp connect, with 0 to 2 chunks of data after it.
+    fn sdk_open(&mut self, i: usize, range: IdRange, kind: Sess) {
+        let Some(id) = self.take_id(i, range, kind) else {
+            return;
+        };
+        let out = &mut self.actors[i].out;
+        let (t, p): (MsgType, &[u8]) = match kind {
+            // {"op": "write", "path": "/x"}
+            Sess::Fs => (
+                MsgType::FsRequest,
+                &[
+                    0xa2, 0x62, b'o', b'p', 0x65, b'w', b'r', b'i', b't', b'e', 0x64, b'p', b'a',
+                    b't', b'h', 0x62, b'/', b'x',
+                ],
+            ),
+            // {"host": "h", "port": 80}
+            _ => (
+                MsgType::TcpConnect,
+                &[
+                    0xa2, 0x64, b'h', b'o', b's', b't', 0x61, b'h', 0x64, b'p', b'o', b'r', b't',
+                    0x18, 80,
+                ],
+            ),
+        };
+        frames::push_raw_frame_v(out, V, t, id, FLAG_SESSION_START, p);
+        for _ in 0..self.rng.range(0, 2) {
+            self.sdk_chunk(i, id, kind, false);
+        }
+    }
+
+    /// One chunk of an fs or tcp stream: data or a raw bulk record, host to
+    /// guest (a tcp stream's end now and then).
+    fn sdk_chunk(&mut self, i: usize, id: u32, kind: Sess, burst: bool) {
+        let size = if burst {
+            self.rng.range_usize(1 << 10, 32 << 10)
+        } else {
+            self.rng.size(200).max(1)
+        };
+        self.scratch.clear();
+        self.scratch.resize(size, b'u');
+        let offset = self.rng.below(1 << 20);
+        let out = &mut self.actors[i].out;
+        match (kind, self.rng.below(10)) {
+            (Sess::Fs, 0..=5) => {
+                frames::push_data_frame_v(out, V, MsgType::FsData, id, 0, &self.scratch)
+            }
+            (Sess::Tcp, 0..=4) => {
+                frames::push_data_frame_v(out, V, MsgType::TcpData, id, 0, &self.scratch)
+            }
+            (Sess::Tcp, 5) => frames::push_raw_frame_v(out, V, MsgType::TcpEof, id, 0, &[0xa0]),
+            (Sess::Fs, _) => frames::push_bulk(out, id, 1, 1, offset, &self.scratch),
+            _ => frames::push_bulk(out, id, 2, 1, offset, &self.scratch),
+        }
+    }
+
+    /// Data, a close or bulk control on one of its fs or tcp sessions.
+    fn sdk_stream(&mut self, i: usize, op: SdkOp, burst: bool) {
+        let kinds: &[Sess] = match op {
+            SdkOp::FsData => &[Sess::Fs],
+            SdkOp::TcpData | SdkOp::TcpClose => &[Sess::Tcp],
+            _ => &[Sess::Fs, Sess::Tcp],
+        };
+        let Some(id) = self.open_of(i, kinds) else {
+            return;
+        };
+        let kind = self.actors[i].sessions[&id];
+        match op {
+            SdkOp::FsData | SdkOp::TcpData => {
+                for _ in 0..self.rng.range(1, 6) {
+                    self.sdk_chunk(i, id, kind, burst);
+                }
+            }
+            SdkOp::TcpClose => {
+                let out = &mut self.actors[i].out;
+                frames::push_raw_frame_v(out, V, MsgType::TcpClose, id, 0, &[0xa0]);
+            }
+            _ => {
+                let t = self.rng.pick(&[
+                    MsgType::BulkFinish,
+                    MsgType::BulkCredit,
+                    MsgType::BulkCancel,
+                ]);
+                let out = &mut self.actors[i].out;
+                frames::push_raw_frame_v(out, V, t, id, 0, &[0xa0]);
+            }
+        }
+    }
+
+    /// A ping, a touch, or a request of a type the relay does not know
+    /// (well formed; sometimes with SESSION_START, sometimes an extra key),
+    /// each on a fresh id, waiting for its reply.
+    fn sdk_request(&mut self, i: usize, range: IdRange, op: SdkOp) {
+        let Some(id) = self.take_id(i, range, Sess::Ask) else {
+            return;
+        };
+        let (opens, extra) = (self.rng.chance(200), self.rng.chance(500));
+        let out = &mut self.actors[i].out;
+        match op {
+            SdkOp::Ping => frames::push_raw_frame_v(out, V, MsgType::Ping, id, 0, &[0xa0]),
+            SdkOp::Touch => frames::push_raw_frame_v(out, V, MsgType::Touch, id, 0, &[0xa0]),
+            _ => {
+                let flags = if opens { FLAG_SESSION_START } else { 0 };
+                frames::push_unknown(out, V, "core.future.request", id, flags, extra);
+            }
+        }
+    }
+
+    /// `core.shutdown` on id 0: half with an empty body, half `p = null`.
+    fn sdk_shutdown(&mut self, i: usize) {
+        let empty = self.rng.chance(500);
+        let out = &mut self.actors[i].out;
+        if empty {
+            out.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0, FLAG_SHUTDOWN]);
+        } else {
+            frames::push_raw_frame_v(out, V, MsgType::Shutdown, 0, FLAG_SHUTDOWN, &[0xf6]);
+        }
+    }
+
+    /// A frame a current relay must refuse (and close the sender for).
+    pub(super) fn bad_frame_current(&mut self, i: usize, range: IdRange) -> Vec<u8> {
+        let mut out = Vec::new();
+        let id = range.start;
+        match self.rng.pick(&BAD_CURRENT) {
+            BadCurrent::Legacy => return self.bad_frame_v(i, range, V),
+            BadCurrent::ForgedNotice => {
+                let other = RelayClientDisconnected {
+                    id_start: range.end + 1,
+                    id_end_exclusive: range.end.wrapping_add(range.end - range.start + 1),
+                };
+                out = frames::frame_v(V, MsgType::RelayClientDisconnected, id, &other);
+            }
+            BadCurrent::RelayType => {
+                let t = self.rng.pick(&[
+                    MsgType::InitAck,
+                    MsgType::ClockSync,
+                    MsgType::WorkloadFreeze,
+                    MsgType::Bootstrap,
+                ]);
+                frames::push_raw_frame_v(&mut out, V, t, id, 0, &[0xa0]);
+            }
+            BadCurrent::UndefinedFlags => {
+                let flags = self.rng.pick(&[0x03, 0x10, 0x80, 0x09]);
+                frames::push_raw_frame_v(&mut out, V, MsgType::Ping, id, flags, &[0xa0]);
+            }
+            BadCurrent::BulkFlow => frames::push_bulk(&mut out, id, 1, 2, 0, b"x"),
+            BadCurrent::BulkNothingOpen => {
+                frames::push_bulk(&mut out, range.end - 1, 2, 1, 0, b"x")
+            }
+            BadCurrent::BadBulk => {
+                frames::push_bulk(&mut out, id, 1, 1, 0, b"x");
+                let at = 9 + self.rng.pick(&[0usize, 2]);
+                out[at] = 3;
+            }
+            BadCurrent::UnknownShutdown => {
+                frames::push_unknown(&mut out, V, "core.future.stop", id, FLAG_SHUTDOWN, false);
+            }
+            BadCurrent::ControlName => {
+                frames::push_unknown(&mut out, V, "control.stop", id, 0, false)
+            }
+            BadCurrent::Trailing => {
+                frames::push_raw_frame_v(&mut out, V, MsgType::Ping, id, 0, &[0xa0]);
+                out.push(0);
+                let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) + 1;
+                out[..4].copy_from_slice(&len.to_be_bytes());
+            }
+            BadCurrent::WrongFlags => {
+                frames::push_raw_frame_v(&mut out, V, MsgType::Ping, id, FLAG_TERMINAL, &[0xa0]);
+            }
+        }
+        out
+    }
+}

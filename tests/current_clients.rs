@@ -706,7 +706,7 @@ async fn departure_kill_reaches_a_flooded_process<C: Sdk>() {
     let c = relay
         .wait_counters("the notices sent", |c| c.notices_sent == 2)
         .await;
-    assert!(c.departed_data_dropped >= 1, "{c:?}");
+    assert!(c.departed_frames_dropped >= 1, "{c:?}");
     assert_eq!(c.protocol_violations, 0);
     relay.stop().await;
 }

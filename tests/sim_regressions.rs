@@ -78,13 +78,11 @@ fn sim_seed_0x18_round_robin_reaches_the_waiting_client() {
     assert_passes(name, &case);
 }
 
-/// Known core bug `leftover_after_notice` (inv_notice_after_kills): a
+/// Core bug `leftover_after_notice` (inv_notice_after_kills), fixed: a
 /// departed client's control frame queued behind its own data (dropped at
-/// departure) reaches the guest after the disconnect notice. Passes once
-/// the notice waits for the client's frames still queued (as upstream's
-/// fence does) or they are dropped with its data.
+/// departure) reached the guest after the disconnect notice; the notice now
+/// waits behind the client's frames still queued.
 #[test]
-#[ignore = "known core bug: leftover_after_notice"]
 fn sim_seed_0x26_notice_comes_after_the_departed_clients_frames() {
     let name = "seed_0000000000000026.case";
     let case = load(name);
@@ -92,12 +90,11 @@ fn sim_seed_0x26_notice_comes_after_the_departed_clients_frames() {
     assert_passes(name, &case);
 }
 
-/// Known core bug `no_pump_after_forget` (inv_fair_credit): forgetting a
+/// Core bug `no_pump_after_forget` (inv_fair_credit), fixed: forgetting a
 /// departed slot's data estimate (its notice taken, or its quarantine over)
-/// makes another slot's queued data fair, and nothing hands it over. Passes
-/// once the relay pumps after it forgets a slot.
+/// made another slot's queued data fair, and nothing handed it over; the
+/// relay now pumps after it forgets a slot.
 #[test]
-#[ignore = "known core bug: no_pump_after_forget"]
 fn sim_seed_0x2e_data_made_fair_by_a_forgotten_slot_leaves() {
     let name = "seed_000000000000002e.case";
     let case = load(name);

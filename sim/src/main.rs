@@ -305,7 +305,7 @@ const CURRENT_COUNTERS: [(&str, CounterOf); 12] = [
     ("ms blocked on data", |c| c.credit_blocked_data_ms),
     ("grants ignored", |c| c.grants_ignored),
     ("disconnect notices", |c| c.notices_sent),
-    ("departed data dropped", |c| c.departed_data_dropped),
+    ("departed frames dropped", |c| c.departed_frames_dropped),
     ("correlations retired", |c| c.correlations_retired),
     ("correlations evicted", |c| c.correlations_evicted),
     ("frames for nobody", |c| c.frames_for_nobody),

@@ -1,8 +1,10 @@
 //! Rule `kill_on_departure`: a departing client's live exec sessions each get
 //! one SIGKILL. Legacy: queued behind everything that client sent before.
-//! Current: the kills pass that client's data still waiting (for room or
-//! credit), which is dropped (and counted) rather than left waiting for a
-//! process that is being killed; then `core.relay.client.disconnected
+//! Current: the kills pass that client's frames still waiting in its slot's
+//! queue (its data, for room or credit, and control frames that must stay
+//! behind that data, such as a stream's close), which are dropped (and
+//! counted) rather than left waiting for a process that is being killed or
+//! sent after the range is gone; then `core.relay.client.disconnected
 //! {id_start, id_end_exclusive}` on id 0 tells the guest the range is gone,
 //! after the kills. Frames the relay builds carry the `v` of the guest's
 //! ready. The slot is quarantined while anything stays open on it
@@ -38,8 +40,8 @@ impl Relay {
             _ => None,
         };
         if current.is_some() {
-            let (frames, bytes) = self.sched.drop_data(slot);
-            self.counters.departed_data_dropped += frames as u64;
+            let (frames, bytes) = self.sched.drop_queued(slot);
+            self.counters.departed_frames_dropped += frames as u64;
             self.counters.queued_to_guest -= bytes as u64;
         }
         self.kill_sessions(slot, current);
@@ -99,12 +101,7 @@ impl Relay {
             charged: true,
             mark: Mark::Notice,
         };
-        // Behind whatever the client sent that still waits (control frames
-        // that were held behind its dropped data): the guest must see them
-        // before it forgets the range. The kills, in the control queue, still
-        // go first.
-        let control = !self.sched.has_data_queued(slot);
-        self.enqueue(out, control);
+        self.enqueue(out, true);
     }
 
     /// What a frame's hand-off means; true if `Drain` follows it.

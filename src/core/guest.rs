@@ -151,14 +151,16 @@ impl Relay {
         if f.frame.flags() & FLAG_TERMINAL != 0 {
             self.close_correlation(slot, id);
         }
-        if let Some(seq) = opened_at {
-            self.guest_read(seq);
-        }
         match &self.slots[slot].conn {
             Some(conn) if conn.handshaken => {
                 self.send_to_client(slot, f.frame.into_bytes(), false);
             }
             _ => self.counters.dropped_unowned += 1,
+        }
+        // After the frame is routed: what the guest proves it read may retire
+        // a departed slot and release waiting data.
+        if let Some(seq) = opened_at {
+            self.guest_read(seq);
         }
     }
 

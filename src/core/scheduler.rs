@@ -204,30 +204,18 @@ impl Scheduler {
         }
     }
 
-    /// Drops the data frames still queued for `slot` (its client left);
-    /// returns how many, and their bytes.
-    pub fn drop_data(&mut self, slot: usize) -> (usize, usize) {
+    /// Drops the frames still queued in `slot`'s queue (its client left):
+    /// its data, and the control frames held behind it. Returns how many,
+    /// and their bytes.
+    pub fn drop_queued(&mut self, slot: usize) -> (usize, usize) {
         let q = &mut self.per_slot[slot];
-        let before = q.frames.len();
-        let (mut bytes, per_id) = (0, &mut q.per_id);
-        q.frames.retain(|o| {
-            let keep = o.class != CreditClass::Data;
-            if !keep {
-                bytes += o.frame.len();
-                if let Some(n) = per_id.get_mut(&o.id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        per_id.remove(&o.id);
-                    }
-                }
-            }
-            keep
-        });
+        let frames = q.frames.len();
+        let bytes: usize = q.frames.drain(..).map(|o| o.frame.len()).sum();
+        q.per_id.clear();
         q.queued_bytes -= bytes;
         q.data = 0;
-        let empty = q.frames.is_empty();
-        self.occupied.set(slot, !empty);
-        (before - q.frames.len(), bytes)
+        self.occupied.set(slot, false);
+        (frames, bytes)
     }
 
     /// The guest port wrote `n` bytes of what it was handed.

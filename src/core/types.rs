@@ -489,8 +489,9 @@ pub struct Counters {
     pub workload_frames: u64,
     /// Disconnect notices sent.
     pub notices_sent: u64,
-    /// Data frames of a departed client dropped instead of waiting for credit.
-    pub departed_data_dropped: u64,
+    /// Frames of a departed client dropped instead of waiting for credit: its
+    /// data, and control frames held behind that data.
+    pub departed_frames_dropped: u64,
     /// Execution requests refused at the guest's execution limit.
     pub execs_refused: u64,
     /// Clock syncs sent.

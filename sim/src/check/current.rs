@@ -295,8 +295,6 @@ pub(super) struct Current {
     /// A clock sync this event queues after its departures (a tick's, due;
     /// ready's, once the waiting clients got their handshakes).
     pub(super) clock_later: Option<ClockLater>,
-    /// This event forgot a departed slot's data estimate.
-    pub(super) forgot: bool,
 }
 
 impl Current {
@@ -313,7 +311,6 @@ impl Current {
             slot_data: vec![0; slots],
             late: Vec::new(),
             clock_later: None,
-            forgot: false,
         }
     }
 

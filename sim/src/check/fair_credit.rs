@@ -19,7 +19,7 @@
 //!    left waiting (another client's data must not hold it up).
 
 use super::current::Class;
-use super::{Checker, Invariant, KnownBug};
+use super::{Checker, Invariant};
 
 impl Checker {
     /// A data frame of `slot` leaves now: it must be within its share.
@@ -46,11 +46,6 @@ impl Checker {
         let why = format!(
             "slot {slot}'s data frame id {id} ({len} bytes) waits although the window is open and it fits the credit and its share"
         );
-        let forgot = self.current.as_ref().is_some_and(|c| c.forgot);
-        if forgot {
-            self.fail_known(KnownBug::NoPumpAfterForget, Invariant::FairCredit, why);
-        } else {
-            self.fail(Invariant::FairCredit, why);
-        }
+        self.fail(Invariant::FairCredit, why);
     }
 }

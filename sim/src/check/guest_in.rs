@@ -340,7 +340,6 @@ impl Checker {
         let cur = self.current.as_mut().expect("current");
         if let Some(credit) = &mut cur.credit {
             credit.forget_slot(slot);
-            cur.forgot = true;
         }
     }
 

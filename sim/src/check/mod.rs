@@ -269,11 +269,6 @@ impl Checker {
         self.fail_as(invariant, detail, None);
     }
 
-    /// A violation that is the known core bug `bug`.
-    fn fail_known(&mut self, bug: KnownBug, invariant: Invariant, detail: String) {
-        self.fail_as(invariant, detail, Some(bug));
-    }
-
     fn fail_as(&mut self, invariant: Invariant, detail: String, known: Option<KnownBug>) {
         if self.violation.is_none() {
             self.violation = Some(Violation {
@@ -304,7 +299,6 @@ impl Checker {
         self.pump_open = false;
         if let Some(cur) = &mut self.current {
             cur.late.clear();
-            cur.forgot = false;
         }
         match *event {
             Event::GuestBytes(bytes) => self.guest_bytes(bytes),

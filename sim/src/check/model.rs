@@ -232,7 +232,6 @@ impl Checker {
             if let Some(cur) = &mut self.current {
                 if let Some(credit) = &mut cur.credit {
                     credit.forget_slot(slot);
-                    cur.forgot = true;
                 }
                 cur.fences.retain(|_, s| *s != slot);
             }
@@ -307,16 +306,20 @@ impl Checker {
         self.touch(c);
     }
 
-    /// Current generation: a departed client's data frames still waiting
-    /// toward the guest are dropped, not left waiting for credit.
+    /// Current generation: a departed client's frames still waiting in its
+    /// slot's queue (its data, and control frames held behind it) are
+    /// dropped, not left waiting for credit.
     fn drop_data(&mut self, c: ClientId) {
         let m = self.clients.get_mut(&c).expect("known");
         let before = m.out.len();
-        let mut bytes = 0;
+        let (mut bytes, mut data) = (0, 0);
         m.out.retain(|o| {
-            let data = o.class == Class::Data;
-            bytes += if data { o.frame.len() } else { 0 };
-            !data
+            let queued = o.lane == Lane::Turn;
+            if queued {
+                bytes += o.frame.len();
+                data += usize::from(o.class == Class::Data);
+            }
+            !queued
         });
         let n = before - m.out.len();
         m.out_bytes -= bytes;
@@ -331,7 +334,7 @@ impl Checker {
             }
         }
         if let Some(cur) = &mut self.current {
-            cur.slot_data[slot] -= n;
+            cur.slot_data[slot] -= data;
         }
     }
 

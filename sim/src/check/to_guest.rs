@@ -18,7 +18,7 @@ use bytes::Bytes;
 use super::current::{Class, Ctl};
 use super::fairness::Lane;
 use super::model::{Model, State, frame_id};
-use super::{Checker, Invariant, Issues, KnownBug};
+use super::{Checker, Invariant, Issues};
 
 /// The relay's disconnect notice for `range`, as generation `v` writes it.
 pub(super) fn notice_frame(v: u8, range: IdRange) -> Bytes {
@@ -172,8 +172,7 @@ impl Checker {
                 "frame id {} of departed {c} went to the guest after its disconnect notice",
                 m.out[pos].id
             );
-            let (bug, inv) = (KnownBug::LeftoverAfterNotice, Invariant::NoticeAfterKills);
-            return self.fail_known(bug, inv, why);
+            return self.fail(Invariant::NoticeAfterKills, why);
         }
         self.out_arrived(c, pos);
     }

@@ -299,7 +299,7 @@ fn replay_file(path: &str, trace: bool, shrink_into: Option<&str>) -> ExitCode {
 /// each summed and the seeds where it happened, so a world that stopped
 /// reaching a feature shows.
 type CounterOf = fn(&Counters) -> u64;
-const CURRENT_COUNTERS: [(&str, CounterOf); 12] = [
+const CURRENT_COUNTERS: [(&str, CounterOf); 13] = [
     ("init acks", |c| c.init_acks),
     ("ms blocked on control", |c| c.credit_blocked_control_ms),
     ("ms blocked on data", |c| c.credit_blocked_data_ms),
@@ -311,6 +311,7 @@ const CURRENT_COUNTERS: [(&str, CounterOf); 12] = [
     ("frames for nobody", |c| c.frames_for_nobody),
     ("workload frames", |c| c.workload_frames),
     ("execs refused", |c| c.execs_refused),
+    ("late bulk dropped", |c| c.late_bulk_dropped),
     ("clock syncs", |c| c.clock_syncs),
 ];
 

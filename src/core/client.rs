@@ -10,7 +10,8 @@
 //! or the runtime's bootstrap and workload control); a type the relay does
 //! not know passes when its envelope is one well-formed map with a text `t`
 //! (`wire::inspect_envelope`); a raw bulk record needs a valid host-to-guest
-//! header and an id the sender has open. Anything else closes that client
+//! header and an id the sender has open (one the guest ended lately is a
+//! late record: dropped and counted, as upstream does). Anything else closes that client
 //! only; what it sent before is still forwarded.
 //!
 //! Rule `exec_limit` (current generation, `Ready.exec_limits`): an exec
@@ -43,6 +44,8 @@ struct Accepted {
     class: CreditClass,
     /// A decoded exec request (its tty flag, command and arguments).
     exec: Option<ExecRequest>,
+    /// A raw bulk record for a correlation the guest ended lately: dropped.
+    late: bool,
 }
 
 impl Relay {
@@ -109,6 +112,10 @@ impl Relay {
             _ => self.check_legacy(slot, &frame)?,
         };
         let id = frame.id();
+        if a.late {
+            self.counters.late_bulk_dropped += 1;
+            return Ok(());
+        }
         if let (Some(req), Some(limits)) = (&a.exec, self.exec_limits)
             && a.v >= 10
             && self.active_execs >= limits.max_executions
@@ -184,6 +191,7 @@ impl Relay {
             v: 1,
             class: t.credit(),
             exec,
+            late: false,
         })
     }
 
@@ -224,6 +232,7 @@ impl Relay {
                 v,
                 class: CreditClass::Control,
                 exec: None,
+                late: false,
             });
         };
         if !t.client_may_send() {
@@ -238,6 +247,7 @@ impl Relay {
             v,
             class: t.credit(),
             exec,
+            late: false,
         })
     }
 
@@ -247,7 +257,9 @@ impl Relay {
         if h.flow != BulkHeader::HOST_TO_GUEST {
             return Err(Violation::BulkFlow { id, flow: h.flow });
         }
-        if !self.slots[slot].open.contains_key(&id) {
+        let s = &self.slots[slot];
+        let late = !s.open.contains_key(&id);
+        if late && !s.ended.contains(&id) {
             return Err(Violation::BulkWithoutCorrelation { id });
         }
         Ok(Accepted {
@@ -256,6 +268,7 @@ impl Relay {
             v: 0,
             class: CreditClass::Data,
             exec: None,
+            late,
         })
     }
 
@@ -296,6 +309,7 @@ fn shutdown() -> Accepted {
         v: 0,
         class: CreditClass::Control,
         exec: None,
+        late: false,
     }
 }
 

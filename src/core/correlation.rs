@@ -99,9 +99,16 @@ impl Relay {
 
     /// The guest ended what was open on `id` (its terminal frame).
     pub(super) fn close_correlation(&mut self, slot: usize, id: u32) {
-        let Some(corr) = self.slots[slot].open.remove(&id) else {
+        let s = &mut self.slots[slot];
+        let Some(corr) = s.open.remove(&id) else {
             return;
         };
+        if s.conn.is_some() {
+            if s.ended.len() == super::slot::RECENTLY_ENDED {
+                s.ended.pop_front();
+            }
+            s.ended.push_back(id);
+        }
         self.forget(&corr);
         self.session_ended(slot);
     }

@@ -259,6 +259,7 @@ impl Relay {
             paused: false,
         });
         self.slots[slot].quarantine_until = None;
+        self.slots[slot].ended.clear();
         self.by_client.insert(client, slot as u32);
         // Before ready the client waits; `on_ready` handshakes it.
         if self.ready.is_some() {

@@ -9,7 +9,7 @@
 //! toward the guest until both are gone, so a new client never receives the
 //! previous owner's late frames and never races its leftover input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::tap::Utf8Carry;
 use super::types::{ClientId, Millis};
@@ -119,10 +119,17 @@ pub(crate) struct Conn {
     pub paused: bool,
 }
 
+/// Ended ids a slot remembers for late bulk records.
+pub(crate) const RECENTLY_ENDED: usize = 64;
+
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     pub conn: Option<Conn>,
     pub open: BTreeMap<u32, Correlation>,
+    /// Ids of the current client whose correlation the guest ended lately
+    /// (at most [`RECENTLY_ENDED`]): a raw bulk record for one of them is
+    /// late, not a violation (the client could not have seen the end yet).
+    pub ended: VecDeque<u32>,
     /// A departed client's sessions are given up at this time.
     pub quarantine_until: Option<Millis>,
 }

@@ -494,6 +494,9 @@ pub struct Counters {
     pub departed_frames_dropped: u64,
     /// Execution requests refused at the guest's execution limit.
     pub execs_refused: u64,
+    /// A client's raw bulk records for a correlation the guest had just
+    /// ended, dropped.
+    pub late_bulk_dropped: u64,
     /// Clock syncs sent.
     pub clock_syncs: u64,
     /// Input credit granted, cumulative: control bytes.

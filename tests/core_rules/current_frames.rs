@@ -259,3 +259,24 @@ fn core_current_correlations_bounded_oldest_request_evicted() {
         Some(Violation::TooManyCorrelations { id: id(13), max: 3 })
     );
 }
+
+/// A bulk record for a correlation the guest has just ended is late, not a
+/// violation: the client could not have seen the end yet. It is dropped and
+/// counted; an id never opened is still a violation.
+#[test]
+fn core_current_late_bulk_record_dropped() {
+    let mut h = current();
+    let id = cid(0);
+    h.client(1, &fs_req10(id));
+    h.guest(&raw10("core.fs.response", id, 1, &[0xa0]));
+    h.expect(
+        Event::ClientBytes(ClientId(1), &bulk(id, 1, 1, b"late")),
+        &[],
+    );
+    assert_eq!(h.relay.counters().late_bulk_dropped, 1);
+    let acts = h.client(1, &bulk(id + 1, 1, 1, b"never"));
+    assert_eq!(
+        violation(&acts, 1),
+        Some(Violation::BulkWithoutCorrelation { id: id + 1 })
+    );
+}

@@ -169,6 +169,9 @@ impl Checker {
         if !zero_shutdown && !range.contains(id) {
             return Err(Refusal::OutOfRange { id });
         }
+        if flags == 0x08 && self.late_bulk(c, id, frame.body()) {
+            return Ok(false); // dropped: nothing queued, nothing answered
+        }
         let found = if flags == 0x08 {
             self.bulk_record(c, id, frame.body())?
         } else if zero_shutdown && frame.body().is_empty() {
@@ -194,6 +197,15 @@ impl Checker {
         }
         self.queue(c, frame, &found);
         Ok(false)
+    }
+
+    /// A valid host-to-guest bulk record on an id whose correlation the guest
+    /// ended lately: late, dropped by the relay.
+    fn late_bulk(&self, c: ClientId, id: u32, body: &[u8]) -> bool {
+        let m = &self.clients[&c];
+        spec::bulk_header(body).is_some_and(|(_, flow)| flow == 1)
+            && !m.sessions.contains_key(&id)
+            && m.ended.contains(&id)
     }
 
     /// A raw bulk record: a valid header, host to guest, on an open id.

@@ -252,6 +252,12 @@ impl Checker {
         if g.flags & FLAG_TERMINAL != 0
             && let Some(corr) = m.sessions.remove(&g.id)
         {
+            if m.state != State::Gone {
+                if m.ended.len() == 64 {
+                    m.ended.pop_front();
+                }
+                m.ended.push_back(g.id);
+            }
             self.forget(owner, g.id, corr);
             self.sessions_ended(owner);
         }

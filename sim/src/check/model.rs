@@ -93,6 +93,9 @@ pub(super) struct Model {
     pub(super) sessions: BTreeMap<u32, Corr>,
     /// Correlations it opened whose terminal frame has not reached it.
     pub(super) awaiting: BTreeSet<u32>,
+    /// Ids whose correlation the guest ended while it was live, the latest
+    /// 64 (a raw bulk record for one is late and dropped).
+    pub(super) ended: VecDeque<u32>,
     /// Guest frames routed to it in this event, not yet seen as `ToClient`.
     pub(super) to_client: VecDeque<Bytes>,
     /// The guest became ready while it waited: its handshake is due.
@@ -134,6 +137,7 @@ impl Model {
             noticed: false,
             sessions: BTreeMap::new(),
             awaiting: BTreeSet::new(),
+            ended: VecDeque::new(),
             to_client: VecDeque::new(),
             hs_due: false,
             queued: 0,

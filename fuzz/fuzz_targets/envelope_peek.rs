@@ -11,11 +11,17 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let peek = peek_envelope(data).map(|e| (e.t, e.payload.into_owned()));
     let full = decode_envelope_full(data).map(|e| (e.t, e.payload.into_owned()));
-    assert_eq!(peek, full, "peek_envelope disagrees with decode_envelope_full");
+    assert_eq!(
+        peek, full,
+        "peek_envelope disagrees with decode_envelope_full"
+    );
 
     let peek = payload::peek_data(data).map(|d| d.into_owned());
     let full = decode_payload::<payload::Data>(data).map(|d| d.data);
-    assert_eq!(peek, full, "peek_data disagrees with decode_payload::<Data>");
+    assert_eq!(
+        peek, full,
+        "peek_data disagrees with decode_payload::<Data>"
+    );
 
     // The payload inside a valid envelope goes through the same pair.
     if let Ok(env) = decode_envelope_full(data) {

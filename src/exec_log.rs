@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
 use crate::core::{LogRecord, LogSource};
+use crate::shell::io_context;
 
 /// The marker written when the relay stops in order.
 pub const SANDBOX_STOPPED: &str = "--- sandbox stopped ---";
@@ -146,7 +147,7 @@ impl ExecLog {
                 drop(lock);
                 let _ = done_tx.send(());
             })
-            .map_err(|e| context(e, "starting the exec.log writer thread for", &opts.dir))?;
+            .map_err(|e| io_context(&e, "starting the exec.log writer thread for", &opts.dir))?;
         Ok(ExecLog {
             tx: Some(tx),
             queued,
@@ -238,18 +239,6 @@ fn record_cost(record: &LogRecord) -> usize {
     record.text.byte_len() + RECORD_OVERHEAD
 }
 
-/// `error` with the path it is about and what was being done, in words.
-fn context(error: io::Error, what: &str, path: &Path) -> io::Error {
-    io::Error::new(
-        error.kind(),
-        format!(
-            "{what} {}: {}",
-            path.display(),
-            crate::shell::io_cause(&error)
-        ),
-    )
-}
-
 /// Creates `dir` (and missing parents) owner-only, whatever the umask. A
 /// directory that already exists keeps its mode; a warning says when others
 /// can read it.
@@ -272,15 +261,15 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(context(e, "inspecting the exec.log directory", dir)),
+        Err(e) => return Err(io_context(&e, "inspecting the exec.log directory", dir)),
     }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| context(e, "creating the exec.log directory", dir))?;
+        .map_err(|e| io_context(&e, "creating the exec.log directory", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| context(e, "making owner-only (0700) the exec.log directory", dir))
+        .map_err(|e| io_context(&e, "making owner-only (0700) the exec.log directory", dir))
 }
 
 /// Takes `dir`'s lock file, held until the returned file is dropped, and
@@ -288,7 +277,7 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
 fn lock_dir(dir: &Path) -> io::Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut file = open_private(&path, false)
-        .map_err(|e| context(e, "opening the exec.log lock file", &path))?;
+        .map_err(|e| io_context(&e, "opening the exec.log lock file", &path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -308,12 +297,12 @@ fn lock_dir(dir: &Path) -> io::Result<File> {
             ));
         }
         Err(TryLockError::Error(e)) => {
-            return Err(context(e, "locking the exec.log lock file", &path));
+            return Err(io_context(&e, "locking the exec.log lock file", &path));
         }
     }
     file.set_len(0)
         .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .map_err(|e| context(e, "writing the exec.log lock file", &path))?;
+        .map_err(|e| io_context(&e, "writing the exec.log lock file", &path))?;
     Ok(file)
 }
 
@@ -353,10 +342,10 @@ struct RotatingFile {
 impl RotatingFile {
     fn open(opts: &ExecLogOptions, queued: Arc<AtomicUsize>) -> io::Result<RotatingFile> {
         let path = opts.dir.join(FILE_NAME);
-        let file = open_private(&path, true).map_err(|e| context(e, "opening", &path))?;
+        let file = open_private(&path, true).map_err(|e| io_context(&e, "opening", &path))?;
         let size = file
             .metadata()
-            .map_err(|e| context(e, "inspecting", &path))?
+            .map_err(|e| io_context(&e, "inspecting", &path))?
             .len();
         Ok(RotatingFile {
             path,

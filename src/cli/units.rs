@@ -13,13 +13,8 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
             "invalid size {text:?}: give a number of bytes, optionally with K, M or G (KiB, MiB, GiB: powers of 1024), e.g. 8MiB"
         )
     };
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| bad())?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (number, unit) = number_and_unit(text).ok_or_else(bad)?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kib" => 10,
         "m" | "mib" => 20,
@@ -40,13 +35,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "invalid duration {text:?}: give a whole number with ms, s, m or h, e.g. 5s or 250ms (a bare number is seconds)"
         )
     };
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| bad())?;
-    let millis_per = match unit.trim() {
+    let (number, unit) = number_and_unit(text).ok_or_else(bad)?;
+    let millis_per = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
         "m" | "min" => 60_000,
@@ -57,6 +47,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(millis_per)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+/// The leading whole number of `text` and the unit after it, both trimmed;
+/// `None` without digits (or past `u64`).
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    Some((digits.parse().ok()?, unit.trim()))
 }
 
 /// A size for messages: `8 MiB` when it is a whole number of MiB (or KiB),

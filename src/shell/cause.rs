@@ -30,6 +30,15 @@ pub fn io_cause(error: &io::Error) -> String {
     }
 }
 
+/// `error` with what was being done and the path it is about, in words:
+/// `"{what} {path}: {cause}"`, keeping the error's kind.
+pub fn io_context(error: &io::Error, what: &str, path: &std::path::Path) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("{what} {}: {}", path.display(), io_cause(error)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

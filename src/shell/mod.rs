@@ -82,7 +82,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-pub use cause::io_cause;
+pub use cause::{io_cause, io_context};
 pub use guest::{GUEST_BATCH, GuestPort};
 pub use ring::{RingPort, RingVmm};
 pub use transport::{BoxConnection, Connection, Listener};

@@ -20,6 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::exec_log::FILE_NAME;
+use crate::shell::io_context;
 
 /// Listings taken per look, at most, waiting for two that agree.
 const LISTING_ATTEMPTS: usize = 8;
@@ -53,6 +54,20 @@ struct Tracked {
     /// A line begun but not ended yet.
     partial: Vec<u8>,
     lines: u64,
+}
+
+impl Tracked {
+    /// The line begun in `partial`, now ended: numbered, `partial` emptied.
+    fn take_line(&mut self) -> TailLine {
+        self.lines += 1;
+        let text = String::from_utf8_lossy(&self.partial).into_owned();
+        self.partial.clear();
+        TailLine {
+            file: self.name.clone(),
+            number: self.lines,
+            text,
+        }
+    }
 }
 
 /// Follows an exec.log directory; see the module docs.
@@ -128,7 +143,7 @@ impl Tail {
         let file = match File::open(self.dir.join(name)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(context(e, "opening", &self.dir.join(name))),
+            Err(e) => return Err(io_context(&e, "opening", &self.dir.join(name))),
         };
         let meta = file.metadata()?;
         if (meta.dev(), meta.ino()) != id {
@@ -185,27 +200,13 @@ impl Tail {
             while let Some(end) = rest.iter().position(|&b| b == b'\n') {
                 t.partial.extend_from_slice(&rest[..end]);
                 rest = &rest[end + 1..];
-                t.lines += 1;
-                let text = String::from_utf8_lossy(&t.partial).into_owned();
-                t.partial.clear();
-                each(TailLine {
-                    file: t.name.clone(),
-                    number: t.lines,
-                    text,
-                })?;
+                each(t.take_line())?;
             }
             t.partial.extend_from_slice(rest);
         }
         if !is_live && !t.partial.is_empty() {
             // A rotated file is complete: its last line will get no newline.
-            t.lines += 1;
-            let text = String::from_utf8_lossy(&t.partial).into_owned();
-            t.partial.clear();
-            each(TailLine {
-                file: t.name.clone(),
-                number: t.lines,
-                text,
-            })?;
+            each(t.take_line())?;
         }
         Ok(())
     }
@@ -213,10 +214,10 @@ impl Tail {
 
 /// `exec.log` and `exec.log.N` in `dir` with their identities, oldest first.
 fn list_dir(dir: &Path) -> io::Result<Vec<(String, Identity)>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| context(e, "reading", dir))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| io_context(&e, "reading", dir))?;
     let mut found: Vec<(Option<u32>, String, Identity)> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| context(e, "reading", dir))?;
+        let entry = entry.map_err(|e| io_context(&e, "reading", dir))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
@@ -243,15 +244,4 @@ fn list_dir(dir: &Path) -> io::Result<Vec<(String, Identity)>> {
         rank.map_or(u64::from(u32::MAX) + 1, |n| u64::from(u32::MAX - n))
     });
     Ok(found.into_iter().map(|(_, name, id)| (name, id)).collect())
-}
-
-fn context(error: io::Error, what: &str, path: &Path) -> io::Error {
-    io::Error::new(
-        error.kind(),
-        format!(
-            "{what} {}: {}",
-            path.display(),
-            crate::shell::io_cause(&error)
-        ),
-    )
 }

@@ -109,51 +109,38 @@ fn ready(limits: Option<ExecLimits>) -> Ready {
     }
 }
 
+/// `agent-relay ARGS` stops before starting with exit status 2 and a
+/// message holding `says`.
+fn usage_error(args: &[&str], says: &str) {
+    let out = run(args, b"");
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains(says), "{args:?}: {err}");
+}
+
 #[test]
 fn cli_serve_handshake_with_protocol_current_is_refused() {
-    let out = run(
-        &[
-            "serve",
-            "--demo-agent",
-            "--socket",
-            "s",
-            "--protocol",
-            "current",
-            "--handshake",
-            "bounds",
-        ],
-        b"",
+    let serve = [
+        "serve",
+        "--demo-agent",
+        "--socket",
+        "s",
+        "--protocol",
+        "current",
+    ];
+    usage_error(
+        &[&serve[..], &["--handshake", "bounds"]].concat(),
+        "--handshake bounds applies to the legacy generation only",
     );
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("--handshake bounds applies to the legacy generation only"),
-        "{err}"
-    );
-    let out = run(
-        &[
-            "serve",
-            "--demo-agent",
-            "--socket",
-            "s",
-            "--protocol",
-            "current",
-            "--max-clients",
-            "129",
-        ],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("at most 128"),
-        "{}",
-        text(&out.stderr)
+    usage_error(
+        &[&serve[..], &["--max-clients", "129"]].concat(),
+        "at most 128",
     );
 }
 
 #[test]
 fn cli_serve_demo_protocol_must_agree_and_needs_the_demo_agent() {
-    let out = run(
+    usage_error(
         &[
             "serve",
             "--demo-agent",
@@ -164,15 +151,9 @@ fn cli_serve_demo_protocol_must_agree_and_needs_the_demo_agent() {
             "--demo-protocol",
             "current",
         ],
-        b"",
+        "--demo-protocol current with --protocol legacy",
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--demo-protocol current with --protocol legacy"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run(
+    usage_error(
         &[
             "serve",
             "--guest-unix",
@@ -182,13 +163,7 @@ fn cli_serve_demo_protocol_must_agree_and_needs_the_demo_agent() {
             "--demo-protocol",
             "current",
         ],
-        b"",
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--demo-agent"),
-        "{}",
-        text(&out.stderr)
+        "--demo-agent",
     );
 }
 

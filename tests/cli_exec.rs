@@ -45,15 +45,7 @@ fn cli_exec_early_closed_pipe_ends_quietly_and_kills_the_session() {
         "{BIN} exec --socket {} -- seq 1 999999937 | head -2",
         server.socket_arg()
     );
-    let out = output_of(
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let out = shell(&script);
     assert_eq!(text(&out.stdout), "1\n2\n");
     assert_eq!(text(&out.stderr), "", "no message, as with cat");
     assert_eq!(
@@ -242,15 +234,7 @@ fn cli_exec_streams_stdin_and_output_at_once_without_being_cut() {
         "head -c 20000000 /dev/zero | {BIN} exec --socket {} -- sh -c 'head -c 30000000 /dev/zero; cat >/dev/null' | wc -c",
         server.socket_arg()
     );
-    let out = output_of(
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let out = shell(&script);
     assert_eq!(
         text(&out.stdout).trim(),
         "30000000",

@@ -68,6 +68,20 @@ pub fn output_of(mut child: Child) -> Output {
     }
 }
 
+/// Runs `script` with `sh -c` (no stdin) and collects what it printed; the
+/// output must be small (it is read once the shell exits).
+pub fn shell(script: &str) -> Output {
+    output_of(
+        Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sh"),
+    )
+}
+
 /// Runs the binary to completion with `stdin`.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;

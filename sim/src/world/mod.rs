@@ -145,8 +145,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
     } else {
         rng.pick(&[1, 2, 3, 4, 8, 16])
     };
-    let soft = rng.pick(&[2 << 10, 8 << 10, 64 << 10, 1 << 20]);
-    let hard = soft * rng.pick(&[2, 4, 8]);
+    let (soft, hard) = soft_and_hard(rng);
     Config {
         protocol: Protocol::Legacy,
         max_clients,
@@ -155,15 +154,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
         } else {
             HandshakeForm::Offset
         },
-        client_soft_budget: soft,
-        client_hard_cap: hard,
-        global_cap: hard * rng.pick(&[1, 2, 4]),
-        grace: rng.pick(&[50, 500, 5_000]),
-        client_to_guest_cap: rng.pick(&[1 << 10, 16 << 10, 1 << 20]),
-        guest_window: rng.pick(&[512, 8 << 10, 256 << 10]),
-        quarantine: rng.pick(&[2_000, 30_000]),
-        exec_log: rng.chance(500),
-        ..Config::default()
+        ..budgets(rng, soft, hard)
     }
 }
 
@@ -171,8 +162,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
 /// and the current generation's choices (configured or detected, slots
 /// offered, the correlation bound, the clock).
 pub fn config_for_current(rng: &mut Rng) -> Config {
-    let soft = rng.pick(&[2 << 10, 8 << 10, 64 << 10, 1 << 20]);
-    let hard = soft * rng.pick(&[2, 4, 8]);
+    let (soft, hard) = soft_and_hard(rng);
     Config {
         protocol: if rng.chance(500) {
             Protocol::Current
@@ -183,6 +173,20 @@ pub fn config_for_current(rng: &mut Rng) -> Config {
         max_correlations: rng.pick(&[3, 16, 1024]),
         clock_sync: rng.chance(700),
         clock_period: rng.pick(&[2_000, 60_000]),
+        ..budgets(rng, soft, hard)
+    }
+}
+
+/// A client's soft budget and hard cap, drawn first.
+fn soft_and_hard(rng: &mut Rng) -> (usize, usize) {
+    let soft = rng.pick(&[2 << 10, 8 << 10, 64 << 10, 1 << 20]);
+    (soft, soft * rng.pick(&[2, 4, 8]))
+}
+
+/// What both generations draw after their own choices (the struct update
+/// comes last in each literal, so every world keeps its draws' order).
+fn budgets(rng: &mut Rng, soft: usize, hard: usize) -> Config {
+    Config {
         client_soft_budget: soft,
         client_hard_cap: hard,
         global_cap: hard * rng.pick(&[1, 2, 4]),

@@ -5,7 +5,9 @@
 //! - [`wire`]: frame decoder, envelope peek, the payloads the relay builds;
 //! - [`core`]: the sans-IO [`core::Relay`] state machine;
 //! - `shell`: the tokio driver (sockets, guest ports), and `exec_log`
-//!   (feature `shell`); `demo_agent` (feature `demo-agent`); `cli`.
+//!   (feature `shell`); `demo_agent` (feature `demo-agent`); `cli`;
+//! - `testkit` (feature `testing`): the frame builder of the tests, the
+//!   simulator, the fuzz targets and the benches.
 //!
 //! Built without default features, the library is `wire` and `core` only.
 
@@ -22,4 +24,6 @@ pub mod exec_log;
 pub mod json;
 #[cfg(feature = "shell")]
 pub mod shell;
+#[cfg(feature = "testing")]
+pub mod testkit;
 pub mod wire;

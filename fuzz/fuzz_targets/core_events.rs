@@ -15,12 +15,12 @@
 use std::collections::BTreeMap;
 
 use agent_relay::core::{Action, ClientId, Config, Event, HandshakeForm, Protocol};
+use agent_relay::testkit::frames;
 use agent_relay::wire::MsgType;
 use agent_relay::wire::payload::{ExecLimits, ExecResize, WorkloadTransportCredit, encode_payload};
 use agent_relay::wire::{FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL};
 use agent_relay_sim::case::Case;
 use agent_relay_sim::driver::{Driver, TraceMode};
-use agent_relay_sim::frames;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
@@ -304,15 +304,15 @@ fn guest_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, slot: u8, off: u8, len: u
                 ..ExecLimits::default()
             });
             buf.extend_from_slice(&frames::init_resolved(v));
-            buf.extend_from_slice(&frames::ready_current(v, 1, s.barrier, limits));
+            buf.extend_from_slice(&frames::ready_current(v, 1, s.barrier.then_some(2), limits));
         }
-        0 => *buf = frames::ready(1),
-        1 => frames::push_data_frame_v(buf, v, MsgType::ExecStdout, id, 0, &data),
-        2 => frames::push_data_frame_v(buf, v, MsgType::ExecStderr, id, 0, &data),
-        3 => *buf = frames::exited_v(v, id, 0),
-        4 => frames::push_raw_frame_v(buf, v, MsgType::FsResponse, id, t, &[0xa0]),
-        5 => frames::push_data_frame_v(buf, v, MsgType::FsData, id, 0, &data),
-        6 => frames::push_raw_frame_v(
+        0 => *buf = frames::ready(1).into(),
+        1 => frames::push_data(buf, v, MsgType::ExecStdout, id, 0, &data),
+        2 => frames::push_data(buf, v, MsgType::ExecStderr, id, 0, &data),
+        3 => *buf = frames::exited(v, id, 0).into(),
+        4 => frames::push_raw(buf, v, MsgType::FsResponse, id, t, &[0xa0]),
+        5 => frames::push_data(buf, v, MsgType::FsData, id, 0, &data),
+        6 => frames::push_raw(
             buf,
             v,
             MsgType::ExecStarted,
@@ -320,8 +320,8 @@ fn guest_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, slot: u8, off: u8, len: u
             0,
             &[0xa1, 0x63, b'p', b'i', b'd', 0x01],
         ),
-        7 => frames::push_raw_frame_v(buf, v, MsgType::Pong, id, t, &[0xa0]),
-        8 => frames::push_raw_frame_v(buf, v, MsgType::CoreError, id, t, &[0xa0]),
+        7 => frames::push_raw(buf, v, MsgType::Pong, id, t, &[0xa0]),
+        8 => frames::push_raw(buf, v, MsgType::CoreError, id, t, &[0xa0]),
         9 => frames::push_bulk(buf, id, 1 + len % 2, 2, u64::from(off), &data),
         10 => {
             let step = u64::from(len) * 8;
@@ -331,16 +331,16 @@ fn guest_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, slot: u8, off: u8, len: u
                 bulk_bytes: (32 << 20) + step * 1024,
                 bulk_frames: 256 + step,
             };
-            *buf = frames::credit(v, &g);
+            *buf = frames::credit(v, &g).into();
         }
-        11 => frames::push_raw_frame_v(buf, v, MsgType::WorkloadFrozen, u32::MAX, t, &[0xa0]),
+        11 => frames::push_raw(buf, v, MsgType::WorkloadFrozen, u32::MAX, t, &[0xa0]),
         12 => {
             let nobody = [
                 0,
                 STEP * (1 + u32::from(off % 127)),
                 128 * STEP + u32::from(off % 127),
             ];
-            frames::push_data_frame_v(
+            frames::push_data(
                 buf,
                 v,
                 MsgType::ExecStdout,
@@ -349,8 +349,8 @@ fn guest_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, slot: u8, off: u8, len: u
                 b"n",
             );
         }
-        13 => *buf = frames::init_resolved(v),
-        14 => frames::push_raw_frame_v(buf, v, MsgType::TcpConnected, id, 0, &[0xa0]),
+        13 => *buf = frames::init_resolved(v).into(),
+        14 => frames::push_raw(buf, v, MsgType::TcpConnected, id, 0, &[0xa0]),
         _ => frames::push_unknown(buf, v, "core.future.reply", id, t, false),
     }
 }
@@ -362,10 +362,10 @@ fn client_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, id: u32, len: u8) {
     let v = s.v;
     let data = vec![b'i'; usize::from(len)];
     match kind % 14 {
-        0 => *buf = frames::exec_request_v(v, id, len % 2 == 0, 1),
-        1 => frames::push_data_frame_v(buf, v, MsgType::ExecStdin, id, 0, &data),
-        2 => *buf = frames::signal_v(v, id, if len % 2 == 0 { 9 } else { 2 }),
-        3 => frames::push_raw_frame_v(
+        0 => *buf = frames::exec_request(v, id, len % 2 == 0, 1).into(),
+        1 => frames::push_data(buf, v, MsgType::ExecStdin, id, 0, &data),
+        2 => *buf = frames::signal(v, id, if len % 2 == 0 { 9 } else { 2 }).into(),
+        3 => frames::push_raw(
             buf,
             v,
             MsgType::ExecResize,
@@ -373,11 +373,11 @@ fn client_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, id: u32, len: u8) {
             0,
             &encode_payload(&ExecResize { rows: 1, cols: 2 }),
         ),
-        4 => frames::push_raw_frame_v(buf, v, MsgType::FsRequest, id, FLAG_SESSION_START, &[0xa0]),
-        5 => frames::push_data_frame_v(buf, v, MsgType::FsData, id, 0, &data),
-        6 => frames::push_raw_frame_v(buf, v, MsgType::Shutdown, id, FLAG_SHUTDOWN, &[0xa0]),
-        7 => frames::push_raw_frame_v(buf, v, MsgType::Ping, id, 0, &[0xa0]),
-        8 => frames::push_raw_frame_v(buf, v, MsgType::TcpConnect, id, FLAG_SESSION_START, &[0xa0]),
+        4 => frames::push_raw(buf, v, MsgType::FsRequest, id, FLAG_SESSION_START, &[0xa0]),
+        5 => frames::push_data(buf, v, MsgType::FsData, id, 0, &data),
+        6 => frames::push_raw(buf, v, MsgType::Shutdown, id, FLAG_SHUTDOWN, &[0xa0]),
+        7 => frames::push_raw(buf, v, MsgType::Ping, id, 0, &[0xa0]),
+        8 => frames::push_raw(buf, v, MsgType::TcpConnect, id, FLAG_SESSION_START, &[0xa0]),
         9 => frames::push_bulk(buf, id, 1 + len % 2, 1, 0, b"b"),
         10 => frames::push_unknown(
             buf,
@@ -388,9 +388,9 @@ fn client_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, id: u32, len: u8) {
             len % 2 == 0,
         ),
         11 if len % 2 == 0 => buf.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0, FLAG_SHUTDOWN]),
-        11 => frames::push_raw_frame_v(buf, v, MsgType::Shutdown, 0, FLAG_SHUTDOWN, &[0xf6]),
-        12 => frames::push_raw_frame_v(buf, v, MsgType::TcpData, id, 0, &data),
-        _ => frames::push_raw_frame_v(
+        11 => frames::push_raw(buf, v, MsgType::Shutdown, 0, FLAG_SHUTDOWN, &[0xf6]),
+        12 => frames::push_raw(buf, v, MsgType::TcpData, id, 0, &data),
+        _ => frames::push_raw(
             buf,
             v,
             MsgType::ExecOutputAck,

@@ -15,6 +15,5 @@
 pub mod case;
 pub mod check;
 pub mod driver;
-pub mod frames;
 pub mod rng;
 pub mod world;

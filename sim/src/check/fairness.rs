@@ -172,11 +172,11 @@ mod tests {
     //! of the mutant scheduler that restarts its scan at slot 0.
 
     use agent_relay::core::{Action, ClientId, Config, Event};
-    use agent_relay::wire::MsgType;
+    use agent_relay::wire::LEGACY_VERSION as L;
     use bytes::Bytes;
 
-    use super::super::super::frames;
     use super::super::{Checker, Invariant};
+    use agent_relay::testkit::frames;
 
     const A: ClientId = ClientId(1);
     const B: ClientId = ClientId(2);
@@ -202,10 +202,8 @@ mod tests {
         (k, step)
     }
 
-    fn stdin(id: u32) -> Vec<u8> {
-        let mut f = Vec::new();
-        frames::push_data_frame(&mut f, MsgType::ExecStdin, id, 0, b"x");
-        f
+    fn stdin(id: u32) -> Bytes {
+        frames::stdin(L, id, b"x")
     }
 
     /// `c` sends `frames` in one read.
@@ -226,8 +224,8 @@ mod tests {
     #[test]
     fn inv_fairness_round_robin_order_passes() {
         let (mut k, step) = two_clients();
-        let (a1, a2, a3) = (frames::exec_request(1, false, 0), stdin(1), stdin(1));
-        let (b1, b2) = (frames::exec_request(step, false, 0), stdin(step));
+        let (a1, a2, a3) = (frames::exec_request(L, 1, false, 0), stdin(1), stdin(1));
+        let (b1, b2) = (frames::exec_request(L, step, false, 0), stdin(step));
         send(&mut k, A, &[&a1, &a2, &a3]);
         send(&mut k, B, &[&b1, &b2]);
         assert_eq!(play(&mut k, &[&a1, &b1, &a2, &b2, &a3]), None);
@@ -236,8 +234,8 @@ mod tests {
     #[test]
     fn inv_fairness_scan_from_slot_zero_caught() {
         let (mut k, step) = two_clients();
-        let (a1, a2) = (frames::exec_request(1, false, 0), stdin(1));
-        let b1 = frames::exec_request(step, false, 0);
+        let (a1, a2) = (frames::exec_request(L, 1, false, 0), stdin(1));
+        let b1 = frames::exec_request(L, step, false, 0);
         send(&mut k, A, &[&a1, &a2]);
         send(&mut k, B, &[&b1]);
         // What the mutant scheduler does: slot 0 again while slot 1 waits.
@@ -247,8 +245,8 @@ mod tests {
     #[test]
     fn inv_fairness_wait_starts_when_the_frame_is_queued() {
         let (mut k, step) = two_clients();
-        let (a1, a2, a3) = (frames::exec_request(1, false, 0), stdin(1), stdin(1));
-        let b1 = frames::exec_request(step, false, 0);
+        let (a1, a2, a3) = (frames::exec_request(L, 1, false, 0), stdin(1), stdin(1));
+        let b1 = frames::exec_request(L, step, false, 0);
         send(&mut k, A, &[&a1, &a2, &a3]);
         assert_eq!(play(&mut k, &[&a1]), None);
         send(&mut k, B, &[&b1]);
@@ -259,8 +257,8 @@ mod tests {
     #[test]
     fn inv_fairness_control_overtakes_other_sessions_data() {
         let (mut k, step) = two_clients();
-        let (a1, a2) = (frames::exec_request(1, false, 0), stdin(1));
-        let (sig_own, sig_other) = (frames::signal(1, 2), frames::signal(step, 2));
+        let (a1, a2) = (frames::exec_request(L, 1, false, 0), stdin(1));
+        let (sig_own, sig_other) = (frames::signal(L, 1, 2), frames::signal(L, step, 2));
         send(&mut k, A, &[&a1, &a2, &sig_own]);
         send(&mut k, B, &[&sig_other]);
         // B's signal has no data of its session queued: it goes first. A's
@@ -271,8 +269,8 @@ mod tests {
     #[test]
     fn inv_fairness_data_before_queued_control_caught() {
         let (mut k, step) = two_clients();
-        let a1 = frames::exec_request(1, false, 0);
-        let sig = frames::signal(step, 2);
+        let a1 = frames::exec_request(L, 1, false, 0);
+        let sig = frames::signal(L, step, 2);
         send(&mut k, A, &[&a1]);
         send(&mut k, B, &[&sig]);
         assert_eq!(play(&mut k, &[&a1, &sig]), Some(Invariant::Fairness));

@@ -19,10 +19,10 @@ use agent_relay::wire::payload::{
 };
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_parts};
 
-use super::super::frames;
 use super::World;
 use super::faults::Fault;
 use super::guest::GuestSession;
+use agent_relay::testkit::frames;
 
 /// Ids per slot in the current generation.
 const STEP: u32 = u32::MAX / 128;
@@ -95,14 +95,14 @@ impl World {
             for _ in 0..self.rng.range(1, 4) {
                 let id = self.rng.next_u64() as u32;
                 let out = &mut self.guest.out;
-                frames::push_data_frame_v(out, V, MsgType::ExecStdout, id, 0, b"boot");
+                frames::push_data(out, V, MsgType::ExecStdout, id, 0, b"boot");
             }
         }
         let a = self.guest.agentd.as_ref().expect("current guest");
         let (barrier, limits) = (a.barrier, a.limits);
         let boot = self.rng.next_u64() >> 20;
         self.guest.out.extend_from_slice(&frames::init_resolved(V));
-        let ready = frames::ready_current(V, boot, barrier, limits);
+        let ready = frames::ready_current(V, boot, barrier.then_some(2), limits);
         self.guest.out.extend_from_slice(&ready);
     }
 
@@ -171,7 +171,7 @@ impl World {
             }
             MsgType::Ping => {
                 let out = &mut self.guest.out;
-                frames::push_raw_frame_v(out, V, MsgType::Pong, id, FLAG_TERMINAL, &[0xa0]);
+                frames::push_raw(out, V, MsgType::Pong, id, FLAG_TERMINAL, &[0xa0]);
             }
             MsgType::Touch => {
                 let a = self.guest.agentd.as_mut().expect("current guest");
@@ -183,7 +183,7 @@ impl World {
                 p.extend_from_slice(&[0x1b]);
                 p.extend_from_slice(&seq.to_be_bytes());
                 let out = &mut self.guest.out;
-                frames::push_raw_frame_v(out, V, MsgType::Touched, id, FLAG_TERMINAL, &p);
+                frames::push_raw(out, V, MsgType::Touched, id, FLAG_TERMINAL, &p);
             }
             _ => {}
         }
@@ -198,7 +198,7 @@ impl World {
         p.extend_from_slice(b"message");
         p.extend_from_slice(&[0x61, b'?']);
         let out = &mut self.guest.out;
-        frames::push_raw_frame_v(out, V, MsgType::CoreError, id, FLAG_TERMINAL, &p);
+        frames::push_raw(out, V, MsgType::CoreError, id, FLAG_TERMINAL, &p);
     }
 
     /// With exec limits, stdin consumed is acknowledged now and then.
@@ -212,7 +212,7 @@ impl World {
             let ack = Consumed {
                 consumed: self.rng.below(1 << 20),
             };
-            let f = frames::frame_v(V, MsgType::ExecStdinAck, id, &ack);
+            let f = frames::frame(V, MsgType::ExecStdinAck, id, &ack);
             self.guest.out.extend_from_slice(&f);
         }
     }
@@ -240,11 +240,11 @@ impl World {
             p.extend_from_slice(&[0x67]);
             p.extend_from_slice(b"refused");
             let out = &mut self.guest.out;
-            frames::push_raw_frame_v(out, V, MsgType::TcpFailed, id, FLAG_TERMINAL, &p);
+            frames::push_raw(out, V, MsgType::TcpFailed, id, FLAG_TERMINAL, &p);
             return;
         }
         let out = &mut self.guest.out;
-        frames::push_raw_frame_v(out, V, MsgType::TcpConnected, id, 0, &[0xa0]);
+        frames::push_raw(out, V, MsgType::TcpConnected, id, 0, &[0xa0]);
         self.open_session(id, true);
     }
 
@@ -279,13 +279,9 @@ impl World {
         self.scratch.resize(size, b'g');
         let out = &mut self.guest.out;
         match (tcp, self.rng.below(10)) {
-            (false, 0..=4) => {
-                frames::push_data_frame_v(out, V, MsgType::FsData, id, 0, &self.scratch)
-            }
-            (true, 0..=3) => {
-                frames::push_data_frame_v(out, V, MsgType::TcpData, id, 0, &self.scratch)
-            }
-            (true, 4) => frames::push_raw_frame_v(out, V, MsgType::TcpEof, id, 0, &[0xa0]),
+            (false, 0..=4) => frames::push_data(out, V, MsgType::FsData, id, 0, &self.scratch),
+            (true, 0..=3) => frames::push_data(out, V, MsgType::TcpData, id, 0, &self.scratch),
+            (true, 4) => frames::push_raw(out, V, MsgType::TcpEof, id, 0, &[0xa0]),
             (_, _) => {
                 let kind = if tcp { 2 } else { 1 };
                 frames::push_bulk(out, id, kind, 2, offset, &self.scratch);
@@ -367,9 +363,9 @@ impl World {
         let out = &mut self.guest.out;
         let t = FLAG_TERMINAL;
         match self.rng.below(7) {
-            0 => frames::push_raw_frame_v(out, V, MsgType::WorkloadFrozen, u32::MAX, t, &[0xa0]),
-            1 => frames::push_raw_frame_v(out, V, MsgType::WorkloadThawed, u32::MAX, t, &[0xa0]),
-            2 => frames::push_raw_frame_v(
+            0 => frames::push_raw(out, V, MsgType::WorkloadFrozen, u32::MAX, t, &[0xa0]),
+            1 => frames::push_raw(out, V, MsgType::WorkloadThawed, u32::MAX, t, &[0xa0]),
+            2 => frames::push_raw(
                 out,
                 V,
                 MsgType::WorkloadTransportCredit,
@@ -377,14 +373,14 @@ impl World {
                 0,
                 &[0xa0],
             ),
-            3 => frames::push_data_frame_v(out, V, MsgType::ExecStdout, 0, 0, b"nobody"),
+            3 => frames::push_data(out, V, MsgType::ExecStdout, 0, 0, b"nobody"),
             4 => {
                 let s = self.rng.range(1, 128) as u32;
-                frames::push_data_frame_v(out, V, MsgType::ExecStdout, s * STEP, 0, b"edge");
+                frames::push_data(out, V, MsgType::ExecStdout, s * STEP, 0, b"edge");
             }
             5 => {
                 let id = 128 * STEP + self.rng.below(127) as u32;
-                frames::push_raw_frame_v(out, V, MsgType::Pong, id, t, &[0xa0]);
+                frames::push_raw(out, V, MsgType::Pong, id, t, &[0xa0]);
             }
             _ => frames::push_bulk(out, 0, 1, 2, 0, b"nobody"),
         }

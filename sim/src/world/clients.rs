@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, VecDeque};
 use agent_relay::core::{ClientId, Event, IdRange, Millis};
 use agent_relay::wire::payload::{ExecResize, encode_payload};
 use agent_relay::wire::{
-    FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, FrameDecoder, MAX_FRAME_LEN, MsgType,
+    FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, FrameDecoder, LEGACY_VERSION, MAX_FRAME_LEN,
+    MsgType,
 };
 use bytes::Bytes;
 
-use super::super::frames;
 use super::faults::Fault;
 use super::{READ_MAX, World};
+use agent_relay::testkit::frames;
 
 /// An SDK-like client (or a malicious one).
 #[derive(Debug)]
@@ -245,19 +246,19 @@ impl World {
                     cols: 120,
                 });
                 let out = &mut self.actors[i].out;
-                frames::push_raw_frame(out, MsgType::ExecResize, sid, 0, &p);
+                frames::push_raw(out, LEGACY_VERSION, MsgType::ExecResize, sid, 0, &p);
             }
             (ClientOp::Signal, Some(sid), _) => {
                 let sig = self.rng.pick(&[2, 15, 9, 9]);
                 let out = &mut self.actors[i].out;
-                out.extend_from_slice(&frames::signal(sid, sig));
+                out.extend_from_slice(&frames::signal(LEGACY_VERSION, sid, sig));
             }
             (ClientOp::FsRequest, _, Some(sid)) => self.open_fs(i, sid),
             (ClientOp::Shutdown, _, _) => {
                 if self.rng.chance(200) {
                     let out = &mut self.actors[i].out;
                     let (t, flags) = (MsgType::Shutdown, FLAG_SHUTDOWN);
-                    frames::push_raw_frame(out, t, range.start, flags, &[0xa0]);
+                    frames::push_raw(out, LEGACY_VERSION, t, range.start, flags, &[0xa0]);
                 }
             }
             // No fresh id left, or no exec session to address.
@@ -273,7 +274,7 @@ impl World {
         let tty = self.rng.chance(300);
         let argc = self.rng.range_usize(0, 3);
         a.out
-            .extend_from_slice(&frames::exec_request(sid, tty, argc));
+            .extend_from_slice(&frames::exec_request(LEGACY_VERSION, sid, tty, argc));
         a.sessions.insert(sid, Sess::Exec);
     }
 
@@ -286,7 +287,7 @@ impl World {
         };
         let data = vec![b'i'; size];
         let out = &mut self.actors[i].out;
-        frames::push_data_frame(out, MsgType::ExecStdin, sid, 0, &data);
+        frames::push_data(out, LEGACY_VERSION, MsgType::ExecStdin, sid, 0, &data);
     }
 
     fn open_fs(&mut self, i: usize, sid: u32) {
@@ -297,9 +298,16 @@ impl World {
             0x62, b'/', b'x',
         ];
         let (t, flags) = (MsgType::FsRequest, FLAG_SESSION_START);
-        frames::push_raw_frame(&mut a.out, t, sid, flags, &payload);
+        frames::push_raw(&mut a.out, LEGACY_VERSION, t, sid, flags, &payload);
         for _ in 0..self.rng.range(0, 2) {
-            frames::push_data_frame(&mut a.out, MsgType::FsData, sid, 0, b"upload");
+            frames::push_data(
+                &mut a.out,
+                LEGACY_VERSION,
+                MsgType::FsData,
+                sid,
+                0,
+                b"upload",
+            );
         }
         a.sessions.insert(sid, Sess::Fs);
     }
@@ -320,7 +328,7 @@ impl World {
                 } else {
                     range.end
                 };
-                frames::push_data_frame_v(&mut out, v, MsgType::ExecStdin, id, 0, b"x");
+                frames::push_data(&mut out, v, MsgType::ExecStdin, id, 0, b"x");
             }
             BadFrame::TooLong => {
                 let len = self
@@ -348,25 +356,18 @@ impl World {
                 let flags =
                     self.rng
                         .pick(&[FLAG_TERMINAL, FLAG_SESSION_START, FLAG_SHUTDOWN, 0x80]);
-                frames::push_data_frame_v(
-                    &mut out,
-                    v,
-                    MsgType::ExecStdin,
-                    range.start,
-                    flags,
-                    b"x",
-                );
+                frames::push_data(&mut out, v, MsgType::ExecStdin, range.start, flags, b"x");
             }
             BadFrame::GuestType => {
-                frames::push_data_frame_v(&mut out, v, MsgType::ExecStdout, range.start, 0, b"x");
+                frames::push_data(&mut out, v, MsgType::ExecStdout, range.start, 0, b"x");
             }
             BadFrame::ReopenSession if open.is_some() => {
                 let sid = open.expect("checked");
-                out.extend_from_slice(&frames::exec_request_v(v, sid, false, 0));
+                out.extend_from_slice(&frames::exec_request(v, sid, false, 0));
             }
             // With no session open, a reopen becomes a bad exec request.
             BadFrame::ReopenSession | BadFrame::BadExecRequest => {
-                frames::push_raw_frame_v(
+                frames::push_raw(
                     &mut out,
                     v,
                     MsgType::ExecRequest,

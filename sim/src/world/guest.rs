@@ -8,15 +8,15 @@ use std::collections::{BTreeMap, VecDeque};
 
 use agent_relay::core::{Event, Millis};
 use agent_relay::wire::payload::{
-    ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, build_frame_v, decode_payload,
-    exec_request_tty, peek_data,
+    ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, decode_payload, exec_request_tty,
+    peek_data,
 };
-use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_envelope};
+use agent_relay::wire::{FLAG_TERMINAL, LEGACY_VERSION, MsgType, PREFIX_LEN, peek_envelope};
 use bytes::Bytes;
 
-use super::super::frames;
 use super::World;
 use super::faults::Fault;
+use agent_relay::testkit::frames;
 
 #[derive(Debug, Default)]
 pub(super) struct GuestSession {
@@ -69,8 +69,9 @@ impl World {
             } else if self.fault(Fault::GuestNoise) {
                 for _ in 0..self.rng.range(1, 4) {
                     let id = self.rng.next_u64() as u32;
-                    frames::push_data_frame(
+                    frames::push_data(
                         &mut self.guest.out,
+                        LEGACY_VERSION,
                         MsgType::ExecStdout,
                         id,
                         0,
@@ -202,14 +203,14 @@ impl World {
                 message: "no such file".into(),
                 stage: None,
             };
-            let f = build_frame_v(self.guest.v, MsgType::ExecFailed, id, &failed);
-            self.guest.out.extend_from_slice(f.as_bytes());
+            let f = frames::frame(self.guest.v, MsgType::ExecFailed, id, &failed);
+            self.guest.out.extend_from_slice(&f);
             self.guest.sessions.remove(&id);
             return;
         }
         let pid = self.guest.pid;
-        let started = build_frame_v(self.guest.v, MsgType::ExecStarted, id, &ExecStarted { pid });
-        self.guest.out.extend_from_slice(started.as_bytes());
+        let started = frames::frame(self.guest.v, MsgType::ExecStarted, id, &ExecStarted { pid });
+        self.guest.out.extend_from_slice(&started);
         let left = if self.heal {
             1
         } else {
@@ -239,7 +240,7 @@ impl World {
             && let Ok(data) = peek_data(payload)
         {
             let (out, v) = (&mut self.guest.out, self.guest.v);
-            frames::push_data_frame_v(out, v, MsgType::ExecStdout, id, 0, &data);
+            frames::push_data(out, v, MsgType::ExecStdout, id, 0, &data);
         }
     }
 
@@ -260,7 +261,7 @@ impl World {
             s.left = extra;
             if extra == 0 {
                 let s = self.guest.sessions.remove(&id).expect("matched");
-                let exited = frames::exited_v(self.guest.v, id, 128 + sig.signal);
+                let exited = frames::exited(self.guest.v, id, 128 + sig.signal);
                 self.guest.out.extend_from_slice(&exited);
                 self.release_held(s.held);
             }
@@ -329,7 +330,7 @@ impl World {
                 chunk.copy_from_slice(&text[..chunk.len()]);
             }
         }
-        frames::push_data_frame_v(&mut self.guest.out, self.guest.v, t, id, 0, &self.scratch);
+        frames::push_data(&mut self.guest.out, self.guest.v, t, id, 0, &self.scratch);
     }
 
     /// Session `id` ends: its exit (137 if it was killed) or fs response.
@@ -340,12 +341,12 @@ impl World {
             let code = if s.killed { 137 } else { 0 };
             self.guest
                 .out
-                .extend_from_slice(&frames::exited_v(v, id, code));
+                .extend_from_slice(&frames::exited(v, id, code));
         } else if s.tcp {
             let out = &mut self.guest.out;
-            frames::push_raw_frame_v(out, v, MsgType::TcpClosed, id, FLAG_TERMINAL, &[0xa0]);
+            frames::push_raw(out, v, MsgType::TcpClosed, id, FLAG_TERMINAL, &[0xa0]);
         } else {
-            frames::push_raw_frame_v(
+            frames::push_raw(
                 &mut self.guest.out,
                 v,
                 MsgType::FsResponse,
@@ -364,7 +365,7 @@ impl World {
         } else {
             0
         };
-        frames::push_data_frame_v(
+        frames::push_data(
             &mut self.guest.out,
             self.guest.v,
             MsgType::ExecStdout,

@@ -12,10 +12,10 @@ use agent_relay::core::IdRange;
 use agent_relay::wire::payload::{Consumed, ExecResize, RelayClientDisconnected};
 use agent_relay::wire::{FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, MsgType};
 
-use super::super::frames;
 use super::World;
 use super::clients::Sess;
 use super::faults::Fault;
+use agent_relay::testkit::frames;
 
 /// The generation the 0.7.13 client writes.
 const V: u8 = 10;
@@ -131,7 +131,7 @@ impl World {
             SdkOp::ExecRequest => {
                 if let Some(id) = self.take_id(i, range, Sess::Exec) {
                     let (tty, argc) = (self.rng.chance(300), self.rng.range_usize(0, 3));
-                    let f = frames::exec_request_v(V, id, tty, argc);
+                    let f = frames::exec_request(V, id, tty, argc);
                     self.actors[i].out.extend_from_slice(&f);
                 }
             }
@@ -184,7 +184,7 @@ impl World {
         self.scratch.clear();
         self.scratch.resize(size, b'i');
         let out = &mut self.actors[i].out;
-        frames::push_data_frame_v(out, V, MsgType::ExecStdin, id, 0, &self.scratch);
+        frames::push_data(out, V, MsgType::ExecStdin, id, 0, &self.scratch);
     }
 
     /// A resize, a signal or an output ack for one of its execs.
@@ -198,14 +198,14 @@ impl World {
                     rows: 40,
                     cols: 120,
                 };
-                frames::frame_v(V, MsgType::ExecResize, id, &size)
+                frames::frame(V, MsgType::ExecResize, id, &size)
             }
-            SdkOp::Signal => frames::signal_v(V, id, self.rng.pick(&[2, 15, 9, 9])),
+            SdkOp::Signal => frames::signal(V, id, self.rng.pick(&[2, 15, 9, 9])),
             _ => {
                 let ack = Consumed {
                     consumed: self.rng.below(1 << 20),
                 };
-                frames::frame_v(V, MsgType::ExecOutputAck, id, &ack)
+                frames::frame(V, MsgType::ExecOutputAck, id, &ack)
             }
         };
         self.actors[i].out.extend_from_slice(&f);
@@ -235,7 +235,7 @@ impl World {
                 ],
             ),
         };
-        frames::push_raw_frame_v(out, V, t, id, FLAG_SESSION_START, p);
+        frames::push_raw(out, V, t, id, FLAG_SESSION_START, p);
         for _ in 0..self.rng.range(0, 2) {
             self.sdk_chunk(i, id, kind, false);
         }
@@ -254,13 +254,9 @@ impl World {
         let offset = self.rng.below(1 << 20);
         let out = &mut self.actors[i].out;
         match (kind, self.rng.below(10)) {
-            (Sess::Fs, 0..=5) => {
-                frames::push_data_frame_v(out, V, MsgType::FsData, id, 0, &self.scratch)
-            }
-            (Sess::Tcp, 0..=4) => {
-                frames::push_data_frame_v(out, V, MsgType::TcpData, id, 0, &self.scratch)
-            }
-            (Sess::Tcp, 5) => frames::push_raw_frame_v(out, V, MsgType::TcpEof, id, 0, &[0xa0]),
+            (Sess::Fs, 0..=5) => frames::push_data(out, V, MsgType::FsData, id, 0, &self.scratch),
+            (Sess::Tcp, 0..=4) => frames::push_data(out, V, MsgType::TcpData, id, 0, &self.scratch),
+            (Sess::Tcp, 5) => frames::push_raw(out, V, MsgType::TcpEof, id, 0, &[0xa0]),
             (Sess::Fs, _) => frames::push_bulk(out, id, 1, 1, offset, &self.scratch),
             _ => frames::push_bulk(out, id, 2, 1, offset, &self.scratch),
         }
@@ -285,7 +281,7 @@ impl World {
             }
             SdkOp::TcpClose => {
                 let out = &mut self.actors[i].out;
-                frames::push_raw_frame_v(out, V, MsgType::TcpClose, id, 0, &[0xa0]);
+                frames::push_raw(out, V, MsgType::TcpClose, id, 0, &[0xa0]);
             }
             _ => {
                 let t = self.rng.pick(&[
@@ -294,7 +290,7 @@ impl World {
                     MsgType::BulkCancel,
                 ]);
                 let out = &mut self.actors[i].out;
-                frames::push_raw_frame_v(out, V, t, id, 0, &[0xa0]);
+                frames::push_raw(out, V, t, id, 0, &[0xa0]);
             }
         }
     }
@@ -309,8 +305,8 @@ impl World {
         let (opens, extra) = (self.rng.chance(200), self.rng.chance(500));
         let out = &mut self.actors[i].out;
         match op {
-            SdkOp::Ping => frames::push_raw_frame_v(out, V, MsgType::Ping, id, 0, &[0xa0]),
-            SdkOp::Touch => frames::push_raw_frame_v(out, V, MsgType::Touch, id, 0, &[0xa0]),
+            SdkOp::Ping => frames::push_raw(out, V, MsgType::Ping, id, 0, &[0xa0]),
+            SdkOp::Touch => frames::push_raw(out, V, MsgType::Touch, id, 0, &[0xa0]),
             _ => {
                 let flags = if opens { FLAG_SESSION_START } else { 0 };
                 frames::push_unknown(out, V, "core.future.request", id, flags, extra);
@@ -325,7 +321,7 @@ impl World {
         if empty {
             out.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0, FLAG_SHUTDOWN]);
         } else {
-            frames::push_raw_frame_v(out, V, MsgType::Shutdown, 0, FLAG_SHUTDOWN, &[0xf6]);
+            frames::push_raw(out, V, MsgType::Shutdown, 0, FLAG_SHUTDOWN, &[0xf6]);
         }
     }
 
@@ -340,7 +336,7 @@ impl World {
                     id_start: range.end + 1,
                     id_end_exclusive: range.end.wrapping_add(range.end - range.start + 1),
                 };
-                out = frames::frame_v(V, MsgType::RelayClientDisconnected, id, &other);
+                out = frames::frame(V, MsgType::RelayClientDisconnected, id, &other).into();
             }
             BadCurrent::RelayType => {
                 let t = self.rng.pick(&[
@@ -349,11 +345,11 @@ impl World {
                     MsgType::WorkloadFreeze,
                     MsgType::Bootstrap,
                 ]);
-                frames::push_raw_frame_v(&mut out, V, t, id, 0, &[0xa0]);
+                frames::push_raw(&mut out, V, t, id, 0, &[0xa0]);
             }
             BadCurrent::UndefinedFlags => {
                 let flags = self.rng.pick(&[0x03, 0x10, 0x80, 0x09]);
-                frames::push_raw_frame_v(&mut out, V, MsgType::Ping, id, flags, &[0xa0]);
+                frames::push_raw(&mut out, V, MsgType::Ping, id, flags, &[0xa0]);
             }
             BadCurrent::BulkFlow => frames::push_bulk(&mut out, id, 1, 2, 0, b"x"),
             BadCurrent::BulkNothingOpen => {
@@ -371,13 +367,13 @@ impl World {
                 frames::push_unknown(&mut out, V, "control.stop", id, 0, false)
             }
             BadCurrent::Trailing => {
-                frames::push_raw_frame_v(&mut out, V, MsgType::Ping, id, 0, &[0xa0]);
+                frames::push_raw(&mut out, V, MsgType::Ping, id, 0, &[0xa0]);
                 out.push(0);
                 let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) + 1;
                 out[..4].copy_from_slice(&len.to_be_bytes());
             }
             BadCurrent::WrongFlags => {
-                frames::push_raw_frame_v(&mut out, V, MsgType::Ping, id, FLAG_TERMINAL, &[0xa0]);
+                frames::push_raw(&mut out, V, MsgType::Ping, id, FLAG_TERMINAL, &[0xa0]);
             }
         }
         out

@@ -121,7 +121,7 @@ impl World {
                     .conn_index(client)
                     .ok_or("handshake to unknown client")?;
                 let start = u32::from_be_bytes(bytes[..4].try_into().map_err(|_| "short")?);
-                if bytes[4..] != ready()[..] {
+                if bytes[4..] != ready(V1, 1)[..] {
                     return Err("handshake without the cached ready frame".into());
                 }
                 let range = (start, start.wrapping_add(self.relay.config().step()));
@@ -169,7 +169,7 @@ impl World {
                 }
                 // Otherwise it must be an expected kill, with nothing of that
                 // connection still queued ahead of it.
-                if frame != kill(id) {
+                if frame != kill(V1, id) {
                     return Err(format!(
                         "to_guest: frame for id {id} out of order, duplicated or invented"
                     ));
@@ -294,15 +294,15 @@ impl World {
                         let id = c.next_id;
                         c.next_id += 1;
                         if kind == 0 {
-                            exec_req(id, n % 2 == 0)
+                            exec_request(V1, id, n % 2 == 0, 0)
                         } else {
-                            fs_req(id)
+                            empty(V1, MsgType::FsRequest, id)
                         }
                     }
                     _ if open.is_empty() => return Ok(()),
-                    1 => stdin(open[n as usize % open.len()], &[n; 5]),
-                    2 => signal(open[n as usize % open.len()], 15),
-                    _ => resize(open[n as usize % open.len()]),
+                    1 => stdin(V1, open[n as usize % open.len()], &[n; 5]),
+                    2 => signal(V1, open[n as usize % open.len()], 15),
+                    _ => resize(V1, open[n as usize % open.len()], 1, 2),
                 };
                 c.out.extend_from_slice(&frame);
                 c.out_frames.push_back(frame);
@@ -350,7 +350,7 @@ impl World {
                 let step = self.relay.config().step();
                 let id = start.wrapping_add(step).wrapping_add(1);
                 c.violation_id = Some(id);
-                let bad = stdin(id, b"x");
+                let bad = stdin(V1, id, b"x");
                 self.run(Event::ClientBytes(ClientId(conn), &bad))?;
                 if self.model.clients[i as usize].conn.is_some() {
                     return Err("out-of-range frame did not close its sender".into());
@@ -367,7 +367,7 @@ impl World {
                 if open.is_empty() {
                     // A late frame for a departed session, if any: must reach nobody.
                     if let Some(&(_, id)) = self.model.departed.iter().nth(which as usize % 3) {
-                        let late = stdout(id, b"late");
+                        let late = stdout(V1, id, b"late");
                         self.model.guest_frames.push_back((late.len(), None));
                         self.model.guest_buf.extend_from_slice(&late);
                     }
@@ -376,9 +376,9 @@ impl World {
                 let id = open[which as usize % open.len()];
                 let exec = c.sessions[&id];
                 let frame = match (kind, exec) {
-                    (3, true) => exited(id, 0),
-                    (3, false) => fs_resp(id),
-                    _ => stdout(id, &vec![b'o'; which as usize]),
+                    (3, true) => exited(V1, id, 0),
+                    (3, false) => empty(V1, MsgType::FsResponse, id),
+                    _ => stdout(V1, id, &vec![b'o'; which as usize]),
                 };
                 let mut end = None;
                 if kind == 3 {
@@ -492,7 +492,7 @@ fn run_ops_with(
         ..Config::default()
     };
     let mut relay = Relay::new(cfg).checked();
-    relay.handle(0, Event::GuestBytes(&ready()));
+    relay.handle(0, Event::GuestBytes(&ready(V1, 1)));
     while relay.poll_action().is_some() {}
     let mut world = World {
         relay,

@@ -18,7 +18,7 @@ use agent_relay::core::{Action, ClientId, Config, Event, HandshakeForm, Protocol
 use agent_relay::testkit::frames;
 use agent_relay::wire::MsgType;
 use agent_relay::wire::payload::{ExecLimits, ExecResize, WorkloadTransportCredit, encode_payload};
-use agent_relay::wire::{FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL};
+use agent_relay::wire::{FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, LEGACY_VERSION};
 use agent_relay_sim::case::Case;
 use agent_relay_sim::driver::{Driver, TraceMode};
 use arbitrary::Arbitrary;
@@ -306,7 +306,7 @@ fn guest_frame(s: &Setup, buf: &mut Vec<u8>, kind: u8, slot: u8, off: u8, len: u
             buf.extend_from_slice(&frames::init_resolved(v));
             buf.extend_from_slice(&frames::ready_current(v, 1, s.barrier.then_some(2), limits));
         }
-        0 => *buf = frames::ready(1).into(),
+        0 => *buf = frames::ready(LEGACY_VERSION, 1).into(),
         1 => frames::push_data(buf, v, MsgType::ExecStdout, id, 0, &data),
         2 => frames::push_data(buf, v, MsgType::ExecStderr, id, 0, &data),
         3 => *buf = frames::exited(v, id, 0).into(),

@@ -240,15 +240,15 @@ pub fn shutdown(v: u8, id: u32) -> Bytes {
     frame(v, MsgType::Shutdown, id, &())
 }
 
-/// A legacy `core.ready` (`v = 1`) on id 0: boot `boot` ns, init `boot / 2`,
-/// ready `boot + 1`.
-pub fn ready(boot: u64) -> Bytes {
+/// `core.ready` on id 0 with the legacy fields only (what a legacy guest
+/// sends): boot `boot` ns, init `boot / 2`, ready `boot + 1`.
+pub fn ready(v: u8, boot: u64) -> Bytes {
     let r = Ready {
         boot_time_ns: boot,
         init_time_ns: boot / 2,
         ready_time_ns: boot + 1,
     };
-    frame(crate::wire::LEGACY_VERSION, MsgType::Ready, 0, &r)
+    frame(v, MsgType::Ready, 0, &r)
 }
 
 /// A current `core.ready` on id 0 with the capabilities the relay acts on

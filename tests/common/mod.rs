@@ -1,97 +1,20 @@
-//! Frame builders and a small driver shared by the core tests.
+//! A small driver shared by the core tests, and the crate's frame builder
+//! (`agent_relay::testkit::frames`) for them.
 #![allow(dead_code)]
+
+pub use agent_relay::testkit::frames::*;
 
 use agent_relay::core::{
     Action, ClientId, CloseReason, Config, Event, Relay, SlowLimit, Violation,
 };
-use agent_relay::wire::MsgType;
-use agent_relay::wire::payload::{
-    Data, ExecExited, ExecRequest, ExecResize, ExecSignal, Ready, build_frame,
-};
 use bytes::Bytes;
 
+/// Ids per slot in the legacy generation.
 pub const STEP: u32 = u32::MAX / 16;
-
-pub fn ready() -> Bytes {
-    build_frame(
-        MsgType::Ready,
-        0,
-        &Ready {
-            boot_time_ns: 1,
-            init_time_ns: 2,
-            ready_time_ns: 3,
-        },
-    )
-    .into_bytes()
-}
-
-pub fn exec_req(id: u32, tty: bool) -> Bytes {
-    let req = ExecRequest {
-        tty,
-        ..ExecRequest::new("sh").args(["-c", "true"])
-    };
-    build_frame(MsgType::ExecRequest, id, &req).into_bytes()
-}
-
-pub fn fs_req(id: u32) -> Bytes {
-    // The relay never reads fs payloads; any CBOR map will do.
-    let body = agent_relay::wire::encode_envelope(MsgType::FsRequest, &[0xa0]);
-    agent_relay::wire::Frame::build(id, MsgType::FsRequest.flags(), &body)
-        .unwrap()
-        .into_bytes()
-}
-
-pub fn fs_resp(id: u32) -> Bytes {
-    let body = agent_relay::wire::encode_envelope(MsgType::FsResponse, &[0xa0]);
-    agent_relay::wire::Frame::build(id, MsgType::FsResponse.flags(), &body)
-        .unwrap()
-        .into_bytes()
-}
-
-pub fn data(t: MsgType, id: u32, bytes: &[u8]) -> Bytes {
-    build_frame(
-        t,
-        id,
-        &Data {
-            data: bytes.to_vec(),
-        },
-    )
-    .into_bytes()
-}
-
-pub fn stdout(id: u32, bytes: &[u8]) -> Bytes {
-    data(MsgType::ExecStdout, id, bytes)
-}
-
-pub fn stdin(id: u32, bytes: &[u8]) -> Bytes {
-    data(MsgType::ExecStdin, id, bytes)
-}
-
-pub fn exited(id: u32, code: i32) -> Bytes {
-    build_frame(MsgType::ExecExited, id, &ExecExited { code }).into_bytes()
-}
-
-pub fn signal(id: u32, signal: i32) -> Bytes {
-    build_frame(MsgType::ExecSignal, id, &ExecSignal { signal }).into_bytes()
-}
-
-pub fn resize(id: u32) -> Bytes {
-    build_frame(MsgType::ExecResize, id, &ExecResize { rows: 1, cols: 2 }).into_bytes()
-}
-
-pub fn shutdown(id: u32) -> Bytes {
-    build_frame(MsgType::Shutdown, id, &()).into_bytes()
-}
-
-pub fn with_flags(frame: &Bytes, flags: u8) -> Bytes {
-    let mut v = frame.to_vec();
-    v[8] = flags;
-    Bytes::from(v)
-}
-
-pub fn kill(id: u32) -> Bytes {
-    agent_relay::wire::payload::sigkill_frame(id).into_bytes()
-}
+/// The legacy generation's `v`, the first argument of its frame builders.
+pub const V1: u8 = agent_relay::wire::LEGACY_VERSION;
+/// The current generation's `v`.
+pub const V10: u8 = agent_relay::wire::CURRENT_VERSION;
 
 /// A relay plus the actions it produced, for line-by-line assertions.
 pub struct Harness {
@@ -116,7 +39,7 @@ impl Harness {
     /// A relay whose guest is ready.
     pub fn ready(cfg: Config) -> Harness {
         let mut h = Harness::new(cfg);
-        let acts = h.ev(Event::GuestBytes(&ready()));
+        let acts = h.ev(Event::GuestBytes(&ready(V1, 1)));
         assert!(acts.contains(&Action::Ready));
         h
     }

@@ -8,8 +8,8 @@ use super::*;
 /// timer runs.
 #[test]
 fn core_budgets_are_inclusive_limits() {
-    let handshake = 4 + ready().len();
-    let f = stdout(1, b"x");
+    let handshake = 4 + ready(V1, 1).len();
+    let f = stdout(V1, 1, b"x");
     let cfg = Config {
         client_soft_budget: handshake + f.len(),
         client_hard_cap: handshake + 2 * f.len(),
@@ -19,8 +19,8 @@ fn core_budgets_are_inclusive_limits() {
     let mut h = Harness::ready(cfg);
     h.connect(1);
     h.connect(2);
-    h.client(1, &exec_req(1, false));
-    h.client(2, &exec_req(STEP + 1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
+    h.client(2, &exec_request(V1, STEP + 1, false, 0));
     h.guest(&f);
     assert_eq!(
         h.relay.poll_timeout(),
@@ -30,7 +30,7 @@ fn core_budgets_are_inclusive_limits() {
     let acts = h.guest(&f);
     assert!(closed(&acts, 1).is_none(), "at the hard cap, not over it");
     assert!(h.relay.poll_timeout().is_some(), "over the soft budget");
-    let g = stdout(STEP + 1, b"x");
+    let g = stdout(V1, STEP + 1, b"x");
     let acts = h.guest(&g);
     assert!(
         closed(&acts, 1).is_none() && closed(&acts, 2).is_none(),
@@ -44,7 +44,7 @@ fn core_budgets_are_inclusive_limits() {
         ..small()
     });
     h2.connect(1);
-    h2.client(1, &exec_req(1, false));
+    h2.client(1, &exec_request(V1, 1, false, 0));
     h2.guest(&f);
     h2.guest(&f);
     let acts = h2.guest(&f);
@@ -56,12 +56,12 @@ fn core_budgets_are_inclusive_limits() {
 #[test]
 fn core_ids_past_last_slot_and_late_frames_counted() {
     let mut h = one_client();
-    let acts = h.guest(&stdout(u32::MAX, b"x"));
+    let acts = h.guest(&stdout(V1, u32::MAX, b"x"));
     assert!(acts.is_empty());
     assert_eq!(h.relay.counters().dropped_unowned, 1);
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     h.disconnect(1);
-    h.guest(&stdout(1, b"late"));
+    h.guest(&stdout(V1, 1, b"late"));
     assert_eq!(h.relay.counters().dropped_unowned, 2);
 }
 
@@ -72,14 +72,14 @@ fn core_ids_past_last_slot_and_late_frames_counted() {
 #[test]
 fn core_queued_frames_pin_only_their_own_bytes() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
-    h.client(2, &exec_req(STEP + 1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
+    h.client(2, &exec_request(V1, STEP + 1, false, 0));
     let mut chunk = Vec::new();
     for i in 0..4u32 {
-        chunk.extend_from_slice(&stdout(1 + (i % 2) * STEP, b"small"));
+        chunk.extend_from_slice(&stdout(V1, 1 + (i % 2) * STEP, b"small"));
     }
     // A partial frame at the end goes through the decoder; finish it next.
-    let tail = stdout(1, b"tail");
+    let tail = stdout(V1, 1, b"tail");
     chunk.extend_from_slice(&tail[..6]);
     let mut acts = h.guest(&chunk);
     acts.extend(h.guest(&tail[6..]));
@@ -112,7 +112,7 @@ fn core_queued_frames_pin_only_their_own_bytes() {
 /// bound, not when they reach it exactly.
 #[test]
 fn core_pause_bound_is_inclusive() {
-    let f = stdin(1, b"queued");
+    let f = stdin(V1, 1, b"queued");
     let mut h = window_full(Some(2 * f.len()));
     assert!(!h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
     assert!(!h.client(1, &f).contains(&Action::PauseClient(ClientId(1))));
@@ -124,8 +124,8 @@ fn core_pause_bound_is_inclusive() {
 fn core_zero_byte_write_is_not_progress() {
     let mut h = Harness::ready(budget_cfg());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
-    h.guest(&stdout(1, &[b'x'; 3_000]));
+    h.client(1, &exec_request(V1, 1, false, 0));
+    h.guest(&stdout(V1, 1, &[b'x'; 3_000]));
     let deadline = h.relay.poll_timeout().expect("grace timer armed").at;
     h.now = deadline - 10;
     h.ev(Event::ClientWritten(ClientId(1), 0));
@@ -139,16 +139,16 @@ fn core_zero_byte_write_is_not_progress() {
 #[test]
 fn core_control_priority_returns_after_sessions_data_left() {
     let mut h = window_full(None);
-    h.client(1, &stdin(1, b"s1 data"));
+    h.client(1, &stdin(V1, 1, b"s1 data"));
     // The window frees: session 1's data leaves.
     let sent = to_guest(&h.ev(Event::GuestWritten(1 << 20)));
-    assert_eq!(sent, vec![stdin(1, b"s1 data")]);
-    h.client(1, &stdin(2, b"s2 data"));
-    h.client(1, &signal(1, 15));
+    assert_eq!(sent, vec![stdin(V1, 1, b"s1 data")]);
+    h.client(1, &stdin(V1, 2, b"s2 data"));
+    h.client(1, &signal(V1, 1, 15));
     let sent = to_guest(&h.ev(Event::GuestWritten(1 << 20)));
-    assert_eq!(sent, vec![signal(1, 15)], "overtakes session 2's data");
+    assert_eq!(sent, vec![signal(V1, 1, 15)], "overtakes session 2's data");
     let sent = to_guest(&h.ev(Event::GuestWritten(1 << 20)));
-    assert_eq!(sent, vec![stdin(2, b"s2 data")]);
+    assert_eq!(sent, vec![stdin(V1, 2, b"s2 data")]);
     assert_eq!(h.relay.counters().queued_to_guest, 0);
 }
 
@@ -156,7 +156,7 @@ fn core_control_priority_returns_after_sessions_data_left() {
 /// down to half the bound.
 #[test]
 fn core_resume_at_half_the_bound() {
-    let f = stdin(1, b"0123456789");
+    let f = stdin(V1, 1, b"0123456789");
     let mut h = window_full(Some(4 * f.len()));
     let mut paused = false;
     for _ in 0..5 {
@@ -187,7 +187,7 @@ fn core_live_clients_counted_down_on_departure() {
 #[test]
 fn core_guest_closed_mid_frame_counted() {
     let mut h = one_client();
-    let f = stdout(1, b"cut short");
+    let f = stdout(V1, 1, b"cut short");
     h.guest(&f[..7]);
     let acts = h.ev(Event::GuestClosed);
     assert!(
@@ -218,10 +218,10 @@ fn core_log_sources_have_their_exec_log_names() {
 #[test]
 fn core_continuation_bytes_never_start_a_frame() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
-    h.client(1, &exec_req(2, false));
-    let embedded = stdout(2, b"smuggled");
-    let outer = stdout(1, &embedded);
+    h.client(1, &exec_request(V1, 1, false, 0));
+    h.client(1, &exec_request(V1, 2, false, 0));
+    let embedded = stdout(V1, 2, b"smuggled");
+    let outer = stdout(V1, 1, &embedded);
     let cut = outer.len() - embedded.len();
     let acts = h.guest(&outer[..cut]);
     assert!(to_client(&acts, 1).is_empty());
@@ -239,10 +239,10 @@ fn core_continuation_bytes_never_start_a_frame() {
 #[test]
 fn core_straddling_frames_copied_out_of_the_decoder() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     let mut stream = Vec::new();
     for part in [&b"a"[..], b"b", b"c"] {
-        stream.extend_from_slice(&stdout(1, part));
+        stream.extend_from_slice(&stdout(V1, 1, part));
     }
     // The first read ends inside the first frame: all three finish in the decoder.
     let mut acts = h.guest(&stream[..3]);

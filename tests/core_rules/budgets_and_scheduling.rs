@@ -8,8 +8,8 @@ use super::*;
 fn core_slow_consumer_closed_at_grace_deadline() {
     let mut h = Harness::ready(budget_cfg());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
-    let big = stdout(1, &[b'x'; 1_200]);
+    h.client(1, &exec_request(V1, 1, false, 0));
+    let big = stdout(V1, 1, &[b'x'; 1_200]);
     h.guest(&big);
     let timeout = h.relay.poll_timeout().expect("grace timer armed");
     assert_eq!(timeout.timer, Timer::SlowConsumerGrace(ClientId(1)));
@@ -19,7 +19,7 @@ fn core_slow_consumer_closed_at_grace_deadline() {
     h.now = deadline;
     let acts = h.ev(Event::Tick);
     assert_eq!(slow_limit(&acts, 1), Some(SlowLimit::Grace));
-    assert_eq!(to_guest(&acts), vec![kill(1)]);
+    assert_eq!(to_guest(&acts), vec![kill(V1, 1)]);
     assert_eq!(h.relay.counters().slow_consumer_closes, 1);
 }
 
@@ -27,8 +27,8 @@ fn core_slow_consumer_closed_at_grace_deadline() {
 fn core_progress_restarts_grace_and_draining_clears_it() {
     let mut h = Harness::ready(budget_cfg());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
-    h.guest(&stdout(1, &[b'x'; 3_000]));
+    h.client(1, &exec_request(V1, 1, false, 0));
+    h.guest(&stdout(V1, 1, &[b'x'; 3_000]));
     h.now = 90;
     h.ev(Event::ClientWritten(ClientId(1), 100));
     assert_eq!(
@@ -48,10 +48,10 @@ fn core_progress_restarts_grace_and_draining_clears_it() {
 fn core_hard_cap_closes_at_once() {
     let mut h = Harness::ready(budget_cfg());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     let mut closed_at = None;
     for i in 0..20 {
-        let acts = h.guest(&stdout(1, &[b'x'; 900]));
+        let acts = h.guest(&stdout(V1, 1, &[b'x'; 900]));
         if closed(&acts, 1).is_some() {
             closed_at = Some(i);
             break;
@@ -66,12 +66,12 @@ fn core_global_cap_closes_biggest_holder() {
     let mut h = Harness::ready(budget_cfg());
     for c in 0..3u32 {
         h.connect(c as u64);
-        h.client(c as u64, &exec_req(c * STEP + 1, false));
+        h.client(c as u64, &exec_request(V1, c * STEP + 1, false, 0));
     }
     // Client 0 holds 8 KB, client 1 holds 5 KB; client 2's frame crosses 15 KB.
-    h.guest(&stdout(1, &[b'x'; 8_000]));
-    h.guest(&stdout(STEP + 1, &[b'x'; 5_000]));
-    let acts = h.guest(&stdout(2 * STEP + 1, &[b'x'; 2_500]));
+    h.guest(&stdout(V1, 1, &[b'x'; 8_000]));
+    h.guest(&stdout(V1, STEP + 1, &[b'x'; 5_000]));
+    let acts = h.guest(&stdout(V1, 2 * STEP + 1, &[b'x'; 2_500]));
     assert_eq!(slow_limit(&acts, 0), Some(SlowLimit::GlobalCap), "{acts:?}");
     assert_eq!(
         to_client(&acts, 2).len(),
@@ -92,15 +92,15 @@ fn core_client_paused_at_bound_and_resumed_fairly() {
     h.connect(1);
     h.connect(2);
     // Fill the window, then queue past the bound for client 1.
-    h.client(1, &stdin(1, b"w"));
+    h.client(1, &stdin(V1, 1, b"w"));
     let mut paused = false;
     for _ in 0..5 {
-        let acts = h.client(1, &stdin(1, &[b'a'; 40]));
+        let acts = h.client(1, &stdin(V1, 1, &[b'a'; 40]));
         paused |= acts.contains(&Action::PauseClient(ClientId(1)));
     }
     assert!(paused);
-    h.client(2, &stdin(STEP + 1, b"b1"));
-    h.client(2, &stdin(STEP + 1, b"b2"));
+    h.client(2, &stdin(V1, STEP + 1, b"b1"));
+    h.client(2, &stdin(V1, STEP + 1, b"b2"));
     // Round robin: client 2's frames are not stuck behind all of client 1's.
     let mut order = Vec::new();
     let mut resumed = false;
@@ -120,16 +120,21 @@ fn core_client_paused_at_bound_and_resumed_fairly() {
 #[test]
 fn core_control_frames_overtake_other_sessions_data() {
     let mut h = window_full(None);
-    h.client(1, &stdin(1, b"data"));
-    h.client(1, &signal(2, 15));
-    h.client(1, &resize(3));
-    h.client(1, &signal(1, 2)); // same session as queued data: stays behind it
+    h.client(1, &stdin(V1, 1, b"data"));
+    h.client(1, &signal(V1, 2, 15));
+    h.client(1, &resize(V1, 3, 1, 2));
+    h.client(1, &signal(V1, 1, 2)); // same session as queued data: stays behind it
     let mut sent = Vec::new();
     for _ in 0..6 {
         sent.extend(to_guest(&h.ev(Event::GuestWritten(1 << 20))));
     }
     assert_eq!(
         sent,
-        vec![signal(2, 15), resize(3), stdin(1, b"data"), signal(1, 2)]
+        vec![
+            signal(V1, 2, 15),
+            resize(V1, 3, 1, 2),
+            stdin(V1, 1, b"data"),
+            signal(V1, 1, 2)
+        ]
     );
 }

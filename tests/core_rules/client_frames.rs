@@ -8,7 +8,7 @@ use super::*;
 #[test]
 fn core_client_frame_forwarded_unchanged() {
     let mut h = one_client();
-    let f = exec_req(STEP + 1, false);
+    let f = exec_request(V1, STEP + 1, false, 0);
     // Split in two reads.
     let acts = h.client(2, &f[..7]);
     assert!(to_guest(&acts).is_empty());
@@ -23,7 +23,7 @@ fn core_out_of_range_id_closes_sender_only() {
         start: 0,
         end: STEP,
     };
-    assert_refused(&mut h, 1, &stdin(STEP + 3, b"x"), |v| {
+    assert_refused(&mut h, 1, &stdin(V1, STEP + 3, b"x"), |v| {
         *v == Violation::OutOfRange {
             id: STEP + 3,
             range,
@@ -66,8 +66,8 @@ fn core_garbage_envelope_never_reaches_guest() {
 #[test]
 fn core_forged_terminal_flag_refused() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
-    assert_refused(&mut h, 1, &with_flags(&stdin(1, b"x"), 0x01), |v| {
+    h.client(1, &exec_request(V1, 1, false, 0));
+    assert_refused(&mut h, 1, &with_flags(&stdin(V1, 1, b"x"), 0x01), |v| {
         *v == Violation::WrongFlags {
             id: 1,
             t: MsgType::ExecStdin,
@@ -85,7 +85,7 @@ fn core_forged_terminal_flag_refused() {
 #[test]
 fn core_shutdown_flag_on_stdin_refused() {
     let mut h = one_client();
-    let acts = h.client(1, &with_flags(&stdin(1, b"x"), 0x04));
+    let acts = h.client(1, &with_flags(&stdin(V1, 1, b"x"), 0x04));
     assert!(!acts.contains(&Action::Drain));
     assert!(matches!(
         violation(&acts, 1),
@@ -96,7 +96,7 @@ fn core_shutdown_flag_on_stdin_refused() {
 #[test]
 fn core_guest_only_type_from_client_refused() {
     let mut h = one_client();
-    assert_refused(&mut h, 1, &stdout(1, b"x"), |v| {
+    assert_refused(&mut h, 1, &stdout(V1, 1, b"x"), |v| {
         *v == Violation::NotClientType {
             id: 1,
             t: MsgType::ExecStdout,
@@ -117,10 +117,13 @@ fn core_undecodable_exec_request_refused() {
 #[test]
 fn core_frames_before_violation_still_forwarded() {
     let mut h = one_client();
-    let mut chunk = exec_req(1, false).to_vec();
-    chunk.extend_from_slice(&stdin(STEP * 5, b"bad"));
+    let mut chunk = exec_request(V1, 1, false, 0).to_vec();
+    chunk.extend_from_slice(&stdin(V1, STEP * 5, b"bad"));
     let acts = h.client(1, &chunk);
-    assert_eq!(to_guest(&acts), vec![exec_req(1, false), kill(1)]);
+    assert_eq!(
+        to_guest(&acts),
+        vec![exec_request(V1, 1, false, 0), kill(V1, 1)]
+    );
     assert_eq!(h.relay.counters().protocol_violations, 1);
 }
 

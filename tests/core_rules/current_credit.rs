@@ -12,7 +12,7 @@ fn credited(cfg: Config) -> Harness {
             guest_window: 1 << 40,
             ..cfg
         },
-        &ready10(Some(2), None),
+        &ready_current(V10, 1, Some(2), None),
     );
     h.connect(1);
     h.connect(2);
@@ -30,9 +30,9 @@ fn sent(h: &mut Harness, c: u64, f: &Bytes) -> bool {
 fn core_current_credit_frames_wait_for_a_grant() {
     let mut h = credited(small());
     let id = cid(0);
-    h.client(1, &exec_req10(id));
+    h.client(1, &exec_request(V10, id, false, 0));
     // One frame of exactly the data window's bytes... less what fits.
-    let big = stdin10(id, &vec![7u8; 3 << 20]);
+    let big = stdin(V10, id, &vec![7u8; 3 << 20]);
     let mut sent_bytes = 0;
     while sent(&mut h, 1, &big) {
         sent_bytes += big.len() as u64;
@@ -42,14 +42,20 @@ fn core_current_credit_frames_wait_for_a_grant() {
     assert_eq!(c.used_data_frames, sent_bytes / big.len() as u64);
     // Lowering the control grant: ignored, nothing moves.
     let lower = credit(
-        (CONTROL_BYTES - 1, CONTROL_FRAMES),
-        (DATA_BYTES * 4, DATA_FRAMES * 4),
+        V10,
+        &grant(
+            (CONTROL_BYTES - 1, CONTROL_FRAMES),
+            (DATA_BYTES * 4, DATA_FRAMES * 4),
+        ),
     );
     assert!(to_guest(&h.guest(&lower)).is_empty());
     assert_eq!(h.relay.counters().grants_ignored, 1);
     let more = credit(
-        (CONTROL_BYTES, CONTROL_FRAMES),
-        (DATA_BYTES * 4, DATA_FRAMES * 4),
+        V10,
+        &grant(
+            (CONTROL_BYTES, CONTROL_FRAMES),
+            (DATA_BYTES * 4, DATA_FRAMES * 4),
+        ),
     );
     let acts = h.guest(&more);
     assert_eq!(
@@ -64,9 +70,9 @@ fn core_current_credit_frames_wait_for_a_grant() {
 #[test]
 fn core_current_init_ack_uncharged_clock_charged() {
     let mut h = Harness::new(Config::current());
-    h.guest(&init_resolved());
+    h.guest(&init_resolved(V10));
     h.ev(Event::WallClock(1_700_000_000_000_000_000));
-    h.guest(&ready10(Some(2), None));
+    h.guest(&ready_current(V10, 1, Some(2), None));
     let c = h.relay.counters();
     assert_eq!((c.init_acks, c.clock_syncs), (1, 1));
     assert_eq!(c.used_control_frames, 1, "the clock sync only");
@@ -79,26 +85,33 @@ fn core_current_init_ack_uncharged_clock_charged() {
 fn core_current_control_passes_blocked_data() {
     let mut h = credited(small());
     let (a, t) = (cid(0), cid(0) + 1);
-    h.client(1, &exec_req10(a));
-    h.client(1, &tcp_connect(t));
-    let big = stdin10(a, &vec![1u8; 3 << 20]);
+    h.client(1, &exec_request(V10, a, false, 0));
+    h.client(1, &empty(V10, MsgType::TcpConnect, t));
+    let big = stdin(V10, a, &vec![1u8; 3 << 20]);
     while sent(&mut h, 1, &big) {}
-    let blocked_tcp = tcp_data(t, b"bytes");
+    let blocked_tcp = data(V10, MsgType::TcpData, t, b"bytes");
     assert!(!sent(&mut h, 1, &blocked_tcp), "data waits");
-    let close = raw10("core.tcp.close", t, 0, &[0xa0]);
+    let close = named(V10, "core.tcp.close", t, 0, &[0xa0]);
     assert!(!sent(&mut h, 1, &close), "behind its own stream's data");
     assert!(
-        sent(&mut h, 1, &signal10(a, 2)),
+        sent(&mut h, 1, &signal(V10, a, 2)),
         "a signal passes its own stdin"
     );
-    let resize = v10(
+    let resize = frame(
+        V10,
         MsgType::ExecResize,
         a,
         &agent_relay::wire::payload::ExecResize { rows: 1, cols: 1 },
     );
     assert!(sent(&mut h, 1, &resize));
-    assert!(sent(&mut h, 2, &ping(cid(1))), "another client's request");
-    assert!(sent(&mut h, 1, &exec_req10(a + 5)), "a new request");
+    assert!(
+        sent(&mut h, 2, &empty(V10, MsgType::Ping, cid(1))),
+        "another client's request"
+    );
+    assert!(
+        sent(&mut h, 1, &exec_request(V10, a + 5, false, 0)),
+        "a new request"
+    );
 }
 
 /// While one client's stdin is stuck in a process that never reads it,
@@ -107,11 +120,11 @@ fn core_current_control_passes_blocked_data() {
 fn core_current_fair_share_keeps_other_clients_data_flowing() {
     let mut h = credited(small());
     let (a, b) = (cid(0), cid(1));
-    h.client(1, &exec_req10(a));
-    h.client(2, &exec_req10(b));
+    h.client(1, &exec_request(V10, a, false, 0));
+    h.client(2, &exec_request(V10, b, false, 0));
     let chunk = vec![0u8; 1 << 20];
     // Client 1 floods a process that never reads: it stops at its share.
-    let flood = stdin10(a, &chunk);
+    let flood = stdin(V10, a, &chunk);
     let mut held = 0;
     while sent(&mut h, 1, &flood) {
         held += 1;
@@ -119,14 +132,17 @@ fn core_current_fair_share_keeps_other_clients_data_flowing() {
     assert!(held * (flood.len() as u64) <= DATA_BYTES / 2 + flood.len() as u64);
     // Client 2's process reads: the guest grants back what it consumed.
     for _ in 0..200 {
-        let f = stdin10(b, &chunk);
+        let f = stdin(V10, b, &chunk);
         assert!(sent(&mut h, 2, &f), "client 2 still flows");
         let c = h.relay.counters().clone();
         let g = credit(
-            (c.credit_control_bytes, c.credit_control_frames),
-            (
-                c.credit_data_bytes + f.len() as u64,
-                c.credit_data_frames + 1,
+            V10,
+            &grant(
+                (c.credit_control_bytes, c.credit_control_frames),
+                (
+                    c.credit_data_bytes + f.len() as u64,
+                    c.credit_data_frames + 1,
+                ),
             ),
         );
         h.guest(&g);
@@ -147,12 +163,12 @@ fn core_current_exec_limit_refused_by_the_relay() {
             exec_log: false,
             ..small()
         },
-        &ready10(None, Some(limits)),
+        &ready_current(V10, 1, None, Some(limits)),
     );
     h.connect(1);
     h.connect(2);
-    h.client(1, &exec_req10(cid(0)));
-    let acts = h.client(2, &exec_req10(cid(1)));
+    h.client(1, &exec_request(V10, cid(0), false, 0));
+    let acts = h.client(2, &exec_request(V10, cid(1), false, 0));
     assert!(to_guest(&acts).is_empty());
     let refused = match &to_client(&acts, 2)[..] {
         [f] => f.clone(),
@@ -168,8 +184,8 @@ fn core_current_exec_limit_refused_by_the_relay() {
     assert_eq!(failed.message, "active execution limit reached");
     assert_eq!(h.relay.counters().execs_refused, 1);
     // The first ends; the next request goes through.
-    h.guest(&exited10(cid(0), 0));
-    assert!(sent(&mut h, 2, &exec_req10(cid(1) + 1)));
+    h.guest(&exited(V10, cid(0), 0));
+    assert!(sent(&mut h, 2, &exec_request(V10, cid(1) + 1, false, 0)));
 }
 
 fn syncs(acts: &[Action]) -> Vec<u64> {
@@ -193,7 +209,7 @@ fn core_current_clock_sync_at_ready_period_and_jump() {
     const T0: u64 = 1_700_000_000_000_000_000;
     let mut h = Harness::new(Config::current());
     h.ev(Event::WallClock(T0));
-    let acts = h.guest(&ready10(None, None));
+    let acts = h.guest(&ready_current(V10, 1, None, None));
     assert_eq!(syncs(&acts), [T0]);
     let t = h.relay.poll_timeout().unwrap();
     assert_eq!((t.timer, t.at), (Timer::ClockSync, 60_000));
@@ -211,6 +227,6 @@ fn core_current_clock_sync_at_ready_period_and_jump() {
     // Legacy: none, and no timer.
     let mut h = Harness::new(Config::legacy());
     h.ev(Event::WallClock(T0));
-    assert!(syncs(&h.guest(&ready())).is_empty());
+    assert!(syncs(&h.guest(&ready(V1, 1))).is_empty());
     assert_eq!(h.relay.poll_timeout(), None);
 }

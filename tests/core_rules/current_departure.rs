@@ -6,7 +6,7 @@
 use super::*;
 
 fn current(cfg: Config) -> Harness {
-    let mut h = Harness::current(cfg, &ready10(None, None));
+    let mut h = Harness::current(cfg, &ready_current(V10, 1, None, None));
     h.connect(1);
     h
 }
@@ -20,11 +20,18 @@ fn core_current_departure_kills_then_notice() {
         ..small()
     });
     let (a, b) = (cid(0), cid(0) + 1);
-    h.client(1, &exec_req10(a));
-    h.client(1, &exec_req10(b));
-    h.client(1, &ping(b + 1));
+    h.client(1, &exec_request(V10, a, false, 0));
+    h.client(1, &exec_request(V10, b, false, 0));
+    h.client(1, &empty(V10, MsgType::Ping, b + 1));
     let acts = h.disconnect(1);
-    assert_eq!(to_guest(&acts), vec![kill10(a), kill10(b), notice(0)]);
+    assert_eq!(
+        to_guest(&acts),
+        vec![
+            kill(V10, a),
+            kill(V10, b),
+            client_disconnected(V10, crange(0))
+        ]
+    );
     assert_eq!(h.relay.counters().notices_sent, 1);
     assert_eq!(h.relay.counters().kills_sent, 2);
 }
@@ -38,13 +45,13 @@ fn core_current_departure_drops_waiting_data_and_the_kill_passes() {
             exec_log: false,
             ..small()
         },
-        &ready10(Some(2), None),
+        &ready_current(V10, 1, Some(2), None),
     );
     h.connect(1);
     let id = cid(0);
-    h.client(1, &exec_req10(id));
+    h.client(1, &exec_request(V10, id, false, 0));
     // Send stdin until it waits (credit, or the client's fair share of it).
-    let chunk = stdin10(id, b"x");
+    let chunk = stdin(V10, id, b"x");
     let mut waiting = 0;
     for _ in 0..DATA_FRAMES + 1 {
         if to_guest(&h.client(1, &chunk)).is_empty() {
@@ -53,7 +60,10 @@ fn core_current_departure_drops_waiting_data_and_the_kill_passes() {
     }
     assert!(waiting > 0, "the guest granted nothing more");
     let acts = h.disconnect(1);
-    assert_eq!(to_guest(&acts), vec![kill10(id), notice(0)]);
+    assert_eq!(
+        to_guest(&acts),
+        vec![kill(V10, id), client_disconnected(V10, crange(0))]
+    );
     assert_eq!(h.relay.counters().departed_frames_dropped, waiting);
     assert_eq!(h.relay.counters().queued_to_guest, 0);
 }
@@ -69,26 +79,26 @@ fn core_current_notice_fence_retires_a_departed_clients_requests() {
         ..small()
     });
     let old = cid(0) + 3;
-    h.client(1, &ping(old));
-    h.client(1, &fs_req10(old + 1));
+    h.client(1, &empty(V10, MsgType::Ping, old));
+    h.client(1, &empty(V10, MsgType::FsRequest, old + 1));
     h.disconnect(1);
     // Slot 0 waits (its ping and fs request are open); a newcomer gets slot 1.
     let acts = h.connect(2);
     assert_eq!(handshake_offset(&acts), cid(1));
     // A reply to the newcomer's request, sent after the notice was taken,
     // proves the guest read the notice: slot 0 is free again.
-    h.client(2, &ping(cid(1)));
-    h.guest(&pong(cid(1)));
+    h.client(2, &empty(V10, MsgType::Ping, cid(1)));
+    h.guest(&empty(V10, MsgType::Pong, cid(1)));
     assert_eq!(h.relay.counters().correlations_retired, 2);
     let acts = h.connect(3);
     assert_eq!(handshake_offset(&acts), cid(0));
     // The old owner's late reply reaches nobody.
-    h.client(3, &ping(old));
+    h.client(3, &empty(V10, MsgType::Ping, old));
     h.expect(
-        Event::GuestBytes(&pong(old)),
+        Event::GuestBytes(&empty(V10, MsgType::Pong, old)),
         &[Action::ToClient {
             client: ClientId(3),
-            frame: pong(old),
+            frame: empty(V10, MsgType::Pong, old),
         }],
     );
 }
@@ -103,17 +113,17 @@ fn core_current_fence_keeps_killed_execs_until_they_exit() {
         ..small()
     });
     let id = cid(0);
-    h.client(1, &exec_req10(id));
+    h.client(1, &exec_request(V10, id, false, 0));
     h.disconnect(1);
     h.connect(2);
-    h.client(2, &ping(cid(1)));
-    h.guest(&pong(cid(1)));
+    h.client(2, &empty(V10, MsgType::Ping, cid(1)));
+    h.guest(&empty(V10, MsgType::Pong, cid(1)));
     let acts = h.connect(3);
     assert!(
         matches!(acts[..], [Action::Refuse { .. }]),
         "slot 0 still waits: {acts:?}"
     );
-    h.guest(&exited10(id, 137));
+    h.guest(&exited(V10, id, 137));
     let acts = h.connect(4);
     assert_eq!(handshake_offset(&acts), cid(0));
 }
@@ -127,28 +137,31 @@ fn core_current_churn_never_refused_for_quarantine() {
             exec_log: false,
             ..small()
         },
-        &ready10(Some(2), None),
+        &ready_current(V10, 1, Some(2), None),
     );
     for c in 1..=1_000u64 {
         let acts = h.connect(c);
         let start = handshake_offset(&acts);
-        h.client(c, &exec_req10(start));
-        h.client(c, &ping(start + 1));
-        h.client(c, &stdin10(start, b"input"));
+        h.client(c, &exec_request(V10, start, false, 0));
+        h.client(c, &empty(V10, MsgType::Ping, start + 1));
+        h.client(c, &stdin(V10, start, b"input"));
         h.disconnect(c);
         // The guest kills the process and answers the ping; and grants back
         // what it consumed.
-        h.guest(&pong(start + 1));
-        h.guest(&exited10(start, 137));
+        h.guest(&empty(V10, MsgType::Pong, start + 1));
+        h.guest(&exited(V10, start, 137));
         let used = h.relay.counters().clone();
         h.guest(&credit(
-            (
-                used.used_control_bytes + CONTROL_BYTES,
-                used.used_control_frames + CONTROL_FRAMES,
-            ),
-            (
-                used.used_data_bytes + DATA_BYTES,
-                used.used_data_frames + DATA_FRAMES,
+            V10,
+            &grant(
+                (
+                    used.used_control_bytes + CONTROL_BYTES,
+                    used.used_control_frames + CONTROL_FRAMES,
+                ),
+                (
+                    used.used_data_bytes + DATA_BYTES,
+                    used.used_data_frames + DATA_FRAMES,
+                ),
             ),
         ));
         h.drive();
@@ -170,17 +183,20 @@ fn core_current_departure_drops_what_waited_behind_its_data() {
             guest_window: 1,
             ..small()
         },
-        &ready10(None, None),
+        &ready_current(V10, 1, None, None),
     );
     h.connect(1);
     let t = cid(0);
-    let connect = tcp_connect(t);
+    let connect = empty(V10, MsgType::TcpConnect, t);
     let first = to_guest(&h.client(1, &connect));
     assert_eq!(first, vec![connect], "it fills the window");
-    h.client(1, &tcp_data(t, b"bytes"));
-    h.client(1, &raw10("core.tcp.close", t, 0, &[0xa0])); // behind its own data
+    h.client(1, &data(V10, MsgType::TcpData, t, b"bytes"));
+    h.client(1, &named(V10, "core.tcp.close", t, 0, &[0xa0])); // behind its own data
     h.disconnect(1);
-    assert_eq!(to_guest(&h.drive()), vec![notice(0)]);
+    assert_eq!(
+        to_guest(&h.drive()),
+        vec![client_disconnected(V10, crange(0))]
+    );
     assert_eq!(h.relay.counters().departed_frames_dropped, 2);
 }
 
@@ -195,12 +211,12 @@ fn core_current_retiring_a_departed_client_releases_waiting_data() {
             guest_window: 1 << 40,
             ..small()
         },
-        &ready10(Some(2), None),
+        &ready_current(V10, 1, Some(2), None),
     );
     let ids = [cid(0), cid(1), cid(2)];
     for (c, &id) in ids.iter().enumerate() {
         h.connect(c as u64 + 1);
-        h.client(c as u64 + 1, &tcp_connect(id));
+        h.client(c as u64 + 1, &empty(V10, MsgType::TcpConnect, id));
     }
     // Three clients fill a third of the data window each (1 MiB frames, the
     // guest granting nothing back); each one's next frame waits for its share.
@@ -209,7 +225,7 @@ fn core_current_retiring_a_departed_client_releases_waiting_data() {
     while waiting.contains(&false) {
         for (c, &id) in ids.iter().enumerate() {
             if !waiting[c] {
-                let f = tcp_data(id, &chunk);
+                let f = data(V10, MsgType::TcpData, id, &chunk);
                 waiting[c] = !to_guest(&h.client(c as u64 + 1, &f)).contains(&f);
             }
         }
@@ -221,8 +237,8 @@ fn core_current_retiring_a_departed_client_releases_waiting_data() {
     h.disconnect(1);
     // A reply to a request sent after the notice: slot 0 is retired, its
     // estimate forgotten; the two others' shares grow and their frames go.
-    h.client(3, &ping(ids[2] + 1));
-    let acts = h.guest(&pong(ids[2] + 1));
+    h.client(3, &empty(V10, MsgType::Ping, ids[2] + 1));
+    let acts = h.guest(&empty(V10, MsgType::Pong, ids[2] + 1));
     let data = to_guest(&acts).iter().filter(|f| f.len() > 1 << 20).count();
     assert!(data > 0, "waiting data went on the retirement itself");
 }

@@ -8,7 +8,7 @@
 use super::*;
 
 fn current() -> Harness {
-    let mut h = Harness::current(small(), &ready10(None, None));
+    let mut h = Harness::current(small(), &ready_current(V10, 1, None, None));
     h.connect(1);
     h.connect(2);
     h
@@ -26,9 +26,12 @@ fn to(c: u64, frame: Bytes) -> Action {
 fn core_current_pong_reaches_the_asker() {
     let mut h = current();
     let id = cid(1) + 4;
-    h.client(2, &ping(id));
-    h.expect(Event::GuestBytes(&pong(id)), &[to(2, pong(id))]);
-    h.expect(Event::GuestBytes(&pong(id)), &[]);
+    h.client(2, &empty(V10, MsgType::Ping, id));
+    h.expect(
+        Event::GuestBytes(&empty(V10, MsgType::Pong, id)),
+        &[to(2, empty(V10, MsgType::Pong, id))],
+    );
+    h.expect(Event::GuestBytes(&empty(V10, MsgType::Pong, id)), &[]);
     assert_eq!(
         h.relay.counters().dropped_unowned,
         1,
@@ -44,21 +47,21 @@ fn core_current_pong_reaches_the_asker() {
 fn core_current_guest_frames_routed_by_id_whatever_they_are() {
     let mut h = current();
     let id = cid(0);
-    h.client(1, &fs_req10(id));
+    h.client(1, &empty(V10, MsgType::FsRequest, id));
     let records = [
-        bulk(id, 1, 2, b"file bytes"),
-        raw10("core.from.the.future", id, 0, &[0xa0]),
-        stdout10(id, b"x"),
+        bulk(id, 1, 2, 0, b"file bytes"),
+        named(V10, "core.from.the.future", id, 0, &[0xa0]),
+        stdout(V10, id, b"x"),
     ];
     for f in &records {
         h.expect(Event::GuestBytes(f), &[to(1, f.clone())]);
     }
-    h.expect(Event::GuestBytes(&credit((1, 1), (1, 1))), &[]);
-    let frozen = raw10("core.workload.frozen", u32::MAX, 1, &[0xa0]);
+    h.expect(Event::GuestBytes(&credit(V10, &grant((1, 1), (1, 1)))), &[]);
+    let frozen = named(V10, "core.workload.frozen", u32::MAX, 1, &[0xa0]);
     h.expect(Event::GuestBytes(&frozen), &[]);
     assert_eq!(h.relay.counters().workload_frames, 2);
     for nobody in [0, CSTEP, 2 * CSTEP, 128 * CSTEP, u32::MAX - 1] {
-        h.expect(Event::GuestBytes(&stdout10(nobody, b"?")), &[]);
+        h.expect(Event::GuestBytes(&stdout(V10, nobody, b"?")), &[]);
     }
     assert_eq!(h.relay.counters().frames_for_nobody, 5);
     assert_eq!(
@@ -74,15 +77,15 @@ fn core_current_guest_frames_routed_by_id_whatever_they_are() {
 fn core_current_guest_garbage_resyncs_to_the_next_frame() {
     let mut h = current();
     let id = cid(0);
-    h.client(1, &exec_req10(id));
-    let mut bad = stdout10(id, b"bad flags").to_vec();
+    h.client(1, &exec_request(V10, id, false, 0));
+    let mut bad = stdout(V10, id, b"bad flags").to_vec();
     bad[8] = 0x03;
     let mut chunk = bad;
-    let mut badbulk = bulk(id, 3, 2, b"kind 3").to_vec();
+    let mut badbulk = bulk(id, 3, 2, 0, b"kind 3").to_vec();
     chunk.append(&mut badbulk);
-    chunk.extend_from_slice(&stdout10(id, b"good"));
+    chunk.extend_from_slice(&stdout(V10, id, b"good"));
     let acts = h.guest(&chunk);
-    assert_eq!(to_client(&acts, 1), vec![stdout10(id, b"good")]);
+    assert_eq!(to_client(&acts, 1), vec![stdout(V10, id, b"good")]);
     // One corrupt stretch: the bulk record with kind 3 is no frame start.
     assert_eq!(h.relay.counters().guest_corrupt, 1, "{acts:?}");
 }
@@ -90,7 +93,7 @@ fn core_current_guest_garbage_resyncs_to_the_next_frame() {
 #[test]
 fn core_current_client_flags_must_be_one_of_five() {
     let mut h = current();
-    let mut f = stdin10(cid(0), b"x").to_vec();
+    let mut f = stdin(V10, cid(0), b"x").to_vec();
     f[8] = 0x03;
     let acts = h.client(1, &f);
     let want = Violation::UndefinedFlags {
@@ -104,7 +107,7 @@ fn core_current_client_flags_must_be_one_of_five() {
 #[test]
 fn core_current_shutdown_on_id_zero_with_or_without_a_body() {
     let empty = Frame::build(0, FLAG_SHUTDOWN, b"").unwrap().into_bytes();
-    let full = v10(MsgType::Shutdown, 0, &());
+    let full = frame(V10, MsgType::Shutdown, 0, &());
     for f in [empty, full] {
         let mut h = current();
         h.expect(
@@ -113,7 +116,7 @@ fn core_current_shutdown_on_id_zero_with_or_without_a_body() {
         );
     }
     let mut h = current();
-    let acts = h.client(1, &stdin10(0, b"x"));
+    let acts = h.client(1, &stdin(V10, 0, b"x"));
     assert!(matches!(
         violation(&acts, 1),
         Some(Violation::OutOfRange { id: 0, .. })
@@ -126,22 +129,31 @@ fn core_current_shutdown_on_id_zero_with_or_without_a_body() {
 fn core_current_relay_and_runtime_types_refused_from_clients() {
     let id = cid(0);
     let forged = [
-        (MsgType::RelayClientDisconnected, notice(1)),
+        (
+            MsgType::RelayClientDisconnected,
+            client_disconnected(V10, crange(1)),
+        ),
         (
             MsgType::InitAck,
-            v10(MsgType::InitAck, id, &InitAck { failure: false }),
+            frame(V10, MsgType::InitAck, id, &InitAck { failure: false }),
         ),
-        (MsgType::ClockSync, raw10("core.clock.sync", id, 0, &[0xa0])),
-        (MsgType::Bootstrap, raw10("core.bootstrap", id, 0, &[0xa0])),
+        (
+            MsgType::ClockSync,
+            named(V10, "core.clock.sync", id, 0, &[0xa0]),
+        ),
+        (
+            MsgType::Bootstrap,
+            named(V10, "core.bootstrap", id, 0, &[0xa0]),
+        ),
         (
             MsgType::WorkloadFreeze,
-            raw10("core.workload.freeze", id, 0, &[0xa0]),
+            named(V10, "core.workload.freeze", id, 0, &[0xa0]),
         ),
         (
             MsgType::WorkloadTransportCredit,
-            raw10("core.workload.transport.credit", id, 0, &[0xa0]),
+            named(V10, "core.workload.transport.credit", id, 0, &[0xa0]),
         ),
-        (MsgType::Pong, raw10("core.pong", id, 1, &[0xa0])),
+        (MsgType::Pong, named(V10, "core.pong", id, 1, &[0xa0])),
     ];
     for (t, f) in forged {
         let mut h = current();
@@ -155,10 +167,10 @@ fn core_current_relay_and_runtime_types_refused_from_clients() {
     // The forged notice named slot 1; the only notice sent is the relay's
     // own, for the departing sender's slot 0.
     let mut h = current();
-    let acts = h.client(1, &notice(1));
-    assert_eq!(to_guest(&acts), vec![notice(0)]);
+    let acts = h.client(1, &client_disconnected(V10, crange(1)));
+    assert_eq!(to_guest(&acts), vec![client_disconnected(V10, crange(0))]);
     let mut h = current();
-    let acts = h.client(1, &raw10("control.anything", id, 0, &[0xa0]));
+    let acts = h.client(1, &named(V10, "control.anything", id, 0, &[0xa0]));
     assert!(matches!(
         violation(&acts, 1),
         Some(Violation::Envelope {
@@ -174,7 +186,7 @@ fn core_current_relay_and_runtime_types_refused_from_clients() {
 fn core_current_unknown_types_pass_when_well_formed() {
     let id = cid(0);
     let mut h = current();
-    let f = raw10("core.next.thing", id, 0, &[0xa0]);
+    let f = named(V10, "core.next.thing", id, 0, &[0xa0]);
     h.expect(
         Event::ClientBytes(ClientId(1), &f),
         &[Action::ToGuest { frame: f.clone() }],
@@ -191,7 +203,7 @@ fn core_current_unknown_types_pass_when_well_formed() {
         })
     ));
     let mut h = current();
-    let f = raw10("core.next.thing", id, FLAG_SHUTDOWN, &[0xa0]);
+    let f = named(V10, "core.next.thing", id, FLAG_SHUTDOWN, &[0xa0]);
     let acts = h.client(1, &f);
     assert!(matches!(
         violation(&acts, 1),
@@ -206,26 +218,26 @@ fn core_current_client_bulk_records_checked() {
     let id = cid(0);
     type Rule = fn(&Violation) -> bool;
     let cases: [(Bytes, Rule); 3] = [
-        (bulk(id, 1, 1, b""), |v| {
+        (bulk(id, 1, 1, 0, b""), |v| {
             matches!(v, Violation::BadBulk { .. })
         }),
-        (bulk(id, 1, 2, b"x"), |v| {
+        (bulk(id, 1, 2, 0, b"x"), |v| {
             matches!(v, Violation::BulkFlow { flow: 2, .. })
         }),
-        (bulk(id + 1, 1, 1, b"x"), |v| {
+        (bulk(id + 1, 1, 1, 0, b"x"), |v| {
             matches!(v, Violation::BulkWithoutCorrelation { .. })
         }),
     ];
     for (f, why) in cases {
         let mut h = current();
-        h.client(1, &fs_req10(id));
+        h.client(1, &empty(V10, MsgType::FsRequest, id));
         let acts = h.client(1, &f);
         let v = violation(&acts, 1).unwrap_or_else(|| panic!("{acts:?}"));
         assert!(why(&v), "{v:?}");
     }
     let mut h = current();
-    h.client(1, &fs_req10(id));
-    let f = bulk(id, 1, 1, b"payload");
+    h.client(1, &empty(V10, MsgType::FsRequest, id));
+    let f = bulk(id, 1, 1, 0, b"payload");
     h.expect(
         Event::ClientBytes(ClientId(1), &f),
         &[Action::ToGuest { frame: f.clone() }],
@@ -241,19 +253,22 @@ fn core_current_correlations_bounded_oldest_request_evicted() {
         max_correlations: 3,
         ..small()
     };
-    let mut h = Harness::current(cfg, &ready10(None, None));
+    let mut h = Harness::current(cfg, &ready_current(V10, 1, None, None));
     h.connect(1);
     let id = |k: u32| cid(0) + k;
     for k in 0..4 {
-        h.client(1, &ping(id(k)));
+        h.client(1, &empty(V10, MsgType::Ping, id(k)));
     }
     assert_eq!(h.relay.counters().correlations_evicted, 1);
-    h.expect(Event::GuestBytes(&pong(id(0))), &[]);
-    h.expect(Event::GuestBytes(&pong(id(3))), &[to(1, pong(id(3)))]);
+    h.expect(Event::GuestBytes(&empty(V10, MsgType::Pong, id(0))), &[]);
+    h.expect(
+        Event::GuestBytes(&empty(V10, MsgType::Pong, id(3))),
+        &[to(1, empty(V10, MsgType::Pong, id(3)))],
+    );
     for k in 10..13 {
-        h.client(1, &exec_req10(id(k)));
+        h.client(1, &exec_request(V10, id(k), false, 0));
     }
-    let acts = h.client(1, &exec_req10(id(13)));
+    let acts = h.client(1, &exec_request(V10, id(13), false, 0));
     assert_eq!(
         violation(&acts, 1),
         Some(Violation::TooManyCorrelations { id: id(13), max: 3 })
@@ -267,14 +282,14 @@ fn core_current_correlations_bounded_oldest_request_evicted() {
 fn core_current_late_bulk_record_dropped() {
     let mut h = current();
     let id = cid(0);
-    h.client(1, &fs_req10(id));
-    h.guest(&raw10("core.fs.response", id, 1, &[0xa0]));
+    h.client(1, &empty(V10, MsgType::FsRequest, id));
+    h.guest(&named(V10, "core.fs.response", id, 1, &[0xa0]));
     h.expect(
-        Event::ClientBytes(ClientId(1), &bulk(id, 1, 1, b"late")),
+        Event::ClientBytes(ClientId(1), &bulk(id, 1, 1, 0, b"late")),
         &[],
     );
     assert_eq!(h.relay.counters().late_bulk_dropped, 1);
-    let acts = h.client(1, &bulk(id + 1, 1, 1, b"never"));
+    let acts = h.client(1, &bulk(id + 1, 1, 1, 0, b"never"));
     assert_eq!(
         violation(&acts, 1),
         Some(Violation::BulkWithoutCorrelation { id: id + 1 })

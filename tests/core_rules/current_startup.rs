@@ -17,9 +17,9 @@ fn core_init_resolved_answered_in_every_mode() {
             protocol,
             ..small()
         });
-        let ack = v10(MsgType::InitAck, 0, &InitAck { failure: false });
+        let ack = frame(V10, MsgType::InitAck, 0, &InitAck { failure: false });
         h.expect(
-            Event::GuestBytes(&init_resolved()),
+            Event::GuestBytes(&init_resolved(V10)),
             &[Action::ToGuest { frame: ack }],
         );
         assert_eq!(h.relay.counters().init_acks, 1, "{protocol}");
@@ -34,12 +34,12 @@ fn core_init_resolved_answered_in_every_mode() {
 fn core_init_failure_acknowledged_and_reported() {
     let mut h = Harness::new(small());
     h.connect(1);
-    let ack = v10(MsgType::InitAck, 0, &InitAck { failure: true });
+    let ack = frame(V10, MsgType::InitAck, 0, &InitAck { failure: true });
     let why = StartupFailure::GuestInit {
         message: "user nobody2 not found".into(),
     };
     h.expect(
-        Event::GuestBytes(&init_failed("user nobody2 not found")),
+        Event::GuestBytes(&init_failed(V10, "user nobody2 not found")),
         &[
             Action::ToGuest { frame: ack },
             Action::StartupFailed(why),
@@ -60,7 +60,7 @@ fn core_init_failure_acknowledged_and_reported() {
 #[test]
 fn core_unknown_barrier_version_is_a_startup_failure() {
     let mut h = Harness::new(small());
-    let acts = h.guest(&ready10(Some(3), None));
+    let acts = h.guest(&ready_current(V10, 1, Some(3), None));
     assert_eq!(
         acts,
         [Action::StartupFailed(StartupFailure::UnsupportedBarrier {
@@ -77,7 +77,7 @@ fn core_unusable_exec_limits_are_a_startup_failure() {
         max_executions: 0,
         ..ExecLimits::default()
     };
-    let acts = h.guest(&ready10(Some(2), Some(limits)));
+    let acts = h.guest(&ready_current(V10, 1, Some(2), Some(limits)));
     assert!(
         matches!(
             acts[..],
@@ -91,14 +91,14 @@ fn core_unusable_exec_limits_are_a_startup_failure() {
 #[test]
 fn core_generation_mismatch_is_a_startup_failure() {
     let mut h = Harness::new(Config::legacy());
-    let acts = h.guest(&ready10(None, None));
+    let acts = h.guest(&ready_current(V10, 1, None, None));
     let why = StartupFailure::GenerationMismatch {
         configured: Protocol::Legacy,
         guest: 10,
     };
     assert_eq!(acts, [Action::StartupFailed(why)]);
     let mut h = Harness::new(Config::current());
-    let acts = h.guest(&ready());
+    let acts = h.guest(&ready(V1, 1));
     let why = StartupFailure::GenerationMismatch {
         configured: Protocol::Current,
         guest: 1,
@@ -119,7 +119,7 @@ fn core_auto_seats_waiting_clients_in_arrival_order_at_ready() {
         h.expect(Event::ClientConnected(ClientId(c)), &[]);
     }
     assert_eq!(h.relay.client_range(ClientId(7)), None, "no slot yet");
-    let r = ready10(None, None);
+    let r = ready_current(V10, 1, None, None);
     let acts = h.guest(&r);
     let prologue = |s: u32| {
         let mut b = crange(s).start.to_be_bytes().to_vec();
@@ -153,7 +153,7 @@ fn core_auto_with_a_legacy_guest_speaks_legacy() {
     let mut h = Harness::new(small());
     h.connect(1);
     h.connect(2);
-    let acts = h.guest(&ready());
+    let acts = h.guest(&ready(V1, 1));
     let offsets: Vec<u32> = acts
         .iter()
         .filter_map(|a| match a {
@@ -180,7 +180,7 @@ fn core_current_ready_served_byte_for_byte() {
     fields.insert("init_time_ns", ciborium::Value::from(2u64));
     fields.insert("ready_time_ns", ciborium::Value::from(3u64));
     fields.insert("some_future_field", ciborium::Value::from("x"));
-    let r = v10(MsgType::Ready, 0, &fields);
+    let r = frame(V10, MsgType::Ready, 0, &fields);
     let mut h = Harness::current(small(), &r);
     let acts = h.connect(1);
     match &acts[..] {
@@ -194,7 +194,7 @@ fn core_current_ready_served_byte_for_byte() {
 #[test]
 fn core_current_frames_before_ready_dropped() {
     let mut h = Harness::new(Config::current());
-    h.expect(Event::GuestBytes(&stdout10(cid(0), b"early")), &[]);
-    h.expect(Event::GuestBytes(&pong(5)), &[]);
+    h.expect(Event::GuestBytes(&stdout(V10, cid(0), b"early")), &[]);
+    h.expect(Event::GuestBytes(&empty(V10, MsgType::Pong, 5)), &[]);
     assert_eq!(h.relay.counters().guest_frames_before_ready, 2);
 }

@@ -7,17 +7,17 @@ use super::*;
 #[test]
 fn core_plausible_wrong_length_resyncs_to_next_frame() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
-    let mut bad = stdout(1, b"aaaa").to_vec();
+    h.client(1, &exec_request(V1, 1, false, 0));
+    let mut bad = stdout(V1, 1, b"aaaa").to_vec();
     let len = u32::from_be_bytes(bad[..4].try_into().unwrap());
     bad[..4].copy_from_slice(&(len + 6).to_be_bytes()); // plausible, wrong
     let mut chunk = bad;
-    chunk.extend_from_slice(&stdout(1, b"good"));
-    chunk.extend_from_slice(&stdout(1, b"more"));
+    chunk.extend_from_slice(&stdout(V1, 1, b"good"));
+    chunk.extend_from_slice(&stdout(V1, 1, b"more"));
     let acts = h.guest(&chunk);
     assert_eq!(
         to_client(&acts, 1),
-        vec![stdout(1, b"good"), stdout(1, b"more")]
+        vec![stdout(V1, 1, b"good"), stdout(V1, 1, b"more")]
     );
     assert!(
         acts.iter()
@@ -29,24 +29,24 @@ fn core_plausible_wrong_length_resyncs_to_next_frame() {
 #[test]
 fn core_short_junk_then_valid_frame_same_chunk_delivered() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     let mut chunk = agent_relay::wire::Frame::build(1, 0, b"\x01\x02")
         .unwrap()
         .into_bytes()
         .to_vec();
-    chunk.extend_from_slice(&stdout(1, b"valid"));
+    chunk.extend_from_slice(&stdout(V1, 1, b"valid"));
     let acts = h.guest(&chunk);
-    assert_eq!(to_client(&acts, 1), vec![stdout(1, b"valid")]);
+    assert_eq!(to_client(&acts, 1), vec![stdout(V1, 1, b"valid")]);
 }
 
 #[test]
 fn core_absurd_guest_length_skipped() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     let mut chunk = vec![0xff, 0xff, 0xff, 0xff, 0, 0];
-    chunk.extend_from_slice(&stdout(1, b"after"));
+    chunk.extend_from_slice(&stdout(V1, 1, b"after"));
     let acts = h.guest(&chunk);
-    assert_eq!(to_client(&acts, 1), vec![stdout(1, b"after")]);
+    assert_eq!(to_client(&acts, 1), vec![stdout(V1, 1, b"after")]);
     assert_eq!(h.relay.counters().guest_corrupt_bytes, 6);
 }
 
@@ -57,8 +57,8 @@ fn core_absurd_guest_length_skipped() {
 fn core_guest_gone_flush_expires_at_grace_deadline() {
     let mut h = Harness::ready(budget_cfg());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
-    let out = stdout(1, b"last words");
+    h.client(1, &exec_request(V1, 1, false, 0));
+    let out = stdout(V1, 1, b"last words");
     h.guest(&out);
     h.now = 10;
     let gone = Action::CloseClient {
@@ -96,13 +96,13 @@ fn core_guest_gone_flush_ends_when_written_or_disconnected() {
     for written in [true, false] {
         let mut h = Harness::ready(budget_cfg());
         h.connect(1);
-        h.client(1, &exec_req(1, false));
-        let out = stdout(1, b"last words");
+        h.client(1, &exec_request(V1, 1, false, 0));
+        let out = stdout(V1, 1, b"last words");
         h.guest(&out);
-        h.guest(&exited(1, 0));
+        h.guest(&exited(V1, 1, 0));
         h.ev(Event::GuestClosed);
         assert!(h.relay.poll_timeout().is_some());
-        let queued = 4 + ready().len() + out.len() + exited(1, 0).len();
+        let queued = 4 + ready(V1, 1).len() + out.len() + exited(V1, 1, 0).len();
         if written {
             h.expect(Event::ClientWritten(ClientId(1), queued - 1), &[]);
             assert!(h.relay.poll_timeout().is_some(), "one byte left");
@@ -121,7 +121,7 @@ fn core_guest_gone_flush_ends_when_written_or_disconnected() {
 fn core_no_flush_for_own_fault_or_nothing_queued() {
     let mut h = Harness::ready(budget_cfg());
     h.connect(1);
-    h.ev(Event::ClientWritten(ClientId(1), 4 + ready().len()));
+    h.ev(Event::ClientWritten(ClientId(1), 4 + ready(V1, 1).len()));
     h.ev(Event::GuestClosed);
     assert_eq!(h.relay.poll_timeout(), None, "nothing queued");
     let mut h = Harness::ready(budget_cfg());

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn core_frames_before_ready_discarded_and_counted() {
     let mut h = Harness::new(small());
-    let acts = h.guest(&stdout(1, b"noise"));
+    let acts = h.guest(&stdout(V1, 1, b"noise"));
     assert!(acts.is_empty());
     assert_eq!(h.relay.counters().guest_frames_before_ready, 1);
     assert!(!h.relay.is_ready());
@@ -19,7 +19,7 @@ fn core_undecodable_before_ready_does_not_abort_startup() {
         .unwrap()
         .into_bytes()
         .to_vec();
-    chunk.extend_from_slice(&ready());
+    chunk.extend_from_slice(&ready(V1, 1));
     let acts = h.guest(&chunk);
     assert!(acts.contains(&Action::Ready), "{acts:?}");
     assert_eq!(h.relay.counters().guest_corrupt, 1);
@@ -31,7 +31,7 @@ fn core_ready_cached_whole_and_following_bytes_routed() {
     h.connect(1);
     // ready and a frame for an (as yet) unopened session in one chunk, then a
     // session's output right behind ready in another chunk.
-    let acts = h.guest(&ready());
+    let acts = h.guest(&ready(V1, 1));
     let hs = acts
         .iter()
         .find_map(|a| match a {
@@ -40,19 +40,22 @@ fn core_ready_cached_whole_and_following_bytes_routed() {
         })
         .expect("handshake after ready");
     assert_eq!(&hs[..4], &0u32.to_be_bytes());
-    assert_eq!(&hs[4..], &ready()[..]);
-    h.client(1, &exec_req(1, false));
-    let mut chunk = stdout(1, b"a").to_vec();
-    chunk.extend_from_slice(&stdout(1, b"b"));
+    assert_eq!(&hs[4..], &ready(V1, 1)[..]);
+    h.client(1, &exec_request(V1, 1, false, 0));
+    let mut chunk = stdout(V1, 1, b"a").to_vec();
+    chunk.extend_from_slice(&stdout(V1, 1, b"b"));
     let acts = h.guest(&chunk);
-    assert_eq!(to_client(&acts, 1), vec![stdout(1, b"a"), stdout(1, b"b")]);
+    assert_eq!(
+        to_client(&acts, 1),
+        vec![stdout(V1, 1, b"a"), stdout(V1, 1, b"b")]
+    );
 }
 
 #[test]
 fn core_ready_then_frames_in_same_chunk_kept() {
     let mut h = Harness::new(small());
-    let mut chunk = ready().to_vec();
-    chunk.extend_from_slice(&stdout(5, b"x"));
+    let mut chunk = ready(V1, 1).to_vec();
+    chunk.extend_from_slice(&stdout(V1, 5, b"x"));
     h.guest(&chunk);
     assert!(h.relay.is_ready());
     // The frame after ready was parsed (and dropped as unowned), not lost in the buffer.
@@ -65,7 +68,7 @@ fn core_client_before_ready_waits_for_handshake() {
     let mut h = Harness::new(small());
     let acts = h.connect(1);
     assert!(acts.is_empty(), "no handshake before ready: {acts:?}");
-    let acts = h.guest(&ready());
+    let acts = h.guest(&ready(V1, 1));
     assert!(
         matches!(
             acts[..],
@@ -86,7 +89,7 @@ fn core_client_before_ready_waits_for_handshake() {
 fn core_bytes_before_handshake_close_client() {
     let mut h = Harness::new(small());
     h.connect(1);
-    let acts = h.client(1, &stdin(1, b"x"));
+    let acts = h.client(1, &stdin(V1, 1, b"x"));
     assert!(matches!(
         violation(&acts, 1),
         Some(Violation::BeforeHandshake { .. })
@@ -123,7 +126,7 @@ fn core_bounds_handshake_gives_start_and_end() {
         unreachable!()
     };
     assert_eq!(&bytes[4..8], &(2 * step).to_be_bytes());
-    assert_eq!(&bytes[8..], &ready()[..]);
+    assert_eq!(&bytes[8..], &ready(V1, 1)[..]);
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn window_full(cap: Option<usize>) -> Harness {
     }
     let mut h = Harness::ready(cfg);
     h.connect(1);
-    let acts = h.client(1, &stdin(1, b"fill"));
+    let acts = h.client(1, &stdin(V1, 1, b"fill"));
     assert_eq!(to_guest(&acts).len(), 1);
     h
 }
@@ -76,8 +76,8 @@ fn assert_refused(h: &mut Harness, c: u64, bytes: &[u8], why: impl Fn(&Violation
     // The other client is unaffected.
     let other = if c == 1 { 2 } else { 1 };
     let id = (other as u32 - 1) * STEP + 7;
-    let acts = h.client(other, &stdin(id, b"ok"));
-    assert_eq!(to_guest(&acts), vec![stdin(id, b"ok")]);
+    let acts = h.client(other, &stdin(V1, id, b"ok"));
+    assert_eq!(to_guest(&acts), vec![stdin(V1, id, b"ok")]);
 }
 
 fn logs(acts: &[Action]) -> Vec<(Option<u64>, LogSource, String)> {

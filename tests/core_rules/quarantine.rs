@@ -7,14 +7,14 @@ use super::*;
 fn core_recycled_slot_never_gets_late_frames() {
     let mut h = Harness::ready(small());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     h.disconnect(1);
     // A new client gets another slot while slot 0 waits for its session to end.
     let acts = h.connect(2);
     assert_eq!(handshake_offset(&acts), STEP);
-    let acts = h.guest(&stdout(1, b"late"));
+    let acts = h.guest(&stdout(V1, 1, b"late"));
     assert!(to_client(&acts, 2).is_empty());
-    h.guest(&exited(1, 137));
+    h.guest(&exited(V1, 1, 137));
     // Slot 0 is free again.
     let acts = h.connect(3);
     assert_eq!(handshake_offset(&acts), 0u32);
@@ -24,7 +24,7 @@ fn core_recycled_slot_never_gets_late_frames() {
 fn core_quarantine_times_out() {
     let mut h = Harness::ready(small());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     h.disconnect(1);
     assert_eq!(
         h.relay.poll_timeout(),
@@ -48,7 +48,7 @@ fn core_quarantined_slots_reported_when_full() {
     };
     let mut h = Harness::ready(cfg);
     h.connect(1);
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     h.disconnect(1);
     h.connect(2);
     let acts = h.connect(3);

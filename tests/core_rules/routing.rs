@@ -7,10 +7,10 @@ use super::*;
 #[test]
 fn core_guest_frames_routed_by_range_zero_copy() {
     let mut h = one_client();
-    h.client(1, &exec_req(4, false));
-    h.client(2, &exec_req(STEP + 4, false));
-    let mut chunk = stdout(STEP + 4, b"two").to_vec();
-    chunk.extend_from_slice(&stdout(4, b"one"));
+    h.client(1, &exec_request(V1, 4, false, 0));
+    h.client(2, &exec_request(V1, STEP + 4, false, 0));
+    let mut chunk = stdout(V1, STEP + 4, b"two").to_vec();
+    chunk.extend_from_slice(&stdout(V1, 4, b"one"));
     let to = |c, frame| Action::ToClient {
         client: ClientId(c),
         frame,
@@ -23,9 +23,9 @@ fn core_guest_frames_routed_by_range_zero_copy() {
         })
     };
     let want = [
-        to(2, stdout(STEP + 4, b"two")),
+        to(2, stdout(V1, STEP + 4, b"two")),
         log(2, "two"),
-        to(1, stdout(4, b"one")),
+        to(1, stdout(V1, 4, b"one")),
         log(1, "one"),
     ];
     h.expect(Event::GuestBytes(&chunk), &want);
@@ -34,28 +34,31 @@ fn core_guest_frames_routed_by_range_zero_copy() {
 #[test]
 fn core_unowned_frames_counted_and_dropped() {
     let mut h = one_client();
-    h.expect(Event::GuestBytes(&stdout(3, b"no session")), &[]);
-    h.expect(Event::GuestBytes(&stdout(STEP * 9 + 1, b"no client")), &[]);
+    h.expect(Event::GuestBytes(&stdout(V1, 3, b"no session")), &[]);
+    h.expect(
+        Event::GuestBytes(&stdout(V1, STEP * 9 + 1, b"no client")),
+        &[],
+    );
     assert_eq!(h.relay.counters().dropped_unowned, 2);
 }
 
 #[test]
 fn core_terminal_ends_session() {
     let mut h = one_client();
-    h.client(1, &exec_req(4, false));
+    h.client(1, &exec_request(V1, 4, false, 0));
     assert_eq!(h.relay.counters().live_sessions, 1);
-    let acts = h.guest(&exited(4, 0));
-    assert_eq!(to_client(&acts, 1), vec![exited(4, 0)]);
+    let acts = h.guest(&exited(V1, 4, 0));
+    assert_eq!(to_client(&acts, 1), vec![exited(V1, 4, 0)]);
     assert_eq!(h.relay.counters().live_sessions, 0);
-    let acts = h.guest(&stdout(4, b"late"));
+    let acts = h.guest(&stdout(V1, 4, b"late"));
     assert!(to_client(&acts, 1).is_empty());
 }
 
 #[test]
 fn core_session_id_reuse_while_live_refused() {
     let mut h = one_client();
-    h.client(1, &exec_req(4, false));
-    let acts = h.client(1, &exec_req(4, false));
+    h.client(1, &exec_request(V1, 4, false, 0));
+    let acts = h.client(1, &exec_request(V1, 4, false, 0));
     let want = Violation::SessionAlreadyOpen {
         id: 4,
         t: MsgType::ExecRequest,

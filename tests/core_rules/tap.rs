@@ -6,18 +6,18 @@ use super::*;
 #[test]
 fn core_tap_tags_streams_and_numbers_sessions() {
     let mut h = Harness::new(small());
-    let acts = h.guest(&ready());
+    let acts = h.guest(&ready(V1, 1));
     assert_eq!(
         logs(&acts),
         vec![(None, LogSource::System, "--- sandbox started ---".into())]
     );
     h.connect(1);
-    h.client(1, &exec_req(1, false));
-    h.client(1, &exec_req(2, true));
-    let mut chunk = stdout(1, b"out").to_vec();
-    chunk.extend_from_slice(&data(MsgType::ExecStderr, 1, b"err"));
-    chunk.extend_from_slice(&stdout(2, b"pty"));
-    chunk.extend_from_slice(&exited(1, 0));
+    h.client(1, &exec_request(V1, 1, false, 0));
+    h.client(1, &exec_request(V1, 2, true, 0));
+    let mut chunk = stdout(V1, 1, b"out").to_vec();
+    chunk.extend_from_slice(&data(V1, MsgType::ExecStderr, 1, b"err"));
+    chunk.extend_from_slice(&stdout(V1, 2, b"pty"));
+    chunk.extend_from_slice(&exited(V1, 1, 0));
     let acts = h.guest(&chunk);
     assert_eq!(
         logs(&acts),
@@ -29,8 +29,8 @@ fn core_tap_tags_streams_and_numbers_sessions() {
         ]
     );
     // Session numbers are never reused even when the correlation id is.
-    h.client(1, &exec_req(1, false));
-    let acts = h.guest(&stdout(1, b"again"));
+    h.client(1, &exec_request(V1, 1, false, 0));
+    let acts = h.guest(&stdout(V1, 1, b"again"));
     assert_eq!(
         logs(&acts),
         vec![(Some(3), LogSource::Stdout, "again".into())]
@@ -40,10 +40,10 @@ fn core_tap_tags_streams_and_numbers_sessions() {
 #[test]
 fn core_tap_split_utf8_emitted_whole() {
     let mut h = one_client();
-    h.client(1, &exec_req(1, false));
+    h.client(1, &exec_request(V1, 1, false, 0));
     let snow = "☃".as_bytes();
-    let a = h.guest(&stdout(1, &[b"x", &snow[..1]].concat()));
-    let b = h.guest(&stdout(1, &[&snow[1..], b"y"].concat()));
+    let a = h.guest(&stdout(V1, 1, &[b"x", &snow[..1]].concat()));
+    let b = h.guest(&stdout(V1, 1, &[&snow[1..], b"y"].concat()));
     assert_eq!(logs(&a)[0].2, "x");
     assert_eq!(logs(&b)[0].2, "☃y");
 }
@@ -52,8 +52,8 @@ fn core_tap_split_utf8_emitted_whole() {
 fn core_tap_off_emits_no_log() {
     let mut h = Harness::ready(Config::default());
     h.connect(1);
-    h.client(1, &exec_req(1, false));
-    let acts = h.guest(&stdout(1, b"x"));
+    h.client(1, &exec_request(V1, 1, false, 0));
+    let acts = h.guest(&stdout(V1, 1, b"x"));
     assert!(logs(&acts).is_empty());
 }
 

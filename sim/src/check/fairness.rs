@@ -189,7 +189,7 @@ mod tests {
         };
         let step = cfg.step();
         let mut k = Checker::new(cfg, 1 << 16);
-        let ready = frames::ready(1);
+        let ready = frames::ready(L, 1);
         k.before(0, &Event::GuestBytes(&ready));
         k.on_action(&Action::Ready);
         for (c, start) in [(A, 0u32), (B, step)] {

@@ -81,7 +81,9 @@ impl World {
             }
             if self.guest.agentd.is_none() {
                 let boot = self.rng.next_u64() >> 20;
-                self.guest.out.extend_from_slice(&frames::ready(boot));
+                self.guest
+                    .out
+                    .extend_from_slice(&frames::ready(LEGACY_VERSION, boot));
             }
             self.guest.ready_sent = true;
         }

@@ -169,13 +169,13 @@ async fn exec_log_utf8_split_across_frames_is_written_whole() {
     let mut h = Harness::start_with(Config::default(), |s| s.exec_log(l2)).await;
     let mut c = connect(&h.sock).await;
     let id = c.offset + 1;
-    c.client.send(&exec_request(id)).await;
+    c.client.send(&exec_request(V1, id, false, 0)).await;
     h.guest.recv().await.unwrap();
     // "é" is C3 A9; "€" is E2 82 AC: both split across frames.
-    h.guest.send(&stdout(id, b"caf\xc3")).await;
-    h.guest.send(&stdout(id, b"\xa9 \xe2\x82")).await;
-    h.guest.send(&stdout(id, b"\xac!")).await;
-    h.guest.send(&exited(id, 0)).await;
+    h.guest.send(&stdout(V1, id, b"caf\xc3")).await;
+    h.guest.send(&stdout(V1, id, b"\xa9 \xe2\x82")).await;
+    h.guest.send(&stdout(V1, id, b"\xac!")).await;
+    h.guest.send(&exited(V1, id, 0)).await;
     for _ in 0..4 {
         c.client.recv().await.unwrap();
     }

@@ -46,12 +46,14 @@ async fn shell_1000_connect_disconnect_cycles_leak_no_fd_task_or_memory() {
         let mut c = connect(&h.sock).await;
         if i % 2 == 0 {
             // Half of them open a session first, so cleanup sends a kill.
-            c.client.send(&exec_request(c.offset + 1)).await;
+            c.client
+                .send(&exec_request(V1, c.offset + 1, false, 0))
+                .await;
             h.guest.recv().await.unwrap();
             drop(c);
             let kill = h.guest.recv().await.unwrap();
             // The guest reports the killed process, which frees the slot.
-            h.guest.send(&exited(kill.id, 137)).await;
+            h.guest.send(&exited(V1, kill.id, 137)).await;
         }
     }
     let c = h

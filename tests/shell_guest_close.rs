@@ -13,7 +13,7 @@ async fn shell_guest_close_delivers_queued_output_then_closes() {
     let mut h = Harness::start(Config::default()).await;
     let mut c = connect(&h.sock).await;
     let id = c.offset + 1;
-    c.client.send(&exec_request(id)).await;
+    c.client.send(&exec_request(V1, id, false, 0)).await;
     assert_eq!(
         h.guest.recv().await.map(|m| m.t),
         Some(MessageType::ExecRequest)
@@ -23,7 +23,7 @@ async fn shell_guest_close_delivers_queued_output_then_closes() {
     // it is not reading, then the guest channel closes.
     let chunk = vec![b'x'; 16 << 10];
     for _ in 0..192 {
-        h.guest.send(&stdout(id, &chunk)).await;
+        h.guest.send(&stdout(V1, id, &chunk)).await;
     }
     h.guest.io.shutdown().await.expect("close the guest stream");
     h.wait_counters("guest gone", |c| c.live_clients == 0).await;

@@ -22,14 +22,14 @@ async fn shell_half_closed_client_still_receives_its_output() {
     let mut h = Harness::start(Config::default()).await;
     let mut c = connect(&h.sock).await;
     let id = c.offset + 1;
-    c.client.send(&exec_request(id)).await;
+    c.client.send(&exec_request(V1, id, false, 0)).await;
     c.client.io.shutdown().await.expect("shutdown(SHUT_WR)");
     let req = h.guest.recv().await.expect("request reaches the guest");
     assert_eq!(req.t, MessageType::ExecRequest);
     tokio::time::sleep(SEE_EOF).await;
 
-    h.guest.send(&stdout(id, b"still here\n")).await;
-    h.guest.send(&exited(id, 0)).await;
+    h.guest.send(&stdout(V1, id, b"still here\n")).await;
+    h.guest.send(&exited(V1, id, 0)).await;
     let out = c.client.recv().await.expect("output after the half-close");
     assert_eq!(out.t, MessageType::ExecStdout);
     assert_eq!(out.payload::<ExecStdout>().unwrap().data, b"still here\n");
@@ -47,7 +47,7 @@ async fn shell_half_closed_client_departs_when_fully_closed() {
     let mut h = Harness::start(Config::default()).await;
     let mut c = connect(&h.sock).await;
     let id = c.offset + 1;
-    c.client.send(&exec_request(id)).await;
+    c.client.send(&exec_request(V1, id, false, 0)).await;
     c.client.io.shutdown().await.expect("shutdown(SHUT_WR)");
     h.guest.recv().await.expect("request reaches the guest");
     tokio::time::sleep(SEE_EOF).await;
@@ -79,7 +79,7 @@ async fn shell_client_closed_without_half_close_departs_at_once() {
     let mut h = Harness::start(Config::default()).await;
     let mut c = connect(&h.sock).await;
     let id = c.offset + 1;
-    c.client.send(&exec_request(id)).await;
+    c.client.send(&exec_request(V1, id, false, 0)).await;
     h.guest.recv().await.expect("request reaches the guest");
     drop(c);
     let kill = h

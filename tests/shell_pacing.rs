@@ -27,7 +27,7 @@ fn flood(mut vmm: RingVmm, frames: usize, payload: usize, stop: Arc<AtomicBool>)
             b = &b[n..];
         }
     };
-    write_all(&mut vmm, ready_frame().as_bytes());
+    write_all(&mut vmm, &ready(V1, 11));
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     // The request: [len][id]...; only the id matters here.
@@ -44,11 +44,11 @@ fn flood(mut vmm: RingVmm, frames: usize, payload: usize, stop: Arc<AtomicBool>)
         got.extend_from_slice(&buf[..n]);
     }
     let id = u32::from_be_bytes([got[4], got[5], got[6], got[7]]);
-    let frame = stdout(id, &vec![b'x'; payload]);
+    let frame = stdout(V1, id, &vec![b'x'; payload]);
     for _ in 0..frames {
-        write_all(&mut vmm, frame.as_bytes());
+        write_all(&mut vmm, &frame);
     }
-    write_all(&mut vmm, exited(id, 0).as_bytes());
+    write_all(&mut vmm, &exited(V1, id, 0));
     // Stay alive until the test has read everything: a VMM end that goes
     // away makes the relay close its clients (guest gone).
     while !stop.load(Ordering::Relaxed) {
@@ -80,8 +80,8 @@ async fn shell_reader_at_full_speed_is_not_a_slow_consumer_of_a_flooding_ring() 
 
     let mut c = connect(&sock).await;
     let id = c.offset + 1;
-    c.client.send(&exec_request(id)).await;
-    let want = FRAMES * stdout(id, &vec![b'x'; PAYLOAD]).len() + exited(id, 0).len();
+    c.client.send(&exec_request(V1, id, false, 0)).await;
+    let want = FRAMES * stdout(V1, id, &vec![b'x'; PAYLOAD]).len() + exited(V1, id, 0).len();
     let mut total = 0;
     let mut buf = vec![0u8; 64 << 10];
     let read_all = async {

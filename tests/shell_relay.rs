@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use agent_relay::core::Config;
 use agent_relay::shell::{GuestPort, Shell};
-use agent_relay::wire::payload::build_frame;
 use agent_relay::wire::{Frame, MsgType};
 use microsandbox_protocol::core::Ready;
 use microsandbox_protocol::exec::{ExecSignal, ExecStdin, ExecStdout};
@@ -23,13 +22,13 @@ async fn shell_handshake_is_0_4_4_offset_then_ready() {
     let mut h = Harness::start(Config::default()).await;
     // Raw bytes: 4-byte big-endian offset, then the guest's ready frame as is.
     let mut raw = tokio::net::UnixStream::connect(&h.sock).await.unwrap();
-    let ready = ready_frame();
+    let ready = ready(V1, 11);
     let mut got = vec![0u8; 4 + ready.len()];
     tokio::io::AsyncReadExt::read_exact(&mut raw, &mut got)
         .await
         .unwrap();
     assert_eq!(&got[..4], &0u32.to_be_bytes());
-    assert_eq!(&got[4..], ready.as_bytes().as_ref());
+    assert_eq!(&got[4..], &ready[..]);
     // The 0.4.4 reference decoder reads the same bytes as a ready message.
     let mut buf = got[4..].to_vec();
     let msg = microsandbox_protocol::codec::try_decode_from_buf(&mut buf)
@@ -39,7 +38,7 @@ async fn shell_handshake_is_0_4_4_offset_then_ready() {
     let r: Ready = msg.payload().unwrap();
     assert_eq!(
         (r.boot_time_ns, r.init_time_ns, r.ready_time_ns),
-        (11, 22, 33)
+        (11, 5, 12)
     );
     // The next client gets the next slot's offset.
     let second = connect(&h.sock).await;
@@ -65,7 +64,9 @@ async fn shell_16_clients_get_only_their_own_frames_in_order_17th_refused() {
     h.wait_counters("refusal", |c| c.refused_clients == 1).await;
 
     for c in &mut clients {
-        c.client.send(&exec_request(c.offset + 1)).await;
+        c.client
+            .send(&exec_request(V1, c.offset + 1, false, 0))
+            .await;
     }
     for _ in 0..16 {
         let m = h.guest.recv().await.unwrap();
@@ -77,12 +78,12 @@ async fn shell_16_clients_get_only_their_own_frames_in_order_17th_refused() {
         for c in &clients {
             let id = c.offset + 1;
             h.guest
-                .send(&stdout(id, format!("{id}:{i}").as_bytes()))
+                .send(&stdout(V1, id, format!("{id}:{i}").as_bytes()))
                 .await;
         }
     }
     for c in &clients {
-        h.guest.send(&exited(c.offset + 1, 0)).await;
+        h.guest.send(&exited(V1, c.offset + 1, 0)).await;
     }
     for c in &mut clients {
         let id = c.offset + 1;
@@ -115,17 +116,17 @@ async fn shell_slow_reader_does_not_delay_others_and_is_closed() {
     let mut fast = connect(&h.sock).await;
     let (mut slow_client, slow_id) = (slow.client, slow.offset + 1);
     let fast_id = fast.offset + 1;
-    slow_client.send(&exec_request(slow_id)).await;
-    fast.client.send(&exec_request(fast_id)).await;
+    slow_client.send(&exec_request(V1, slow_id, false, 0)).await;
+    fast.client.send(&exec_request(V1, fast_id, false, 0)).await;
     h.guest.recv().await.unwrap();
     h.guest.recv().await.unwrap();
 
     // 4 MiB for a client that never reads: far beyond its socket buffer.
     let chunk = vec![b'x'; 32 << 10];
     for _ in 0..128 {
-        h.guest.send(&stdout(slow_id, &chunk)).await;
+        h.guest.send(&stdout(V1, slow_id, &chunk)).await;
     }
-    h.guest.send(&stdout(fast_id, b"hello")).await;
+    h.guest.send(&stdout(V1, fast_id, b"hello")).await;
     let t0 = tokio::time::Instant::now();
     let m = fast.client.recv().await.unwrap();
     assert_eq!((m.t, m.id), (MessageType::ExecStdout, fast_id));
@@ -148,7 +149,7 @@ async fn shell_slow_reader_does_not_delay_others_and_is_closed() {
     assert_eq!(kill.payload::<ExecSignal>().unwrap().signal, 9);
     slow_client.expect_closed().await;
     // The fast one is unaffected.
-    h.guest.send(&stdout(fast_id, b"still here")).await;
+    h.guest.send(&stdout(V1, fast_id, b"still here")).await;
     let m = fast.client.recv().await.unwrap();
     assert_eq!(m.payload::<ExecStdout>().unwrap().data, b"still here");
     h.stop().await;
@@ -159,7 +160,7 @@ async fn shell_bad_client_input_closes_only_that_client() {
     let mut h = Harness::start(Config::default()).await;
     let mut good = connect(&h.sock).await;
     let good_id = good.offset + 1;
-    good.client.send(&exec_request(good_id)).await;
+    good.client.send(&exec_request(V1, good_id, false, 0)).await;
     assert_eq!(h.guest.recv().await.unwrap().id, good_id);
 
     // Oversized length field.
@@ -173,11 +174,11 @@ async fn shell_bad_client_input_closes_only_that_client() {
     // A valid header around a garbage envelope.
     let mut junk = connect(&h.sock).await;
     let garbage = Frame::build(junk.offset + 1, 0, &[0xff, 0x00, 0x13, 0x37]).unwrap();
-    junk.client.send(&garbage).await;
+    junk.client.send(garbage.as_bytes()).await;
     junk.client.expect_closed().await;
     // A well-formed frame for an id outside its range (the good client's).
     let mut thief = connect(&h.sock).await;
-    thief.client.send(&stdin(good_id, b"rm -rf /")).await;
+    thief.client.send(&stdin(V1, good_id, b"rm -rf /")).await;
     thief.client.expect_closed().await;
 
     let c = h
@@ -185,11 +186,11 @@ async fn shell_bad_client_input_closes_only_that_client() {
         .await;
     assert_eq!(c.live_clients, 1);
     // Nothing of theirs reached the guest; the good client still works both ways.
-    good.client.send(&stdin(good_id, b"ok")).await;
+    good.client.send(&stdin(V1, good_id, b"ok")).await;
     let m = h.guest.recv().await.unwrap();
     assert_eq!((m.t.clone(), m.id), (MessageType::ExecStdin, good_id));
     assert_eq!(m.payload::<ExecStdin>().unwrap().data, b"ok");
-    h.guest.send(&stdout(good_id, b"fine")).await;
+    h.guest.send(&stdout(V1, good_id, b"fine")).await;
     let m = good.client.recv().await.unwrap();
     assert_eq!(m.payload::<ExecStdout>().unwrap().data, b"fine");
     h.stop().await;
@@ -200,8 +201,8 @@ async fn shell_vanished_client_session_gets_sigkill_at_guest() {
     let mut h = Harness::start(Config::default()).await;
     let mut c = connect(&h.sock).await;
     let id = c.offset + 7;
-    c.client.send(&exec_request(id)).await;
-    c.client.send(&stdin(id, b"partial input")).await;
+    c.client.send(&exec_request(V1, id, false, 0)).await;
+    c.client.send(&stdin(V1, id, b"partial input")).await;
     assert_eq!(h.guest.recv().await.unwrap().t, MessageType::ExecRequest);
     assert_eq!(h.guest.recv().await.unwrap().t, MessageType::ExecStdin);
     drop(c);
@@ -223,7 +224,7 @@ async fn shell_drain_notice_reaches_the_embedding() {
     .await;
     let mut drains = drains.unwrap();
     let mut c = connect(&h.sock).await;
-    let shutdown = build_frame(MsgType::Shutdown, c.offset + 1, &serde_json::json!({}));
+    let shutdown = empty(V1, MsgType::Shutdown, c.offset + 1);
     c.client.send(&shutdown).await;
     assert_eq!(h.guest.recv().await.unwrap().t, MessageType::Shutdown);
     tokio::time::timeout(PROMPT, drains.recv())
@@ -249,10 +250,10 @@ async fn shell_stalled_ring_guest_loses_no_client_frame() {
     let handle = shell.handle();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(shell.run(stopped));
-    let ready = ready_frame();
+    let ready = ready(V1, 11);
     let mut sent = 0;
     while sent < ready.len() {
-        sent += vmm.write(&ready.as_bytes()[sent..]);
+        sent += vmm.write(&ready[sent..]);
         tokio::task::yield_now().await;
     }
     handle.wait_ready(PROMPT).await.unwrap();
@@ -265,9 +266,11 @@ async fn shell_stalled_ring_guest_loses_no_client_frame() {
         let mut c = connect(&sock).await;
         writers.push(tokio::spawn(async move {
             let id = c.offset + 1;
-            c.client.send(&exec_request(id)).await;
+            c.client.send(&exec_request(V1, id, false, 0)).await;
             for i in 0..FRAMES {
-                c.client.send(&stdin(id, format!("{i}").as_bytes())).await;
+                c.client
+                    .send(&stdin(V1, id, format!("{i}").as_bytes()))
+                    .await;
             }
             c
         }));

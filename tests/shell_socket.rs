@@ -39,7 +39,7 @@ async fn shell_stale_socket_is_replaced() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(shell.run(stopped));
     let mut guest = Reader::new(guest);
-    guest.send(&ready_frame()).await;
+    guest.send(&ready(V1, 11)).await;
     handle.wait_ready(PROMPT).await.unwrap();
     let c = connect(&sock).await;
     assert_eq!(c.offset, 0);

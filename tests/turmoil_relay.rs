@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use agent_relay::shell::{GuestPort, Listener, Shell};
 use agent_relay::wire::MsgType;
-use agent_relay::wire::payload::{ExecRequest, build_frame};
+use agent_relay::wire::payload::ExecRequest;
 use microsandbox_protocol::exec::{ExecExited, ExecSignal, ExecStdout};
 use microsandbox_protocol::message::MessageType;
 use rand::SeedableRng;
-use shell_support::{Reader, exited, ready_frame, stdout};
+use shell_support::{Reader, V1, exited, frame, ready, stdout};
 use tokio::io::AsyncReadExt;
 use turmoil::net::{TcpListener, TcpStream};
 
@@ -51,12 +51,9 @@ struct Observed {
 }
 
 /// An exec request whose process prints `frames` lines then exits.
-fn request(id: u32, frames: u32) -> agent_relay::wire::Frame {
-    build_frame(
-        MsgType::ExecRequest,
-        id,
-        &ExecRequest::new("/bin/seq").args([frames.to_string()]),
-    )
+fn request(id: u32, frames: u32) -> bytes::Bytes {
+    let req = ExecRequest::new("/bin/seq").args([frames.to_string()]);
+    frame(V1, MsgType::ExecRequest, id, &req)
 }
 
 async fn connect_retry(host: &str, port: u16) -> TcpStream {
@@ -75,7 +72,7 @@ async fn guest_agent(obs: Rc<RefCell<Observed>>) -> turmoil::Result {
     let (stream, _) = listener.accept().await?;
     let (rd, wr) = stream.into_split();
     let (mut rd, mut wr) = (Reader::new(rd), Reader::new(wr));
-    wr.send(&ready_frame()).await;
+    wr.send(&ready(V1, 11)).await;
     // id -> (next line, lines to print)
     let mut active: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(2));
@@ -95,7 +92,7 @@ async fn guest_agent(obs: Rc<RefCell<Observed>>) -> turmoil::Result {
                         assert_eq!(sig.signal, 9);
                         obs.borrow_mut().kills.push(msg.id);
                         if active.remove(&msg.id).is_some() {
-                            wr.send(&exited(msg.id, 137)).await;
+                            wr.send(&exited(V1, msg.id, 137)).await;
                         }
                     }
                     t => panic!("guest got unexpected {t:?}"),
@@ -105,13 +102,13 @@ async fn guest_agent(obs: Rc<RefCell<Observed>>) -> turmoil::Result {
                 let mut done = Vec::new();
                 for (&id, (next, lines)) in active.iter_mut() {
                     if next < lines {
-                        wr.send(&stdout(id, next.to_string().as_bytes())).await;
+                        wr.send(&stdout(V1, id, next.to_string().as_bytes())).await;
                         *next += 1;
                         if obs.borrow().victim == Some(id) {
                             obs.borrow_mut().victim_frames += 1;
                         }
                     } else {
-                        wr.send(&exited(id, 0)).await;
+                        wr.send(&exited(V1, id, 0)).await;
                         done.push(id);
                     }
                 }

@@ -1,15 +1,18 @@
 //! Helpers shared by the shell tests: a scripted fake guest over a stream
-//! port, a test client that decodes with microsandbox-protocol 0.4.4, frame
-//! builders and a harness that runs a [`Shell`] on a Unix socket in a tempdir.
+//! port, a test client that decodes with microsandbox-protocol 0.4.4, and a
+//! harness that runs a [`Shell`] on a Unix socket in a tempdir. The frames
+//! come from the crate's builder, `agent_relay::testkit::frames`.
 #![allow(dead_code)]
+
+pub use agent_relay::testkit::frames::*;
+/// The generation the shell tests speak: the first argument of the builders.
+pub use agent_relay::wire::LEGACY_VERSION as V1;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_relay::core::{Config, Counters};
 use agent_relay::shell::{GuestPort, Shell, ShellError, ShellHandle};
-use agent_relay::wire::payload::{Data, ExecExited, ExecRequest, Ready, build_frame};
-use agent_relay::wire::{Frame, MsgType};
 use microsandbox_protocol::codec::try_decode_from_buf;
 use microsandbox_protocol::message::{Message, MessageType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
@@ -19,46 +22,6 @@ use tokio::task::JoinHandle;
 
 /// Upper bound for anything that should happen promptly.
 pub const PROMPT: Duration = Duration::from_secs(5);
-
-pub fn ready_frame() -> Frame {
-    build_frame(
-        MsgType::Ready,
-        0,
-        &Ready {
-            boot_time_ns: 11,
-            init_time_ns: 22,
-            ready_time_ns: 33,
-        },
-    )
-}
-
-pub fn exec_request(id: u32) -> Frame {
-    build_frame(MsgType::ExecRequest, id, &ExecRequest::new("/bin/cat"))
-}
-
-pub fn stdout(id: u32, data: &[u8]) -> Frame {
-    build_frame(
-        MsgType::ExecStdout,
-        id,
-        &Data {
-            data: data.to_vec(),
-        },
-    )
-}
-
-pub fn stdin(id: u32, data: &[u8]) -> Frame {
-    build_frame(
-        MsgType::ExecStdin,
-        id,
-        &Data {
-            data: data.to_vec(),
-        },
-    )
-}
-
-pub fn exited(id: u32, code: i32) -> Frame {
-    build_frame(MsgType::ExecExited, id, &ExecExited { code })
-}
 
 /// Reads messages with the 0.4.4 reference decoder.
 pub struct Reader<S> {
@@ -76,8 +39,9 @@ impl<S> Reader<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Reader<S> {
-    pub async fn send(&mut self, frame: &Frame) {
-        self.io.write_all(frame.as_bytes()).await.expect("write");
+    /// Writes these bytes (a frame, or any part of one).
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.expect("write");
     }
 }
 
@@ -171,7 +135,7 @@ impl Harness {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(shell.run(stopped));
         let mut guest = Reader::new(guest);
-        guest.send(&ready_frame()).await;
+        guest.send(&ready(V1, 11)).await;
         handle.wait_ready(PROMPT).await.expect("ready");
         Harness {
             dir,

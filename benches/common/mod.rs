@@ -6,8 +6,8 @@
 //! two measure the same loop. No I/O, no clock.
 
 use agent_relay::core::{Action, ClientId, Config, Event, Relay};
-use agent_relay::wire::MsgType;
-use agent_relay::wire::payload::{Data, ExecRequest, Ready, build_frame};
+use agent_relay::testkit::frames;
+use agent_relay::wire::LEGACY_VERSION;
 
 /// Frames per stream.
 pub const FRAMES: usize = 100_000;
@@ -16,10 +16,7 @@ pub const CHUNK: usize = 64 * 1024;
 
 /// [`FRAMES`] `core.exec.stdout` frames for exec id 1, `payload` bytes each.
 pub fn stream(payload: usize) -> Vec<u8> {
-    let data = Data {
-        data: vec![b'x'; payload],
-    };
-    let one = build_frame(MsgType::ExecStdout, 1, &data).into_bytes();
+    let one = frames::stdout(LEGACY_VERSION, 1, &vec![b'x'; payload]);
     one.iter()
         .copied()
         .cycle()
@@ -33,19 +30,11 @@ pub fn ready_relay(exec_log: bool) -> Relay {
         exec_log,
         ..Config::default()
     });
-    let ready = Ready {
-        boot_time_ns: 0,
-        init_time_ns: 0,
-        ready_time_ns: 0,
-    };
-    relay.handle(
-        0,
-        Event::GuestBytes(build_frame(MsgType::Ready, 0, &ready).as_bytes()),
-    );
+    let ready = frames::ready(LEGACY_VERSION, 0);
+    relay.handle(0, Event::GuestBytes(&ready));
     relay.handle(0, Event::ClientConnected(ClientId(1)));
-    let req = ExecRequest::new("cat");
-    let req = build_frame(MsgType::ExecRequest, 1, &req);
-    relay.handle(0, Event::ClientBytes(ClientId(1), req.as_bytes()));
+    let req = frames::exec_request(LEGACY_VERSION, 1, false, 0);
+    relay.handle(0, Event::ClientBytes(ClientId(1), &req));
     while relay.poll_action().is_some() {}
     relay
 }

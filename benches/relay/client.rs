@@ -14,7 +14,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use agent_relay::wire::payload::{Data, ExecRequest, build_frame_v, peek_data};
+use agent_relay::testkit::frames;
+use agent_relay::wire::payload::peek_data;
 use agent_relay::wire::{
     CURRENT_VERSION, FLAG_TERMINAL, Frame, FrameDecoder, LEGACY_VERSION, MAX_FRAME_LEN,
     MIN_FRAME_LEN, MsgType, peek_envelope,
@@ -73,10 +74,9 @@ impl Client {
     }
 
     pub fn exec(&mut self) -> u32 {
-        let req = ExecRequest::new("bench");
         let id = self.first;
-        let f = build_frame_v(self.v, MsgType::ExecRequest, id, &req);
-        self.s.write_all(f.as_bytes()).expect("send request");
+        let f = frames::exec_request(self.v, id, false, 0);
+        self.s.write_all(&f).expect("send request");
         id
     }
 
@@ -241,19 +241,12 @@ pub fn relay_stdin(r: &Running, frames: u64, payload: usize) -> Xfer {
 /// Sequential stdin -> stdout round trips on an open exec session: the sorted
 /// round-trip times, and the frame bytes carried (both directions).
 pub fn ping_pong(c: &mut Client, id: u32, n: usize) -> (Vec<Duration>, u64) {
-    let stdin = build_frame_v(
-        c.v,
-        MsgType::ExecStdin,
-        id,
-        &Data {
-            data: vec![b'p'; 64],
-        },
-    );
+    let stdin = frames::stdin(c.v, id, &[b'p'; 64]);
     let mut out = Vec::with_capacity(n);
     let mut bytes = 0;
     for _ in 0..n {
         let t = Instant::now();
-        c.s.write_all(stdin.as_bytes()).expect("send stdin");
+        c.s.write_all(&stdin).expect("send stdin");
         bytes += stdin.len() as u64;
         loop {
             let f = c.next_frame().expect("echo");

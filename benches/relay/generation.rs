@@ -19,15 +19,15 @@
 //! in one `core.workload.transport.credit` on id `u32::MAX`.
 
 use agent_relay::core::{Config, Protocol};
-use agent_relay::wire::payload::{WorkloadTransportCredit, build_frame_v};
+use agent_relay::testkit::frames;
+use agent_relay::wire::payload::WorkloadTransportCredit;
 use agent_relay::wire::{CURRENT_VERSION, CreditClass, FLAG_BULK, Frame, LEGACY_VERSION, MsgType};
+use bytes::Bytes;
 
 /// The protocol's starting control grant: bytes, frames.
 const START_CONTROL: (u64, u64) = (8 << 20, 256);
 /// The protocol's starting data grant: bytes, frames.
 const START_DATA: (u64, u64) = (32 << 20, 256);
-/// The id of workload control, where credit travels.
-const WORKLOAD_CONTROL_ID: u32 = u32::MAX;
 /// What picks the generations when no argument does.
 const ENV: &str = "RELAY_BENCH_GEN";
 
@@ -137,7 +137,7 @@ impl Credit {
 
     /// The grant for everything consumed so far, if anything was since the
     /// last one.
-    pub fn grant(&mut self) -> Option<Frame> {
+    pub fn grant(&mut self) -> Option<Bytes> {
         if !std::mem::take(&mut self.owed) {
             return None;
         }
@@ -148,11 +148,6 @@ impl Credit {
             bulk_bytes: START_DATA.0 + db,
             bulk_frames: START_DATA.1 + df,
         };
-        Some(build_frame_v(
-            CURRENT_VERSION,
-            MsgType::WorkloadTransportCredit,
-            WORKLOAD_CONTROL_ID,
-            &grant,
-        ))
+        Some(frames::credit(CURRENT_VERSION, &grant))
     }
 }

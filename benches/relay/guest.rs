@@ -26,13 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_relay::shell::RingVmm;
-use agent_relay::wire::payload::{
-    Data, ExecExited, Ready, ReadyCurrent, RelayClientDisconnected, build_frame, build_frame_v,
-    decode_payload, peek_data,
-};
-use agent_relay::wire::{Frame, FrameDecoder, MsgType, peek_envelope};
+use agent_relay::testkit::frames;
+use agent_relay::wire::payload::{RelayClientDisconnected, decode_payload, peek_data};
+use agent_relay::wire::{FrameDecoder, MsgType, peek_envelope};
 use bytes::Bytes;
-use serde::Serialize;
 
 use crate::CHUNK;
 use crate::generation::{Credit, Gen};
@@ -69,48 +66,12 @@ pub struct Emitter {
     pos: usize,
 }
 
-fn exited(v: u8, id: u32, code: i32) -> Frame {
-    build_frame_v(v, MsgType::ExecExited, id, &ExecExited { code })
-}
-
-fn data_frame(v: u8, t: MsgType, id: u32, data: Vec<u8>) -> Frame {
-    build_frame_v(v, t, id, &Data { data })
-}
-
-/// `core.init.resolved`: the guest's default user.
-#[derive(Serialize)]
-struct InitResolved {
-    default_user: User,
-}
-
-#[derive(Serialize)]
-struct User {
-    uid: u32,
-    gid: u32,
-}
-
-fn ready_frame(g: Gen) -> Frame {
-    let (boot_time_ns, init_time_ns, ready_time_ns) = (1, 2, 3);
+/// The guest's `core.ready`: a current one advertises input credit
+/// (barrier 2) and no exec limits.
+fn ready_frame(g: Gen) -> Bytes {
     match g {
-        Gen::Legacy => {
-            let ready = Ready {
-                boot_time_ns,
-                init_time_ns,
-                ready_time_ns,
-            };
-            build_frame(MsgType::Ready, 0, &ready)
-        }
-        Gen::Current => {
-            let ready = ReadyCurrent {
-                boot_time_ns,
-                init_time_ns,
-                ready_time_ns,
-                agent_version: "agent-relay bench guest".into(),
-                workload_transport_barrier_version: Some(2),
-                exec_limits: None,
-            };
-            build_frame_v(g.v(), MsgType::Ready, 0, &ready)
-        }
+        Gen::Legacy => frames::ready(g.v(), 1),
+        Gen::Current => frames::ready_current(g.v(), 1, Some(2), None),
     }
 }
 
@@ -132,8 +93,8 @@ impl Emitter {
         em.sessions.push_back(Session {
             id,
             left: frames,
-            frame: data_frame(v, MsgType::ExecStdin, id, vec![b'i'; payload]).into_bytes(),
-            last: data_frame(v, MsgType::ExecStdin, id, Vec::new()).into_bytes(),
+            frame: frames::stdin(v, id, &vec![b'i'; payload]),
+            last: frames::stdin(v, id, &[]),
         });
         em
     }
@@ -142,12 +103,11 @@ impl Emitter {
         let Workload::Stream { frames, payload } = self.work else {
             return;
         };
-        let frame = data_frame(self.v, MsgType::ExecStdout, id, vec![b'x'; payload]);
         self.sessions.push_back(Session {
             id,
             left: frames,
-            frame: frame.into_bytes(),
-            last: exited(self.v, id, 0).into_bytes(),
+            frame: frames::stdout(self.v, id, &vec![b'x'; payload]),
+            last: frames::exited(self.v, id, 0),
         });
     }
 
@@ -157,7 +117,7 @@ impl Emitter {
             None => !matches!(self.work, Workload::Stream { .. }),
         };
         if had {
-            self.push_raw(exited(self.v, id, 137).as_bytes());
+            self.push_raw(&frames::exited(self.v, id, 137));
         }
     }
 
@@ -226,14 +186,8 @@ impl Guest {
     fn new(work: Workload, g: Gen) -> Guest {
         let mut em = Emitter::new(work, g.v());
         match g {
-            Gen::Legacy => em.push_raw(ready_frame(g).as_bytes()),
-            Gen::Current => {
-                let resolved = InitResolved {
-                    default_user: User { uid: 0, gid: 0 },
-                };
-                let f = build_frame_v(g.v(), MsgType::InitResolved, 0, &resolved);
-                em.push_raw(f.as_bytes());
-            }
+            Gen::Legacy => em.push_raw(&ready_frame(g)),
+            Gen::Current => em.push_raw(&frames::init_resolved(g.v())),
         }
         Guest {
             g,
@@ -263,13 +217,13 @@ impl Guest {
                     if let Workload::Sink = self.em.work {
                         self.sink(f.id(), data.len());
                     } else {
-                        let out = data_frame(self.g.v(), MsgType::ExecStdout, f.id(), data.into());
-                        self.em.push_raw(out.as_bytes());
+                        let out = frames::stdout(self.g.v(), f.id(), &data);
+                        self.em.push_raw(&out);
                     }
                 }
                 MsgType::ExecSignal => self.em.kill(f.id()),
                 MsgType::InitAck if self.g == Gen::Current && self.credit.is_none() => {
-                    self.em.push_raw(ready_frame(self.g).as_bytes());
+                    self.em.push_raw(&ready_frame(self.g));
                     self.credit = Some(Credit::default());
                 }
                 MsgType::RelayClientDisconnected => {
@@ -290,15 +244,15 @@ impl Guest {
         }
         let total = self.sunk.remove(&id).unwrap_or(0);
         let v = self.g.v();
-        let report = data_frame(v, MsgType::ExecStdout, id, total.to_string().into_bytes());
-        self.em.push_raw(report.as_bytes());
-        self.em.push_raw(exited(v, id, 0).as_bytes());
+        let report = frames::stdout(v, id, total.to_string().as_bytes());
+        self.em.push_raw(&report);
+        self.em.push_raw(&frames::exited(v, id, 0));
     }
 
     /// After a batch of reads: a current guest grants back what it consumed.
     fn grant(&mut self) {
         if let Some(f) = self.credit.as_mut().and_then(Credit::grant) {
-            self.em.push_raw(f.as_bytes());
+            self.em.push_raw(&f);
         }
     }
 }

@@ -5,8 +5,9 @@
 //! They drive `agent_relay::core::Relay` directly.
 
 use agent_relay::core::{Action, ClientId, Config, Event, Relay};
-use agent_relay::wire::payload::{Data, ExecRequest, FsResponse, ReadyCurrent, build_frame_v};
-use agent_relay::wire::{Frame, MsgType, encode_envelope_v};
+use agent_relay::testkit::frames::{data, empty, exec_request, frame, ready_current};
+use agent_relay::wire::payload::FsResponse;
+use agent_relay::wire::{CURRENT_VERSION as V10, MsgType};
 use bytes::Bytes;
 
 /// Every write is taken at once.
@@ -19,17 +20,7 @@ impl Drive {
         let mut d = Drive {
             relay: Relay::new(Config::current()).checked(),
         };
-        let ready = ReadyCurrent {
-            boot_time_ns: 1,
-            init_time_ns: 2,
-            ready_time_ns: 3,
-            agent_version: String::new(),
-            workload_transport_barrier_version: Some(2),
-            exec_limits: None,
-        };
-        d.ev(Event::GuestBytes(
-            build_frame_v(10, MsgType::Ready, 0, &ready).as_bytes(),
-        ));
+        d.ev(Event::GuestBytes(&ready_current(V10, 1, Some(2), None)));
         d
     }
 
@@ -84,11 +75,6 @@ fn to_client(acts: &[Action], c: u64) -> Vec<Bytes> {
         .collect()
 }
 
-fn fs_request(id: u32) -> Frame {
-    let body = encode_envelope_v(10, MsgType::FsRequest, &[0xa0]);
-    Frame::build(id, MsgType::FsRequest.flags(), &body).expect("a frame")
-}
-
 /// A client that connects and leaves with nothing open: its disconnect
 /// notice is handed to the guest and leaves a fence on the slot (waiting for
 /// the guest to show it took the notice), but the slot is free at once, so
@@ -119,16 +105,16 @@ fn core_current_stale_fence_lets_a_late_reply_reach_the_next_owner() {
     d.connect(1);
     d.leave(1); // notice 1 handed; its fence stays on slot 0
     assert_eq!(handshake_start(&d.connect(2), 2), Some(1));
-    d.ev(Event::ClientBytes(ClientId(2), fs_request(1).as_bytes()));
+    let fs_request = empty(V10, MsgType::FsRequest, 1);
+    d.ev(Event::ClientBytes(ClientId(2), &fs_request));
     d.leave(2); // notice 2 handed after the fs request; slot 0 waits for id 1
     // The guest sends data for client 2's request, which it read before
     // notice 2: only notice 1 is known to be taken.
-    let data = build_frame_v(10, MsgType::FsData, 1, &Data { data: vec![7] });
-    d.ev(Event::GuestBytes(data.as_bytes()));
+    d.ev(Event::GuestBytes(&data(V10, MsgType::FsData, 1, &[7])));
     let acts = d.connect(3);
     let start = handshake_start(&acts, 3);
-    let req = build_frame_v(10, MsgType::ExecRequest, 1, &ExecRequest::new("true"));
-    d.ev(Event::ClientBytes(ClientId(3), req.as_bytes()));
+    let req = exec_request(V10, 1, false, 0);
+    d.ev(Event::ClientBytes(ClientId(3), &req));
     // The guest's answer to client 2's fs request, sent before it read
     // notice 2.
     let resp = FsResponse {
@@ -136,8 +122,8 @@ fn core_current_stale_fence_lets_a_late_reply_reach_the_next_owner() {
         error: None,
         data: None,
     };
-    let late = build_frame_v(10, MsgType::FsResponse, 1, &resp);
-    let acts = d.ev(Event::GuestBytes(late.as_bytes()));
+    let late = frame(V10, MsgType::FsResponse, 1, &resp);
+    let acts = d.ev(Event::GuestBytes(&late));
     assert!(
         start != Some(1) || to_client(&acts, 3).is_empty(),
         "client 3 took slot 0 and received client 2's late fs.response"

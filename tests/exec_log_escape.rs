@@ -5,8 +5,8 @@
 
 use agent_relay::core::{Action, Config, Event, Relay};
 use agent_relay::json::push_string_lossy;
-use agent_relay::wire::MsgType;
-use agent_relay::wire::payload::{Data, ExecRequest, Ready, build_frame};
+use agent_relay::testkit::frames::{exec_request, exited, ready, stdout};
+use agent_relay::wire::LEGACY_VERSION as V1;
 use quickcheck::{QuickCheck, TestResult};
 
 fn escaped(bytes: &[u8]) -> String {
@@ -45,43 +45,20 @@ fn prop_tap_records_equal_lossy_decode_of_the_stream() {
             exec_log: true,
             ..Config::legacy()
         });
-        let ready = Ready {
-            boot_time_ns: 0,
-            init_time_ns: 0,
-            ready_time_ns: 0,
-        };
-        relay.handle(
-            0,
-            Event::GuestBytes(build_frame(MsgType::Ready, 0, &ready).as_bytes()),
-        );
+        relay.handle(0, Event::GuestBytes(&ready(V1, 0)));
         relay.handle(0, Event::ClientConnected(agent_relay::core::ClientId(1)));
-        let req = build_frame(MsgType::ExecRequest, 1, &ExecRequest::new("x"));
-        relay.handle(
-            0,
-            Event::ClientBytes(agent_relay::core::ClientId(1), req.as_bytes()),
-        );
+        let req = exec_request(V1, 1, false, 0);
+        relay.handle(0, Event::ClientBytes(agent_relay::core::ClientId(1), &req));
         let mut rest = &stream[..];
         for c in cuts.iter().chain(std::iter::repeat(&255)) {
             if rest.is_empty() {
                 break;
             }
             let n = (usize::from(*c) % 7 + 1).min(rest.len());
-            let f = build_frame(
-                MsgType::ExecStdout,
-                1,
-                &Data {
-                    data: rest[..n].to_vec(),
-                },
-            );
-            relay.handle(0, Event::GuestBytes(f.as_bytes()));
+            relay.handle(0, Event::GuestBytes(&stdout(V1, 1, &rest[..n])));
             rest = &rest[n..];
         }
-        let exited = build_frame(
-            MsgType::ExecExited,
-            1,
-            &agent_relay::wire::payload::ExecExited { code: 0 },
-        );
-        relay.handle(0, Event::GuestBytes(exited.as_bytes()));
+        relay.handle(0, Event::GuestBytes(&exited(V1, 1, 0)));
         let mut text = String::new();
         while let Some(a) = relay.poll_action() {
             if let Action::Log(r) = a

@@ -62,13 +62,12 @@ fn core_tap_off_emits_no_log() {
 /// end says how it ended.
 #[test]
 fn core_tap_system_records_say_what_ran_and_how_it_ended() {
-    use agent_relay::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest, build_frame};
+    use agent_relay::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest};
     let mut h = Harness::ready(small());
     h.connect(1);
     h.connect(2);
     let req = ExecRequest::new("sh").args(["-c", "echo 'hi there'"]);
-    let frame = build_frame(MsgType::ExecRequest, STEP + 1, &req);
-    let acts = h.client(2, frame.as_bytes());
+    let acts = h.client(2, &frame(V1, MsgType::ExecRequest, STEP + 1, &req));
     let started = r"exec started: sh -c 'echo '\''hi there'\''' (client slot 1)";
     assert_eq!(
         logs(&acts),
@@ -81,8 +80,7 @@ fn core_tap_system_records_say_what_ran_and_how_it_ended() {
         message: "no such program".into(),
         stage: None,
     };
-    let f = build_frame(MsgType::ExecFailed, STEP + 1, &failed);
-    let acts = h.guest(f.as_bytes());
+    let acts = h.guest(&frame(V1, MsgType::ExecFailed, STEP + 1, &failed));
     let ended = "exec failed to start: NotFound: no such program";
     assert_eq!(
         logs(&acts),

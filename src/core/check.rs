@@ -101,3 +101,23 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::{Config, Relay};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// The check is only worth its cost if it fires: a fresh relay passes,
+    /// the same relay with one counter off by one does not.
+    #[test]
+    fn check_fires_on_a_counter_that_disagrees_with_the_slots() {
+        let mut relay = Relay::new(Config::default());
+        relay.check();
+        relay.counters.live_clients += 1;
+        let fired = catch_unwind(AssertUnwindSafe(|| relay.check()));
+        assert!(
+            fired.is_err(),
+            "a live_clients counter of 1 with no client passed"
+        );
+    }
+}

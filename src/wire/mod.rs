@@ -106,3 +106,23 @@ pub fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let end = at.checked_add(4)?;
     Some(u32::from_be_bytes(bytes.get(at..end)?.try_into().ok()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every one of the six opening bytes is judged, the `"t"` key's two
+    /// included; fewer bytes are judged on what is there.
+    #[test]
+    fn envelope_opening_judges_all_six_bytes() {
+        let good = [0xa3, 0x61, b'v', 10, 0x61, b't'];
+        assert_eq!(ENVELOPE_OPENING_LEN, good.len());
+        assert!(envelope_opening(&good));
+        assert!(envelope_opening(&good[..4]));
+        for at in 0..good.len() {
+            let mut bad = good;
+            bad[at] = if at == 3 { 0x18 } else { bad[at] ^ 0x01 };
+            assert!(!envelope_opening(&bad), "byte {at} changed still opens");
+        }
+    }
+}

@@ -226,6 +226,21 @@ mod tests {
         }
     }
 
+    /// The estimate's own check fires: spent beyond a grant, or a slot's
+    /// held sum that disagrees with the frames held.
+    #[test]
+    fn credit_check_fires_on_bookkeeping_that_disagrees() {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let fresh = Credit::new(2);
+        fresh.check();
+        let mut over = Credit::new(2);
+        over.used[1].bytes = over.granted[1].bytes + 1;
+        assert!(catch_unwind(AssertUnwindSafe(|| over.check())).is_err());
+        let mut held = Credit::new(2);
+        held.per_slot[1].frames = 1;
+        assert!(catch_unwind(AssertUnwindSafe(|| held.check())).is_err());
+    }
+
     #[test]
     fn core_credit_fits_whole_frames_and_counts_frames() {
         let mut c = Credit::new(2);

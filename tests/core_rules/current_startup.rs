@@ -147,6 +147,23 @@ fn core_auto_seats_waiting_clients_in_arrival_order_at_ready() {
     assert_eq!(h.relay.counters().live_clients, 2);
 }
 
+/// Auto: a guest that goes away before its ready closes the clients still
+/// waiting for a slot, in arrival order, and none of them stays counted.
+#[test]
+fn core_auto_guest_gone_before_ready_closes_the_waiting_clients() {
+    let mut h = Harness::new(small());
+    for c in [4, 2] {
+        h.expect(Event::ClientConnected(ClientId(c)), &[]);
+    }
+    assert_eq!(h.relay.counters().live_clients, 2);
+    let gone = |c| Action::CloseClient {
+        client: ClientId(c),
+        reason: CloseReason::GuestGone,
+    };
+    h.expect(Event::GuestClosed, &[gone(4), gone(2)]);
+    assert_eq!(h.relay.counters().live_clients, 0);
+}
+
 /// Auto with a `v = 1` ready: the legacy generation, byte for byte.
 #[test]
 fn core_auto_with_a_legacy_guest_speaks_legacy() {

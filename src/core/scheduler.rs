@@ -72,7 +72,8 @@ struct SlotQueue {
 pub(crate) enum Stop {
     /// Nothing is queued.
     Idle,
-    /// The guest window is full.
+    /// The guest window is full (whether or not anything waits: the
+    /// caller only tells credit apart from the rest).
     Window,
     /// Frames wait for credit (of this class, at least).
     Credit(CreditClass),
@@ -94,10 +95,6 @@ impl Occupied {
         } else {
             self.0[w] &= !b;
         }
-    }
-
-    fn any(&self) -> bool {
-        self.0.iter().any(|&w| w != 0)
     }
 
     /// Occupied slots below `n`, from `start` round to `start - 1`.
@@ -227,11 +224,7 @@ impl Scheduler {
     /// counts as in flight (and against its credit) from now on.
     pub fn next(&mut self) -> Result<Outbound, Stop> {
         if self.inflight >= self.window {
-            return Err(if self.is_empty() {
-                Stop::Idle
-            } else {
-                Stop::Window
-            });
+            return Err(Stop::Window);
         }
         let out = match self.control.front() {
             Some(head) if !self.admits(head) => return Err(Stop::Credit(head.class)),
@@ -253,10 +246,6 @@ impl Scheduler {
         self.inflight += out.frame.len();
         self.handed += 1;
         Ok(out)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.control.is_empty() && !self.occupied.any()
     }
 
     /// Whether credit (and the fair share) lets `out` go now.

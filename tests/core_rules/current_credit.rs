@@ -66,6 +66,31 @@ fn core_current_credit_frames_wait_for_a_grant() {
     assert_eq!(h.relay.counters().credit_data_bytes, DATA_BYTES * 4);
 }
 
+/// The time a client's data waits for credit is counted per class: from the
+/// event that found it blocked to the grant that let it go.
+#[test]
+fn core_current_credit_wait_counted_per_class() {
+    let mut h = credited(small());
+    let id = cid(0);
+    h.client(1, &exec_request(V10, id, false, 0));
+    let big = stdin(V10, id, &vec![7u8; 3 << 20]);
+    h.now = 1_000;
+    while sent(&mut h, 1, &big) {}
+    h.now = 1_250;
+    h.ev(Event::Tick);
+    let more = credit(
+        V10,
+        &grant(
+            (CONTROL_BYTES, CONTROL_FRAMES),
+            (DATA_BYTES * 4, DATA_FRAMES * 4),
+        ),
+    );
+    assert_eq!(to_guest(&h.guest(&more)), vec![big.clone()]);
+    let c = h.relay.counters();
+    assert_eq!(c.credit_blocked_data_ms, 250);
+    assert_eq!(c.credit_blocked_control_ms, 0);
+}
+
 /// The init ack before ready is not charged; the clock sync at ready is.
 #[test]
 fn core_current_init_ack_uncharged_clock_charged() {

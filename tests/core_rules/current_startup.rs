@@ -55,6 +55,26 @@ fn core_init_failure_acknowledged_and_reported() {
     };
     h.expect(Event::ClientConnected(ClientId(2)), &[refused]);
     assert_eq!(h.relay.counters().init_failures, 1);
+    assert_eq!(h.relay.counters().live_clients, 0);
+}
+
+/// The same with the generation configured: the client that connected
+/// before the failure holds a slot (its handshake waits for ready), and is
+/// refused and uncounted all the same.
+#[test]
+fn core_init_failure_refuses_clients_holding_a_slot() {
+    let mut h = Harness::new(Config {
+        exec_log: false,
+        ..Config::current()
+    });
+    h.expect(Event::ClientConnected(ClientId(1)), &[]);
+    assert_eq!(h.relay.counters().live_clients, 1);
+    let acts = h.guest(&init_failed(V10, "no such user"));
+    assert!(acts.contains(&Action::Refuse {
+        client: ClientId(1),
+        reason: RefuseReason::StartupFailed,
+    }));
+    assert_eq!(h.relay.counters().live_clients, 0);
 }
 
 #[test]

@@ -192,3 +192,38 @@ fn check_limits(l: &ExecLimits) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_limits;
+    use crate::wire::payload::ExecLimits;
+
+    fn with(f: impl FnOnce(&mut ExecLimits)) -> Result<(), String> {
+        let mut l = ExecLimits::default();
+        f(&mut l);
+        check_limits(&l)
+    }
+
+    /// Each of 0.7.13's checks at its boundary: the last value it takes and
+    /// the first it refuses.
+    #[test]
+    fn exec_limits_checked_at_each_boundary() {
+        assert_eq!(with(|_| ()), Ok(()));
+        assert!(with(|l| l.max_executions = 0).is_err());
+        assert!(with(|l| l.stdin_chunk_size = 0).is_err());
+        assert_eq!(with(|l| l.stdin_chunk_size = l.input_limit), Ok(()));
+        assert!(with(|l| l.stdin_chunk_size = l.input_limit + 1).is_err());
+        let max = (4 << 20) - 1024;
+        let big = |l: &mut ExecLimits| {
+            l.input_limit = 8 << 20;
+            l.output_limit = 8 << 20;
+        };
+        assert_eq!(with(|l| (big(l), l.stdin_chunk_size = max).1), Ok(()));
+        assert!(with(|l| (big(l), l.stdin_chunk_size = max + 1).1).is_err());
+        assert_eq!(with(|l| (big(l), l.output_chunk_size = max).1), Ok(()));
+        assert!(with(|l| (big(l), l.output_chunk_size = max + 1).1).is_err());
+        assert!(with(|l| l.output_chunk_size = 0).is_err());
+        assert_eq!(with(|l| l.output_chunk_size = l.output_limit - 256), Ok(()));
+        assert!(with(|l| l.output_chunk_size = l.output_limit - 255).is_err());
+    }
+}

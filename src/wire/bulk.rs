@@ -127,6 +127,21 @@ pub(crate) fn plausible_bulk(body: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// A resync candidate is judged on each of the four opening bytes it
+    /// has: kind, flow, and both reserved bytes zero.
+    #[test]
+    fn plausible_bulk_judges_each_opening_byte() {
+        let good = [2u8, 1, 0, 0, 0xff];
+        for n in 0..=good.len() {
+            assert!(plausible_bulk(&good[..n]), "{n} bytes");
+        }
+        for (at, bad) in [(0, 3u8), (0, 0), (1, 0), (1, 3), (2, 1), (3, 1)] {
+            let mut b = good;
+            b[at] = bad;
+            assert!(!plausible_bulk(&b), "byte {at} = {bad}");
+        }
+    }
+
     fn record(kind: u8, flow: u8, offset: u64, payload: &[u8]) -> Vec<u8> {
         let mut b = vec![kind, flow, 0, 0];
         b.extend_from_slice(&offset.to_be_bytes());

@@ -364,6 +364,40 @@ mod tests {
         assert!(inspect_envelope(&deep(1_000_000)).is_err());
     }
 
+    /// `v` that is not an unsigned integer is skipped whole (the keys after
+    /// it still read); `p` as an indefinite byte string is its chunks joined.
+    #[test]
+    fn wire_inspect_odd_v_and_chunked_p() {
+        // {"v": "ten", "p": (_ h'0102', h'03'), "t": "core.ping"}
+        let mut body = vec![0xa3, 0x61, b'v', 0x63];
+        body.extend_from_slice(b"ten");
+        body.extend_from_slice(&[0x61, b'p', 0x5f, 0x42, 1, 2, 0x41, 3, 0xff]);
+        body.extend_from_slice(&[0x61, b't', 0x69]);
+        body.extend_from_slice(b"core.ping");
+        let got = inspect_envelope(&body).unwrap();
+        assert_eq!((got.name, got.v), ("core.ping", None));
+        assert_eq!(got.payload.as_deref(), Some(&[1u8, 2, 3][..]));
+    }
+
+    /// Tags in front of `p` count toward the nesting bound from the map's
+    /// own depth.
+    #[test]
+    fn wire_inspect_tags_before_p_bounded() {
+        let tagged = |n: usize| {
+            let mut b = vec![0xa2, 0x61, b't', 0x61, b'x', 0x61, b'p'];
+            b.extend(std::iter::repeat_n(0xc6, n));
+            b.extend_from_slice(&[0x41, 9]);
+            b
+        };
+        let payload =
+            |n: usize| inspect_envelope(&tagged(n)).map(|g| g.payload.map(|p| p.to_vec()));
+        assert_eq!(payload(0), Ok(Some(vec![9])));
+        assert_eq!(payload(MAX_NESTING - 1), Ok(Some(vec![9])));
+        let too_deep = Err(EnvelopeError::TooDeep { max: MAX_NESTING });
+        assert_eq!(payload(MAX_NESTING), too_deep);
+        assert_eq!(payload(100_000), too_deep);
+    }
+
     fn encode_control() -> Vec<u8> {
         let mut b = vec![0xa1, 0x61, b't', 0x69];
         b.extend_from_slice(b"control.x");

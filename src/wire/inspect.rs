@@ -379,6 +379,33 @@ mod tests {
         assert_eq!(got.payload.as_deref(), Some(&[1u8, 2, 3][..]));
     }
 
+    /// Skipping an unknown key's value: an indefinite text string is its
+    /// chunks up to the break (the keys after it still read), a chunk of
+    /// another type is refused, and so is a two-byte simple value below 32.
+    #[test]
+    fn wire_inspect_skips_chunked_strings_refuses_odd_simple_values() {
+        let with_x = |x: &[u8]| {
+            let mut b = vec![0xa2, 0x61, b'x'];
+            b.extend_from_slice(x);
+            b.extend_from_slice(&[0x61, b't', 0x69]);
+            b.extend_from_slice(b"core.ping");
+            b
+        };
+        let chunked = with_x(&[0x7f, 0x62, b'a', b'b', 0x61, b'c', 0xff]);
+        assert_eq!(inspect_envelope(&chunked).map(|g| g.name), Ok("core.ping"));
+        let mixed = with_x(&[0x7f, 0x62, b'a', b'b', 0x41, 0x01, 0xff]);
+        assert!(matches!(
+            inspect_envelope(&mixed),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(inspect_envelope(&with_x(&[0xf8, 0x20])).is_ok());
+        let low = with_x(&[0xf8, 0x1f]);
+        assert!(matches!(
+            inspect_envelope(&low),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+
     /// Tags in front of `p` count toward the nesting bound from the map's
     /// own depth.
     #[test]

@@ -406,6 +406,29 @@ mod tests {
         ));
     }
 
+    /// The trailing-bytes error counts them; tags in front of the envelope's
+    /// map count toward the nesting bound.
+    #[test]
+    fn wire_inspect_counts_trailing_bytes_and_bounds_tags_before_the_map() {
+        let ping = encode_envelope(MsgType::Ping, b"\xa0");
+        let mut trailing = ping.to_vec();
+        trailing.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(
+            inspect_envelope(&trailing),
+            Err(EnvelopeError::TrailingBytes(3))
+        );
+        let tagged = |n: usize| {
+            let mut b = vec![0xc6; n];
+            b.extend_from_slice(&ping);
+            b
+        };
+        assert!(inspect_envelope(&tagged(MAX_NESTING - 1)).is_ok());
+        assert_eq!(
+            inspect_envelope(&tagged(MAX_NESTING)),
+            Err(EnvelopeError::TooDeep { max: MAX_NESTING })
+        );
+    }
+
     /// Tags in front of `p` count toward the nesting bound from the map's
     /// own depth.
     #[test]

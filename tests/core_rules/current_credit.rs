@@ -193,8 +193,14 @@ fn core_current_exec_limit_refused_by_the_relay() {
     h.connect(1);
     h.connect(2);
     h.client(1, &exec_request(V10, cid(0), false, 0));
+    let frames_in = h.relay.counters().client_frames_in;
     let acts = h.client(2, &exec_request(V10, cid(1), false, 0));
     assert!(to_guest(&acts).is_empty());
+    assert_eq!(
+        h.relay.counters().client_frames_in,
+        frames_in + 1,
+        "counted"
+    );
     let refused = match &to_client(&acts, 2)[..] {
         [f] => f.clone(),
         other => panic!("{other:?}"),
@@ -211,6 +217,32 @@ fn core_current_exec_limit_refused_by_the_relay() {
     // The first ends; the next request goes through.
     h.guest(&exited(V10, cid(0), 0));
     assert!(sent(&mut h, 2, &exec_request(V10, cid(1) + 1, false, 0)));
+}
+
+/// A sync that waited keeps the length it was queued (and charged) with:
+/// when the time it would carry at hand-off takes more bytes (here it
+/// crosses 2^32 ns), the queued frame goes as it was built.
+#[test]
+fn core_current_clock_sync_keeps_its_queued_length() {
+    const EDGE: u64 = 1 << 32;
+    let mut h = Harness::new(Config {
+        guest_window: 1,
+        ..Config::current()
+    });
+    h.ev(Event::WallClock(10_000_000_000));
+    h.guest(&ready_current(V10, 1, None, None));
+    // The first sync fills the window; a step back queues another.
+    h.now = 1;
+    let acts = h.ev(Event::WallClock(EDGE - 500_000));
+    assert!(syncs(&acts).is_empty(), "waits for the window");
+    h.now = 2;
+    let acts = h.ev(Event::GuestWritten(usize::MAX));
+    assert_eq!(
+        syncs(&acts),
+        [EDGE - 500_000],
+        "as queued, not {}",
+        EDGE + 500_000
+    );
 }
 
 fn syncs(acts: &[Action]) -> Vec<u64> {

@@ -517,7 +517,9 @@ pub struct Counters {
     pub used_data_frames: u64,
     /// Milliseconds frames waited for control credit.
     pub credit_blocked_control_ms: u64,
-    /// Milliseconds frames waited for data credit.
+    /// Milliseconds frames waited for data credit. One class is counted at
+    /// a time: while the head of the control queue waits too, the time
+    /// counts as control's only.
     pub credit_blocked_data_ms: u64,
     /// Credit messages ignored because they would have lowered a grant.
     pub grants_ignored: u64,

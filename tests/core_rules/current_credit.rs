@@ -78,17 +78,22 @@ fn core_current_credit_wait_counted_per_class() {
     while sent(&mut h, 1, &big) {}
     h.now = 1_250;
     h.ev(Event::Tick);
-    let more = credit(
-        V10,
-        &grant(
-            (CONTROL_BYTES, CONTROL_FRAMES),
-            (DATA_BYTES * 4, DATA_FRAMES * 4),
-        ),
-    );
+    let data = |n| (DATA_BYTES * n, DATA_FRAMES * n);
+    let more = credit(V10, &grant((CONTROL_BYTES, CONTROL_FRAMES), data(4)));
     assert_eq!(to_guest(&h.guest(&more)), vec![big.clone()]);
     let c = h.relay.counters();
     assert_eq!(c.credit_blocked_data_ms, 250);
     assert_eq!(c.credit_blocked_control_ms, 0);
+    // Then control alone: signals past the control grant.
+    h.now = 2_000;
+    let kill = signal(V10, id, 9);
+    while sent(&mut h, 1, &kill) {}
+    h.now = 2_150;
+    let more = credit(V10, &grant((CONTROL_BYTES, CONTROL_FRAMES * 2), data(4)));
+    assert_eq!(to_guest(&h.guest(&more)), vec![kill.clone()]);
+    let c = h.relay.counters();
+    assert_eq!(c.credit_blocked_data_ms, 250);
+    assert_eq!(c.credit_blocked_control_ms, 150);
 }
 
 /// The init ack before ready is not charged; the clock sync at ready is.

@@ -399,6 +399,16 @@ mod tests {
             Err(EnvelopeError::Malformed(_))
         ));
         assert!(inspect_envelope(&with_x(&[0xf8, 0x20])).is_ok());
+        for odd in [0x1f, 0x3f, 0xdf] {
+            let indefinite = with_x(&[odd, 0x00]);
+            assert!(
+                matches!(
+                    inspect_envelope(&indefinite),
+                    Err(EnvelopeError::Malformed(_))
+                ),
+                "{odd:#x}: an integer or tag of indefinite length"
+            );
+        }
         let low = with_x(&[0xf8, 0x1f]);
         assert!(matches!(
             inspect_envelope(&low),

@@ -81,8 +81,8 @@ impl Relay {
         }
     }
 
-    /// A read that completes the frame the decoder holds part of (the tail of
-    /// the last read) hands the decoder only the bytes that frame misses, so
+    /// A read that completes the small frame the decoder holds part of (the
+    /// tail of the last read) hands the decoder only the bytes it misses, so
     /// the frames after it take the fast path instead of being copied into the
     /// decoder first. A completed frame that does not pass the first look is
     /// left in the decoder, and the rest of the read follows it there, as if
@@ -91,6 +91,11 @@ impl Relay {
         let Some(need) = self.guest.missing().filter(|&n| n > 0 && n <= rest.len()) else {
             return;
         };
+        if self.guest.buffered() + need >= ZERO_COPY_MIN {
+            // A large frame is split off the decoder's buffer without a copy;
+            // the read goes in whole, as before, so the buffer grows once.
+            return;
+        }
         self.guest.extend(&rest[..need]);
         *rest = &rest[need..];
         let Ok(Some(total)) = self.guest.peek_frame() else {

@@ -14,6 +14,7 @@
 
 pub mod case;
 pub mod check;
+pub mod current;
 pub mod driver;
 pub mod rng;
 pub mod world;

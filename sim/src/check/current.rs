@@ -14,21 +14,11 @@ use agent_relay::core::{ClientId, Millis};
 use agent_relay::wire::payload::WorkloadTransportCredit;
 use bytes::Bytes;
 
-/// Ids per slot in the current generation: `u32::MAX / 128`.
-pub(super) const STEP: u32 = u32::MAX / 128;
+use super::super::current::START;
+pub(super) use super::super::current::{STEP, Window};
+
 /// The runtime's workload-control id.
 pub(super) const WORKLOAD_ID: u32 = u32::MAX;
-/// Starting grants at ready: control 8 MiB / 256 frames, data 32 MiB / 256.
-const START: [Window; 2] = [
-    Window {
-        bytes: 8 << 20,
-        frames: 256,
-    },
-    Window {
-        bytes: 32 << 20,
-        frames: 256,
-    },
-];
 
 /// Which ids each slot owns, once the generation is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +74,6 @@ impl Class {
             Class::Data => 1,
         }
     }
-}
-
-/// Bytes and frames.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Window {
-    pub(super) bytes: u64,
-    pub(super) frames: u64,
 }
 
 /// Input credit (barrier 2): grants, use, and the fair-share estimate of

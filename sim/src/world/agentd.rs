@@ -19,34 +19,14 @@ use agent_relay::wire::payload::{
 };
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_parts};
 
+use super::super::current::{START, STEP, Window};
 use super::World;
 use super::faults::Fault;
 use super::guest::GuestSession;
 use agent_relay::testkit::frames;
 
-/// Ids per slot in the current generation.
-const STEP: u32 = u32::MAX / 128;
 /// The generation agentd 0.7.13 writes.
 const V: u8 = 10;
-
-/// Bytes and frames of one credit class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Window {
-    bytes: u64,
-    frames: u64,
-}
-
-/// The starting grants: control 8 MiB / 256 frames, data 32 MiB / 256.
-const START: [Window; 2] = [
-    Window {
-        bytes: 8 << 20,
-        frames: 256,
-    },
-    Window {
-        bytes: 32 << 20,
-        frames: 256,
-    },
-];
 
 /// A current guest's own state.
 #[derive(Debug)]

@@ -10,6 +10,8 @@
 //! is written once and run for each. Waits have generous deadlines and wait
 //! for events (agent notes, relay counters), never for time to pass.
 
+mod shell_support;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -319,20 +321,7 @@ impl Relay {
 
     /// Waits until `f(counters)` holds.
     async fn wait_counters(&self, what: &str, f: impl Fn(&Counters) -> bool) -> Counters {
-        let mut rx = self.handle.counters_watch();
-        let got = tokio::time::timeout(PROMPT, async {
-            loop {
-                let c = rx.borrow_and_update().clone();
-                if f(&c) {
-                    return c;
-                }
-                if rx.changed().await.is_err() {
-                    panic!("the shell stopped while waiting for {what}");
-                }
-            }
-        })
-        .await;
-        got.unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", self.handle.counters()))
+        shell_support::counters_reach(&self.handle, PROMPT, what, f).await
     }
 
     async fn stop(mut self) {

@@ -23,6 +23,30 @@ use tokio::task::JoinHandle;
 /// Upper bound for anything that should happen promptly.
 pub const PROMPT: Duration = Duration::from_secs(5);
 
+/// Waits up to `within` until `f` holds for the shell's counters; panics
+/// naming `what` and the last counters if it does not.
+pub async fn counters_reach(
+    handle: &ShellHandle,
+    within: Duration,
+    what: &str,
+    f: impl Fn(&Counters) -> bool,
+) -> Counters {
+    let mut rx = handle.counters_watch();
+    let got = tokio::time::timeout(within, async {
+        loop {
+            let c = rx.borrow_and_update().clone();
+            if f(&c) {
+                return c;
+            }
+            if rx.changed().await.is_err() {
+                panic!("the shell stopped while waiting for {what}");
+            }
+        }
+    })
+    .await;
+    got.unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", handle.counters()))
+}
+
 /// Reads messages with the 0.4.4 reference decoder.
 pub struct Reader<S> {
     pub io: S,
@@ -153,23 +177,7 @@ impl Harness {
 
     /// Waits until `f(counters)` holds.
     pub async fn wait_counters(&self, what: &str, f: impl Fn(&Counters) -> bool) -> Counters {
-        let mut rx = self.handle.counters_watch();
-        let got = tokio::time::timeout(PROMPT, async {
-            loop {
-                let c = rx.borrow_and_update().clone();
-                if f(&c) {
-                    return c;
-                }
-                if rx.changed().await.is_err() {
-                    panic!("shell stopped while waiting for {what}");
-                }
-            }
-        })
-        .await;
-        match got {
-            Ok(c) => c,
-            Err(_) => panic!("timed out waiting for {what}: {:?}", self.counters()),
-        }
+        counters_reach(&self.handle, PROMPT, what, f).await
     }
 
     /// Takes the task running the shell (to abort it, say); `stop` then

@@ -4,6 +4,8 @@
 //! what the notice retires, and dropped once its slot has nothing open).
 //! They drive `agent_relay::core::Relay` directly.
 
+mod common;
+
 use agent_relay::core::{Action, ClientId, Config, Event, Relay};
 use agent_relay::testkit::frames::{data, empty, exec_request, frame, ready_current};
 use agent_relay::wire::payload::FsResponse;
@@ -25,27 +27,7 @@ impl Drive {
     }
 
     fn ev(&mut self, ev: Event<'_>) -> Vec<Action> {
-        self.relay.handle(0, ev);
-        let mut all = Vec::new();
-        loop {
-            let acts: Vec<Action> = std::iter::from_fn(|| self.relay.poll_action()).collect();
-            if acts.is_empty() {
-                return all;
-            }
-            for a in &acts {
-                match a {
-                    Action::ToGuest { frame } => {
-                        self.relay.handle(0, Event::GuestWritten(frame.len()));
-                    }
-                    Action::ToClient { client, frame: b }
-                    | Action::Handshake { client, bytes: b } => {
-                        self.relay.handle(0, Event::ClientWritten(*client, b.len()));
-                    }
-                    _ => {}
-                }
-            }
-            all.extend(acts);
-        }
+        common::settle(&mut self.relay, 0, ev)
     }
 
     fn connect(&mut self, c: u64) -> Vec<Action> {

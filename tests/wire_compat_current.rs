@@ -5,6 +5,8 @@
 //! limit) decodes with the crate, with the fields expected. The relay is
 //! driven directly (`agent_relay::core::Relay`), no sockets.
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use agent_relay::core::{Action, ClientId, CloseReason, Config, Event, Relay, StartupFailure};
@@ -195,29 +197,7 @@ impl Drive {
     /// Feeds `ev`, then acknowledges every write until the relay is idle;
     /// returns every action on the way.
     fn ev(&mut self, ev: Event<'_>) -> Vec<Action> {
-        self.relay.handle(self.now, ev);
-        let mut all = Vec::new();
-        loop {
-            let acts: Vec<Action> = std::iter::from_fn(|| self.relay.poll_action()).collect();
-            if acts.is_empty() {
-                return all;
-            }
-            for a in &acts {
-                match a {
-                    Action::ToGuest { frame } => {
-                        self.relay
-                            .handle(self.now, Event::GuestWritten(frame.len()));
-                    }
-                    Action::ToClient { client, frame: b }
-                    | Action::Handshake { client, bytes: b } => {
-                        self.relay
-                            .handle(self.now, Event::ClientWritten(*client, b.len()));
-                    }
-                    _ => {}
-                }
-            }
-            all.extend(acts);
-        }
+        common::settle(&mut self.relay, self.now, ev)
     }
 
     fn guest(&mut self, bytes: &[u8]) -> Vec<Action> {

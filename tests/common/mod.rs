@@ -16,6 +16,30 @@ pub const V1: u8 = agent_relay::wire::LEGACY_VERSION;
 /// The current generation's `v`.
 pub const V10: u8 = agent_relay::wire::CURRENT_VERSION;
 
+/// Feeds `ev` at `now`, then acknowledges every write at once until the
+/// relay has nothing more to do (time does not move); returns every action
+/// on the way.
+pub fn settle(relay: &mut Relay, now: u64, ev: Event<'_>) -> Vec<Action> {
+    relay.handle(now, ev);
+    let mut all = Vec::new();
+    loop {
+        let acts: Vec<Action> = std::iter::from_fn(|| relay.poll_action()).collect();
+        if acts.is_empty() {
+            return all;
+        }
+        for a in &acts {
+            match a {
+                Action::ToGuest { frame } => relay.handle(now, Event::GuestWritten(frame.len())),
+                Action::ToClient { client, frame: b } | Action::Handshake { client, bytes: b } => {
+                    relay.handle(now, Event::ClientWritten(*client, b.len()));
+                }
+                _ => {}
+            }
+        }
+        all.extend(acts);
+    }
+}
+
 /// A relay plus the actions it produced, for line-by-line assertions.
 pub struct Harness {
     pub relay: Relay,

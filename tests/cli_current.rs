@@ -10,7 +10,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use cli_support::{BIN, PROMPT, Server, kill, output_of, process_running, run, text, wait_until};
+use cli_support::{
+    BIN, PROMPT, Server, kill, output_of, process_running, run, spawn_exec, text, wait_until,
+};
 use msp7::codec::{decode_message_frame, encode_to_buf};
 use msp7::core::{CoreError, CoreErrorKind, InitAck, Ready};
 use msp7::exec::{
@@ -224,13 +226,8 @@ fn cli_exec_follows_the_current_guests_exec_limits() {
     });
     wait_until("the client socket", || socket.exists());
     let input: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789ABCD";
-    let mut exec = Command::new(BIN)
-        .args(["exec", "--socket", socket.to_str().unwrap(), "--", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn exec");
+    let sock = socket.to_str().expect("a UTF-8 path");
+    let mut exec = spawn_exec(sock, &[], &["cat"], Stdio::piped());
     let mut stdin = exec.stdin.take().expect("stdin");
     stdin.write_all(input).expect("write stdin");
     drop(stdin);
@@ -291,14 +288,8 @@ fn cli_exec_follows_the_current_guests_exec_limits() {
 fn cli_exec_round_trip_through_the_current_demo_agent() {
     let server = Server::start(&["--demo-protocol", "current"]);
     let input: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut exec = Command::new(BIN)
-        .args(["exec", "--socket", server.socket_arg(), "--"])
-        .args(["sh", "-c", "cat; echo done >&2; exit 5"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn exec");
+    let script = ["sh", "-c", "cat; echo done >&2; exit 5"];
+    let mut exec = spawn_exec(server.socket_arg(), &[], &script, Stdio::piped());
     let mut stdin = exec.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || {
         stdin.write_all(&input).expect("write stdin");

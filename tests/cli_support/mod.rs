@@ -82,6 +82,21 @@ pub fn shell(script: &str) -> Output {
     )
 }
 
+/// `agent-relay exec --socket SOCKET EXTRA... -- COMMAND...` with the given
+/// stdin and piped stdout and stderr.
+pub fn spawn_exec(socket: &str, extra: &[&str], command: &[&str], stdin: Stdio) -> Child {
+    Command::new(BIN)
+        .args(["exec", "--socket", socket])
+        .args(extra)
+        .arg("--")
+        .args(command)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn exec")
+}
+
 /// Runs the binary to completion with `stdin`.
 pub fn run(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
@@ -153,18 +168,9 @@ impl Server {
         self.dir.path().join("log")
     }
 
-    /// An `exec` child with piped stdio.
+    /// An `exec` child with no stdin and piped stdout and stderr.
     pub fn exec(&self, extra: &[&str], command: &[&str]) -> Child {
-        Command::new(BIN)
-            .args(["exec", "--socket", self.socket_arg()])
-            .args(extra)
-            .arg("--")
-            .args(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn exec")
+        spawn_exec(self.socket_arg(), extra, command, Stdio::null())
     }
 
     /// Sends `signal` and waits for the exit status.

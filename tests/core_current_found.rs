@@ -6,11 +6,12 @@
 
 mod common;
 
+use common::to_client;
+
 use agent_relay::core::{Action, ClientId, Config, Event, Relay};
 use agent_relay::testkit::frames::{data, empty, exec_request, frame, ready_current};
 use agent_relay::wire::payload::FsResponse;
 use agent_relay::wire::{CURRENT_VERSION as V10, MsgType};
-use bytes::Bytes;
 
 /// Every write is taken at once.
 struct Drive {
@@ -46,15 +47,6 @@ fn handshake_start(acts: &[Action], c: u64) -> Option<u32> {
         }
         _ => None,
     })
-}
-
-fn to_client(acts: &[Action], c: u64) -> Vec<Bytes> {
-    acts.iter()
-        .filter_map(|a| match a {
-            Action::ToClient { client, frame } if *client == ClientId(c) => Some(frame.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A client that connects and leaves with nothing open: its disconnect

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{to_client, to_guest};
+
 use std::collections::BTreeSet;
 
 use agent_relay::core::{Action, ClientId, CloseReason, Config, Event, Relay, StartupFailure};
@@ -207,24 +209,6 @@ impl Drive {
     fn client(&mut self, c: u64, bytes: &[u8]) -> Vec<Action> {
         self.ev(Event::ClientBytes(ClientId(c), bytes))
     }
-}
-
-fn to_guest(acts: &[Action]) -> Vec<Bytes> {
-    acts.iter()
-        .filter_map(|a| match a {
-            Action::ToGuest { frame } => Some(frame.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn to_client(acts: &[Action], c: u64) -> Vec<Bytes> {
-    acts.iter()
-        .filter_map(|a| match a {
-            Action::ToClient { client, frame } if *client == ClientId(c) => Some(frame.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn handshake(acts: &[Action], c: u64) -> Option<Bytes> {

@@ -439,6 +439,19 @@ mod tests {
         );
     }
 
+    /// `p` under tags 2 and 3 (bignums to a CBOR value reader) is still the
+    /// byte string, as serde's reading of bytes (agentd's) skips every tag.
+    /// The `inspect_envelope` fuzz target's crash input of 2026-12-01.
+    #[test]
+    fn wire_inspect_p_under_bignum_tags_is_the_bytes() {
+        // {"t": "x.y", "p": 64(3(h'01'))}
+        let body = [
+            0xa2, 0x61, b't', 0x63, b'x', b'.', b'y', 0x61, b'p', 0xd8, 0x40, 0xc3, 0x41, 0x01,
+        ];
+        let got = inspect_envelope(&body).unwrap();
+        assert_eq!(got.payload.as_deref(), Some(&[1u8][..]));
+    }
+
     /// Tags in front of `p` count toward the nesting bound from the map's
     /// own depth.
     #[test]

@@ -9,8 +9,9 @@
 //! `v` and payload. One reading of the reference is not ciborium's `Value`:
 //! that turns a byte string under tag 2 or 3 into a bignum integer, while
 //! serde's reading of bytes (agentd's, through ciborium too) skips every
-//! tag; so when `Value` shows a lone `p` as anything but bytes, the reference
-//! asks serde for it as bytes. ciborium refuses a little more than the rule does (text
+//! tag; so when `Value` shows a lone `p` as an integer, the reference asks serde
+//! for it as bytes (only then: serde would also take an array of small
+//! integers for bytes, which the rule does not). ciborium refuses a little more than the rule does (text
 //! that is not UTF-8 outside the keys and `t`, unassigned simple values), so
 //! where it refuses the body, `inspect_envelope` may accept; bodies nested
 //! past 60 levels are left to the target's unit tests (the rule stops at 64,
@@ -83,7 +84,10 @@ fn judge(top: &Value, body: &[u8]) -> Option<Found> {
         .iter()
         .filter(|(k, _)| matches!(k, Value::Text(k) if k == "p"))
         .count();
-    if p.is_none() && ps == 1 {
+    let bignum_p = entries.iter().any(|(k, val)| {
+        matches!(k, Value::Text(k) if k == "p") && matches!(untag(val), Value::Integer(_))
+    });
+    if p.is_none() && ps == 1 && bignum_p {
         p = ciborium::de::from_reader::<OnlyP, _>(body)
             .ok()
             .and_then(|o| o.p);

@@ -212,14 +212,18 @@ fn fast_envelope(body: &[u8]) -> Option<Parts<'_>> {
     let (v, head) = cbor_head(rest, 0)?;
     let v = u8::try_from(v).ok()?;
     let rest = rest.get(head..)?.strip_prefix(&ENVELOPE_T_KEY)?;
-    let (t, rest) = cbor_string(rest, 3)?;
-    // The full decode reads `t` as UTF-8 text; so must this path.
-    std::str::from_utf8(t).ok()?;
+    let (name, rest) = cbor_string(rest, 3)?;
+    let t = MsgType::from_wire(name);
+    // The full decode reads `t` as UTF-8 text; so must this path (a known
+    // name is ASCII).
+    if t.is_none() {
+        std::str::from_utf8(name).ok()?;
+    }
     let rest = rest.strip_prefix(&[0x61, b'p'])?;
     let (p, rest) = cbor_string(rest, 2)?;
     rest.is_empty().then_some(Parts {
         v,
-        t: MsgType::from_wire(t),
+        t,
         payload: Cow::Borrowed(p),
     })
 }

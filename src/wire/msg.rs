@@ -353,10 +353,15 @@ impl MsgType {
     }
 
     /// Parses a wire name; `None` for a name the relay does not know.
+    ///
+    /// Every frame's type is looked up, so the search compares one integer
+    /// per type (the name's length and last eight bytes, unique across the
+    /// table) and the whole name only once, for the one candidate.
     pub fn from_wire(name: &[u8]) -> Option<MsgType> {
-        MsgType::ALL
-            .into_iter()
-            .find(|t| t.as_str().as_bytes() == name)
+        let key = name_key(name)?;
+        let i = NAME_KEYS.iter().position(|&k| k == key)?;
+        let t = MsgType::ALL[i];
+        (t.as_str().as_bytes() == name).then_some(t)
     }
 
     /// The header flags a frame of this type must carry.
@@ -386,6 +391,38 @@ impl MsgType {
     }
 }
 
+/// The shortest wire name (`core.ping`): every name has eight bytes to key on.
+const MIN_NAME_LEN: usize = 9;
+
+/// A name's search key: its length beside its last eight bytes.
+const fn name_key(name: &[u8]) -> Option<(usize, u64)> {
+    let len = name.len();
+    if len < MIN_NAME_LEN {
+        return None;
+    }
+    let mut last = [0u8; 8];
+    let mut i = 0;
+    while i < 8 {
+        last[i] = name[len - 8 + i];
+        i += 1;
+    }
+    Some((len, u64::from_le_bytes(last)))
+}
+
+/// [`name_key`] of every type, in [`MsgType::ALL`]'s order.
+const NAME_KEYS: [(usize, u64); MsgType::ALL.len()] = {
+    let mut keys = [(0, 0); MsgType::ALL.len()];
+    let mut i = 0;
+    while i < keys.len() {
+        keys[i] = match name_key(MsgType::ALL[i].as_str().as_bytes()) {
+            Some(key) => key,
+            None => panic!("a wire name shorter than MIN_NAME_LEN"),
+        };
+        i += 1;
+    }
+    keys
+};
+
 impl std::fmt::Display for MsgType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -406,8 +443,20 @@ mod tests {
     #[test]
     fn wire_msg_names_round_trip_and_are_unique() {
         for t in MsgType::ALL {
-            assert_eq!(MsgType::from_wire(t.as_str().as_bytes()), Some(t));
+            let name = t.as_str().as_bytes();
+            assert_eq!(MsgType::from_wire(name), Some(t));
+            // A name that shares the key but not the rest is no type.
+            let mut other = name.to_vec();
+            other[0] = b'x';
+            assert_eq!(MsgType::from_wire(&other), None, "{t}");
+            assert_eq!(MsgType::from_wire(&name[1..]), None, "{t}");
         }
+        let mut keys = NAME_KEYS.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), MsgType::ALL.len(), "search keys are unique");
+        assert_eq!(MsgType::from_wire(b"core.pin"), None);
+        assert_eq!(MsgType::from_wire(b""), None);
         let mut names: Vec<&str> = MsgType::ALL.iter().map(|t| t.as_str()).collect();
         names.sort_unstable();
         names.dedup();

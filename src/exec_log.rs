@@ -496,7 +496,7 @@ mod tests {
                 text: crate::core::LogText::from(String::from_utf8_lossy(text).into_owned()),
             };
             let mut raw = crate::core::LogText::new();
-            raw.push_bytes(bytes::Bytes::copy_from_slice(text));
+            raw.push(text, None);
             let raw_record = LogRecord {
                 text: raw,
                 ..record.clone()

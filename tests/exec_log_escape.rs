@@ -34,13 +34,20 @@ fn prop_json_escape_is_serde_json_of_the_lossy_text() {
 }
 
 /// The records a session's output becomes say what the lossy decode of the
-/// whole output says, whatever the frames' cuts.
+/// whole output says, whatever the frames' cuts: short ones (copied into the
+/// record) and, with `long`, runs of a kibibyte and more (kept as slices of
+/// their frames) among them.
 #[test]
 fn prop_tap_records_equal_lossy_decode_of_the_stream() {
-    fn prop(stream: Vec<u8>, cuts: Vec<u8>) -> TestResult {
+    fn prop(stream: Vec<u8>, cuts: Vec<u8>, long: bool) -> TestResult {
         if stream.is_empty() {
             return TestResult::discard();
         }
+        let stream = if long {
+            stream.repeat(6_000 / stream.len() + 1)
+        } else {
+            stream
+        };
         let mut relay = Relay::new(Config {
             exec_log: true,
             ..Config::legacy()
@@ -54,7 +61,11 @@ fn prop_tap_records_equal_lossy_decode_of_the_stream() {
             if rest.is_empty() {
                 break;
             }
-            let n = (usize::from(*c) % 7 + 1).min(rest.len());
+            let n = match *c {
+                c @ 200.. if long => 1_000 + usize::from(c - 200) * 9,
+                c => usize::from(c) % 7 + 1,
+            };
+            let n = n.min(rest.len());
             relay.handle(0, Event::GuestBytes(&stdout(V1, 1, &rest[..n])));
             rest = &rest[n..];
         }
@@ -71,5 +82,5 @@ fn prop_tap_records_equal_lossy_decode_of_the_stream() {
     }
     QuickCheck::new()
         .tests(1_000)
-        .quickcheck(prop as fn(Vec<u8>, Vec<u8>) -> TestResult);
+        .quickcheck(prop as fn(Vec<u8>, Vec<u8>, bool) -> TestResult);
 }

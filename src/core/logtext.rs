@@ -1,21 +1,40 @@
 //! [`LogText`]: the text of an exec.log record as the core hands it over.
-//! The tap must not cost the routing thread a copy of every output byte, so
-//! a record holds the frames' payload bytes themselves (refcounted slices,
-//! no copy) and the writer decodes them: bytes that are not UTF-8 become
-//! U+FFFD, exactly as `String::from_utf8_lossy` of the pieces joined. The
-//! core's part is the carry decision (rule `whole_characters`): a record's
-//! bytes never end inside a character; the unfinished tail waits for the next
-//! frame of its stream.
+//! The tap must not cost the routing thread more than the bytes are worth:
+//! a long payload stays where it is (a refcounted slice of its frame, no
+//! copy), while short ones are appended to one buffer the record owns, since
+//! copying a few dozen bytes is cheaper than the shared reference a slice
+//! takes (an allocation on the routing thread and a release on the
+//! writer's) and the writer then finds one run instead of many. The writer
+//! decodes the bytes: what is not UTF-8 becomes U+FFFD, exactly as
+//! `String::from_utf8_lossy` of the pieces joined. The core's part is the
+//! carry decision (rule `whole_characters`): a record's bytes never end
+//! inside a character; the unfinished tail waits for the next frame of its
+//! stream.
 
-use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
 
-/// One piece of a record's text.
+use bytes::Bytes;
+
+/// Runs of output at least this long are kept as slices of their frame;
+/// shorter ones are copied into the record's own buffer.
+pub const SHARE_MIN: usize = 1024;
+
+/// One piece of a record's text; the pieces decode as one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
-    /// Bytes, decoded with the pieces around them as one stream.
-    Bytes(Bytes),
-    /// One U+FFFD: a stream ended inside a character.
-    Replacement,
+    /// A slice of a frame, shared with it.
+    Shared(Bytes),
+    /// Bytes copied into the record (short runs, U+FFFD, system text).
+    Copied(Vec<u8>),
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Shared(b) => b,
+            Piece::Copied(v) => v,
+        }
+    }
 }
 
 /// The text of an exec.log record; see the module docs.
@@ -44,43 +63,77 @@ impl LogText {
         self.len
     }
 
-    /// Appends bytes (no copy).
-    pub fn push_bytes(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.len += b.len();
-            self.pieces.push(Piece::Bytes(b));
+    /// Appends `data`. When `data` lies inside `within` and is at least
+    /// `SHARE_MIN` (1 KiB) bytes long it is kept as a slice of `within` (no copy);
+    /// otherwise it is copied.
+    pub fn push(&mut self, data: &[u8], within: Option<&Bytes>) {
+        if data.is_empty() {
+            return;
+        }
+        let shared = within
+            .filter(|_| data.len() >= SHARE_MIN)
+            .and_then(|b| slice_within(b, data));
+        match shared {
+            Some(slice) => {
+                self.len += data.len();
+                self.pieces.push(Piece::Shared(slice));
+            }
+            None => self.copy(data),
         }
     }
 
     /// Appends one U+FFFD.
     pub fn push_replacement(&mut self) {
-        self.len += REPLACEMENT.len();
-        self.pieces.push(Piece::Replacement);
+        self.copy(REPLACEMENT);
+    }
+
+    fn copy(&mut self, data: &[u8]) {
+        self.len += data.len();
+        match self.pieces.last_mut() {
+            Some(Piece::Copied(buf)) => buf.extend_from_slice(data),
+            _ => self.pieces.push(Piece::Copied(data.to_vec())),
+        }
+    }
+
+    /// Gives back what the copied bytes' buffer holds beyond them.
+    pub fn shrink_to_fit(&mut self) {
+        for p in &mut self.pieces {
+            if let Piece::Copied(buf) = p {
+                buf.shrink_to_fit();
+            }
+        }
     }
 
     /// The bytes to decode, joined (borrowed when there is one piece).
-    pub fn joined(&self) -> std::borrow::Cow<'_, [u8]> {
+    pub fn joined(&self) -> Cow<'_, [u8]> {
         match &self.pieces[..] {
-            [] => std::borrow::Cow::Borrowed(&[][..]),
-            [Piece::Bytes(b)] => std::borrow::Cow::Borrowed(&b[..]),
+            [] => Cow::Borrowed(&[][..]),
+            [one] => Cow::Borrowed(one.bytes()),
             pieces => {
-                let mut out = BytesMut::with_capacity(self.len);
+                let mut out = Vec::with_capacity(self.len);
                 for p in pieces {
-                    match p {
-                        Piece::Bytes(b) => out.extend_from_slice(b),
-                        Piece::Replacement => out.extend_from_slice(REPLACEMENT),
-                    }
+                    out.extend_from_slice(p.bytes());
                 }
-                std::borrow::Cow::Owned(out.to_vec())
+                Cow::Owned(out)
             }
         }
     }
 }
 
+/// `data` as a slice of `whole`, when it lies inside it.
+fn slice_within(whole: &Bytes, data: &[u8]) -> Option<Bytes> {
+    let start = (data.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(data.len())?;
+    (end <= whole.len()).then(|| whole.slice(start..end))
+}
+
 impl From<String> for LogText {
     fn from(s: String) -> LogText {
         let mut t = LogText::new();
-        t.push_bytes(Bytes::from(s));
+        if !s.is_empty() {
+            t.len = s.len();
+            t.pieces.push(Piece::Copied(s.into_bytes()));
+        }
         t
     }
 }
@@ -150,10 +203,53 @@ mod tests {
     fn core_logtext_decodes_pieces_as_one_stream() {
         let euro = Bytes::from_static("a€b".as_bytes());
         let mut t = LogText::new();
-        t.push_bytes(euro.slice(..2));
-        t.push_bytes(euro.slice(2..));
+        t.push(&euro[..2], Some(&euro));
+        t.push(&euro[2..], Some(&euro));
         t.push_replacement();
         assert_eq!(t.to_string(), "a€b\u{FFFD}");
         assert_eq!(t.byte_len(), 5 + 3);
+        assert_eq!(t.pieces.len(), 1, "short runs share one buffer");
+    }
+
+    /// A long run stays a slice of its frame; one that does not lie inside
+    /// the bytes offered, or a short one, is copied; the text is the same.
+    #[test]
+    fn core_logtext_long_runs_are_shared_not_copied() {
+        let frame = Bytes::from(vec![b'x'; 3 * SHARE_MIN]);
+        let run = &frame[SHARE_MIN..2 * SHARE_MIN];
+        let mut t = LogText::new();
+        t.push(run, Some(&frame));
+        t.push(b"yz", Some(&frame));
+        t.push(run, None);
+        match &t.pieces[..] {
+            [Piece::Shared(a), Piece::Copied(b)] => {
+                assert_eq!(a.as_ptr(), run.as_ptr(), "no copy");
+                assert_eq!(b.len(), 2 + SHARE_MIN);
+            }
+            other => panic!("pieces {other:?}"),
+        }
+        let elsewhere = vec![b'w'; SHARE_MIN];
+        t.push(&elsewhere, Some(&frame));
+        assert_eq!(t.pieces.len(), 2, "not inside the frame: copied");
+        assert_eq!(t.byte_len(), 3 * SHARE_MIN + 2);
+        let want = [run, b"yz", run, &elsewhere[..]].concat();
+        assert_eq!(&t.joined()[..], &want[..]);
+    }
+
+    /// A record's copied buffer is trimmed to its bytes before the writer's
+    /// queue counts it.
+    #[test]
+    fn core_logtext_shrink_gives_back_the_slack() {
+        let mut t = LogText::new();
+        for _ in 0..100 {
+            t.push(b"abc", None);
+        }
+        let cap = |t: &LogText| match &t.pieces[..] {
+            [Piece::Copied(b)] => b.capacity(),
+            other => panic!("pieces {other:?}"),
+        };
+        assert!(cap(&t) > 300, "grown by doubling");
+        t.shrink_to_fit();
+        assert_eq!(cap(&t), 300);
     }
 }

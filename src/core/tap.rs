@@ -22,7 +22,7 @@ use super::logtext::{LogText, unfinished_tail};
 use super::slot::{CorrKind, Correlation, Stream};
 use super::types::{Action, LogRecord, LogSource};
 use crate::wire::payload::{ExecExited, ExecFailed, ExecRequest, decode_payload, peek_data};
-use crate::wire::{FLAG_TERMINAL, Frame, MsgType, PREFIX_LEN, peek_envelope};
+use crate::wire::{FLAG_TERMINAL, Frame, MsgType, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
 pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
@@ -135,13 +135,18 @@ impl Tap {
             _ => None,
         };
         if let Some(stream) = stream
-            && let Some(data) = output_bytes(f)
-            && !data.is_empty()
+            && let Some(out) = output_data(f)
         {
-            // A pty session has one stream; it keeps one carry.
-            let carry = if tty { Stream::Stdout } else { stream };
-            let text = self.record_text(actions, number, source(stream));
-            corr.carries.of(carry).push_into(data, text);
+            let (data, within) = match &out {
+                Output::InFrame(d) => (*d, f.frame.as_bytes()),
+                Output::Decoded(b) => (&b[..], b),
+            };
+            if !data.is_empty() {
+                // A pty session has one stream; it keeps one carry.
+                let carry = if tty { Stream::Stdout } else { stream };
+                let text = self.record_text(actions, number, source(stream));
+                corr.carries.of(carry).push_into(data, Some(within), text);
+            }
         }
         if f.frame.flags() & FLAG_TERMINAL != 0 {
             for stream in [Stream::Stdout, Stream::Stderr] {
@@ -156,8 +161,8 @@ impl Tap {
 
     /// The event is over: the record being built is queued.
     pub fn flush(&mut self, actions: &mut VecDeque<Action>) {
-        if let Some(record) = self.pending.take().filter(|r| !r.text.is_empty()) {
-            actions.push_back(Action::Log(record));
+        if let Some(record) = self.pending.take() {
+            emit(actions, record);
         }
     }
 
@@ -172,8 +177,8 @@ impl Tap {
     ) -> &mut LogText {
         let continues =
             matches!(&self.pending, Some(r) if r.session == Some(session) && r.source == source);
-        if !continues && let Some(done) = self.pending.take().filter(|r| !r.text.is_empty()) {
-            actions.push_back(Action::Log(done));
+        if !continues && let Some(done) = self.pending.take() {
+            emit(actions, done);
         }
         let record = self.pending.get_or_insert_with(|| LogRecord {
             session: Some(session),
@@ -185,6 +190,15 @@ impl Tap {
 }
 
 /// How a session's terminal frame says it ended.
+/// Hands a finished output record over, its buffer no larger than its text
+/// (what the writer's queue counts).
+fn emit(actions: &mut VecDeque<Action>, mut record: LogRecord) {
+    if !record.text.is_empty() {
+        record.text.shrink_to_fit();
+        actions.push_back(Action::Log(record));
+    }
+}
+
 fn ending(f: &GuestFrame) -> String {
     let payload = f.payload_bytes();
     let payload = payload.as_deref().unwrap_or_default();
@@ -217,24 +231,27 @@ fn quote(s: &str) -> String {
 /// The `data` bytes of an output frame: a slice of the frame itself where
 /// the first peek found the payload and it is canonical (no copy), else from
 /// a second, full look.
-fn output_bytes(f: &GuestFrame) -> Option<Bytes> {
+fn output_data(f: &GuestFrame) -> Option<Output<'_>> {
     let body = f.frame.body();
     let data = match &f.payload {
         Some(range) => peek_data(&body[range.clone()]).ok()?,
         None => {
             let env = peek_envelope(body).ok()?;
             let data = peek_data(&env.payload).ok()?.into_owned();
-            return Some(Bytes::from(data));
+            return Some(Output::Decoded(Bytes::from(data)));
         }
     };
-    match data {
-        Cow::Borrowed(d) => {
-            let start = (d.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-            let at = PREFIX_LEN + start;
-            Some(f.frame.as_bytes().slice(at..at + d.len()))
-        }
-        Cow::Owned(d) => Some(Bytes::from(d)),
-    }
+    Some(match data {
+        Cow::Borrowed(d) => Output::InFrame(d),
+        Cow::Owned(d) => Output::Decoded(Bytes::from(d)),
+    })
+}
+
+/// An output frame's data: inside the frame (the canonical layout), or
+/// decoded into bytes of its own.
+enum Output<'a> {
+    InFrame(&'a [u8]),
+    Decoded(Bytes),
 }
 
 /// Carries the unfinished tail of a UTF-8 stream between frames: at most
@@ -246,26 +263,26 @@ pub(crate) struct Utf8Carry {
 }
 
 impl Utf8Carry {
-    /// Appends `data` after the carried tail to `out`, keeping back an
-    /// unfinished character at its end. No byte is copied but the tail and,
-    /// when `data` is shorter than three bytes, the tail it extends.
-    pub fn push_into(&mut self, data: Bytes, out: &mut LogText) {
+    /// Appends `data` (which lies inside `within`, when that is given) after
+    /// the carried tail to `out`, keeping back an unfinished character at
+    /// its end; [`LogText::push`] decides whether the run is copied.
+    pub fn push_into(&mut self, data: &[u8], within: Option<&Bytes>, out: &mut LogText) {
         let carried = &self.tail[..self.len];
         if data.len() < 3 && !carried.is_empty() {
             // The unfinished character may start in the carried bytes.
-            let mut joined = carried.to_vec();
-            joined.extend_from_slice(&data);
-            let keep = unfinished_tail(&joined);
-            let done = joined.len() - keep;
-            self.save(&joined[done..]);
-            joined.truncate(done);
-            out.push_bytes(Bytes::from(joined));
+            let mut joined = [0u8; 5];
+            let n = carried.len() + data.len();
+            joined[..carried.len()].copy_from_slice(carried);
+            joined[carried.len()..n].copy_from_slice(data);
+            let done = n - unfinished_tail(&joined[..n]);
+            self.save(&joined[done..n]);
+            out.push(&joined[..done], None);
             return;
         }
-        out.push_bytes(Bytes::copy_from_slice(carried));
-        let keep = unfinished_tail(&data);
+        out.push(carried, None);
+        let keep = unfinished_tail(data);
         self.save(&data[data.len() - keep..]);
-        out.push_bytes(data.slice(..data.len() - keep));
+        out.push(&data[..data.len() - keep], within);
     }
 
     fn save(&mut self, tail: &[u8]) {
@@ -296,7 +313,7 @@ mod tests {
 
     fn push(c: &mut Utf8Carry, data: &[u8]) -> String {
         let mut t = LogText::new();
-        c.push_into(Bytes::copy_from_slice(data), &mut t);
+        c.push_into(data, None, &mut t);
         t.to_string()
     }
 

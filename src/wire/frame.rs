@@ -246,7 +246,7 @@ impl FrameDecoder {
         /// # Panics
         /// If `total` is not the value `peek_frame` just returned.
         ///
-        /// A frame of at least [`ZERO_COPY_MIN`] bytes is split off the buffer
+        /// A frame of at least `ZERO_COPY_MIN` (64 KiB) bytes is split off the buffer
         /// without a copy (it fills most of the allocation it pins); a smaller one
         /// is copied into its own allocation, so a frame waiting in some queue never
         /// keeps a whole read buffer alive, and the buffer is reused in place.

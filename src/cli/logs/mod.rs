@@ -181,7 +181,8 @@ fn is_dangerous(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// `text` with every dangerous character (see [`is_dangerous`]) written as
+/// `text` with every character a terminal could act on (C0 and C1 controls,
+/// DEL, line and paragraph separators, bidirectional controls) written as
 /// an escape: `\e` (ESC), `\r`, `\a` (BEL), `\b`, `\x00`..`\x1f`, `\x7f`,
 /// `\u{9b}` and the like for the rest. Newlines and tabs are kept.
 pub fn escape_controls(text: &str) -> Cow<'_, str> {

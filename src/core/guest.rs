@@ -33,6 +33,7 @@ impl Relay {
     pub(super) fn on_guest_bytes(&mut self, bytes: &[u8]) {
         self.counters.guest_bytes_in += bytes.len() as u64;
         let mut rest = bytes;
+        self.finish_held_frame(&mut rest);
         if self.guest.is_idle() {
             // Frames wholly inside this read are copied once, straight from it
             // into buffers of their own; only a partial frame at the end (or
@@ -70,6 +71,37 @@ impl Relay {
                     continue;
                 }
             };
+            let frame = self.guest.take_frame(total);
+            self.on_guest_frame(GuestFrame {
+                t,
+                v,
+                payload,
+                frame,
+            });
+        }
+    }
+
+    /// A read that completes the small frame the decoder holds part of (the
+    /// tail of the last read) hands the decoder only the bytes it misses, so
+    /// the frames after it take the fast path instead of being copied into the
+    /// decoder first. A completed frame that does not pass the first look is
+    /// left in the decoder, and the rest of the read follows it there, as if
+    /// this step did not exist: corruption is judged on the same bytes.
+    fn finish_held_frame(&mut self, rest: &mut &[u8]) {
+        let Some(need) = self.guest.missing().filter(|&n| n > 0 && n <= rest.len()) else {
+            return;
+        };
+        if self.guest.buffered() + need >= ZERO_COPY_MIN {
+            // A large frame is split off the decoder's buffer without a copy;
+            // the read goes in whole, as before, so the buffer grows once.
+            return;
+        }
+        self.guest.extend(&rest[..need]);
+        *rest = &rest[need..];
+        let Ok(Some(total)) = self.guest.peek_frame() else {
+            return;
+        };
+        if let Ok((t, v, payload)) = self.peek(&self.guest.pending()[..total]) {
             let frame = self.guest.take_frame(total);
             self.on_guest_frame(GuestFrame {
                 t,

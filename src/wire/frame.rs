@@ -269,6 +269,18 @@ impl FrameDecoder {
         self.buf.is_empty() && !self.unjudged
     }
 
+    /// The bytes still missing from the frame the decoder holds part of,
+    /// when its length prefix is there and legal; `None` otherwise (nothing
+    /// held, a prefix not yet whole, a candidate not yet judged).
+    pub(crate) fn missing(&self) -> Option<usize> {
+        if self.unjudged || self.buf.is_empty() {
+            return None;
+        }
+        let len = be_u32(&self.buf, 0)?;
+        check_len(len).ok()?;
+        (LEN_PREFIX + len as usize).checked_sub(self.buf.len())
+    }
+
     pub_if_testing! {
         /// Drops the rest of the current frame after an error: at least one byte,
         /// then up to the next offset that could start a valid frame (a legal

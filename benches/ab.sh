@@ -16,10 +16,11 @@
 #
 # Each revision is exported with `git archive` (no checkout, no worktree: the
 # repository is left as it is; only committed work is measured) into
-# $AB_DIR/src-<commit> and built once with `cargo bench --no-run` into
-# $AB_DIR/target, which the revisions share: their dependencies are built
-# once, and each revision's own crate and bench executables are its own (cargo
-# tells them apart by their source path). AB_DIR defaults to a new temporary
+# $AB_DIR/src-<commit> and built once with `cargo bench --no-run` into a
+# target directory of its own, $AB_DIR/target-<commit>. (One shared target
+# directory does not work: cargo's hashes no longer depend on the source
+# path, so the second revision's build found the first one's artifacts fresh
+# and both sides ran the same executable.) AB_DIR defaults to a new temporary
 # directory, removed at exit; set it to keep the builds and the raw outputs
 # (runs/A-1.txt, ...) and reuse them next time.
 #
@@ -81,7 +82,7 @@ build() {
     mv "$dir.part" "$dir"
   fi
   src[$2]=$dir
-  target[$2]=$AB_DIR/target
+  target[$2]=$AB_DIR/target-$commit
   commit_of[$2]=$commit
   echo "ab: building $2 = $1 (${commit:0:12}) ..." >&2
   exe[$2]=$(cd "$dir" && CARGO_TARGET_DIR=${target[$2]} \
@@ -157,6 +158,10 @@ parse() {
 
 build "$rev_a" A
 build "$rev_b" B
+if [ "${commit_of[A]}" != "${commit_of[B]}" ] && cmp -s "${exe[A]}" "${exe[B]}"; then
+  echo "ab: $rev_a and $rev_b built to identical executables; nothing to compare" >&2
+  exit 1
+fi
 
 values=$AB_DIR/values.tsv
 : >"$values"

@@ -83,7 +83,7 @@ pub fn encode_line(at: SystemTime, record: &LogRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"s\":");
     crate::json::push_string_lossy(record.source.as_str().as_bytes(), out);
     out.extend_from_slice(b",\"d\":");
-    crate::json::push_string_lossy(&record.text.joined(), out);
+    crate::json::push_runs_lossy(record.text.runs().iter(), out);
     if let Some(id) = record.session {
         // Writing into a Vec cannot fail.
         let _ = write!(out, ",\"id\":{id}");

@@ -13,8 +13,24 @@ const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// Appends `bytes`, decoded lossily and escaped, between double quotes.
 pub fn push_string_lossy(bytes: &[u8], out: &mut Vec<u8>) {
-    out.reserve(bytes.len() + 2);
+    push_runs_lossy([bytes], out);
+}
+
+/// Appends the runs of bytes, decoded lossily and escaped one after the
+/// other, between double quotes: one JSON string. Equal to
+/// [`push_string_lossy`] of the runs joined when no run but the last ends
+/// inside a character (a valid prefix of one), which the caller ensures.
+pub fn push_runs_lossy<'a>(runs: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
     out.push(b'"');
+    for run in runs {
+        push_lossy(run, out);
+    }
+    out.push(b'"');
+}
+
+/// Appends `bytes`, decoded lossily and escaped.
+fn push_lossy(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(bytes.len() + 2);
     // `from_utf8` validates a run at memory speed; only where it stops does
     // the slower look at the invalid bytes happen.
     let mut rest = bytes;
@@ -35,7 +51,6 @@ pub fn push_string_lossy(bytes: &[u8], out: &mut Vec<u8>) {
             }
         }
     }
-    out.push(b'"');
 }
 
 /// Appends valid UTF-8, escaped.

@@ -84,3 +84,38 @@ fn prop_tap_records_equal_lossy_decode_of_the_stream() {
         .tests(1_000)
         .quickcheck(prop as fn(Vec<u8>, Vec<u8>, bool) -> TestResult);
 }
+
+/// The writer escapes a record's runs one after the other without joining
+/// them; that gives the same string as escaping the joined bytes, however
+/// the text was cut into pieces (long runs kept as slices, short ones
+/// copied, cuts inside characters among them).
+#[test]
+fn prop_record_runs_escape_as_the_joined_text() {
+    fn prop(bytes: Vec<u8>, cuts: Vec<u8>) -> bool {
+        use agent_relay::core::LogText;
+        // Repeated so that some runs reach the kibibyte a slice needs.
+        let whole = bytes::Bytes::from(bytes.repeat(30));
+        let mut text = LogText::new();
+        let mut at = 0;
+        for c in cuts.iter().chain(std::iter::repeat(&7)) {
+            if at == whole.len() {
+                break;
+            }
+            let n = match *c {
+                c @ 128.. => 1_024 + usize::from(c - 128) * 13,
+                c => usize::from(c) % 5 + 1,
+            };
+            let end = (at + n).min(whole.len());
+            text.push(&whole[at..end], Some(&whole));
+            at = end;
+        }
+        let mut by_runs = Vec::new();
+        agent_relay::json::push_runs_lossy(text.runs().iter(), &mut by_runs);
+        let mut joined = Vec::new();
+        push_string_lossy(&text.joined(), &mut joined);
+        by_runs == joined && text.joined()[..] == whole[..]
+    }
+    QuickCheck::new()
+        .tests(500)
+        .quickcheck(prop as fn(Vec<u8>, Vec<u8>) -> bool);
+}

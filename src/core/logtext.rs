@@ -104,6 +104,25 @@ impl LogText {
         }
     }
 
+    /// The bytes in runs that decode one by one as they do joined: the
+    /// pieces themselves when none but the last ends inside a character
+    /// (the usual case: the tap cuts output between characters), otherwise
+    /// all of them joined.
+    pub fn runs(&self) -> Runs<'_> {
+        let before = self.pieces.split_last().map_or(&[][..], |(_, b)| b);
+        if before.iter().all(|p| unfinished_tail(p.bytes()) == 0) {
+            Runs {
+                joined: None,
+                pieces: &self.pieces,
+            }
+        } else {
+            Runs {
+                joined: Some(self.joined().into_owned()),
+                pieces: &[],
+            }
+        }
+    }
+
     /// The bytes to decode, joined (borrowed when there is one piece).
     pub fn joined(&self) -> Cow<'_, [u8]> {
         match &self.pieces[..] {
@@ -117,6 +136,23 @@ impl LogText {
                 Cow::Owned(out)
             }
         }
+    }
+}
+
+/// A [`LogText`]'s bytes in runs that decode alone; see [`LogText::runs`].
+#[derive(Debug)]
+pub struct Runs<'a> {
+    joined: Option<Vec<u8>>,
+    pieces: &'a [Piece],
+}
+
+impl Runs<'_> {
+    /// The runs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let joined = self.joined.as_deref();
+        joined
+            .into_iter()
+            .chain(self.pieces.iter().map(Piece::bytes))
     }
 }
 

@@ -46,7 +46,7 @@ mod violation;
 
 pub use credit::{BARRIER_VERSION, CONTROL_BYTES, CONTROL_FRAMES, DATA_BYTES, DATA_FRAMES};
 pub use layout::{CURRENT_STEP, WORKLOAD_CONTROL_ID};
-pub use logtext::LogText;
+pub use logtext::{LogText, Runs};
 pub use relay::Relay;
 pub use slot::IdRange;
 pub use tap::SANDBOX_STARTED;

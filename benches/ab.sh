@@ -16,11 +16,15 @@
 #
 # Each revision is exported with `git archive` (no checkout, no worktree: the
 # repository is left as it is; only committed work is measured) into
-# $AB_DIR/src-<commit> and built once with `cargo bench --no-run` into a
-# target directory of its own, $AB_DIR/target-<commit>. (One shared target
-# directory does not work: cargo's hashes no longer depend on the source
-# path, so the second revision's build found the first one's artifacts fresh
-# and both sides ran the same executable.) AB_DIR defaults to a new temporary
+# $AB_DIR/src-<commit> and built once with `cargo bench --no-run` into
+# $AB_DIR/target, which the revisions share (their dependencies are built
+# once); the bench executable is then copied to $AB_DIR/bin/<bench>-<commit>,
+# which is what runs. Cargo names a revision's artifacts the same whatever its
+# source path, so the next revision's build overwrites them; and `git archive`
+# stamps files with the commit's time, older than the last build's outputs, so
+# the exported files are touched first or cargo would call the stale build
+# fresh (before both fixes both sides could run one executable; the script
+# now stops when they are identical). AB_DIR defaults to a new temporary
 # directory, removed at exit; set it to keep the builds and the raw outputs
 # (runs/A-1.txt, ...) and reuse them next time.
 #
@@ -72,27 +76,35 @@ rev[B]=$rev_b
 
 # Exports and builds revision $1 for side $2; sets exe/src/target[$2].
 build() {
-  local commit dir
+  local commit dir built
   commit=$(git -C "$repo" rev-parse --verify "$1^{commit}")
   dir=$AB_DIR/src-$commit
   if [ ! -d "$dir" ]; then
     rm -rf "$dir.part"
     mkdir -p "$dir.part"
     git -C "$repo" archive "$commit" | tar -x -C "$dir.part"
+    find "$dir.part" -type f -exec touch {} +
     mv "$dir.part" "$dir"
   fi
   src[$2]=$dir
-  target[$2]=$AB_DIR/target-$commit
+  target[$2]=$AB_DIR/target
   commit_of[$2]=$commit
+  exe[$2]=$AB_DIR/bin/$bench-$commit
+  if [ -x "${exe[$2]}" ]; then
+    echo "ab: $2 = $1 (${commit:0:12}) already built" >&2
+    return
+  fi
   echo "ab: building $2 = $1 (${commit:0:12}) ..." >&2
-  exe[$2]=$(cd "$dir" && CARGO_TARGET_DIR=${target[$2]} \
+  built=$(cd "$dir" && CARGO_TARGET_DIR=${target[$2]} \
     cargo bench --bench "$bench" --no-run --message-format=json 2>>"$AB_DIR/build.log" |
     grep '"kind":\["bench"\]' | grep "\"name\":\"$bench\"" |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
-  if [ -z "${exe[$2]}" ]; then
+  if [ -z "$built" ]; then
     echo "ab: could not build bench '$bench' at $1; see $AB_DIR/build.log" >&2
     exit 1
   fi
+  mkdir -p "$AB_DIR/bin"
+  cp "$built" "${exe[$2]}"
 }
 
 # Reads one run's output; prints "SIDE<tab>figure<tab>value" lines.

@@ -98,3 +98,25 @@ impl PerGib {
         self.ns as f64 / 1e6 / (self.bytes as f64 / GIB)
     }
 }
+
+/// What the kernel alone charges any exec.log writer: the CPU per GiB
+/// carried of writing a stream's output (`frames` x `payload` bytes) to a new
+/// file in a temporary directory, in 64 KiB `write(2)`s as the writer's
+/// buffer goes out. The carried bytes are the frames, `frame_len` each.
+pub fn file_write_floor(frames: u64, payload: usize, frame_len: usize) -> PerGib {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut file = std::fs::File::create(dir.path().join("floor.log")).expect("floor file");
+    let block = vec![b'x'; 64 << 10];
+    let mut left = frames * payload as u64;
+    let start = own_ns();
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        file.write_all(&block[..n]).expect("floor write");
+        left -= n as u64;
+    }
+    let ns = own_ns() - start;
+    let mut floor = PerGib::default();
+    floor.add(ns, frames * frame_len as u64);
+    floor
+}

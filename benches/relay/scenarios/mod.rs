@@ -178,6 +178,30 @@ fn current_rows(
 struct CpuTargets {
     off: f64,
     on: f64,
+    /// The stream's frames, their payload and wire length (for the floor).
+    frames: u64,
+    payload: usize,
+    frame_len: usize,
+}
+
+impl CpuTargets {
+    fn of(off: f64, on: f64, work: Workload) -> CpuTargets {
+        let Workload::Stream { frames, payload } = work else {
+            panic!("CPU targets are for streaming workloads")
+        };
+        let frame = agent_relay::testkit::frames::stdout(
+            agent_relay::wire::LEGACY_VERSION,
+            1,
+            &vec![b'x'; payload],
+        );
+        CpuTargets {
+            off,
+            on,
+            frames,
+            payload,
+            frame_len: frame.len(),
+        }
+    }
 }
 
 /// Issue 11's bound on the tap's CPU: relay + writer with the tap on over the
@@ -188,6 +212,7 @@ const TAP_CPU_MAX: f64 = 1.15;
 /// tap on the writer's added, against `hop`'s; then tap on over tap off.
 fn cpu_rows(rows: &mut Vec<Row>, n: &str, runs: &[TapRuns; 2], hop: PerGib, t: CpuTargets) {
     let [off, on] = runs;
+    let floor = crate::cpu::file_write_floor(t.frames, t.payload, t.frame_len);
     let hop_ms = hop.ms();
     let hop_text = format!("{hop_ms:.0} ms/GiB (1 hop)");
     let ratio = off.relay.ms() / hop_ms;
@@ -221,6 +246,16 @@ fn cpu_rows(rows: &mut Vec<Row>, n: &str, runs: &[TapRuns; 2], hop: PerGib, t: C
         format!("{ratio:.2}x"),
         &format!("<= {TAP_CPU_MAX}x"),
         Some(ratio <= TAP_CPU_MAX),
+    ));
+    // The part of the tap-on target the writer's kernel work alone takes.
+    let ratio = floor.ms() / off.relay.ms();
+    rows.push(row(
+        &format!("{n} CPU floor of any exec.log writer: write(2) of the output to a file"),
+        format!("{:.0} ms/GiB", floor.ms()),
+        format!("{:.0} ms/GiB (relay, tap off)", off.relay.ms()),
+        format!("{ratio:.2}x"),
+        &format!("(the target leaves {:.2}x)", TAP_CPU_MAX - 1.0),
+        None,
     ));
 }
 

@@ -34,7 +34,7 @@ pub fn run(rows: &mut Vec<Row>, gens: Gens) {
     }
     let base = median(base);
     if let Some(runs) = &legacy {
-        legacy_rows(rows, runs, (base, hop));
+        legacy_rows(rows, work, runs, (base, hop));
     }
     if let Some(cur) = &current {
         let rate = Rate {
@@ -48,7 +48,12 @@ pub fn run(rows: &mut Vec<Row>, gens: Gens) {
 }
 
 /// The legacy rows: the frame rate and CPU with the tap off and on.
-fn legacy_rows(rows: &mut Vec<Row>, runs: &[TapRuns; 2], (base, hop): (f64, PerGib)) {
+fn legacy_rows(
+    rows: &mut Vec<Row>,
+    work: Workload,
+    runs: &[TapRuns; 2],
+    (base, hop): (f64, PerGib),
+) {
     let rate = [0, 1].map(|i| runs[i].median(frames_per_s));
     for (i, name) in ["tap off", "tap on"].iter().enumerate() {
         rows.push(row(
@@ -61,5 +66,5 @@ fn legacy_rows(rows: &mut Vec<Row>, runs: &[TapRuns; 2], (base, hop): (f64, PerG
         ));
     }
     tap_cost_row(rows, "2", rate[0], rate[1]);
-    cpu_rows(rows, "2", runs, hop, CpuTargets { off: 2.0, on: 2.5 });
+    cpu_rows(rows, "2", runs, hop, CpuTargets::of(2.0, 2.5, work));
 }

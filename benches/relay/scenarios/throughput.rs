@@ -94,7 +94,7 @@ fn legacy_rows(
         None,
     ));
     tap_cost_row(rows, "1", off, on);
-    cpu_rows(rows, "1", runs, hop, CpuTargets { off: 1.0, on: 1.3 });
+    cpu_rows(rows, "1", runs, hop, CpuTargets::of(1.0, 1.3, work));
     let (lost, closes) = default_budget_closes(work, 1, REPS);
     rows.push(row(
         "1 same, default budgets (8 MiB hard cap): reader closed as slow consumer",

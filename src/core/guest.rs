@@ -15,6 +15,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use super::layout::{Generation, WORKLOAD_CONTROL_ID};
 use super::relay::Relay;
 use super::tap::GuestFrame;
@@ -30,7 +32,9 @@ use crate::wire::{
 type Peeked = (Option<MsgType>, u8, Option<Range<usize>>);
 
 impl Relay {
-    pub(super) fn on_guest_bytes(&mut self, bytes: &[u8]) {
+    /// Guest bytes; `chunk`, when given, holds them and large frames may be
+    /// slices of it ([`Frame::in_chunk`]).
+    pub(super) fn on_guest_bytes(&mut self, bytes: &[u8], chunk: Option<&Bytes>) {
         self.counters.guest_bytes_in += bytes.len() as u64;
         let mut rest = bytes;
         self.finish_held_frame(&mut rest);
@@ -44,7 +48,10 @@ impl Relay {
                 let Ok((t, v, payload)) = self.peek(&rest[..total]) else {
                     break; // the decoder path reports it and resynchronises
                 };
-                let frame = Frame::copy_of(&rest[..total]);
+                let frame = match chunk {
+                    Some(chunk) => Frame::in_chunk(chunk, &rest[..total]),
+                    None => Frame::copy_of(&rest[..total]),
+                };
                 rest = &rest[total..];
                 self.on_guest_frame(GuestFrame {
                     t,

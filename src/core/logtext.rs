@@ -72,7 +72,7 @@ impl LogText {
         }
         let shared = within
             .filter(|_| data.len() >= SHARE_MIN)
-            .and_then(|b| slice_within(b, data));
+            .and_then(|b| crate::wire::slice_within(b, data));
         match shared {
             Some(slice) => {
                 self.len += data.len();
@@ -154,13 +154,6 @@ impl Runs<'_> {
             .into_iter()
             .chain(self.pieces.iter().map(Piece::bytes))
     }
-}
-
-/// `data` as a slice of `whole`, when it lies inside it.
-fn slice_within(whole: &Bytes, data: &[u8]) -> Option<Bytes> {
-    let start = (data.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start.checked_add(data.len())?;
-    (end <= whole.len()).then(|| whole.slice(start..end))
 }
 
 impl From<String> for LogText {

@@ -118,3 +118,37 @@ fn core_large_frames_are_slices_of_their_chunk() {
     // Under 16 KiB: copied even when alone in its chunk.
     assert_eq!(inside(&small), [(small.len(), false)]);
 }
+
+/// A client already holding a quarter of its soft budget gets copies, and
+/// the exec.log tap never keeps a slice of a chunk: neither a slow client's
+/// queue nor the writer's can keep many chunks alive.
+#[test]
+fn core_slow_clients_and_the_tap_get_copies() {
+    let mut relay = relay(true);
+    let soft = Config::default().client_soft_budget;
+    let big = stdout(V1, 1, &[b'z'; 20 << 10]);
+    let mut queued = 0;
+    let mut sliced = Vec::new();
+    while queued < soft / 2 {
+        let chunk = Bytes::copy_from_slice(&big);
+        let range = chunk.as_ptr_range();
+        relay.handle(1, Event::GuestChunk(&chunk));
+        // Nothing acknowledged: the client's queue grows.
+        while let Some(a) = relay.poll_action() {
+            match a {
+                Action::ToClient { frame, .. } => {
+                    sliced.push((queued, range.contains(&frame.as_ptr())));
+                    queued += frame.len();
+                }
+                Action::Log(r) => {
+                    let runs = r.text.runs();
+                    assert!(runs.iter().all(|run| !range.contains(&run.as_ptr())));
+                }
+                _ => {}
+            }
+        }
+    }
+    for (before, was_slice) in sliced {
+        assert_eq!(was_slice, before < soft / 4, "{before} bytes queued before");
+    }
+}

@@ -48,9 +48,9 @@ impl Relay {
                 let Ok((t, v, payload)) = self.peek(&rest[..total]) else {
                     break; // the decoder path reports it and resynchronises
                 };
-                let frame = match chunk {
+                let (frame, pinned) = match chunk {
                     Some(chunk) => Frame::in_chunk(chunk, &rest[..total]),
-                    None => Frame::copy_of(&rest[..total]),
+                    None => (Frame::copy_of(&rest[..total]), false),
                 };
                 rest = &rest[total..];
                 self.on_guest_frame(GuestFrame {
@@ -58,6 +58,7 @@ impl Relay {
                     v,
                     payload,
                     frame,
+                    pinned,
                 });
             }
         }
@@ -84,6 +85,7 @@ impl Relay {
                 v,
                 payload,
                 frame,
+                pinned: false,
             });
         }
     }
@@ -115,6 +117,7 @@ impl Relay {
                 v,
                 payload,
                 frame,
+                pinned: false,
             });
         }
     }
@@ -158,9 +161,14 @@ impl Relay {
             .push_back(Action::GuestCorrupt { error, skipped });
     }
 
-    fn on_guest_frame(&mut self, f: GuestFrame) {
+    fn on_guest_frame(&mut self, mut f: GuestFrame) {
         self.counters.guest_frames_in += 1;
         if self.ready.is_none() {
+            // What arrives before ready may be kept (the cached ready frame).
+            if f.pinned {
+                f.frame = Frame::copy_of(f.frame.as_bytes());
+                f.pinned = false;
+            }
             return self.before_ready(f);
         }
         let id = f.frame.id();
@@ -192,7 +200,15 @@ impl Relay {
         }
         match &self.slots[slot].conn {
             Some(conn) if conn.handshaken => {
-                self.send_to_client(slot, f.frame.into_bytes(), false);
+                // Rule `pins_bounded`: a client already holding a quarter of
+                // its soft budget gets a copy, so a slow client's queue keeps
+                // no more guest chunks alive than that quarter's worth.
+                let bytes = if f.pinned && conn.queued >= self.cfg.client_soft_budget / 4 {
+                    Bytes::copy_from_slice(f.frame.as_bytes())
+                } else {
+                    f.frame.into_bytes()
+                };
+                self.send_to_client(slot, bytes, false);
             }
             _ => self.counters.dropped_unowned += 1,
         }

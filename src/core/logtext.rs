@@ -37,8 +37,9 @@ impl Piece {
     }
 }
 
-/// The text of an exec.log record; see the module docs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The text of an exec.log record; see the module docs. Two are equal when
+/// their bytes are, however they are held.
+#[derive(Debug, Clone, Default)]
 pub struct LogText {
     pieces: Vec<Piece>,
     len: usize,
@@ -156,6 +157,14 @@ impl Runs<'_> {
     }
 }
 
+impl PartialEq for LogText {
+    fn eq(&self, other: &LogText) -> bool {
+        self.len == other.len && self.joined() == other.joined()
+    }
+}
+
+impl Eq for LogText {}
+
 impl From<String> for LogText {
     fn from(s: String) -> LogText {
         let mut t = LogText::new();
@@ -263,6 +272,11 @@ mod tests {
         assert_eq!(t.byte_len(), 3 * SHARE_MIN + 2);
         let want = [run, b"yz", run, &elsewhere[..]].concat();
         assert_eq!(&t.joined()[..], &want[..]);
+        let mut copied = LogText::new();
+        copied.push(&want, None);
+        assert_eq!(t, copied, "equal by their bytes, however held");
+        copied.push(b"!", None);
+        assert_ne!(t, copied);
     }
 
     /// A record's copied buffer is trimmed to its bytes before the writer's

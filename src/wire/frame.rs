@@ -127,12 +127,12 @@ impl Frame {
 
     /// A frame that lies inside `chunk`: a slice of it (no copy) when it is
     /// at least [`SLICE_MIN`] long and fills at least a quarter of the
-    /// chunk, otherwise a copy ([`Frame::copy_of`]).
-    pub(crate) fn in_chunk(chunk: &Bytes, bytes: &[u8]) -> Frame {
+    /// chunk, otherwise a copy ([`Frame::copy_of`]). True beside a slice.
+    pub(crate) fn in_chunk(chunk: &Bytes, bytes: &[u8]) -> (Frame, bool) {
         let fills = bytes.len() >= SLICE_MIN && bytes.len().saturating_mul(4) >= chunk.len();
         match fills.then(|| super::slice_within(chunk, bytes)).flatten() {
-            Some(bytes) => Frame { bytes },
-            None => Frame::copy_of(bytes),
+            Some(bytes) => (Frame { bytes }, true),
+            None => (Frame::copy_of(bytes), false),
         }
     }
 

@@ -161,7 +161,6 @@ impl Case {
         for r in &self.events {
             let _ = match &r.event {
                 OwnedEvent::GuestBytes(b) => writeln!(s, "{} guest {}", r.now, hex(b)),
-                OwnedEvent::GuestChunk(c) => writeln!(s, "{} guest_chunk {}", r.now, hex(c)),
                 OwnedEvent::GuestWritten(n) => writeln!(s, "{} guest_written {n}", r.now),
                 OwnedEvent::GuestClosed => writeln!(s, "{} guest_closed", r.now),
                 OwnedEvent::Connected(c) => writeln!(s, "{} connect {c}", r.now),
@@ -275,7 +274,6 @@ fn parse_event(words: &[&str]) -> Result<OwnedEvent, String> {
     let bytes = |i: usize| unhex(words.get(i).unwrap_or(&""));
     Ok(match *kind {
         "guest" => OwnedEvent::GuestBytes(bytes(1)?),
-        "guest_chunk" => OwnedEvent::GuestChunk(bytes(1)?.into()),
         "guest_written" => OwnedEvent::GuestWritten(num(1)? as usize),
         "guest_closed" => OwnedEvent::GuestClosed,
         "connect" => OwnedEvent::Connected(num(1)?),

@@ -14,8 +14,6 @@ use super::check::Checker;
 pub enum OwnedEvent {
     /// [`Event::GuestBytes`].
     GuestBytes(Vec<u8>),
-    /// [`Event::GuestChunk`].
-    GuestChunk(bytes::Bytes),
     /// [`Event::GuestWritten`].
     GuestWritten(usize),
     /// [`Event::GuestClosed`].
@@ -39,7 +37,6 @@ impl OwnedEvent {
     pub fn from_event(e: &Event<'_>) -> OwnedEvent {
         match *e {
             Event::GuestBytes(b) => OwnedEvent::GuestBytes(b.to_vec()),
-            Event::GuestChunk(c) => OwnedEvent::GuestChunk(c.clone()),
             Event::GuestWritten(n) => OwnedEvent::GuestWritten(n),
             Event::GuestClosed => OwnedEvent::GuestClosed,
             Event::ClientConnected(c) => OwnedEvent::Connected(c.0),
@@ -55,7 +52,6 @@ impl OwnedEvent {
     pub fn as_event(&self) -> Event<'_> {
         match self {
             OwnedEvent::GuestBytes(b) => Event::GuestBytes(b),
-            OwnedEvent::GuestChunk(c) => Event::GuestChunk(c),
             OwnedEvent::GuestWritten(n) => Event::GuestWritten(*n),
             OwnedEvent::GuestClosed => Event::GuestClosed,
             OwnedEvent::Connected(c) => Event::ClientConnected(ClientId(*c)),
@@ -191,14 +187,9 @@ impl Driver {
     fn hash_event(&mut self, now: Millis, e: &Event<'_>) {
         self.mix(now);
         match *e {
-            // The same bytes either way: the same actions must follow.
             Event::GuestBytes(b) => {
                 self.mix(1);
                 self.mix_bytes(b);
-            }
-            Event::GuestChunk(c) => {
-                self.mix(1);
-                self.mix_bytes(c);
             }
             Event::GuestWritten(n) => {
                 self.mix(2);
@@ -297,7 +288,6 @@ pub fn fmt_frame(frame: &[u8]) -> String {
 pub fn fmt_event(e: &Event<'_>) -> String {
     match *e {
         Event::GuestBytes(b) => format!("GuestBytes {}B", b.len()),
-        Event::GuestChunk(c) => format!("GuestChunk {}B", c.len()),
         Event::GuestWritten(n) => format!("GuestWritten {n}"),
         Event::GuestClosed => "GuestClosed".into(),
         Event::ClientConnected(c) => format!("ClientConnected {c}"),

@@ -15,8 +15,6 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use bytes::Bytes;
-
 use super::layout::{Generation, WORKLOAD_CONTROL_ID};
 use super::relay::Relay;
 use super::tap::GuestFrame;
@@ -32,9 +30,7 @@ use crate::wire::{
 type Peeked = (Option<MsgType>, u8, Option<Range<usize>>);
 
 impl Relay {
-    /// Guest bytes; `chunk`, when given, holds them and large frames may be
-    /// slices of it ([`Frame::in_chunk`]).
-    pub(super) fn on_guest_bytes(&mut self, bytes: &[u8], chunk: Option<&Bytes>) {
+    pub(super) fn on_guest_bytes(&mut self, bytes: &[u8]) {
         self.counters.guest_bytes_in += bytes.len() as u64;
         let mut rest = bytes;
         self.finish_held_frame(&mut rest);
@@ -48,17 +44,13 @@ impl Relay {
                 let Ok((t, v, payload)) = self.peek(&rest[..total]) else {
                     break; // the decoder path reports it and resynchronises
                 };
-                let (frame, pinned) = match chunk {
-                    Some(chunk) => Frame::in_chunk(chunk, &rest[..total]),
-                    None => (Frame::copy_of(&rest[..total]), false),
-                };
+                let frame = Frame::copy_of(&rest[..total]);
                 rest = &rest[total..];
                 self.on_guest_frame(GuestFrame {
                     t,
                     v,
                     payload,
                     frame,
-                    pinned,
                 });
             }
         }
@@ -85,7 +77,6 @@ impl Relay {
                 v,
                 payload,
                 frame,
-                pinned: false,
             });
         }
     }
@@ -117,7 +108,6 @@ impl Relay {
                 v,
                 payload,
                 frame,
-                pinned: false,
             });
         }
     }
@@ -161,14 +151,9 @@ impl Relay {
             .push_back(Action::GuestCorrupt { error, skipped });
     }
 
-    fn on_guest_frame(&mut self, mut f: GuestFrame) {
+    fn on_guest_frame(&mut self, f: GuestFrame) {
         self.counters.guest_frames_in += 1;
         if self.ready.is_none() {
-            // What arrives before ready may be kept (the cached ready frame).
-            if f.pinned {
-                f.frame = Frame::copy_of(f.frame.as_bytes());
-                f.pinned = false;
-            }
             return self.before_ready(f);
         }
         let id = f.frame.id();
@@ -200,15 +185,7 @@ impl Relay {
         }
         match &self.slots[slot].conn {
             Some(conn) if conn.handshaken => {
-                // Rule `pins_bounded`: a client already holding a quarter of
-                // its soft budget gets a copy, so a slow client's queue keeps
-                // no more guest chunks alive than that quarter's worth.
-                let bytes = if f.pinned && conn.queued >= self.cfg.client_soft_budget / 4 {
-                    Bytes::copy_from_slice(f.frame.as_bytes())
-                } else {
-                    f.frame.into_bytes()
-                };
-                self.send_to_client(slot, bytes, false);
+                self.send_to_client(slot, f.frame.into_bytes(), false);
             }
             _ => self.counters.dropped_unowned += 1,
         }

@@ -139,8 +139,7 @@ impl Relay {
     pub fn handle(&mut self, now: Millis, event: Event<'_>) {
         self.now = self.now.max(now);
         match event {
-            Event::GuestBytes(bytes) => self.on_guest_bytes(bytes, None),
-            Event::GuestChunk(chunk) => self.on_guest_bytes(chunk, Some(chunk)),
+            Event::GuestBytes(bytes) => self.on_guest_bytes(bytes),
             Event::GuestWritten(n) => {
                 self.sched.written(n);
                 self.pump_guest();

@@ -37,9 +37,6 @@ pub(crate) struct GuestFrame {
     pub v: u8,
     pub payload: Option<Range<usize>>,
     pub frame: Frame,
-    /// The frame is a slice of a guest chunk and keeps all of it alive
-    /// (rule `pins_bounded`): what holds on to it longer copies it.
-    pub pinned: bool,
 }
 
 impl GuestFrame {
@@ -140,17 +137,15 @@ impl Tap {
         if let Some(stream) = stream
             && let Some(out) = output_data(f)
         {
-            // A record may wait in the writer's queue: it shares the bytes
-            // of a frame that owns its allocation, never a guest chunk.
             let (data, within) = match &out {
-                Output::InFrame(d) => (*d, (!f.pinned).then(|| f.frame.as_bytes())),
-                Output::Decoded(b) => (&b[..], Some(b)),
+                Output::InFrame(d) => (*d, f.frame.as_bytes()),
+                Output::Decoded(b) => (&b[..], b),
             };
             if !data.is_empty() {
                 // A pty session has one stream; it keeps one carry.
                 let carry = if tty { Stream::Stdout } else { stream };
                 let text = self.record_text(actions, number, source(stream));
-                corr.carries.of(carry).push_into(data, within, text);
+                corr.carries.of(carry).push_into(data, Some(within), text);
             }
         }
         if f.frame.flags() & FLAG_TERMINAL != 0 {

@@ -160,13 +160,6 @@ impl Config {
 pub enum Event<'a> {
     /// Bytes read from the guest channel (any chunking; read in bounded batches).
     GuestBytes(&'a [u8]),
-    /// The same, in a buffer the relay may keep slices of: a frame of at
-    /// least 16 KiB that lies wholly inside and fills at least a quarter of
-    /// it is routed as a slice of it, not a copy (so a queued frame pins at
-    /// most four times its length, when the buffer's allocation is about its
-    /// length). The actions are exactly those of [`Event::GuestBytes`] with
-    /// the same bytes.
-    GuestChunk(&'a Bytes),
     /// The guest port accepted this many bytes of earlier `ToGuest` frames.
     GuestWritten(usize),
     /// The guest channel reached end of stream or failed.

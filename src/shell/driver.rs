@@ -393,14 +393,9 @@ impl Driver {
     fn poll_guest(&mut self, cx: &mut Context<'_>, now: Millis) -> (bool, bool) {
         let mut p = Progress::default();
         let relay = &mut self.relay;
-        let progressed = self.guest.poll(cx, &mut self.rbuf, &mut p, |event| {
-            let bytes = match event {
-                Event::GuestBytes(b) => b.len(),
-                Event::GuestChunk(c) => c.len(),
-                _ => 0,
-            };
-            tracing::trace!(bytes, "guest bytes");
-            relay.handle(now, event);
+        let progressed = self.guest.poll(cx, &mut self.rbuf, &mut p, |bytes| {
+            tracing::trace!(bytes = bytes.len(), "guest bytes");
+            relay.handle(now, Event::GuestBytes(bytes));
         });
         if p.written > 0 {
             self.relay.handle(now, Event::GuestWritten(p.written));

@@ -16,7 +16,6 @@ use tokio::io::ReadBuf;
 use super::queue::FrameQueue;
 use super::ring::{RingPort, RingVmm, ring_port};
 use super::transport::{BoxConnection, Connection};
-use crate::core::Event;
 
 /// Bytes read from the guest per batch, at most.
 pub const GUEST_BATCH: usize = 64 << 10;
@@ -149,7 +148,7 @@ impl GuestIo {
         cx: &mut Context<'_>,
         buf: &mut [u8],
         p: &mut Progress,
-        bytes: impl FnMut(Event<'_>),
+        bytes: impl FnMut(&[u8]),
     ) -> bool {
         if self.read_closed && self.write_closed {
             return false;
@@ -251,7 +250,7 @@ impl GuestIo {
         cx: &mut Context<'_>,
         buf: &mut [u8],
         p: &mut Progress,
-        mut bytes: impl FnMut(Event<'_>),
+        mut bytes: impl FnMut(&[u8]),
     ) -> bool {
         match &mut self.kind {
             Kind::Stream(io) => {
@@ -262,7 +261,7 @@ impl GuestIo {
                         true
                     }
                     Poll::Ready(Ok(())) => {
-                        bytes(Event::GuestBytes(rb.filled()));
+                        bytes(rb.filled());
                         true
                     }
                     Poll::Ready(Err(e)) => {
@@ -282,13 +281,8 @@ impl GuestIo {
                     match port.pop_quiet() {
                         Some(chunk) => {
                             got += chunk.len().max(1);
-                            // Large frames may stay slices of the chunk (no
-                            // copy); a chunk nothing kept goes back to the VMM.
-                            let chunk = Bytes::from(chunk);
-                            bytes(Event::GuestChunk(&chunk));
-                            if let Ok(unused) = chunk.try_into_mut() {
-                                port.recycle(unused.into());
-                            }
+                            bytes(&chunk);
+                            port.recycle(chunk);
                         }
                         None => break,
                     }

@@ -78,11 +78,6 @@ impl std::error::Error for FrameError {}
 /// they were decoded in; smaller ones get an allocation of their own.
 pub(crate) const ZERO_COPY_MIN: usize = 64 << 10;
 
-/// Frames at least this long, read in a chunk the relay may keep
-/// ([`crate::core::Event::GuestChunk`]), are slices of it when they fill a
-/// quarter of it.
-pub(crate) const SLICE_MIN: usize = 16 << 10;
-
 /// The size of the whole frame at the start of `bytes` (prefix included),
 /// when its length field is legal and all of it is there.
 pub(crate) fn whole_frame_len(bytes: &[u8]) -> Option<usize> {
@@ -122,17 +117,6 @@ impl Frame {
         debug_assert_eq!(whole_frame_len(bytes), Some(bytes.len()));
         Frame {
             bytes: Bytes::copy_from_slice(bytes),
-        }
-    }
-
-    /// A frame that lies inside `chunk`: a slice of it (no copy) when it is
-    /// at least [`SLICE_MIN`] long and fills at least a quarter of the
-    /// chunk, otherwise a copy ([`Frame::copy_of`]). True beside a slice.
-    pub(crate) fn in_chunk(chunk: &Bytes, bytes: &[u8]) -> (Frame, bool) {
-        let fills = bytes.len() >= SLICE_MIN && bytes.len().saturating_mul(4) >= chunk.len();
-        match fills.then(|| super::slice_within(chunk, bytes)).flatten() {
-            Some(bytes) => (Frame { bytes }, true),
-            None => (Frame::copy_of(bytes), false),
         }
     }
 

@@ -101,13 +101,6 @@ pub fn envelope_opening(b: &[u8]) -> bool {
         })
 }
 
-/// `part` as a slice of `whole` (no copy), when it lies inside it.
-pub(crate) fn slice_within(whole: &bytes::Bytes, part: &[u8]) -> Option<bytes::Bytes> {
-    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-    let end = start.checked_add(part.len())?;
-    (end <= whole.len()).then(|| whole.slice(start..end))
-}
-
 /// A big-endian `u32` at `at`, if four bytes are there.
 pub fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let end = at.checked_add(4)?;

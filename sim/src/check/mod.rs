@@ -295,17 +295,13 @@ impl Checker {
         self.corrupt_seen = 0;
         self.ready_due = false;
         self.tick = false;
-        self.bytes_in = matches!(
-            event,
-            Event::GuestBytes(_) | Event::GuestChunk(_) | Event::ClientBytes(..)
-        );
+        self.bytes_in = matches!(event, Event::GuestBytes(_) | Event::ClientBytes(..));
         self.pump_open = false;
         if let Some(cur) = &mut self.current {
             cur.late.clear();
         }
         match *event {
             Event::GuestBytes(bytes) => self.guest_bytes(bytes),
-            Event::GuestChunk(chunk) => self.guest_bytes(chunk),
             Event::GuestWritten(n) => {
                 let n = n.min(self.inflight);
                 self.inflight -= n;

@@ -113,15 +113,7 @@ impl World {
             self.guest.out.drain(..self.guest.pos);
             self.guest.pos = 0;
         }
-        if n % 2 == 0 {
-            // Half the reads (by length, no draw) come in a buffer the core
-            // may keep slices of, as the ring port hands them; the actions
-            // must be the same (the digest does not tell the two apart).
-            let chunk = bytes::Bytes::copy_from_slice(&self.scratch);
-            self.feed(Event::GuestChunk(&chunk));
-        } else {
-            self.feed_scratch(|b| Event::GuestBytes(b));
-        }
+        self.feed_scratch(|b| Event::GuestBytes(b));
     }
 
     pub(super) fn guest_read(&mut self) {

@@ -115,6 +115,10 @@ impl Relay {
     /// A whole guest frame's first look: its type, its generation, where its
     /// payload lies. What is not a frame in the generation spoken is
     /// corruption.
+    // Inlined into its two callers: returned through memory, its result
+    // cost a store-forwarding stall per frame (core alone, 64 B frames:
+    // 13.7 -> 15.5 M frames/s inlined).
+    #[inline(always)]
     fn peek(&self, frame: &[u8]) -> Result<Peeked, GuestCorruption> {
         let flags = frame[PREFIX_LEN - 1];
         let body = &frame[PREFIX_LEN..];

@@ -326,12 +326,6 @@ fn open_private(path: &Path, append: bool) -> io::Result<File> {
 /// How long the writer waits for more records before it flushes.
 const FLUSH_IDLE: Duration = Duration::from_millis(20);
 
-/// How long the writer lets records gather after it has written all it
-/// had: records sent meanwhile wait in the channel instead of each waking a
-/// blocked writer (a futex wake and a context switch per record, on both
-/// threads). Only after work, so an idle relay's writer never wakes.
-const GATHER: Duration = Duration::from_millis(1);
-
 /// The writer thread's state: the open file and its size.
 struct RotatingFile {
     path: PathBuf,
@@ -381,23 +375,15 @@ impl RotatingFile {
                     }
                 }
             };
-            self.take(&next);
-            while let Ok(more) = rx.try_recv() {
-                self.take(&more);
+            if let Err(e) = self.write(&next) {
+                tracing::warn!(path = %self.path.display(), "exec.log write: {e}");
             }
-            std::thread::sleep(GATHER);
+            self.queued
+                .fetch_sub(record_cost(&next.record), Ordering::Relaxed);
         }
         if let Err(e) = self.file.flush() {
             tracing::warn!(path = %self.path.display(), "exec.log flush: {e}");
         }
-    }
-
-    /// Writes one record and gives its bytes back to the producer's gauge.
-    fn take(&mut self, s: &Stamped) {
-        if let Err(e) = self.write(s) {
-            tracing::warn!(path = %self.path.display(), "exec.log write: {e}");
-        }
-        self.queued.fetch_sub(record_cost(&s.record), Ordering::Relaxed);
     }
 
     fn write(&mut self, s: &Stamped) -> io::Result<()> {

@@ -97,8 +97,8 @@ fn judge(top: &Value, body: &[u8]) -> Option<Found> {
 }
 
 fuzz_target!(|body: &[u8]| {
-    let got =
-        inspect_envelope(body).map(|e| (e.name.to_owned(), e.v, e.payload.map(|p| p.into_owned())));
+    let got = inspect_envelope(body)
+        .map(|e| (e.name.into_owned(), e.v, e.payload.map(|p| p.into_owned())));
     let mut rest = body;
     let Ok(top) = ciborium::de::from_reader::<Value, _>(&mut rest) else {
         return;

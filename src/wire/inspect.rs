@@ -20,8 +20,8 @@ pub const MAX_NESTING: usize = 64;
 /// What the generic check found in an envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspected<'a> {
-    /// The type name.
-    pub name: &'a str,
+    /// The type name (owned only when it came in chunks).
+    pub name: Cow<'a, str>,
     /// The type, when the relay knows it.
     pub t: Option<MsgType>,
     /// `v`, when present and an unsigned integer.
@@ -40,11 +40,11 @@ pub fn inspect_envelope(body: &[u8]) -> Result<Inspected<'_>, EnvelopeError> {
     }
     let name = found.t.ok_or_else(|| bad("no text `t` key"))?;
     if name.starts_with("control.") {
-        return Err(EnvelopeError::Reserved(name.to_owned()));
+        return Err(EnvelopeError::Reserved(name.into_owned()));
     }
     Ok(Inspected {
-        name,
         t: MsgType::from_wire(name.as_bytes()),
+        name,
         v: found.v,
         payload: found.p,
     })
@@ -56,7 +56,7 @@ fn bad(why: &str) -> EnvelopeError {
 
 #[derive(Default)]
 struct Found<'a> {
-    t: Option<&'a str>,
+    t: Option<Cow<'a, str>>,
     v: Option<u64>,
     p: Option<Cow<'a, [u8]>>,
 }
@@ -149,7 +149,7 @@ impl<'a> Walk<'a> {
                 None => {}
             }
             let key = self.text_key()?;
-            match key {
+            match &*key {
                 "t" => {
                     if found.t.is_some() {
                         return Err(bad("more than one `t` key"));
@@ -163,22 +163,33 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn text_key(&mut self) -> Result<&'a str, EnvelopeError> {
-        let h = self.head()?;
-        if h.major != 3 || h.info == 31 {
-            return Err(bad("a map key is not a definite text string"));
-        }
-        let s = self.take(h.arg)?;
-        std::str::from_utf8(s).map_err(|_| bad("a map key is not UTF-8"))
+    fn text_key(&mut self) -> Result<Cow<'a, str>, EnvelopeError> {
+        self.text("a map key")
     }
 
-    fn t_value(&mut self) -> Result<&'a str, EnvelopeError> {
+    fn t_value(&mut self) -> Result<Cow<'a, str>, EnvelopeError> {
+        self.text("`t`")
+    }
+
+    /// A text string (`what`, for the error): definite, borrowed; or in
+    /// chunks, joined (as serde's reading through ciborium takes it).
+    fn text(&mut self, what: &str) -> Result<Cow<'a, str>, EnvelopeError> {
+        let not_utf8 = || bad(&format!("{what} is not UTF-8"));
         let h = self.head()?;
-        if h.major != 3 || h.info == 31 {
-            return Err(bad("`t` is not a definite text string"));
+        if h.major != 3 {
+            return Err(bad(&format!("{what} is not a text string")));
         }
-        let s = self.take(h.arg)?;
-        std::str::from_utf8(s).map_err(|_| bad("`t` is not UTF-8"))
+        if h.info != 31 {
+            let s = self.take(h.arg)?;
+            return std::str::from_utf8(s)
+                .map(Cow::Borrowed)
+                .map_err(|_| not_utf8());
+        }
+        let mut joined = Vec::new();
+        self.chunks(3, 0, Some(&mut joined))?;
+        String::from_utf8(joined)
+            .map(Cow::Owned)
+            .map_err(|_| not_utf8())
     }
 
     fn uint_or_skip(&mut self, depth: usize) -> Result<Option<u64>, EnvelopeError> {
@@ -214,14 +225,7 @@ impl<'a> Walk<'a> {
     /// The chunks of an indefinite byte string, joined.
     fn byte_chunks(&mut self) -> Result<Vec<u8>, EnvelopeError> {
         let mut out = Vec::new();
-        while !self.at_break() {
-            let h = self.head()?;
-            if h.major != 2 || h.info == 31 {
-                return Err(bad("a byte string chunk is not a definite byte string"));
-            }
-            out.extend_from_slice(self.take(h.arg)?);
-        }
-        self.at += 1;
+        self.chunks(2, 0, Some(&mut out))?;
         Ok(out)
     }
 
@@ -234,7 +238,7 @@ impl<'a> Walk<'a> {
         match (h.major, h.info) {
             (0 | 1, 31) | (6, 31) => Err(bad("indefinite length on an integer or tag")),
             (0 | 1, _) => Ok(()),
-            (2 | 3, 31) => self.string_chunks(h.major),
+            (2 | 3, 31) => self.chunks(h.major, depth, None),
             (2 | 3, _) => self.take(h.arg).map(|_| ()),
             (4, 31) => self.until_break(depth, 1),
             (4, _) => self.items(h.arg, depth),
@@ -267,13 +271,33 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn string_chunks(&mut self, major: u8) -> Result<(), EnvelopeError> {
+    /// The chunks of an indefinite string of major type `major` (its head
+    /// read), up to its break, appended to `out` when given. A chunk is a
+    /// string of the same type, definite or itself in chunks (ciborium, and so
+    /// agentd's serde reading, takes those too), nested at most
+    /// [`MAX_NESTING`] deep.
+    fn chunks(
+        &mut self,
+        major: u8,
+        depth: usize,
+        mut out: Option<&mut Vec<u8>>,
+    ) -> Result<(), EnvelopeError> {
+        if depth > MAX_NESTING {
+            return Err(EnvelopeError::TooDeep { max: MAX_NESTING });
+        }
         while !self.at_break() {
             let h = self.head()?;
-            if h.major != major || h.info == 31 {
+            if h.major != major {
                 return Err(bad("a string chunk of another type"));
             }
-            self.take(h.arg)?;
+            if h.info == 31 {
+                self.chunks(major, depth + 1, out.as_deref_mut())?;
+                continue;
+            }
+            let chunk = self.take(h.arg)?;
+            if let Some(out) = out.as_deref_mut() {
+                out.extend_from_slice(chunk);
+            }
         }
         self.at += 1;
         Ok(())
@@ -305,7 +329,7 @@ mod tests {
         body.extend_from_slice(b"extra");
         body.extend_from_slice(&[0x9f, 0x01, 0xa0, 0xff, 0xff]);
         let got = inspect_envelope(&body).unwrap();
-        assert_eq!((got.name, got.t, got.v), ("x.future", None, None));
+        assert_eq!((&*got.name, got.t, got.v), ("x.future", None, None));
         assert_eq!(got.payload.as_deref(), Some(&[1u8][..]));
     }
 
@@ -375,7 +399,7 @@ mod tests {
         body.extend_from_slice(&[0x61, b't', 0x69]);
         body.extend_from_slice(b"core.ping");
         let got = inspect_envelope(&body).unwrap();
-        assert_eq!((got.name, got.v), ("core.ping", None));
+        assert_eq!((&*got.name, got.v), ("core.ping", None));
         assert_eq!(got.payload.as_deref(), Some(&[1u8, 2, 3][..]));
     }
 
@@ -392,7 +416,10 @@ mod tests {
             b
         };
         let chunked = with_x(&[0x7f, 0x62, b'a', b'b', 0x61, b'c', 0xff]);
-        assert_eq!(inspect_envelope(&chunked).map(|g| g.name), Ok("core.ping"));
+        assert_eq!(
+            inspect_envelope(&chunked).map(|g| g.name.into_owned()),
+            Ok("core.ping".to_owned())
+        );
         let mixed = with_x(&[0x7f, 0x62, b'a', b'b', 0x41, 0x01, 0xff]);
         assert!(matches!(
             inspect_envelope(&mixed),
@@ -475,5 +502,40 @@ mod tests {
         let mut b = vec![0xa1, 0x61, b't', 0x69];
         b.extend_from_slice(b"control.x");
         b
+    }
+
+    /// Keys and `t` in chunks are joined, as serde's reading through
+    /// ciborium takes them (the fuzz target's inputs `{_ "t": (_ )}`, an
+    /// empty chunked `t`, and `t` with a chunk itself in chunks, among them);
+    /// a chunk of another type is refused.
+    #[test]
+    fn wire_inspect_reads_chunked_keys_and_names() {
+        let empty = [0xbf, 0x61, b't', 0x7f, 0xff, 0xff];
+        let got = inspect_envelope(&empty).unwrap();
+        assert_eq!((&*got.name, got.t), ("", None));
+        let mut ping = vec![0xa1, 0x7f, 0x61, b't', 0xff, 0x7f, 0x65];
+        ping.extend_from_slice(b"core.");
+        ping.extend_from_slice(&[0x64]);
+        ping.extend_from_slice(b"ping");
+        ping.push(0xff);
+        let got = inspect_envelope(&ping).unwrap();
+        assert_eq!((&*got.name, got.t), ("core.ping", Some(MsgType::Ping)));
+        assert!(matches!(got.name, Cow::Owned(_)), "joined");
+        let nested = [
+            0xa1, 0x61, b't', 0x7f, 0x7f, 0x61, b'a', 0xff, 0x61, b'b', 0xff,
+        ];
+        assert_eq!(&*inspect_envelope(&nested).unwrap().name, "ab");
+        let bytes_in_text = [0xa1, 0x61, b't', 0x7f, 0x41, b'x', 0xff];
+        assert!(matches!(
+            inspect_envelope(&bytes_in_text),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let control = [
+            0xa1, 0x61, b't', 0x7f, 0x68, b'c', b'o', b'n', b't', b'r', b'o', b'l', b'.', 0xff,
+        ];
+        assert!(matches!(
+            inspect_envelope(&control),
+            Err(EnvelopeError::Reserved(_))
+        ));
     }
 }

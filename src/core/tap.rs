@@ -189,7 +189,6 @@ impl Tap {
     }
 }
 
-/// How a session's terminal frame says it ended.
 /// Hands a finished output record over, its buffer no larger than its text
 /// (what the writer's queue counts).
 fn emit(actions: &mut VecDeque<Action>, mut record: LogRecord) {
@@ -199,6 +198,7 @@ fn emit(actions: &mut VecDeque<Action>, mut record: LogRecord) {
     }
 }
 
+/// How a session's terminal frame says it ended.
 fn ending(f: &GuestFrame) -> String {
     let payload = f.payload_bytes();
     let payload = payload.as_deref().unwrap_or_default();

@@ -525,6 +525,11 @@ mod tests {
             0xa1, 0x61, b't', 0x7f, 0x7f, 0x61, b'a', 0xff, 0x61, b'b', 0xff,
         ];
         assert_eq!(&*inspect_envelope(&nested).unwrap().name, "ab");
+        // A skipped value's chunks in chunks are walked to their break too.
+        let mut skipped = vec![0xa2, 0x61, b'x', 0x7f, 0x7f, 0x61, b'a', 0xff, 0xff];
+        skipped.extend_from_slice(&[0x61, b't', 0x69]);
+        skipped.extend_from_slice(b"core.ping");
+        assert_eq!(&*inspect_envelope(&skipped).unwrap().name, "core.ping");
         let bytes_in_text = [0xa1, 0x61, b't', 0x7f, 0x41, b'x', 0xff];
         assert!(matches!(
             inspect_envelope(&bytes_in_text),

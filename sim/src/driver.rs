@@ -478,6 +478,10 @@ impl Digest {
             credit_blocked_control_ms,
             credit_blocked_data_ms,
             grants_ignored,
+            leases_granted,
+            lease_acks,
+            lease_acks_ignored,
+            executions_released,
         } = *c;
         for x in [
             guest_frames_in,
@@ -533,6 +537,10 @@ impl Digest {
             credit_blocked_control_ms,
             credit_blocked_data_ms,
             grants_ignored,
+            leases_granted,
+            lease_acks,
+            lease_acks_ignored,
+            executions_released,
         ] {
             self.mix(x);
         }

@@ -61,7 +61,7 @@ impl Relay {
             for corr in slot.open.values() {
                 sums.sessions += u64::from(corr.kind.is_session());
                 sums.requests += u64::from(!corr.kind.is_session());
-                sums.execs += u32::from(corr.kind.is_exec());
+                sums.execs += u32::from(corr.counts);
             }
             assert!(
                 slot.open.len() <= self.cfg.max_correlations.max(1),

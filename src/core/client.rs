@@ -1,18 +1,22 @@
 //! Client frames: checked, then queued toward the guest.
 //!
-//! Rules `own_range_only` and `corrupt_client_isolated`: a frame is
-//! forwarded only if its id lies in the sender's range (in the current
-//! generation also `core.shutdown` on id 0, an empty body allowed), its
-//! length is legal and its flags are its type's. Legacy: the envelope must
-//! decode, name a type clients may send, and fill the frame. Current: flags
-//! must be one of none, TERMINAL, SESSION_START, SHUTDOWN, BULK; a known type
-//! must be one clients may send (never the relay's notices, init acks, clock
-//! or the runtime's bootstrap and workload control); a type the relay does
-//! not know passes when its envelope is one well-formed map with a text `t`
-//! (`wire::inspect_envelope`); a raw bulk record needs a valid host-to-guest
-//! header and an id the sender has open (one the guest ended lately is a
-//! late record: dropped and counted, as upstream does). Anything else closes that client
-//! only; what it sent before is still forwarded.
+//! Rules `own_range_only`, `corrupt_client_isolated` and `guest_survives`:
+//! a frame is forwarded only if its id lies in the sender's range (in the
+//! current generation also `core.shutdown` on id 0), its length is legal and
+//! its flags are its type's. Legacy: the envelope must decode, name a type
+//! 0.4.4 has that clients may send, and fill the frame. Current: only what
+//! agentd's own decoder reads, since one frame it cannot decode ends its
+//! loop (and the VM with it): flags one of none, TERMINAL, SESSION_START,
+//! SHUTDOWN, BULK; a body (never empty); an envelope of one `v` up to 255,
+//! one `t` naming a type of the table, one byte-string `p`
+//! (`wire::agentd_envelope`); a `v` of 5 or more (agentd cannot answer an
+//! older sender's unreadable payload with `core.error` and dies instead); a
+//! type clients may send (never the relay's notices, init acks, clock or the
+//! runtime's bootstrap and workload control); a raw bulk record needs a
+//! valid host-to-guest header and an id the sender has open (one the guest
+//! ended lately is a late record: dropped and counted, as upstream does).
+//! Anything else closes that client only; what it sent before is still
+//! forwarded.
 //!
 //! Rule `exec_limit` (current generation, `Ready.exec_limits`): an exec
 //! request past `max_executions` open sandbox-wide is not forwarded; the
@@ -24,13 +28,13 @@ use super::relay::Relay;
 use super::scheduler::{Mark, Outbound};
 use super::slot::CorrKind;
 use super::types::ClientId;
-use super::violation::Violation;
+use super::violation::{MIN_CURRENT_V, Violation};
 use crate::wire::payload::{
     ExecFailed, ExecFailureKind, ExecRequest, build_frame_v, decode_payload,
 };
 use crate::wire::{
-    BulkHeader, CreditClass, FLAG_BULK, FLAG_SHUTDOWN, Frame, MsgType, Opens, PREFIX_LEN,
-    bulk_header, flags_defined, inspect_envelope, peek_envelope,
+    BulkHeader, CreditClass, EnvelopeError, FLAG_BULK, FLAG_SHUTDOWN, Frame, MsgType, Opens,
+    PREFIX_LEN, agentd_envelope, bulk_header, flags_defined, peek_envelope,
 };
 
 /// What the checks found in a client frame.
@@ -177,7 +181,7 @@ impl Relay {
         let t = env.t;
         if !t.info().legacy {
             // Protocol 0.4.4 has no such type.
-            let error = crate::wire::EnvelopeError::UnknownType(t.as_str().to_owned());
+            let error = EnvelopeError::UnknownType(t.as_str().to_owned());
             return Err(Violation::Envelope { id, error });
         }
         if !t.client_may_send() {
@@ -209,31 +213,24 @@ impl Relay {
         if !flags_defined(flags) {
             return Err(Violation::UndefinedFlags { id, flags });
         }
-        let shutdown_on_zero = id == 0 && flags == FLAG_SHUTDOWN;
-        if !shutdown_on_zero {
+        if !(id == 0 && flags == FLAG_SHUTDOWN) {
             self.check_range(slot, id)?;
         }
         if flags == FLAG_BULK {
             return self.check_bulk(slot, frame);
         }
-        if shutdown_on_zero && frame.len() == PREFIX_LEN {
-            return Ok(shutdown());
+        if frame.len() == PREFIX_LEN {
+            return Err(Violation::EmptyBody { id });
         }
         let found =
-            inspect_envelope(frame.body()).map_err(|error| Violation::Envelope { id, error })?;
+            agentd_envelope(frame.body()).map_err(|error| Violation::Envelope { id, error })?;
         let v = found.v.unwrap_or(0);
+        if v < MIN_CURRENT_V {
+            return Err(Violation::OldGeneration { id, v });
+        }
         let Some(t) = found.t else {
-            if flags == FLAG_SHUTDOWN {
-                return Err(Violation::UnknownTypeFlags { id, flags });
-            }
-            return Ok(Accepted {
-                t: None,
-                opens: (flags == crate::wire::FLAG_SESSION_START).then_some(CorrKind::Opaque),
-                v,
-                class: CreditClass::Control,
-                exec: None,
-                late: false,
-            });
+            let error = EnvelopeError::UnknownType(found.name.into_owned());
+            return Err(Violation::Envelope { id, error });
         };
         if !t.client_may_send() {
             return Err(Violation::NotClientType { id, t });
@@ -298,18 +295,6 @@ impl Relay {
     pub(super) fn violation(&mut self, slot: usize, why: Violation) {
         self.counters.protocol_violations += 1;
         self.depart(slot, Some(super::types::CloseReason::Violation(why)));
-    }
-}
-
-/// A `core.shutdown` on id 0 with an empty body.
-fn shutdown() -> Accepted {
-    Accepted {
-        t: Some(MsgType::Shutdown),
-        opens: None,
-        v: 0,
-        class: CreditClass::Control,
-        exec: None,
-        late: false,
     }
 }
 

@@ -32,14 +32,13 @@ impl Relay {
         self.make_room(slot, id)?;
         let number = if kind.is_exec() {
             self.last_session += 1;
-            if self.exec_limits.is_some() {
-                self.active_execs += 1;
-            }
             self.last_session
         } else {
             0
         };
-        self.insert(slot, id, kind, number);
+        let counts = kind.is_exec() && self.exec_limits.is_some();
+        self.active_execs += u32::from(counts);
+        self.insert(slot, id, kind, number, counts);
         self.counters.live_sessions += 1;
         if let Some(req) = exec {
             self.tap.exec_started(&mut self.actions, number, req, slot);
@@ -57,12 +56,12 @@ impl Relay {
             return Ok(false);
         }
         self.make_room(slot, id)?;
-        self.insert(slot, id, CorrKind::Request, 0);
+        self.insert(slot, id, CorrKind::Request, 0, false);
         self.counters.open_requests += 1;
         Ok(true)
     }
 
-    fn insert(&mut self, slot: usize, id: u32, kind: CorrKind, number: u64) {
+    fn insert(&mut self, slot: usize, id: u32, kind: CorrKind, number: u64, counts: bool) {
         self.last_corr += 1;
         let corr = Correlation {
             kind,
@@ -71,6 +70,7 @@ impl Relay {
             carries: Carries::default(),
             opened_at: None,
             order: self.last_corr,
+            counts,
         };
         self.slots[slot].open.insert(id, corr);
     }
@@ -120,8 +120,8 @@ impl Relay {
         } else {
             self.counters.open_requests -= 1;
         }
-        if corr.kind.is_exec() && self.exec_limits.is_some() {
-            self.active_execs = self.active_execs.saturating_sub(1);
+        if corr.counts {
+            self.active_execs -= 1;
         }
     }
 }

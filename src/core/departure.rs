@@ -6,9 +6,10 @@
 //! counted) rather than left waiting for a process that is being killed or
 //! sent after the range is gone; then `core.relay.client.disconnected
 //! {id_start, id_end_exclusive}` on id 0 tells the guest the range is gone,
-//! after the kills. Frames the relay builds carry the `v` of the guest's
-//! ready. The slot is quarantined while anything stays open on it
-//! (`quarantine.rs`).
+//! after the kills (with range leases, naming the departed owner's
+//! incarnation: `lease.rs`). Frames the relay builds carry the `v` of the
+//! guest's ready. The slot is quarantined while anything stays open on it
+//! (`quarantine.rs`), or, leased, until the guest acknowledges the notice.
 
 use super::layout::Generation;
 use super::relay::Relay;
@@ -91,6 +92,7 @@ impl Relay {
         let notice = RelayClientDisconnected {
             id_start: range.start,
             id_end_exclusive: range.end,
+            incarnation: self.lease_depart(slot),
         };
         let frame = build_frame_v(v, MsgType::RelayClientDisconnected, 0, &notice);
         let out = Outbound {
@@ -123,7 +125,7 @@ impl Relay {
                     && self.slots[slot as usize]
                         .open
                         .values()
-                        .any(|c| !c.kind.is_exec())
+                        .any(|c| !c.kind.is_exec() || (c.killed && c.counts))
                 {
                     self.fences.insert(seq, slot);
                 }

@@ -10,7 +10,9 @@
 //! that does not check) is counted, reported and skipped up to the next
 //! plausible frame start; it never reaches a client. Before ready, and in the
 //! legacy generation, a type the relay does not know counts as not a frame;
-//! in the current generation it is routed like any other.
+//! in the current generation it is routed like any other. With range leases
+//! a record carrying the lease magic is read as one (`lease.rs`) before any
+//! look at it as a frame.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -20,6 +22,7 @@ use super::relay::Relay;
 use super::tap::GuestFrame;
 use super::types::{Action, CloseReason};
 use super::violation::GuestCorruption;
+use crate::wire::lease::has_lease_magic;
 use crate::wire::payload::{WorkloadTransportCredit, decode_payload};
 use crate::wire::{
     EnvelopeError, FLAG_BULK, FLAG_TERMINAL, Frame, MsgType, PREFIX_LEN, ZERO_COPY_MIN,
@@ -64,6 +67,12 @@ impl Relay {
                     continue;
                 }
             };
+            if self.leases.on && has_lease_magic(&self.guest.pending()[..total]) {
+                // Range leases: acknowledgements are read before frames.
+                let record = self.guest.take_frame(total).into_bytes();
+                self.on_lease_record(&record);
+                continue;
+            }
             let (t, v, payload) = match self.peek(&self.guest.pending()[..total]) {
                 Ok(found) => found,
                 Err(e) => {

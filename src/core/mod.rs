@@ -33,6 +33,7 @@ mod departure;
 mod flush;
 mod guest;
 mod layout;
+mod lease;
 mod logtext;
 mod quarantine;
 mod relay;

@@ -15,9 +15,14 @@
 //! answers a frame handed over after it (each correlation remembers the
 //! hand-off number of the frame that opened it); from then on no frame for
 //! the old owner's fs, tcp or request ids can arrive, and they are retired.
-//! Killed exec sessions still end with their exit, which the quarantine
-//! waits for. This assumes a guest that handles its input in order, as
-//! agentd's one reader does.
+//! Killed exec sessions stop counting against the guest's execution limit
+//! then (agentd deletes them at the notice and never sends their exits), but
+//! their correlations stay: output agentd had queued before it read the
+//! notice may still come, so the slot stays quarantined, and so closed to a
+//! new owner, until their exits or the quarantine's end. This assumes a
+//! guest that handles its input in order, as agentd's one reader does. With
+//! range leases (`lease.rs`) the guest's acknowledgement ends all of this at
+//! once, without a timer.
 
 use super::relay::Relay;
 use super::slot::Slot;
@@ -26,7 +31,7 @@ impl Slot {
     /// Whether a new client may take this slot; `queued` is the bytes of its
     /// frames still waiting toward the guest.
     pub(crate) fn is_free(&self, queued: usize) -> bool {
-        self.conn.is_none() && self.open.is_empty() && queued == 0
+        self.conn.is_none() && self.open.is_empty() && queued == 0 && self.awaiting.is_none()
     }
 
     /// Departed, still waiting for correlations or queued frames.
@@ -48,9 +53,10 @@ impl Relay {
             .count() as u32
     }
 
-    /// Its client left: the slot waits for what is open, for a while.
+    /// Its client left: the slot waits for what is open, for a while (with
+    /// a range lease, for the guest's acknowledgement instead: `lease.rs`).
     pub(super) fn start_quarantine(&mut self, slot: usize) {
-        if !self.slots[slot].open.is_empty() {
+        if !self.slots[slot].open.is_empty() && self.slots[slot].awaiting.is_none() {
             self.slots[slot].quarantine_until = Some(self.now + self.cfg.quarantine);
         }
     }
@@ -104,10 +110,20 @@ impl Relay {
     }
 
     /// The guest took `slot`'s notice: its fs, tcp and request correlations
-    /// are over.
+    /// are over, and its killed executions no longer count against the
+    /// guest's limit (agentd dropped them at the notice; their exits never
+    /// come, so only the quarantine ends their correlations).
     fn retire(&mut self, slot: usize) {
         if self.slots[slot].conn.is_some() {
             return;
+        }
+        let leased = self.slots[slot].awaiting.is_some();
+        for corr in self.slots[slot].open.values_mut() {
+            if corr.killed && corr.counts && !leased {
+                corr.counts = false;
+                self.active_execs -= 1;
+                self.counters.executions_released += 1;
+            }
         }
         let open = &mut self.slots[slot].open;
         let gone: Vec<u32> = open

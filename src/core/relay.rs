@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::clock::Clock;
 use super::flush::Flush;
 use super::layout::{Generation, Layout};
+use super::lease::Leases;
 use super::scheduler::{Outbound, Scheduler, Stop};
 use super::slot::{Conn, IdRange, Slot};
 use super::tap::Tap;
@@ -67,6 +68,8 @@ pub struct Relay {
     pub(super) guest_read_to: u64,
     /// Since when frames wait for credit, per class (control, data).
     pub(super) blocked_since: [Option<Millis>; 2],
+    /// Range leases: whether the guest reads them, and the incarnations.
+    pub(super) leases: Leases,
     pub(super) actions: VecDeque<Action>,
     pub(super) counters: Counters,
     /// Run `check` after every event (see [`Relay::checked`]).
@@ -91,13 +94,12 @@ impl Relay {
             Protocol::Auto => None,
         };
         let slots = layout.map_or(0, |l| l.slots() as usize);
-        Relay {
+        let mut relay = Relay {
             sched: Scheduler::new(slots, cfg.guest_window),
             tap: Tap::new(cfg.exec_log),
             slots: (0..slots).map(|_| Slot::default()).collect(),
             layout,
             generation: None,
-            cfg,
             now: 0,
             guest: FrameDecoder::new(),
             guest_gone: false,
@@ -114,11 +116,17 @@ impl Relay {
             fences: BTreeMap::new(),
             guest_read_to: 0,
             blocked_since: [None; 2],
+            leases: Leases::new(cfg.incarnation_seed),
             actions: VecDeque::new(),
             counters: Counters::default(),
             #[cfg(feature = "testing")]
             checking: false,
+            cfg,
+        };
+        if let Some(frame) = relay.cfg.bootstrap.clone() {
+            relay.bootstrap(frame);
         }
+        relay
     }
 
     /// The same relay, asserting its own consistency ([`Relay::check`])
@@ -311,7 +319,22 @@ impl Relay {
         if let Some(conn) = &mut self.slots[slot].conn {
             conn.handshaken = true;
         }
+        self.lease_connect(slot);
         self.send_to_client(slot, bytes.freeze(), true);
+    }
+
+    /// The guest's first frame, before anything else and outside credit.
+    fn bootstrap(&mut self, frame: Bytes) {
+        let out = Outbound {
+            slot: None,
+            id: 0,
+            frame,
+            class: CreditClass::Control,
+            charged: false,
+            mark: super::scheduler::Mark::Plain,
+        };
+        self.enqueue(out, true);
+        self.pump_guest();
     }
 
     fn on_disconnected(&mut self, client: ClientId) {

@@ -1,8 +1,7 @@
 //! Slots and the correlations they own.
 //!
 //! A slot owns one id range (`layout.rs`). A correlation is an id with
-//! something open on it: a session (exec, fs, tcp, or one a type the relay
-//! does not know opened) or, in the current generation, a request that
+//! something open on it: a session (exec, fs, tcp) or, in the current generation, a request that
 //! opened none (`core.ping`, `core.touch`, ...) until its terminal reply. A
 //! slot outlives its client: after a client departs, the slot keeps its open
 //! correlations (quarantine, see `quarantine.rs`) and its frames still queued
@@ -14,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::tap::Utf8Carry;
 use super::types::{ClientId, Millis};
 use crate::wire::FrameDecoder;
+use crate::wire::lease::Incarnation;
 
 /// The id range a slot owns, end exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +48,6 @@ pub(crate) enum CorrKind {
     Fs,
     /// `core.tcp.connect`.
     Tcp,
-    /// A session a type the relay does not know opened (SESSION_START).
-    Opaque,
     /// A request that opened no session, until its terminal reply.
     Request,
 }
@@ -103,6 +101,8 @@ pub(crate) struct Correlation {
     pub opened_at: Option<u64>,
     /// Relay-wide creation order, to find the oldest request to evict.
     pub order: u64,
+    /// It holds one of the guest's executions (`Ready.exec_limits`).
+    pub counts: bool,
 }
 
 /// The connection currently holding a slot.
@@ -132,4 +132,9 @@ pub(crate) struct Slot {
     pub ended: VecDeque<u32>,
     /// A departed client's sessions are given up at this time.
     pub quarantine_until: Option<Millis>,
+    /// With range leases: the incarnation of the client holding the slot.
+    pub incarnation: Option<Incarnation>,
+    /// With range leases: the departed owner whose acknowledgement the slot
+    /// waits for before anyone may take it.
+    pub awaiting: Option<Incarnation>,
 }

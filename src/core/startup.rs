@@ -137,6 +137,7 @@ impl Relay {
             }
             Some(version) => return Err(StartupFailure::UnsupportedBarrier { version }),
         }
+        self.leases.on = facts.relay_lease.is_some_and(|l| l.max_format >= 1);
         if let Some(limits) = facts.exec_limits {
             check_limits(&limits).map_err(|why| StartupFailure::BadExecLimits { why })?;
             self.exec_limits = Some(limits);

@@ -99,6 +99,14 @@ pub struct Config {
     pub quarantine: Millis,
     /// Whether exec output is tapped into [`Action::Log`] records.
     pub exec_log: bool,
+    /// Current generation with range leases: the seed of the incarnations
+    /// drawn for each client's ownership period. The shell seeds it from the
+    /// operating system's randomness; the core itself draws no randomness.
+    pub incarnation_seed: u64,
+    /// Current generation: a whole `core.bootstrap` frame (id 0, flags 0)
+    /// handed to the guest before anything else, outside credit, for a guest
+    /// agent that waits for one (0.7.13 agentd does, as its first frame).
+    pub bootstrap: Option<bytes::Bytes>,
 }
 
 impl Default for Config {
@@ -119,6 +127,8 @@ impl Default for Config {
             guest_window: 256 << 10,
             quarantine: 30_000,
             exec_log: false,
+            incarnation_seed: 0,
+            bootstrap: None,
         }
     }
 }
@@ -523,4 +533,16 @@ pub struct Counters {
     pub credit_blocked_data_ms: u64,
     /// Credit messages ignored because they would have lowered a grant.
     pub grants_ignored: u64,
+    /// Range leases: connected records sent (one per client handshaken).
+    pub leases_granted: u64,
+    /// Range leases: the guest's disconnect acknowledgements that released
+    /// a slot.
+    pub lease_acks: u64,
+    /// Range leases: acknowledgements for an incarnation no slot awaited,
+    /// ignored.
+    pub lease_acks_ignored: u64,
+    /// Without range leases: a departed client's killed executions that
+    /// stopped counting against the guest's limit once it had read the
+    /// disconnect notice.
+    pub executions_released: u64,
 }

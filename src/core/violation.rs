@@ -5,9 +5,15 @@
 //! `Display` text is what the log shows; tests and the simulator compare the
 //! variants.
 
+use crate::wire::lease::LeaseError;
 use crate::wire::{BulkError, EnvelopeError, FrameError, MsgType};
 
 use super::slot::IdRange;
+
+/// The oldest envelope generation a current guest takes from a client: the
+/// first that agentd answers with `core.error` when it cannot read a
+/// payload (older senders' unreadable payloads end its loop).
+pub const MIN_CURRENT_V: u64 = 5;
 
 /// The protocol rule a client broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +79,6 @@ pub enum Violation {
         /// The flags it carried.
         flags: u8,
     },
-    /// Current generation: a type the relay does not know with the SHUTDOWN
-    /// flag (only `core.shutdown` may carry it).
-    UnknownTypeFlags {
-        /// The frame's id.
-        id: u32,
-        /// The flags it carried.
-        flags: u8,
-    },
     /// A raw bulk record whose header does not check.
     BadBulk {
         /// The frame's id.
@@ -106,6 +104,20 @@ pub enum Violation {
         id: u32,
         /// The bound.
         max: usize,
+    },
+    /// Current generation: a frame with no body (agentd cannot decode one).
+    EmptyBody {
+        /// The frame's id.
+        id: u32,
+    },
+    /// Current generation: an envelope of a generation below 5, which agentd
+    /// cannot answer with `core.error`, so a payload it cannot read would
+    /// end its loop.
+    OldGeneration {
+        /// The frame's id.
+        id: u32,
+        /// The envelope's `v`.
+        v: u64,
     },
 }
 
@@ -142,10 +154,6 @@ impl std::fmt::Display for Violation {
                 f,
                 "frame {id} carries flags {flags:#04x}: not one of 0x00, 0x01, 0x02, 0x04, 0x08"
             ),
-            Violation::UnknownTypeFlags { id, flags } => write!(
-                f,
-                "frame {id} of an unknown type carries flags {flags:#04x}: only core.shutdown may"
-            ),
             Violation::BadBulk { id, error } => write!(f, "bulk frame {id}: {error}"),
             Violation::BulkFlow { id, flow } => write!(
                 f,
@@ -157,6 +165,14 @@ impl std::fmt::Display for Violation {
             Violation::TooManyCorrelations { id, max } => write!(
                 f,
                 "frame {id} would open a session past the bound of {max} open correlations"
+            ),
+            Violation::EmptyBody { id } => write!(
+                f,
+                "frame {id} has no envelope; the guest agent cannot decode an empty body"
+            ),
+            Violation::OldGeneration { id, v } => write!(
+                f,
+                "frame {id} is of protocol generation {v}; a current guest takes generation {MIN_CURRENT_V} and later (it cannot answer an older sender's unreadable payload)"
             ),
         }
     }
@@ -176,6 +192,10 @@ pub enum GuestCorruption {
     Flags(u8),
     /// A raw bulk record whose header does not check.
     Bulk(BulkError),
+    /// A range-lease record that does not check.
+    Lease(LeaseError),
+    /// A range-lease record of event *connected*, which only the relay sends.
+    LeaseConnected,
 }
 
 impl std::fmt::Display for GuestCorruption {
@@ -187,6 +207,10 @@ impl std::fmt::Display for GuestCorruption {
                 write!(f, "frame flags {flags:#04x} are none the protocol defines")
             }
             GuestCorruption::Bulk(e) => write!(f, "{e}"),
+            GuestCorruption::Lease(e) => write!(f, "{e}"),
+            GuestCorruption::LeaseConnected => {
+                f.write_str("a connected lease record from the guest (only the relay sends one)")
+            }
         }
     }
 }

@@ -160,6 +160,7 @@ where
         agent_version: format!("agent-relay-demo-agent {}", env!("CARGO_PKG_VERSION")),
         workload_transport_barrier_version: Some(BARRIER_VERSION),
         exec_limits: Some(agent.limits),
+        relay_lease: None,
     };
     let frame = build_frame_v(CURRENT_VERSION, MsgType::Ready, 0, &ready);
     if out.send(frame).await.is_err() {

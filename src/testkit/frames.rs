@@ -24,10 +24,11 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::core::IdRange;
+use crate::wire::lease::{Incarnation, LeaseEvent, LeaseRecord};
 use crate::wire::payload::{
     CoreError, Data, ExecExited, ExecLimits, ExecRequest, ExecResize, ExecSignal,
-    INITIALIZATION_FAILED, Ready, ReadyCurrent, RelayClientDisconnected, WorkloadTransportCredit,
-    build_frame_v, sigkill_frame_v,
+    INITIALIZATION_FAILED, Ready, ReadyCurrent, RelayClientDisconnected, RelayLeaseReady,
+    WorkloadTransportCredit, build_frame_v, sigkill_frame_v,
 };
 use crate::wire::{FLAG_BULK, HEADER_LEN, MsgType, encode_envelope_v};
 
@@ -124,6 +125,14 @@ pub fn push_unknown(out: &mut Vec<u8>, v: u8, name: &str, id: u32, flags: u8, ex
 /// If the frame exceeds 4 MiB (as [`build_frame_v`]).
 pub fn frame<T: Serialize>(v: u8, t: MsgType, id: u32, payload: &T) -> Bytes {
     build_frame_v(v, t, id, payload).into_bytes()
+}
+
+/// A frame with any `body` (no envelope made): for bodies no encoder
+/// writes.
+pub fn body_frame(id: u32, flags: u8, body: &[u8]) -> Bytes {
+    let mut out = Vec::new();
+    push_prefixed(&mut out, id, flags, body);
+    Bytes::from(out)
 }
 
 /// A frame of type `t` with the raw CBOR `payload` and any `flags` (see
@@ -255,6 +264,18 @@ pub fn ready(v: u8, boot: u64) -> Bytes {
 /// (`barrier` is `workload_transport_barrier_version`; 2 is the one the
 /// relay implements), timing as [`ready`], agent version `0.7.13`.
 pub fn ready_current(v: u8, boot: u64, barrier: Option<u8>, limits: Option<ExecLimits>) -> Bytes {
+    ready_offering(v, boot, barrier, limits, None)
+}
+
+/// [`ready_current`] with `relay_lease {max_format}` when `lease` is given
+/// (0.7.13 agentd always offers format 1).
+pub fn ready_offering(
+    v: u8,
+    boot: u64,
+    barrier: Option<u8>,
+    limits: Option<ExecLimits>,
+    lease: Option<u8>,
+) -> Bytes {
     let r = ReadyCurrent {
         boot_time_ns: boot,
         init_time_ns: boot / 2,
@@ -262,6 +283,7 @@ pub fn ready_current(v: u8, boot: u64, barrier: Option<u8>, limits: Option<ExecL
         agent_version: "0.7.13".into(),
         workload_transport_barrier_version: barrier,
         exec_limits: limits,
+        relay_lease: lease.map(|max_format| RelayLeaseReady { max_format }),
     };
     frame(v, MsgType::Ready, 0, &r)
 }
@@ -296,11 +318,35 @@ pub fn credit(v: u8, grant: &WorkloadTransportCredit) -> Bytes {
 /// `core.relay.client.disconnected` on id 0: the client that held `range`
 /// is gone.
 pub fn client_disconnected(v: u8, range: IdRange) -> Bytes {
+    client_disconnected_leased(v, range, None)
+}
+
+/// `core.relay.client.disconnected` naming the departed owner's
+/// incarnation, when its range was leased.
+pub fn client_disconnected_leased(
+    v: u8,
+    range: IdRange,
+    incarnation: Option<Incarnation>,
+) -> Bytes {
     let n = RelayClientDisconnected {
         id_start: range.start,
         id_end_exclusive: range.end,
+        incarnation,
     };
     frame(v, MsgType::RelayClientDisconnected, 0, &n)
+}
+
+/// A range-lease record (41 raw bytes): `Connected` as the relay writes it
+/// ahead of a client's prologue, `DisconnectedAck` as the guest answers a
+/// notice.
+pub fn lease_record(event: LeaseEvent, range: IdRange, incarnation: Incarnation) -> Bytes {
+    let r = LeaseRecord {
+        event,
+        id_start: range.start,
+        id_end: range.end,
+        incarnation,
+    };
+    Bytes::copy_from_slice(&r.encode())
 }
 
 #[cfg(test)]

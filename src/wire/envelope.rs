@@ -32,6 +32,26 @@ pub enum EnvelopeError {
     },
     /// `t` names a type the `control.` prefix reserves for the runtime.
     Reserved(String),
+    /// A field agentd's decoder needs is missing, repeated or of another
+    /// kind (current generation: `v` an unsigned integer up to 255, `t` a
+    /// known type's name, `p` a byte string, each exactly once).
+    Field {
+        /// `v`, `t` or `p`.
+        field: &'static str,
+        /// What is wrong with it.
+        why: FieldFault,
+    },
+}
+
+/// What is wrong with an envelope field (see [`EnvelopeError::Field`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldFault {
+    /// It is not there.
+    Missing,
+    /// It is there more than once.
+    Repeated,
+    /// It is not of the kind the field takes.
+    WrongKind,
 }
 
 impl std::fmt::Display for EnvelopeError {
@@ -47,6 +67,18 @@ impl std::fmt::Display for EnvelopeError {
             }
             EnvelopeError::Reserved(t) => {
                 write!(f, "message type {t:?} is reserved for the runtime")
+            }
+            EnvelopeError::Field { field, why } => {
+                let kind = match *field {
+                    "v" => "an unsigned integer up to 255",
+                    "t" => "a text naming a message type",
+                    _ => "a byte string",
+                };
+                match why {
+                    FieldFault::Missing => write!(f, "envelope has no `{field}`"),
+                    FieldFault::Repeated => write!(f, "envelope has `{field}` more than once"),
+                    FieldFault::WrongKind => write!(f, "envelope's `{field}` is not {kind}"),
+                }
             }
         }
     }

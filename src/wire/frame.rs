@@ -315,8 +315,8 @@ const JUDGED: usize = PREFIX_LEN + ENVELOPE_OPENING_LEN;
 
 /// Could a frame start here? A legal length, a defined flags value, and a
 /// body that opens as our encoders open an envelope (any one-byte
-/// generation), or, with the BULK flag, a plausible bulk header. `true` also
-/// when too few bytes arrived to say no.
+/// generation), or, with the BULK flag, a plausible bulk header, or a
+/// range-lease record. `true` also when too few bytes arrived to say no.
 fn plausible_start(b: &[u8]) -> bool {
     if be_u32(b, 0).is_some_and(|len| check_len(len).is_err()) {
         return false;
@@ -328,6 +328,11 @@ fn plausible_start(b: &[u8]) -> bool {
         return false;
     }
     let body = &b[PREFIX_LEN..];
+    if flags == 0 && body.starts_with(&super::lease::LEASE_MAGIC) {
+        // A range-lease record (current generation) reads as one.
+        let len = be_u32(b, 0).unwrap_or_default() as usize;
+        return len + LEN_PREFIX == super::lease::LEASE_RECORD_LEN;
+    }
     let (body_ok, min_body) = if flags == FLAG_BULK {
         (plausible_bulk(body), BULK_HEADER_LEN + 1)
     } else {

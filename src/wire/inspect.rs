@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 
+use super::envelope::FieldFault;
 use super::{EnvelopeError, MsgType};
 
 /// How deep maps, arrays and tags may nest inside an envelope.
@@ -32,6 +33,44 @@ pub struct Inspected<'a> {
 
 /// Checks an envelope of any type; see the module docs.
 pub fn inspect_envelope(body: &[u8]) -> Result<Inspected<'_>, EnvelopeError> {
+    walk(body).map(|(inspected, _)| inspected)
+}
+
+/// The check a current-generation client envelope must pass before it goes
+/// to agentd, whose decoder ends its whole loop on an envelope it cannot
+/// read (`Message {v: u8, t: MessageType, p: bytes}` through serde): on top
+/// of [`inspect_envelope`], `t` names a type of the message table, `v` is
+/// one unsigned integer up to 255 and `p` one byte string. Stricter than
+/// agentd's decoder where that costs no real sender anything (no trailing
+/// bytes, text keys only).
+pub fn agentd_envelope(body: &[u8]) -> Result<Inspected<'_>, EnvelopeError> {
+    let (inspected, seen) = walk(body)?;
+    if inspected.t.is_none() {
+        return Err(EnvelopeError::UnknownType(inspected.name.into_owned()));
+    }
+    let field = |field, why| Err(EnvelopeError::Field { field, why });
+    for (name, count, value) in [
+        ("v", seen.v, inspected.v.filter(|&v| v <= 255).is_some()),
+        ("p", seen.p, inspected.payload.is_some()),
+    ] {
+        match count {
+            0 => return field(name, FieldFault::Missing),
+            1 if !value => return field(name, FieldFault::WrongKind),
+            1 => {}
+            _ => return field(name, FieldFault::Repeated),
+        }
+    }
+    Ok(inspected)
+}
+
+/// How many `v` and `p` keys an envelope has.
+#[derive(Default)]
+struct Seen {
+    v: u32,
+    p: u32,
+}
+
+fn walk(body: &[u8]) -> Result<(Inspected<'_>, Seen), EnvelopeError> {
     let mut w = Walk { b: body, at: 0 };
     let mut found = Found::default();
     w.top_map(&mut found)?;
@@ -42,12 +81,13 @@ pub fn inspect_envelope(body: &[u8]) -> Result<Inspected<'_>, EnvelopeError> {
     if name.starts_with("control.") {
         return Err(EnvelopeError::Reserved(name.into_owned()));
     }
-    Ok(Inspected {
+    let inspected = Inspected {
         t: MsgType::from_wire(name.as_bytes()),
         name,
         v: found.v,
         payload: found.p,
-    })
+    };
+    Ok((inspected, found.seen))
 }
 
 fn bad(why: &str) -> EnvelopeError {
@@ -59,6 +99,7 @@ struct Found<'a> {
     t: Option<Cow<'a, str>>,
     v: Option<u64>,
     p: Option<Cow<'a, [u8]>>,
+    seen: Seen,
 }
 
 /// A CBOR head: major type, additional info, argument.
@@ -156,8 +197,14 @@ impl<'a> Walk<'a> {
                     }
                     found.t = Some(self.t_value()?);
                 }
-                "v" => found.v = self.uint_or_skip(depth)?,
-                "p" => found.p = self.bytes_or_skip(depth)?,
+                "v" => {
+                    found.seen.v += 1;
+                    found.v = self.uint_or_skip(depth)?;
+                }
+                "p" => {
+                    found.seen.p += 1;
+                    found.p = self.bytes_or_skip(depth)?;
+                }
                 _ => self.item(depth + 1)?,
             }
         }
@@ -542,5 +589,64 @@ mod tests {
             inspect_envelope(&control),
             Err(EnvelopeError::Reserved(_))
         ));
+    }
+
+    /// What agentd's decoder would end its loop on is refused by name: an
+    /// unknown type, and a `v` or `p` missing, repeated or of another kind.
+    #[test]
+    fn wire_agentd_envelope_refuses_what_agentd_cannot_decode() {
+        let ok = encode_envelope_v(10, MsgType::Ping, b"\xa0");
+        assert_eq!(agentd_envelope(&ok).unwrap().t, Some(MsgType::Ping));
+        // {"v": 10, "t": "core.bogus.type", "p": h''}
+        let mut bogus = vec![0xa3, 0x61, b'v', 0x0a, 0x61, b't', 0x6f];
+        bogus.extend_from_slice(b"core.bogus.type");
+        bogus.extend_from_slice(&[0x61, b'p', 0x40]);
+        assert!(inspect_envelope(&bogus).is_ok());
+        assert_eq!(
+            agentd_envelope(&bogus),
+            Err(EnvelopeError::UnknownType("core.bogus.type".into()))
+        );
+        let fault = |field, why| Err(EnvelopeError::Field { field, why });
+        let ping = |entries: &[&[u8]]| {
+            let mut b = vec![0xa0 + entries.len() as u8 + 1, 0x61, b't', 0x69];
+            b.extend_from_slice(b"core.ping");
+            for e in entries {
+                b.extend_from_slice(e);
+            }
+            b
+        };
+        let (v10, p0): (&[u8], &[u8]) = (&[0x61, b'v', 0x0a], &[0x61, b'p', 0x41, 0xa0]);
+        assert!(agentd_envelope(&ping(&[v10, p0])).is_ok());
+        assert_eq!(
+            agentd_envelope(&ping(&[p0])),
+            fault("v", FieldFault::Missing)
+        );
+        assert_eq!(
+            agentd_envelope(&ping(&[v10])),
+            fault("p", FieldFault::Missing)
+        );
+        let v256: &[u8] = &[0x61, b'v', 0x19, 0x01, 0x00];
+        let v_text: &[u8] = &[0x61, b'v', 0x61, b'a'];
+        let p_int: &[u8] = &[0x61, b'p', 0x01];
+        assert_eq!(
+            agentd_envelope(&ping(&[v256, p0])),
+            fault("v", FieldFault::WrongKind)
+        );
+        assert_eq!(
+            agentd_envelope(&ping(&[v_text, p0])),
+            fault("v", FieldFault::WrongKind)
+        );
+        assert_eq!(
+            agentd_envelope(&ping(&[v10, p_int])),
+            fault("p", FieldFault::WrongKind)
+        );
+        assert_eq!(
+            agentd_envelope(&ping(&[v10, v10, p0])),
+            fault("v", FieldFault::Repeated)
+        );
+        assert_eq!(
+            agentd_envelope(&ping(&[v10, p0, p0])),
+            fault("p", FieldFault::Repeated)
+        );
     }
 }

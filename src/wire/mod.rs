@@ -31,17 +31,18 @@ mod bulk;
 mod envelope;
 mod frame;
 mod inspect;
+pub mod lease;
 mod msg;
 pub mod payload;
 
 pub use bulk::{BulkError, BulkHeader, MAX_BULK_PAYLOAD, bulk_header};
 pub use envelope::{
-    Envelope, EnvelopeError, Parts, decode_envelope_full, encode_envelope, encode_envelope_v,
-    peek_envelope, peek_parts,
+    Envelope, EnvelopeError, FieldFault, Parts, decode_envelope_full, encode_envelope,
+    encode_envelope_v, peek_envelope, peek_parts,
 };
 pub use frame::{Frame, FrameDecoder, FrameError, check_len};
 pub(crate) use frame::{ZERO_COPY_MIN, whole_frame_len};
-pub use inspect::{Inspected, MAX_NESTING, inspect_envelope};
+pub use inspect::{Inspected, MAX_NESTING, agentd_envelope, inspect_envelope};
 pub use msg::{CreditClass, MsgInfo, MsgType, Opens, Senders};
 
 /// The legacy generation: the `v` 0.4.4 writes into every envelope.

@@ -204,6 +204,9 @@ pub struct ReadyCurrent {
     /// The sandbox's execution policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_limits: Option<ExecLimits>,
+    /// The range-lease formats the guest reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_lease: Option<RelayLeaseReady>,
 }
 
 /// What the relay reads from a current `core.ready`, leniently: a field it
@@ -216,6 +219,17 @@ pub struct ReadyFacts {
     /// The sandbox's execution policy.
     #[serde(default)]
     pub exec_limits: Option<ExecLimits>,
+    /// The range-lease record formats the guest reads.
+    #[serde(default)]
+    pub relay_lease: Option<RelayLeaseReady>,
+}
+
+/// `core.ready`'s `relay_lease`: the highest lease record format the guest
+/// reads (0.7.13 agentd offers 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayLeaseReady {
+    /// The highest format.
+    pub max_format: u8,
 }
 
 /// The sandbox's execution policy (0.7.13's `ExecLimits`; a missing field
@@ -275,6 +289,10 @@ pub struct RelayClientDisconnected {
     pub id_start: u32,
     /// One past its last id.
     pub id_end_exclusive: u32,
+    /// The departed owner's incarnation, when the range was leased (CBOR:
+    /// an array of 16 unsigned integers, as serde writes `[u8; 16]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<[u8; 16]>,
 }
 
 /// `core.clock.sync`: set the guest's wall clock.

@@ -103,18 +103,27 @@ fn core_current_client_flags_must_be_one_of_five() {
     assert_eq!(violation(&acts, 1), Some(want));
 }
 
-/// `core.shutdown` may come on id 0, with an envelope or an empty body.
+/// `core.shutdown` may come on id 0 with its envelope (as the SDK sends
+/// it); an empty body, which upstream's relay forwards and agentd cannot
+/// decode, is refused.
 #[test]
-fn core_current_shutdown_on_id_zero_with_or_without_a_body() {
-    let empty = Frame::build(0, FLAG_SHUTDOWN, b"").unwrap().into_bytes();
+fn core_current_shutdown_on_id_zero_with_its_envelope_only() {
     let full = frame(V10, MsgType::Shutdown, 0, &());
-    for f in [empty, full] {
-        let mut h = current();
-        h.expect(
-            Event::ClientBytes(ClientId(1), &f),
-            &[Action::ToGuest { frame: f.clone() }, Action::Drain],
-        );
-    }
+    let mut h = current();
+    h.expect(
+        Event::ClientBytes(ClientId(1), &full),
+        &[
+            Action::ToGuest {
+                frame: full.clone(),
+            },
+            Action::Drain,
+        ],
+    );
+    let empty = Frame::build(0, FLAG_SHUTDOWN, b"").unwrap().into_bytes();
+    let mut h = current();
+    let acts = h.client(1, &empty);
+    assert_eq!(violation(&acts, 1), Some(Violation::EmptyBody { id: 0 }));
+    assert!(!acts.contains(&Action::Drain));
     let mut h = current();
     let acts = h.client(1, &stdin(V10, 0, b"x"));
     assert!(matches!(
@@ -180,35 +189,84 @@ fn core_current_relay_and_runtime_types_refused_from_clients() {
     ));
 }
 
-/// A type the relay does not know passes when its envelope is one
-/// well-formed map with a text `t`; otherwise it is refused.
+/// Rule `guest_survives`: a client frame reaches a current guest only if
+/// agentd's own decoder reads it and agentd can answer what it cannot use:
+/// a type of the table (0.7.13 agentd's loop ends on any other name), one
+/// `v` of 5 or more (it cannot answer an older sender with `core.error`),
+/// one byte-string `p`, a body at all. Each refusal costs the sender only.
 #[test]
-fn core_current_unknown_types_pass_when_well_formed() {
+fn core_current_only_what_agentd_decodes_passes() {
     let id = cid(0);
     let mut h = current();
-    let f = named(V10, "core.next.thing", id, 0, &[0xa0]);
+    let ok = named(V10, "core.ping", id, 0, &[0xa0]);
     h.expect(
-        Event::ClientBytes(ClientId(1), &f),
-        &[Action::ToGuest { frame: f.clone() }],
+        Event::ClientBytes(ClientId(1), &ok),
+        &[Action::ToGuest { frame: ok.clone() }],
     );
-    let mut trailing = f.to_vec();
+    let v5 = named(5, "core.ping", id + 1, 0, &[0xa0]);
+    h.expect(
+        Event::ClientBytes(ClientId(1), &v5),
+        &[Action::ToGuest { frame: v5.clone() }],
+    );
+    type Rule = fn(&Violation) -> bool;
+    let mut trailing = ok.to_vec();
     trailing.push(0);
     trailing[3] += 1;
-    let acts = h.client(1, &trailing);
-    assert!(matches!(
-        violation(&acts, 1),
-        Some(Violation::Envelope {
-            error: EnvelopeError::TrailingBytes(1),
-            ..
-        })
-    ));
-    let mut h = current();
-    let f = named(V10, "core.next.thing", id, FLAG_SHUTDOWN, &[0xa0]);
-    let acts = h.client(1, &f);
-    assert!(matches!(
-        violation(&acts, 1),
-        Some(Violation::UnknownTypeFlags { .. })
-    ));
+    let mut no_p = vec![0xa2, 0x61, b'v', 0x0a, 0x61, b't', 0x69];
+    no_p.extend_from_slice(b"core.ping");
+    let cases: [(Bytes, Rule); 6] = [
+        (
+            named(V10, "core.bogus.type", id, 0, &[0xa0]),
+            |v| matches!(v, Violation::Envelope { error: EnvelopeError::UnknownType(t), .. } if t == "core.bogus.type"),
+        ),
+        (
+            named(V10, "core.next.thing", id, FLAG_SHUTDOWN, &[0xa0]),
+            |v| {
+                matches!(
+                    v,
+                    Violation::Envelope {
+                        error: EnvelopeError::UnknownType(_),
+                        ..
+                    }
+                )
+            },
+        ),
+        (Bytes::from(trailing), |v| {
+            matches!(
+                v,
+                Violation::Envelope {
+                    error: EnvelopeError::TrailingBytes(1),
+                    ..
+                }
+            )
+        }),
+        (named(1, "core.ping", id, 0, &[0xa0]), |v| {
+            matches!(v, Violation::OldGeneration { v: 1, .. })
+        }),
+        (body_frame(id, 0, &no_p), |v| {
+            matches!(
+                v,
+                Violation::Envelope {
+                    error: EnvelopeError::Field { field: "p", .. },
+                    ..
+                }
+            )
+        }),
+        (body_frame(0, FLAG_SHUTDOWN, &[]), |v| {
+            matches!(v, Violation::EmptyBody { id: 0 })
+        }),
+    ];
+    for (f, why) in cases {
+        let mut h = current();
+        let acts = h.client(1, &f);
+        let notice = client_disconnected(V10, crange(0));
+        assert_eq!(to_guest(&acts), vec![notice], "only the departure's notice");
+        let v = violation(&acts, 1).unwrap_or_else(|| panic!("{acts:?}"));
+        assert!(why(&v), "{v:?}");
+        let other = empty(V10, MsgType::Ping, cid(1));
+        let acts = h.client(2, &other);
+        assert_eq!(to_guest(&acts), vec![other], "the other client carries on");
+    }
 }
 
 /// A client's raw bulk record: a valid host-to-guest header on an id it has

@@ -25,6 +25,7 @@ pub(super) fn notice_frame(v: u8, range: IdRange) -> Bytes {
     let notice = RelayClientDisconnected {
         id_start: range.start,
         id_end_exclusive: range.end,
+        incarnation: None,
     };
     build_frame_v(v, MsgType::RelayClientDisconnected, 0, &notice).into_bytes()
 }

@@ -335,6 +335,7 @@ impl World {
                 let other = RelayClientDisconnected {
                     id_start: range.end + 1,
                     id_end_exclusive: range.end.wrapping_add(range.end - range.start + 1),
+                    incarnation: None,
                 };
                 out = frames::frame(V, MsgType::RelayClientDisconnected, id, &other).into();
             }

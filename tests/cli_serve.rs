@@ -333,3 +333,51 @@ fn cli_serve_exec_log_is_owner_only_whatever_the_umask() {
     kill("TERM", child.id());
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }
+
+/// `--guest-bootstrap`: a file that cannot be read, is not JSON, has a
+/// field 0.7.13's bootstrap does not, or unusable exec limits is refused at
+/// start (exit 2) with its path and the cause, before anything is bound.
+#[test]
+fn cli_serve_refuses_a_bad_guest_bootstrap_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("relay.sock");
+    let guest = dir.path().join("guest.sock");
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let missing = dir.path().join("missing.json").to_str().unwrap().to_owned();
+    let cases = [
+        (
+            missing.clone(),
+            "cannot read it: no such file or directory".to_owned(),
+        ),
+        (file("a.json", "{"), "not a guest bootstrap".to_owned()),
+        (
+            file("b.json", r#"{"defualt_env": []}"#),
+            "unknown field `defualt_env`".to_owned(),
+        ),
+        (
+            file("c.json", r#"{"exec_limits": {"max_executions": 0}}"#),
+            "exec_limits: max_executions is 0".to_owned(),
+        ),
+    ];
+    for (path, needle) in cases {
+        let args = [
+            "serve",
+            "--guest-unix",
+            guest.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--guest-bootstrap",
+            &path,
+        ];
+        let out = run(&args, b"");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert!(err.contains(&format!("--guest-bootstrap {path}")), "{err}");
+        assert!(err.contains(&needle), "{path}: {err}");
+        assert!(!socket.exists());
+    }
+}

@@ -503,3 +503,140 @@ fn compat7_types_clients_may_not_send_close_the_sender() {
         assert!(closed, "{}: {acts:?}", t.as_str());
     }
 }
+
+// -------------------------------------------------------------------------------------------------
+// The bootstrap and range leases
+// -------------------------------------------------------------------------------------------------
+
+/// Every field of a guest bootstrap, as JSON a 0.7.13 runtime would write.
+const FULL_BOOTSTRAP: &str = r#"{
+  "init_failure_ack": true,
+  "block_root": {"kind": "oci-erofs", "lower": "/dev/vda", "upper": {"kind": "tmpfs", "size_mib": 512}},
+  "dir_mounts": [{"tag": "ws", "guest_path": "/ws", "flags": {"noexec": true}}],
+  "file_mounts": [{"tag": "cfg", "filename": "a.json", "guest_path": "/etc/a.json", "flags": {"readonly": true}}],
+  "disk_mounts": [{"id": "data", "guest_path": "/data", "fstype": "ext4"}],
+  "tmpfs_mounts": [{"path": "/tmp", "size_mib": 64, "mode": 1023}],
+  "hostname": "box",
+  "host_alias": "host.internal",
+  "network": {"interface": "eth0", "mac": [2, 0, 0, 0, 0, 2], "mtu": 1500,
+              "ipv4": {"address": "172.16.0.2", "prefix_len": 30, "gateway": "172.16.0.1", "dns": "172.16.0.1"},
+              "ipv6": {"address": "fd42::2", "prefix_len": 64, "gateway": "fd42::1"}},
+  "rlimits": [{"resource": "nofile", "soft": 1024, "hard": 4096}],
+  "user": "1000:1000",
+  "default_cwd": "/ws",
+  "default_env": [{"key": "GREETING", "value": "snowman \u2603"}],
+  "security_profile": "restricted",
+  "handoff_init": {"cmd": "/sbin/init", "args": ["--x"], "env": [{"key": "A", "value": "B"}]},
+  "exec_limits": {"max_executions": 8}
+}"#;
+
+/// The bootstrap frame the relay sends (`serve --guest-bootstrap`,
+/// `Shell::bootstrap`) is what 0.7.13 reads: the same JSON parsed by the
+/// crate's `GuestBootstrap` and by ours, then ours encoded, decodes with the
+/// crate's codec to the crate's value (every field, addresses and enums
+/// included); it is the first thing the relay hands the guest, outside
+/// credit, before any client or ready.
+#[test]
+fn compat7_bootstrap_frame_decodes_to_the_crates_bootstrap() {
+    use agent_relay::wire::bootstrap::GuestBootstrap;
+    let want: msp7::bootstrap::GuestBootstrap = serde_json::from_str(FULL_BOOTSTRAP).unwrap();
+    let ours: GuestBootstrap = serde_json::from_str(FULL_BOOTSTRAP).unwrap();
+    let frame = ours.frame().into_bytes();
+    let got: msp7::bootstrap::GuestBootstrap = decoded(&frame, MessageType::Bootstrap, 0, 0);
+    assert_eq!(got, want);
+    let misspelt = r#"{"defualt_env": []}"#;
+    let err = serde_json::from_str::<GuestBootstrap>(misspelt).unwrap_err();
+    assert!(err.to_string().contains("defualt_env"), "{err}");
+
+    let cfg = Config {
+        bootstrap: Some(frame.clone()),
+        ..Config::current()
+    };
+    let mut relay = Relay::new(cfg);
+    relay.handle(0, Event::ClientConnected(ClientId(1)));
+    let first = std::iter::from_fn(|| relay.poll_action()).collect::<Vec<_>>();
+    assert_eq!(to_guest(&first), vec![frame]);
+    assert_eq!(relay.counters().used_control_frames, 0);
+}
+
+/// Rule `range_leases` against 0.7.13's own record codec: with a ready that
+/// offers `relay_lease` format 1, each client's connected record (read with
+/// the crate's decoder) names its canonical range and a nonzero incarnation
+/// of its own, ahead of its frames; the departure's notice names the same
+/// incarnation; the slot stays taken until the crate's disconnect ack for
+/// that incarnation arrives, and is then free, with its execution released.
+#[test]
+fn compat7_range_lease_records_notice_and_ack() {
+    use msp7::transport::{
+        RelayClientDisconnectedAck, RelayLeaseReady, encode_relay_client_disconnected_ack,
+        try_decode_relay_client_connected_from_bytes,
+    };
+    let ready = Ready {
+        agent_version: "0.7.13".into(),
+        workload_transport_barrier_version: Some(2),
+        exec_limits: Some(limits(1)),
+        relay_lease: Some(RelayLeaseReady::range_lease_v1()),
+        ..Ready::default()
+    };
+    let mut d = Drive::new(Config {
+        current_clients: 2,
+        incarnation_seed: 7,
+        ..Config::current()
+    });
+    d.guest(&message(MessageType::Ready, 0, &ready));
+    let connected = |acts: &[Action]| {
+        let frames = to_guest(acts);
+        assert_eq!(frames.len(), 1, "{acts:?}");
+        let mut buf = bytes::BytesMut::from(&frames[0][..]);
+        let r = try_decode_relay_client_connected_from_bytes(&mut buf)
+            .expect("0.7.13 reads the record")
+            .expect("a whole record");
+        assert!(buf.is_empty());
+        r
+    };
+    let first = connected(&d.ev(Event::ClientConnected(ClientId(1))));
+    assert_eq!(
+        (first.id_start, first.id_end_exclusive),
+        relay_client_id_range(0).unwrap()
+    );
+    assert_ne!(first.incarnation, [0; 16]);
+    let second = connected(&d.ev(Event::ClientConnected(ClientId(2))));
+    assert_ne!(second.incarnation, first.incarnation);
+    let start = first.id_start;
+    assert_eq!(to_guest(&d.client(1, &exec7(start))).len(), 1);
+    let acts = d.ev(Event::ClientDisconnected(ClientId(1)));
+    let frames = to_guest(&acts);
+    assert_eq!(frames.len(), 2, "the kill, then the notice: {acts:?}");
+    let notice: RelayClientDisconnected =
+        decoded(&frames[1], MessageType::RelayClientDisconnected, 0, 0);
+    assert_eq!(notice.incarnation, Some(first.incarnation));
+    // Slot 0 awaits its ack: a third client is refused (slot 1 is taken),
+    // and client 2's exec is over the limit while the departed one counts.
+    let acts = d.ev(Event::ClientConnected(ClientId(3)));
+    assert!(
+        matches!(acts.as_slice(), [Action::Refuse { .. }]),
+        "{acts:?}"
+    );
+    let acts = d.client(2, &exec7(second.id_start));
+    assert!(to_guest(&acts).is_empty(), "refused at the limit: {acts:?}");
+    let stale = RelayClientDisconnectedAck {
+        id_start: first.id_start,
+        id_end_exclusive: first.id_end_exclusive,
+        incarnation: second.incarnation,
+    };
+    d.guest(&encode_relay_client_disconnected_ack(stale));
+    assert_eq!(d.relay.counters().lease_acks_ignored, 1);
+    let ack = RelayClientDisconnectedAck {
+        id_start: first.id_start,
+        id_end_exclusive: first.id_end_exclusive,
+        incarnation: first.incarnation,
+    };
+    d.guest(&encode_relay_client_disconnected_ack(ack));
+    assert_eq!(d.relay.counters().lease_acks, 1);
+    assert_eq!(d.relay.counters().guest_corrupt, 0);
+    let again = connected(&d.ev(Event::ClientConnected(ClientId(4))));
+    assert_eq!(again.id_start, first.id_start);
+    assert_ne!(again.incarnation, first.incarnation);
+    let acts = d.client(2, &exec7(second.id_start + 1));
+    assert_eq!(to_guest(&acts).len(), 1, "the execution was released");
+}

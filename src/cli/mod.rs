@@ -132,6 +132,13 @@ pub struct ServeArgs {
     /// current with `--protocol current`, else legacy].
     #[arg(long, value_enum)]
     pub demo_protocol: Option<DemoProtocol>,
+    /// Send this guest bootstrap first: a JSON file in the shape of
+    /// microsandbox 0.7.13's `GuestBootstrap` (e.g. `{"exec_limits": {},
+    /// "default_env": [{"key": "K", "value": "V"}]}`), written to the guest as
+    /// one `core.bootstrap` frame before anything else. A 0.7.13 guest agent
+    /// waits for it; in microsandbox the runtime writes it.
+    #[arg(long, value_name = "FILE")]
+    pub guest_bootstrap: Option<PathBuf>,
     /// Memory bounds and timers.
     #[command(flatten)]
     pub limits: LimitArgs,

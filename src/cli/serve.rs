@@ -28,6 +28,7 @@ use crate::shell::{
     BindError, BoxConnection, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
 };
 use crate::wire::MAX_FRAME_LEN;
+use crate::wire::bootstrap::GuestBootstrap;
 
 /// Bytes the in-process duplex to the demo agent buffers each way.
 pub const DEMO_DUPLEX: usize = 1 << 20;
@@ -52,6 +53,8 @@ pub struct Settings {
     pub config: Config,
     /// exec.log, if asked for.
     pub exec_log: Option<ExecLogOptions>,
+    /// The guest bootstrap, if asked for.
+    pub bootstrap: Option<GuestBootstrap>,
 }
 
 fn millis(d: Duration) -> Millis {
@@ -195,7 +198,45 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             show_size(MIN_LOG_QUEUE)
         ));
     }
-    Ok(Settings { config, exec_log })
+    let bootstrap = match &args.guest_bootstrap {
+        Some(_) if args.guest.demo_agent => {
+            return Err(
+                "--guest-bootstrap is for a real guest agent (--guest-unix or \
+                        --guest-listen); the demo agent takes no bootstrap"
+                    .to_owned(),
+            );
+        }
+        Some(path) => Some(read_bootstrap(path)?),
+        None => None,
+    };
+    Ok(Settings {
+        config,
+        exec_log,
+        bootstrap,
+    })
+}
+
+/// Reads and checks `--guest-bootstrap`'s file; the error names the path
+/// and the cause.
+pub fn read_bootstrap(path: &Path) -> Result<GuestBootstrap, String> {
+    let shown = path.display();
+    let text = std::fs::read(path).map_err(|e| {
+        format!(
+            "--guest-bootstrap {shown}: cannot read it: {}",
+            io_cause(&e)
+        )
+    })?;
+    let bootstrap: GuestBootstrap = serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "--guest-bootstrap {shown}: not a guest bootstrap (0.7.13 GuestBootstrap JSON): {e}"
+        )
+    })?;
+    if let Some(limits) = &bootstrap.exec_limits {
+        limits
+            .validate()
+            .map_err(|why| format!("--guest-bootstrap {shown}: exec_limits: {why}"))?;
+    }
+    Ok(bootstrap)
 }
 
 /// Why `serve` stopped.
@@ -282,6 +323,9 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
     let slots = (settings.config.max_clients, settings.config.current_clients);
     let Guest { io, agent } = guest;
     let mut shell = Shell::with_listener(listener, GuestPort::stream(io)).config(settings.config);
+    if let Some(bootstrap) = settings.bootstrap {
+        shell = shell.bootstrap(bootstrap);
+    }
     if let Some(log) = exec_log {
         shell = shell.exec_log_writer(log);
     }

@@ -44,6 +44,7 @@ impl Relay {
             assert_eq!(self.active_execs, sums.execs, "active executions");
         }
         self.check_fences();
+        self.check_leases();
         if self.layout.is_none() {
             assert!(
                 self.slots.is_empty(),
@@ -89,6 +90,34 @@ impl Relay {
             );
         }
         sums
+    }
+
+    /// Incarnations: held by live owners only, awaited by departed ones
+    /// only, never zero, never two alike.
+    fn check_leases(&self) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.incarnation.is_some() {
+                assert!(
+                    slot.conn.is_some(),
+                    "slot {i}: an incarnation without a client"
+                );
+            }
+            if slot.awaiting.is_some() {
+                assert!(
+                    slot.conn.is_none(),
+                    "slot {i}: awaits an ack but has a client"
+                );
+                assert!(
+                    slot.quarantine_until.is_none(),
+                    "slot {i}: leased and timed"
+                );
+            }
+            for inc in slot.incarnation.iter().chain(slot.awaiting.iter()) {
+                assert_ne!(*inc, [0; 16], "slot {i}: a zero incarnation");
+                assert!(seen.insert(*inc), "slot {i}: an incarnation twice");
+            }
+        }
     }
 
     fn check_fences(&self) {

@@ -98,6 +98,7 @@ impl Relay {
             mark: Mark::Plain,
         };
         self.enqueue(out, true);
+        self.pump_guest();
     }
 
     /// The departing owner's incarnation for its notice; from now on the

@@ -23,8 +23,7 @@ use super::scheduler::{Mark, Outbound};
 use super::tap::GuestFrame;
 use super::types::{Action, Protocol, StartupFailure};
 use crate::wire::payload::{
-    CoreError, ExecLimits, INITIALIZATION_FAILED, InitAck, ReadyFacts, build_frame_v,
-    decode_payload,
+    CoreError, INITIALIZATION_FAILED, InitAck, ReadyFacts, build_frame_v, decode_payload,
 };
 use crate::wire::{CreditClass, FLAG_TERMINAL, MsgType, peek_envelope};
 
@@ -139,7 +138,9 @@ impl Relay {
         }
         self.leases.on = facts.relay_lease.is_some_and(|l| l.max_format >= 1);
         if let Some(limits) = facts.exec_limits {
-            check_limits(&limits).map_err(|why| StartupFailure::BadExecLimits { why })?;
+            limits
+                .validate()
+                .map_err(|why| StartupFailure::BadExecLimits { why })?;
             self.exec_limits = Some(limits);
         }
         Ok(())
@@ -169,40 +170,14 @@ impl Relay {
     }
 }
 
-/// The checks 0.7.13 makes of an execution policy.
-fn check_limits(l: &ExecLimits) -> Result<(), String> {
-    const CHUNK_MAX: u32 = (4 << 20) - 1024;
-    if l.max_executions == 0 {
-        return Err("max_executions is 0".into());
-    }
-    if l.stdin_chunk_size == 0 || l.stdin_chunk_size > l.input_limit {
-        return Err(format!(
-            "stdin_chunk_size {} is not within 1..={} (input_limit)",
-            l.stdin_chunk_size, l.input_limit
-        ));
-    }
-    if l.stdin_chunk_size > CHUNK_MAX || l.output_chunk_size > CHUNK_MAX {
-        return Err(format!("a chunk size is over {CHUNK_MAX} bytes"));
-    }
-    if l.output_chunk_size == 0 || u64::from(l.output_chunk_size) + 256 > u64::from(l.output_limit)
-    {
-        return Err(format!(
-            "output_chunk_size {} plus 256 is over output_limit {}",
-            l.output_chunk_size, l.output_limit
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::check_limits;
     use crate::wire::payload::ExecLimits;
 
     fn with(f: impl FnOnce(&mut ExecLimits)) -> Result<(), String> {
         let mut l = ExecLimits::default();
         f(&mut l);
-        check_limits(&l)
+        l.validate()
     }
 
     /// Each of 0.7.13's checks at its boundary: the last value it takes and

@@ -90,6 +90,7 @@ pub use unix::{BindError, HangupWatch, UnixSocketListener};
 
 use crate::core::{Config, Counters, Relay};
 use crate::exec_log::{ExecLog, ExecLogOptions};
+use crate::wire::bootstrap::GuestBootstrap;
 use transport::ErasedListener;
 
 /// A client asked the sandbox to shut down (a `core.shutdown` frame went to
@@ -129,6 +130,7 @@ pub struct Shell {
     exec_log: Option<ExecLogSetup>,
     state: ShellState,
     drain: Option<mpsc::Sender<DrainNotice>>,
+    bootstrap: Option<GuestBootstrap>,
 }
 
 /// exec.log as configured: to be opened by [`Shell::run`], or open already.
@@ -227,6 +229,7 @@ impl Shell {
                 guest_closed: watch::channel(false).0,
             },
             drain: None,
+            bootstrap: None,
         }
     }
 
@@ -234,6 +237,16 @@ impl Shell {
     /// 0.4.4 SDK's layout). `max_clients` must be at least 1.
     pub fn config(mut self, config: Config) -> Shell {
         self.config = config;
+        self
+    }
+
+    /// Sends `bootstrap` as the guest's first frame (`core.bootstrap`, id 0,
+    /// flags 0, outside input credit), for a guest agent that waits for one
+    /// before anything else, as 0.7.13 agentd does; in microsandbox the
+    /// runtime writes it, so set it only when the relay owns the guest
+    /// channel alone.
+    pub fn bootstrap(mut self, bootstrap: GuestBootstrap) -> Shell {
+        self.bootstrap = Some(bootstrap);
         self
     }
 
@@ -290,7 +303,14 @@ impl Shell {
             exec_log,
             state,
             drain,
+            bootstrap,
         } = self;
+        if let Some(b) = bootstrap {
+            config.bootstrap = Some(b.frame().into_bytes());
+        }
+        if config.incarnation_seed == 0 {
+            config.incarnation_seed = os_seed();
+        }
         let listener: Box<dyn ErasedListener> = match transport {
             Transport::Unix(path) => {
                 let listener = UnixSocketListener::bind(&path).map_err(ShellError::Bind)?;
@@ -320,6 +340,20 @@ impl Shell {
             Ok(None) => Ok(()),
             Ok(Some(why)) => Err(ShellError::Startup(why)),
             Err(e) => Err(ShellError::GuestPort(e)),
+        }
+    }
+}
+
+/// A seed from the operating system's randomness (for range-lease
+/// incarnations); falls back to the process's hash keys, which the standard
+/// library also draws from it.
+fn os_seed() -> u64 {
+    let mut b = [0u8; 8];
+    match rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()) {
+        Ok(8) => u64::from_ne_bytes(b),
+        _ => {
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one(std::process::id())
         }
     }
 }

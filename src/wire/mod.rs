@@ -27,6 +27,7 @@ macro_rules! pub_if_testing {
     };
 }
 
+pub mod bootstrap;
 mod bulk;
 mod envelope;
 mod frame;

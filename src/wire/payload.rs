@@ -261,6 +261,36 @@ impl Default for ExecLimits {
     }
 }
 
+impl ExecLimits {
+    /// The checks 0.7.13 makes of an execution policy: chunks that fit a
+    /// frame and their allowances, at least one execution.
+    pub fn validate(&self) -> Result<(), String> {
+        const CHUNK_MAX: u32 = (4 << 20) - 1024;
+        const OUTPUT_OVERHEAD: u64 = 256;
+        if self.max_executions == 0 {
+            return Err("max_executions is 0".into());
+        }
+        if self.stdin_chunk_size == 0 || self.stdin_chunk_size > self.input_limit {
+            return Err(format!(
+                "stdin_chunk_size {} is not within 1..={} (input_limit)",
+                self.stdin_chunk_size, self.input_limit
+            ));
+        }
+        if self.stdin_chunk_size > CHUNK_MAX || self.output_chunk_size > CHUNK_MAX {
+            return Err(format!("a chunk size is over {CHUNK_MAX} bytes"));
+        }
+        if self.output_chunk_size == 0
+            || u64::from(self.output_chunk_size) + OUTPUT_OVERHEAD > u64::from(self.output_limit)
+        {
+            return Err(format!(
+                "output_chunk_size {} plus {OUTPUT_OVERHEAD} is over output_limit {}",
+                self.output_chunk_size, self.output_limit
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `core.init.ack`: the host took the guest's init context, or (with
 /// `failure`) saved its initialization failure.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -434,6 +434,7 @@ impl Checker {
         self.touched = touched;
         self.after_event_boundedness(relay);
         self.after_event_leases(relay);
+        self.after_event_credit(relay);
         self.after_event_init_ack();
         self.after_event_control_first();
     }

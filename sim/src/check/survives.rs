@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use msp7::codec::{DecodedFrame, try_decode_frame_from_bytes};
+use msp7::codec::{DecodedFrame, decode_message_frame, try_decode_frame_from_bytes};
 use msp7::message::{Message, MessageType};
 use msp7::transport::{try_decode_relay_client_connected_from_bytes, validate_relay_client_range};
 
@@ -78,19 +78,29 @@ impl Checker {
 impl Reader {
     /// Why agentd's reader would end its loop on `frame`, if it would.
     fn agentd(&mut self, frame: &[u8]) -> Option<String> {
-        self.buf.clear();
-        self.buf.extend_from_slice(frame);
         if frame.get(9..13) == Some(b"MSBL") {
+            self.fill(frame);
             return self.connected(frame.len());
         }
-        let decoded = match try_decode_frame_from_bytes(&mut self.buf) {
-            Ok(Some(_)) if !self.buf.is_empty() => return Some("read past the frame".into()),
-            Ok(Some(d)) => d,
-            Ok(None) => return Some("a partial frame".into()),
-            Err(e) => return Some(format!("decode frame: {e}")),
-        };
-        let DecodedFrame::Control(msg) = decoded else {
-            return None; // a raw bulk record the decoder took
+        let flags = frame.get(8).copied().unwrap_or(0);
+        let whole = frame.len() >= PREFIX_LEN && frame_len(frame) + 4 == frame.len();
+        let msg = if flags & FLAG_BULK == 0 && whole {
+            // What `try_decode_frame_from_bytes` does with a whole frame
+            // without the BULK flag (`decode_message_frame` checks its
+            // length), without copying it into a buffer first.
+            match decode_message_frame(frame) {
+                Ok(msg) => msg,
+                Err(e) => return Some(format!("decode frame: {e}")),
+            }
+        } else {
+            self.fill(frame);
+            match try_decode_frame_from_bytes(&mut self.buf) {
+                Ok(Some(_)) if !self.buf.is_empty() => return Some("read past the frame".into()),
+                Ok(Some(DecodedFrame::Control(msg))) => msg,
+                Ok(Some(_)) => return None, // a raw bulk record the decoder took
+                Ok(None) => return Some("a partial frame".into()),
+                Err(e) => return Some(format!("decode frame: {e}")),
+            }
         };
         let mute = !MessageType::CoreError.is_available_at(msg.v);
         if mute {
@@ -115,6 +125,11 @@ impl Reader {
             return self.notice(&msg);
         }
         None
+    }
+
+    fn fill(&mut self, frame: &[u8]) {
+        self.buf.clear();
+        self.buf.extend_from_slice(frame);
     }
 
     /// A record with the lease magic, `len` bytes: a connected record.
@@ -181,6 +196,15 @@ impl Reader {
         }
     }
 }
+
+/// The length field of a frame (at least 4 bytes).
+fn frame_len(frame: &[u8]) -> usize {
+    u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize
+}
+
+/// Bytes before a frame's body: length, id, flags.
+const PREFIX_LEN: usize = 9;
+const FLAG_BULK: u8 = 0x08;
 
 /// Whether the handler agentd runs for `msg`'s type can decode its payload
 /// (the types whose handler decodes one, `AD/agent.rs` 2536-3250; the others

@@ -102,6 +102,29 @@ fn sim_seed_0x2e_data_made_fair_by_a_forgotten_slot_leaves() {
     assert_passes(name, &case);
 }
 
+/// Range leases: shrunk against a core that frees a leased slot at the
+/// disconnect notice instead of the guest's acknowledgement, which fails it
+/// with `inv_range_leases` at event #8 (a new client gets the slot while the
+/// guest still holds the old owner's incarnation); the real core passes.
+#[test]
+fn sim_seed_0x4_leased_slot_waits_for_the_guests_ack() {
+    let name = "seed_0000000000000004.case";
+    let case = load(name);
+    assert_eq!(case.invariant.name(), "inv_range_leases");
+    assert_passes(name, &case);
+}
+
+/// Rule `guest_survives`: shrunk against a core whose disconnect notice
+/// omits a leased slot's incarnation, which 0.7.13 agentd's loop ends on
+/// (`inv_guest_survives` at event #6); the real core passes.
+#[test]
+fn sim_seed_0x0_leased_notice_names_the_incarnation() {
+    let name = "seed_0000000000000000.case";
+    let case = load(name);
+    assert_eq!(case.invariant.name(), "inv_guest_survives");
+    assert_passes(name, &case);
+}
+
 /// The generation is drawn from a stream of its own: a seed the swarm
 /// keeps legacy makes the draws, and so the world and the digest, it made
 /// before current worlds existed (these digests are main 0ac4bf7's).

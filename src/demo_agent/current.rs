@@ -1,6 +1,7 @@
 //! The demo agent's current-generation (10) side: the init exchange before
-//! ready, the input credit it grants back as it consumes input, and the few
-//! payloads only this generation has.
+//! ready, the check of each frame against what agentd's decoder takes, the
+//! input credit it grants back as it consumes input, and the few payloads
+//! only this generation has.
 //!
 //! Credit: the agent counts every frame it reads after its `core.ready`
 //! exactly as the relay charges it (the whole frame, its 4-byte length
@@ -11,12 +12,14 @@
 //! written into the child's pipe (or dropped because the session ended).
 //! Each consumption travels as a [`CreditToken`] that reports itself when
 //! dropped, so stdin held for a process that does not read it keeps its
-//! credit. One task turns the reports into absolute cumulative
+//! credit. A range-lease record is charged 41 bytes and one frame of
+//! control credit, consumed at once. One task turns the reports into absolute cumulative
 //! `core.workload.transport.credit` grants on id `u32::MAX` (flags 0): the
 //! starting grants plus everything consumed, one message per wake-up.
 //!
 //! It must never decide anything for the relay: it is a guest.
 
+use std::borrow::Cow;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::time::Instant;
@@ -24,11 +27,15 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{DemoAgent, Link};
+use super::{DemoAgent, Input, Link, Out};
 use crate::wire::payload::{
-    ExecLimits, InitAck, ReadyCurrent, WorkloadTransportCredit, build_frame_v, decode_payload,
+    ExecLimits, InitAck, ReadyCurrent, RelayLeaseReady, WorkloadTransportCredit, build_frame_v,
+    decode_payload,
 };
-use crate::wire::{CURRENT_VERSION, CreditClass, Frame, MsgType, peek_envelope};
+use crate::wire::{
+    CURRENT_VERSION, CreditClass, FLAG_BULK, Frame, MsgType, agentd_envelope, bulk_header,
+    peek_envelope,
+};
 
 /// The protocol's starting control grant, bytes (0.7.13 `core.rs`).
 pub const START_CONTROL_BYTES: u64 = 8 << 20;
@@ -40,8 +47,18 @@ pub const START_DATA_BYTES: u64 = 32 << 20;
 pub const START_DATA_FRAMES: u64 = 256;
 /// The input-credit contract the agent advertises in its ready.
 const BARRIER_VERSION: u8 = 2;
+/// The highest range-lease record format the agent reads.
+const LEASE_FORMAT: u8 = 1;
 /// The id of workload control, where credit travels.
 const WORKLOAD_CONTROL_ID: u32 = u32::MAX;
+
+/// The generation from which a sender can read `core.error` (0.7.13's
+/// `min_protocol_version`); agentd cannot answer an older one.
+pub(super) const CORE_ERROR_SINCE: u8 = 5;
+/// `core.error` kind: a payload that does not decode or is refused.
+pub(super) const INVALID_PAYLOAD: &str = "invalid_payload";
+/// `core.error` kind: flags other than the type's.
+pub(super) const INVALID_FLAGS: &str = "invalid_flags";
 
 /// `core.init.resolved`: the guest's default user.
 #[derive(Debug, Serialize)]
@@ -55,8 +72,9 @@ struct ResolvedUser {
     gid: u32,
 }
 
-/// `core.pong` (and any other empty map).
-#[derive(Debug, Serialize)]
+/// `core.ping`, `core.touch` and `core.pong`: an empty map (read as
+/// 0.7.13's `Ping {}` and `Touch {}` are).
+#[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Empty {}
 
 /// `core.touched`.
@@ -65,17 +83,53 @@ pub(super) struct Touched {
     pub activity_seq: u64,
 }
 
-/// `core.relay.client.disconnected`, as far as the agent reads it.
-#[derive(Debug, Deserialize)]
-pub(super) struct RangeGone {
-    pub id_start: u32,
-    pub id_end_exclusive: u32,
+/// `core.error` as agentd sends it after ready.
+#[derive(Debug, Serialize)]
+pub(super) struct CoreErrorReply {
+    pub kind: &'static str,
+    pub message: String,
+    pub offending_type: Option<&'static str>,
 }
 
-/// `core.clock.sync`.
-#[derive(Debug, Deserialize)]
-pub(super) struct ClockSync {
-    pub unix_time_nanos: u64,
+/// A frame agentd's decoder takes.
+#[derive(Debug)]
+pub(super) enum Checked<'a> {
+    /// A raw bulk record with a well-formed header.
+    Bulk,
+    /// A message of a known type.
+    Message {
+        /// Its type.
+        t: MsgType,
+        /// The sender's generation.
+        v: u8,
+        /// The payload's CBOR.
+        payload: Cow<'a, [u8]>,
+    },
+}
+
+/// Checks `frame` as agentd's decoder reads it (`try_decode_frame_from_bytes`:
+/// a bulk record's header, or an envelope `{v: u8, t: MessageType, p:
+/// bytes}`); the error is the cause that ends agentd's loop.
+pub(super) fn check_frame(frame: &Frame) -> Result<Checked<'_>, String> {
+    let (flags, body) = (frame.flags(), frame.body());
+    if flags & FLAG_BULK != 0 {
+        if flags != FLAG_BULK {
+            return Err(
+                "decode frame: invalid bulk frame: bulk flag cannot be combined with control flags"
+                    .to_owned(),
+            );
+        }
+        bulk_header(body).map_err(|e| format!("decode frame: invalid bulk frame: {e}"))?;
+        return Ok(Checked::Bulk);
+    }
+    if body.is_empty() {
+        return Err("decode frame: the frame has no body (no envelope)".to_owned());
+    }
+    let env = agentd_envelope(body).map_err(|e| format!("decode frame: {e}"))?;
+    match (env.t, env.v.and_then(|v| u8::try_from(v).ok()), env.payload) {
+        (Some(t), Some(v), Some(payload)) => Ok(Checked::Message { t, v, payload }),
+        _ => Err("decode frame: the envelope lacks `v`, `t` or `p`".to_owned()),
+    }
 }
 
 /// One frame consumed: its class and its bytes on the wire.
@@ -110,20 +164,12 @@ impl Drop for CreditToken {
     }
 }
 
-/// The frame's input-credit class, as the relay charges it.
-pub(super) fn class_of(frame: &Frame, t: Option<MsgType>) -> CreditClass {
-    if frame.flags() == crate::wire::FLAG_BULK {
-        return CreditClass::Data;
-    }
-    t.map_or(CreditClass::Control, MsgType::credit)
-}
-
 /// Sends `core.init.resolved`, waits for `core.init.ack`, then sends the
 /// ready. `None` if the host closed the stream first.
 pub(super) async fn start<R>(
     agent: &DemoAgent,
     link: &mut Link<R>,
-    out: &mpsc::Sender<Frame>,
+    out: &mpsc::Sender<Out>,
     started: Instant,
 ) -> io::Result<Option<mpsc::UnboundedSender<Used>>>
 where
@@ -134,12 +180,15 @@ where
         default_user: ResolvedUser { uid, gid },
     };
     let frame = build_frame_v(CURRENT_VERSION, MsgType::InitResolved, 0, &resolved);
-    if out.send(frame).await.is_err() {
+    if out.send(Out::frame(frame)).await.is_err() {
         return Ok(None);
     }
     loop {
-        let Some(frame) = link.next().await? else {
-            return Ok(None);
+        let frame = match link.next().await? {
+            None => return Ok(None),
+            Some(Input::Frame(frame)) => frame,
+            // Leases are not looked for before ready.
+            Some(Input::Lease(_)) => continue,
         };
         match peek_envelope(frame.body()) {
             Ok(env) if env.t == MsgType::InitAck => {
@@ -160,17 +209,19 @@ where
         agent_version: format!("agent-relay-demo-agent {}", env!("CARGO_PKG_VERSION")),
         workload_transport_barrier_version: Some(BARRIER_VERSION),
         exec_limits: Some(agent.limits),
-        relay_lease: None,
+        relay_lease: Some(RelayLeaseReady {
+            max_format: LEASE_FORMAT,
+        }),
     };
     let frame = build_frame_v(CURRENT_VERSION, MsgType::Ready, 0, &ready);
-    if out.send(frame).await.is_err() {
+    if out.send(Out::frame(frame)).await.is_err() {
         return Ok(None);
     }
     Ok(Some(spawn_grants(out.clone())))
 }
 
 /// The task that turns consumption into cumulative grants.
-fn spawn_grants(out: mpsc::Sender<Frame>) -> mpsc::UnboundedSender<Used> {
+fn spawn_grants(out: mpsc::Sender<Out>) -> mpsc::UnboundedSender<Used> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Used>();
     tokio::spawn(async move {
         let mut used = [(0u64, 0u64); 2];
@@ -191,7 +242,7 @@ fn spawn_grants(out: mpsc::Sender<Frame>) -> mpsc::UnboundedSender<Used> {
                 WORKLOAD_CONTROL_ID,
                 &grant,
             );
-            if out.send(frame).await.is_err() {
+            if out.send(Out::frame(frame)).await.is_err() {
                 return;
             }
         }

@@ -1,6 +1,9 @@
 //! The demo agent, driven over an in-memory duplex with our wire codec; every
 //! frame it sends is decoded by the reference codec, microsandbox-protocol
-//! 0.4.4, so the flags and payloads are proven compatible.
+//! 0.4.4, so the flags and payloads are proven compatible. Last, the demo
+//! agent behind `serve --demo-agent`, reached with `agent-relay exec`.
+
+mod cli_support;
 
 use std::time::Duration;
 
@@ -397,4 +400,24 @@ async fn cli_demo_agent_holds_unread_stdin_up_to_a_bound_then_stalls() {
         .unwrap()
         .unwrap();
     assert_eq!(msg.t, MessageType::ExecExited);
+}
+
+/// `exec -- sh -c 'sleep ... & echo spawned'` through `serve --demo-agent`,
+/// in both generations: the background `sleep` stays in `sh`'s process
+/// group, and the group goes when the session ends; serve's stop leaves
+/// nothing behind either.
+#[test]
+fn cli_demo_agent_session_end_leaves_no_background_process() {
+    for (generation, arg) in [("legacy", "57.125"), ("current", "57.375")] {
+        let mut server = cli_support::Server::start(&["--demo-protocol", generation]);
+        let script = format!("sleep {arg} >/dev/null 2>&1 </dev/null & echo spawned");
+        let out = cli_support::output_of(server.exec(&[], &["sh", "-c", &script]));
+        assert!(out.status.success(), "{}", cli_support::text(&out.stderr));
+        assert_eq!(out.stdout, b"spawned\n");
+        let needle = format!("sleep {arg}");
+        cli_support::wait_until(&format!("{needle} gone ({generation})"), || {
+            !cli_support::process_running(&needle)
+        });
+        server.stop("TERM");
+    }
 }

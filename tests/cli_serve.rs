@@ -381,3 +381,22 @@ fn cli_serve_refuses_a_bad_guest_bootstrap_naming_the_file() {
         assert!(!socket.exists());
     }
 }
+
+/// Stopping `serve` leaves no process of the demo agent's behind, even one
+/// whose session blocks the legacy agent: `sleep` never reads the stdin
+/// `exec` pours in from /dev/zero, so the agent stops reading its channel
+/// and never sees it close; serve gives it three seconds, then drops it,
+/// which kills every process group it started (before: `sleep` stayed with
+/// PPID 1).
+#[test]
+fn cli_serve_stop_leaves_no_process_of_a_blocked_legacy_agent() {
+    let mut server = Server::start(&["--protocol", "legacy"]);
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let client = spawn_exec(server.socket_arg(), &[], &["sleep", "60.75"], zero.into());
+    wait_until("the session to start", || process_running("sleep 60.75"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = server.stop("TERM");
+    assert_eq!(status.code(), Some(0), "{}", server.stderr());
+    let _ = output_of(client);
+    assert!(!process_running("sleep 60.75"), "sleep 60.75 left running");
+}

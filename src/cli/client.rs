@@ -178,6 +178,11 @@ impl Client {
         self.sender.signal(id, signal).await
     }
 
+    /// Acknowledges a session's output (see [`Sender::output_ack`]).
+    pub async fn output_ack(&mut self, id: u32, consumed: u64) -> io::Result<()> {
+        self.sender.output_ack(id, consumed).await
+    }
+
     /// The next event of any session; `None` when the relay closed the connection.
     pub async fn next_event(&mut self) -> io::Result<Option<(u32, ExecEvent)>> {
         self.receiver.next_event().await

@@ -28,6 +28,7 @@ use super::DemoWhich;
 use super::client::{Client, ExecEvent, exec_request};
 use super::exec::failure_exit_code;
 use super::logs::{LogLine, LogView, log_files};
+use super::writer::OUTPUT_CHUNK_OVERHEAD;
 use crate::core::Counters;
 use crate::demo_agent::{AgentNote, DemoAgent, Generation};
 use crate::shell::{GuestPort, Shell, ShellHandle};
@@ -195,11 +196,23 @@ struct Seen {
     code: Option<i32>,
 }
 
+/// Reads session `id` to its end. Under a current guest's execution
+/// policy each output chunk is acknowledged as it is taken (payload plus
+/// 256 bytes, cumulative), as the guest holds output, and the exit, until it
+/// is.
 async fn collect(client: &mut Client, id: u32) -> io::Result<Seen> {
     let mut seen = Seen::default();
+    let acks = client.prologue().exec_limits.is_some();
+    let mut consumed = 0u64;
     while let Some((event_id, event)) = client.next_event().await? {
         if event_id != id {
             continue;
+        }
+        if let ExecEvent::Stdout(d) | ExecEvent::Stderr(d) = &event
+            && acks
+        {
+            consumed += d.len() as u64 + OUTPUT_CHUNK_OVERHEAD;
+            client.output_ack(id, consumed).await?;
         }
         match event {
             ExecEvent::Started { pid } => seen.pid = Some(pid),

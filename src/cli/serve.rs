@@ -359,10 +359,15 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
     // the socket, the guest port, or the guest's own start-up failure.
     shell.run(stop).await.map_err(|e| e.to_string())?;
     tracing::info!(counters = ?handle.counters(), "relay stopped");
-    if let Some(agent) = agent
-        && tokio::time::timeout(AGENT_STOP, agent).await.is_err()
+    if let Some(mut agent) = agent
+        && tokio::time::timeout(AGENT_STOP, &mut agent).await.is_err()
     {
-        tracing::warn!("the demo agent did not finish its sessions in time");
+        // A legacy agent blocked on a process that takes no stdin never sees
+        // the stream close: dropping its task kills every process group it
+        // started (the exit below runs no destructors).
+        tracing::warn!("the demo agent did not finish its sessions in time: stopping it");
+        agent.abort();
+        let _ = agent.await;
     }
     Ok(stopped_rx.try_recv().unwrap_or(Stop::GuestGone))
 }

@@ -15,7 +15,9 @@
 //! tap's memory counts toward the relay's memory bound): the routing task
 //! never waits. If the disk stalls and the queue is full, records are counted
 //! as skipped instead of delaying routing, and one `system` record saying how
-//! many were skipped is written as soon as there is room again. This module
+//! many were skipped is written once the writer has caught up with half its
+//! queue (so a queue with room for the notice but not the next record does
+//! not write a notice per skipped record). This module
 //! never blocks its caller and never decides what gets logged (the core does).
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -176,6 +178,13 @@ impl ExecLog {
     pub fn log(&mut self, record: LogRecord) {
         let at = self.wall_base + self.mono_base.elapsed();
         if self.skipped > 0 {
+            // Skipping goes on until the writer has caught up with half its
+            // queue: room for one small notice but not the next record would
+            // otherwise write a notice per skipped record.
+            if self.queued_bytes() > self.queue_bytes / 2 {
+                self.skip();
+                return;
+            }
             let notice = LogRecord {
                 session: None,
                 source: LogSource::System,
@@ -469,6 +478,63 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18's bug: with room for the small notice but not for the next
+    /// big record, every skipped record got a "1 records skipped" notice of
+    /// its own. Skipping now lasts until the writer has caught up with half
+    /// its queue; then one notice says how many, and the record follows.
+    /// (The writer is stalled on a FIFO nobody reads, so only this test
+    /// moves the queue's fill.)
+    #[tokio::test]
+    async fn exec_log_one_notice_per_stretch_of_skipped_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exec.log");
+        let ok = std::process::Command::new("mkfifo").arg(&path).status();
+        assert!(ok.unwrap().success());
+        let _reader = tokio::net::unix::pipe::OpenOptions::new()
+            .open_receiver(&path)
+            .unwrap();
+        let queue = 256 << 10;
+        let mut log = ExecLog::open(ExecLogOptions {
+            queue_bytes: queue,
+            ..ExecLogOptions::new(dir.path())
+        })
+        .unwrap();
+        let big = || LogRecord {
+            session: Some(1),
+            source: LogSource::Stdout,
+            text: "z".repeat(8 << 10).into(),
+        };
+        let cost = record_cost(&big());
+        // Fill the pipe (64 KiB) so the writer blocks, and wait until it does.
+        for _ in 0..12 {
+            log.log(big());
+        }
+        let mut last = usize::MAX;
+        while log.queued_bytes() != last {
+            last = log.queued_bytes();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(last > 0 && log.skipped == 0, "the writer holds records");
+        log.queued.store(queue, Ordering::Relaxed);
+        log.log(big());
+        assert_eq!(log.skipped, 1, "a full queue skips");
+        // Room for a notice, not for the record: before, a notice went out
+        // and the record was skipped, every time.
+        log.queued.store(queue - cost + 1, Ordering::Relaxed);
+        for _ in 0..10 {
+            log.log(big());
+        }
+        assert_eq!(log.queued_bytes(), queue - cost + 1, "nothing was queued");
+        assert_eq!(log.skipped, 11);
+        log.queued.store(queue / 2, Ordering::Relaxed);
+        log.log(big());
+        assert_eq!(log.skipped, 0, "the notice went out");
+        let notice = "11 records skipped".len() + RECORD_OVERHEAD;
+        assert_eq!(log.queued_bytes(), queue / 2 + notice + cost);
+        assert_eq!(log.skipped_total(), 11);
+        log.queued.store(0, Ordering::Relaxed);
+    }
 
     /// The hand-written line is what serde_json writes for the same four
     /// fields, whatever bytes the record holds.

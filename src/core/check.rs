@@ -95,6 +95,9 @@ impl Relay {
     /// Incarnations: held by live owners only, awaited by departed ones
     /// only, never zero, never two alike.
     fn check_leases(&self) {
+        if !self.leases.on {
+            return;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.incarnation.is_some() {

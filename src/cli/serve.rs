@@ -25,7 +25,7 @@ use crate::core::{CURRENT_SLOTS, Config, Millis, Protocol};
 use crate::demo_agent::{Generation, run_demo_agent_with};
 use crate::exec_log::{ExecLog, ExecLogOptions};
 use crate::shell::{
-    BindError, BoxConnection, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
+    BindError, BoxConnection, GUEST_BATCH, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
 };
 use crate::wire::MAX_FRAME_LEN;
 use crate::wire::bootstrap::GuestBootstrap;
@@ -156,6 +156,29 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             "--client-hard-cap {} is below the largest frame ({}): one such frame would close its client",
             show_size(hard.1),
             show_size(LARGEST_FRAME)
+        ));
+    }
+    // What one guest read can add to a queue past the point where the relay
+    // stops reading: frames it completes, the largest among them whole.
+    let overshoot = LARGEST_FRAME + GUEST_BATCH;
+    if hard.1 < soft.1.saturating_add(overshoot) {
+        return Err(format!(
+            "--client-hard-cap {} is below --client-soft-budget {} plus the largest frame and one \
+             guest read ({}): a client that keeps reading could reach it and be cut off; raise \
+             --client-hard-cap to at least {} or lower --client-soft-budget",
+            show_size(hard.1),
+            show_size(soft.1),
+            show_size(overshoot),
+            show_size(soft.1.saturating_add(overshoot))
+        ));
+    }
+    if global.1 < 2 * overshoot {
+        return Err(format!(
+            "--global-cap {} is below twice the largest frame and one guest read ({}): the relay \
+             stops reading the guest at half of it, and clients that keep reading could still \
+             reach it",
+            show_size(global.1),
+            show_size(2 * overshoot)
         ));
     }
     for ((small, a), (big, b)) in [(soft, hard), (hard, global)] {

@@ -58,6 +58,8 @@ struct Driver {
     clients: BTreeMap<ClientId, ClientConn>,
     guest: GuestIo,
     guest_closed: bool,
+    /// The core asked not to read the guest for now (backpressure).
+    guest_paused: bool,
     exec_log: Option<ExecLog>,
     state: ShellState,
     drain: Option<mpsc::Sender<DrainNotice>>,
@@ -231,6 +233,7 @@ impl Driver {
             clients: BTreeMap::new(),
             guest: guest.into_io()?,
             guest_closed: false,
+            guest_paused: false,
             exec_log,
             state,
             drain,
@@ -287,7 +290,7 @@ impl Driver {
         let flush = std::future::poll_fn(|cx| {
             let mut p = Progress::default();
             for _ in 0..TURNS_PER_YIELD {
-                let moved = self.guest.poll(cx, &mut self.rbuf, &mut p, |_| {});
+                let moved = self.guest.poll(cx, &mut self.rbuf, &mut p, true, |_| {});
                 let over = p.write_failed.is_some() || p.closed.is_some();
                 if !self.guest.has_queued() || over {
                     return Poll::Ready(());
@@ -393,7 +396,8 @@ impl Driver {
     fn poll_guest(&mut self, cx: &mut Context<'_>, now: Millis) -> (bool, bool) {
         let mut p = Progress::default();
         let relay = &mut self.relay;
-        let progressed = self.guest.poll(cx, &mut self.rbuf, &mut p, |bytes| {
+        let read = !self.guest_paused;
+        let progressed = self.guest.poll(cx, &mut self.rbuf, &mut p, read, |bytes| {
             tracing::trace!(bytes = bytes.len(), "guest bytes");
             relay.handle(now, Event::GuestBytes(bytes));
         });
@@ -508,6 +512,14 @@ impl Driver {
                         c.span.in_scope(|| tracing::debug!("resumed"));
                         c.set_paused(false);
                     }
+                }
+                Action::PauseGuest => {
+                    tracing::debug!("guest not read: a client's output is over its budget");
+                    self.guest_paused = true;
+                }
+                Action::ResumeGuest => {
+                    tracing::debug!("guest read again");
+                    self.guest_paused = false;
                 }
                 Action::Log(record) => {
                     if let Some(log) = &mut self.exec_log {

@@ -8,7 +8,7 @@
 //! here and encodes to the CBOR agentd decodes. Unknown fields are refused
 //! (a misspelt key is a mistake to report, not to drop).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use core::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 

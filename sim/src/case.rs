@@ -137,7 +137,7 @@ impl Case {
         let _ = writeln!(s, "invariant {}", self.invariant);
         let _ = writeln!(
             s,
-            "config protocol={} max_clients={} handshake={} clients={} correlations={} clock={} soft={} hard={} global={} grace={} to_guest={} window={} quarantine={} exec_log={}",
+            "config protocol={} max_clients={} handshake={} clients={} correlations={} clock={} soft={} hard={} global={} grace={} to_guest={} window={} quarantine={} exec_log={} incarnation={:#x}",
             c.protocol,
             c.max_clients,
             match c.handshake {
@@ -154,7 +154,8 @@ impl Case {
             c.client_to_guest_cap,
             c.guest_window,
             c.quarantine,
-            u8::from(c.exec_log)
+            u8::from(c.exec_log),
+            c.incarnation_seed
         );
         let _ = writeln!(s, "read_max {}", self.read_max);
         let _ = writeln!(s, "finish {}", u8::from(self.finish));
@@ -262,6 +263,7 @@ fn set_config(c: &mut Config, kv: &str) -> Result<(), String> {
         "window" => c.guest_window = int()? as usize,
         "quarantine" => c.quarantine = int()?,
         "exec_log" => c.exec_log = int()? != 0,
+        "incarnation" => c.incarnation_seed = parse_num(Some(v))?,
         _ => return Err("unknown config key".into()),
     }
     Ok(())

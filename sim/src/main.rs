@@ -299,7 +299,7 @@ fn replay_file(path: &str, trace: bool, shrink_into: Option<&str>) -> ExitCode {
 /// each summed and the seeds where it happened, so a world that stopped
 /// reaching a feature shows.
 type CounterOf = fn(&Counters) -> u64;
-const CURRENT_COUNTERS: [(&str, CounterOf); 13] = [
+const CURRENT_COUNTERS: [(&str, CounterOf); 17] = [
     ("init acks", |c| c.init_acks),
     ("ms blocked on control", |c| c.credit_blocked_control_ms),
     ("ms blocked on data", |c| c.credit_blocked_data_ms),
@@ -313,6 +313,10 @@ const CURRENT_COUNTERS: [(&str, CounterOf); 13] = [
     ("execs refused", |c| c.execs_refused),
     ("late bulk dropped", |c| c.late_bulk_dropped),
     ("clock syncs", |c| c.clock_syncs),
+    ("leases granted", |c| c.leases_granted),
+    ("lease acks", |c| c.lease_acks),
+    ("lease acks ignored", |c| c.lease_acks_ignored),
+    ("executions released", |c| c.executions_released),
 ];
 
 /// Per generation: seeds, core events and the seconds their runs took.

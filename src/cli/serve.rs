@@ -221,22 +221,22 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             show_size(MIN_LOG_QUEUE)
         ));
     }
-    let bootstrap = match &args.guest_bootstrap {
-        Some(_) if args.guest.demo_agent => {
-            return Err(
-                "--guest-bootstrap is for a real guest agent (--guest-unix or \
-                        --guest-listen); the demo agent takes no bootstrap"
-                    .to_owned(),
-            );
-        }
-        Some(path) => Some(read_bootstrap(path)?),
-        None => None,
-    };
     Ok(Settings {
         config,
         exec_log,
-        bootstrap,
+        bootstrap: bootstrap(args)?,
     })
+}
+
+/// `--guest-bootstrap`, read and checked.
+fn bootstrap(args: &ServeArgs) -> Result<Option<GuestBootstrap>, String> {
+    match &args.guest_bootstrap {
+        Some(_) if args.guest.demo_agent => Err("--guest-bootstrap is for a real guest agent \
+             (--guest-unix or --guest-listen); the demo agent takes no bootstrap"
+            .to_owned()),
+        Some(path) => read_bootstrap(path).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Reads and checks `--guest-bootstrap`'s file; the error names the path
@@ -327,7 +327,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
         .map_err(|e| format!("installing the signal handlers: {}", io_cause(&e)))?;
     let listener = UnixSocketListener::bind(&args.socket).map_err(|e| format!("--socket: {e}"))?;
     tracing::info!(path = %args.socket.display(), "listening");
-    let exec_log = match settings.exec_log {
+    let exec_log = match settings.exec_log.clone() {
         Some(opts) => {
             Some(ExecLog::open(opts).map_err(|e| format!("--exec-log: {}", io_cause(&e)))?)
         }
@@ -345,13 +345,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
     };
     let slots = (settings.config.max_clients, settings.config.current_clients);
     let Guest { io, agent } = guest;
-    let mut shell = Shell::with_listener(listener, GuestPort::stream(io)).config(settings.config);
-    if let Some(bootstrap) = settings.bootstrap {
-        shell = shell.bootstrap(bootstrap);
-    }
-    if let Some(log) = exec_log {
-        shell = shell.exec_log_writer(log);
-    }
+    let mut shell = shell(listener, io, settings, exec_log);
     let handle = shell.handle();
     let mut drains = shell.drain_notices();
     let ready = handle.clone();
@@ -394,6 +388,25 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
         tracing::warn!("the demo agent did not finish its sessions in time");
     }
     Ok(stopped_rx.try_recv().unwrap_or(Stop::GuestGone))
+}
+
+/// The relay around the client listener and the guest stream, as
+/// `settings` say.
+fn shell(
+    listener: UnixSocketListener,
+    guest: BoxConnection,
+    settings: Settings,
+    exec_log: Option<ExecLog>,
+) -> Shell {
+    let mut shell =
+        Shell::with_listener(listener, GuestPort::stream(guest)).config(settings.config);
+    if let Some(bootstrap) = settings.bootstrap {
+        shell = shell.bootstrap(bootstrap);
+    }
+    if let Some(log) = exec_log {
+        shell = shell.exec_log_writer(log);
+    }
+    shell
 }
 
 /// The guest channel, and the demo agent's task when it runs in-process.

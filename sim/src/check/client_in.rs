@@ -155,10 +155,14 @@ impl Checker {
         Ok(())
     }
 
-    /// Current rules: defined flags, range (or a shutdown on id 0, whose
-    /// body may be empty), then a bulk record's header or the envelope, the
-    /// exec limit, the session and correlation bounds. True when the relay
-    /// answers the frame itself instead of queueing it.
+    /// Current rules, in the order the core documents them (`client.rs`,
+    /// rules `own_range_only`, `corrupt_client_isolated`, `guest_survives`):
+    /// defined flags, range (or a shutdown on id 0), then a bulk record's
+    /// header, or a body at all, an envelope agentd's decoder reads, a
+    /// sender of generation 5 or later, a type clients send with its flags,
+    /// and for an exec request a payload that decodes; then the exec limit,
+    /// the session and correlation bounds. True when the relay answers the
+    /// frame itself instead of queueing it.
     fn accept_current(&mut self, c: ClientId, frame: Frame) -> Result<bool, Refusal> {
         let (id, flags) = (frame.id(), frame.flags());
         if !spec::flags_defined(flags) {
@@ -174,14 +178,6 @@ impl Checker {
         }
         let found = if flags == 0x08 {
             self.bulk_record(c, id, frame.body())?
-        } else if zero_shutdown && frame.body().is_empty() {
-            Found {
-                t: Some(MsgType::Shutdown),
-                v: 0,
-                class: Class::Control,
-                opens: None,
-                overtakes: true,
-            }
         } else {
             current_envelope(id, flags, frame.body())?
         };
@@ -266,12 +262,21 @@ impl Checker {
         }
         self.make_room(c, id)?;
         self.last_corr += 1;
+        // With exec limits, an exec session holds one of the guest's
+        // executions until it ends (or, departed, until the guest is known
+        // to have dropped it: `guest_in.rs`, `leases.rs`).
+        let counts = kind.is_exec()
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.exec_limit.is_some());
         let corr = Corr {
             kind,
             order: self.last_corr,
             handed: false,
             handed_end: None,
             opened_at: None,
+            counts,
         };
         let m = self.clients.get_mut(&c).expect("known");
         m.sessions.insert(id, corr);
@@ -279,10 +284,7 @@ impl Checker {
             m.awaiting.insert(id);
         }
         self.owners.insert(id, c);
-        if let Some(cur) = &mut self.current
-            && kind.is_exec()
-            && cur.exec_limit.is_some()
-        {
+        if let (Some(cur), true) = (&mut self.current, counts) {
             cur.active_execs += 1;
         }
         Ok(())
@@ -353,26 +355,31 @@ impl Checker {
     }
 }
 
-/// A current-generation envelope: one well-formed map with a text `t`
-/// (never `control.*`); a known type must be one clients send, with its
-/// type's flags and, for an exec request, a payload that decodes; an
-/// unknown one may not carry SHUTDOWN, and opens a session with
-/// SESSION_START.
+/// A current-generation client frame's body: not empty; an envelope that
+/// is one well-formed map with a text `t` (never `control.*`) naming a known
+/// type, exactly one `v` (an unsigned integer up to 255) and exactly one `p`
+/// (a byte string), since agentd's decoder reads `Message {v: u8, t, p:
+/// bytes}` and ends its loop on anything else; a `v` of 5 or more; a type
+/// clients send, with its type's flags and, for an exec request, a payload
+/// that decodes.
 fn current_envelope(id: u32, flags: u8, body: &[u8]) -> Result<Found, Refusal> {
+    if body.is_empty() {
+        return Err(Refusal::EmptyBody { id });
+    }
     let env = inspect_envelope(body).map_err(|_| Refusal::Envelope { id })?;
-    let v = env.v.unwrap_or(0);
     let Some(t) = env.t else {
-        if flags == 0x04 {
-            return Err(Refusal::UnknownTypeFlags { id });
-        }
-        return Ok(Found {
-            t: None,
-            v,
-            class: Class::Control,
-            opens: (flags == 0x02).then_some(Kind::Opaque),
-            overtakes: false,
-        });
+        return Err(Refusal::Envelope { id });
     };
+    // The encoders' three-entry map with `v`, `t` and `p` all found has
+    // each exactly once; anything else is counted key by key.
+    let once = body[0] == 0xa3 && env.v.is_some() && env.payload.is_some();
+    if !(once || fields_once(body)) || env.v.is_none_or(|v| v > 255) || env.payload.is_none() {
+        return Err(Refusal::Envelope { id });
+    }
+    let v = env.v.unwrap_or(0);
+    if v < spec::MIN_CURRENT_V {
+        return Err(Refusal::OldGeneration { id });
+    }
     if !spec::client_may_send(t, true) {
         return Err(Refusal::NotClientType { id, t });
     }
@@ -390,4 +397,25 @@ fn current_envelope(id: u32, flags: u8, body: &[u8]) -> Result<Found, Refusal> {
         opens: spec::opens(t),
         overtakes: spec::overtakes_current(t),
     })
+}
+
+/// Whether the envelope map has exactly one `v` (an unsigned integer) and
+/// exactly one `p` (a byte string), read with ciborium's own values rather
+/// than the wire layer's walk.
+fn fields_once(body: &[u8]) -> bool {
+    use ciborium::value::Value;
+    let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(body) else {
+        return false;
+    };
+    let (mut v, mut p) = (0, 0);
+    for (k, val) in &entries {
+        match k.as_text() {
+            Some("v") if val.as_integer().is_some_and(|i| u8::try_from(i).is_ok()) => v += 1,
+            Some("v") => return false,
+            Some("p") if val.is_bytes() => p += 1,
+            Some("p") => return false,
+            _ => {}
+        }
+    }
+    (v, p) == (1, 1)
 }

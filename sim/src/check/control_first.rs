@@ -39,6 +39,7 @@ impl Checker {
                 let inv = match head.who {
                     Ctl::Notice(_) => Invariant::NoticeAfterKills,
                     Ctl::Kill(..) => Invariant::Cleanup,
+                    Ctl::Lease(_) | Ctl::LeaseDue => Invariant::RangeLeases,
                     Ctl::Client(..) | Ctl::Clock => Invariant::ControlFirst,
                 };
                 self.fail(inv, why);

@@ -188,6 +188,12 @@ pub(super) enum Ctl {
     Kill(ClientId, u32),
     /// The disconnect notice for a departed client.
     Notice(ClientId),
+    /// The connected record of a leased client (`inv_range_leases`).
+    Lease(ClientId),
+    /// The connected record of the client whose handshake is under way:
+    /// making room for its prologue closed another client, whose kills and
+    /// notice the model saw first, but the record was queued before them.
+    LeaseDue,
     /// A clock sync.
     Clock,
 }
@@ -251,6 +257,15 @@ pub(super) enum ClockLater {
     Ready,
 }
 
+/// Counts the model keeps of what the core counts too (`Counters`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LeaseCounts {
+    pub(super) granted: u64,
+    pub(super) acks: u64,
+    pub(super) acks_ignored: u64,
+    pub(super) executions_released: u64,
+}
+
 /// The model's current-generation state, from the guest's `core.ready` on.
 #[derive(Debug)]
 pub(super) struct Current {
@@ -259,6 +274,12 @@ pub(super) struct Current {
     pub(super) credit: Option<CreditModel>,
     /// `Ready.exec_limits.max_executions`.
     pub(super) exec_limit: Option<u32>,
+    /// `Ready.relay_lease.max_format >= 1`: range leases.
+    pub(super) leases: bool,
+    /// What the core must count: connected records queued, acknowledgements
+    /// that released a slot and ones ignored, and (without leases) killed
+    /// executions released once the guest took their notice.
+    pub(super) counts: LeaseCounts,
     /// Exec sessions open sandbox-wide (with exec limits).
     pub(super) active_execs: u32,
     /// Frames handed to the guest so far (the last one's hand-off number).
@@ -286,6 +307,8 @@ impl Current {
             v,
             credit: barrier.then(|| CreditModel::new(slots)),
             exec_limit,
+            leases: false,
+            counts: LeaseCounts::default(),
             active_execs: 0,
             handed: 0,
             read_to: 0,

@@ -16,6 +16,7 @@ use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, decode_envelope_full
 use bytes::Bytes;
 
 use super::current::{Class, ClockLater, Ctl, CtlEntry, Current, Layout, WORKLOAD_ID};
+use super::leases;
 use super::model::State;
 use super::spec;
 use super::{Checker, Gq};
@@ -43,6 +44,23 @@ impl Checker {
                     continue;
                 }
             };
+            if self.parse_lease && leases::has_magic(&self.guest.pending()[..total]) {
+                // Read before any look at it as a frame; one that is no
+                // acknowledgement is corrupt, skipped whole.
+                let record = self.guest.take_frame(total).into_bytes();
+                self.resyncing = false;
+                match leases::Ack::read(&record) {
+                    Some(ack) => self.gq.push_back(Gq {
+                        t: None,
+                        id: 0,
+                        flags: 0,
+                        frame: record,
+                        ack: Some(ack),
+                    }),
+                    None => self.corrupt_due += 1,
+                }
+                continue;
+            }
             let Some(t) = self.judge(&self.guest.pending()[..total]) else {
                 self.corrupt();
                 continue;
@@ -53,12 +71,17 @@ impl Checker {
                 self.parse_ready = true;
                 let v = generation(frame.as_bytes());
                 self.parse_current = self.cfg.protocol != Protocol::Legacy && v >= 2;
+                self.parse_lease = self.parse_current
+                    && ready_facts(frame.as_bytes())
+                        .relay_lease
+                        .is_some_and(|l| l.max_format >= 1);
             }
             self.gq.push_back(Gq {
                 t,
                 id: frame.id(),
                 flags: frame.flags(),
                 frame: frame.into_bytes(),
+                ack: None,
             });
         }
         self.check_resync_candidate();
@@ -176,15 +199,13 @@ impl Checker {
     fn on_first_ready(&mut self, frame: Bytes) {
         let v = generation(&frame);
         if self.parse_current {
-            let facts = peek_parts(&frame[PREFIX_LEN..])
-                .ok()
-                .and_then(|p| decode_payload::<ReadyFacts>(&p.payload).ok())
-                .unwrap_or_default();
+            let facts = ready_facts(&frame);
             let layout = Layout::current(self.cfg.current_clients);
             self.layout = Some(layout);
             let barrier = facts.workload_transport_barrier_version == Some(2);
             let limit = facts.exec_limits.map(|l| l.max_executions);
             let mut cur = Current::new(v, barrier, limit, layout.slots());
+            cur.leases = self.parse_lease;
             cur.clock_later = Some(ClockLater::Ready);
             self.current = Some(cur);
         } else if self.layout.is_none() {
@@ -210,6 +231,9 @@ impl Checker {
     /// answer that owner: it is the previous owner's, if that one had the
     /// id open.
     fn guest_frame_current(&mut self, g: Gq) {
+        if let Some(ack) = g.ack {
+            return self.lease_ack(ack);
+        }
         if g.id == WORKLOAD_ID {
             return self.workload(&g);
         }
@@ -307,6 +331,9 @@ impl Checker {
         }
         cur.read_to = seq;
         let taken: Vec<(u64, usize)> = cur.fences.range(..seq).map(|(&k, &s)| (k, s)).collect();
+        // Then the core hands over what this made fair (see
+        // `advance_to_hand_off`).
+        self.granted_now |= !taken.is_empty();
         for (key, slot) in taken {
             self.current.as_mut().expect("current").fences.remove(&key);
             self.retire(slot);
@@ -315,7 +342,11 @@ impl Checker {
 
     /// The guest took the notice of `slot`'s departed client: it keeps no
     /// fs, tcp or request state of that range, so those correlations are
-    /// over, and it holds none of that client's data.
+    /// over, and it holds none of that client's data. Without range leases
+    /// its killed executions no longer count against the guest's limit
+    /// (agentd deleted them at the notice; their exits never come, so their
+    /// correlations wait for the quarantine's end); leased, they are the
+    /// acknowledgement's to release.
     fn retire(&mut self, slot: usize) {
         let taken = self.by_slot[slot]
             .iter()
@@ -326,6 +357,14 @@ impl Checker {
         let gone: Vec<ClientId> = self.by_slot[slot].clone();
         for c in gone {
             let m = self.clients.get_mut(&c).expect("known");
+            if !m.awaiting_ack {
+                let cur = self.current.as_mut().expect("current");
+                for corr in m.sessions.values_mut().filter(|s| s.counts) {
+                    corr.counts = false;
+                    cur.active_execs -= 1;
+                    cur.counts.executions_released += 1;
+                }
+            }
             let ended: Vec<u32> = m
                 .sessions
                 .iter()
@@ -387,6 +426,15 @@ impl Checker {
             slot: None,
         });
     }
+}
+
+/// What a whole `core.ready` frame says of the current generation's
+/// contract, leniently (what does not decode is absent).
+fn ready_facts(frame: &[u8]) -> ReadyFacts {
+    peek_parts(&frame[PREFIX_LEN..])
+        .ok()
+        .and_then(|p| decode_payload::<ReadyFacts>(&p.payload).ok())
+        .unwrap_or_default()
 }
 
 /// The `v` of a whole frame's envelope (1 when it has none readable).

@@ -56,6 +56,14 @@ pub enum Invariant {
     /// `inv_no_late_reply`: no guest frame for a departed client's
     /// correlation reaches a client (the slot's next owner above all).
     NoLateReply,
+    /// `inv_guest_survives`: every frame handed to the guest is one its own
+    /// reader takes (0.7.13 agentd's, or 0.4.4's): one it cannot read ends
+    /// its loop, and the VM with it.
+    GuestSurvives,
+    /// `inv_range_leases`: with range leases, each client's connected record
+    /// before any of its frames, fresh incarnations, the notice naming the
+    /// owner's, and no slot reused before the guest's acknowledgement.
+    RangeLeases,
     /// `live_sessions_end`: every started session reached its terminal frame.
     SessionsEnd,
     /// `live_to_guest_end`: every frame a well-behaved client sent reached the guest.
@@ -72,7 +80,7 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every invariant, safety first.
-    pub const ALL: [Invariant; 21] = [
+    pub const ALL: [Invariant; 23] = [
         Invariant::Routing,
         Invariant::Completeness,
         Invariant::ToGuest,
@@ -88,6 +96,8 @@ impl Invariant {
         Invariant::CanonicalRanges,
         Invariant::InitAck,
         Invariant::NoLateReply,
+        Invariant::GuestSurvives,
+        Invariant::RangeLeases,
         Invariant::SessionsEnd,
         Invariant::ToGuestEnd,
         Invariant::CleanupEnd,
@@ -114,6 +124,8 @@ impl Invariant {
             Invariant::CanonicalRanges => "inv_canonical_ranges",
             Invariant::InitAck => "inv_init_ack",
             Invariant::NoLateReply => "inv_no_late_reply",
+            Invariant::GuestSurvives => "inv_guest_survives",
+            Invariant::RangeLeases => "inv_range_leases",
             Invariant::SessionsEnd => "live_sessions_end",
             Invariant::ToGuestEnd => "live_to_guest_end",
             Invariant::CleanupEnd => "live_cleanup_end",
@@ -145,7 +157,9 @@ impl Invariant {
             | Invariant::WorkloadPrivate
             | Invariant::CanonicalRanges
             | Invariant::InitAck
-            | Invariant::NoLateReply => Class::Safety,
+            | Invariant::NoLateReply
+            | Invariant::GuestSurvives
+            | Invariant::RangeLeases => Class::Safety,
             Invariant::SessionsEnd
             | Invariant::ToGuestEnd
             | Invariant::CleanupEnd

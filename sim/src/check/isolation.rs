@@ -35,6 +35,9 @@ impl Checker {
             .and_then(|l| l.slot_of(range.start))
             .expect("a checked range belongs to a slot");
         let current = self.current.is_some();
+        if current && !self.lease_slot_free(c, slot) {
+            return;
+        }
         for &other in &self.by_slot[slot] {
             let o = &self.clients[&other];
             let holds = if current {
@@ -63,6 +66,9 @@ impl Checker {
         m.range = Some(range);
         m.slot = slot;
         self.add_queued(c, bytes.len());
+        if current {
+            self.lease_queued(c);
+        }
     }
 
     /// A handshake to `c` is due: after ready, to a client waiting for one.
@@ -202,6 +208,9 @@ impl Checker {
             CloseReason::SlowConsumer { queued, limit } => {
                 if !self.slow_close_justified(c, *queued, *limit) {
                     return;
+                }
+                if *limit == SlowLimit::GlobalCap && self.current.is_some() {
+                    self.lease_due_before_close();
                 }
             }
         }

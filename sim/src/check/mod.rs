@@ -29,6 +29,7 @@ mod init_ack;
 mod invariant;
 mod isolation;
 mod late_reply;
+mod leases;
 mod liveness;
 mod model;
 mod notice;
@@ -36,6 +37,7 @@ mod ranges;
 mod refusal;
 mod routing;
 mod spec;
+mod survives;
 mod to_guest;
 mod workload;
 
@@ -57,6 +59,9 @@ struct Gq {
     id: u32,
     flags: u8,
     frame: Bytes,
+    /// A range-lease disconnect acknowledgement (`inv_range_leases`), not a
+    /// frame: the range it names and the incarnation.
+    ack: Option<leases::Ack>,
 }
 
 /// A broken invariant.
@@ -107,6 +112,9 @@ pub struct Checker {
     /// whether that ready made the generation the current one.
     parse_ready: bool,
     parse_current: bool,
+    /// That ready offered range leases: records with the lease magic are
+    /// read as such.
+    parse_lease: bool,
     /// Guest frames of this event not yet applied to the model: applied as
     /// the actions show how far the core got (a close mid-chunk sees the
     /// sessions as they were at that frame).
@@ -155,6 +163,11 @@ pub struct Checker {
     express_queued: usize,
     /// Clients with turn-lane frames queued, not closed for a violation.
     waiting: Vec<ClientId>,
+    /// A connected record that went to the guest before its client's
+    /// handshake in this event: its range and incarnation.
+    early_lease: Option<(u32, u32, [u8; 16])>,
+    /// What the guest's own reader knows (`inv_guest_survives`).
+    reader: survives::Reader,
     checks: u64,
     violation: Option<Violation>,
 }
@@ -193,6 +206,7 @@ impl Checker {
             guest: FrameDecoder::new(),
             parse_ready: false,
             parse_current: false,
+            parse_lease: false,
             gq: VecDeque::new(),
             resyncing: false,
             guest_gone: false,
@@ -219,6 +233,8 @@ impl Checker {
             turn_seq: 0,
             express_queued: 0,
             waiting: Vec::new(),
+            early_lease: None,
+            reader: survives::Reader::default(),
             checks: 0,
             violation: None,
         }
@@ -417,6 +433,7 @@ impl Checker {
         }
         self.touched = touched;
         self.after_event_boundedness(relay);
+        self.after_event_leases(relay);
         self.after_event_init_ack();
         self.after_event_control_first();
     }

@@ -61,6 +61,8 @@ pub(super) struct Corr {
     pub(super) handed_end: Option<u64>,
     /// For a session: that frame's hand-off number (current generation).
     pub(super) opened_at: Option<u64>,
+    /// It holds one of the guest's executions (`Ready.exec_limits`).
+    pub(super) counts: bool,
 }
 
 /// The model of one client connection, from the relay's side.
@@ -117,6 +119,14 @@ pub(super) struct Model {
     pub(super) last_turn: u64,
     /// The lane its kills wait in.
     pub(super) kill_lane: Lane,
+    /// Current generation with range leases: it was handshaken with a
+    /// lease, so its connected record is owed ahead of its frames.
+    pub(super) leased: bool,
+    /// Its incarnation, from its connected record once that reached the
+    /// guest.
+    pub(super) incarnation: Option<[u8; 16]>,
+    /// Leased and departed: its slot waits for the guest's acknowledgement.
+    pub(super) awaiting_ack: bool,
 }
 
 impl Model {
@@ -149,24 +159,31 @@ impl Model {
             since: 0,
             last_turn: 0,
             kill_lane: Lane::Express,
+            leased: false,
+            incarnation: None,
+            awaiting_ack: false,
         }
     }
 
     /// Still holds its slot in the relay's eyes: connected, or departed with
     /// frames, kills or its notice still toward the guest, or with anything
-    /// open (a departed client's sessions keep the slot).
+    /// open (a departed client's sessions keep the slot), or, leased, with
+    /// the guest's acknowledgement of its notice not read yet.
     pub(super) fn holds_slot(&self) -> bool {
         self.state != State::Gone
             || !self.out.is_empty()
             || !self.kills.is_empty()
             || self.notice_due
             || !self.sessions.is_empty()
+            || self.awaiting_ack
     }
 
     /// What `inv_isolation` forbids a new owner to take over in the current
     /// generation: everything [`Model::holds_slot`] counts but open fs, tcp
     /// and request correlations, whose late frames `inv_no_late_reply`
     /// watches instead (the disconnect notice tells the guest to drop them).
+    /// A leased departure's wait for the acknowledgement is
+    /// `inv_range_leases`' to judge.
     pub(super) fn holds_slot_current(&self) -> bool {
         self.state != State::Gone
             || !self.out.is_empty()
@@ -247,11 +264,8 @@ impl Checker {
         if self.owners.get(&id) == Some(&c) {
             self.owners.remove(&id);
         }
-        if let Some(cur) = &mut self.current
-            && corr.kind.is_exec()
-            && cur.exec_limit.is_some()
-        {
-            cur.active_execs = cur.active_execs.saturating_sub(1);
+        if let (Some(cur), true) = (&mut self.current, corr.counts) {
+            cur.active_execs -= 1;
         }
     }
 
@@ -297,7 +311,10 @@ impl Checker {
             .filter(|(_, s)| s.kind.is_exec())
             .map(|(&id, _)| id)
             .collect();
-        if !m.sessions.is_empty() {
+        // Leased, the slot waits for the guest's acknowledgement, with no
+        // timer (rule `range_leases`); otherwise for what is open, a while.
+        m.awaiting_ack = m.leased && handshaken;
+        if !m.sessions.is_empty() && !m.awaiting_ack {
             m.expire_at = Some(now + quarantine);
         }
         if self.current.is_some() && handshaken {
@@ -357,7 +374,7 @@ impl Checker {
                 slot: Some(slot),
             });
         }
-        let len = super::to_guest::notice_frame(cur.v, range).len();
+        let len = super::to_guest::notice_frame(cur.v, range, m.incarnation).len();
         cur.ctl.push_back(CtlEntry {
             who: Ctl::Notice(c),
             len,

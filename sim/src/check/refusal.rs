@@ -15,63 +15,34 @@ pub(super) enum Refusal {
     /// A length field outside `5..=4 MiB`.
     BadLength,
     /// An id outside its range.
-    OutOfRange {
-        id: u32,
-    },
-    /// An envelope that does not decode (or, legacy, names a type 0.4.4 lacks).
-    Envelope {
-        id: u32,
-    },
+    OutOfRange { id: u32 },
+    /// An envelope that does not decode (or, legacy, names a type 0.4.4
+    /// lacks; current, one agentd's decoder cannot read: an unknown type, a
+    /// `v` or `p` missing, repeated or of another kind).
+    Envelope { id: u32 },
     /// A type only the guest, the relay or the runtime sends.
-    NotClientType {
-        id: u32,
-        t: MsgType,
-    },
+    NotClientType { id: u32, t: MsgType },
     /// Flags other than its type's.
-    WrongFlags {
-        id: u32,
-        flags: u8,
-    },
+    WrongFlags { id: u32, flags: u8 },
     /// An exec request whose payload does not decode.
-    BadExecRequest {
-        id: u32,
-    },
+    BadExecRequest { id: u32 },
     /// A session opened on an id that has one open.
-    SessionAlreadyOpen {
-        id: u32,
-    },
+    SessionAlreadyOpen { id: u32 },
     /// Current: flags none of the five defined values.
-    UndefinedFlags {
-        id: u32,
-        flags: u8,
-    },
-    /// Current: an unknown type with the SHUTDOWN flag.
-    UnknownTypeFlags {
-        id: u32,
-    },
-    EmptyBody {
-        id: u32,
-    },
-    OldGeneration {
-        id: u32,
-    },
+    UndefinedFlags { id: u32, flags: u8 },
+    /// Current: a frame with no body (agentd cannot decode one).
+    EmptyBody { id: u32 },
+    /// Current: an envelope of a generation below 5 (agentd cannot answer
+    /// such a sender with `core.error`).
+    OldGeneration { id: u32 },
     /// Current: a raw bulk record whose header does not check.
-    BadBulk {
-        id: u32,
-    },
+    BadBulk { id: u32 },
     /// Current: a raw bulk record flowing from the guest.
-    BulkFlow {
-        id: u32,
-        flow: u8,
-    },
+    BulkFlow { id: u32, flow: u8 },
     /// Current: a raw bulk record on an id with nothing open.
-    BulkWithoutCorrelation {
-        id: u32,
-    },
+    BulkWithoutCorrelation { id: u32 },
     /// More sessions open than the bound allows.
-    TooManyCorrelations {
-        id: u32,
-    },
+    TooManyCorrelations { id: u32 },
 }
 
 impl Refusal {

@@ -18,8 +18,6 @@ pub(super) enum Kind {
     Fs,
     /// `core.tcp.connect`.
     Tcp,
-    /// A SESSION_START frame of a type the relay does not know.
-    Opaque,
     /// Current generation: any other frame on an id with nothing open, until
     /// the guest's terminal reply.
     Request,
@@ -145,8 +143,15 @@ pub(super) fn overtakes_current(t: MsgType) -> bool {
 /// Current: a request whose guest answers on the requester's id (a client
 /// waits for that terminal reply).
 pub(super) fn answered(t: Option<MsgType>) -> bool {
-    matches!(t, None | Some(MsgType::Ping | MsgType::Touch))
+    matches!(t, Some(MsgType::Ping | MsgType::Touch))
 }
+
+/// Current: the oldest envelope generation a current guest takes from a
+/// client. agentd answers a payload it cannot read with `core.error`, which
+/// it can send only to generation 5 and later (P7/message.rs
+/// `min_protocol_version`); an older sender's unreadable payload ends its
+/// loop instead, so the relay refuses those senders outright.
+pub(super) const MIN_CURRENT_V: u64 = 5;
 
 /// The five flags values the current generation defines.
 pub(super) fn flags_defined(flags: u8) -> bool {

@@ -20,12 +20,13 @@ use super::fairness::Lane;
 use super::model::{Model, State, frame_id};
 use super::{Checker, Invariant, Issues};
 
-/// The relay's disconnect notice for `range`, as generation `v` writes it.
-pub(super) fn notice_frame(v: u8, range: IdRange) -> Bytes {
+/// The relay's disconnect notice for `range`, as generation `v` writes it
+/// (with the departed owner's incarnation when its range was leased).
+pub(super) fn notice_frame(v: u8, range: IdRange, incarnation: Option<[u8; 16]>) -> Bytes {
     let notice = RelayClientDisconnected {
         id_start: range.start,
         id_end_exclusive: range.end,
-        incarnation: None,
+        incarnation,
     };
     build_frame_v(v, MsgType::RelayClientDisconnected, 0, &notice).into_bytes()
 }
@@ -37,12 +38,15 @@ enum Handed {
     Head(Ctl),
     /// The head of client `c`'s slot queue, at `out[pos]`.
     Turn(ClientId, usize),
+    /// A connected record for slot `s`, whose handshake follows.
+    EarlyLease(usize),
 }
 
 impl Checker {
     /// Matches a frame handed to the guest with the client frame (or the
     /// relay's kill, see `cleanup`) it must be.
     pub(super) fn on_to_guest(&mut self, frame: &Bytes) {
+        self.guest_survives(frame);
         self.window_before_to_guest(frame);
         if self.init_ack_arrived(frame) {
             return;
@@ -94,6 +98,7 @@ impl Checker {
         match handed {
             Handed::Head(who) => self.head_arrived(who, frame),
             Handed::Turn(c, pos) => self.turn_arrived(c, pos),
+            Handed::EarlyLease(_) => self.early_lease_arrived(frame),
         }
     }
 
@@ -105,6 +110,9 @@ impl Checker {
             && self.is_entry(head.who, frame)
         {
             return Some(Handed::Head(head.who));
+        }
+        if let Some(s) = self.is_early_lease(frame) {
+            return Some(Handed::EarlyLease(s));
         }
         let slot = self.layout?.slot_of(frame_id(frame))?;
         self.by_slot[slot].iter().find_map(|&c| {
@@ -127,19 +135,25 @@ impl Checker {
                 *frame == agent_relay::wire::payload::sigkill_frame_v(v, id).into_bytes()
             }
             Ctl::Notice(c) => {
-                let range = self.clients[&c].range.expect("handshaken");
-                *frame == notice_frame(v, range)
+                let m = &self.clients[&c];
+                let range = m.range.expect("handshaken");
+                *frame == notice_frame(v, range, m.incarnation)
             }
+            Ctl::Lease(c) => self.is_lease_of(c, frame),
+            Ctl::LeaseDue => self.due_lease_slot(frame).is_some(),
             Ctl::Clock => is_clock(frame, v),
         }
     }
 
     fn handed_class(&self, handed: Handed) -> (Class, Option<usize>) {
         match handed {
-            Handed::Head(Ctl::Client(c, _) | Ctl::Kill(c, _) | Ctl::Notice(c)) => {
+            Handed::Head(Ctl::Client(c, _) | Ctl::Kill(c, _) | Ctl::Notice(c) | Ctl::Lease(c)) => {
                 (Class::Control, Some(self.clients[&c].slot))
             }
             Handed::Head(Ctl::Clock) => (Class::Control, None),
+            // Control frames are charged alike whatever their slot.
+            Handed::Head(Ctl::LeaseDue) => (Class::Control, None),
+            Handed::EarlyLease(s) => (Class::Control, Some(s)),
             Handed::Turn(c, pos) => {
                 let m = &self.clients[&c];
                 (m.out[pos].class, Some(m.slot))
@@ -158,8 +172,16 @@ impl Checker {
                     .expect("identified");
                 self.out_arrived(c, pos);
             }
-            Ctl::Kill(c, id) => self.kill_arrived(c, id),
-            Ctl::Notice(c) => self.notice_arrived(c),
+            Ctl::Kill(c, id) => {
+                self.lease_before(c, "a SIGKILL");
+                self.kill_arrived(c, id);
+            }
+            Ctl::Notice(c) => {
+                self.lease_before(c, "the disconnect notice");
+                self.notice_arrived(c);
+            }
+            Ctl::Lease(c) => self.lease_record_arrived(c, frame),
+            Ctl::LeaseDue => self.early_lease_arrived(frame),
             Ctl::Clock => self.clock_arrived(frame),
         }
     }
@@ -180,6 +202,7 @@ impl Checker {
 
     /// `c`'s frame at `out[pos]` reached the guest.
     fn out_arrived(&mut self, c: ClientId, pos: usize) {
+        self.lease_before(c, "a frame");
         let seq = self.cur().handed;
         let m = self.clients.get_mut(&c).expect("known");
         let o = m.out.remove(pos).expect("identified");
@@ -228,7 +251,24 @@ impl Checker {
             .clients
             .values()
             .any(|m| m.out.iter().any(|o| o.frame == *frame));
-        let (inv, what) = if queued {
+        let (inv, what) = if matches!(head, Some(Ctl::Lease(_) | Ctl::LeaseDue)) {
+            (
+                Invariant::RangeLeases,
+                "not the connected record owed first",
+            )
+        } else if super::leases::has_magic(frame) {
+            (
+                Invariant::RangeLeases,
+                "a lease record no handshake owes, or out of its place",
+            )
+        } else if let Some(Ctl::Notice(c)) = head
+            && self.wrong_incarnation(c, frame)
+        {
+            (
+                Invariant::RangeLeases,
+                "the head's disconnect notice with another incarnation than its owner's",
+            )
+        } else if queued {
             (
                 Invariant::ControlFirst,
                 "a queued frame that is not the head of its queue",
@@ -328,6 +368,28 @@ impl Checker {
             )),
             State::Pending | State::Live | State::Gone => {}
         }
+    }
+}
+
+impl Checker {
+    /// Whether `frame` is `c`'s disconnect notice but for its incarnation.
+    fn wrong_incarnation(&self, c: ClientId, frame: &Bytes) -> bool {
+        let m = &self.clients[&c];
+        let range = m.range.expect("handshaken");
+        m.leased
+            && is_type(frame, MsgType::RelayClientDisconnected)
+            && peek_parts(&frame[PREFIX_LEN..])
+                .ok()
+                .and_then(|p| {
+                    agent_relay::wire::payload::decode_payload::<RelayClientDisconnected>(
+                        &p.payload,
+                    )
+                    .ok()
+                })
+                .is_some_and(|n| {
+                    (n.id_start, n.id_end_exclusive) == (range.start, range.end)
+                        && n.incarnation != m.incarnation
+                })
     }
 }
 

@@ -7,15 +7,35 @@
 //! when the swarm says so, and now and then one that would lower a field);
 //! an exec that never reads its stdin holds that data credit until it ends.
 //! It answers pings and touches on the requester's id, opens fs and tcp
-//! sessions that reply with data and raw bulk records, answers a type it
-//! does not know with a terminal `core.error`, and honours the disconnect
-//! notice: it drops the range's fs and tcp state and sends nothing more for
-//! them (killed execs still exit). Workload noise: frames on `u32::MAX` and
-//! for ids nobody owns.
+//! sessions that reply with data and raw bulk records, refuses an exec past
+//! `max_executions` (a generation-10 sender's) with `core.exec.failed`, and
+//! exits a killed process some time after the SIGKILL, as a process's exit
+//! reaches agentd.
+//!
+//! Range leases (`relay_lease {max_format: 1}` in three worlds in four;
+//! 0.7.13 agentd always offers it): it reads a record with the lease magic
+//! before frames, charges it 41 bytes and one frame of control credit, and
+//! keeps each slot's incarnation. On a disconnect notice (AD/agent.rs
+//! 2365-2450, 3195-3240) it kills the range's exec sessions and deletes them
+//! at once, so their `core.exec.exited` never comes, and drops the range's
+//! fs and tcp state. A notice naming the slot's incarnation ends the lease:
+//! the 41-byte acknowledgement follows that owner's output, and nothing of
+//! it comes after (agentd drops a stale owner's queued output). A notice
+//! naming another incarnation is stale and ignored, with no
+//! acknowledgement. Unleased, output of the killed sessions already queued
+//! still follows the notice. What agentd's loop would die on (a frame it
+//! cannot decode, a bad record or range, a notice without the incarnation
+//! of a leased slot) is `inv_guest_survives`' to report; the model goes on.
+//! Workload noise: frames on `u32::MAX`, for ids nobody owns, and (leased)
+//! an acknowledgement for an incarnation nobody awaits.
 
-use agent_relay::core::Millis;
+use std::collections::BTreeMap;
+
+use agent_relay::core::{IdRange, Millis};
+use agent_relay::wire::lease::{LeaseEvent, LeaseRecord};
 use agent_relay::wire::payload::{
-    Consumed, ExecLimits, RelayClientDisconnected, WorkloadTransportCredit, decode_payload,
+    Consumed, ExecFailed, ExecFailureKind, ExecLimits, RelayClientDisconnected,
+    WorkloadTransportCredit, decode_payload,
 };
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_parts};
 
@@ -44,6 +64,10 @@ pub(super) struct Agentd {
     /// Init acks received.
     pub(super) acks: u32,
     activity: u64,
+    /// Its ready offers range leases.
+    lease: bool,
+    /// The incarnation of each leased slot.
+    incarnations: BTreeMap<u32, [u8; 16]>,
 }
 
 impl World {
@@ -55,6 +79,7 @@ impl World {
             ..ExecLimits::default()
         });
         let every = self.rng.pick(&[8, 64, 200, 255]);
+        let lease = self.rng.chance(750);
         self.guest.v = V;
         self.guest.agentd = Some(Agentd {
             barrier,
@@ -65,6 +90,8 @@ impl World {
             every,
             acks: 0,
             activity: 0,
+            lease,
+            incarnations: BTreeMap::new(),
         });
     }
 
@@ -79,10 +106,10 @@ impl World {
             }
         }
         let a = self.guest.agentd.as_ref().expect("current guest");
-        let (barrier, limits) = (a.barrier, a.limits);
+        let (barrier, limits, lease) = (a.barrier, a.limits, a.lease.then_some(1));
         let boot = self.rng.next_u64() >> 20;
         self.guest.out.extend_from_slice(&frames::init_resolved(V));
-        let ready = frames::ready_current(V, boot, barrier.then_some(2), limits);
+        let ready = frames::ready_offering(V, boot, barrier.then_some(2), limits, lease);
         self.guest.out.extend_from_slice(&ready);
     }
 
@@ -96,6 +123,18 @@ impl World {
     /// A whole frame the relay handed over was read.
     pub(super) fn agentd_receive(&mut self, id: u32, frame: &[u8]) {
         let (flags, len) = (frame[PREFIX_LEN - 1], frame.len() as u64);
+        if frame.get(9..13) == Some(b"MSBL") {
+            // A lease record, read before frames, charged as control input.
+            self.consume(0, len);
+            if let Ok(r) = LeaseRecord::decode(frame)
+                && r.event == LeaseEvent::Connected
+                && let Some(slot) = canonical_slot(r.id_start, r.id_end)
+            {
+                let a = self.guest.agentd.as_mut().expect("current guest");
+                a.incarnations.insert(slot, r.incarnation);
+            }
+            return;
+        }
         if flags == 0x08 {
             return self.consume(1, len);
         }
@@ -123,19 +162,28 @@ impl World {
             (false, true) => self.consume(1, len),
             (false, false) => self.consume(0, len),
         }
-        match t {
-            None if id != 0 => self.agentd_error(id),
-            None => {}
-            Some(t) => self.agentd_message(t, id, &payload, stuck),
+        if let Some(t) = t {
+            self.agentd_message(t, parts.v, id, &payload, stuck);
         }
     }
 
-    fn agentd_message(&mut self, t: MsgType, id: u32, payload: &[u8], stuck: bool) {
+    fn agentd_message(&mut self, t: MsgType, v: u8, id: u32, payload: &[u8], stuck: bool) {
         match t {
             MsgType::RelayClientDisconnected => {
                 if let Ok(n) = decode_payload::<RelayClientDisconnected>(payload) {
-                    self.drop_range(n.id_start, n.id_end_exclusive);
+                    self.disconnected(&n);
                 }
+            }
+            MsgType::ExecRequest if v >= 10 && self.executions_full() => {
+                let failed = ExecFailed {
+                    kind: ExecFailureKind::ResourceLimit,
+                    errno: None,
+                    errno_name: None,
+                    message: "active execution limit reached".into(),
+                    stage: Some("execution_admission".into()),
+                };
+                let f = frames::frame(V, MsgType::ExecFailed, id, &failed);
+                self.guest.out.extend_from_slice(&f);
             }
             MsgType::ExecRequest => self.on_exec_request(id, payload),
             MsgType::ExecStdin if !stuck => {
@@ -169,16 +217,14 @@ impl World {
         }
     }
 
-    /// A request of a type agentd does not know: a terminal `core.error`.
-    fn agentd_error(&mut self, id: u32) {
-        // {"kind": "unsupported_message_type", "message": "?"}
-        let mut p = vec![0xa2, 0x64, b'k', b'i', b'n', b'd', 0x78, 24];
-        p.extend_from_slice(b"unsupported_message_type");
-        p.extend_from_slice(&[0x67]);
-        p.extend_from_slice(b"message");
-        p.extend_from_slice(&[0x61, b'?']);
-        let out = &mut self.guest.out;
-        frames::push_raw(out, V, MsgType::CoreError, id, FLAG_TERMINAL, &p);
+    /// With exec limits, as many executions run as it may have: the ones
+    /// not deleted yet, killed ones included until their exit is sent.
+    fn executions_full(&self) -> bool {
+        let max = self.guest.agentd.as_ref().and_then(|a| a.limits);
+        max.is_some_and(|l| {
+            let running = self.guest.sessions.values().filter(|s| s.exec).count();
+            running >= l.max_executions as usize
+        })
     }
 
     /// With exec limits, stdin consumed is acknowledged now and then.
@@ -228,18 +274,48 @@ impl World {
         self.open_session(id, true);
     }
 
-    /// The disconnect notice: the range's fs and tcp sessions are gone, with
-    /// no terminal frame; its execs, killed, still exit.
-    fn drop_range(&mut self, start: u32, end: u32) {
+    /// A disconnect notice: a range agentd checks, then, leased, the slot's
+    /// incarnation or a stale notice it ignores.
+    fn disconnected(&mut self, n: &RelayClientDisconnected) {
+        let (start, end) = (n.id_start, n.id_end_exclusive);
+        let Some(slot) = canonical_slot(start, end) else {
+            return; // agentd's loop would end here
+        };
+        let a = self.guest.agentd.as_mut().expect("current guest");
+        let held = a.incarnations.get(&slot).copied();
+        match (n.incarnation, held) {
+            (Some(inc), Some(h)) if inc == h => {
+                a.incarnations.remove(&slot);
+                self.drop_range(start, end, true);
+                let range = IdRange { start, end };
+                let ack = frames::lease_record(LeaseEvent::DisconnectedAck, range, inc);
+                self.guest.out.extend_from_slice(&ack);
+            }
+            (Some(_), _) => {}    // stale: ignored, no acknowledgement
+            (None, Some(_)) => {} // agentd's loop would end here
+            (None, None) => self.drop_range(start, end, false),
+        }
+    }
+
+    /// The range's sessions are gone: its exec sessions killed and deleted
+    /// at once (their exits never come), its fs and tcp state dropped, with
+    /// no terminal frame. Unleased, output the killed sessions had queued
+    /// still follows; leased, agentd drops it.
+    fn drop_range(&mut self, start: u32, end: u32, leased: bool) {
         let gone: Vec<u32> = self
             .guest
             .sessions
             .range(start..end)
-            .filter(|(_, s)| !s.exec)
             .map(|(&id, _)| id)
             .collect();
         for id in gone {
             let s = self.guest.sessions.remove(&id).expect("listed");
+            if s.exec && s.killed && !leased {
+                for _ in 0..s.left {
+                    let out = &mut self.guest.out;
+                    frames::push_data(out, V, MsgType::ExecStdout, id, 0, b"late");
+                }
+            }
             self.release_held(s.held);
         }
     }
@@ -342,7 +418,7 @@ impl World {
         }
         let out = &mut self.guest.out;
         let t = FLAG_TERMINAL;
-        match self.rng.below(7) {
+        match self.rng.below(8) {
             0 => frames::push_raw(out, V, MsgType::WorkloadFrozen, u32::MAX, t, &[0xa0]),
             1 => frames::push_raw(out, V, MsgType::WorkloadThawed, u32::MAX, t, &[0xa0]),
             2 => frames::push_raw(
@@ -362,7 +438,27 @@ impl World {
                 let id = 128 * STEP + self.rng.below(127) as u32;
                 frames::push_raw(out, V, MsgType::Pong, id, t, &[0xa0]);
             }
+            7 if self.guest.agentd.as_ref().is_some_and(|a| a.lease) => {
+                // An acknowledgement nobody awaits (the relay ignores it).
+                let s = self.rng.below(128) as u32;
+                let range = IdRange {
+                    start: s * STEP + 1,
+                    end: (s + 1) * STEP,
+                };
+                let mut inc = [0u8; 16];
+                self.rng.fill(&mut inc);
+                inc[0] |= 1;
+                let ack = frames::lease_record(LeaseEvent::DisconnectedAck, range, inc);
+                self.guest.out.extend_from_slice(&ack);
+            }
             _ => frames::push_bulk(out, 0, 1, 2, 0, b"nobody"),
         }
     }
+}
+
+/// The slot whose canonical range is `[start, end)`, as agentd checks any
+/// range the relay names (P7/transport.rs).
+fn canonical_slot(start: u32, end: u32) -> Option<u32> {
+    let s = start.wrapping_sub(1) / STEP;
+    (s < 128 && start == s * STEP + 1 && end == (s + 1) * STEP).then_some(s)
 }

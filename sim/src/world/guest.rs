@@ -247,7 +247,10 @@ impl World {
     }
 
     /// KILL (and half the TERMs) end a live exec session, after one to five
-    /// late output frames when the swarm says so.
+    /// late output frames when the swarm says so. A current guest's exit
+    /// comes later, when the session's turn comes (a killed process's exit
+    /// reaches agentd's loop after the signal; a disconnect notice read
+    /// before it deletes the session, and the exit never comes).
     pub(super) fn on_signal(&mut self, id: u32, payload: &[u8]) {
         let Ok(sig) = decode_payload::<ExecSignal>(payload) else {
             return;
@@ -261,7 +264,7 @@ impl World {
         {
             s.killed = true;
             s.left = extra;
-            if extra == 0 {
+            if extra == 0 && self.guest.agentd.is_none() {
                 let s = self.guest.sessions.remove(&id).expect("matched");
                 let exited = frames::exited(self.guest.v, id, 128 + sig.signal);
                 self.guest.out.extend_from_slice(&exited);

@@ -161,9 +161,10 @@ pub fn config_for(rng: &mut Rng) -> Config {
 /// The relay configuration a current world draws: the same small budgets,
 /// and the current generation's choices (configured or detected, slots
 /// offered, the correlation bound, the clock).
-pub fn config_for_current(rng: &mut Rng) -> Config {
+pub fn config_for_current(rng: &mut Rng, seed: u64) -> Config {
     let (soft, hard) = soft_and_hard(rng);
     Config {
+        incarnation_seed: incarnation_seed(seed),
         protocol: if rng.chance(500) {
             Protocol::Current
         } else {
@@ -205,9 +206,16 @@ pub fn world_config(seed: u64) -> (Generation, Config) {
     let mut rng = Rng::new(seed);
     let cfg = match generation {
         Generation::Legacy => config_for(&mut rng),
-        Generation::Current => config_for_current(&mut rng),
+        Generation::Current => config_for_current(&mut rng, seed),
     };
     (generation, cfg)
+}
+
+/// The seed of the incarnations a current world's relay draws for its range
+/// leases: from a stream of its own (the seed mixed with a constant), never
+/// from the world's [`Rng`], so no world makes one draw more for it.
+pub fn incarnation_seed(seed: u64) -> u64 {
+    Rng::new(seed ^ 0x696e_6361_726e_6174).next_u64() // "incarnat"
 }
 
 /// Runs one seed; a panic anywhere (core or world) is reported as a
@@ -279,7 +287,7 @@ impl World {
         let mut rng = Rng::new(seed);
         let cfg = match generation {
             Generation::Legacy => config_for(&mut rng),
-            Generation::Current => config_for_current(&mut rng),
+            Generation::Current => config_for_current(&mut rng, seed),
         };
         let current = generation == Generation::Current;
         let swarm = Swarm::draw(&mut rng, opts.disabled, current);

@@ -2,11 +2,13 @@
 //! they take their canonical range from the bounds prologue and allocate ids
 //! from `id_start` up, never reusing one; they run execs (stdin, resizes,
 //! signals, output acks), fs and tcp sessions with data and raw bulk records
-//! host to guest, pings and touches, requests of types the relay does not
-//! know but well formed, bulk control, and `core.shutdown` on id 0
-//! (sometimes with an empty body). Malicious ones add the current
+//! host to guest, pings and touches, bulk control, and `core.shutdown` on id
+//! 0 (a whole envelope, payload `()`). Malicious ones add the current
 //! generation's bad frames: forged relay and runtime types, undefined flags,
-//! bad or misdirected bulk records, `control.*` names, trailing bytes.
+//! bad or misdirected bulk records, `control.*` names, trailing bytes, and
+//! what agentd's decoder cannot read or answer (types it does not know, the
+//! empty-bodied shutdown, an envelope without `p` or with two `v`, a sender
+//! of generation 1).
 
 use agent_relay::core::IdRange;
 use agent_relay::wire::payload::{Consumed, ExecResize, RelayClientDisconnected};
@@ -36,13 +38,12 @@ pub(super) enum SdkOp {
     TcpClose,
     Ping,
     Touch,
-    Unknown,
     BulkControl,
     Shutdown,
     Idle,
 }
 
-const SDK_OPS: [(SdkOp, u64); 16] = [
+const SDK_OPS: [(SdkOp, u64); 15] = [
     (SdkOp::ExecRequest, 18),
     (SdkOp::Stdin, 14),
     (SdkOp::Resize, 4),
@@ -53,9 +54,8 @@ const SDK_OPS: [(SdkOp, u64); 16] = [
     (SdkOp::TcpConnect, 7),
     (SdkOp::TcpData, 8),
     (SdkOp::TcpClose, 3),
-    (SdkOp::Ping, 8),
+    (SdkOp::Ping, 12),
     (SdkOp::Touch, 2),
-    (SdkOp::Unknown, 4),
     (SdkOp::BulkControl, 2),
     (SdkOp::Shutdown, 1),
     (SdkOp::Idle, 8),
@@ -80,6 +80,18 @@ enum BadCurrent {
     BadBulk,
     /// An unknown type carrying SHUTDOWN.
     UnknownShutdown,
+    /// A well-formed request of a type agentd does not know (its decoder
+    /// cannot read it), with or without SESSION_START or an extra key.
+    Unknown,
+    /// `core.shutdown` on id 0 with an empty body.
+    EmptyShutdown,
+    /// A ping from a generation-1 sender (half with a payload agentd cannot
+    /// decode, which it could not answer with `core.error`).
+    OldGeneration,
+    /// A ping whose envelope has no `p`.
+    NoPayload,
+    /// A ping whose envelope has `v` twice.
+    TwoVersions,
     /// A `control.*` name.
     ControlName,
     /// An envelope with a byte after it.
@@ -88,7 +100,7 @@ enum BadCurrent {
     WrongFlags,
 }
 
-const BAD_CURRENT: [BadCurrent; 11] = [
+const BAD_CURRENT: [BadCurrent; 16] = [
     BadCurrent::Legacy,
     BadCurrent::ForgedNotice,
     BadCurrent::RelayType,
@@ -97,6 +109,11 @@ const BAD_CURRENT: [BadCurrent; 11] = [
     BadCurrent::BulkNothingOpen,
     BadCurrent::BadBulk,
     BadCurrent::UnknownShutdown,
+    BadCurrent::Unknown,
+    BadCurrent::EmptyShutdown,
+    BadCurrent::OldGeneration,
+    BadCurrent::NoPayload,
+    BadCurrent::TwoVersions,
     BadCurrent::ControlName,
     BadCurrent::Trailing,
     BadCurrent::WrongFlags,
@@ -154,7 +171,7 @@ impl World {
             SdkOp::FsData | SdkOp::TcpData | SdkOp::TcpClose | SdkOp::BulkControl => {
                 self.sdk_stream(i, op, burst);
             }
-            SdkOp::Ping | SdkOp::Touch | SdkOp::Unknown => {
+            SdkOp::Ping | SdkOp::Touch => {
                 // A burst of requests now and then (a health check loop).
                 let n = if self.rng.chance(250) {
                     self.rng.range(4, 80)
@@ -295,34 +312,24 @@ impl World {
         }
     }
 
-    /// A ping, a touch, or a request of a type the relay does not know
-    /// (well formed; sometimes with SESSION_START, sometimes an extra key),
-    /// each on a fresh id, waiting for its reply.
+    /// A ping or a touch, each on a fresh id, waiting for its reply.
     fn sdk_request(&mut self, i: usize, range: IdRange, op: SdkOp) {
         let Some(id) = self.take_id(i, range, Sess::Ask) else {
             return;
         };
-        let (opens, extra) = (self.rng.chance(200), self.rng.chance(500));
-        let out = &mut self.actors[i].out;
-        match op {
-            SdkOp::Ping => frames::push_raw(out, V, MsgType::Ping, id, 0, &[0xa0]),
-            SdkOp::Touch => frames::push_raw(out, V, MsgType::Touch, id, 0, &[0xa0]),
-            _ => {
-                let flags = if opens { FLAG_SESSION_START } else { 0 };
-                frames::push_unknown(out, V, "core.future.request", id, flags, extra);
-            }
-        }
+        let t = if op == SdkOp::Ping {
+            MsgType::Ping
+        } else {
+            MsgType::Touch
+        };
+        frames::push_raw(&mut self.actors[i].out, V, t, id, 0, &[0xa0]);
     }
 
-    /// `core.shutdown` on id 0: half with an empty body, half `p = null`.
+    /// `core.shutdown` on id 0, its payload `()` (as microsandbox 0.7.13
+    /// sends it).
     fn sdk_shutdown(&mut self, i: usize) {
-        let empty = self.rng.chance(500);
         let out = &mut self.actors[i].out;
-        if empty {
-            out.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0, FLAG_SHUTDOWN]);
-        } else {
-            frames::push_raw(out, V, MsgType::Shutdown, 0, FLAG_SHUTDOWN, &[0xf6]);
-        }
+        frames::push_raw(out, V, MsgType::Shutdown, 0, FLAG_SHUTDOWN, &[0xf6]);
     }
 
     /// A frame a current relay must refuse (and close the sender for).
@@ -363,6 +370,35 @@ impl World {
             }
             BadCurrent::UnknownShutdown => {
                 frames::push_unknown(&mut out, V, "core.future.stop", id, FLAG_SHUTDOWN, false);
+            }
+            BadCurrent::Unknown => {
+                let (opens, extra) = (self.rng.chance(500), self.rng.chance(500));
+                let flags = if opens { FLAG_SESSION_START } else { 0 };
+                frames::push_unknown(&mut out, V, "core.future.request", id, flags, extra);
+            }
+            BadCurrent::EmptyShutdown => {
+                out.extend_from_slice(&frames::body_frame(0, FLAG_SHUTDOWN, &[]));
+            }
+            BadCurrent::OldGeneration => {
+                let p: &[u8] = if self.rng.chance(500) {
+                    &[0xa0]
+                } else {
+                    &[0x01]
+                };
+                frames::push_raw(&mut out, 1, MsgType::Ping, id, 0, p);
+            }
+            BadCurrent::NoPayload => {
+                // {"v": 10, "t": "core.ping"}
+                let mut body = vec![0xa2, 0x61, b'v', V, 0x61, b't', 0x69];
+                body.extend_from_slice(b"core.ping");
+                out.extend_from_slice(&frames::body_frame(id, 0, &body));
+            }
+            BadCurrent::TwoVersions => {
+                // {"v": 10, "t": "core.ping", "v": 10, "p": h'a0'}
+                let mut body = vec![0xa4, 0x61, b'v', V, 0x61, b't', 0x69];
+                body.extend_from_slice(b"core.ping");
+                body.extend_from_slice(&[0x61, b'v', V, 0x61, b'p', 0x41, 0xa0]);
+                out.extend_from_slice(&frames::body_frame(id, 0, &body));
             }
             BadCurrent::ControlName => {
                 frames::push_unknown(&mut out, V, "control.stop", id, 0, false)

@@ -1,0 +1,296 @@
+//! `inv_guest_survives` (rule `guest_survives`): every frame the relay hands
+//! the guest is one the guest's own reader takes, judged as that reader
+//! judges it, in the order it reads them. One it cannot read ends its loop
+//! (`agentd: agent loop error: decode frame: ...`) and the VM with it, so a
+//! frame the guest cannot read counts as a killed guest.
+//!
+//! Current generation (0.7.13 agentd, `AD/agent.rs` 918-1050, 2365-2415):
+//! 1. bytes 9..13 holding the lease magic make a range-lease record, read
+//!    before frames: it must be a whole, well-formed *connected* record
+//!    (microsandbox-protocol 0.7.13's
+//!    `transport::try_decode_relay_client_connected_from_bytes` reading
+//!    exactly its 41 bytes) for a canonical range, with a nonzero
+//!    incarnation, and not for a slot that still holds a different
+//!    incarnation (one whose disconnect was not acknowledged);
+//! 2. anything else must decode with 0.7.13's
+//!    `codec::try_decode_frame_from_bytes`, consuming exactly the frame;
+//! 3. a sender agentd cannot answer with `core.error` (a `v` below that
+//!    type's generation, 5) must not send what agentd answers with one: flags
+//!    other than its type's, an execution control message over 4 KiB, or a
+//!    payload its type's handler cannot decode;
+//! 4. a disconnect notice must name a canonical range, and carry an
+//!    incarnation if the slot holds one; naming the slot's incarnation it
+//!    ends that lease (a stale one is ignored).
+//!
+//! The reader keeps agentd's own table of incarnations, slot by slot, from
+//! the frames it was handed. Input credit is `inv_credit`'s.
+//!
+//! Legacy generation: the frame must decode with microsandbox-protocol
+//! 0.4.4's `codec::try_decode_from_buf`, consuming exactly the frame.
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use msp7::codec::{DecodedFrame, try_decode_frame_from_bytes};
+use msp7::message::{Message, MessageType};
+use msp7::transport::{try_decode_relay_client_connected_from_bytes, validate_relay_client_range};
+
+use super::model::frame_id;
+use super::{Checker, Invariant};
+
+/// What the guest's reader knows: agentd's incarnation of each leased slot,
+/// and buffers reused from frame to frame.
+#[derive(Debug, Default)]
+pub(super) struct Reader {
+    leases: HashMap<u32, [u8; 16]>,
+    buf: BytesMut,
+    legacy: Vec<u8>,
+}
+
+impl Checker {
+    /// A frame is handed to the guest: its reader must take it.
+    pub(super) fn guest_survives(&mut self, frame: &Bytes) {
+        self.checks += 1;
+        // Before any ready only a current guest gets frames (init acks).
+        let current = !self.parse_ready || self.parse_current;
+        let why = if current {
+            self.reader.agentd(frame)
+        } else {
+            self.reader.legacy(frame)
+        };
+        if let Some(why) = why {
+            let who = if current {
+                "agentd 0.7.13"
+            } else {
+                "a 0.4.4 guest"
+            };
+            let why = format!(
+                "{who} cannot take frame id {} ({} bytes, flags {:#04x}) and ends its loop: {why}",
+                frame_id(frame),
+                frame.len(),
+                frame.get(8).copied().unwrap_or(0)
+            );
+            self.fail(Invariant::GuestSurvives, why);
+        }
+    }
+}
+
+impl Reader {
+    /// Why agentd's reader would end its loop on `frame`, if it would.
+    fn agentd(&mut self, frame: &[u8]) -> Option<String> {
+        self.buf.clear();
+        self.buf.extend_from_slice(frame);
+        if frame.get(9..13) == Some(b"MSBL") {
+            return self.connected(frame.len());
+        }
+        let decoded = match try_decode_frame_from_bytes(&mut self.buf) {
+            Ok(Some(_)) if !self.buf.is_empty() => return Some("read past the frame".into()),
+            Ok(Some(d)) => d,
+            Ok(None) => return Some("a partial frame".into()),
+            Err(e) => return Some(format!("decode frame: {e}")),
+        };
+        let DecodedFrame::Control(msg) = decoded else {
+            return None; // a raw bulk record the decoder took
+        };
+        let mute = !MessageType::CoreError.is_available_at(msg.v);
+        if mute {
+            if msg.flags != msg.t.flags() {
+                return Some(format!(
+                    "flags {:#04x} from a generation {} sender",
+                    msg.flags, msg.v
+                ));
+            }
+            if msg.t.is_exec_control() && frame.len() > msp7::exec::MAX_EXEC_CONTROL_BYTES {
+                return Some("an execution control message over 4 KiB".into());
+            }
+            if !payload_decodes(&msg) {
+                return Some(format!(
+                    "a {} payload it cannot decode from a generation {} sender",
+                    msg.t.as_str(),
+                    msg.v
+                ));
+            }
+        }
+        if msg.t == MessageType::RelayClientDisconnected && msg.flags == msg.t.flags() {
+            return self.notice(&msg);
+        }
+        None
+    }
+
+    /// A record with the lease magic, `len` bytes: a connected record.
+    fn connected(&mut self, len: usize) -> Option<String> {
+        let r = match try_decode_relay_client_connected_from_bytes(&mut self.buf) {
+            Ok(Some(r)) if self.buf.is_empty() => r,
+            Ok(Some(_)) => return Some(format!("a lease record of {len} bytes, not 41")),
+            Ok(None) => return Some("a partial lease record".into()),
+            Err(e) => return Some(format!("decode relay client lease: {e}")),
+        };
+        let Some(slot) = validate_relay_client_range(r.id_start, r.id_end_exclusive) else {
+            return Some(format!(
+                "a connected record for the range [{}, {}), not canonical",
+                r.id_start, r.id_end_exclusive
+            ));
+        };
+        if r.incarnation == [0; 16] {
+            return Some("a connected record with a zero incarnation".into());
+        }
+        if self.leases.get(&slot).is_some_and(|&i| i != r.incarnation) {
+            return Some(format!(
+                "a connected record for slot {slot} while it still holds another incarnation (replaced before its disconnect was acknowledged)"
+            ));
+        }
+        self.leases.insert(slot, r.incarnation);
+        None
+    }
+
+    /// A disconnect notice whose flags agentd takes.
+    fn notice(&mut self, msg: &Message) -> Option<String> {
+        // A payload it cannot decode gets a `core.error` (a mute sender's
+        // was judged above).
+        let n = msg.payload::<msp7::core::RelayClientDisconnected>().ok()?;
+        let Some(slot) = validate_relay_client_range(n.id_start, n.id_end_exclusive) else {
+            return Some(format!(
+                "a disconnect notice for the range [{}, {}), not canonical",
+                n.id_start, n.id_end_exclusive
+            ));
+        };
+        match n.incarnation {
+            Some(inc) if self.leases.get(&slot) == Some(&inc) => {
+                self.leases.remove(&slot);
+            }
+            Some(_) => {} // stale: ignored, no acknowledgement
+            None if self.leases.contains_key(&slot) => {
+                return Some(format!(
+                    "a disconnect notice without the incarnation of leased slot {slot}"
+                ));
+            }
+            None => {}
+        }
+        None
+    }
+
+    /// Why a 0.4.4 guest's decoder would refuse `frame`, if it would.
+    fn legacy(&mut self, frame: &[u8]) -> Option<String> {
+        self.legacy.clear();
+        self.legacy.extend_from_slice(frame);
+        match microsandbox_protocol::codec::try_decode_from_buf(&mut self.legacy) {
+            Ok(Some(_)) if self.legacy.is_empty() => None,
+            Ok(Some(_)) => Some("read past the frame".into()),
+            Ok(None) => Some("a partial frame".into()),
+            Err(e) => Some(format!("decode: {e}")),
+        }
+    }
+}
+
+/// Whether the handler agentd runs for `msg`'s type can decode its payload
+/// (the types whose handler decodes one, `AD/agent.rs` 2536-3250; the others
+/// are ignored or take none).
+fn payload_decodes(msg: &Message) -> bool {
+    use MessageType as T;
+    use msp7::{bulk, core, exec, fs, tcp};
+    fn ok<P: serde::de::DeserializeOwned>(msg: &Message) -> bool {
+        msg.payload::<P>().is_ok()
+    }
+    match msg.t {
+        T::RootDiskPrepare | T::RootDiskGrow => ok::<core::RootDiskGrow>(msg),
+        T::Ping => ok::<core::Ping>(msg),
+        T::Touch => ok::<core::Touch>(msg),
+        T::WorkloadFreeze => ok::<core::WorkloadFreeze>(msg),
+        T::WorkloadThaw => ok::<core::WorkloadThaw>(msg),
+        T::ExecRequest => ok::<exec::ExecRequest>(msg),
+        T::ExecStdin => ok::<exec::ExecStdin>(msg),
+        T::ExecOutputAck => ok::<exec::ExecOutputAck>(msg),
+        T::ExecResize => ok::<exec::ExecResize>(msg),
+        T::ExecSignal => ok::<exec::ExecSignal>(msg),
+        T::FsRequest => ok::<fs::FsRequest>(msg),
+        T::FsData => ok::<fs::FsData>(msg),
+        T::BulkCredit => ok::<bulk::BulkCredit>(msg),
+        T::BulkFinish => ok::<bulk::BulkFinish>(msg),
+        T::BulkCancel => ok::<bulk::BulkCancel>(msg),
+        T::TcpConnect => ok::<tcp::TcpConnect>(msg),
+        T::TcpData => ok::<tcp::TcpData>(msg),
+        T::TcpEof => ok::<tcp::TcpEof>(msg),
+        T::TcpClose => ok::<tcp::TcpClose>(msg),
+        T::RelayClientDisconnected => ok::<core::RelayClientDisconnected>(msg),
+        T::ClockSync => ok::<core::ClockSync>(msg),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reader;
+    use agent_relay::core::IdRange;
+    use agent_relay::testkit::frames;
+    use agent_relay::wire::MsgType;
+    use agent_relay::wire::lease::LeaseEvent;
+
+    const STEP: u32 = u32::MAX / 128;
+
+    #[test]
+    fn survives_judges_as_agentds_reader() {
+        let mut r = Reader::default();
+        let range = IdRange {
+            start: STEP + 1,
+            end: 2 * STEP,
+        };
+        // Frames agentd reads, and ones it dies on.
+        assert_eq!(
+            r.agentd(&frames::raw(10, MsgType::Ping, 5, 0, &[0xa0])),
+            None
+        );
+        assert!(
+            r.agentd(&frames::named(10, "core.bogus.type", 5, 0, &[0xa0]))
+                .is_some()
+        );
+        assert!(r.agentd(&frames::body_frame(0, 0x04, &[])).is_some());
+        // A generation-1 sender: flags and payload must be right.
+        assert_eq!(
+            r.agentd(&frames::raw(1, MsgType::Ping, 5, 0, &[0xa0])),
+            None
+        );
+        assert!(
+            r.agentd(&frames::raw(1, MsgType::Ping, 5, 0, &[0x01]))
+                .is_some()
+        );
+        assert!(
+            r.agentd(&frames::raw(1, MsgType::Ping, 5, 1, &[0xa0]))
+                .is_some()
+        );
+        assert_eq!(
+            r.agentd(&frames::raw(10, MsgType::Ping, 5, 0, &[0x01])),
+            None
+        );
+        // Leases: a record, a second one for the slot, the notice.
+        let rec = |inc| frames::lease_record(LeaseEvent::Connected, range, inc);
+        assert_eq!(r.agentd(&rec([7; 16])), None);
+        assert_eq!(r.agentd(&rec([7; 16])), None);
+        assert!(r.agentd(&rec([8; 16])).is_some());
+        assert!(r.agentd(&frames::client_disconnected(10, range)).is_some());
+        let stale = frames::client_disconnected_leased(10, range, Some([9; 16]));
+        assert_eq!(r.agentd(&stale), None);
+        let own = frames::client_disconnected_leased(10, range, Some([7; 16]));
+        assert_eq!(r.agentd(&own), None);
+        assert_eq!(r.agentd(&rec([8; 16])), None);
+        assert!(r.agentd(&rec([0; 16])).is_some());
+        let odd = IdRange {
+            start: STEP,
+            end: 2 * STEP,
+        };
+        assert!(
+            r.agentd(&frames::lease_record(LeaseEvent::Connected, odd, [1; 16]))
+                .is_some()
+        );
+        let ack = frames::lease_record(LeaseEvent::DisconnectedAck, range, [8; 16]);
+        assert!(r.agentd(&ack).is_some());
+        // 0.4.4's reader: a current-only type is not a frame to it.
+        assert_eq!(
+            r.legacy(&frames::raw(1, MsgType::ExecSignal, 5, 0, &[0xa0])),
+            None
+        );
+        assert!(
+            r.legacy(&frames::raw(10, MsgType::Ping, 5, 0, &[0xa0]))
+                .is_some()
+        );
+    }
+}

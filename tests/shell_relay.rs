@@ -188,7 +188,7 @@ async fn shell_reader_slower_than_the_guest_loses_nothing() {
         while got < 512 * chunk.len() {
             let m = c.client.recv().await.expect("a frame");
             got += m.payload::<ExecStdout>().unwrap().data.len();
-            if got % (1 << 20) == 0 {
+            if got.is_multiple_of(1 << 20) {
                 // A reader that stops now and then, within the grace.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

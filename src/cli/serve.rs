@@ -18,7 +18,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::units::show_size;
 use super::{
-    DemoProtocol, EXIT_GUEST_GONE, EXIT_STARTUP, EXIT_STOPPED, GuestArgs, Handshake,
+    DemoProtocol, EXIT_GUEST_GONE, EXIT_STARTUP, EXIT_STOPPED, GuestArgs, Handshake, LimitArgs,
     MAX_CLIENTS_BOUNDS, ProtocolArg, ServeArgs,
 };
 use crate::core::{CURRENT_SLOTS, Config, Millis, Protocol};
@@ -141,10 +141,10 @@ fn demo_protocol(args: &ServeArgs) -> DemoProtocol {
     })
 }
 
-/// Checks the values together; the error names the flags and values.
-pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
-    let base = generation(args)?;
-    let l = &args.limits;
+/// The output budgets together: each at least what the next needs, so that
+/// a client that keeps reading never meets a cap (rule
+/// `backpressure_bounded_wait`).
+fn check_budgets(l: &LimitArgs) -> Result<(), String> {
     let soft = ("--client-soft-budget", l.client_soft_budget);
     let hard = ("--client-hard-cap", l.client_hard_cap);
     let global = ("--global-cap", l.global_cap);
@@ -190,13 +190,21 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Checks the values together; the error names the flags and values.
+pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
+    let base = generation(args)?;
+    let l = &args.limits;
+    check_budgets(l)?;
     if l.grace.is_zero() {
         return Err("--grace 0s: a client needs some time to catch up (at least 1ms)".to_owned());
     }
     let config = Config {
-        client_soft_budget: soft.1,
-        client_hard_cap: hard.1,
-        global_cap: global.1,
+        client_soft_budget: l.client_soft_budget,
+        client_hard_cap: l.client_hard_cap,
+        global_cap: l.global_cap,
         grace: millis(l.grace),
         quarantine: millis(l.quarantine),
         ..base

@@ -500,26 +500,11 @@ impl Driver {
                         });
                     }
                 }
-                Action::PauseClient(client) => {
-                    if let Some(c) = self.clients.get_mut(&client) {
-                        c.span
-                            .in_scope(|| tracing::debug!("paused: guest queue full"));
-                        c.set_paused(true);
-                    }
-                }
-                Action::ResumeClient(client) => {
-                    if let Some(c) = self.clients.get_mut(&client) {
-                        c.span.in_scope(|| tracing::debug!("resumed"));
-                        c.set_paused(false);
-                    }
-                }
-                Action::PauseGuest => {
-                    tracing::debug!("guest not read: a client's output is over its budget");
-                    self.guest_paused = true;
-                }
-                Action::ResumeGuest => {
-                    tracing::debug!("guest read again");
-                    self.guest_paused = false;
+                Action::PauseClient(client) => self.pause_client(client, true),
+                Action::ResumeClient(client) => self.pause_client(client, false),
+                Action::PauseGuest | Action::ResumeGuest => {
+                    self.guest_paused = action == Action::PauseGuest;
+                    tracing::trace!(paused = self.guest_paused, "guest reads (backpressure)");
                 }
                 Action::Log(record) => {
                     if let Some(log) = &mut self.exec_log {
@@ -545,6 +530,16 @@ impl Driver {
                     self.startup_failure = Some(why);
                 }
             }
+        }
+    }
+
+    /// Stops or resumes reading a client (its frames toward the guest are
+    /// over the bound, or back under half of it).
+    fn pause_client(&mut self, client: ClientId, paused: bool) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.span
+                .in_scope(|| tracing::debug!(paused, "reads of this client (guest queue)"));
+            c.set_paused(paused);
         }
     }
 

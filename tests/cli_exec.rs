@@ -98,8 +98,8 @@ fn cli_exec_full_buffer_and_relay_close_are_explained() {
     );
     assert!(
         err.contains(
-            "closed by the relay: slow consumer (output backed up past --max-buffer 1 MiB"
-        ),
+            "closed by the relay as a slow consumer: our output backed up past --max-buffer 1 MiB"
+        ) && err.contains("raise --max-buffer, or the relay's --grace"),
         "{err}"
     );
     assert!(!err.contains("mid-frame"), "{err}");
@@ -316,4 +316,31 @@ fn cli_exec_third_interrupt_leaves_even_when_the_guest_is_stalled() {
         err.contains("interrupted; the relay kills the session"),
         "{err}"
     );
+}
+
+/// Rule `backpressure_bounded_wait`, the promise users rely on: a reader
+/// that keeps reading gets everything, however fast the guest writes. A
+/// gigabyte at memory speed to `wc -c`, twice in each generation, with the
+/// default limits: never cut, no slow-consumer close, and the relay paused
+/// the guest instead of queueing without bound.
+#[test]
+fn cli_exec_a_gigabyte_to_wc_is_never_cut_in_either_generation() {
+    for protocol in ["legacy", "current"] {
+        let server = Server::start_without_log(&["--protocol", protocol]);
+        for run in 0..2 {
+            let script = format!(
+                "{BIN} exec --socket {} -- head -c 1073741824 /dev/zero | wc -c",
+                server.socket_arg()
+            );
+            let out = shell(&script);
+            assert_eq!(
+                text(&out.stdout).trim(),
+                "1073741824",
+                "{protocol} run {run}: {}",
+                text(&out.stderr)
+            );
+        }
+        let log = server.stderr();
+        assert!(!log.contains("slow consumer"), "{protocol}: {log}");
+    }
 }

@@ -42,7 +42,10 @@ fn cli_serve_stops_cleanly_on_sigint_sigterm_and_sighup() {
         let out = output_of(client);
         assert_eq!(out.status.code(), Some(1), "SIG{signal}");
         let err = text(&out.stderr);
-        assert!(err.contains("closed by the relay"), "SIG{signal}: {err}");
+        assert!(
+            err.contains("the relay closed the connection"),
+            "SIG{signal}: {err}"
+        );
         // The demo agent killed what it started before serve exited.
         assert!(
             !process_running(&running),
@@ -133,16 +136,23 @@ fn cli_serve_refuses_impossible_limits_naming_the_value() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("relay.sock");
     let sock = socket.to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--client-hard-cap", "1MiB"],
             "--client-hard-cap 1 MiB is below the largest frame",
         ),
         (
             &["--client-soft-budget", "16MiB"],
-            "--client-soft-budget 16 MiB exceeds --client-hard-cap 8 MiB",
+            "--client-hard-cap 8 MiB is below --client-soft-budget 16 MiB plus the largest frame and one guest read",
         ),
-        (&["--global-cap", "4MiB"], "exceeds --global-cap 4 MiB"),
+        (
+            &["--global-cap", "4MiB"],
+            "--global-cap 4 MiB is below twice the largest frame",
+        ),
+        (
+            &["--global-cap", "9MiB", "--client-hard-cap", "10MiB"],
+            "--client-hard-cap 10 MiB exceeds --global-cap 9 MiB",
+        ),
         (&["--grace", "1.5s"], "invalid duration \"1.5s\""),
         (&["--client-hard-cap", "3 MB"], "invalid size \"3 MB\""),
         (&["--max-clients", "4294967295"], "4294967295"),
@@ -237,7 +247,7 @@ fn cli_serve_limit_flags_reach_the_relay() {
     assert!(
         server
             .stderr()
-            .contains("over its soft budget for the whole grace period")
+            .contains("over its soft budget for a whole grace period")
     );
 }
 

@@ -213,7 +213,11 @@ impl World {
                 let i = self.conn_index(client).ok_or("refuse of unknown client")?;
                 self.model.clients[i] = MClient::default();
             }
-            Action::PauseClient(_) | Action::ResumeClient(_) | Action::Log(_) => {}
+            Action::PauseClient(_)
+            | Action::ResumeClient(_)
+            | Action::PauseGuest
+            | Action::ResumeGuest
+            | Action::Log(_) => {}
             Action::Ready
             | Action::Drain
             | Action::GuestCorrupt { .. }

@@ -244,15 +244,21 @@ impl Session {
     }
 
     /// Why the relay closed us, as far as we can tell: the protocol has no
-    /// message for it, so only our own holding back is known for sure.
+    /// message for it. A client that keeps reading is never closed for
+    /// slowness (the relay stops reading the guest instead), so only our own
+    /// holding back can have made us a slow consumer.
     fn closed_reason(&self) -> String {
         if self.held_back {
             format!(
-                "closed by the relay: slow consumer (output backed up past --max-buffer {}, so exec stopped reading)",
+                "closed by the relay as a slow consumer: our output backed up past --max-buffer {} \
+                 and exec stopped reading for longer than the relay's grace period; raise \
+                 --max-buffer, or the relay's --grace (serve), or read the output faster",
                 show_size(self.out.limit())
             )
         } else {
-            "closed by the relay before the process ended: likely a slow consumer or a protocol violation (the relay's log says which)".to_owned()
+            "the relay closed the connection before the process ended: the relay stopped, the \
+             guest agent went away, or a protocol violation (the relay's log says which)"
+                .to_owned()
         }
     }
 

@@ -18,14 +18,14 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::units::show_size;
 use super::{
-    DemoProtocol, EXIT_GUEST_GONE, EXIT_STARTUP, EXIT_STOPPED, GuestArgs, Handshake,
+    DemoProtocol, EXIT_GUEST_GONE, EXIT_STARTUP, EXIT_STOPPED, GuestArgs, Handshake, LimitArgs,
     MAX_CLIENTS_BOUNDS, ProtocolArg, ServeArgs,
 };
 use crate::core::{CURRENT_SLOTS, Config, Millis, Protocol};
 use crate::demo_agent::{Generation, run_demo_agent_with};
 use crate::exec_log::{ExecLog, ExecLogOptions};
 use crate::shell::{
-    BindError, BoxConnection, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
+    BindError, BoxConnection, GUEST_BATCH, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
 };
 use crate::wire::MAX_FRAME_LEN;
 use crate::wire::bootstrap::GuestBootstrap;
@@ -141,10 +141,10 @@ fn demo_protocol(args: &ServeArgs) -> DemoProtocol {
     })
 }
 
-/// Checks the values together; the error names the flags and values.
-pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
-    let base = generation(args)?;
-    let l = &args.limits;
+/// The output budgets together: each at least what the next needs, so that
+/// a client that keeps reading never meets a cap (rule
+/// `backpressure_bounded_wait`).
+fn check_budgets(l: &LimitArgs) -> Result<(), String> {
     let soft = ("--client-soft-budget", l.client_soft_budget);
     let hard = ("--client-hard-cap", l.client_hard_cap);
     let global = ("--global-cap", l.global_cap);
@@ -158,6 +158,29 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             show_size(LARGEST_FRAME)
         ));
     }
+    // What one guest read can add to a queue past the point where the relay
+    // stops reading: frames it completes, the largest among them whole.
+    let overshoot = LARGEST_FRAME + GUEST_BATCH;
+    if hard.1 < soft.1.saturating_add(overshoot) {
+        return Err(format!(
+            "--client-hard-cap {} is below --client-soft-budget {} plus the largest frame and one \
+             guest read ({}): a client that keeps reading could reach it and be cut off; raise \
+             --client-hard-cap to at least {} or lower --client-soft-budget",
+            show_size(hard.1),
+            show_size(soft.1),
+            show_size(overshoot),
+            show_size(soft.1.saturating_add(overshoot))
+        ));
+    }
+    if global.1 < 2 * overshoot {
+        return Err(format!(
+            "--global-cap {} is below twice the largest frame and one guest read ({}): the relay \
+             stops reading the guest at half of it, and clients that keep reading could still \
+             reach it",
+            show_size(global.1),
+            show_size(2 * overshoot)
+        ));
+    }
     for ((small, a), (big, b)) in [(soft, hard), (hard, global)] {
         if a > b {
             return Err(format!(
@@ -167,13 +190,21 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Checks the values together; the error names the flags and values.
+pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
+    let base = generation(args)?;
+    let l = &args.limits;
+    check_budgets(l)?;
     if l.grace.is_zero() {
         return Err("--grace 0s: a client needs some time to catch up (at least 1ms)".to_owned());
     }
     let config = Config {
-        client_soft_budget: soft.1,
-        client_hard_cap: hard.1,
-        global_cap: global.1,
+        client_soft_budget: l.client_soft_budget,
+        client_hard_cap: l.client_hard_cap,
+        global_cap: l.global_cap,
         grace: millis(l.grace),
         quarantine: millis(l.quarantine),
         ..base

@@ -1,9 +1,32 @@
-//! Rule `bounded_client_output`: a client that stops reading never delays
-//! frames for any other client, and never makes the relay stop reading the
-//! guest; what waits for it is bounded. Per client a soft budget (past it a
-//! grace timer runs, restarted by progress) and a hard cap; a global cap over
-//! all clients, reached, closes the client holding the most. A client closed
-//! here is a slow consumer, with its sessions cleaned up as on any departure.
+//! Rule `backpressure_bounded_wait`: a client that keeps reading never loses
+//! output; one that stops costs the others at most one grace period; memory
+//! stays within the caps.
+//!
+//! - **Over budget, the guest waits.** When a client's queued output passes
+//!   its soft budget, or all clients' together pass half the global cap, the
+//!   relay stops reading the guest ([`Action::PauseGuest`]) instead of
+//!   queueing more; it reads again ([`Action::ResumeGuest`]) once no client
+//!   is over and the sum is low again. Frames the last read completed are
+//!   still routed, so a queue can pass its budget by one read batch and one
+//!   frame, never more.
+//! - **Progress is half the budget.** A client over its soft budget has one
+//!   grace period, from the moment it went over, to take its queue down to
+//!   half the budget; then it is no longer over. Reading a few bytes now and
+//!   then is not progress, so a trickle cannot hold the guest: it is closed
+//!   at the end of the grace period, as a stalled client is, and the guest
+//!   is read again. A reader that keeps up is never closed, however fast the
+//!   guest writes. The sum has its own grace period, from the moment it
+//!   passed half the global cap, to fall to a quarter of it; if it does not,
+//!   the client holding the most is closed, and the sum gets another.
+//! - **Caps stay as the last line.** A frame that would take one client past
+//!   its hard cap, or all past the global cap, closes the client (the one
+//!   holding the most, for the global cap) at once. With a hard cap of at
+//!   least the soft budget plus the largest frame plus one read batch (the
+//!   CLI refuses less), and a global cap of twice that, a reading client
+//!   never meets them.
+//!
+//! A client closed here is a slow consumer, with its sessions cleaned up as
+//! on any departure.
 
 use bytes::Bytes;
 
@@ -30,10 +53,12 @@ impl Relay {
             return;
         };
         conn.queued += len;
-        if conn.queued > self.cfg.client_soft_budget && conn.grace_deadline.is_none() {
+        let went_over = conn.queued > self.cfg.client_soft_budget && conn.grace_deadline.is_none();
+        if went_over {
             conn.grace_deadline = Some(self.now + self.cfg.grace);
         }
         let client = conn.client;
+        self.over_clients += u32::from(went_over);
         self.counters.queued_to_clients += len as u64;
         self.counters.bytes_to_clients += len as u64;
         if handshake {
@@ -45,19 +70,15 @@ impl Relay {
                 frame: bytes,
             });
         }
+        self.note_global();
+        self.pace_guest();
     }
 
     /// Closes whoever holds the most (ties go to the lowest slot) until `len`
     /// more bytes fit under the global cap; false if `slot` itself was closed.
     fn make_global_room(&mut self, slot: usize, len: usize) -> bool {
         while self.counters.queued_to_clients as usize + len > self.cfg.global_cap {
-            let Some((victim, queued)) = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.conn.as_ref().map(|c| (i, c.queued)))
-                .max_by_key(|&(i, q)| (q, std::cmp::Reverse(i)))
-            else {
+            let Some((victim, queued)) = self.holder_of_most() else {
                 return false;
             };
             self.close_slow(victim, queued, SlowLimit::GlobalCap);
@@ -68,13 +89,31 @@ impl Relay {
         true
     }
 
+    /// The slot whose client holds the most output (ties: the lowest slot).
+    fn holder_of_most(&self) -> Option<(usize, usize)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.conn.as_ref().map(|c| (i, c.queued)))
+            .max_by_key(|&(i, q)| (q, std::cmp::Reverse(i)))
+    }
+
     fn close_slow(&mut self, slot: usize, queued: usize, limit: SlowLimit) {
         self.counters.slow_consumer_closes += 1;
         self.depart(slot, Some(CloseReason::SlowConsumer { queued, limit }));
     }
 
-    /// Bytes reached a client's socket: progress restarts the grace period;
-    /// under budget it ends.
+    /// A client's output is gone (it departed holding `queued` bytes, of
+    /// which it was over its budget if `over`).
+    pub(super) fn budget_released(&mut self, queued: usize, over: bool) {
+        self.counters.queued_to_clients -= queued as u64;
+        self.over_clients -= u32::from(over);
+        self.note_global();
+        self.pace_guest();
+    }
+
+    /// Bytes reached a client's socket; down to half its soft budget, it is
+    /// no longer over it.
     pub(super) fn on_client_written(&mut self, client: ClientId, n: usize) {
         let Some(&slot) = self.by_client.get(&client) else {
             return;
@@ -85,14 +124,47 @@ impl Relay {
         let n = n.min(conn.queued);
         conn.queued -= n;
         self.counters.queued_to_clients -= n as u64;
-        if conn.queued <= self.cfg.client_soft_budget {
+        if conn.grace_deadline.is_some() && conn.queued <= self.cfg.client_soft_budget / 2 {
             conn.grace_deadline = None;
-        } else if n > 0 {
-            conn.grace_deadline = Some(self.now + self.cfg.grace);
+            self.over_clients -= 1;
+        }
+        self.note_global();
+        self.pace_guest();
+    }
+
+    /// The sum of all queues: over half the global cap its grace period
+    /// runs; down to a quarter it ends.
+    fn note_global(&mut self) {
+        let total = self.counters.queued_to_clients as usize;
+        match self.global_deadline {
+            None if total > self.cfg.global_cap / 2 => {
+                self.global_deadline = Some(self.now + self.cfg.grace);
+            }
+            Some(_) if total <= self.cfg.global_cap / 4 => self.global_deadline = None,
+            _ => {}
         }
     }
 
-    /// The grace period of `slot`'s client ran out without progress.
+    /// Reads the guest while nobody is over budget, stops otherwise.
+    pub(super) fn pace_guest(&mut self) {
+        let pause = self.over_clients > 0 || self.global_deadline.is_some();
+        match (pause, self.guest_paused_since) {
+            (true, None) if !self.guest_gone => {
+                self.guest_paused_since = Some(self.now);
+                self.counters.guest_pauses += 1;
+                self.actions.push_back(Action::PauseGuest);
+            }
+            (false, Some(since)) => {
+                self.guest_paused_since = None;
+                self.counters.guest_paused_ms += self.now - since;
+                self.actions.push_back(Action::ResumeGuest);
+            }
+            _ => {}
+        }
+    }
+
+    /// The grace period of `slot`'s client ran out before it took its queue
+    /// down to half its budget.
     pub(super) fn expire_grace(&mut self, slot: usize) {
         if let Some(conn) = &self.slots[slot].conn
             && conn.grace_deadline.is_some_and(|d| d <= self.now)
@@ -100,5 +172,19 @@ impl Relay {
             let queued = conn.queued;
             self.close_slow(slot, queued, SlowLimit::Grace);
         }
+    }
+
+    /// The sum stayed over half the global cap for a grace period: the
+    /// client holding the most goes, and the sum gets another period.
+    pub(super) fn expire_global(&mut self) {
+        if self.global_deadline.is_none_or(|d| d > self.now) {
+            return;
+        }
+        self.global_deadline = None;
+        if let Some((victim, queued)) = self.holder_of_most() {
+            self.close_slow(victim, queued, SlowLimit::GlobalCap);
+        }
+        self.note_global();
+        self.pace_guest();
     }
 }

@@ -14,6 +14,7 @@ struct Sums {
     sessions: u64,
     requests: u64,
     execs: u32,
+    over: u32,
 }
 
 impl Relay {
@@ -40,6 +41,15 @@ impl Relay {
         );
         assert_eq!(c.live_sessions, sums.sessions, "live_sessions counter");
         assert_eq!(c.open_requests, sums.requests, "open_requests counter");
+        assert_eq!(self.over_clients, sums.over, "clients over their budget");
+        let pause = self.over_clients > 0 || self.global_deadline.is_some();
+        if !self.guest_gone {
+            assert_eq!(
+                self.guest_paused_since.is_some(),
+                pause,
+                "the guest is paused exactly while someone is over budget"
+            );
+        }
         if self.exec_limits.is_some() {
             assert_eq!(self.active_execs, sums.execs, "active executions");
         }
@@ -84,10 +94,16 @@ impl Relay {
                 "slot {i} is held and quarantined"
             );
             assert!(
-                conn.grace_deadline.is_none() || conn.queued > self.cfg.client_soft_budget,
-                "grace runs for {} under its soft budget",
+                conn.grace_deadline.is_none() || conn.queued > self.cfg.client_soft_budget / 2,
+                "grace runs for {} at half its soft budget or less",
                 conn.client
             );
+            assert!(
+                conn.grace_deadline.is_some() || conn.queued <= self.cfg.client_soft_budget,
+                "{} is over its soft budget without a grace period",
+                conn.client
+            );
+            sums.over += u32::from(conn.grace_deadline.is_some());
         }
         sums
     }

@@ -28,7 +28,7 @@ impl Relay {
         };
         self.by_client.remove(&conn.client);
         self.counters.live_clients -= 1;
-        self.counters.queued_to_clients -= conn.queued as u64;
+        self.budget_released(conn.queued, conn.grace_deadline.is_some());
         if let Some(reason) = reason {
             self.start_flush(conn.client, conn.queued, &reason);
             self.actions.push_back(Action::CloseClient {

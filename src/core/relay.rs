@@ -70,6 +70,13 @@ pub struct Relay {
     pub(super) blocked_since: [Option<Millis>; 2],
     /// Range leases: whether the guest reads them, and the incarnations.
     pub(super) leases: Leases,
+    /// Clients over their soft budget now (their grace periods run).
+    pub(super) over_clients: u32,
+    /// While all queues together are over half the global cap: when the
+    /// client holding the most is closed if the sum has not fallen.
+    pub(super) global_deadline: Option<Millis>,
+    /// Since when the guest is not read (backpressure), if it is not.
+    pub(super) guest_paused_since: Option<Millis>,
     pub(super) actions: VecDeque<Action>,
     pub(super) counters: Counters,
     /// Run `check` after every event (see [`Relay::checked`]).
@@ -117,6 +124,9 @@ impl Relay {
             guest_read_to: 0,
             blocked_since: [None; 2],
             leases: Leases::new(cfg.incarnation_seed),
+            over_clients: 0,
+            global_deadline: None,
+            guest_paused_since: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
             #[cfg(feature = "testing")]
@@ -181,7 +191,8 @@ impl Relay {
 
     /// The next deadline, if anything is waiting on time: send
     /// [`Event::Tick`] then. Of deadlines at the same moment, a slot's comes
-    /// before a flush's, the lowest slot's first, and the clock's last.
+    /// before the global cap's, that before a flush's, the lowest slot's
+    /// first, and the clock's last.
     pub fn poll_timeout(&self) -> Option<Timeout> {
         let slots = self
             .slots
@@ -199,7 +210,11 @@ impl Relay {
             })
             .min_by_key(|t| t.at);
         let clock = self.clock_timeout();
-        [slots, self.flush_timeout(), clock]
+        let global = self.global_deadline.map(|at| Timeout {
+            at,
+            timer: Timer::GlobalGrace,
+        });
+        [slots, global, self.flush_timeout(), clock]
             .into_iter()
             .flatten()
             .reduce(|a, b| if b.at < a.at { b } else { a })
@@ -432,6 +447,7 @@ impl Relay {
                 self.expire_quarantine(slot);
             }
         }
+        self.expire_global();
         self.expire_flushes();
         self.clock_tick();
     }

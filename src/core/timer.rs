@@ -7,9 +7,14 @@ use super::types::{ClientId, Millis};
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
-    /// A client over its soft budget must make progress by then, or it is
-    /// closed as a slow consumer (rule `bounded_client_output`).
+    /// A client over its soft budget must have taken its queue down to half
+    /// the budget by then, or it is closed as a slow consumer (rule
+    /// `backpressure_bounded_wait`).
     SlowConsumerGrace(ClientId),
+    /// All queues together over half the global cap must have fallen to a
+    /// quarter of it by then, or the client holding the most is closed (rule
+    /// `backpressure_bounded_wait`).
+    GlobalGrace,
     /// A departed client's slot gives up its sessions then (rule
     /// `slot_quarantine`).
     Quarantine {
@@ -36,6 +41,7 @@ impl std::fmt::Display for Timer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Timer::SlowConsumerGrace(client) => write!(f, "slow-consumer grace of {client}"),
+            Timer::GlobalGrace => f.write_str("grace of the global output cap"),
             Timer::Quarantine { slot } => write!(f, "quarantine of slot {slot}"),
             Timer::CloseFlush(client) => write!(f, "output flush of closed {client}"),
             Timer::ClockSync => f.write_str("periodic clock sync"),

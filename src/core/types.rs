@@ -251,7 +251,8 @@ impl CloseReason {
 /// The output limit a slow consumer broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowLimit {
-    /// Over the soft budget for the whole grace period without progress.
+    /// Over the soft budget for a whole grace period without taking its
+    /// queue down to half the budget.
     Grace,
     /// At the per-client hard cap.
     HardCap,
@@ -265,9 +266,13 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Violation(why) => write!(f, "protocol violation: {why}"),
             CloseReason::SlowConsumer { queued, limit } => {
                 let what = match limit {
-                    SlowLimit::Grace => "over its soft budget for the whole grace period",
+                    SlowLimit::Grace => {
+                        "over its soft budget for a whole grace period without taking it down to half"
+                    }
                     SlowLimit::HardCap => "at its hard cap",
-                    SlowLimit::GlobalCap => "holding the most when the global cap was reached",
+                    SlowLimit::GlobalCap => {
+                        "holding the most while all clients together stayed over the global cap's mark"
+                    }
                 };
                 write!(f, "slow consumer: {queued} bytes queued, {what}")
             }
@@ -363,6 +368,12 @@ pub enum Action {
     PauseClient(ClientId),
     /// Read this client again.
     ResumeClient(ClientId),
+    /// Stop reading the guest: a client's output is over its budget (or all
+    /// clients' together over half the global cap). Frames already read are
+    /// still delivered as events; no new reads until [`Action::ResumeGuest`].
+    PauseGuest,
+    /// Read the guest again.
+    ResumeGuest,
     /// Append a record to exec.log.
     Log(LogRecord),
     /// The guest channel delivered something that is not a valid frame; it was
@@ -545,4 +556,10 @@ pub struct Counters {
     /// stopped counting against the guest's limit once it had read the
     /// disconnect notice.
     pub executions_released: u64,
+    /// Times the relay stopped reading the guest because output waited for
+    /// a client over its budget (backpressure).
+    pub guest_pauses: u64,
+    /// Milliseconds the guest was not read for that, in all (up to the last
+    /// resume).
+    pub guest_paused_ms: u64,
 }

@@ -58,6 +58,8 @@ struct Driver {
     clients: BTreeMap<ClientId, ClientConn>,
     guest: GuestIo,
     guest_closed: bool,
+    /// The core asked not to read the guest for now (backpressure).
+    guest_paused: bool,
     exec_log: Option<ExecLog>,
     state: ShellState,
     drain: Option<mpsc::Sender<DrainNotice>>,
@@ -231,6 +233,7 @@ impl Driver {
             clients: BTreeMap::new(),
             guest: guest.into_io()?,
             guest_closed: false,
+            guest_paused: false,
             exec_log,
             state,
             drain,
@@ -287,7 +290,7 @@ impl Driver {
         let flush = std::future::poll_fn(|cx| {
             let mut p = Progress::default();
             for _ in 0..TURNS_PER_YIELD {
-                let moved = self.guest.poll(cx, &mut self.rbuf, &mut p, |_| {});
+                let moved = self.guest.poll(cx, &mut self.rbuf, &mut p, true, |_| {});
                 let over = p.write_failed.is_some() || p.closed.is_some();
                 if !self.guest.has_queued() || over {
                     return Poll::Ready(());
@@ -393,7 +396,8 @@ impl Driver {
     fn poll_guest(&mut self, cx: &mut Context<'_>, now: Millis) -> (bool, bool) {
         let mut p = Progress::default();
         let relay = &mut self.relay;
-        let progressed = self.guest.poll(cx, &mut self.rbuf, &mut p, |bytes| {
+        let read = !self.guest_paused;
+        let progressed = self.guest.poll(cx, &mut self.rbuf, &mut p, read, |bytes| {
             tracing::trace!(bytes = bytes.len(), "guest bytes");
             relay.handle(now, Event::GuestBytes(bytes));
         });
@@ -496,18 +500,11 @@ impl Driver {
                         });
                     }
                 }
-                Action::PauseClient(client) => {
-                    if let Some(c) = self.clients.get_mut(&client) {
-                        c.span
-                            .in_scope(|| tracing::debug!("paused: guest queue full"));
-                        c.set_paused(true);
-                    }
-                }
-                Action::ResumeClient(client) => {
-                    if let Some(c) = self.clients.get_mut(&client) {
-                        c.span.in_scope(|| tracing::debug!("resumed"));
-                        c.set_paused(false);
-                    }
+                Action::PauseClient(client) => self.pause_client(client, true),
+                Action::ResumeClient(client) => self.pause_client(client, false),
+                Action::PauseGuest | Action::ResumeGuest => {
+                    self.guest_paused = action == Action::PauseGuest;
+                    tracing::trace!(paused = self.guest_paused, "guest reads (backpressure)");
                 }
                 Action::Log(record) => {
                     if let Some(log) = &mut self.exec_log {
@@ -533,6 +530,16 @@ impl Driver {
                     self.startup_failure = Some(why);
                 }
             }
+        }
+    }
+
+    /// Stops or resumes reading a client (its frames toward the guest are
+    /// over the bound, or back under half of it).
+    fn pause_client(&mut self, client: ClientId, paused: bool) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.span
+                .in_scope(|| tracing::debug!(paused, "reads of this client (guest queue)"));
+            c.set_paused(paused);
         }
     }
 

@@ -148,6 +148,7 @@ impl GuestIo {
         cx: &mut Context<'_>,
         buf: &mut [u8],
         p: &mut Progress,
+        read: bool,
         bytes: impl FnMut(&[u8]),
     ) -> bool {
         if self.read_closed && self.write_closed {
@@ -186,7 +187,7 @@ impl GuestIo {
             }
             progressed = p.written > before;
         }
-        if !self.read_closed {
+        if !self.read_closed && read {
             progressed |= self.poll_read(cx, buf, p, bytes);
             self.read_closed = p.closed.is_some();
         }

@@ -142,14 +142,27 @@ impl Server {
     /// `serve --demo-agent --exec-log DIR/log` plus `extra` arguments, with
     /// stderr kept in a file (a pipe nobody reads could fill up and stall it).
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with(extra, true)
+    }
+
+    /// `serve --demo-agent` without exec.log.
+    pub fn start_without_log(extra: &[&str]) -> Server {
+        Server::start_with(extra, false)
+    }
+
+    fn start_with(extra: &[&str], exec_log: bool) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("relay.sock");
         let stderr = std::fs::File::create(dir.path().join("serve.stderr")).expect("stderr file");
+        let mut log = vec![];
+        if exec_log {
+            log.push("--exec-log".into());
+            log.push(dir.path().join("log").into_os_string());
+        }
         let child = Command::new(BIN)
             .args(["serve", "--demo-agent", "--socket"])
             .arg(&socket)
-            .arg("--exec-log")
-            .arg(dir.path().join("log"))
+            .args(log)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

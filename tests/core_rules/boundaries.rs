@@ -3,9 +3,11 @@
 
 use super::*;
 
-/// A client's queue may reach its hard cap exactly, and the sum the global
-/// cap exactly; one byte more closes. Exactly at the soft budget no grace
-/// timer runs.
+/// Budgets are inclusive: a client may hold exactly its soft budget (no
+/// grace period, the guest still read) and exactly its hard cap; one byte
+/// more over the soft budget starts its grace and stops guest reads, one
+/// more over the hard cap closes it. The global cap is inclusive too: the
+/// frame that would pass it closes the client holding the most.
 #[test]
 fn core_budgets_are_inclusive_limits() {
     let handshake = 4 + ready(V1, 1).len();
@@ -13,6 +15,37 @@ fn core_budgets_are_inclusive_limits() {
     let cfg = Config {
         client_soft_budget: handshake + f.len(),
         client_hard_cap: handshake + 2 * f.len(),
+        global_cap: 1 << 20,
+        ..small()
+    };
+    let mut h = Harness::ready(cfg);
+    h.connect(1);
+    h.client(1, &exec_request(V1, 1, false, 0));
+    let acts = h.guest(&f);
+    assert!(
+        !acts.contains(&Action::PauseGuest),
+        "at the soft budget: {acts:?}"
+    );
+    assert_eq!(
+        h.relay.poll_timeout(),
+        None,
+        "at the soft budget, not over it"
+    );
+    let acts = h.guest(&f);
+    assert!(closed(&acts, 1).is_none(), "at the hard cap, not over it");
+    assert!(
+        acts.contains(&Action::PauseGuest),
+        "over the soft budget: {acts:?}"
+    );
+    let t = h.relay.poll_timeout().expect("over the soft budget");
+    assert_eq!(t.timer, Timer::SlowConsumerGrace(ClientId(1)));
+    let acts = h.guest(&f);
+    assert_eq!(slow_limit(&acts, 1), Some(SlowLimit::HardCap));
+    assert!(acts.contains(&Action::ResumeGuest), "nobody over: {acts:?}");
+
+    let cfg = Config {
+        client_soft_budget: 1 << 20,
+        client_hard_cap: 1 << 20,
         global_cap: 2 * handshake + 3 * f.len(),
         ..small()
     };
@@ -22,14 +55,7 @@ fn core_budgets_are_inclusive_limits() {
     h.client(1, &exec_request(V1, 1, false, 0));
     h.client(2, &exec_request(V1, STEP + 1, false, 0));
     h.guest(&f);
-    assert_eq!(
-        h.relay.poll_timeout(),
-        None,
-        "at the soft budget, not over it"
-    );
-    let acts = h.guest(&f);
-    assert!(closed(&acts, 1).is_none(), "at the hard cap, not over it");
-    assert!(h.relay.poll_timeout().is_some(), "over the soft budget");
+    h.guest(&f);
     let g = stdout(V1, STEP + 1, b"x");
     let acts = h.guest(&g);
     assert!(
@@ -39,16 +65,6 @@ fn core_budgets_are_inclusive_limits() {
     let acts = h.guest(&g);
     assert_eq!(slow_limit(&acts, 1), Some(SlowLimit::GlobalCap), "{acts:?}");
     assert!(closed(&acts, 2).is_none());
-    let mut h2 = Harness::ready(Config {
-        client_hard_cap: handshake + 2 * f.len(),
-        ..small()
-    });
-    h2.connect(1);
-    h2.client(1, &exec_request(V1, 1, false, 0));
-    h2.guest(&f);
-    h2.guest(&f);
-    let acts = h2.guest(&f);
-    assert_eq!(slow_limit(&acts, 1), Some(SlowLimit::HardCap));
 }
 
 /// Ids above the last slot (`max_clients * step ..= u32::MAX`) belong to

@@ -229,20 +229,12 @@ fn cli_exec_streams_stdin_and_output_at_once_without_being_cut() {
     // The command writes 30 MB before it reads any of its 20 MB of stdin:
     // exec's stdin writes wait (the guest holds 1 MiB of unread stdin at
     // most) while the output pours in, and exec must keep reading it. An
-    // exec that stopped reading makes no progress, and is closed as a slow
-    // consumer once the 300 ms grace runs out. The hard cap is raised: with
-    // the exec.log tap on, eight busy processes on two cores, and a guest
-    // producing at memory speed, exec sometimes falls 8 MiB behind although
-    // it keeps reading, and the default cap then closes it (rule
-    // `bounded_client_output`; 1 run in 4 to 7 at a8e2f42 and since).
-    let server = Server::start(&[
-        "--client-soft-budget",
-        "64K",
-        "--grace",
-        "300ms",
-        "--client-hard-cap",
-        "64M",
-    ]);
+    // exec that stopped reading would be closed as a slow consumer once the
+    // 300 ms grace runs out. One that keeps reading is never closed, however
+    // fast the guest writes: past the 64 KiB budget the relay stops reading
+    // the guest (rule `backpressure_bounded_wait`; before it, with the
+    // default 8 MiB hard cap, exec was cut in 1 run of 4 to 7 here).
+    let server = Server::start(&["--client-soft-budget", "64K", "--grace", "300ms"]);
     let script = format!(
         "head -c 20000000 /dev/zero | {BIN} exec --socket {} -- sh -c 'head -c 30000000 /dev/zero; cat >/dev/null' | wc -c",
         server.socket_arg()

@@ -32,15 +32,23 @@ use std::time::{Duration, Instant};
 use agent_relay::core::{Config, Counters};
 use agent_relay::shell::{DrainNotice, GuestPort, Shell, ShellError, ShellHandle};
 use agent_relay::wire::bootstrap::GuestBootstrap;
+use agent_relay::wire::payload::ExecLimits;
 use agentd_support::{Agentd, AgentdOptions, Ending, pids_with_arg};
-use microsandbox_agent_client::OptimizedAgentClient;
-use msp7::core::{Ping, Touch, Touched};
-use msp7::exec::{
-    ExecExited, ExecFailed, ExecFailureKind, ExecOutputAck, ExecRequest, ExecStderr, ExecStdin,
-    ExecStdinAck, ExecStdout,
+use bytes::Bytes;
+use microsandbox_agent_client::{AgentFrame, OptimizedAgentClient};
+use msp7::bulk::{
+    BULK_FLOW_MASK_GUEST_TO_HOST, BULK_FLOW_MASK_HOST_TO_GUEST, BulkAccepted, BulkCredit,
+    BulkFinish, BulkFlow, BulkKind, BulkOffer, BulkReceiveState, BulkRecord, BulkSendState,
+    DEFAULT_BULK_WINDOW,
 };
+use msp7::core::{Ping, RelayClientDisconnected, Touch, Touched};
+use msp7::exec::{
+    ExecExited, ExecFailed, ExecFailureKind, ExecOutputAck, ExecRequest, ExecResize, ExecSignal,
+    ExecStderr, ExecStdin, ExecStdinAck, ExecStdout,
+};
+use msp7::fs::{FsOp, FsOpenOptions, FsRequest, FsResponse, FsResponseData};
 use msp7::message::{Message, MessageType};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -854,6 +862,455 @@ async fn ping_and_touch(limits: Limits) {
     rig.finish(0).await;
 }
 
+async fn next_frame(rx: &mut mpsc::Receiver<AgentFrame>, what: &str) -> AgentFrame {
+    tokio::time::timeout(PROMPT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no frame in time: {what}"))
+        .unwrap_or_else(|| panic!("the stream closed: {what}"))
+}
+
+fn fs_response(msg: &Message) -> FsResponse {
+    assert_eq!(msg.t, MessageType::FsResponse, "{msg:?}");
+    let resp: FsResponse = msg.payload().expect("fs response");
+    assert!(resp.ok, "{resp:?}");
+    resp
+}
+
+async fn fs_open(sdk: &Sdk, path: &Path, options: FsOpenOptions) -> u64 {
+    let req = FsRequest {
+        op: FsOp::OpenFile {
+            path: path.display().to_string(),
+            options,
+        },
+        bulk: None,
+    };
+    let msg = sdk
+        .c
+        .request(MessageType::FsRequest, &req)
+        .await
+        .expect("open");
+    match fs_response(&msg).data {
+        Some(FsResponseData::Handle(h)) => h,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn fs_close(sdk: &Sdk, handle: u64) {
+    let req = FsRequest {
+        op: FsOp::CloseHandle { handle },
+        bulk: None,
+    };
+    let msg = sdk
+        .c
+        .request(MessageType::FsRequest, &req)
+        .await
+        .expect("close");
+    fs_response(&msg);
+}
+
+/// Writes `data` at offset 0 of `handle` with raw BULK records; the number
+/// of credit updates agentd sent.
+async fn fs_write(sdk: &Sdk, handle: u64, data: &[u8]) -> usize {
+    let offer = BulkOffer::filesystem_write();
+    let req = FsRequest {
+        op: FsOp::Write {
+            handle,
+            offset: 0,
+            len: Some(data.len() as u64),
+        },
+        bulk: Some(offer),
+    };
+    let (id, mut rx) = sdk
+        .c
+        .stream_frames(MessageType::FsRequest, &req)
+        .await
+        .expect("write request");
+    let accepted = match next_frame(&mut rx, "bulk.accepted").await {
+        AgentFrame::Control(m) if m.t == MessageType::BulkAccepted => {
+            m.payload::<BulkAccepted>().expect("accepted")
+        }
+        other => panic!("{other:?}"),
+    };
+    let accepted = accepted
+        .validate_against(offer, BulkKind::Filesystem, BULK_FLOW_MASK_HOST_TO_GUEST)
+        .expect("a valid acceptance");
+    let mut sender = BulkSendState::new(
+        BulkKind::Filesystem,
+        BulkFlow::HostToGuest,
+        accepted.max_record_payload,
+        accepted.host_to_guest_credit_limit,
+    )
+    .expect("sender");
+    let mut credits = 0;
+    let mut sent = 0usize;
+    while sent < data.len() {
+        while sender.available_credit() == 0 {
+            match next_frame(&mut rx, "bulk.credit").await {
+                AgentFrame::Control(m) if m.t == MessageType::BulkCredit => {
+                    let credit: BulkCredit = m.payload().expect("credit");
+                    sender.apply_credit(credit).expect("credit applies");
+                    credits += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let room = sender
+            .available_credit()
+            .min(u64::from(sender.max_record_payload()));
+        let n = usize::try_from(room).expect("room").min(data.len() - sent);
+        let offset = sender.admit(n).expect("admit");
+        let record = BulkRecord {
+            id,
+            kind: BulkKind::Filesystem,
+            flow: BulkFlow::HostToGuest,
+            offset,
+            payload: Bytes::copy_from_slice(&data[sent..sent + n]),
+        };
+        sdk.c.send_bulk(record).await.expect("bulk record sent");
+        sent += n;
+    }
+    let finish = sender.finish().expect("finish");
+    sdk.send(id, MessageType::BulkFinish, &finish).await;
+    loop {
+        match next_frame(&mut rx, "the write's response").await {
+            AgentFrame::Control(m) if m.t == MessageType::BulkCredit => credits += 1,
+            AgentFrame::Control(m) => {
+                fs_response(&m);
+                return credits;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Reads `handle` to its end with raw BULK records; the data and the number
+/// of records.
+async fn fs_read(sdk: &Sdk, handle: u64) -> (Vec<u8>, usize) {
+    let offer = BulkOffer::filesystem_read();
+    let req = FsRequest {
+        op: FsOp::Read {
+            handle,
+            offset: 0,
+            len: None,
+        },
+        bulk: Some(offer),
+    };
+    let (id, mut rx) = sdk
+        .c
+        .stream_frames(MessageType::FsRequest, &req)
+        .await
+        .expect("read request");
+    let accepted = match next_frame(&mut rx, "bulk.accepted").await {
+        AgentFrame::Control(m) if m.t == MessageType::BulkAccepted => {
+            m.payload::<BulkAccepted>().expect("accepted")
+        }
+        other => panic!("{other:?}"),
+    };
+    let accepted = accepted
+        .validate_against(offer, BulkKind::Filesystem, BULK_FLOW_MASK_GUEST_TO_HOST)
+        .expect("a valid acceptance");
+    let mut receiver = BulkReceiveState::new(
+        BulkKind::Filesystem,
+        BulkFlow::GuestToHost,
+        accepted.max_record_payload,
+        accepted.guest_to_host_credit_limit,
+        DEFAULT_BULK_WINDOW,
+    )
+    .expect("receiver");
+    let mut out = Vec::new();
+    let mut records = 0;
+    let mut finished = false;
+    loop {
+        match next_frame(&mut rx, "read records").await {
+            AgentFrame::Bulk(record) => {
+                assert_eq!(record.id, id);
+                receiver.accept_record(&record).expect("a valid record");
+                out.extend_from_slice(&record.payload);
+                records += 1;
+                if let Some(credit) = receiver.consume(out.len() as u64).expect("consume") {
+                    sdk.send(id, MessageType::BulkCredit, &credit).await;
+                }
+            }
+            AgentFrame::Control(m) if m.t == MessageType::BulkFinish => {
+                let finish: BulkFinish = m.payload().expect("finish");
+                receiver.accept_finish(finish).expect("an exact finish");
+                finished = true;
+            }
+            AgentFrame::Control(m) => {
+                fs_response(&m);
+                assert!(finished, "the response after the finish");
+                return (out, records);
+            }
+        }
+    }
+}
+
+/// 8. fs: a file written with raw BULK records (more than one receive
+///    window, so agentd's credit updates are needed) arrives whole; a file
+///    read with raw BULK records (guest-to-host records routed by id, our
+///    credit updates forwarded) arrives whole.
+async fn fs_bulk(limits: Limits) {
+    const LEN: usize = (8 << 20) + (1 << 20) + 123;
+    let rig = Rig::start(limits.bootstrap()).await;
+    let sdk = rig.connect().await;
+    let work = rig.agentd.work_dir().to_owned();
+
+    let data = pattern(0x5eed_0008, LEN);
+    let target = work.join("written.bin");
+    let options = FsOpenOptions {
+        write: true,
+        create: true,
+        truncate: true,
+        ..FsOpenOptions::default()
+    };
+    let started = Instant::now();
+    let handle = fs_open(&sdk, &target, options).await;
+    let credits = fs_write(&sdk, handle, &data).await;
+    fs_close(&sdk, handle).await;
+    let wrote = started.elapsed();
+    let on_disk = std::fs::read(&target).expect("written.bin");
+    assert_eq!(on_disk.len(), LEN);
+    assert!(on_disk == data, "the written file differs");
+    assert!(credits >= 1, "the write needed agentd's credit");
+
+    let source = work.join("source.bin");
+    let expected = pattern(0x5eed_0080, LEN);
+    std::fs::write(&source, &expected).expect("source.bin");
+    let started = Instant::now();
+    let options = FsOpenOptions {
+        read: true,
+        ..FsOpenOptions::default()
+    };
+    let handle = fs_open(&sdk, &source, options).await;
+    let (read, records) = fs_read(&sdk, handle).await;
+    fs_close(&sdk, handle).await;
+    let took = started.elapsed();
+    assert_eq!(read.len(), LEN);
+    assert!(read == expected, "the read file differs");
+    eprintln!(
+        "fs_bulk ({limits:?}): wrote {LEN} bytes in {wrote:?} ({credits} credit updates), \
+         read them in {took:?} ({records} records)"
+    );
+    let c = rig.counters();
+    assert_eq!(c.late_bulk_dropped, 0, "{c:?}");
+    sdk.close().await;
+    rig.finish(0).await;
+}
+
+/// 9. 300 cycles of connect, `true`, disconnect: every one succeeds, none
+///    is refused, and agentd acknowledges every departure.
+async fn connect_cycles(limits: Limits) {
+    const CYCLES: u64 = 300;
+    let rig = Rig::start(limits.bootstrap()).await;
+    let started = Instant::now();
+    for i in 0..CYCLES {
+        let sdk = rig.connect().await;
+        let mut exec = sdk.run("true", &[]).await;
+        match exec.finish(&sdk).await {
+            End::Exited(0) => {}
+            other => panic!("cycle {i}: {other:?}"),
+        }
+        sdk.close().await;
+    }
+    let c = rig
+        .counters_reach("every departure acknowledged", |c| {
+            c.lease_acks == CYCLES && c.live_clients == 0
+        })
+        .await;
+    assert_eq!(c.refused_clients, 0, "{c:?}");
+    assert_eq!(c.leases_granted, CYCLES, "{c:?}");
+    eprintln!(
+        "connect_cycles ({limits:?}): {CYCLES} cycles in {:?}",
+        started.elapsed()
+    );
+    rig.finish(0).await;
+}
+
+/// 10. 130 executions interrupted in a row (the client leaves while `sleep`
+///     runs), then 128 clients at once, each starting an execution: none is
+///     refused and all start, since the departed ones' executions stopped
+///     counting at agentd's acknowledgements. Under exec limits the 129th
+///     concurrent execution is answered `resource_limit`, as agentd would.
+async fn interrupted_then_all_slots(limits: Limits) {
+    const INTERRUPTED: u64 = 130;
+    let rig = Rig::start(limits.bootstrap()).await;
+    let started = Instant::now();
+    let mark = unique_sleep("60.25");
+    for i in 0..INTERRUPTED {
+        let sdk = rig.connect().await;
+        let mut exec = sdk.exec(&request("sleep", &[&mark])).await;
+        match exec.next(&sdk).await {
+            Ev::Started => {}
+            other => panic!("interrupted execution {i}: {other:?}"),
+        }
+        sdk.close().await;
+    }
+    rig.counters_reach("every interrupted client acknowledged", |c| {
+        c.lease_acks == INTERRUPTED && c.live_sessions == 0
+    })
+    .await;
+    wait_gone(&mark).await;
+    let interrupted = started.elapsed();
+
+    let clients: Vec<Sdk> = {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..128 {
+            let sock = rig.sock.clone();
+            set.spawn(async move { Sdk::connect(&sock).await });
+        }
+        let mut clients = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            clients.push(joined.expect("connect task").expect("connected"));
+        }
+        clients
+    };
+    let mark2 = unique_sleep("60.5");
+    let mut execs = Vec::new();
+    for sdk in &clients {
+        execs.push(sdk.exec(&request("sleep", &[&mark2])).await);
+    }
+    for (sdk, exec) in clients.iter().zip(execs.iter_mut()) {
+        exec.started(sdk).await;
+    }
+    wait_running(&mark2, 128).await;
+    let c = rig.counters();
+    assert_eq!(c.refused_clients, 0, "{c:?}");
+    assert_eq!(c.execs_refused, 0, "{c:?}");
+    if limits == Limits::Launcher {
+        let mut over = clients[0].exec(&request("true", &[])).await;
+        match over.finish(&clients[0]).await {
+            End::Failed(f) => assert_eq!(f.kind, ExecFailureKind::ResourceLimit, "{f:?}"),
+            other => panic!("the 129th execution: {other:?}"),
+        }
+        rig.counters_reach("the relay refused the 129th", |c| c.execs_refused == 1)
+            .await;
+    }
+    for sdk in clients {
+        sdk.close().await;
+    }
+    wait_gone(&mark2).await;
+    rig.counters_reach("every client acknowledged", |c| {
+        c.lease_acks == INTERRUPTED + 128 && c.live_clients == 0
+    })
+    .await;
+    eprintln!(
+        "interrupted_then_all_slots ({limits:?}): {INTERRUPTED} interrupted in {interrupted:?}, \
+         all in {:?}",
+        started.elapsed()
+    );
+    rig.finish(0).await;
+}
+
+/// 10b. `max_executions` lowered to 4: 10 executions interrupted one after
+///      another (each departure acknowledged before the next client), then
+///      4 concurrent executions all start (the relay counts what agentd
+///      counts: the killed ones are gone); the 5th is refused.
+async fn max_executions_follows_agentd() {
+    let bootstrap = GuestBootstrap {
+        exec_limits: Some(ExecLimits {
+            max_executions: 4,
+            ..ExecLimits::default()
+        }),
+        ..GuestBootstrap::default()
+    };
+    let rig = Rig::start(bootstrap).await;
+    let mark = unique_sleep("61.75");
+    for i in 0..10u64 {
+        let sdk = rig.connect().await;
+        let mut exec = sdk.exec(&request("sleep", &[&mark])).await;
+        match exec.next(&sdk).await {
+            Ev::Started => {}
+            other => panic!("interrupted execution {i}: {other:?}"),
+        }
+        sdk.close().await;
+        rig.counters_reach("the departure acknowledged", |c| c.lease_acks == i + 1)
+            .await;
+    }
+    wait_gone(&mark).await;
+    let sdk = rig.connect().await;
+    let mark2 = unique_sleep("62.5");
+    let mut execs = Vec::new();
+    for _ in 0..4 {
+        execs.push(sdk.exec(&request("sleep", &[&mark2])).await);
+    }
+    for exec in &mut execs {
+        exec.started(&sdk).await;
+    }
+    wait_running(&mark2, 4).await;
+    assert_eq!(rig.counters().execs_refused, 0);
+    let mut fifth = sdk.exec(&request("true", &[])).await;
+    match fifth.finish(&sdk).await {
+        End::Failed(f) => assert_eq!(f.kind, ExecFailureKind::ResourceLimit, "{f:?}"),
+        other => panic!("the 5th execution: {other:?}"),
+    }
+    rig.counters_reach("the relay refused the 5th", |c| c.execs_refused == 1)
+        .await;
+    sdk.close().await;
+    wait_gone(&mark2).await;
+    rig.counters_reach("acknowledged", |c| c.lease_acks == 11)
+        .await;
+    rig.finish(0).await;
+}
+
+/// 11. A tty execution sees its size, then the new size after a resize; a
+///     SIGTERM ends `sleep` (agentd reports a death by signal as code -1)
+///     and reaches a shell's trap (its exit code).
+async fn tty_resize_and_signal(limits: Limits) {
+    let rig = Rig::start(limits.bootstrap()).await;
+    let sdk = rig.connect().await;
+    let mut req = request("sh", &["-c", "stty size; read x; stty size"]);
+    req.tty = true;
+    let mut tty = sdk.exec(&req).await;
+    while !text(&tty.stdout).contains("24 80") {
+        let ev = tty.next(&sdk).await;
+        assert!(tty.end.is_none(), "ended before its size: {ev:?}");
+    }
+    let resize = ExecResize {
+        rows: 40,
+        cols: 100,
+    };
+    sdk.send(tty.id, MessageType::ExecResize, &resize).await;
+    let line = ExecStdin {
+        data: b"go\n".to_vec(),
+    };
+    sdk.send(tty.id, MessageType::ExecStdin, &line).await;
+    assert_eq!(tty.finish(&sdk).await.code(), 0);
+    let out = text(&tty.stdout);
+    let resized = out.find("40 100").expect("the new size");
+    assert!(
+        resized > out.find("24 80").expect("the old size"),
+        "{out:?}"
+    );
+
+    let mark = unique_sleep("43.2");
+    let mut sleep = sdk.exec(&request("sleep", &[&mark])).await;
+    sleep.started(&sdk).await;
+    wait_running(&mark, 1).await;
+    sdk.send(
+        sleep.id,
+        MessageType::ExecSignal,
+        &ExecSignal { signal: 15 },
+    )
+    .await;
+    assert_eq!(sleep.finish(&sdk).await.code(), -1);
+    wait_gone(&mark).await;
+
+    let mark = unique_sleep("43.4");
+    let script = format!("trap 'kill $p; exit 42' TERM; sleep {mark} & p=$!; echo up; wait");
+    let mut trap = sdk.exec(&request("sh", &["-c", &script])).await;
+    while !text(&trap.stdout).contains("up") {
+        let ev = trap.next(&sdk).await;
+        assert!(trap.end.is_none(), "ended early: {ev:?}");
+    }
+    wait_running(&mark, 1).await;
+    sdk.send(trap.id, MessageType::ExecSignal, &ExecSignal { signal: 15 })
+        .await;
+    assert_eq!(trap.finish(&sdk).await.code(), 42);
+    wait_gone(&mark).await;
+    sdk.close().await;
+    rig.finish(0).await;
+}
+
 /// 12. A client's `core.shutdown` (id 0, SHUTDOWN, payload `()`, as the
 ///     microsandbox SDK sends it) reaches agentd: the relay's drain notice
 ///     fires, agentd powers off (its sessions signalled and the namespace
@@ -887,6 +1344,198 @@ async fn shutdown(limits: Limits) {
     let c = rig.counters();
     assert_eq!(c.protocol_violations, 0, "{c:?}");
     rig.stop_relay().await;
+}
+
+// -------------------------------------------------------------------------------------------------
+// 13. Frames that would end agentd's loop
+// -------------------------------------------------------------------------------------------------
+
+/// A frame: `[len][id][flags][body]`.
+fn frame(id: u32, flags: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + body.len());
+    out.extend_from_slice(&(5 + body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.push(flags);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A CBOR text string (short).
+fn cbor_text(s: &str) -> Vec<u8> {
+    assert!(s.len() < 24);
+    let mut out = vec![0x60 | s.len() as u8];
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// An envelope `{v, t, p}` with the given fields, `p` left out when `None`.
+fn envelope(v: u8, t: &str, p: Option<&[u8]>) -> Vec<u8> {
+    let mut out = vec![if p.is_some() { 0xa3 } else { 0xa2 }];
+    out.extend(cbor_text("v"));
+    if v < 24 {
+        out.push(v);
+    } else {
+        out.extend([0x18, v]);
+    }
+    out.extend(cbor_text("t"));
+    if t.len() < 24 {
+        out.extend(cbor_text(t));
+    } else {
+        out.push(0x78);
+        out.push(t.len() as u8);
+        out.extend_from_slice(t.as_bytes());
+    }
+    if let Some(p) = p {
+        out.extend(cbor_text("p"));
+        assert!(p.len() < 24);
+        out.push(0x40 | p.len() as u8);
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// The 41-byte range-lease record (connected) naming `[start, end)`.
+fn lease_record(start: u32, end: u32) -> Vec<u8> {
+    let mut out = vec![0, 0, 0, 0x25, 0, 0, 0, 0, 0];
+    out.extend_from_slice(b"MSBL");
+    out.extend([1, 1, 0, 0]);
+    out.extend_from_slice(&start.to_be_bytes());
+    out.extend_from_slice(&end.to_be_bytes());
+    out.extend(1..=16u8);
+    assert_eq!(out.len(), 41);
+    out
+}
+
+/// A client that speaks raw bytes: its prologue's range read.
+struct Raw {
+    io: tokio::net::UnixStream,
+    start: u32,
+    end: u32,
+}
+
+impl Raw {
+    async fn connect(sock: &Path) -> Raw {
+        let mut io = tokio::net::UnixStream::connect(sock)
+            .await
+            .expect("connect");
+        let mut prologue = [0u8; 12];
+        tokio::time::timeout(PROMPT, io.read_exact(&mut prologue))
+            .await
+            .expect("the prologue in time")
+            .expect("the prologue");
+        let word = |i: usize| u32::from_be_bytes(prologue[i..i + 4].try_into().expect("4"));
+        let (start, end, len) = (word(0), word(4), word(8));
+        let mut ready = vec![0u8; len as usize];
+        tokio::time::timeout(PROMPT, io.read_exact(&mut ready))
+            .await
+            .expect("the ready frame in time")
+            .expect("the ready frame");
+        Raw { io, start, end }
+    }
+
+    /// Sends `bytes`; the relay must close the connection (end of file or
+    /// a reset), whatever it wrote before.
+    async fn send_and_be_closed(mut self, bytes: &[u8], what: &str) {
+        // The relay may close before taking everything; a failed write is
+        // an answer too.
+        let _ = self.io.write_all(bytes).await;
+        let closed = tokio::time::timeout(PROMPT, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{what}: the sender was not closed");
+    }
+}
+
+/// 13. Each frame known to end agentd's loop, sent by a raw client: the
+///     sender is closed (a protocol violation counted), agentd stays alive
+///     without a loop error, and an SDK client keeps running commands after
+///     each.
+async fn malicious_frames(limits: Limits) {
+    let mut rig = Rig::start(limits.bootstrap()).await;
+    let sdk = rig.connect().await;
+    let (other_start, other_end) = (1, STEP);
+    type Build = fn(&Raw, u32, u32) -> Vec<u8>;
+    let killers: Vec<(&str, Build)> = vec![
+        ("a type name that does not exist (35 bytes)", |r, _, _| {
+            let f = frame(r.start, 0, &envelope(10, "core.bogus.type", Some(&[0xa0])));
+            assert_eq!(f.len(), 35);
+            f
+        }),
+        ("an envelope without p", |r, _, _| {
+            frame(r.start, 0, &envelope(10, "core.ping", None))
+        }),
+        ("v 1 with a payload agentd cannot decode", |r, _, _| {
+            frame(r.start, 0, &envelope(1, "core.exec.signal", Some(&[0xa0])))
+        }),
+        ("an empty-bodied core.shutdown on id 0", |_, _, _| {
+            frame(0, 0x04, &[])
+        }),
+        ("a bulk record with bad reserved bytes", |r, _, _| {
+            let mut body = vec![1, 1, 0xff, 0];
+            body.extend(0u64.to_be_bytes());
+            body.push(0x42);
+            frame(r.start, 0x08, &body)
+        }),
+        (
+            "a disconnect notice for another client's range, on id 0",
+            |_, s, e| notice_frame(0, s, e),
+        ),
+        (
+            "a disconnect notice for another client's range, on its own id",
+            |r, s, e| notice_frame(r.start, s, e),
+        ),
+        (
+            "a lease record (MSBL at bytes 9..13) for another client's range",
+            |_, s, e| lease_record(s, e),
+        ),
+        ("MSBL at bytes 9..13 of a frame on its own id", |r, _, _| {
+            let mut body = b"MSBL".to_vec();
+            body.extend([1, 2, 0, 0]);
+            body.extend(r.start.to_be_bytes());
+            body.extend(r.end.to_be_bytes());
+            body.extend([7u8; 16]);
+            frame(r.start, 0, &body)
+        }),
+    ];
+    for (i, (what, build)) in killers.iter().enumerate() {
+        let raw = Raw::connect(&rig.sock).await;
+        assert_ne!(
+            raw.start, other_start,
+            "the raw client has a slot of its own"
+        );
+        let bytes = build(&raw, other_start, other_end);
+        raw.send_and_be_closed(&bytes, what).await;
+        let n = i as u64 + 1;
+        rig.counters_reach(what, |c| c.protocol_violations == n)
+            .await;
+        rig.assert_agentd_healthy();
+        let mut exec = sdk.run("echo", &["still", "serving"]).await;
+        assert_eq!(exec.finish(&sdk).await.code(), 0, "after {what}");
+        assert_eq!(text(&exec.stdout), "still serving\n", "after {what}");
+        rig.assert_agentd_healthy();
+    }
+    sdk.close().await;
+    rig.finish(killers.len() as u64).await;
+}
+
+fn notice_frame(id: u32, start: u32, end: u32) -> Vec<u8> {
+    let notice = RelayClientDisconnected {
+        id_start: start,
+        id_end_exclusive: end,
+        incarnation: None,
+    };
+    let msg =
+        Message::with_payload(MessageType::RelayClientDisconnected, id, &notice).expect("encode");
+    let mut out = Vec::new();
+    msp7::codec::encode_to_buf(&msg, &mut out).expect("frame");
+    out
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -924,7 +1573,17 @@ with_and_without_limits! {
     disconnect_kills_the_process_and_frees_the_slot => kill_on_disconnect;
     all_128_slots_and_the_129th_refused => all_slots;
     ping_and_touch_replies => ping_and_touch;
+    fs_write_and_read_with_raw_bulk_records => fs_bulk;
+    connect_exec_disconnect_300_cycles => connect_cycles;
+    interrupted_130_then_128_clients_at_once => interrupted_then_all_slots;
+    tty_resize_and_signals => tty_resize_and_signal;
     client_shutdown_drains_and_powers_agentd_off => shutdown;
+    malicious_frames_close_the_sender_and_agentd_survives => malicious_frames;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_executions_4_counts_as_agentd_does_after_10_interrupted() {
+    max_executions_follows_agentd().await;
 }
 
 /// The relay bug behind [`NUDGE_BOOTSTRAP`]: with `Shell::bootstrap` and a

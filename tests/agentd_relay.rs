@@ -151,18 +151,13 @@ impl Rig {
     /// temporary directory sending it `bootstrap`; returns once agentd's
     /// `core.ready` reached the relay.
     async fn start(bootstrap: GuestBootstrap) -> Rig {
-        Rig::start_with(bootstrap, Config::current()).await
-    }
-
-    /// [`Rig::start`] with this configuration.
-    async fn start_with(bootstrap: GuestBootstrap, config: Config) -> Rig {
         let (agentd, port) = Agentd::spawn(AgentdOptions::relay()).expect("spawn agentd");
         port.set_nonblocking(true).expect("non-blocking port");
         let port = tokio::net::UnixStream::from_std(port).expect("tokio port");
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("relay.sock");
         let mut shell = Shell::new(&sock, GuestPort::stream(port))
-            .config(config)
+            .config(Config::current())
             .bootstrap(bootstrap);
         let drains = shell.drain_notices();
         let handle = shell.handle();
@@ -717,22 +712,13 @@ async fn stdin_8_mib(limits: Limits) {
 ///    directory) arrive whole and in order at the SDK client.
 ///
 ///    Without exec limits agentd has no output window and writes at memory
-///    speed; the relay never pauses the guest for one client (rule
-///    `bounded_client_output`), so with the default 8 MiB hard cap a reader
-///    slower than agentd (this debug-built SDK client and its checks) is
-///    closed as a slow consumer after about 10 MiB. As README advises for a
-///    guest that fast, that run raises the caps to 128 MiB.
+///    speed, faster than this debug-built SDK client reads: the relay must
+///    pause the guest (rule `backpressure_bounded_wait`), not close the
+///    reader. (Before that rule, 84d1d29, the default 8 MiB hard cap closed
+///    this reader as a slow consumer after about 10 MiB.)
 async fn output_64_mib(limits: Limits) {
     const LEN: usize = 64 << 20;
-    let config = match limits {
-        Limits::Launcher => Config::current(),
-        Limits::Absent => Config {
-            client_hard_cap: 128 << 20,
-            global_cap: 128 << 20,
-            ..Config::current()
-        },
-    };
-    let rig = Rig::start_with(limits.bootstrap(), config).await;
+    let rig = Rig::start(limits.bootstrap()).await;
     let expected = pattern(0x5eed_0004, LEN);
     std::fs::write(rig.agentd.work_dir().join("pattern.bin"), &expected).expect("pattern.bin");
     let sdk = rig.connect().await;
@@ -764,10 +750,14 @@ async fn output_64_mib(limits: Limits) {
     let took = started.elapsed();
     assert_eq!(exec.end.as_ref().map(End::code), Some(0));
     assert_eq!(at, LEN, "all output arrived");
+    let c = rig.counters();
     eprintln!(
-        "output_64_mib ({limits:?}): {LEN} bytes in {took:?}, {:.0} MB/s, {} output acks",
+        "output_64_mib ({limits:?}): {LEN} bytes in {took:?}, {:.0} MB/s, {} output acks, \
+         guest paused {} times ({} ms)",
         LEN as f64 / took.as_secs_f64() / 1e6,
-        exec.acks_sent
+        exec.acks_sent,
+        c.guest_pauses,
+        c.guest_paused_ms
     );
     sdk.close().await;
     rig.finish(0).await;

@@ -96,32 +96,7 @@ impl Limits {
 // The rig: agentd, the shell in front of it
 // -------------------------------------------------------------------------------------------------
 
-/// RELAY BUG (found by this file, see
-/// [`bootstrap_reaches_a_silent_guest_without_any_client`]): the shell's
-/// driver hands the core's first actions to the guest port only after its
-/// first event, and `Relay::new` queues the bootstrap before there is one. A
-/// 0.7.13 agentd says nothing until it has read its bootstrap, so without a
-/// client connecting nothing ever happens. Until that is fixed the rig
-/// connects one client before ready (its connection is the driver's first
-/// event), lets it take its slot at ready, closes it and waits for agentd's
-/// acknowledgement of its departure; the counters the tests look at are
-/// taken relative to that point ([`Rig::counters`]). Set to false once the
-/// bug is fixed.
-const NUDGE_BOOTSTRAP: bool = true;
-
-/// Connects to `sock` as soon as it is there.
-async fn connect_when_bound(sock: &Path) -> tokio::net::UnixStream {
-    let deadline = Instant::now() + PROMPT;
-    loop {
-        match tokio::net::UnixStream::connect(sock).await {
-            Ok(conn) => return conn,
-            Err(e) => assert!(Instant::now() < deadline, "{}: {e}", sock.display()),
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// The cumulative counters a start-up nudge moves, less `base`'s.
+/// The cumulative counters, less `base`'s.
 fn since(c: &Counters, base: &Counters) -> Counters {
     Counters {
         leases_granted: c.leases_granted - base.leases_granted,
@@ -139,7 +114,7 @@ struct Rig {
     _dir: tempfile::TempDir,
     sock: PathBuf,
     handle: ShellHandle,
-    /// The counters once started (see [`NUDGE_BOOTSTRAP`]).
+    /// The counters once started.
     base: Counters,
     drains: mpsc::Receiver<DrainNotice>,
     stop: Option<oneshot::Sender<()>>,
@@ -163,11 +138,6 @@ impl Rig {
         let handle = shell.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(shell.run(stopped));
-        let nudge = if NUDGE_BOOTSTRAP {
-            Some(connect_when_bound(&sock).await)
-        } else {
-            None
-        };
         if let Err(e) = handle.wait_ready(PROMPT).await {
             panic!(
                 "{e}; counters {:?}; agentd's stderr:\n{}",
@@ -185,25 +155,11 @@ impl Rig {
             stop: Some(stop),
             task: Some(task),
         };
-        if let Some(mut nudge) = nudge {
-            // It waited for ready without a slot and has one now: its
-            // prologue says so.
-            let mut prologue = [0u8; 8];
-            let read = tokio::time::timeout(PROMPT, nudge.read_exact(&mut prologue)).await;
-            read.expect("the nudge's prologue in time")
-                .expect("the nudge's prologue");
-            drop(nudge);
-            rig.counters_reach("the nudge gone", |c| {
-                c.leases_granted == 1 && c.lease_acks == 1 && c.live_clients == 0
-            })
-            .await;
-        }
         rig.base = rig.counters();
         rig
     }
 
-    /// The shell's counters, the cumulative ones a start-up nudge moves
-    /// counted from the end of start-up.
+    /// The shell's counters, counted from the end of start-up.
     fn counters(&self) -> Counters {
         since(&self.handle.counters(), &self.base)
     }
@@ -1563,9 +1519,10 @@ fn pump(
 ///     both ways to agentd's port): the bootstrap's `default_env` reaches
 ///     an `agent-relay exec`'s process; SIGTERM ends serve with 0, and the
 ///     tree ends with it. With `boot_before_any_client`, agentd must have
-///     started (bootstrap, init, its loop) before the exec connects: today
-///     it does not (the bug behind [`NUDGE_BOOTSTRAP`]); the exec's
-///     connection is what makes serve send the bootstrap.
+///     started (bootstrap, init, its loop) before the exec connects (a
+///     relay bug this file found: the shell's driver handed the core's
+///     first actions to the guest only after a first event, so the
+///     bootstrap waited for a client).
 fn cli_serve_guest_bootstrap(limits: Limits, boot_before_any_client: bool) {
     use cli_support::{BIN, kill, output_of, spawn_exec, wait_exit, wait_for_path};
     use std::process::{Command, Stdio};
@@ -1720,14 +1677,13 @@ async fn max_executions_4_counts_as_agentd_does_after_10_interrupted() {
     max_executions_follows_agentd().await;
 }
 
-/// The relay bug behind [`NUDGE_BOOTSTRAP`]: with `Shell::bootstrap` and a
+/// Regression (a relay bug this file found): with `Shell::bootstrap` and a
 /// guest that is silent until it has read its bootstrap (0.7.13 agentd),
-/// the bootstrap must go out with no client ever connecting. Today it does
-/// not: agentd's ready never comes (20 s), and the counters show nothing
-/// handed to the guest.
+/// the bootstrap must go out with no client ever connecting. Before the fix
+/// the shell's driver performed the core's first actions only after a
+/// first event: agentd's ready never came and nothing was handed to the
+/// guest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "relay bug: Shell::run sends the bootstrap only after a first event (a client); \
-            enable once fixed (and set NUDGE_BOOTSTRAP to false)"]
 async fn bootstrap_reaches_a_silent_guest_without_any_client() {
     let (agentd, port) = Agentd::spawn(AgentdOptions::relay()).expect("spawn agentd");
     port.set_nonblocking(true).expect("non-blocking port");
@@ -1750,11 +1706,9 @@ async fn bootstrap_reaches_a_silent_guest_without_any_client() {
     task.await.expect("shell task").expect("shell ran");
 }
 
-/// The same bug through the CLI: `serve --guest-bootstrap` does not start
-/// agentd until a client connects.
+/// The same regression through the CLI: `serve --guest-bootstrap` starts
+/// agentd before any client connects.
 #[test]
-#[ignore = "relay bug: serve sends the bootstrap only after a first event (a client); \
-            enable once fixed"]
 fn cli_serve_bootstraps_agentd_before_any_client() {
     cli_serve_guest_bootstrap(Limits::Launcher, true);
 }

@@ -115,6 +115,9 @@ async fn drive(
 ) -> std::io::Result<Option<StartupFailure>> {
     let (mut d, listener) = Driver::new(parts)?;
     d.relay.handle(0, Event::WallClock(unix_nanos()));
+    // What the core owes before any event (the guest's bootstrap) goes out
+    // now: a guest that waits for it says nothing until then.
+    d.perform();
     let wall = wall_watch(&d.relay);
     let (conn_tx, mut conn_rx) = mpsc::channel::<BoxClient>(ACCEPT_QUEUE);
     let accept = tokio::spawn(accept_loop(listener, conn_tx));

@@ -242,6 +242,8 @@ impl Relay {
             });
         }
         self.guest_gone = true;
+        // Rule `exec_log_says_what_ran`: the sessions it ran end here.
+        self.tap_guest_gone();
         for client in std::mem::take(&mut self.waiting) {
             self.counters.live_clients -= 1;
             self.actions.push_back(Action::CloseClient {

@@ -7,8 +7,13 @@
 //! read in one batch costs one record.
 //!
 //! Rule `exec_log_says_what_ran`: a `system` record marks each exec session's
-//! start (its number, command and arguments, the client's slot) and its end
-//! (exit code, start failure, or killed because its client left).
+//! start (its number, command and arguments, the client's slot) and its end:
+//! exit code, start failure, killed because its client left, or, for a
+//! session still open when the guest went away ([`Event::GuestClosed`]) or
+//! the relay stopped ([`Relay::stopping`]), `exec ended:` and why. Every
+//! start is matched by an end.
+//!
+//! [`Event::GuestClosed`]: super::Event::GuestClosed
 //!
 //! The tap never changes what is routed.
 
@@ -19,6 +24,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::logtext::{LogText, unfinished_tail};
+use super::relay::Relay;
 use super::slot::{CorrKind, Correlation, Stream};
 use super::types::{Action, LogRecord, LogSource};
 use crate::wire::payload::{ExecExited, ExecFailed, ExecRequest, decode_payload, peek_data};
@@ -26,6 +32,12 @@ use crate::wire::{FLAG_TERMINAL, Frame, MsgType, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
 pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
+
+/// The end record of a session still open when the guest went away.
+pub const ENDED_GUEST_GONE: &str = "exec ended: the guest went away before it exited";
+
+/// The end record of a session still open when the relay stopped.
+pub const ENDED_RELAY_STOPPED: &str = "exec ended: the relay stopped before it exited";
 
 /// A guest frame as the core's first look found it: its type (`None` for a
 /// raw bulk record or a type the relay does not know), and where its payload
@@ -57,11 +69,18 @@ pub(crate) struct Tap {
     /// Flushed into the actions when another record begins and at the end of
     /// every event.
     pending: Option<LogRecord>,
+    /// Every open session got its end record (the guest went away or the
+    /// relay stopped): the kills that follow say nothing more.
+    ended_all: bool,
 }
 
 impl Tap {
     pub fn new(on: bool) -> Tap {
-        Tap { on, pending: None }
+        Tap {
+            on,
+            pending: None,
+            ended_all: false,
+        }
     }
 
     /// The guest became ready.
@@ -88,8 +107,13 @@ impl Tap {
         }
     }
 
-    /// An exec session's client left and the relay killed it.
+    /// An exec session's client left and the relay killed it. Nothing when
+    /// the session already got its end record (the guest went away: every
+    /// client departs, and no SIGKILL reaches anybody).
     pub fn exec_killed(&mut self, actions: &mut VecDeque<Action>, number: u64) {
+        if self.ended_all {
+            return;
+        }
         self.system(
             actions,
             Some(number),
@@ -186,6 +210,65 @@ impl Tap {
             text: LogText::new(),
         });
         &mut record.text
+    }
+}
+
+impl Relay {
+    /// The guest went away: every exec session still open and not killed
+    /// gets its end record now, in session order, its unfinished characters
+    /// flushed as U+FFFD first (the departures that follow kill nothing that
+    /// could still answer, so they log nothing).
+    pub(super) fn tap_guest_gone(&mut self) {
+        self.tap_end_open(ENDED_GUEST_GONE);
+    }
+
+    /// The embedder is stopping the relay (the shell calls this before it
+    /// closes its connections and exec.log): every exec session still open
+    /// and not killed gets its end record, `exec ended: the relay stopped
+    /// before it exited`, as `Log` actions to perform before closing
+    /// exec.log. Nothing else changes; a second call logs nothing.
+    pub fn stopping(&mut self) {
+        self.tap_end_open(ENDED_RELAY_STOPPED);
+        self.tap.flush(&mut self.actions);
+    }
+
+    fn tap_end_open(&mut self, why: &str) {
+        if self.tap.ended_all {
+            return;
+        }
+        self.tap.ended_all = true;
+        if !self.tap.on {
+            return;
+        }
+        let mut open: Vec<(u64, &mut Correlation)> = self
+            .slots
+            .iter_mut()
+            .flat_map(|s| s.open.values_mut())
+            .filter(|c| c.kind.is_exec() && !c.killed)
+            .map(|c| (c.number, c))
+            .collect();
+        open.sort_by_key(|(number, _)| *number);
+        for (number, corr) in open {
+            let tty = matches!(corr.kind, CorrKind::Exec { tty: true });
+            for (stream, source) in [
+                (
+                    Stream::Stdout,
+                    if tty {
+                        LogSource::Output
+                    } else {
+                        LogSource::Stdout
+                    },
+                ),
+                (Stream::Stderr, LogSource::Stderr),
+            ] {
+                if corr.carries.of(stream).is_carrying() {
+                    let text = self.tap.record_text(&mut self.actions, number, source);
+                    corr.carries.of(stream).finish(text);
+                }
+            }
+            self.tap
+                .system(&mut self.actions, Some(number), why.to_owned());
+        }
     }
 }
 

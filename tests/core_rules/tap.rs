@@ -87,3 +87,119 @@ fn core_tap_system_records_say_what_ran_and_how_it_ended() {
         vec![(Some(1), LogSource::System, ended.into())]
     );
 }
+
+/// The sessions of `acts`' exec.log records: those started, and those that
+/// got an end record (exit, start failure, kill, or `exec ended:`).
+fn starts_and_ends(acts: &[Action]) -> (Vec<u64>, Vec<(u64, String)>) {
+    let mut started = Vec::new();
+    let mut ended = Vec::new();
+    for (session, source, text) in logs(acts) {
+        let (Some(n), LogSource::System) = (session, source) else {
+            continue;
+        };
+        if text.starts_with("exec started:") {
+            started.push(n);
+        } else {
+            ended.push((n, text));
+        }
+    }
+    (started, ended)
+}
+
+/// Rule `exec_log_says_what_ran`, issue 18: sessions still open when the
+/// guest went away got "exec killed: its client left (SIGKILL sent)", which
+/// was not what happened (no client left, no SIGKILL reached anybody). Now
+/// each open session gets one `exec ended:` record saying the guest went
+/// away, its unfinished character flushed first; a session already killed
+/// (its client left) keeps its kill as its end; every start has an end.
+#[test]
+fn core_tap_sessions_open_when_the_guest_goes_get_an_end_record() {
+    for (cfg, current) in [(small(), false), (small(), true)] {
+        let v = if current { V10 } else { V1 };
+        let mut h = if current {
+            Harness::current(cfg, &ready_current(V10, 1, None, None))
+        } else {
+            Harness::ready(cfg)
+        };
+        let mut all = Vec::new();
+        for c in 1..=3 {
+            all.extend(h.connect(c));
+        }
+        let id = |c: u64, k: u32| {
+            if current {
+                common::current::cid(c as u32 - 1) + k
+            } else {
+                (c as u32 - 1) * STEP + k
+            }
+        };
+        all.extend(h.client(1, &exec_request(v, id(1, 1), false, 0)));
+        all.extend(h.client(2, &exec_request(v, id(2, 1), false, 0)));
+        all.extend(h.client(1, &exec_request(v, id(1, 2), true, 0)));
+        all.extend(h.client(3, &exec_request(v, id(3, 1), false, 0)));
+        all.extend(h.guest(&exited(v, id(1, 1), 0)));
+        all.extend(h.disconnect(2));
+        // Session 3 (a pty) printed half a euro sign.
+        all.extend(h.guest(&stdout(v, id(1, 2), b"x\xe2\x82")));
+        let gone = h.ev(Event::GuestClosed);
+        all.extend(gone.iter().cloned());
+        let tail = logs(&gone);
+        assert_eq!(
+            tail,
+            vec![
+                (Some(3), LogSource::Output, "\u{fffd}".into()),
+                (
+                    Some(3),
+                    LogSource::System,
+                    "exec ended: the guest went away before it exited".into()
+                ),
+                (
+                    Some(4),
+                    LogSource::System,
+                    "exec ended: the guest went away before it exited".into()
+                ),
+            ],
+            "current: {current}"
+        );
+        let (started, ended) = starts_and_ends(&all);
+        assert_eq!(started, [1, 2, 3, 4]);
+        for n in started {
+            let ends: Vec<&String> = ended.iter().filter(|e| e.0 == n).map(|e| &e.1).collect();
+            assert_eq!(ends.len(), 1, "session {n}: {ends:?} (current: {current})");
+        }
+        assert!(ended.contains(&(2, "exec killed: its client left (SIGKILL sent)".into())));
+    }
+}
+
+/// Rule `exec_log_says_what_ran`, issue 18: when the relay stopped, the
+/// sessions still open got no end record. `Relay::stopping` (the shell calls
+/// it before closing exec.log) gives each one, once.
+#[test]
+fn core_tap_sessions_open_when_the_relay_stops_get_an_end_record() {
+    let mut h = one_client();
+    h.client(1, &exec_request(V1, 1, false, 0));
+    h.client(2, &exec_request(V1, STEP + 1, false, 0));
+    h.client(1, &exec_request(V1, 2, false, 0));
+    h.guest(&data(V1, MsgType::ExecStderr, 2, b"\xc3"));
+    h.guest(&exited(V1, 1, 0));
+    h.relay.stopping();
+    let acts: Vec<Action> = std::iter::from_fn(|| h.relay.poll_action()).collect();
+    assert_eq!(
+        logs(&acts),
+        vec![
+            (
+                Some(2),
+                LogSource::System,
+                "exec ended: the relay stopped before it exited".into()
+            ),
+            (Some(3), LogSource::Stderr, "\u{fffd}".into()),
+            (
+                Some(3),
+                LogSource::System,
+                "exec ended: the relay stopped before it exited".into()
+            ),
+        ]
+    );
+    assert_eq!(acts.len(), 3, "nothing but the records: {acts:?}");
+    h.relay.stopping();
+    assert_eq!(h.relay.poll_action(), None, "once");
+}

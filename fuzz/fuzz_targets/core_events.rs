@@ -8,7 +8,9 @@
 //! both ways, frames for ids nobody owns, pings, tcp, unknown types and the
 //! id-0 shutdown; raw byte ops cover everything else. The driver keeps the
 //! core's contract: unique client ids, no bytes from a paused client,
-//! bounded reads.
+//! bounded reads, and no guest bytes while the core has the guest paused
+//! (rule `backpressure_bounded_wait`): the guest's bytes wait in its own
+//! buffer until `ResumeGuest`, and go in reads of at most `READ_MAX`.
 
 #![no_main]
 
@@ -100,6 +102,7 @@ fuzz_target!(|input: Input| {
         wall: 1_700_000_000_000,
         next_client: 1,
         clients: BTreeMap::new(),
+        guest_out: Vec::new(),
     };
     for op in input.ops.iter().take(400) {
         run.step(op, &setup);
@@ -128,6 +131,9 @@ struct Run {
     next_client: u64,
     /// Connected clients and the id range start their handshake gave.
     clients: BTreeMap<u64, Option<u32>>,
+    /// Bytes the guest wrote that the core has not read yet (it had the
+    /// guest paused).
+    guest_out: Vec<u8>,
 }
 
 impl Run {
@@ -146,14 +152,15 @@ impl Run {
                 // Optionally deliver the first part now and the rest next.
                 let cut = usize::from(*split) % (buf.len() + 1);
                 if cut > 0 && cut < buf.len() {
-                    self.feed(Event::GuestBytes(&buf[..cut]));
+                    self.guest_write(&buf[..cut]);
                     buf.drain(..cut);
                 }
-                Some(Event::GuestBytes(&buf))
+                self.guest_write(&buf);
+                None
             }
             Op::GuestRaw(bytes) => {
-                buf = bytes.clone();
-                Some(Event::GuestBytes(&buf))
+                self.guest_write(bytes);
+                None
             }
             Op::GuestWritten(n) => Some(Event::GuestWritten(usize::from(*n))),
             Op::GuestClosed => Some(Event::GuestClosed),
@@ -185,6 +192,8 @@ impl Run {
         if let Some(event) = event {
             self.feed(event);
         }
+        // A resume lets what the guest holds in.
+        self.guest_write(&[]);
     }
 
     /// A structured or raw frame from a client that may send now.
@@ -223,6 +232,17 @@ impl Run {
     fn feed(&mut self, event: Event<'_>) {
         self.d.feed(self.now, event);
         follow(&self.d, &mut self.clients);
+    }
+
+    /// The guest writes `bytes`: they join what it holds, and the core reads
+    /// it all, `READ_MAX` at a time, unless (or until) it pauses the guest.
+    fn guest_write(&mut self, bytes: &[u8]) {
+        self.guest_out.extend_from_slice(bytes);
+        while !self.guest_out.is_empty() && !self.d.checker.guest_paused() {
+            let n = self.guest_out.len().min(READ_MAX);
+            let chunk: Vec<u8> = self.guest_out.drain(..n).collect();
+            self.feed(Event::GuestBytes(&chunk));
+        }
     }
 }
 

@@ -270,6 +270,8 @@ impl Driver {
                 self.mix(client.0);
             }
             Action::StartupFailed(_) => self.mix(23),
+            Action::PauseGuest => self.mix(24),
+            Action::ResumeGuest => self.mix(25),
         }
     }
 }
@@ -326,6 +328,8 @@ pub fn fmt_action(a: &Action) -> String {
         Action::Drain => "Drain".into(),
         Action::FlushExpired { client } => format!("FlushExpired {client}"),
         Action::StartupFailed(why) => format!("StartupFailed: {why}"),
+        Action::PauseGuest => "PauseGuest".into(),
+        Action::ResumeGuest => "ResumeGuest".into(),
     }
 }
 
@@ -427,6 +431,8 @@ impl Digest {
                 self.mix(13);
                 self.text(why);
             }
+            Action::PauseGuest => self.mix(14),
+            Action::ResumeGuest => self.mix(15),
         }
     }
 
@@ -482,6 +488,8 @@ impl Digest {
             lease_acks,
             lease_acks_ignored,
             executions_released,
+            guest_pauses,
+            guest_paused_ms,
         } = *c;
         for x in [
             guest_frames_in,
@@ -504,6 +512,8 @@ impl Digest {
             live_sessions,
             queued_to_clients,
             queued_to_guest,
+            guest_pauses,
+            guest_paused_ms,
         ] {
             self.mix(x);
         }

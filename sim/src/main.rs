@@ -319,6 +319,21 @@ const CURRENT_COUNTERS: [(&str, CounterOf); 17] = [
     ("executions released", |c| c.executions_released),
 ];
 
+/// What rule `backpressure_bounded_wait` did, in both generations: the
+/// core's pause counters and the checker's count of closes by limit.
+type BudgetOf = fn(&Outcome) -> u64;
+const BUDGET_COUNTERS: [(&str, BudgetOf); 9] = [
+    ("guest pauses", |o| o.counters.guest_pauses),
+    ("ms guest paused", |o| o.counters.guest_paused_ms),
+    ("longest pause ms", |o| o.budget.longest_pause),
+    ("recoveries in grace", |o| o.budget.recoveries),
+    ("global marks passed", |o| o.budget.global_marks),
+    ("closed: grace", |o| o.budget.grace_closes),
+    ("closed: hard cap", |o| o.budget.hard_closes),
+    ("closed: sum's grace", |o| o.budget.global_grace_closes),
+    ("closed: global cap", |o| o.budget.global_cap_closes),
+];
+
 /// Per generation: seeds, core events and the seconds their runs took.
 #[derive(Default, Clone, Copy)]
 struct PerGen {
@@ -340,6 +355,9 @@ struct Totals {
     /// Current worlds: each of [`CURRENT_COUNTERS`] summed, and the seeds
     /// where it was not zero.
     current: [(u64, u64); CURRENT_COUNTERS.len()],
+    /// Each of [`BUDGET_COUNTERS`] summed (the longest pause: its maximum),
+    /// and the seeds where it was not zero.
+    budget: [(u64, u64); BUDGET_COUNTERS.len()],
     failures: Vec<Outcome>,
     /// Runs stopped by a known core bug (failures too with `--strict`).
     known: Vec<Outcome>,
@@ -364,6 +382,16 @@ impl Totals {
                 self.current[i].0 += n;
                 self.current[i].1 += u64::from(n > 0);
             }
+        }
+        for (i, (name, get)) in BUDGET_COUNTERS.iter().enumerate() {
+            let n = get(&o);
+            let b = &mut self.budget[i];
+            b.0 = if name.starts_with("longest") {
+                b.0.max(n)
+            } else {
+                b.0 + n
+            };
+            b.1 += u64::from(n > 0);
         }
         let g = &mut self.by_gen[usize::from(o.generation == Generation::Current)];
         g.seeds += 1;
@@ -459,6 +487,11 @@ fn summary(start: u64, count: u64, jobs: usize, secs: f64, t: &Totals) {
     println!("  current worlds         {:>14}   seeds with it", "sum");
     for (i, (name, _)) in CURRENT_COUNTERS.iter().enumerate() {
         let (n, seeds) = t.current[i];
+        println!("    {name:<20} {n:>14}   {seeds:>8}");
+    }
+    println!("  backpressure           {:>14}   seeds with it", "sum");
+    for (i, (name, _)) in BUDGET_COUNTERS.iter().enumerate() {
+        let (n, seeds) = t.budget[i];
         println!("    {name:<20} {n:>14}   {seeds:>8}");
     }
     println!("  known core bugs        {:>14}   first seeds", "seeds");

@@ -1,10 +1,20 @@
-//! `inv_boundedness`: buffered bytes never exceed the configured budgets.
-//! Per client the bytes handed to it stay under its hard cap, and over its
-//! soft budget a grace deadline is armed (`poll_timeout` no later) and
-//! enforced; all clients together stay under the global cap; a client over
-//! its cap toward the guest is paused; the guest window holds; the core's
-//! own counts equal the model's; the core's held bytes stay under the bound
-//! derived from the configuration (see `sim/README.md`).
+//! `inv_boundedness`: memory stays within what the configuration and rule
+//! `backpressure_bounded_wait` imply (derived in `sim/README.md`). With `S`
+//! the soft budget, `G` the global cap, `R` the driver's read size (the
+//! largest `GuestBytes` or `ClientBytes`) and `F` the largest guest frame
+//! seen so far:
+//!
+//! - a client's queue (handed, not yet written) stays within its hard cap
+//!   and within `S + R + F + own`, `own` being the relay's own bytes (its
+//!   handshake, answers to its frames) handed to it since its queue was last
+//!   within `S`: a guest read starts only with every queue within `S` (else
+//!   the guest is paused), and adds at most the read and the partial frame
+//!   it completes;
+//! - the sum of the queues stays within the global cap and within
+//!   `G/2 + R + F + own`, `own` counted since the sum was last within `G/2`;
+//! - a client over its cap toward the guest is paused; the guest window
+//!   holds; the core's own counts equal the model's; the core's held bytes
+//!   stay within the bound derived from the configuration.
 
 use agent_relay::core::{ClientId, Relay};
 use bytes::Bytes;
@@ -27,34 +37,44 @@ impl Checker {
         self.largest_to_guest = self.largest_to_guest.max(frame.len());
     }
 
-    /// `len` more bytes handed to `c`, within its hard cap and the global cap.
-    pub(super) fn add_queued(&mut self, c: ClientId, len: usize) {
-        let (now, soft, hard) = (
-            self.now,
-            self.cfg.client_soft_budget,
-            self.cfg.client_hard_cap,
-        );
+    /// `len` more bytes handed to `c` (the relay's own if `own`), within
+    /// the caps and the bounds the rule implies.
+    pub(super) fn add_queued(&mut self, c: ClientId, len: usize, own: bool) {
         let m = self.clients.get_mut(&c).expect("known");
         m.queued += len;
         self.sum_queued += len;
-        if m.queued > soft && m.over_since.is_none() {
-            m.over_since = Some(now);
+        self.budget_added(c, len, own);
+        self.touch(c);
+        let (soft, hard, global) = (
+            self.cfg.client_soft_budget,
+            self.cfg.client_hard_cap,
+            self.cfg.global_cap,
+        );
+        let overshoot = self.read_max + self.budget.largest_from_guest;
+        let m = &self.clients[&c];
+        let (q, own) = (m.queued, m.own_over);
+        if q > hard {
+            let why = format!("{c} has {q} bytes queued, over its hard cap {hard}");
+            return self.fail(Invariant::Boundedness, why);
         }
-        if m.queued > hard {
-            let q = m.queued;
-            self.fail(
-                Invariant::Boundedness,
-                format!("{c} has {q} bytes queued, over its hard cap {hard}"),
-            );
-        }
-        if self.sum_queued > self.cfg.global_cap {
+        if q > soft + overshoot + own {
             let why = format!(
-                "{} bytes queued for all clients, over the global cap {}",
-                self.sum_queued, self.cfg.global_cap
+                "{c} has {q} bytes queued, over its soft budget {soft} plus one read and the largest frame ({overshoot}) plus the relay's own bytes since it was within its budget ({own})"
+            );
+            return self.fail(Invariant::Boundedness, why);
+        }
+        let (sum, own) = (self.sum_queued, self.budget.own_sum);
+        if sum > global {
+            let why = format!("{sum} bytes queued for all clients, over the global cap {global}");
+            return self.fail(Invariant::Boundedness, why);
+        }
+        if sum > global / 2 + overshoot + own {
+            let why = format!(
+                "{sum} bytes queued for all clients, over half the global cap {} plus one read and the largest frame ({overshoot}) plus the relay's own bytes since the sum was within half ({own})",
+                global / 2
             );
             self.fail(Invariant::Boundedness, why);
         }
-        self.touch(c);
     }
 
     /// A slow-consumer close names the bytes the model has queued for `c`.
@@ -79,24 +99,12 @@ impl Checker {
         if m.state == State::Gone {
             return;
         }
-        if m.state == State::Live {
-            if m.out_bytes > self.cfg.client_to_guest_cap && !m.paused {
-                let why = format!(
-                    "{c} has {} bytes queued toward the guest, over {}, and is not paused",
-                    m.out_bytes, self.cfg.client_to_guest_cap
-                );
-                issues.push((Invariant::Boundedness, why));
-            }
-            if let Some(t) = m.over_since {
-                let deadline = t + self.cfg.grace;
-                if relay.poll_timeout().is_none_or(|x| x.at > deadline) {
-                    let why = format!(
-                        "{c} is over its soft budget since {t}; poll_timeout {:?} is later than its deadline {deadline}",
-                        relay.poll_timeout()
-                    );
-                    issues.push((Invariant::Boundedness, why));
-                }
-            }
+        if m.state == State::Live && m.out_bytes > self.cfg.client_to_guest_cap && !m.paused {
+            let why = format!(
+                "{c} has {} bytes queued toward the guest, over {}, and is not paused",
+                m.out_bytes, self.cfg.client_to_guest_cap
+            );
+            issues.push((Invariant::Boundedness, why));
         }
         let have = relay.client_queued(c);
         // Detecting the generation, the relay seats no one before ready.
@@ -139,17 +147,7 @@ impl Checker {
                 "core holds {held} bytes, over the bound {}",
                 self.held_bound
             );
-            return self.fail(Invariant::Boundedness, why);
-        }
-        if self.tick {
-            let now = self.now;
-            let grace = self.cfg.grace;
-            if let Some((&c, _)) = self.clients.iter().find(|(_, m)| {
-                m.state == State::Live && m.over_since.is_some_and(|t| t + grace <= now)
-            }) {
-                let why = format!("{c} outlived its grace period and was not closed");
-                self.fail(Invariant::Boundedness, why);
-            }
+            self.fail(Invariant::Boundedness, why);
         }
     }
 }

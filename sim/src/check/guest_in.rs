@@ -66,6 +66,7 @@ impl Checker {
                 continue;
             };
             self.resyncing = false;
+            self.budget.largest_from_guest = self.budget.largest_from_guest.max(total);
             let frame = self.guest.take_frame(total);
             if !self.parse_ready && t == Some(MsgType::Ready) {
                 self.parse_ready = true;

@@ -64,6 +64,15 @@ pub enum Invariant {
     /// before any of its frames, fresh incarnations, the notice naming the
     /// owner's, and no slot reused before the guest's acknowledgement.
     RangeLeases,
+    /// `inv_no_loss_while_reading`: a client that keeps pace (takes its
+    /// queue down to half its soft budget within the grace period, each time
+    /// it goes over) is never closed as a slow consumer, so it receives every
+    /// frame the guest sent it.
+    NoLossWhileReading,
+    /// `inv_bounded_wait`: the guest is paused exactly while a client is over
+    /// its soft budget or the sum's grace runs, and a pause makes progress (a
+    /// cause ends, or the core closes a slow consumer) within one grace period.
+    BoundedWait,
     /// `live_sessions_end`: every started session reached its terminal frame.
     SessionsEnd,
     /// `live_to_guest_end`: every frame a well-behaved client sent reached the guest.
@@ -80,7 +89,7 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every invariant, safety first.
-    pub const ALL: [Invariant; 23] = [
+    pub const ALL: [Invariant; 25] = [
         Invariant::Routing,
         Invariant::Completeness,
         Invariant::ToGuest,
@@ -98,6 +107,8 @@ impl Invariant {
         Invariant::NoLateReply,
         Invariant::GuestSurvives,
         Invariant::RangeLeases,
+        Invariant::NoLossWhileReading,
+        Invariant::BoundedWait,
         Invariant::SessionsEnd,
         Invariant::ToGuestEnd,
         Invariant::CleanupEnd,
@@ -126,6 +137,8 @@ impl Invariant {
             Invariant::NoLateReply => "inv_no_late_reply",
             Invariant::GuestSurvives => "inv_guest_survives",
             Invariant::RangeLeases => "inv_range_leases",
+            Invariant::NoLossWhileReading => "inv_no_loss_while_reading",
+            Invariant::BoundedWait => "inv_bounded_wait",
             Invariant::SessionsEnd => "live_sessions_end",
             Invariant::ToGuestEnd => "live_to_guest_end",
             Invariant::CleanupEnd => "live_cleanup_end",
@@ -159,7 +172,9 @@ impl Invariant {
             | Invariant::InitAck
             | Invariant::NoLateReply
             | Invariant::GuestSurvives
-            | Invariant::RangeLeases => Class::Safety,
+            | Invariant::RangeLeases
+            | Invariant::NoLossWhileReading
+            | Invariant::BoundedWait => Class::Safety,
             Invariant::SessionsEnd
             | Invariant::ToGuestEnd
             | Invariant::CleanupEnd
@@ -174,19 +189,28 @@ impl Invariant {
 /// (`--strict` makes it fail too); its shrunk case is pinned under
 /// `tests/regressions/` with a `# known core bug:` line, and an ignored test
 /// replays it. When the core is fixed, the variant goes (and the case must
-/// pass). None is open now: `leftover_after_notice` (seed 0x26) and
-/// `no_pump_after_forget` (seed 0x2e) were fixed in the core and their
-/// cases are plain regressions.
+/// pass). `leftover_after_notice` (seed 0x26) and `no_pump_after_forget`
+/// (seed 0x2e) were fixed in the core and their cases are plain regressions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum KnownBug {}
+pub enum KnownBug {
+    /// Rule `backpressure_bounded_wait`: at the end of the sum's grace
+    /// period the client holding the most is closed and, "if still over a
+    /// quarter, the sum gets another grace"; the core gives it another only
+    /// if the sum is still over half the global cap (`expire_global` clears
+    /// the deadline, then `note_global` starts one only past half), so with
+    /// the sum between a quarter and half the guest is read again at once.
+    GlobalGraceNotRenewed,
+}
 
 impl KnownBug {
     /// Every known bug.
-    pub const ALL: [KnownBug; 0] = [];
+    pub const ALL: [KnownBug; 1] = [KnownBug::GlobalGraceNotRenewed];
 
     /// Its name in reports.
     pub fn name(self) -> &'static str {
-        match self {}
+        match self {
+            KnownBug::GlobalGraceNotRenewed => "global_grace_not_renewed",
+        }
     }
 }
 

@@ -65,7 +65,7 @@ impl Checker {
         m.hs_due = false;
         m.range = Some(range);
         m.slot = slot;
-        self.add_queued(c, bytes.len());
+        self.add_queued(c, bytes.len(), true);
         if current {
             self.lease_queued(c);
         }
@@ -212,41 +212,82 @@ impl Checker {
                 if *limit == SlowLimit::GlobalCap && self.current.is_some() {
                     self.lease_due_before_close();
                 }
+                self.depart(c, false);
+                self.budget_closed(*limit == SlowLimit::GlobalCap && self.tick);
+                return;
             }
         }
         self.depart(c, violated);
     }
 
-    /// Closing `c` as a slow consumer at `limit` is what its budgets say.
+    /// Closing `c` as a slow consumer at `limit` is what rule
+    /// `backpressure_bounded_wait` says (`budget.rs`): at the end of its
+    /// grace period (a tick at or after its deadline); at its hard cap (its
+    /// next frame would pass it); at the end of the sum's grace period (a
+    /// tick) or at the global cap (a frame would pass it), the client holding
+    /// the most, ties going to the lowest slot. A close that takes a client
+    /// keeping pace is judged first by `inv_no_loss_while_reading`.
     fn slow_close_justified(&mut self, c: ClientId, queued: usize, limit: SlowLimit) -> bool {
         self.advance(Checker::routed_waiting);
         if !self.slow_close_queued_matches(c, queued) {
             return false;
         }
+        if !self.no_loss_on_slow_close(c, limit) {
+            return false;
+        }
         let m = &self.clients[&c];
-        let next = match m.to_client.front() {
-            Some(f) => f.len(),
-            None if m.state == State::Pending => self.ready.as_ref().map_or(0, |r| r.len() + 8),
-            None => 0,
-        };
+        let next = self.next_frame_len(m);
+        let (now, grace) = (self.now, self.cfg.grace);
         let fair = match limit {
             SlowLimit::HardCap => m.queued + next > self.cfg.client_hard_cap,
-            SlowLimit::Grace => m
-                .over_since
-                .is_some_and(|t| self.tick && t + self.cfg.grace <= self.now),
-            SlowLimit::GlobalCap => self
-                .clients
-                .values()
-                .filter(|o| o.state != State::Gone)
-                .all(|o| o.queued <= m.queued),
+            SlowLimit::Grace => m.over_since.is_some_and(|t| self.tick && t + grace <= now),
+            SlowLimit::GlobalCap => {
+                let due = if self.tick {
+                    self.budget.global_since.is_some_and(|t| t + grace <= now)
+                } else {
+                    let largest = self
+                        .clients
+                        .values()
+                        .map(|o| self.next_frame_len(o))
+                        .max()
+                        .unwrap_or(0);
+                    self.sum_queued + largest > self.cfg.global_cap
+                };
+                due && self.holds_the_most(c)
+            }
         };
         if !fair {
             let why = format!(
-                "{c} closed as slow ({limit:?}) with {queued} bytes queued, next frame {next} bytes, unjustified"
+                "{c} closed as slow ({limit:?}) with {queued} bytes queued, next frame {next} bytes, unjustified (sum {}, the sum's grace since {:?}, {c} over since {:?}, now {now})",
+                self.sum_queued, self.budget.global_since, m.over_since
             );
             self.fail(Invariant::Isolation, why);
         }
         fair
+    }
+
+    /// The bytes the relay is about to hand `m`: the next guest frame routed
+    /// to it, or its handshake.
+    fn next_frame_len(&self, m: &Model) -> usize {
+        match m.to_client.front() {
+            Some(f) => f.len(),
+            None if m.state == State::Pending && (m.connecting || m.hs_due) => {
+                self.ready.as_ref().map_or(0, |r| r.len() + 8)
+            }
+            None => 0,
+        }
+    }
+
+    /// `c` holds the most output of all clients with a slot, and of those
+    /// holding as much, has the lowest slot.
+    fn holds_the_most(&self, c: ClientId) -> bool {
+        let m = &self.clients[&c];
+        self.clients.iter().all(|(&o, om)| {
+            o == c
+                || om.state == State::Gone
+                || om.queued < m.queued
+                || (om.queued == m.queued && (om.state != State::Live || om.slot > m.slot))
+        })
     }
 
     pub(super) fn on_pause(&mut self, c: ClientId, pause: bool, action: &Action) {

@@ -15,7 +15,9 @@
 //! `boundedness`, `fairness`, and at the end `liveness` (`live_sessions_end`,
 //! `live_to_guest_end`, `live_cleanup_end`).
 
+mod bounded_wait;
 mod boundedness;
+mod budget;
 mod cleanup;
 mod client_in;
 mod completeness;
@@ -32,6 +34,7 @@ mod late_reply;
 mod leases;
 mod liveness;
 mod model;
+mod no_loss;
 mod notice;
 mod ranges;
 mod refusal;
@@ -47,6 +50,7 @@ use agent_relay::core::{Action, ClientId, Config, Event, Millis, Protocol, Relay
 use agent_relay::wire::{FrameDecoder, LEN_PREFIX, MsgType};
 use bytes::Bytes;
 
+pub use budget::BudgetStats;
 use current::{ClockModel, Current, Layout};
 pub use invariant::{Class, Invariant, KnownBug};
 use model::{Model, State};
@@ -168,6 +172,8 @@ pub struct Checker {
     early_lease: Option<(u32, u32, [u8; 16])>,
     /// What the guest's own reader knows (`inv_guest_survives`).
     reader: survives::Reader,
+    /// Rule `backpressure_bounded_wait`'s state (`budget.rs`).
+    budget: budget::Budget,
     checks: u64,
     violation: Option<Violation>,
 }
@@ -235,6 +241,7 @@ impl Checker {
             waiting: Vec::new(),
             early_lease: None,
             reader: survives::Reader::default(),
+            budget: budget::Budget::default(),
             checks: 0,
             violation: None,
         }
@@ -269,6 +276,17 @@ impl Checker {
     /// Whether `client` is paused (its bytes must not be fed).
     pub fn paused(&self, client: ClientId) -> bool {
         self.clients.get(&client).is_some_and(|m| m.paused)
+    }
+
+    /// Whether the core has the guest paused (no `GuestBytes` may be fed
+    /// until it says `ResumeGuest`).
+    pub fn guest_paused(&self) -> bool {
+        self.budget.paused
+    }
+
+    /// What rule `backpressure_bounded_wait` did so far.
+    pub fn budget_stats(&self) -> BudgetStats {
+        self.budget.stats
     }
 
     /// Bytes handed to the guest and not yet reported written (the model's count).
@@ -316,8 +334,12 @@ impl Checker {
         if let Some(cur) = &mut self.current {
             cur.late.clear();
         }
+        self.budget.guest_event = matches!(event, Event::GuestBytes(_));
         match *event {
-            Event::GuestBytes(bytes) => self.guest_bytes(bytes),
+            Event::GuestBytes(bytes) => {
+                self.guest_bytes_contract(bytes.len());
+                self.guest_bytes(bytes);
+            }
             Event::GuestWritten(n) => {
                 let n = n.min(self.inflight);
                 self.inflight -= n;
@@ -378,6 +400,8 @@ impl Checker {
             }
             Action::Ready => self.on_ready(),
             Action::Drain => self.on_drain(),
+            Action::PauseGuest => self.on_guest_pause(true),
+            Action::ResumeGuest => self.on_guest_pause(false),
         }
         self.note_pump(action);
     }
@@ -396,6 +420,8 @@ impl Checker {
             | Action::Drain => self.pump_open = true,
             Action::ToClient { .. } | Action::GuestCorrupt { .. } => self.pump_open = false,
             Action::PauseClient(_)
+            | Action::PauseGuest
+            | Action::ResumeGuest
             | Action::Log(_)
             | Action::StartupFailed(_)
             | Action::FlushExpired { .. } => {}
@@ -433,10 +459,24 @@ impl Checker {
         }
         self.touched = touched;
         self.after_event_boundedness(relay);
+        self.after_event_bounded_wait(relay);
         self.after_event_leases(relay);
         self.after_event_credit(relay);
         self.after_event_init_ack();
         self.after_event_control_first();
+    }
+
+    /// The driver's side of the pause: no guest bytes while the core has the
+    /// guest paused, and none in reads over the driver's read size (the
+    /// bounds of `inv_boundedness` count one read).
+    fn guest_bytes_contract(&mut self, len: usize) {
+        if self.budget.paused {
+            let why = format!("fed {len} guest bytes while the core has the guest paused");
+            self.fail(Invariant::DriverContract, why);
+        } else if len > self.read_max {
+            let why = format!("fed {len} guest bytes in one read, over {}", self.read_max);
+            self.fail(Invariant::DriverContract, why);
+        }
     }
 
     /// A wall-clock reading: in the current generation a jump, or the first

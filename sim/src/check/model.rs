@@ -104,8 +104,18 @@ pub(super) struct Model {
     pub(super) hs_due: bool,
     /// Bytes handed to it and not yet reported written.
     pub(super) queued: usize,
-    /// Since when it is over its soft budget without progress.
+    /// Since when it is over its soft budget (rule
+    /// `backpressure_bounded_wait`): set when its queue passes the budget,
+    /// kept through partial writes, cleared when the queue is down to half
+    /// the budget (progress) or it leaves. Its deadline is this plus grace.
     pub(super) over_since: Option<Millis>,
+    /// The relay's own bytes (its handshake, answers to its frames) handed
+    /// to it since its queue was last within its soft budget: the pause
+    /// does not hold them back (`inv_boundedness`).
+    pub(super) own_over: usize,
+    /// The last event in which it wrote its queue down to empty (its
+    /// number, 0 if never; `inv_no_loss_while_reading`).
+    pub(super) emptied_at: u64,
     pub(super) paused: bool,
     /// Its sessions are given up at this time (departed clients).
     pub(super) expire_at: Option<Millis>,
@@ -152,6 +162,8 @@ impl Model {
             hs_due: false,
             queued: 0,
             over_since: None,
+            own_over: 0,
+            emptied_at: 0,
             paused: false,
             expire_at: None,
             express: 0,
@@ -213,22 +225,17 @@ impl Checker {
         }
     }
 
-    /// Written bytes leave the client's queue; progress restarts its grace
-    /// period, and under its soft budget the period ends.
+    /// Written bytes leave the client's queue (`budget.rs` says what that
+    /// does to its grace period and the sum's).
     pub(super) fn client_written(&mut self, c: ClientId, n: usize) {
-        let (now, soft) = (self.now, self.cfg.client_soft_budget);
         if let Some(m) = self.clients.get_mut(&c)
             && m.state != State::Gone
         {
             let n = n.min(m.queued);
             m.queued -= n;
             self.sum_queued -= n;
-            if m.queued <= soft {
-                m.over_since = None;
-            } else if n > 0 {
-                m.over_since = Some(now);
-            }
             self.touch(c);
+            self.budget_written(c);
         }
     }
 
@@ -304,7 +311,8 @@ impl Checker {
         m.queued = 0;
         m.to_client.clear();
         m.paused = false;
-        m.over_since = None;
+        let over = m.over_since.take().is_some();
+        m.own_over = 0;
         m.kills = m
             .sessions
             .iter()
@@ -324,6 +332,7 @@ impl Checker {
         if self.current.is_some() && handshaken {
             self.notice_joined(c);
         }
+        self.budget_departed(over);
         self.touch(c);
     }
 

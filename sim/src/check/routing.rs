@@ -119,7 +119,8 @@ impl Checker {
             m.awaiting.remove(&frame_id(frame));
         }
         let answered = m.to_client.is_empty();
-        self.add_queued(c, frame.len());
+        let own = !self.budget.guest_event;
+        self.add_queued(c, frame.len(), own);
         if answered {
             self.resume_client(Some(c));
         }

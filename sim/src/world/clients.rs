@@ -1,7 +1,8 @@
 //! SDK-like clients and malicious ones: they connect (alone or in reconnect
-//! storms), read their handshake and frames (slowly, when the swarm says so),
-//! open exec and fs sessions, send stdin, resizes, signals and shutdowns,
-//! send frames the relay must refuse, and leave at any byte.
+//! storms), read their handshake and frames the way their [`Reading`] says
+//! (steadily, when picked, with stalls, never, or a trickle, as the swarm
+//! says), open exec and fs sessions, send stdin, resizes, signals and
+//! shutdowns, send frames the relay must refuse, and leave at any byte.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -22,7 +23,7 @@ use agent_relay::testkit::frames;
 pub(super) struct Actor {
     pub(super) id: ClientId,
     pub(super) malicious: bool,
-    pub(super) slow: bool,
+    pub(super) reading: Reading,
     pub(super) range: Option<IdRange>,
     pub(super) hs: Vec<u8>,
     pub(super) dec: FrameDecoder,
@@ -35,6 +36,30 @@ pub(super) struct Actor {
     /// Open sessions (and requests awaiting their reply) as the client sees them.
     pub(super) sessions: BTreeMap<u32, Sess>,
     pub(super) stalled_until: Millis,
+}
+
+/// How a client reads what the relay hands it (rule
+/// `backpressure_bounded_wait` promises the ones that keep pace their
+/// output, and the others a bounded cost to everyone else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reading {
+    /// Reads some or all of what it holds when a move picks it.
+    Picked,
+    /// Keeps pace: besides the moves, reads all it holds at least every
+    /// `period` ms (under a quarter of the grace period); `next` is its
+    /// next read.
+    Steady { period: Millis, next: Millis },
+    /// The slow reader of old: stops reading for up to three grace periods
+    /// now and then.
+    Stalls,
+    /// Never reads (until the faults heal).
+    Staller,
+    /// Reads a few bytes at most when picked (a trickle is not progress).
+    Trickler,
+    /// Reads all it holds, and only, once that passes three quarters of its
+    /// soft budget: it keeps its own pace but holds much of it, so several
+    /// of them pass the sum's mark without any being over.
+    Batcher,
 }
 
 /// What a client has open on an id.
@@ -68,11 +93,11 @@ impl World {
             let id = ClientId(self.next_client);
             self.next_client += 1;
             let malicious = self.fault(Fault::Malicious);
-            let slow = self.fault(Fault::SlowReader);
+            let reading = self.reading();
             self.actors.push(Actor {
                 id,
                 malicious,
-                slow,
+                reading,
                 range: None,
                 hs: Vec::new(),
                 dec: FrameDecoder::new(),
@@ -94,6 +119,47 @@ impl World {
                     self.actors.retain(|a| a.id != id);
                     self.feed(Event::ClientDisconnected(id));
                 }
+            }
+        }
+    }
+
+    /// A new client's way of reading: with the slow-reader fault one of the
+    /// slow ways, else steady or when picked, half and half.
+    fn reading(&mut self) -> Reading {
+        if self.fault(Fault::SlowReader) {
+            return self
+                .rng
+                .pick(&[Reading::Stalls, Reading::Staller, Reading::Trickler]);
+        }
+        match self.rng.below(10) {
+            0..=3 => {
+                let period = self.rng.range(1, (self.cfg.grace / 4).max(1));
+                Reading::Steady {
+                    period,
+                    next: self.now + period,
+                }
+            }
+            4..=7 => Reading::Picked,
+            _ => Reading::Batcher,
+        }
+    }
+
+    /// Steady readers whose time came read all they hold, and batchers
+    /// whose batch is full.
+    pub(super) fn steady_reads(&mut self) {
+        let now = self.now;
+        let batch = self.cfg.client_soft_budget / 4 * 3;
+        for i in 0..self.actors.len() {
+            match self.actors[i].reading {
+                Reading::Steady { period, next } if next <= now => {
+                    self.actors[i].reading = Reading::Steady {
+                        period,
+                        next: now + period,
+                    };
+                    self.client_read_all(i);
+                }
+                Reading::Batcher if self.actors[i].sock_len > batch => self.client_read_all(i),
+                _ => {}
             }
         }
     }
@@ -125,27 +191,50 @@ impl World {
         self.feed_scratch(|b| Event::ClientBytes(id, b));
     }
 
+    /// A client's read when a move picks it, as its [`Reading`] says.
     pub(super) fn client_read(&mut self, i: usize) {
         let now = self.now;
         let a = &self.actors[i];
         if a.sock_len == 0 || now < a.stalled_until {
             return;
         }
-        if a.slow && self.rng.chance(300) {
-            self.count(Fault::SlowReader);
-            let stall = self.rng.range(10, 3 * self.cfg.grace);
-            self.actors[i].stalled_until = now + stall;
-            return;
-        }
         let total = a.sock_len;
-        let n = if self.heal || self.rng.chance(500) {
-            total
-        } else {
-            self.rng.range_usize(1, total)
+        let n = match a.reading {
+            _ if self.heal => total,
+            Reading::Staller | Reading::Batcher => return,
+            Reading::Stalls if self.rng.chance(300) => {
+                self.count(Fault::SlowReader);
+                let stall = self.rng.range(10, 3 * self.cfg.grace);
+                self.actors[i].stalled_until = now + stall;
+                return;
+            }
+            Reading::Trickler => {
+                self.count(Fault::SlowReader);
+                self.rng.range_usize(1, 64).min(total)
+            }
+            Reading::Picked | Reading::Steady { .. } | Reading::Stalls => {
+                if self.rng.chance(500) {
+                    total
+                } else {
+                    self.rng.range_usize(1, total)
+                }
+            }
         };
-        let id = a.id;
-        // Bytes reach the client, which parses them.
+        self.client_read_n(i, n);
+    }
+
+    /// A client reads all it holds.
+    pub(super) fn client_read_all(&mut self, i: usize) {
+        let total = self.actors[i].sock_len;
+        if total > 0 {
+            self.client_read_n(i, total);
+        }
+    }
+
+    /// `n` bytes reach client `i`, which parses them.
+    fn client_read_n(&mut self, i: usize, n: usize) {
         let a = &mut self.actors[i];
+        let id = a.id;
         a.sock_len -= n;
         let mut left = n;
         let prefix = self.prefix;

@@ -91,7 +91,9 @@ impl World {
             self.agentd_grant();
         }
         let pending = self.guest.pending();
-        if pending == 0 {
+        // Backpressure: while the core has the guest paused, whatever the
+        // guest wrote (faults included) waits in its own buffer.
+        if pending == 0 || self.guest_paused {
             return;
         }
         let n = if self.heal {

@@ -13,7 +13,7 @@
 
 use agent_relay::core::{Action, Config, Counters, Event, HandshakeForm, Millis, Protocol};
 
-use super::check::{Invariant, Violation};
+use super::check::{BudgetStats, Invariant, Violation};
 use super::driver::{Driver, Recorded, TraceMode};
 use super::rng::Rng;
 
@@ -24,7 +24,7 @@ mod guest;
 mod moves;
 mod sdk;
 
-use clients::Actor;
+use clients::{Actor, Reading};
 use faults::Swarm;
 pub use faults::{Fault, FaultCounts};
 use guest::Guest;
@@ -115,6 +115,8 @@ pub struct Outcome {
     pub recorded: Vec<Recorded>,
     /// The core's counters at the end.
     pub counters: Counters,
+    /// What rule `backpressure_bounded_wait` did (the checker's count).
+    pub budget: BudgetStats,
 }
 
 /// The whole world of one seed.
@@ -132,10 +134,38 @@ pub struct World {
     next_client: u64,
     target_clients: usize,
     heal: bool,
+    /// The core said `PauseGuest` (and not `ResumeGuest` since): the guest
+    /// holds its bytes.
+    guest_paused: bool,
     injected: FaultCounts,
     scratch: Vec<u8>,
     prefix: usize,
 }
+
+/// The largest frame a world's guest writes: a 64 KiB burst of output or a
+/// bulk record, with its headers. The world's caps are measured against it.
+pub const WORLD_FRAME_MAX: usize = (64 << 10) + 64;
+
+/// The largest frame the protocol allows (4-byte prefix and 4 MiB), what
+/// the CLI measures the caps against.
+const FRAME_MAX: usize = 4 + (4 << 20);
+
+/// How a world's output caps relate to its soft budget (rule
+/// `backpressure_bounded_wait`: a reading client never meets caps of at
+/// least the soft budget plus one read and the largest frame, and a global
+/// cap of twice one read and the largest frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caps {
+    /// What the CLI accepts: measured against the protocol's largest frame.
+    Cli,
+    /// Measured against the largest frame this world's guest writes.
+    World,
+    /// Tighter than that (the soft budget times 2 to 8): the last line
+    /// closes clients, and the model expects it.
+    Tight,
+}
+
+const CAPS: [(Caps, u64); 3] = [(Caps::Cli, 15), (Caps::World, 60), (Caps::Tight, 25)];
 
 /// The relay configuration a seed draws: small budgets so the limits are hit.
 pub fn config_for(rng: &mut Rng) -> Config {
@@ -145,7 +175,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
     } else {
         rng.pick(&[1, 2, 3, 4, 8, 16])
     };
-    let (soft, hard) = soft_and_hard(rng);
+    let caps = soft_and_hard(rng);
     Config {
         protocol: Protocol::Legacy,
         max_clients,
@@ -154,7 +184,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
         } else {
             HandshakeForm::Offset
         },
-        ..budgets(rng, soft, hard)
+        ..budgets(rng, caps)
     }
 }
 
@@ -162,7 +192,7 @@ pub fn config_for(rng: &mut Rng) -> Config {
 /// and the current generation's choices (configured or detected, slots
 /// offered, the correlation bound, the clock).
 pub fn config_for_current(rng: &mut Rng, seed: u64) -> Config {
-    let (soft, hard) = soft_and_hard(rng);
+    let caps = soft_and_hard(rng);
     Config {
         incarnation_seed: incarnation_seed(seed),
         protocol: if rng.chance(500) {
@@ -174,23 +204,36 @@ pub fn config_for_current(rng: &mut Rng, seed: u64) -> Config {
         max_correlations: rng.pick(&[3, 16, 1024]),
         clock_sync: rng.chance(700),
         clock_period: rng.pick(&[2_000, 60_000]),
-        ..budgets(rng, soft, hard)
+        ..budgets(rng, caps)
     }
 }
 
-/// A client's soft budget and hard cap, drawn first.
-fn soft_and_hard(rng: &mut Rng) -> (usize, usize) {
+/// A client's soft budget, how the caps relate to it, and its hard cap,
+/// drawn first.
+fn soft_and_hard(rng: &mut Rng) -> (usize, Caps, usize) {
     let soft = rng.pick(&[2 << 10, 8 << 10, 64 << 10, 1 << 20]);
-    (soft, soft * rng.pick(&[2, 4, 8]))
+    let caps = rng.weighted(&CAPS);
+    let factor = rng.pick(&[1, 2, 4, 8]);
+    let hard = match caps {
+        Caps::Cli => (soft + FRAME_MAX + READ_MAX) * factor.min(2),
+        Caps::World => (soft + WORLD_FRAME_MAX + READ_MAX) * factor.min(2),
+        Caps::Tight => soft * factor.max(2),
+    };
+    (soft, caps, hard)
 }
 
 /// What both generations draw after their own choices (the struct update
 /// comes last in each literal, so every world keeps its draws' order).
-fn budgets(rng: &mut Rng, soft: usize, hard: usize) -> Config {
+fn budgets(rng: &mut Rng, (soft, caps, hard): (usize, Caps, usize)) -> Config {
+    let least = match caps {
+        Caps::Cli => 2 * (FRAME_MAX + READ_MAX),
+        Caps::World => 2 * (WORLD_FRAME_MAX + READ_MAX),
+        Caps::Tight => hard,
+    };
     Config {
         client_soft_budget: soft,
         client_hard_cap: hard,
-        global_cap: hard * rng.pick(&[1, 2, 4]),
+        global_cap: hard.max(least) * rng.pick(&[1, 1, 2, 4]),
         grace: rng.pick(&[50, 500, 5_000]),
         client_to_guest_cap: rng.pick(&[1 << 10, 16 << 10, 1 << 20]),
         guest_window: rng.pick(&[512, 8 << 10, 256 << 10]),
@@ -249,6 +292,7 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                 trace: Vec::new(),
                 recorded: Vec::new(),
                 counters: Counters::default(),
+                budget: BudgetStats::default(),
             }
         }
     }
@@ -278,6 +322,7 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
         trace: w.d.lines().cloned().collect(),
         recorded: w.d.take_recorded(),
         counters,
+        budget: w.d.checker.budget_stats(),
     }
 }
 
@@ -320,6 +365,7 @@ impl World {
             next_client: 1,
             target_clients,
             heal: false,
+            guest_paused: false,
             injected: FaultCounts::default(),
             scratch: Vec::new(),
             prefix,
@@ -380,6 +426,8 @@ impl World {
                     a.paused = false;
                 }
             }
+            Action::PauseGuest => self.guest_paused = true,
+            Action::ResumeGuest => self.guest_paused = false,
             Action::Log(_)
             | Action::GuestCorrupt { .. }
             | Action::FlushExpired { .. }
@@ -419,6 +467,9 @@ impl World {
             self.fire_timeout();
             let m = self.rng.weighted(moves);
             self.play(m);
+            if self.ok() {
+                self.steady_reads();
+            }
         }
     }
 
@@ -427,7 +478,7 @@ impl World {
         self.guest.stalled_until = 0;
         for a in &mut self.actors {
             a.stalled_until = 0;
-            a.slow = false;
+            a.reading = Reading::Picked;
         }
         for s in self.guest.sessions.values_mut() {
             s.left = s.left.min(2);

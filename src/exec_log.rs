@@ -19,9 +19,17 @@
 //! queue (so a queue with room for the notice but not the next record does
 //! not write a notice per skipped record). This module
 //! never blocks its caller and never decides what gets logged (the core does).
+//!
+//! The file never ends inside a line the writer could have ended: when a
+//! write fails (a full disk), what it left of a line is cut back, the
+//! records that did not make it are counted as lost, a warning names the
+//! path and the error, and the first record written once writing works
+//! again is preceded by one `system` record, `N records lost: exec.log could
+//! not be written (why)`. A file some earlier writer left ending inside a
+//! line gets that line ended before anything is appended.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,10 +142,15 @@ impl ExecLog {
     /// appending (0600) and starts the writer thread. Errors name the path
     /// and say what failed.
     pub fn open(opts: ExecLogOptions) -> io::Result<ExecLog> {
+        ExecLog::start(opts, |_| {})
+    }
+
+    fn start(opts: ExecLogOptions, setup: impl FnOnce(&mut RotatingFile)) -> io::Result<ExecLog> {
         create_private_dir(&opts.dir)?;
         let lock = lock_dir(&opts.dir)?;
         let queued = Arc::new(AtomicUsize::new(0));
         let mut writer = RotatingFile::open(&opts, queued.clone())?;
+        setup(&mut writer);
         let path = writer.path.clone();
         let (tx, rx) = channel::<StampedBox>();
         let (done_tx, done_rx) = oneshot::channel();
@@ -335,35 +348,111 @@ fn open_private(path: &Path, append: bool) -> io::Result<File> {
 /// How long the writer waits for more records before it flushes.
 const FLUSH_IDLE: Duration = Duration::from_millis(20);
 
-/// The writer thread's state: the open file and its size.
+/// Bytes of whole lines the writer gathers before it writes them.
+const WRITE_BUFFER: usize = 64 << 10;
+
+/// A line gathered for writing: where it ends in the buffer, and, for the
+/// notice of lost records, how many lost records it reports.
+#[derive(Debug, Clone, Copy)]
+struct Gathered {
+    end: usize,
+    reports: u64,
+}
+
+/// The writer thread's state: the open file, its size and the lines
+/// gathered for it.
+///
+/// It never leaves half a line: lines are gathered whole, and when a write
+/// fails (a full disk) the file is cut back to the end of the last whole
+/// line written, or, if that fails too, the broken line is ended with a
+/// newline before anything else is written. The records that did not make
+/// it are counted as lost; the first record written after that is preceded
+/// by one `system` record saying how many, and a warning names the path and
+/// the error when the failures begin.
 struct RotatingFile {
     path: PathBuf,
-    file: BufWriter<File>,
-    size: u64,
+    file: Sink,
+    /// Bytes in the file: whole lines, and a broken one when `broken`.
+    on_disk: u64,
+    /// The file ends inside a line a failed write left behind.
+    broken: bool,
     rotate_bytes: u64,
     keep: u32,
+    /// Whole lines not written yet.
+    buf: Vec<u8>,
+    gathered: Vec<Gathered>,
     /// The line being serialised, reused from record to record.
     line: Vec<u8>,
     /// The producer's byte gauge; the writer gives back what it wrote.
     queued: Arc<AtomicUsize>,
+    /// Records lost to failed writes and not yet reported on disk.
+    lost: u64,
+    /// A notice of lost records is among the gathered lines.
+    notice_gathered: bool,
+    /// Why writing fails, while it does (warned once per stretch).
+    failing: Option<String>,
+}
+
+/// The open file.
+struct Sink {
+    file: File,
+    /// Bytes the file takes before writes fail with ENOSPC (the unit tests'
+    /// full disk).
+    #[cfg(test)]
+    room: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+impl Sink {
+    fn new(file: File) -> Sink {
+        Sink {
+            file,
+            #[cfg(test)]
+            room: None,
+        }
+    }
+
+    /// One write to the file.
+    fn write_some(&mut self, data: &[u8]) -> io::Result<usize> {
+        #[cfg(test)]
+        if let Some(room) = &self.room {
+            let left = room.load(Ordering::Relaxed);
+            if left == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = self.file.write(&data[..n])?;
+            room.fetch_sub(n as u64, Ordering::Relaxed);
+            return Ok(n);
+        }
+        self.file.write(data)
+    }
 }
 
 impl RotatingFile {
     fn open(opts: &ExecLogOptions, queued: Arc<AtomicUsize>) -> io::Result<RotatingFile> {
         let path = opts.dir.join(FILE_NAME);
         let file = open_private(&path, true).map_err(|e| io_context(&e, "opening", &path))?;
-        let size = file
+        let on_disk = file
             .metadata()
             .map_err(|e| io_context(&e, "inspecting", &path))?
             .len();
+        // A relay that died mid-write (or a disk that stayed full) may have
+        // left half a line: end it before appending.
+        let broken = on_disk > 0 && last_byte(&path).is_ok_and(|b| b != b'\n');
         Ok(RotatingFile {
             path,
-            file: BufWriter::new(file),
-            size,
+            file: Sink::new(file),
+            on_disk,
+            broken,
             rotate_bytes: opts.rotate_bytes.max(1),
             keep: opts.keep,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            gathered: Vec::new(),
             line: Vec::new(),
             queued,
+            lost: 0,
+            notice_gathered: false,
+            failing: None,
         })
     }
 
@@ -375,52 +464,175 @@ impl RotatingFile {
                 Ok(s) => s,
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = self.file.flush() {
-                        tracing::warn!(path = %self.path.display(), "exec.log flush: {e}");
-                    }
+                    self.flush();
                     match rx.recv() {
                         Ok(s) => s,
                         Err(_) => break,
                     }
                 }
             };
-            if let Err(e) = self.write(&next) {
-                tracing::warn!(path = %self.path.display(), "exec.log write: {e}");
-            }
+            self.write(&next);
             self.queued
                 .fetch_sub(record_cost(&next.record), Ordering::Relaxed);
         }
-        if let Err(e) = self.file.flush() {
-            tracing::warn!(path = %self.path.display(), "exec.log flush: {e}");
+        self.flush();
+        if self.lost > 0 {
+            tracing::warn!(
+                path = %self.path.display(),
+                lost = self.lost,
+                "exec.log closed with records lost that no notice reports"
+            );
         }
     }
 
-    fn write(&mut self, s: &Stamped) -> io::Result<()> {
-        let mut bytes = std::mem::take(&mut self.line);
-        bytes.clear();
-        encode_line(s.at, &s.record, &mut bytes);
-        let written = (|| {
-            if self.size > 0 && self.size + bytes.len() as u64 > self.rotate_bytes {
-                self.rotate()?;
+    /// Bytes the file will hold once the gathered lines are written.
+    fn size(&self) -> u64 {
+        self.on_disk + self.buf.len() as u64
+    }
+
+    fn write(&mut self, s: &Stamped) {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        encode_line(s.at, &s.record, &mut line);
+        if self.size() > 0
+            && self.size() + line.len() as u64 > self.rotate_bytes
+            && let Err(e) = self.rotate()
+        {
+            // Better a file past its size than records lost.
+            tracing::warn!(path = %self.path.display(), "exec.log rotation: {e}");
+        }
+        if self.lost > 0 && !self.notice_gathered {
+            let notice = LogRecord {
+                session: None,
+                source: LogSource::System,
+                text: format!(
+                    "{} records lost: exec.log could not be written ({})",
+                    self.lost,
+                    self.failing.as_deref().unwrap_or("write failed")
+                )
+                .into(),
+            };
+            let mut bytes = Vec::new();
+            encode_line(s.at, &notice, &mut bytes);
+            self.gather(&bytes, self.lost);
+            self.notice_gathered = true;
+        }
+        if self.buf.is_empty() && line.len() >= WRITE_BUFFER {
+            // A big line is written from where it is, not copied first.
+            std::mem::swap(&mut self.buf, &mut line);
+            self.gathered.push(Gathered {
+                end: self.buf.len(),
+                reports: 0,
+            });
+            self.flush();
+            std::mem::swap(&mut self.buf, &mut line);
+        } else {
+            self.gather(&line, 0);
+            if self.buf.len() >= WRITE_BUFFER {
+                self.flush();
             }
-            self.file.write_all(&bytes)?;
-            self.size += bytes.len() as u64;
-            Ok(())
-        })();
-        self.line = bytes;
-        written
+        }
+        self.line = line;
+    }
+
+    fn gather(&mut self, line: &[u8], reports: u64) {
+        self.buf.extend_from_slice(line);
+        self.gathered.push(Gathered {
+            end: self.buf.len(),
+            reports,
+        });
+    }
+
+    /// Writes the gathered lines. What a failure leaves of a line is cut
+    /// back; the lines not written whole are counted as lost.
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if self.broken {
+            match self.file.write_some(b"\n") {
+                Ok(1) => {
+                    self.on_disk += 1;
+                    self.broken = false;
+                }
+                Ok(_) => {}
+                Err(e) => self.failed(&e),
+            }
+        }
+        let mut done = 0;
+        let mut error = None;
+        while done < self.buf.len() && !self.broken {
+            match self.file.write_some(&self.buf[done..]) {
+                Ok(0) => error = Some(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => error = Some(e),
+            }
+            if error.is_some() {
+                break;
+            }
+        }
+        // Lines written whole, and what the failure left of the next one.
+        let mut whole = 0;
+        let mut lost = 0;
+        for g in &self.gathered {
+            if g.end <= done {
+                whole = g.end;
+                self.lost -= g.reports;
+            } else if g.reports == 0 {
+                lost += 1;
+            }
+        }
+        self.on_disk += whole as u64;
+        if done > whole {
+            // Half a line: cut it off, or at least end it.
+            let len = self.on_disk;
+            if let Err(e) = self.file.file.set_len(len) {
+                tracing::warn!(path = %self.path.display(), "exec.log: cutting back a half-written line: {e}");
+                self.on_disk += (done - whole) as u64;
+                self.broken = true;
+            }
+        }
+        self.buf.clear();
+        self.gathered.clear();
+        self.notice_gathered = false;
+        self.lost += lost;
+        match error {
+            Some(e) => self.failed(&e),
+            None if self.broken => {}
+            None => {
+                if self.failing.take().is_some() {
+                    tracing::info!(path = %self.path.display(), "exec.log is written again");
+                }
+            }
+        }
+    }
+
+    /// A write failed: warned once per stretch of failures.
+    fn failed(&mut self, e: &io::Error) {
+        if self.failing.is_none() {
+            tracing::warn!(
+                path = %self.path.display(),
+                errno = e.raw_os_error(),
+                "exec.log cannot be written: {e}; records are lost (and counted) until it can"
+            );
+        }
+        self.failing = Some(e.to_string());
     }
 
     /// `exec.log.{keep-1}` -> `.{keep}`, ..., `exec.log` -> `.1`, new `exec.log`.
     fn rotate(&mut self) -> io::Result<()> {
-        self.file.flush()?;
+        self.flush();
         let numbered = |n: u32| {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{n}"));
             PathBuf::from(p)
         };
         if self.keep == 0 {
-            std::fs::remove_file(&self.path)?;
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         } else {
             // The oldest goes first, so no rename replaces an existing file:
             // on ext4 a rename over a file forces the renamed file's data out
@@ -435,12 +647,36 @@ impl RotatingFile {
                     std::fs::rename(&from, numbered(n + 1))?;
                 }
             }
-            std::fs::rename(&self.path, numbered(1))?;
+            // Gone if an earlier rotation renamed it but could not open the
+            // next one.
+            match std::fs::rename(&self.path, numbered(1)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
-        self.file = BufWriter::new(open_private(&self.path, true)?);
-        self.size = 0;
+        let file = open_private(&self.path, true)?;
+        #[cfg(test)]
+        let file = Sink {
+            file,
+            room: self.file.room.clone(),
+        };
+        #[cfg(not(test))]
+        let file = Sink::new(file);
+        self.file = file;
+        self.on_disk = 0;
+        self.broken = false;
         Ok(())
     }
+}
+
+/// The last byte of the file at `path`.
+fn last_byte(path: &Path) -> io::Result<u8> {
+    use std::os::unix::fs::FileExt as _;
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, len.saturating_sub(1))?;
+    Ok(b[0])
 }
 
 /// Formats a wall-clock time as RFC 3339 UTC with milliseconds:
@@ -534,6 +770,82 @@ mod tests {
         assert_eq!(log.queued_bytes(), queue / 2 + notice + cost);
         assert_eq!(log.skipped_total(), 11);
         log.queued.store(0, Ordering::Relaxed);
+    }
+
+    /// Issue 18: a full disk left exec.log ending mid-record, and nothing
+    /// counted what was lost. The half-written line is cut back, the records
+    /// that did not make it are counted, and once writing works again one
+    /// `system` record says how many were lost, before the next record.
+    #[tokio::test]
+    async fn exec_log_full_disk_leaves_whole_lines_and_counts_the_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = Arc::new(std::sync::atomic::AtomicU64::new(250));
+        let r2 = room.clone();
+        let mut log = ExecLog::start(ExecLogOptions::new(dir.path()), |w| {
+            w.file.room = Some(r2);
+        })
+        .unwrap();
+        let record = |i: usize| LogRecord {
+            session: Some(1),
+            source: LogSource::Stdout,
+            text: format!("{i} {}", "x".repeat(40)).into(),
+        };
+        for i in 0..10 {
+            log.log(record(i));
+        }
+        let path = dir.path().join(FILE_NAME);
+        let read = || std::fs::read_to_string(&path).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while log.queued_bytes() > 0 || room.load(Ordering::Relaxed) > 0 {
+            assert!(std::time::Instant::now() < until, "the writer never wrote");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(FLUSH_IDLE * 3).await;
+        // Two lines fit in 250 bytes; the third was cut back.
+        let body = read();
+        assert!(body.ends_with('\n'), "half a line left: {body:?}");
+        assert_eq!(body.lines().count(), 2, "{body}");
+        // The disk has room again.
+        room.store(u64::MAX, Ordering::Relaxed);
+        log.log(record(10));
+        log.close(Duration::from_secs(20)).await;
+        let body = read();
+        let lines: Vec<serde_json::Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is a record"))
+            .collect();
+        let texts: Vec<&str> = lines.iter().map(|l| l["d"].as_str().unwrap()).collect();
+        assert_eq!(texts.len(), 5, "{body}");
+        assert!(texts[0].starts_with("0 ") && texts[1].starts_with("1 "));
+        assert_eq!(
+            texts[2],
+            "8 records lost: exec.log could not be written (No space left on device (os error 28))"
+        );
+        assert_eq!(lines[2]["s"], "system");
+        assert!(texts[3].starts_with("10 "));
+        assert_eq!(texts[4], SANDBOX_STOPPED);
+    }
+
+    /// A file that ends inside a line (a relay that died mid-write) gets the
+    /// line ended before anything is appended: the next record is whole.
+    #[tokio::test]
+    async fn exec_log_appends_after_a_half_line_on_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, "{\"t\":\"2026-11-25T12:00:00.000Z\",\"s\":\"std").unwrap();
+        let mut log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+        log.log(LogRecord {
+            session: Some(1),
+            source: LogSource::Stdout,
+            text: "next".into(),
+        });
+        log.close(Duration::from_secs(20)).await;
+        let body = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 3, "{body}");
+        assert!(serde_json::from_str::<serde_json::Value>(lines[0]).is_err());
+        let next: serde_json::Value = serde_json::from_str(lines[1]).expect(lines[1]);
+        assert_eq!(next["d"], "next");
     }
 
     /// The hand-written line is what serde_json writes for the same four

@@ -284,3 +284,89 @@ async fn exec_log_sessions_open_at_stop_get_an_end_record() {
     );
     assert_eq!(lines[n - 2]["id"], 1);
 }
+
+/// Unmounts a test's tmpfs (lazily: a writer thread may still hold a file).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Issue 18: a full disk left exec.log ending mid-record with nothing
+/// counting what was lost. On a real full tmpfs (64 KiB; skipped where it
+/// cannot be mounted, as without root): while the disk is full the file
+/// ends with a whole line, and when room comes back one `system` record
+/// says how many records were lost; every record is written or counted.
+#[tokio::test]
+async fn exec_log_full_tmpfs_leaves_whole_lines_and_counts_the_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Unmount(mnt.clone());
+    let path = mnt.join("exec.log");
+    let mut log = ExecLog::open(ExecLogOptions::new(&mnt)).unwrap();
+    log.log(record(1, "first"));
+    while std::fs::metadata(&path).unwrap().len() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Fill the disk: exec.log keeps the rest of its first page.
+    let filler = mnt.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    const N: usize = 100;
+    for i in 0..N {
+        log.log(record(1, &format!("{i:03} {}", "y".repeat(60))));
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    while log.queued_bytes() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The writer writes what it gathered once idle for 20 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        full.ends_with('\n'),
+        "half a record left: ...{:?}",
+        &full[full.len().saturating_sub(80)..]
+    );
+    assert!(full.lines().count() < N, "the disk was not full");
+    std::fs::remove_file(&filler).unwrap();
+    log.log(record(1, "after"));
+    log.close(PROMPT).await;
+    let lines = lines(&path);
+    let texts: Vec<&str> = lines.iter().map(|l| l["d"].as_str().unwrap()).collect();
+    let n = texts.len();
+    assert_eq!(texts[n - 1], SANDBOX_STOPPED);
+    assert_eq!(texts[n - 2], "after");
+    let lost: u64 = texts[n - 3]
+        .strip_suffix(
+            " records lost: exec.log could not be written (No space left on device (os error 28))",
+        )
+        .unwrap_or_else(|| panic!("no notice: {:?}", texts[n - 3]))
+        .parse()
+        .unwrap();
+    let written = texts.iter().filter(|t| t.len() == 64).count();
+    assert_eq!(
+        written as u64 + lost,
+        N as u64,
+        "every record is written or counted"
+    );
+}

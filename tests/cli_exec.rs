@@ -158,7 +158,8 @@ fn cli_exec_waits_for_a_guest_that_is_not_ready() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // Past exec's 2 s notice.
+    std::thread::sleep(Duration::from_millis(2_500));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stream = rt
         .block_on(tokio::net::UnixStream::connect(&guest))
@@ -270,6 +271,10 @@ fn cli_exec_third_interrupt_leaves_even_when_the_guest_is_stalled() {
         .spawn()
         .unwrap();
     wait_until("sleep to start", || process_running("sleep 6.25"));
+    // Let the stdin back up until the legacy agent stalls (1 MiB held for
+    // a process that does not read it): before that, the first Ctrl-C's
+    // signal still reaches `sleep`, which then exits 130 on its own.
+    std::thread::sleep(Duration::from_secs(1));
     let exec_pid = || {
         let out = Command::new("pgrep")
             .args(["-f", "-P", &child.id().to_string(), "agent-relay exec"])
@@ -335,4 +340,57 @@ fn cli_exec_a_gigabyte_to_wc_is_never_cut_in_either_generation() {
         let log = server.stderr();
         assert!(!log.contains("slow consumer"), "{protocol}: {log}");
     }
+}
+
+/// A ready relay under load gives no "waiting" notice: 40 execs at once
+/// (the notice used to come after 500 ms, and showed on most of 300
+/// concurrent clients of a relay that was ready all along).
+#[test]
+fn cli_exec_no_waiting_notice_from_a_ready_relay_under_load() {
+    let server = Server::start_without_log(&["--max-clients", "64"]);
+    let children: Vec<_> = (0..40).map(|_| server.exec(&[], &["true"])).collect();
+    for child in children {
+        let out = output_of(child);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(!err.contains("waiting for the guest agent"), "{err}");
+    }
+}
+
+/// `--socket` naming a regular file, a directory, or a path too long for a
+/// socket address says so, instead of "connection refused" or "invalid
+/// input parameter".
+#[test]
+fn cli_exec_socket_path_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let long = format!("/tmp/{}", "x".repeat(110));
+    let cases = [
+        (
+            file.to_str().unwrap().to_owned(),
+            "is a regular file, not the relay's socket",
+        ),
+        (
+            dir.path().to_str().unwrap().to_owned(),
+            "is a directory, not the relay's socket",
+        ),
+        (
+            long.clone(),
+            "is 115 bytes long; a Unix socket path holds at most 107 bytes",
+        ),
+    ];
+    for (path, needle) in cases {
+        let out = run(&["exec", "--socket", &path, "--", "true"], b"");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "{path}: {err}");
+    }
+    let out = run(&["serve", "--demo-agent", "--socket", &long], b"");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("a Unix socket path holds at most 107 bytes"),
+        "{err}"
+    );
 }

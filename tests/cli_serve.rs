@@ -318,7 +318,9 @@ fn cli_serve_guest_listen_follows_the_socket_rules() {
 #[test]
 fn cli_serve_exec_log_is_owner_only_whatever_the_umask() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("relay.sock");
+    // The socket's missing parents are created owner-only too (with umask
+    // 000 they were world-writable: anyone could swap the socket).
+    let socket = dir.path().join("run").join("relay").join("relay.sock");
     let log = dir.path().join("deep").join("log");
     let script = format!(
         "umask 000; exec {BIN} serve --demo-agent --socket {} --exec-log {}",
@@ -340,6 +342,8 @@ fn cli_serve_exec_log_is_owner_only_whatever_the_umask() {
     assert_eq!(mode(&log.join("exec.log")), 0o600);
     assert_eq!(mode(&log.join("exec.log.lock")), 0o600);
     assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(&dir.path().join("run")), 0o700);
+    assert_eq!(mode(&dir.path().join("run").join("relay")), 0o700);
     kill("TERM", child.id());
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }

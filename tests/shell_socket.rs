@@ -67,7 +67,10 @@ async fn shell_live_socket_is_not_taken_over() {
     );
     assert_eq!(
         err.to_string(),
-        format!("another relay is listening on {}", sock.display())
+        format!(
+            "another process (a running relay?) is listening on {}",
+            sock.display()
+        )
     );
     // The other listener still owns the path and still works.
     assert!(sock.exists());

@@ -26,6 +26,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use tokio::net::UnixStream;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::shell::MAX_SOCKET_PATH;
 use tokio::sync::mpsc;
 
 use super::client::{Client, ExecEvent, Receiver};
@@ -40,8 +43,11 @@ use crate::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest};
 /// shell reports for a `cat` that died of it.
 pub const EXIT_STDOUT_CLOSED: i32 = 141;
 
-/// How long `exec` waits for the handshake before it says it is waiting.
-const WAIT_NOTICE: Duration = Duration::from_millis(500);
+/// How long `exec` waits for the handshake before it says it is waiting: a
+/// ready relay answers at once, but a busy machine can take a while to
+/// (a notice after 500 ms showed on most of 300 concurrent clients of a
+/// ready relay).
+const WAIT_NOTICE: Duration = Duration::from_secs(2);
 
 /// The exit code a shell would give for a start failure.
 pub fn failure_exit_code(failed: &ExecFailed) -> i32 {
@@ -58,7 +64,17 @@ pub async fn run(args: &ExecArgs) -> io::Result<i32> {
     let Some((cmd, rest)) = args.command.split_first() else {
         return Ok(super::EXIT_USAGE); // clap requires at least one word
     };
-    let client = connect(&args.socket, args.timeout).await?;
+    // Ctrl-C is ours from the start: a SIGINT before the session runs must
+    // not kill exec with the default action (the process would be left to
+    // the relay's departure kill, and nothing said).
+    let mut interrupts = signal(SignalKind::interrupt())?;
+    let client = tokio::select! {
+        client = connect(&args.socket, args.timeout) => client?,
+        _ = interrupts.recv() => {
+            eprintln!("agent-relay: interrupted before the session started");
+            return Ok(EXIT_INTERRUPTED);
+        }
+    };
     let (flow_tx, flow_rx) = match client.prologue().exec_limits {
         Some(limits) => {
             let (tx, rx) = flow(limits);
@@ -99,6 +115,7 @@ pub async fn run(args: &ExecArgs) -> io::Result<i32> {
         signals,
         writer: spawn_writer(tx, id, read_stdin(), signal_rx, flow_rx),
         flow: flow_tx,
+        interrupts,
     };
     session.run().await
 }
@@ -110,6 +127,7 @@ const LAST_SIGNAL: Duration = Duration::from_secs(1);
 /// Connects and reads the handshake, saying so when the relay makes us wait
 /// (it sends the handshake once the guest agent is ready).
 async fn connect(socket: &Path, timeout: Duration) -> io::Result<Client> {
+    check_socket_path(socket)?;
     let stream = UnixStream::connect(socket).await.map_err(|e| {
         let hint = match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
@@ -130,7 +148,7 @@ async fn connect(socket: &Path, timeout: Duration) -> io::Result<Client> {
     tokio::pin!(handshake);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    let notice = tokio::time::sleep(WAIT_NOTICE.min(timeout));
+    let notice = tokio::time::sleep(WAIT_NOTICE.min(timeout / 2));
     tokio::pin!(notice);
     let mut noticed = false;
     loop {
@@ -144,8 +162,9 @@ async fn connect(socket: &Path, timeout: Duration) -> io::Result<Client> {
             () = &mut notice, if !noticed => {
                 noticed = true;
                 eprintln!(
-                    "agent-relay: waiting for the guest agent behind {} to be ready (up to {}, see --timeout)",
+                    "agent-relay: no handshake from the relay at {} after {}: waiting for the guest agent to be ready (the relay answers then; up to {}, see --timeout)",
                     socket.display(),
+                    show_duration(WAIT_NOTICE.min(timeout / 2)),
                     show_duration(timeout)
                 );
             }
@@ -160,6 +179,43 @@ async fn connect(socket: &Path, timeout: Duration) -> io::Result<Client> {
                 ));
             }
         }
+    }
+}
+
+/// What can be told about `--socket` before connecting: a path too long for
+/// a socket address, or something there that is not a socket.
+pub fn check_socket_path(socket: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--socket {} is {len} bytes long; a Unix socket path holds at most \
+                 {MAX_SOCKET_PATH} bytes",
+                socket.display()
+            ),
+        ));
+    }
+    match std::fs::metadata(socket) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            let kind = if meta.is_dir() {
+                "a directory"
+            } else if meta.is_file() {
+                "a regular file"
+            } else {
+                "not a socket"
+            };
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "--socket {} is {kind}, not the relay's socket; give the path `agent-relay \
+                     serve --socket` created",
+                    socket.display()
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -196,6 +252,8 @@ struct Session {
     writer: tokio::task::JoinHandle<()>,
     /// Under a current guest's execution policy: what the writer must know.
     flow: Option<FlowTx>,
+    /// SIGINT, installed before connecting.
+    interrupts: Signal,
 }
 
 impl Session {
@@ -270,10 +328,11 @@ impl Session {
     }
 
     /// Waits for both spools to be written out; a Ctrl-C gives up on them.
-    async fn drain(&self) {
+    async fn drain(&mut self) {
+        let (out, err) = (&self.out, &self.err);
         tokio::select! {
-            () = async { self.out.finish().await; self.err.finish().await; } => {}
-            _ = tokio::signal::ctrl_c() => {}
+            () = async { out.finish().await; err.finish().await; } => {}
+            _ = self.interrupts.recv() => {}
         }
     }
 
@@ -294,8 +353,10 @@ impl Session {
                 }
                 () = self.out.changed() => {}
                 () = self.err.changed() => {}
-                interrupted = tokio::signal::ctrl_c() => {
-                    interrupted?;
+                interrupted = self.interrupts.recv() => {
+                    if interrupted.is_none() {
+                        return Err(io::Error::other("the SIGINT handler went away"));
+                    }
                     interrupts += 1;
                     if interrupts > 2 {
                         return Ok(End::Interrupted);

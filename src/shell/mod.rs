@@ -86,7 +86,7 @@ pub use cause::{io_cause, io_context};
 pub use guest::{GUEST_BATCH, GuestPort};
 pub use ring::{RingPort, RingVmm};
 pub use transport::{BoxConnection, Connection, Listener};
-pub use unix::{BindError, HangupWatch, UnixSocketListener};
+pub use unix::{BindError, HangupWatch, MAX_SOCKET_PATH, UnixSocketListener};
 
 use crate::core::{Config, Counters, Relay};
 use crate::exec_log::{ExecLog, ExecLogOptions};

@@ -30,6 +30,11 @@ pub enum BindError {
         /// The path.
         path: PathBuf,
     },
+    /// The path is longer than a Unix socket address holds.
+    PathTooLong {
+        /// The path.
+        path: PathBuf,
+    },
     /// A system call failed.
     Io {
         /// What was being done.
@@ -44,9 +49,18 @@ pub enum BindError {
 impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BindError::AlreadyListening { path } => {
-                write!(f, "another relay is listening on {}", path.display())
-            }
+            BindError::AlreadyListening { path } => write!(
+                f,
+                "another process (a running relay?) is listening on {}",
+                path.display()
+            ),
+            BindError::PathTooLong { path } => write!(
+                f,
+                "{} is {} bytes long; a Unix socket path holds at most {MAX_SOCKET_PATH} bytes \
+                 (choose a shorter path)",
+                path.display(),
+                path.as_os_str().len()
+            ),
             BindError::NotASocket { path } => write!(
                 f,
                 "{} exists and is not a socket; remove it or choose another path",
@@ -65,6 +79,27 @@ impl std::error::Error for BindError {
             BindError::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes,
+/// one of them the terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Creates the socket's missing parent directories owner-only (0700), whatever
+/// the umask; directories that exist keep their mode.
+fn create_private_parent(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(up) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_parent(up)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -89,8 +124,13 @@ impl UnixSocketListener {
                 source,
             }
         };
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(BindError::PathTooLong {
+                path: path.to_path_buf(),
+            });
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io_err("creating directory", parent))?;
+            create_private_parent(parent).map_err(io_err("creating directory", parent))?;
         }
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {

@@ -394,3 +394,44 @@ fn cli_exec_socket_path_mistakes_are_named() {
         "{err}"
     );
 }
+
+/// `exec` with its stdout closed fails as `cat >&-` does (it exited 0 and
+/// its output went nowhere); `--max-buffer 0` is refused by name (it was
+/// reported as "1 bytes").
+#[test]
+fn cli_exec_closed_stdout_and_zero_buffer_fail() {
+    let server = Server::start_without_log(&[]);
+    let out = shell(&format!(
+        "{BIN} exec --socket {} -- echo hi >&-",
+        server.socket_arg()
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("standard output: bad file descriptor"),
+        "{err}"
+    );
+    let out = shell(&format!(
+        "{BIN} exec --socket {} -- echo hi >/dev/null",
+        server.socket_arg()
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(
+        &[
+            "exec",
+            "--socket",
+            server.socket_arg(),
+            "--max-buffer",
+            "0",
+            "--",
+            "true",
+        ],
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("size \"0\" is 0: give at least 1 byte"),
+        "{err}"
+    );
+}

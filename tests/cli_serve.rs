@@ -414,3 +414,78 @@ fn cli_serve_stop_leaves_no_process_of_a_blocked_legacy_agent() {
     let _ = output_of(client);
     assert!(!process_running("sleep 60.75"), "sleep 60.75 left running");
 }
+
+/// Issue 18's rough edges of serve's command line: negative values reach
+/// our parsers (not clap's "unexpected argument '-1'"), exec.log flags
+/// without --exec-log, the guest's socket on the clients' path and
+/// --demo-protocol with a real guest are refused by name, and the usage
+/// printed is serve's own.
+#[test]
+fn cli_serve_flag_mistakes_are_named_with_serves_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("relay.sock");
+    let sock = socket.to_str().unwrap();
+    let guest = dir.path().join("guest.sock");
+    let g = guest.to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--demo-agent", "--grace", "-1"],
+            "duration \"-1\" is negative",
+        ),
+        (
+            &["--demo-agent", "--client-soft-budget", "-1"],
+            "size \"-1\" is negative",
+        ),
+        (
+            &["--demo-agent", "--exec-log-keep", "5"],
+            "--exec-log-keep shapes exec.log, which is only written with --exec-log DIR",
+        ),
+        (&["--guest-listen", sock], "is also --socket's path"),
+        (
+            &["--guest-unix", g, "--demo-protocol", "current"],
+            "--demo-protocol only applies to the built-in demo agent (--demo-agent)",
+        ),
+        (&["--demo-agent", "--max-clients", "-3"], "-3"),
+    ];
+    for (flags, needle) in cases {
+        let mut args = vec!["serve", "--socket", sock];
+        args.extend_from_slice(flags);
+        let out = run(&args, b"");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+        // Our own checks print serve's usage (clap's own print a pointer to
+        // --help).
+        assert!(
+            err.contains("Usage: agent-relay serve") || err.contains("try '--help'"),
+            "{flags:?}: {err}"
+        );
+        assert!(!err.contains("agent-relay <COMMAND>"), "{flags:?}: {err}");
+        assert!(!socket.exists());
+    }
+}
+
+/// serve's last words are a line a person reads, not a 40-field debug
+/// dump; `--max-clients` above what a current guest takes is a warning
+/// that says so; the help no longer says "protocol v1".
+#[test]
+fn cli_serve_says_what_it_did_and_what_it_cut() {
+    let mut server = Server::start(&["--max-clients", "4096"]);
+    let out = output_of(server.exec(&[], &["true"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(server.stop("TERM").code(), Some(0));
+    let log = server.stderr();
+    assert!(
+        log.contains("relay stopped: ") && log.contains(" to the guest; 0 refused"),
+        "{log}"
+    );
+    assert!(!log.contains("Counters {"), "{log}");
+    assert!(
+        log.contains("--max-clients 4096: a current-generation guest gets at most 128 clients"),
+        "{log}"
+    );
+    let help = text(&run(&["--help"], b"").stdout);
+    assert!(!help.contains("protocol v1"), "{help}");
+    let help = text(&run(&["exec", "--help"], b"").stdout);
+    assert!(help.contains("130") && help.contains("Ctrl-C"), "{help}");
+}

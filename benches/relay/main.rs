@@ -57,6 +57,19 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .partition(|a| a.parse::<u32>().is_ok());
     let picked: Vec<u32> = numbers.iter().filter_map(|a| a.parse().ok()).collect();
+    let known: Vec<u32> = scenarios::ALL.iter().map(|(n, _)| *n).collect();
+    let unknown: Vec<&u32> = picked.iter().filter(|n| !known.contains(n)).collect();
+    let odd: Vec<&String> = words
+        .iter()
+        .filter(|w| !["legacy", "current", "both"].contains(&w.as_str()))
+        .collect();
+    if !unknown.is_empty() || !odd.is_empty() {
+        eprintln!(
+            "relay bench: no scenario {unknown:?} / no generation {odd:?}: scenarios are {known:?}, \
+             generations legacy, current or both"
+        );
+        std::process::exit(2);
+    }
     let want = |n: u32| picked.is_empty() || picked.contains(&n);
     let gens = Gens::pick(&words);
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());

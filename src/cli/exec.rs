@@ -108,6 +108,7 @@ pub async fn run(args: &ExecArgs) -> io::Result<i32> {
     let session = Session {
         rx,
         id,
+        socket: args.socket.clone(),
         cmd: cmd.clone(),
         out: Spool::new("stdout", Box::new(io::stdout()), args.max_buffer)?,
         err: Spool::new("stderr", Box::new(io::stderr()), args.max_buffer)?,
@@ -219,6 +220,36 @@ pub fn check_socket_path(socket: &Path) -> io::Result<()> {
     }
 }
 
+/// What a look at the relay's socket says after the relay closed us.
+enum RelayState {
+    /// The socket is gone or nobody listens: the relay stopped.
+    Gone,
+    /// It accepts and closes at once: it refuses clients.
+    Refusing,
+    /// It accepts (and answers, or makes us wait for its guest).
+    Serving,
+}
+
+/// Looks at the relay after it closed us: `serve` removes its socket as it
+/// stops, which it does right when its guest goes away.
+async fn relay_state(socket: &Path) -> RelayState {
+    use tokio::io::AsyncReadExt;
+    for _ in 0..5 {
+        if !socket.exists() {
+            return RelayState::Gone;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Ok(mut probe) = UnixStream::connect(socket).await else {
+        return RelayState::Gone;
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_millis(500), probe.read(&mut byte)).await {
+        Ok(Ok(0) | Err(_)) => RelayState::Refusing,
+        Ok(Ok(_)) | Err(_) => RelayState::Serving,
+    }
+}
+
 /// How a session ended, as far as `exec` is concerned.
 enum End {
     /// The process exited with this code.
@@ -242,6 +273,8 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 struct Session {
     rx: Receiver,
     id: u32,
+    /// The relay's socket, to look at when the relay closes us.
+    socket: std::path::PathBuf,
     cmd: String,
     out: Spool,
     err: Spool,
@@ -295,7 +328,7 @@ impl Session {
                 Ok(failure_exit_code(&failed))
             }
             _ => {
-                eprintln!("agent-relay: {}", self.closed_reason());
+                eprintln!("agent-relay: {}", self.closed_reason().await);
                 Ok(EXIT_FAILURE)
             }
         }
@@ -305,19 +338,30 @@ impl Session {
     /// message for it. A client that keeps reading is never closed for
     /// slowness (the relay stops reading the guest instead), so only our own
     /// holding back can have made us a slow consumer.
-    fn closed_reason(&self) -> String {
+    async fn closed_reason(&self) -> String {
         if self.held_back {
-            format!(
+            return format!(
                 "closed by the relay as a slow consumer: our output backed up past --max-buffer {} \
                  and exec stopped reading for longer than the relay's grace period; raise \
                  --max-buffer, or the relay's --grace (serve), or read the output faster",
                 show_size(self.out.limit())
-            )
-        } else {
-            "the relay closed the connection before the process ended: the relay stopped, the \
-             guest agent went away, or a protocol violation (the relay's log says which)"
-                .to_owned()
+            );
         }
+        let why = match relay_state(&self.socket).await {
+            RelayState::Gone => {
+                "the relay stopped (its socket is gone: serve was stopped, or its guest agent \
+                 went away)"
+            }
+            RelayState::Refusing => {
+                "the relay refuses new clients now: its guest agent went away (or every slot is \
+                 taken)"
+            }
+            RelayState::Serving => {
+                "the relay still serves others, so it closed this client alone: a protocol \
+                 violation or one of its limits (its log says which)"
+            }
+        };
+        format!("the relay closed the connection before the process ended: {why}")
     }
 
     /// Sends a last signal and gives the writer a moment to write it.

@@ -44,7 +44,8 @@ pub const MAX_CLIENTS: u32 = 4096;
 pub const MAX_CLIENTS_BOUNDS: u32 = 1023;
 
 /// agent-relay: multiplexes many SDK clients onto one microVM guest-agent
-/// channel (microsandbox protocol v1).
+/// channel (the microsandbox agent protocol, legacy generation 1 and current
+/// generation 10).
 #[derive(Debug, Parser)]
 #[command(name = "agent-relay", version, about, long_about = None)]
 pub struct Cli {
@@ -64,9 +65,12 @@ pub enum Command {
     /// Run one command through a relay, wired to this terminal.
     ///
     /// Exits with the process's code; 127/126 when it could not start (not
-    /// found / not executable), 141 when our stdout's reader went away, 1 when
-    /// the relay could not be reached, was not ready in time or closed the
-    /// connection first.
+    /// found / not executable), 141 when our stdout's reader went away, 130
+    /// after a third Ctrl-C, 1 when the relay could not be reached, was not
+    /// ready in time or closed the connection first, or our stdout failed.
+    ///
+    /// Ctrl-C sends SIGINT to the process; a second sends SIGKILL; a third
+    /// leaves at once (the relay then kills the session).
     Exec(ExecArgs),
     /// Print an exec.log directory (exec.log and its rotations), oldest first.
     Logs(LogsArgs),
@@ -120,7 +124,7 @@ pub struct ServeArgs {
     /// `--handshake bounds`), at most 128 in the current one [default: 16
     /// with the offset handshake, what the 0.4.4 SDK assumes; 128 with the
     /// bounds handshake and in the current generation].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS)))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS)), allow_hyphen_values = true)]
     pub max_clients: Option<u32>,
     /// Legacy generation only: the prologue layout, `offset` (`[id_offset]`,
     /// the 0.4.4 SDK) or `bounds` (`[id_start][id_end]`, newer SDKs)
@@ -150,33 +154,36 @@ pub struct ServeArgs {
 #[command(next_help_heading = "Limits")]
 pub struct LimitArgs {
     /// Output queued for one client past which its grace timer runs.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size, allow_hyphen_values = true)]
     pub client_soft_budget: usize,
     /// Output queued for one client at which it is closed as a slow consumer;
     /// at least 4 MiB + 4 bytes, the largest frame.
-    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size, allow_hyphen_values = true)]
     pub client_hard_cap: usize,
     /// Output queued for all clients together; reaching it closes the client
     /// holding the most.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size, allow_hyphen_values = true)]
     pub global_cap: usize,
     /// How long a client may stay over its soft budget without progress.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub grace: Duration,
     /// How long a departed client's slot waits for its sessions' last frames
     /// before another client may have it.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub quarantine: Duration,
-    /// Size at which exec.log is rotated (at least 1 KiB).
-    #[arg(long, value_name = "SIZE", default_value = "10MiB", value_parser = parse_size)]
-    pub exec_log_rotate: usize,
-    /// Rotated exec.log files kept (`exec.log.1` ..= `.N`), 0 to 999.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=999))]
-    pub exec_log_keep: u32,
-    /// exec.log records held in memory for the writer; past it records are
-    /// skipped (and counted), never routing delayed. At least 128 KiB.
-    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size)]
-    pub exec_log_queue: usize,
+    /// With --exec-log: size at which exec.log is rotated, at least 1 KiB
+    /// [default: 10MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+    pub exec_log_rotate: Option<usize>,
+    /// With --exec-log: rotated exec.log files kept (`exec.log.1` ..= `.N`),
+    /// 0 to 999 [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=999), allow_hyphen_values = true)]
+    pub exec_log_keep: Option<u32>,
+    /// With --exec-log: exec.log records held in memory for the writer; past
+    /// it records are skipped (and counted), never routing delayed. At least
+    /// 128 KiB [default: 8MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+    pub exec_log_queue: Option<usize>,
 }
 
 /// The generations `serve --protocol` takes.
@@ -237,12 +244,12 @@ pub struct ExecArgs {
     pub tty: bool,
     /// How long to wait for the relay's handshake, which it sends once the
     /// guest agent is ready.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Duration,
     /// Output held while our stdout or stderr is slower than the relay (in
     /// memory, then in a temporary file); past it `exec` stops reading the
     /// relay, which may then close it as a slow consumer.
-    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = units::parse_nonzero_size, allow_hyphen_values = true)]
     pub max_buffer: usize,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
@@ -309,8 +316,12 @@ pub async fn run(cli: Cli) -> i32 {
 
 /// Prints a command-line error the way clap prints its own (with the usage
 /// line) and returns [`EXIT_USAGE`].
-pub fn usage_error(message: impl std::fmt::Display) -> i32 {
-    let err = Cli::command().error(clap::error::ErrorKind::ValueValidation, message);
+pub fn usage_error(subcommand: &str, message: impl std::fmt::Display) -> i32 {
+    let mut cli = Cli::command();
+    let err = match cli.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(clap::error::ErrorKind::ValueValidation, message),
+        None => cli.error(clap::error::ErrorKind::ValueValidation, message),
+    };
     let _ = err.print();
     EXIT_USAGE
 }

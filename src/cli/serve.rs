@@ -85,8 +85,8 @@ fn generation(args: &ServeArgs) -> Result<Config, String> {
     }
     if args.demo_protocol.is_some() && !args.guest.demo_agent {
         return Err(
-            "--demo-protocol needs --demo-agent: it says which generation the \
-                    built-in demo agent speaks"
+            "--demo-protocol only applies to the built-in demo agent (--demo-agent); a real \
+             guest's own core.ready decides its generation (use --protocol to insist on one)"
                 .to_owned(),
         );
     }
@@ -195,6 +195,13 @@ fn check_budgets(l: &LimitArgs) -> Result<(), String> {
 
 /// Checks the values together; the error names the flags and values.
 pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
+    if args.guest.guest_listen.as_deref() == Some(args.socket.as_path()) {
+        return Err(format!(
+            "--guest-listen {} is also --socket's path: the guest and the clients need a socket \
+             each",
+            args.socket.display()
+        ));
+    }
     let base = generation(args)?;
     let l = &args.limits;
     check_budgets(l)?;
@@ -209,31 +216,55 @@ pub fn settings(args: &ServeArgs) -> Result<Settings, String> {
         quarantine: millis(l.quarantine),
         ..base
     };
-    let exec_log = args.exec_log.as_ref().map(|dir| ExecLogOptions {
-        rotate_bytes: l.exec_log_rotate as u64,
-        keep: l.exec_log_keep,
-        queue_bytes: l.exec_log_queue,
-        ..ExecLogOptions::new(dir)
-    });
-    if l.exec_log_rotate < MIN_ROTATE {
-        return Err(format!(
-            "--exec-log-rotate {} is too small (at least {})",
-            show_size(l.exec_log_rotate),
-            show_size(MIN_ROTATE)
-        ));
-    }
-    if l.exec_log_queue < MIN_LOG_QUEUE {
-        return Err(format!(
-            "--exec-log-queue {} is too small (at least {}): most output records would be skipped",
-            show_size(l.exec_log_queue),
-            show_size(MIN_LOG_QUEUE)
-        ));
-    }
+    let exec_log = exec_log(args)?;
     Ok(Settings {
         config,
         exec_log,
         bootstrap: bootstrap(args)?,
     })
+}
+
+/// `--exec-log DIR` and the flags that shape it, checked together (they
+/// mean nothing without it).
+fn exec_log(args: &ServeArgs) -> Result<Option<ExecLogOptions>, String> {
+    let l = &args.limits;
+    let Some(dir) = &args.exec_log else {
+        let given = [
+            ("--exec-log-rotate", l.exec_log_rotate.is_some()),
+            ("--exec-log-keep", l.exec_log_keep.is_some()),
+            ("--exec-log-queue", l.exec_log_queue.is_some()),
+        ];
+        return match given.iter().find(|(_, on)| *on) {
+            Some((flag, _)) => Err(format!(
+                "{flag} shapes exec.log, which is only written with --exec-log DIR; add \
+                 --exec-log or drop {flag}"
+            )),
+            None => Ok(None),
+        };
+    };
+    let defaults = ExecLogOptions::new(dir);
+    let rotate = l.exec_log_rotate.unwrap_or(defaults.rotate_bytes as usize);
+    let queue = l.exec_log_queue.unwrap_or(defaults.queue_bytes);
+    if rotate < MIN_ROTATE {
+        return Err(format!(
+            "--exec-log-rotate {} is too small (at least {})",
+            show_size(rotate),
+            show_size(MIN_ROTATE)
+        ));
+    }
+    if queue < MIN_LOG_QUEUE {
+        return Err(format!(
+            "--exec-log-queue {} is too small (at least {}): most output records would be skipped",
+            show_size(queue),
+            show_size(MIN_LOG_QUEUE)
+        ));
+    }
+    Ok(Some(ExecLogOptions {
+        rotate_bytes: rotate as u64,
+        keep: l.exec_log_keep.unwrap_or(defaults.keep),
+        queue_bytes: queue,
+        ..defaults
+    }))
 }
 
 /// `--guest-bootstrap`, read and checked.
@@ -318,7 +349,7 @@ impl StopSignals {
 pub async fn run(args: ServeArgs) -> i32 {
     let settings = match settings(&args) {
         Ok(s) => s,
-        Err(message) => return super::usage_error(message),
+        Err(message) => return super::usage_error("serve", message),
     };
     match serve(&args, settings).await {
         Ok(stop) => stop.exit_code(),
@@ -335,6 +366,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
         .map_err(|e| format!("installing the signal handlers: {}", io_cause(&e)))?;
     let listener = UnixSocketListener::bind(&args.socket).map_err(|e| format!("--socket: {e}"))?;
     tracing::info!(path = %args.socket.display(), "listening");
+    warn_cut(args);
     let exec_log = match settings.exec_log.clone() {
         Some(opts) => {
             Some(ExecLog::open(opts).map_err(|e| format!("--exec-log: {}", io_cause(&e)))?)
@@ -389,7 +421,9 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
     // Every error of the shell is a failure to start or keep the guest:
     // the socket, the guest port, or the guest's own start-up failure.
     shell.run(stop).await.map_err(|e| e.to_string())?;
-    tracing::info!(counters = ?handle.counters(), "relay stopped");
+    let c = handle.counters();
+    tracing::info!("relay stopped: {}", summary(&c));
+    tracing::debug!(counters = ?c, "relay stopped");
     if let Some(mut agent) = agent
         && tokio::time::timeout(AGENT_STOP, &mut agent).await.is_err()
     {
@@ -420,6 +454,34 @@ fn shell(
         shell = shell.exec_log_writer(log);
     }
     shell
+}
+
+/// Says when `--max-clients` is more than a current guest can have.
+fn warn_cut(args: &ServeArgs) {
+    if let Some(n) = args.max_clients.filter(|&n| n > CURRENT_SLOTS) {
+        tracing::warn!(
+            "--max-clients {n}: a current-generation guest gets at most {CURRENT_SLOTS} clients \
+             (its canonical ranges); {n} apply only if the guest speaks the legacy generation"
+        );
+    }
+}
+
+/// What the relay did, in one line for its last log record (the full
+/// counters go to the debug level).
+pub fn summary(c: &crate::core::Counters) -> String {
+    let mb = |b: u64| b as f64 / 1e6;
+    format!(
+        "{} frames ({:.1} MB) to clients, {} frames ({:.1} MB) to the guest; {} refused, {} closed \
+         as slow consumers, {} for protocol violations, {} sessions killed at departure",
+        c.frames_to_clients,
+        mb(c.bytes_to_clients),
+        c.frames_to_guest,
+        mb(c.bytes_to_guest),
+        c.refused_clients,
+        c.slow_consumer_closes,
+        c.protocol_violations,
+        c.kills_sent
+    )
 }
 
 /// The guest channel, and the demo agent's task when it runs in-process.

@@ -8,6 +8,9 @@ use std::time::Duration;
 /// Parses a size: a number of bytes, optionally followed by `K`/`KiB`,
 /// `M`/`MiB` or `G`/`GiB` (powers of 1024, any case).
 pub fn parse_size(text: &str) -> Result<usize, String> {
+    if text.starts_with('-') {
+        return Err(format!("size {text:?} is negative: give 0 or more bytes"));
+    }
     let bad = || {
         format!(
             "invalid size {text:?}: give a number of bytes, optionally with K, M or G (KiB, MiB, GiB: powers of 1024), e.g. 8MiB"
@@ -27,9 +30,20 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
+/// Parses a size of at least one byte (see [`parse_size`]).
+pub fn parse_nonzero_size(text: &str) -> Result<usize, String> {
+    match parse_size(text)? {
+        0 => Err(format!("size {text:?} is 0: give at least 1 byte")),
+        n => Ok(n),
+    }
+}
+
 /// Parses a duration: a whole number with `ms`, `s`, `m` or `h`; a bare
 /// number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.starts_with('-') {
+        return Err(format!("duration {text:?} is negative: give 0 or more"));
+    }
     let bad = || {
         format!(
             "invalid duration {text:?}: give a whole number with ms, s, m or h, e.g. 5s or 250ms (a bare number is seconds)"
@@ -71,6 +85,8 @@ pub fn show_size(bytes: usize) -> String {
         b if b.is_multiple_of(GIB) => format!("{} GiB", b / GIB),
         b if b.is_multiple_of(MIB) => format!("{} MiB", b / MIB),
         b if b.is_multiple_of(KIB) => format!("{} KiB", b / KIB),
+        b if b >= MIB => format!("{:.2} MiB ({b} bytes)", b as f64 / MIB as f64),
+        b if b >= KIB => format!("{:.2} KiB ({b} bytes)", b as f64 / KIB as f64),
         b => format!("{b} bytes"),
     }
 }

@@ -144,9 +144,14 @@ impl std::fmt::Display for Violation {
                 f,
                 "{t} frame {id} carries flags {flags:#04x}, the type requires {required:#04x}"
             ),
-            Violation::BadExecRequest { id, error } => {
-                write!(f, "{} frame {id}: payload: {error}", MsgType::ExecRequest)
-            }
+            Violation::BadExecRequest { id, error } => match error {
+                EnvelopeError::Malformed(why) => write!(
+                    f,
+                    "{} frame {id}: payload does not decode: {why}",
+                    MsgType::ExecRequest
+                ),
+                other => write!(f, "{} frame {id}: payload: {other}", MsgType::ExecRequest),
+            },
             Violation::SessionAlreadyOpen { id, t } => {
                 write!(f, "{t} frame {id}: session {id} is already open")
             }

@@ -57,7 +57,7 @@ pub enum FieldFault {
 impl std::fmt::Display for EnvelopeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EnvelopeError::Malformed(why) => write!(f, "envelope is not valid CBOR: {why}"),
+            EnvelopeError::Malformed(why) => write!(f, "envelope does not decode: {why}"),
             EnvelopeError::UnknownType(t) => write!(f, "unknown message type {t:?}"),
             EnvelopeError::TrailingBytes(n) => {
                 write!(f, "{n} bytes follow the envelope inside the frame")
@@ -85,6 +85,19 @@ impl std::fmt::Display for EnvelopeError {
 }
 
 impl std::error::Error for EnvelopeError {}
+
+/// What a CBOR decode error means, in words: ciborium's `Display` shows its
+/// enum (`Semantic(None, "missing field `p`")`) even for valid CBOR that
+/// lacks a field.
+pub fn cbor_error(e: ciborium::de::Error<std::io::Error>) -> EnvelopeError {
+    use ciborium::de::Error as E;
+    EnvelopeError::Malformed(match e {
+        E::Io(_) => "the CBOR ends early".to_owned(),
+        E::Syntax(at) => format!("not valid CBOR at byte {at}"),
+        E::Semantic(_, why) => why,
+        E::RecursionLimitExceeded => "the CBOR nests too deeply".to_owned(),
+    })
+}
 
 /// A decoded envelope of a known type; `payload` borrows the frame on the
 /// fast path.
@@ -159,8 +172,7 @@ struct BorrowedEnvelope<'a> {
 /// envelope.
 fn decode_parts_full(body: &[u8]) -> Result<Parts<'static>, EnvelopeError> {
     let mut rest = body;
-    let env: OwnedEnvelope =
-        ciborium::from_reader(&mut rest).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let env: OwnedEnvelope = ciborium::from_reader(&mut rest).map_err(cbor_error)?;
     if !rest.is_empty() {
         return Err(EnvelopeError::TrailingBytes(rest.len()));
     }
@@ -175,8 +187,7 @@ fn decode_parts_full(body: &[u8]) -> Result<Parts<'static>, EnvelopeError> {
 /// one the relay knows.
 pub fn decode_envelope_full(body: &[u8]) -> Result<Envelope<'static>, EnvelopeError> {
     let mut rest = body;
-    let env: OwnedEnvelope =
-        ciborium::from_reader(&mut rest).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let env: OwnedEnvelope = ciborium::from_reader(&mut rest).map_err(cbor_error)?;
     let t = MsgType::from_wire(env.t.as_bytes()).ok_or(EnvelopeError::UnknownType(env.t))?;
     if !rest.is_empty() {
         return Err(EnvelopeError::TrailingBytes(rest.len()));
@@ -263,6 +274,20 @@ fn fast_envelope(body: &[u8]) -> Option<Parts<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18: valid CBOR that lacks a field read "not valid CBOR:
+    /// Semantic(None, ...)"; it says what is missing now, and broken CBOR
+    /// says where.
+    #[test]
+    fn wire_envelope_errors_say_what_in_words() {
+        // {"v": 1, "t": "core.exec.stdin"}: no `p`.
+        let mut no_p = vec![0xa2, 0x61, b'v', 0x01, 0x61, b't', 0x6f];
+        no_p.extend_from_slice(b"core.exec.stdin");
+        let e = decode_envelope_full(&no_p).unwrap_err().to_string();
+        assert_eq!(e, "envelope does not decode: missing field `p`");
+        let e = decode_envelope_full(&[0xa3, 0x61]).unwrap_err().to_string();
+        assert_eq!(e, "envelope does not decode: the CBOR ends early");
+    }
 
     #[test]
     fn wire_envelope_roundtrip_fast_path() {

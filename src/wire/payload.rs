@@ -376,7 +376,7 @@ pub fn encode_payload<T: Serialize>(payload: &T) -> Vec<u8> {
 
 /// Decodes a payload struct from CBOR.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
-    ciborium::from_reader(payload).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    ciborium::from_reader(payload).map_err(super::envelope::cbor_error)
 }
 
 /// Builds a whole frame: header flags from the type, envelope as 0.4.4 writes it.

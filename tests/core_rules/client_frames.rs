@@ -154,7 +154,7 @@ fn core_violation_text_names_the_rule_and_the_values() {
                 id: 7,
                 error: malformed.clone(),
             },
-            "frame 7: envelope is not valid CBOR: bad",
+            "frame 7: envelope does not decode: bad",
         ),
         (
             Violation::NotClientType {
@@ -177,7 +177,7 @@ fn core_violation_text_names_the_rule_and_the_values() {
                 id: 7,
                 error: malformed,
             },
-            "core.exec.request frame 7: payload: envelope is not valid CBOR: bad",
+            "core.exec.request frame 7: payload does not decode: bad",
         ),
         (
             Violation::SessionAlreadyOpen {

@@ -107,10 +107,7 @@ pub fn run(rows: &mut Vec<Row>, gens: Gens) {
     rows.push(row(
         "5 fairness: relay memory (peak queued / RSS delta)",
         format!("{:.1} MiB / {:.1} MiB", mib(peak_q), mib(peak_rss_delta)),
-        format!(
-            "{:.1} MiB: 8 budgets + a read + a frame",
-            mib(bound as u64)
-        ),
+        format!("{:.1} MiB: 8 budgets + a read + a frame", mib(bound as u64)),
         format!("global cap {:.0} MiB", mib(config.global_cap as u64)),
         "within budgets",
         Some(within),

@@ -489,3 +489,41 @@ fn cli_serve_says_what_it_did_and_what_it_cut() {
     let help = text(&run(&["exec", "--help"], b"").stdout);
     assert!(help.contains("130") && help.contains("Ctrl-C"), "{help}");
 }
+
+/// Out of file descriptors, serve retries accepting every 50 ms: it says so
+/// at the first failure and then once per 5 s with a count, not 20 times a
+/// second (118 lines in 6 s before), and says when accepts work again.
+#[test]
+fn cli_serve_failing_accepts_are_logged_once_per_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("relay.sock");
+    let err_path = dir.path().join("serve.stderr");
+    let script = format!(
+        "ulimit -n 24; exec {BIN} serve --demo-agent --socket {} 2>{}",
+        socket.display(),
+        err_path.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_path(&socket);
+    // Hold connections until serve runs out of descriptors.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        if let Ok(c) = std::os::unix::net::UnixStream::connect(&socket) {
+            held.push(c);
+        }
+    }
+    let log = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    wait_until("a failed accept", || log().contains("accept failed"));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let failed = log().matches("accept failed").count();
+    assert_eq!(failed, 1, "{}", log());
+    drop(held);
+    wait_until("accepts again", || log().contains("accepting again after"));
+    kill("TERM", child.id());
+    assert_eq!(wait_exit(&mut child).code(), Some(0), "{}", log());
+}

@@ -204,16 +204,35 @@ fn unix_nanos() -> u64 {
     since.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// How often, at most, a run of failing accepts is logged.
+const ACCEPT_REPORT: Duration = Duration::from_secs(5);
+
 async fn accept_loop(mut listener: Box<dyn ErasedListener>, conns: mpsc::Sender<BoxClient>) {
+    // A failing accept (out of fds, say) is retried every 50 ms: logged at
+    // its first failure, then once per ACCEPT_REPORT with a count, and once
+    // more when accepts work again.
+    let mut failures = 0u64;
+    let mut reported: Option<Instant> = None;
     loop {
         match listener.accept_boxed().await {
             Ok(conn) => {
+                if failures > 0 {
+                    tracing::info!("accepting again after {failures} failed accepts");
+                    (failures, reported) = (0, None);
+                }
                 if conns.send(conn).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                tracing::warn!("accept failed: {e}; retrying");
+                failures += 1;
+                if reported.is_none_or(|at| at.elapsed() >= ACCEPT_REPORT) {
+                    tracing::warn!(
+                        "accept failed: {e}; retrying every {}ms ({failures} failures so far)",
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    reported = Some(Instant::now());
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }

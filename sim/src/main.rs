@@ -322,7 +322,7 @@ const CURRENT_COUNTERS: [(&str, CounterOf); 17] = [
 /// What rule `backpressure_bounded_wait` did, in both generations: the
 /// core's pause counters and the checker's count of closes by limit.
 type BudgetOf = fn(&Outcome) -> u64;
-const BUDGET_COUNTERS: [(&str, BudgetOf); 9] = [
+const BUDGET_COUNTERS: [(&str, BudgetOf); 12] = [
     ("guest pauses", |o| o.counters.guest_pauses),
     ("ms guest paused", |o| o.counters.guest_paused_ms),
     ("longest pause ms", |o| o.budget.longest_pause),
@@ -332,6 +332,9 @@ const BUDGET_COUNTERS: [(&str, BudgetOf); 9] = [
     ("closed: hard cap", |o| o.budget.hard_closes),
     ("closed: sum's grace", |o| o.budget.global_grace_closes),
     ("closed: global cap", |o| o.budget.global_cap_closes),
+    ("steady readers closed", |o| o.steady_slow_closes),
+    ("peak over soft", |o| o.budget.peak_over_soft),
+    ("peak own bytes over", |o| o.budget.peak_own),
 ];
 
 /// Per generation: seeds, core events and the seconds their runs took.
@@ -355,7 +358,7 @@ struct Totals {
     /// Current worlds: each of [`CURRENT_COUNTERS`] summed, and the seeds
     /// where it was not zero.
     current: [(u64, u64); CURRENT_COUNTERS.len()],
-    /// Each of [`BUDGET_COUNTERS`] summed (the longest pause: its maximum),
+    /// Each of [`BUDGET_COUNTERS`] summed (the longest and peaks: maxima),
     /// and the seeds where it was not zero.
     budget: [(u64, u64); BUDGET_COUNTERS.len()],
     failures: Vec<Outcome>,
@@ -386,7 +389,7 @@ impl Totals {
         for (i, (name, get)) in BUDGET_COUNTERS.iter().enumerate() {
             let n = get(&o);
             let b = &mut self.budget[i];
-            b.0 = if name.starts_with("longest") {
+            b.0 = if name.starts_with("longest") || name.starts_with("peak") {
                 b.0.max(n)
             } else {
                 b.0 + n

@@ -78,6 +78,11 @@ pub struct BudgetStats {
     /// Clients that went over their soft budget and took their queue down
     /// to half of it within the grace period.
     pub recoveries: u64,
+    /// The most a client's queue was over its soft budget, in bytes.
+    pub peak_over_soft: u64,
+    /// The most of the relay's own bytes a client over its soft budget held
+    /// (its handshake, answers to its frames: the pause does not stop them).
+    pub peak_own: u64,
 }
 
 impl Checker {
@@ -93,6 +98,11 @@ impl Checker {
         }
         if m.queued <= soft {
             m.own_over = 0;
+        }
+        if m.queued > soft {
+            let stats = &mut self.budget.stats;
+            stats.peak_over_soft = stats.peak_over_soft.max((m.queued - soft) as u64);
+            stats.peak_own = stats.peak_own.max(m.own_over as u64);
         }
         if m.queued > soft && m.over_since.is_none() {
             m.over_since = Some(now);

@@ -11,7 +11,9 @@
 //! has an agentd-like guest (`agentd.rs`) and SDK-like 0.7 clients
 //! (`sdk.rs`).
 
-use agent_relay::core::{Action, Config, Counters, Event, HandshakeForm, Millis, Protocol};
+use agent_relay::core::{
+    Action, CloseReason, Config, Counters, Event, HandshakeForm, Millis, Protocol,
+};
 
 use super::check::{BudgetStats, Invariant, Violation};
 use super::driver::{Driver, Recorded, TraceMode};
@@ -117,6 +119,9 @@ pub struct Outcome {
     pub counters: Counters,
     /// What rule `backpressure_bounded_wait` did (the checker's count).
     pub budget: BudgetStats,
+    /// Steady readers (the world's clients that keep pace) closed as slow
+    /// consumers: only a time jump past their grace period can do it.
+    pub steady_slow_closes: u64,
 }
 
 /// The whole world of one seed.
@@ -137,6 +142,7 @@ pub struct World {
     /// The core said `PauseGuest` (and not `ResumeGuest` since): the guest
     /// holds its bytes.
     guest_paused: bool,
+    steady_slow_closes: u64,
     injected: FaultCounts,
     scratch: Vec<u8>,
     prefix: usize,
@@ -293,6 +299,7 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                 recorded: Vec::new(),
                 counters: Counters::default(),
                 budget: BudgetStats::default(),
+                steady_slow_closes: 0,
             }
         }
     }
@@ -323,6 +330,7 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
         recorded: w.d.take_recorded(),
         counters,
         budget: w.d.checker.budget_stats(),
+        steady_slow_closes: w.steady_slow_closes,
     }
 }
 
@@ -366,6 +374,7 @@ impl World {
             target_clients,
             heal: false,
             guest_paused: false,
+            steady_slow_closes: 0,
             injected: FaultCounts::default(),
             scratch: Vec::new(),
             prefix,
@@ -414,6 +423,19 @@ impl World {
                 self.guest.inflight.push_back(frame.clone());
             }
             Action::Refuse { client, .. } | Action::CloseClient { client, .. } => {
+                let slow = matches!(
+                    action,
+                    Action::CloseClient {
+                        reason: CloseReason::SlowConsumer { .. },
+                        ..
+                    }
+                );
+                if let Some(a) = self.actor(*client)
+                    && slow
+                    && matches!(a.reading, Reading::Steady { .. })
+                {
+                    self.steady_slow_closes += 1;
+                }
                 self.actors.retain(|a| a.id != *client);
             }
             Action::PauseClient(c) => {

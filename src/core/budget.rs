@@ -180,7 +180,9 @@ impl Relay {
         if self.global_deadline.is_none_or(|d| d > self.now) {
             return;
         }
-        self.global_deadline = None;
+        // The next period starts now; the close below ends it if the sum
+        // falls to a quarter (the guest is not resumed in between).
+        self.global_deadline = Some(self.now + self.cfg.grace);
         if let Some((victim, queued)) = self.holder_of_most() {
             self.close_slow(victim, queued, SlowLimit::GlobalCap);
         }

@@ -1,10 +1,15 @@
 //! exec.log: the JSON Lines file the relay taps exec output into.
 //!
 //! One object per [`LogRecord`]: `{"t": "2026-11-25T12:00:00.123Z", "s": "stdout",
-//! "d": "text", "id": 3}` (`id` is absent on `system` records that belong to
-//! no session, such as the start and stop markers). The file rotates at a
-//! configurable size (10 MiB by default) into `exec.log.1`, `.2`, `.3`, and is
-//! appended to across restarts.
+//! "d": "text", "id": 3, "run": 2}` (`id` is absent on `system` records that
+//! belong to no session, such as the start and stop markers). The file
+//! rotates at a configurable size (10 MiB by default) into `exec.log.1`, `.2`,
+//! `.3`, and is appended to across restarts.
+//!
+//! Session numbers start at 1 in every run of the relay, so every record
+//! also carries `run`, the number of the writer that wrote it: one more than
+//! the last run found in the directory ([`last_run`]), 1 in a new one.
+//! `run` and `id` together name a session across restarts.
 //!
 //! The log holds everything the sandbox printed, so the directory is created
 //! owner-only (0700) and the files are made 0600 whatever the umask. A lock
@@ -82,11 +87,12 @@ impl ExecLogOptions {
     }
 }
 
-/// One line of exec.log: `{"t":..,"s":..,"d":..,"id":..}` and a newline,
-/// exactly as `serde_json` writes the four fields (the record's bytes are
-/// decoded and escaped in one pass; see [`crate::json`]). A system record
-/// about one session carries its number; others have no `id`.
-pub fn encode_line(at: SystemTime, record: &LogRecord, out: &mut Vec<u8>) {
+/// One line of exec.log: `{"t":..,"s":..,"d":..,"id":..,"run":..}` and a
+/// newline, exactly as `serde_json` writes the fields (the record's bytes
+/// are decoded and escaped in one pass; see [`crate::json`]). A system record
+/// about one session carries its number; others have no `id`. `run` comes
+/// last, so [`last_run`] finds it at the end of a line.
+pub fn encode_line(at: SystemTime, record: &LogRecord, run: u64, out: &mut Vec<u8>) {
     use std::io::Write as _;
     out.extend_from_slice(b"{\"t\":");
     crate::json::push_string_lossy(rfc3339_millis(at).as_bytes(), out);
@@ -98,6 +104,7 @@ pub fn encode_line(at: SystemTime, record: &LogRecord, out: &mut Vec<u8>) {
         // Writing into a Vec cannot fail.
         let _ = write!(out, ",\"id\":{id}");
     }
+    let _ = write!(out, ",\"run\":{run}");
     out.extend_from_slice(b"}\n");
 }
 
@@ -119,6 +126,7 @@ pub struct ExecLog {
     skipped_total: u64,
     done: Option<oneshot::Receiver<()>>,
     path: PathBuf,
+    run: u64,
     /// Wall clock at open, and tokio's monotonic clock at the same moment:
     /// records are stamped `wall_base + elapsed`, so the routing task never
     /// reads the system clock itself.
@@ -149,7 +157,9 @@ impl ExecLog {
         create_private_dir(&opts.dir)?;
         let lock = lock_dir(&opts.dir)?;
         let queued = Arc::new(AtomicUsize::new(0));
-        let mut writer = RotatingFile::open(&opts, queued.clone())?;
+        // Under the lock: no other writer picks the same number.
+        let run = last_run(&opts.dir).map_or(1, |r| r + 1);
+        let mut writer = RotatingFile::open(&opts, queued.clone(), run)?;
         setup(&mut writer);
         let path = writer.path.clone();
         let (tx, rx) = channel::<StampedBox>();
@@ -171,6 +181,7 @@ impl ExecLog {
             skipped_total: 0,
             done: Some(done_rx),
             path,
+            run,
             wall_base: SystemTime::now(),
             mono_base: tokio::time::Instant::now(),
         })
@@ -179,6 +190,11 @@ impl ExecLog {
     /// Path of the live file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// This writer's run number, in every record it writes.
+    pub fn run(&self) -> u64 {
+        self.run
     }
 
     /// Records skipped so far because the writer fell behind.
@@ -391,6 +407,8 @@ struct RotatingFile {
     notice_gathered: bool,
     /// Why writing fails, while it does (warned once per stretch).
     failing: Option<String>,
+    /// This writer's run number.
+    run: u64,
 }
 
 /// The open file.
@@ -429,7 +447,7 @@ impl Sink {
 }
 
 impl RotatingFile {
-    fn open(opts: &ExecLogOptions, queued: Arc<AtomicUsize>) -> io::Result<RotatingFile> {
+    fn open(opts: &ExecLogOptions, queued: Arc<AtomicUsize>, run: u64) -> io::Result<RotatingFile> {
         let path = opts.dir.join(FILE_NAME);
         let file = open_private(&path, true).map_err(|e| io_context(&e, "opening", &path))?;
         let on_disk = file
@@ -453,6 +471,7 @@ impl RotatingFile {
             lost: 0,
             notice_gathered: false,
             failing: None,
+            run,
         })
     }
 
@@ -493,7 +512,7 @@ impl RotatingFile {
     fn write(&mut self, s: &Stamped) {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
-        encode_line(s.at, &s.record, &mut line);
+        encode_line(s.at, &s.record, self.run, &mut line);
         if self.size() > 0
             && self.size() + line.len() as u64 > self.rotate_bytes
             && let Err(e) = self.rotate()
@@ -513,7 +532,7 @@ impl RotatingFile {
                 .into(),
             };
             let mut bytes = Vec::new();
-            encode_line(s.at, &notice, &mut bytes);
+            encode_line(s.at, &notice, self.run, &mut bytes);
             self.gather(&bytes, self.lost);
             self.notice_gathered = true;
         }
@@ -667,6 +686,82 @@ impl RotatingFile {
         self.broken = false;
         Ok(())
     }
+}
+
+/// The run of the newest record in `dir` that carries one: its `exec.log`,
+/// then `exec.log.1`, `.2` and on, each read from its end. `None` when no
+/// record carries a run (no file, or files written before runs existed).
+pub fn last_run(dir: &Path) -> Option<u64> {
+    let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name();
+            let n = name
+                .to_str()?
+                .strip_prefix(FILE_NAME)?
+                .strip_prefix('.')?
+                .parse::<u32>()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    rotated.sort_by_key(|(n, _)| *n);
+    std::iter::once(dir.join(FILE_NAME))
+        .chain(rotated.into_iter().map(|(_, p)| p))
+        .find_map(|p| last_run_in(&p).ok().flatten())
+}
+
+/// Lines looked at from the end of one file before it is taken for a file
+/// of records without runs.
+const RUN_SCAN_LINES: usize = 4096;
+
+/// The run of the last line of the file at `path` that carries one. Only
+/// the end of each line is read: `run` is the last field. (A line cut off
+/// at the file's end is not a record.)
+fn last_run_in(path: &Path) -> io::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt as _;
+    if !std::fs::metadata(path)?.is_file() {
+        // Not a file of records (opening a FIFO would wait for a writer).
+        return Ok(None);
+    }
+    let file = File::open(path)?;
+    let mut end = file.metadata()?.len();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut tail = [0u8; 48];
+    let mut lines = 0;
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(buf, start)?;
+        for i in (0..buf.len()).rev().filter(|&i| buf[i] == b'\n') {
+            // The line that ends at this newline.
+            let at = start + i as u64;
+            let from = at.saturating_sub(tail.len() as u64);
+            let t = &mut tail[..(at - from) as usize];
+            file.read_exact_at(t, from)?;
+            if let Some(run) = run_at_end(t) {
+                return Ok(Some(run));
+            }
+            lines += 1;
+            if lines >= RUN_SCAN_LINES {
+                return Ok(None);
+            }
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// The run of a line that ends `..,"run":N}`.
+fn run_at_end(line: &[u8]) -> Option<u64> {
+    let body = line.strip_suffix(b"}")?;
+    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let (head, number) = body.split_at(body.len() - digits);
+    if digits == 0 || !head.ends_with(b",\"run\":") {
+        return None;
+    }
+    std::str::from_utf8(number).ok()?.parse().ok()
 }
 
 /// The last byte of the file at `path`.
@@ -848,7 +943,7 @@ mod tests {
         assert_eq!(next["d"], "next");
     }
 
-    /// The hand-written line is what serde_json writes for the same four
+    /// The hand-written line is what serde_json writes for the same
     /// fields, whatever bytes the record holds.
     #[test]
     fn exec_log_line_is_what_serde_json_writes() {
@@ -859,6 +954,7 @@ mod tests {
             d: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             id: Option<u64>,
+            run: u64,
         }
         let at = UNIX_EPOCH + Duration::from_millis(1_764_590_400_123);
         let texts: [&[u8]; 4] = [
@@ -885,12 +981,13 @@ mod tests {
                 s: "stderr",
                 d: &decoded,
                 id: record.session,
+                run: 7,
             };
             let mut want = serde_json::to_vec(&line).unwrap();
             want.push(b'\n');
             for r in [&record, &raw_record] {
                 let mut got = Vec::new();
-                encode_line(at, r, &mut got);
+                encode_line(at, r, 7, &mut got);
                 assert_eq!(
                     String::from_utf8_lossy(&got),
                     String::from_utf8_lossy(&want)

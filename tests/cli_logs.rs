@@ -117,6 +117,7 @@ fn cli_logs_view_escapes_what_could_drive_a_terminal() {
         json: false,
         source: None,
         session: None,
+        run: None,
         since: None,
         color: false,
         max_chars: None,
@@ -245,9 +246,9 @@ fn cli_logs_session_and_since_filter() {
     assert_eq!(
         tags,
         [
-            "[3 system] started: sh -c true",
-            "[3 stdout] three",
-            "[3 system] exited 0"
+            "[1:3 system] started: sh -c true",
+            "[1:3 stdout] three",
+            "[1:3 system] exited 0"
         ],
         "{shown}"
     );
@@ -356,4 +357,107 @@ fn cli_logs_follow_keeps_every_line_across_quick_rotations() {
     assert!(next().ends_with("truncated"));
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `logs` as the binary parses it, printed into strings.
+fn logs_in_process(args: &[&str]) -> (String, String) {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        logs: agent_relay::cli::logs::LogsArgs,
+    }
+    let cli = Cli::try_parse_from(std::iter::once("logs").chain(args.iter().copied()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut view = cli.logs.view();
+    view.color = false;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    agent_relay::cli::logs::show_dir(&cli.logs.dir, &view, &mut out, &mut err).unwrap();
+    (text(&out), text(&err))
+}
+
+/// The tags of `logs` output, the time cut off.
+fn tags(shown: &str) -> Vec<&str> {
+    shown
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .collect()
+}
+
+/// Issue 18: session numbers restart at 1 in every run, and `logs
+/// --session 1` showed session 1 of every run, mixed. Records carry their
+/// run; `--session N` is the latest run's session N, `--session RUN:N` and
+/// `--run` pick another, `--run all` every run's; the human view tags
+/// records `[RUN:N stdout]`.
+#[test]
+fn cli_logs_session_is_the_latest_runs_unless_a_run_is_given() {
+    use agent_relay::core::{LogRecord, LogSource};
+    use agent_relay::exec_log::{ExecLog, ExecLogOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for run in ["first", "second"] {
+            let mut log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+            log.log(LogRecord {
+                session: Some(1),
+                source: LogSource::Stdout,
+                text: format!("{run} run\n").into(),
+            });
+            log.close(PROMPT).await;
+        }
+    });
+    let path = dir.path().to_str().unwrap();
+    let out = run(&["logs", path, "--session", "1"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(tags(&text(&out.stdout)), ["[2:1 stdout] second run"]);
+
+    let (shown, _) = logs_in_process(&[path, "--session", "1:1"]);
+    assert_eq!(tags(&shown), ["[1:1 stdout] first run"]);
+    let (shown, _) = logs_in_process(&[path, "--session", "1", "--run", "1"]);
+    assert_eq!(tags(&shown), ["[1:1 stdout] first run"]);
+    let (shown, _) = logs_in_process(&[path, "--session", "1", "--run", "all"]);
+    assert_eq!(
+        tags(&shown),
+        ["[1:1 stdout] first run", "[2:1 stdout] second run"]
+    );
+    let (shown, _) = logs_in_process(&[path, "--run", "latest"]);
+    assert_eq!(
+        tags(&shown),
+        [
+            "[2:1 stdout] second run",
+            "[run 2 system] --- sandbox stopped ---"
+        ]
+    );
+    let (shown, _) = logs_in_process(&[path]);
+    assert_eq!(shown.lines().count(), 4, "every run without a filter");
+
+    // Records written before runs existed are the latest "run" when no
+    // record has one.
+    let old = tempfile::tempdir().unwrap();
+    write_log(
+        old.path(),
+        &[
+            rec(REC_T, "stdout", "old one", Some(1)),
+            rec(REC_T, "stdout", "old two", Some(2)),
+        ],
+    );
+    let (shown, _) = logs_in_process(&[old.path().to_str().unwrap(), "--session", "1"]);
+    assert_eq!(tags(&shown), ["[1 stdout] old one"]);
+
+    let help = {
+        use clap::CommandFactory as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            logs: agent_relay::cli::logs::LogsArgs,
+        }
+        Cli::command().render_long_help().to_string()
+    };
+    for needle in [
+        "--session <[RUN:]N>",
+        "session N of the latest run",
+        "--run <RUN>",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in:\n{help}");
+    }
 }

@@ -370,3 +370,64 @@ async fn exec_log_full_tmpfs_leaves_whole_lines_and_counts_the_lost() {
         "every record is written or counted"
     );
 }
+
+/// Issue 18: session numbers restart at 1 in every run, so `logs --session
+/// 1` mixed runs. Every record now carries `run`: 1 in a new directory, one
+/// more than the newest record's in a directory with runs (found from the
+/// end of `exec.log`, or of the rotated files when it holds none, past a
+/// line cut off at the end), 1 where the records have none.
+#[tokio::test]
+async fn exec_log_each_run_has_its_own_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = |path: &Path| -> Vec<u64> {
+        lines(path)
+            .iter()
+            .map(|l| l["run"].as_u64().expect("every record has a run"))
+            .collect()
+    };
+    let base = dir.path().join("exec.log");
+    for want in 1..=2 {
+        let mut log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+        assert_eq!(log.run(), want);
+        log.log(record(1, "x"));
+        log.close(PROMPT).await;
+    }
+    assert_eq!(runs(&base), [1, 1, 2, 2]);
+
+    // Rotation: the live file is empty, the run is in exec.log.1.
+    std::fs::rename(&base, dir.path().join("exec.log.1")).unwrap();
+    std::fs::write(&base, "").unwrap();
+    let log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+    assert_eq!(log.run(), 3);
+    log.close(PROMPT).await;
+    // A half line at the end is no record; a long last record is read from
+    // its end only.
+    let mut log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+    assert_eq!(log.run(), 4);
+    log.log(record(1, &"z".repeat(200_000)));
+    log.close(PROMPT).await;
+    append_raw(
+        &base,
+        "{\"t\":\"2026-11-25T12:00:00.000Z\",\"run\":99}{\"d\":\"cut",
+    );
+    let log = ExecLog::open(ExecLogOptions::new(dir.path())).unwrap();
+    assert_eq!(log.run(), 5);
+    log.close(PROMPT).await;
+
+    // Records written before runs existed.
+    let old = tempfile::tempdir().unwrap();
+    std::fs::write(
+        old.path().join("exec.log"),
+        "{\"t\":\"2026-11-25T12:00:00.000Z\",\"s\":\"stdout\",\"d\":\"old\",\"id\":1}\n",
+    )
+    .unwrap();
+    let log = ExecLog::open(ExecLogOptions::new(old.path())).unwrap();
+    assert_eq!(log.run(), 1);
+    log.close(PROMPT).await;
+}
+
+fn append_raw(path: &Path, text: &str) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}

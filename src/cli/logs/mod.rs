@@ -12,6 +12,7 @@
 //! JSON value per line, always: a stored line that is not a record is
 //! reported on stderr instead.
 
+mod args;
 mod since;
 mod tail;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use args::{LogsArgs, RunSel, SessionArg};
 pub use since::{Since, parse_since, parse_timestamp};
 pub use tail::{Tail, TailLine};
 
@@ -44,6 +46,10 @@ pub struct LogLine {
     /// Relay session number; absent on `system` records about no session.
     #[serde(default)]
     pub id: Option<u64>,
+    /// The relay's run (each start on the directory is one more); absent on
+    /// records written before runs existed.
+    #[serde(default)]
+    pub run: Option<u64>,
 }
 
 /// How records are shown.
@@ -53,8 +59,12 @@ pub struct LogView {
     pub json: bool,
     /// Only records whose `s` is this.
     pub source: Option<String>,
-    /// Only records whose `id` is this.
+    /// Only records whose `id` is this (of the latest run unless `run`
+    /// says otherwise).
     pub session: Option<u64>,
+    /// Only records of these runs; `None`: the latest with `session`, all
+    /// without. [`LogView::resolve_latest`] turns "the latest" into a run.
+    pub run: Option<RunSel>,
     /// Only records at or after this time (milliseconds since the epoch).
     pub since: Option<i64>,
     /// ANSI colours by session.
@@ -82,6 +92,7 @@ impl LogView {
             json: false,
             source: None,
             session: None,
+            run: None,
             since: None,
             color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             max_chars: None,
@@ -89,13 +100,40 @@ impl LogView {
     }
 
     fn filtered(&self) -> bool {
-        self.source.is_some() || self.session.is_some() || self.since.is_some()
+        self.source.is_some()
+            || self.session.is_some()
+            || self.since.is_some()
+            || matches!(self.run, Some(RunSel::Only(_) | RunSel::Latest))
     }
 
-    /// Whether `line` passes the filters.
+    /// Whether it asks for the latest run and does not know it yet.
+    pub fn wants_latest(&self) -> bool {
+        match self.run {
+            Some(RunSel::Latest) => true,
+            None => self.session.is_some(),
+            Some(RunSel::Only(_) | RunSel::All) => false,
+        }
+    }
+
+    /// Takes `latest` (the run of the newest record, if any record has one)
+    /// as the run asked for when it asks for the latest; else as it was.
+    pub fn resolve_latest(&mut self, latest: Option<u64>) {
+        if self.wants_latest()
+            && let Some(run) = latest
+        {
+            self.run = Some(RunSel::Only(run));
+        }
+    }
+
+    /// Whether `line` passes the filters. A view that still wants the
+    /// latest run (none known) keeps every run.
     pub fn keeps(&self, line: &LogLine) -> bool {
         self.source.as_ref().is_none_or(|s| *s == line.s)
             && self.session.is_none_or(|n| line.id == Some(n))
+            && match self.run {
+                Some(RunSel::Only(run)) => line.run == Some(run),
+                _ => true,
+            }
             && self
                 .since
                 .is_none_or(|since| parse_timestamp(&line.t).is_some_and(|t| t >= since))
@@ -104,24 +142,37 @@ impl LogView {
     /// Shows one stored line. In the human format with no filter, a line
     /// that is not a record is shown marked (escaped), never hidden.
     pub fn show(&self, raw: &str) -> Shown {
+        match self.parse(raw) {
+            Ok(line) => self.show_parsed(raw, &line),
+            Err(shown) => shown,
+        }
+    }
+
+    /// The record a stored line holds, or how to show a line that is none.
+    fn parse(&self, raw: &str) -> Result<LogLine, Shown> {
         let raw = raw.trim_end_matches(['\n', '\r']);
         if raw.is_empty() {
-            return Shown::Hidden;
+            return Err(Shown::Hidden);
         }
-        let line = match serde_json::from_str::<LogLine>(raw) {
-            Ok(line) => line,
+        match serde_json::from_str::<LogLine>(raw) {
+            Ok(line) => Ok(line),
             Err(e) if self.json || self.filtered() => {
-                return Shown::Corrupt(format!("not an exec.log record ({e})"));
+                Err(Shown::Corrupt(format!("not an exec.log record ({e})")))
             }
-            Err(_) => return Shown::Line(format!("(unparsed) {}", escape_controls(raw))),
-        };
-        if !self.keeps(&line) {
+            Err(_) => Err(Shown::Line(format!("(unparsed) {}", escape_controls(raw)))),
+        }
+    }
+
+    /// [`LogView::show`] of a parsed record.
+    fn show_parsed(&self, raw: &str, line: &LogLine) -> Shown {
+        let raw = raw.trim_end_matches(['\n', '\r']);
+        if !self.keeps(line) {
             return Shown::Hidden;
         }
         if self.json {
             return Shown::Line(json_safe(raw).into_owned());
         }
-        Shown::Line(self.format_line(&line))
+        Shown::Line(self.format_line(line))
     }
 
     /// [`LogView::show`] for callers that only print: `None` unless shown.
@@ -132,7 +183,9 @@ impl LogView {
         }
     }
 
-    /// The text form of a record: `12:00:00.123 [3 stdout] text`.
+    /// The text form of a record: `12:00:00.123 [2:3 stdout] text` (run 2,
+    /// session 3; `[run 2 system]` for a record about no session, `[3
+    /// stdout]` and `[system]` for records without a run).
     pub fn format_line(&self, line: &LogLine) -> String {
         let time = line
             .t
@@ -140,9 +193,11 @@ impl LogView {
             .map_or(line.t.as_str(), |(_, time)| time.trim_end_matches('Z'));
         let time = escape_controls(time);
         let source = escape_controls(&line.s);
-        let tag = match line.id {
-            Some(id) => format!("[{id} {source}]"),
-            None => format!("[{source}]"),
+        let tag = match (line.run, line.id) {
+            (Some(run), Some(id)) => format!("[{run}:{id} {source}]"),
+            (Some(run), None) => format!("[run {run} {source}]"),
+            (None, Some(id)) => format!("[{id} {source}]"),
+            (None, None) => format!("[{source}]"),
         };
         let text = line.d.strip_suffix('\n').unwrap_or(&line.d);
         let text = match self.max_chars {
@@ -253,32 +308,121 @@ pub fn log_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Prints records one stored line at a time: [`LogView`] plus what one
+/// line needs to know of the lines before it (the run "latest" means, in a
+/// directory that had none when it started).
+#[derive(Debug)]
+pub struct Printer {
+    view: LogView,
+}
+
+impl Printer {
+    /// Prints with `view` (whose latest run is taken to be the first one
+    /// seen, if it is not known yet).
+    pub fn new(view: LogView) -> Printer {
+        Printer { view }
+    }
+
+    /// Prints one stored line to `out`; a line that is not a record goes to
+    /// `err` (named by `file` and `number`) when the view says so.
+    pub fn line(
+        &mut self,
+        raw: &str,
+        file: &str,
+        number: u64,
+        out: &mut impl Write,
+        err: &mut impl Write,
+    ) -> io::Result<()> {
+        let shown = match self.view.parse(raw) {
+            Ok(line) => {
+                if self.view.wants_latest() && line.run.is_some() {
+                    self.view.resolve_latest(line.run);
+                }
+                self.view.show_parsed(raw, &line)
+            }
+            Err(shown) => shown,
+        };
+        match shown {
+            Shown::Line(text) => writeln!(out, "{text}"),
+            Shown::Hidden => Ok(()),
+            Shown::Corrupt(why) => {
+                // A broken stderr must not stop the records.
+                let _ = writeln!(
+                    err,
+                    "agent-relay logs: {file} line {number}: {why}; skipped"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Prints what `tail` has not shown yet; corrupt lines go to `err`.
 fn print_new(
     tail: &mut Tail,
+    printer: &mut Printer,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<()> {
+    tail.poll(|line| printer.line(&line.text, &line.file, line.number, out, err))?;
+    out.flush()
+}
+
+/// `logs DIR` without `--follow`, printing to `out` and `err`: every record,
+/// oldest first, with the latest run resolved from the directory.
+pub fn show_dir(
+    dir: &Path,
     view: &LogView,
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> io::Result<()> {
-    tail.poll(|line| match view.show(&line.text) {
-        Shown::Line(text) => writeln!(out, "{text}"),
-        Shown::Hidden => Ok(()),
-        Shown::Corrupt(why) => {
-            // A broken stderr must not stop the records.
-            let _ = writeln!(
-                err,
-                "agent-relay logs: {} line {}: {why}; skipped",
-                line.file, line.number
-            );
-            Ok(())
-        }
-    })?;
-    out.flush()
+    check_dir(dir)?;
+    let mut tail = Tail::new(dir);
+    let mut printer = Printer::new(resolved(dir, view));
+    print_new(&mut tail, &mut printer, out, err)?;
+    if !tail.found_any() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no {LOG_FILE} in {} (is it a relay's --exec-log directory?)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `view` with "the latest run" taken from the directory's newest record.
+fn resolved(dir: &Path, view: &LogView) -> LogView {
+    let mut view = view.clone();
+    if view.wants_latest() {
+        view.resolve_latest(crate::exec_log::last_run(dir));
+    }
+    view
 }
 
 /// `logs DIR [--follow]`: prints everything, then with `follow` keeps
 /// printing new records until the process is interrupted (or stdout closes).
 pub async fn run(dir: &Path, view: &LogView, follow: bool) -> io::Result<()> {
+    if !follow {
+        return show_dir(dir, view, &mut io::stdout().lock(), &mut io::stderr());
+    }
+    check_dir(dir)?;
+    let mut tail = Tail::new(dir);
+    let mut printer = Printer::new(resolved(dir, view));
+    loop {
+        print_new(
+            &mut tail,
+            &mut printer,
+            &mut io::stdout().lock(),
+            &mut io::stderr(),
+        )?;
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+/// Whether `dir` is a directory we can read, in words if not.
+fn check_dir(dir: &Path) -> io::Result<()> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => {
@@ -301,22 +445,5 @@ pub async fn run(dir: &Path, view: &LogView, follow: bool) -> io::Result<()> {
             ));
         }
     }
-    let mut tail = Tail::new(dir);
-    print_new(&mut tail, view, &mut io::stdout().lock(), &mut io::stderr())?;
-    if !follow {
-        if !tail.found_any() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "no {LOG_FILE} in {} (is it a relay's --exec-log directory?)",
-                    dir.display()
-                ),
-            ));
-        }
-        return Ok(());
-    }
-    loop {
-        tokio::time::sleep(FOLLOW_POLL).await;
-        print_new(&mut tail, view, &mut io::stdout().lock(), &mut io::stderr())?;
-    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! exec.log: the JSON Lines file the relay taps exec output into.
 //!
 //! One object per [`LogRecord`]: `{"t": "2026-11-25T12:00:00.123Z", "s": "stdout",
-//! "d": "text", "id": 3, "run": 2}` (`id` is absent on `system` records that
+//! "d": "text", "id": 3, "run": 2, "seq": 17}` (`id` is absent on `system` records that
 //! belong to no session, such as the start and stop markers). The file
 //! rotates at a configurable size (10 MiB by default) into `exec.log.1`, `.2`,
 //! `.3`, and is appended to across restarts.
@@ -9,7 +9,10 @@
 //! Session numbers start at 1 in every run of the relay, so every record
 //! also carries `run`, the number of the writer that wrote it: one more than
 //! the last run found in the directory ([`last_run`]), 1 in a new one.
-//! `run` and `id` together name a session across restarts.
+//! `run` and `id` together name a session across restarts. Last comes
+//! `seq`, the line's number within its run (1, 2, ... with no gap: a record
+//! skipped or lost takes none), so a reader can tell that lines it never
+//! saw were rotated away, and how many.
 //!
 //! The log holds everything the sandbox printed, so the directory is created
 //! owner-only (0700) and the files are made 0600 whatever the umask. A lock
@@ -87,12 +90,21 @@ impl ExecLogOptions {
     }
 }
 
-/// One line of exec.log: `{"t":..,"s":..,"d":..,"id":..,"run":..}` and a
-/// newline, exactly as `serde_json` writes the fields (the record's bytes
-/// are decoded and escaped in one pass; see [`crate::json`]). A system record
-/// about one session carries its number; others have no `id`. `run` comes
-/// last, so [`last_run`] finds it at the end of a line.
-pub fn encode_line(at: SystemTime, record: &LogRecord, run: u64, out: &mut Vec<u8>) {
+/// Where a line stands: the writer's run and the line's number in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// The run (see the module docs).
+    pub run: u64,
+    /// The line's number within the run, from 1.
+    pub seq: u64,
+}
+
+/// One line of exec.log: `{"t":..,"s":..,"d":..,"id":..,"run":..,"seq":..}`
+/// and a newline, exactly as `serde_json` writes the fields (the record's
+/// bytes are decoded and escaped in one pass; see [`crate::json`]). A system
+/// record about one session carries its number; others have no `id`. `run`
+/// and `seq` come last, so [`last_run`] finds them at the end of a line.
+pub fn encode_line(at: SystemTime, record: &LogRecord, place: Place, out: &mut Vec<u8>) {
     use std::io::Write as _;
     out.extend_from_slice(b"{\"t\":");
     crate::json::push_string_lossy(rfc3339_millis(at).as_bytes(), out);
@@ -104,7 +116,7 @@ pub fn encode_line(at: SystemTime, record: &LogRecord, run: u64, out: &mut Vec<u
         // Writing into a Vec cannot fail.
         let _ = write!(out, ",\"id\":{id}");
     }
-    let _ = write!(out, ",\"run\":{run}");
+    let _ = write!(out, ",\"run\":{},\"seq\":{}", place.run, place.seq);
     out.extend_from_slice(b"}\n");
 }
 
@@ -367,11 +379,12 @@ const FLUSH_IDLE: Duration = Duration::from_millis(20);
 /// Bytes of whole lines the writer gathers before it writes them.
 const WRITE_BUFFER: usize = 64 << 10;
 
-/// A line gathered for writing: where it ends in the buffer, and, for the
-/// notice of lost records, how many lost records it reports.
+/// A line gathered for writing: where it ends in the buffer, its number,
+/// and, for the notice of lost records, how many lost records it reports.
 #[derive(Debug, Clone, Copy)]
 struct Gathered {
     end: usize,
+    seq: u64,
     reports: u64,
 }
 
@@ -409,6 +422,8 @@ struct RotatingFile {
     failing: Option<String>,
     /// This writer's run number.
     run: u64,
+    /// The number of the next line.
+    next_seq: u64,
 }
 
 /// The open file.
@@ -472,6 +487,7 @@ impl RotatingFile {
             notice_gathered: false,
             failing: None,
             run,
+            next_seq: 1,
         })
     }
 
@@ -511,29 +527,20 @@ impl RotatingFile {
 
     fn write(&mut self, s: &Stamped) {
         let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        encode_line(s.at, &s.record, self.run, &mut line);
-        if self.size() > 0
-            && self.size() + line.len() as u64 > self.rotate_bytes
-            && let Err(e) = self.rotate()
-        {
-            // Better a file past its size than records lost.
-            tracing::warn!(path = %self.path.display(), "exec.log rotation: {e}");
+        let mut notice = Vec::new();
+        self.encode(s, &mut notice, &mut line);
+        let size = self.size() + (notice.len() + line.len()) as u64;
+        if self.size() > 0 && size > self.rotate_bytes {
+            if let Err(e) = self.rotate() {
+                // Better a file past its size than records lost.
+                tracing::warn!(path = %self.path.display(), "exec.log rotation: {e}");
+            }
+            // Writing out what was gathered may have failed: numbers and
+            // the notice as they are now.
+            self.encode(s, &mut notice, &mut line);
         }
-        if self.lost > 0 && !self.notice_gathered {
-            let notice = LogRecord {
-                session: None,
-                source: LogSource::System,
-                text: format!(
-                    "{} records lost: exec.log could not be written ({})",
-                    self.lost,
-                    self.failing.as_deref().unwrap_or("write failed")
-                )
-                .into(),
-            };
-            let mut bytes = Vec::new();
-            encode_line(s.at, &notice, self.run, &mut bytes);
-            self.gather(&bytes, self.lost);
+        if !notice.is_empty() {
+            self.gather(&notice, self.lost);
             self.notice_gathered = true;
         }
         if self.buf.is_empty() && line.len() >= WRITE_BUFFER {
@@ -541,8 +548,10 @@ impl RotatingFile {
             std::mem::swap(&mut self.buf, &mut line);
             self.gathered.push(Gathered {
                 end: self.buf.len(),
+                seq: self.next_seq,
                 reports: 0,
             });
+            self.next_seq += 1;
             self.flush();
             std::mem::swap(&mut self.buf, &mut line);
         } else {
@@ -554,12 +563,41 @@ impl RotatingFile {
         self.line = line;
     }
 
+    /// The lines `s` becomes: the notice of lost records first, when one
+    /// is due (else `notice` is left empty), then the record, numbered from
+    /// the next line on.
+    fn encode(&self, s: &Stamped, notice: &mut Vec<u8>, line: &mut Vec<u8>) {
+        notice.clear();
+        line.clear();
+        let mut place = Place {
+            run: self.run,
+            seq: self.next_seq,
+        };
+        if self.lost > 0 && !self.notice_gathered {
+            let record = LogRecord {
+                session: None,
+                source: LogSource::System,
+                text: format!(
+                    "{} records lost: exec.log could not be written ({})",
+                    self.lost,
+                    self.failing.as_deref().unwrap_or("write failed")
+                )
+                .into(),
+            };
+            encode_line(s.at, &record, place, notice);
+            place.seq += 1;
+        }
+        encode_line(s.at, &s.record, place, line);
+    }
+
     fn gather(&mut self, line: &[u8], reports: u64) {
         self.buf.extend_from_slice(line);
         self.gathered.push(Gathered {
             end: self.buf.len(),
+            seq: self.next_seq,
             reports,
         });
+        self.next_seq += 1;
     }
 
     /// Writes the gathered lines. What a failure leaves of a line is cut
@@ -598,8 +636,12 @@ impl RotatingFile {
             if g.end <= done {
                 whole = g.end;
                 self.lost -= g.reports;
-            } else if g.reports == 0 {
-                lost += 1;
+            } else {
+                if g.reports == 0 {
+                    lost += 1;
+                }
+                // Lines not written take no number.
+                self.next_seq = self.next_seq.min(g.seq);
             }
         }
         self.on_disk += whole as u64;
@@ -753,15 +795,24 @@ fn last_run_in(path: &Path) -> io::Result<Option<u64>> {
     Ok(None)
 }
 
-/// The run of a line that ends `..,"run":N}`.
+/// The run of a line that ends `..,"run":N,"seq":M}` (or `..,"run":N}`).
 fn run_at_end(line: &[u8]) -> Option<u64> {
     let body = line.strip_suffix(b"}")?;
-    let digits = body.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-    let (head, number) = body.split_at(body.len() - digits);
-    if digits == 0 || !head.ends_with(b",\"run\":") {
+    let (head, number) = split_number(body)?;
+    let (head, number) = match head.strip_suffix(b",\"seq\":") {
+        Some(head) => split_number(head)?,
+        None => (head, number),
+    };
+    if !head.ends_with(b",\"run\":") {
         return None;
     }
     std::str::from_utf8(number).ok()?.parse().ok()
+}
+
+/// `text` without the digits it ends with, and those digits (at least one).
+fn split_number(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    let digits = text.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    (digits > 0).then(|| text.split_at(text.len() - digits))
 }
 
 /// The last byte of the file at `path`.
@@ -919,6 +970,9 @@ mod tests {
         assert_eq!(lines[2]["s"], "system");
         assert!(texts[3].starts_with("10 "));
         assert_eq!(texts[4], SANDBOX_STOPPED);
+        // Lost records take no number: a reader sees no gap.
+        let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
     }
 
     /// A file that ends inside a line (a relay that died mid-write) gets the
@@ -955,6 +1009,7 @@ mod tests {
             #[serde(skip_serializing_if = "Option::is_none")]
             id: Option<u64>,
             run: u64,
+            seq: u64,
         }
         let at = UNIX_EPOCH + Duration::from_millis(1_764_590_400_123);
         let texts: [&[u8]; 4] = [
@@ -982,12 +1037,13 @@ mod tests {
                 d: &decoded,
                 id: record.session,
                 run: 7,
+                seq: 123,
             };
             let mut want = serde_json::to_vec(&line).unwrap();
             want.push(b'\n');
             for r in [&record, &raw_record] {
                 let mut got = Vec::new();
-                encode_line(at, r, 7, &mut got);
+                encode_line(at, r, Place { run: 7, seq: 123 }, &mut got);
                 assert_eq!(
                     String::from_utf8_lossy(&got),
                     String::from_utf8_lossy(&want)

@@ -461,3 +461,109 @@ fn cli_logs_session_is_the_latest_runs_unless_a_run_is_given() {
         assert!(help.contains(needle), "{needle:?} not in:\n{help}");
     }
 }
+
+/// Issue 18: `logs --follow` lost 3,759 of 5,000 lines without a word when
+/// rotation outran it (`--exec-log-keep 1`). Lines carry their number in
+/// their run (`seq`), so a gap is seen and counted: stderr says how many
+/// lines were missed, and the lines printed plus those reported missed are
+/// every line written.
+#[test]
+fn cli_logs_follow_says_how_many_lines_rotation_took_away() {
+    use agent_relay::core::{LogRecord, LogSource};
+    use agent_relay::exec_log::{ExecLog, ExecLogOptions, SANDBOX_STOPPED};
+
+    // The count, from lines alone: a gap in a run, and a later run.
+    let mut printer = agent_relay::cli::logs::Printer::new(LogView {
+        color: false,
+        ..LogView::for_stdout()
+    });
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let at = |run: u64, seq: u64| {
+        format!(
+            r#"{{"t":"{REC_T}","s":"stdout","d":"{run}.{seq}","id":1,"run":{run},"seq":{seq}}}"#
+        )
+    };
+    for (n, raw) in [at(1, 1), at(1, 2), at(1, 5), at(2, 3)].iter().enumerate() {
+        printer
+            .line(raw, "exec.log.1", n as u64 + 1, &mut out, &mut err)
+            .unwrap();
+    }
+    assert_eq!(text(&out).lines().count(), 4);
+    let err = text(&err);
+    assert!(
+        err.contains("agent-relay logs: 2 lines missed: rotated away before they could be read (the next line read is exec.log.1 line 3"),
+        "{err}"
+    );
+    assert!(err.contains("at least 2 lines missed"), "{err}");
+    assert_eq!(printer.missed(), 4);
+
+    // The real thing: a relay rotating every ~2 KB, keeping one file.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let record = |i: usize| LogRecord {
+        session: Some(1),
+        source: LogSource::Stdout,
+        text: format!("line {i}\n").into(),
+    };
+    let mut log = ExecLog::open(ExecLogOptions {
+        rotate_bytes: 2000,
+        keep: 1,
+        ..ExecLogOptions::new(dir.path())
+    })
+    .unwrap();
+    rt.block_on(async { log.log(record(0)) });
+    wait_until("the first record", || {
+        std::fs::metadata(dir.path().join("exec.log")).is_ok_and(|m| m.len() > 0)
+    });
+    let mut child = Command::new(BIN)
+        .args(["logs", "--follow", "--json", dir.path().to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value {
+        let line = lines.next().expect("a line").expect("read");
+        serde_json::from_str(&line).expect("JSON")
+    };
+    assert_eq!(next()["d"], "line 0\n");
+    const N: usize = 5000;
+    rt.block_on(async {
+        for i in 1..=N {
+            log.log(record(i));
+        }
+        log.close(PROMPT).await;
+    });
+    let mut printed = 1;
+    let last = loop {
+        let line = next();
+        printed += 1;
+        if line["d"] == SANDBOX_STOPPED {
+            break line["seq"].as_u64().unwrap();
+        }
+    };
+    let _ = child.kill();
+    let out = output_of(child);
+    let err = text(&out.stderr);
+    let missed: u64 = err
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("agent-relay logs: ")?
+                .split_once(" lines missed")?
+                .0
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(last, N as u64 + 2, "every record and the stop marker");
+    assert!(
+        missed > 0,
+        "rotation never outran the follower: {printed} printed"
+    );
+    assert_eq!(
+        printed + missed,
+        last,
+        "every line is printed or reported missed:\n{err}"
+    );
+}

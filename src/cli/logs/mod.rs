@@ -50,6 +50,9 @@ pub struct LogLine {
     /// records written before runs existed.
     #[serde(default)]
     pub run: Option<u64>,
+    /// The line's number within its run (1, 2, ...; no gaps as written).
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 /// How records are shown.
@@ -309,18 +312,58 @@ pub fn log_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// Prints records one stored line at a time: [`LogView`] plus what one
-/// line needs to know of the lines before it (the run "latest" means, in a
-/// directory that had none when it started).
+/// line needs to know of the lines before it: the run "latest" means, in a
+/// directory that had none when it started, and the last line's place, so
+/// lines never read (rotated away before `--follow` looked) are reported on
+/// stderr with their count, as the gap in `seq` gives it.
 #[derive(Debug)]
 pub struct Printer {
     view: LogView,
+    /// The run and `seq` of the furthest record read.
+    last: Option<(u64, u64)>,
+    missed: u64,
 }
 
 impl Printer {
     /// Prints with `view` (whose latest run is taken to be the first one
     /// seen, if it is not known yet).
     pub fn new(view: LogView) -> Printer {
-        Printer { view }
+        Printer {
+            view,
+            last: None,
+            missed: 0,
+        }
+    }
+
+    /// Lines known to be missed so far (a new run's first lines count only
+    /// as far as its `seq` tells).
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// Notes where `line` stands; says on `err` how many lines before it
+    /// were never read.
+    fn place(&mut self, line: &LogLine, file: &str, number: u64, err: &mut impl Write) {
+        let (Some(run), Some(seq)) = (line.run, line.seq) else {
+            return;
+        };
+        let gap = match self.last {
+            Some((r, s)) if r == run && seq > s + 1 => Some((seq - s - 1, "")),
+            // A later run: its own lines before this one at least.
+            Some((r, _)) if run > r && seq > 1 => Some((seq - 1, "at least ")),
+            _ => None,
+        };
+        if let Some((n, at_least)) = gap {
+            self.missed += n;
+            let _ = writeln!(
+                err,
+                "agent-relay logs: {at_least}{n} lines missed: rotated away before they could be read \
+                 (the next line read is {file} line {number}; serve --exec-log-keep keeps more files)"
+            );
+        }
+        if self.last.is_none_or(|last| (run, seq) > last) {
+            self.last = Some((run, seq));
+        }
     }
 
     /// Prints one stored line to `out`; a line that is not a record goes to
@@ -335,6 +378,7 @@ impl Printer {
     ) -> io::Result<()> {
         let shown = match self.view.parse(raw) {
             Ok(line) => {
+                self.place(&line, file, number, err);
                 if self.view.wants_latest() && line.run.is_some() {
                     self.view.resolve_latest(line.run);
                 }

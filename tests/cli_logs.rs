@@ -567,3 +567,38 @@ fn cli_logs_follow_says_how_many_lines_rotation_took_away() {
         "every line is printed or reported missed:\n{err}"
     );
 }
+
+/// Issue 18: an empty `NO_COLOR=` turned colour off and `TERM=dumb` kept it.
+/// no-color.org: `NO_COLOR` counts when present and not empty; a dumb
+/// terminal gets no escape sequences; a pipe never does.
+#[test]
+fn cli_logs_colour_follows_no_color_and_term() {
+    use agent_relay::cli::logs::color_wanted;
+    use std::ffi::OsString;
+    fn env(
+        no_color: Option<&'static str>,
+        term: Option<&'static str>,
+    ) -> impl Fn(&str) -> Option<OsString> {
+        move |name| match name {
+            "NO_COLOR" => no_color.map(OsString::from),
+            "TERM" => term.map(OsString::from),
+            _ => None,
+        }
+    }
+    assert!(color_wanted(true, env(None, Some("xterm-256color"))));
+    assert!(color_wanted(true, env(None, None)));
+    assert!(
+        color_wanted(true, env(Some(""), Some("xterm"))),
+        "an empty NO_COLOR does not count"
+    );
+    assert!(!color_wanted(true, env(Some("1"), Some("xterm"))));
+    assert!(
+        !color_wanted(true, env(Some("0"), None)),
+        "any non-empty value counts"
+    );
+    assert!(!color_wanted(true, env(None, Some("dumb"))));
+    assert!(
+        !color_wanted(false, env(None, Some("xterm"))),
+        "not a terminal"
+    );
+}

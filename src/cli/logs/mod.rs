@@ -89,7 +89,8 @@ pub enum Shown {
 }
 
 impl LogView {
-    /// Text output, coloured when stdout is a terminal and `NO_COLOR` is unset.
+    /// Text output, coloured as [`color_wanted`] says for stdout and the
+    /// environment.
     pub fn for_stdout() -> LogView {
         LogView {
             json: false,
@@ -97,7 +98,7 @@ impl LogView {
             session: None,
             run: None,
             since: None,
-            color: io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            color: color_wanted(io::stdout().is_terminal(), |name| std::env::var_os(name)),
             max_chars: None,
         }
     }
@@ -226,6 +227,16 @@ impl LogView {
             format!("{time} {tag} {text}")
         }
     }
+}
+
+/// Whether to colour output: only on a terminal (`is_terminal`), not when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org: an empty
+/// one does not count), and not when `TERM` is `dumb` (a terminal that
+/// cannot show escape sequences). `env` reads a variable.
+pub fn color_wanted(is_terminal: bool, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    let no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let dumb = env("TERM").is_some_and(|t| t == "dumb");
+    is_terminal && !no_color && !dumb
 }
 
 /// ANSI foreground colours cycled by session number.

@@ -444,15 +444,7 @@ fn cli_logs_session_is_the_latest_runs_unless_a_run_is_given() {
     let (shown, _) = logs_in_process(&[old.path().to_str().unwrap(), "--session", "1"]);
     assert_eq!(tags(&shown), ["[1 stdout] old one"]);
 
-    let help = {
-        use clap::CommandFactory as _;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            logs: agent_relay::cli::logs::LogsArgs,
-        }
-        Cli::command().render_long_help().to_string()
-    };
+    let help = logs_help().1;
     for needle in [
         "--session <[RUN:]N>",
         "session N of the latest run",
@@ -601,4 +593,39 @@ fn cli_logs_colour_follows_no_color_and_term() {
         !color_wanted(false, env(None, Some("xterm"))),
         "not a terminal"
     );
+}
+
+/// `logs --help` as the binary renders it once src/cli/mod.rs uses
+/// `logs::LogsArgs`: (short help, long help).
+fn logs_help() -> (String, String) {
+    use clap::CommandFactory as _;
+    #[derive(clap::Parser)]
+    #[command(name = "logs")]
+    struct Cli {
+        #[command(flatten)]
+        logs: agent_relay::cli::logs::LogsArgs,
+    }
+    (
+        Cli::command().render_help().to_string(),
+        Cli::command().render_long_help().to_string(),
+    )
+}
+
+/// Issue 18: `--source output` was not documented (the help said "Only
+/// records from this source"). The help says what each source is.
+#[test]
+fn cli_logs_help_says_what_each_source_is() {
+    let (short, long) = logs_help();
+    assert!(
+        short.contains("Only records from this source: stdout, stderr, output or system"),
+        "{short}"
+    );
+    for needle in [
+        "`stdout`, `stderr`: what a session without a tty printed on each",
+        "`output`: what a session with a tty printed: its one merged stream",
+        "`system`: the relay's own records",
+        "[possible values: stdout, stderr, output, system]",
+    ] {
+        assert!(long.contains(needle), "{needle:?} not in:\n{long}");
+    }
 }

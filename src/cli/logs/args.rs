@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{LogView, Since, parse_since};
 
-/// `logs` arguments.
+/// Print an exec.log directory (exec.log and its rotations), oldest first.
 #[derive(Debug, Args)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct LogsArgs {
@@ -18,11 +18,18 @@ pub struct LogsArgs {
     /// Keep printing new records as they are written.
     #[arg(long, short)]
     pub follow: bool,
-    /// Only records from this source: `stdout` and `stderr` (what a
-    /// session without a tty printed on each), `output` (a tty session's
-    /// one merged stream: a pty has no separate stderr) or `system` (the
-    /// relay's own records: each session's start and end, the sandbox's
-    /// start and stop, records skipped or lost).
+    /// Only records from this source: stdout, stderr, output or system.
+    ///
+    /// `stdout`, `stderr`: what a session without a tty printed on each.
+    ///
+    /// `output`: what a session with a tty printed: its one merged stream (a
+    /// pty has no separate stderr, so such a session has no stdout or stderr
+    /// records).
+    ///
+    /// `system`: the relay's own records: each session's start (command,
+    /// arguments, client slot) and end (exit code, start failure, killed
+    /// when its client left, or ended when the guest went away or the relay
+    /// stopped), the sandbox's start and stop, records skipped or lost.
     #[arg(long, value_name = "S", value_parser = ["stdout", "stderr", "output", "system"])]
     pub source: Option<String>,
     /// Only records of this session (its output and its `system` records):

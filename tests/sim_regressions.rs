@@ -150,15 +150,14 @@ fn sim_seed_0x63_a_client_within_its_grace_period_is_not_closed() {
     assert_passes(name, &case);
 }
 
-/// Known core bug `global_grace_not_renewed` (`inv_bounded_wait`, rule
-/// `backpressure_bounded_wait`): at the end of the sum's grace period the
-/// client holding the most is closed and, if the sum is still over a
-/// quarter of the global cap, it gets another period (the guest stays
-/// paused); the core renews it only over half the cap, so between a quarter
-/// and half it reads the guest again at once. Eleven unread handshakes in a
-/// world with a 4 KiB global cap, 16 events. Passes once the core is fixed.
+/// Core bug `global_grace_not_renewed` (`inv_bounded_wait`, rule
+/// `backpressure_bounded_wait`), fixed in b43995a: at the end of the sum's
+/// grace period the client holding the most is closed and, if the sum is
+/// still over a quarter of the global cap, it gets another period (the
+/// guest stays paused); the core renewed it only over half the cap, so
+/// between a quarter and half it read the guest again at once. Eleven
+/// unread handshakes in a world with a 4 KiB global cap, 16 events.
 #[test]
-#[ignore = "known core bug global_grace_not_renewed (src/core/budget.rs expire_global)"]
 fn sim_seed_0x1eb_the_sums_grace_is_renewed_while_over_a_quarter() {
     let name = "seed_00000000000001eb.case";
     let case = load(name);

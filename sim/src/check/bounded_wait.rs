@@ -22,7 +22,7 @@
 use agent_relay::core::Relay;
 
 use super::model::State;
-use super::{Checker, Invariant, KnownBug};
+use super::{Checker, Invariant};
 
 impl Checker {
     /// The pause and its deadlines after an event.
@@ -43,8 +43,7 @@ impl Checker {
                 self.cfg.global_cap,
                 self.budget.global_since,
             );
-            let global_only = self.budget.over == 0 && !self.budget.paused;
-            return self.fail_wait(why, global_only);
+            return self.fail(Invariant::BoundedWait, why);
         }
         let c = relay.counters();
         if (c.guest_pauses, c.guest_paused_ms) != (self.budget.pauses, self.budget.paused_ms) {
@@ -60,7 +59,6 @@ impl Checker {
         let Some((deadline, whose)) = self.earliest_deadline() else {
             return;
         };
-        let global = whose.is_none();
         let whose = whose.map_or("the sum's".to_owned(), |c| format!("{c}'s"));
         let now = self.now;
         if relay.poll_timeout().is_none_or(|t| t.at > deadline) {
@@ -68,7 +66,7 @@ impl Checker {
                 "paused, {whose} grace period ends at {deadline}, but poll_timeout is {:?}",
                 relay.poll_timeout()
             );
-            return self.fail_wait(why, global);
+            return self.fail(Invariant::BoundedWait, why);
         }
         if !self.tick {
             return;
@@ -77,7 +75,7 @@ impl Checker {
             let why = format!(
                 "{whose} grace period ended at {deadline}, and at the tick at {now} nothing was done about it"
             );
-            return self.fail_wait(why, global);
+            return self.fail(Invariant::BoundedWait, why);
         }
         let mark = self.budget.mark;
         if mark + self.cfg.grace <= now {
@@ -87,13 +85,6 @@ impl Checker {
             );
             self.fail(Invariant::BoundedWait, why);
         }
-    }
-
-    /// A broken wait; one that only the sum's period renewed between a
-    /// quarter and half of the global cap explains is a known core bug.
-    fn fail_wait(&mut self, why: String, global: bool) {
-        let known = (global && self.budget.renewed_low).then_some(KnownBug::GlobalGraceNotRenewed);
-        self.fail_as(Invariant::BoundedWait, why, known);
     }
 
     /// Whether the count of clients over their soft budget is the number of

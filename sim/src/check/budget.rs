@@ -34,9 +34,6 @@ pub(super) struct Budget {
     pub(super) global_since: Option<Millis>,
     /// The number of the event in which that period began.
     pub(super) global_event: u64,
-    /// The sum's period was renewed at its deadline with the sum over a
-    /// quarter of the cap but not over half (`KnownBug::GlobalGraceNotRenewed`).
-    pub(super) renewed_low: bool,
     /// The core said `PauseGuest` and not `ResumeGuest` since.
     pub(super) paused: bool,
     /// While paused: the latest moment the pause began or made progress (a
@@ -149,14 +146,10 @@ impl Checker {
             None if total > g / 2 => {
                 self.budget.global_since = Some(self.now);
                 self.budget.global_event = self.events;
-                self.budget.renewed_low = false;
                 self.budget.stats.global_marks += 1;
                 self.cause_started();
             }
-            Some(_) if total <= g / 4 => {
-                self.budget.global_since = None;
-                self.budget.renewed_low = false;
-            }
+            Some(_) if total <= g / 4 => self.budget.global_since = None,
             _ => {}
         }
         if total <= g / 2 {
@@ -186,7 +179,6 @@ impl Checker {
         if total > g / 4 {
             self.budget.global_since = Some(self.now);
             self.budget.global_event = self.events;
-            self.budget.renewed_low = total <= g / 2;
             self.cause_started();
         } else {
             self.budget.global_since = None;

@@ -189,28 +189,19 @@ impl Invariant {
 /// (`--strict` makes it fail too); its shrunk case is pinned under
 /// `tests/regressions/` with a `# known core bug:` line, and an ignored test
 /// replays it. When the core is fixed, the variant goes (and the case must
-/// pass). `leftover_after_notice` (seed 0x26) and `no_pump_after_forget`
-/// (seed 0x2e) were fixed in the core and their cases are plain regressions.
+/// pass). None is open now: `leftover_after_notice` (seed 0x26),
+/// `no_pump_after_forget` (seed 0x2e) and `global_grace_not_renewed` (seed
+/// 0x1eb) were fixed in the core and their cases are plain regressions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum KnownBug {
-    /// Rule `backpressure_bounded_wait`: at the end of the sum's grace
-    /// period the client holding the most is closed and, "if still over a
-    /// quarter, the sum gets another grace"; the core gives it another only
-    /// if the sum is still over half the global cap (`expire_global` clears
-    /// the deadline, then `note_global` starts one only past half), so with
-    /// the sum between a quarter and half the guest is read again at once.
-    GlobalGraceNotRenewed,
-}
+pub enum KnownBug {}
 
 impl KnownBug {
     /// Every known bug.
-    pub const ALL: [KnownBug; 1] = [KnownBug::GlobalGraceNotRenewed];
+    pub const ALL: [KnownBug; 0] = [];
 
     /// Its name in reports.
     pub fn name(self) -> &'static str {
-        match self {
-            KnownBug::GlobalGraceNotRenewed => "global_grace_not_renewed",
-        }
+        match self {}
     }
 }
 

@@ -10,9 +10,11 @@
 //!
 //! This file owns the [`Checker`] and the order of the checks; the names
 //! and classes of what can break are in `invariant.rs` ([`Invariant`]), the
-//! model lives in `model.rs`, and each invariant in a file of its own name:
-//! `routing`, `completeness`, `to_guest`, `cleanup`, `isolation`,
-//! `boundedness`, `fairness`, and at the end `liveness` (`live_sessions_end`,
+//! model lives in `model.rs` (rule `backpressure_bounded_wait`'s part in
+//! `budget.rs`), and each invariant in a file of its own name: `routing`,
+//! `completeness`, `to_guest`, `cleanup`, `isolation`, `boundedness`,
+//! `fairness`, `no_loss` (`inv_no_loss_while_reading`), `bounded_wait`, the
+//! current generation's, and at the end `liveness` (`live_sessions_end`,
 //! `live_to_guest_end`, `live_cleanup_end`).
 
 mod bounded_wait;

@@ -52,7 +52,7 @@ pub(super) enum Reading {
     /// The slow reader of old: stops reading for up to three grace periods
     /// now and then.
     Stalls,
-    /// Never reads (until the faults heal).
+    /// Never reads its output (until the faults heal).
     Staller,
     /// Reads a few bytes at most when picked (a trickle is not progress).
     Trickler,
@@ -199,7 +199,14 @@ impl World {
             return;
         }
         let total = a.sock_len;
-        let n = match a.reading {
+        // Every client reads its handshake when picked (it acts only once it
+        // has its range); its way of reading applies to its output.
+        let reading = if a.range.is_some() {
+            a.reading
+        } else {
+            Reading::Picked
+        };
+        let n = match reading {
             _ if self.heal => total,
             Reading::Staller | Reading::Batcher => return,
             Reading::Stalls if self.rng.chance(300) => {

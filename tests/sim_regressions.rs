@@ -170,15 +170,15 @@ fn sim_seed_0x1eb_the_sums_grace_is_renewed_while_over_a_quarter() {
 /// before current worlds existed. Main 0ac4bf7's digests held until issue
 /// 17 changed what both generations do (the guest paused at the soft
 /// budget, readers that keep pace or not, caps drawn against the frames);
-/// these are main 110bddd's with that simulator.
+/// these are main 47cc6b5's (core b43995a).
 #[test]
 fn sim_legacy_worlds_keep_their_digests() {
     use sim::world::{Generation, generation_of};
     let before = [
-        (0x1, 0xe76b_0a1d_e0ee_0d4bu64),
-        (0x5, 0x8f0e_c1f8_d89a_05de),
-        (0x1f4, 0x8a32_a178_9baf_5d64),
-        (0x7f5, 0x033f_c43e_0364_8c59),
+        (0x1, 0xad92_d02c_2340_791au64),
+        (0x5, 0x1871_0e91_89f0_c33a),
+        (0x1f4, 0x10d4_67c8_1184_fee2),
+        (0x7f5, 0xca8c_3dd4_c25c_3a7f),
     ];
     for (seed, digest) in before {
         assert_eq!(generation_of(seed), Generation::Legacy, "seed {seed:#x}");

@@ -2,7 +2,7 @@
 //! and one module per subcommand, plus [`client`], the small async client
 //! that `exec`, `demo` and the tests share.
 //!
-//! Exit status of `serve` (README, "Exit status"): [`EXIT_STOPPED`] when asked
+//! Exit status of `serve` (docs/cli.md, "Exit status"): [`EXIT_STOPPED`] when asked
 //! to stop, [`EXIT_USAGE`] for a rejected command line, [`EXIT_STARTUP`] when
 //! it could not start, [`EXIT_GUEST_GONE`] when the guest channel closed or
 //! failed. `exec` exits with the process's own code (see [`exec`]).
@@ -148,7 +148,7 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
 }
 
-/// `serve`'s memory bounds and timers (README, "Design choices"). Sizes take
+/// `serve`'s memory bounds and timers (docs/design.md, docs/cli.md). Sizes take
 /// K, M or G (powers of 1024); durations ms, s, m or h.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Limits")]

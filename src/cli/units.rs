@@ -124,7 +124,9 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("1.5s").is_err());
         assert_eq!(show_size(8 << 20), "8 MiB");
-        assert_eq!(show_size(4_194_308), "4194308 bytes");
+        assert_eq!(show_size(4_194_308), "4.00 MiB (4194308 bytes)");
+        assert_eq!(show_size(1_500), "1.46 KiB (1500 bytes)");
+        assert_eq!(show_size(1_000), "1000 bytes");
         assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
     }
 }

@@ -258,10 +258,7 @@ async fn exec_log_files_are_owner_only_and_a_second_writer_is_refused() {
 /// Rule `exec_log_says_what_ran` through the shell (issue 18): a session
 /// still running when the relay stops gets its end record before the stop
 /// marker, and one still running when the guest goes away gets its own.
-/// Needs `Driver::close_all` to call `Relay::stopping` and perform its
-/// actions before closing exec.log (src/shell/driver.rs).
 #[tokio::test]
-#[ignore = "needs src/shell/driver.rs close_all to call Relay::stopping before ExecLog::close"]
 async fn exec_log_sessions_open_at_stop_get_an_end_record() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");

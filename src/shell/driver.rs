@@ -333,6 +333,9 @@ impl Driver {
     }
 
     async fn close_all(&mut self) {
+        // Sessions still open get their end records before the stop marker.
+        self.relay.stopping();
+        self.perform();
         for client in std::mem::take(&mut self.clients).into_values() {
             client
                 .span

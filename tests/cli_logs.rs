@@ -257,9 +257,9 @@ fn cli_logs_session_and_since_filter() {
     write_log(
         dir.path(),
         &[
-            rec("2026-11-25T11:59:59.999Z", "stdout", "before", Some(1)),
-            rec("2026-11-25T12:00:00.000Z", "stdout", "at", Some(1)),
-            rec("2026-11-25T12:30:00.000Z", "stdout", "after", Some(1)),
+            rec("2026-11-25T11:59:59.999Z", "stdout", "before\n", Some(1)),
+            rec("2026-11-25T12:00:00.000Z", "stdout", "at\n", Some(1)),
+            rec("2026-11-25T12:30:00.000Z", "stdout", "after\n", Some(1)),
         ],
     );
     let out = run(&["logs", path, "--since", "2026-11-25T13:00:00+01:00"], b"");
@@ -306,7 +306,7 @@ fn cli_logs_follow_keeps_every_line_across_quick_rotations() {
     let live = dir.path().join("exec.log");
     append(
         &live,
-        &format!("{}\n", rec(REC_T, "stdout", "line 0", Some(1))),
+        &format!("{}\n", rec(REC_T, "stdout", "line 0\n", Some(1))),
     );
     let mut child = Command::new(BIN)
         .args(["logs", "--follow", dir.path().to_str().unwrap()])
@@ -325,7 +325,10 @@ fn cli_logs_follow_keeps_every_line_across_quick_rotations() {
             let n = round * 10 + k;
             append(
                 &live,
-                &format!("{}\n", rec(REC_T, "stdout", &format!("line {n}"), Some(1))),
+                &format!(
+                    "{}\n",
+                    rec(REC_T, "stdout", &format!("line {n}\n"), Some(1))
+                ),
             );
             if k < 2 {
                 rotate(dir.path(), 3);
@@ -344,14 +347,14 @@ fn cli_logs_follow_keeps_every_line_across_quick_rotations() {
             &live,
             &format!(
                 "{}\n",
-                rec(REC_T, "stdout", &format!("padding {k}"), Some(1))
+                rec(REC_T, "stdout", &format!("padding {k}\n"), Some(1))
             ),
         );
         assert!(next().ends_with(&format!("padding {k}")));
     }
     std::fs::write(
         &live,
-        format!("{}\n", rec(REC_T, "stdout", "truncated", Some(2))),
+        format!("{}\n", rec(REC_T, "stdout", "truncated\n", Some(2))),
     )
     .unwrap();
     assert!(next().ends_with("truncated"));
@@ -376,11 +379,15 @@ fn logs_in_process(args: &[&str]) -> (String, String) {
     (text(&out), text(&err))
 }
 
-/// The tags of `logs` output, the time cut off.
+/// The tags of `logs` output, the time cut off (continuation lines as
+/// they are).
 fn tags(shown: &str) -> Vec<&str> {
     shown
         .lines()
-        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest))
+        .map(|l| match l.starts_with(' ') {
+            true => l,
+            false => l.split_once(' ').map_or(l, |(_, rest)| rest),
+        })
         .collect()
 }
 
@@ -472,7 +479,7 @@ fn cli_logs_follow_says_how_many_lines_rotation_took_away() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let at = |run: u64, seq: u64| {
         format!(
-            r#"{{"t":"{REC_T}","s":"stdout","d":"{run}.{seq}","id":1,"run":{run},"seq":{seq}}}"#
+            r#"{{"t":"{REC_T}","s":"stdout","d":"{run}.{seq}\n","id":1,"run":{run},"seq":{seq}}}"#
         )
     };
     for (n, raw) in [at(1, 1), at(1, 2), at(1, 5), at(2, 3)].iter().enumerate() {
@@ -628,4 +635,47 @@ fn cli_logs_help_says_what_each_source_is() {
     ] {
         assert!(long.contains(needle), "{needle:?} not in:\n{long}");
     }
+}
+
+/// Issue 18: a line a process printed in two writes became two records of
+/// one stream, and `logs` showed each on a line of its own. The human view
+/// joins a record to the line before when that one is of the same session
+/// and stream and did not end with a newline; `--json` keeps the records.
+#[test]
+fn cli_logs_joins_a_line_split_across_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = [
+        rec(REC_T, "stdout", "hel", Some(1)),
+        rec(REC_T, "stdout", "lo\n", Some(1)),
+        rec(REC_T, "stdout", "one\ntw", Some(1)),
+        rec(REC_T, "stdout", "o\nthree\n", Some(1)),
+        rec(REC_T, "stdout", "a", Some(1)),
+        rec(REC_T, "stderr", "err\n", Some(1)),
+        rec(REC_T, "stdout", "b", Some(2)),
+        rec(REC_T, "output", "c", Some(1)),
+        rec(REC_T, "system", "exec exited with code 0", Some(2)),
+        rec(REC_T, "stdout", "partial", Some(1)),
+    ];
+    write_log(dir.path(), &records);
+    let path = dir.path().to_str().unwrap();
+    let out = run(&["logs", path], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        tags(&text(&out.stdout)),
+        [
+            "[1 stdout] hello",
+            "[1 stdout] one",
+            "    two",
+            "    three",
+            "[1 stdout] a",
+            "[1 stderr] err",
+            "[2 stdout] b",
+            "[1 output] c",
+            "[2 system] exec exited with code 0",
+            "[1 stdout] partial",
+        ]
+    );
+    assert!(text(&out.stdout).ends_with("partial\n"));
+    let out = run(&["logs", path, "--json"], b"");
+    assert_eq!(text(&out.stdout).lines().count(), records.len());
 }

@@ -1,6 +1,7 @@
 //! `agent-relay logs DIR`: reads `DIR/exec.log` and its rotations, oldest
 //! first (`exec.log.3`, `.2`, `.1`, then `exec.log`), and prints them for
-//! people (one line per record, coloured by session) or as JSON Lines.
+//! people (a line per record, coloured by session, a line a process wrote
+//! in several pieces joined: [`Printer`]) or as JSON Lines, as stored.
 //! `--follow` keeps tailing, following the files by identity across any
 //! number of rotations and restarting a truncated file ([`Tail`]).
 //!
@@ -191,6 +192,24 @@ impl LogView {
     /// session 3; `[run 2 system]` for a record about no session, `[3
     /// stdout]` and `[system]` for records without a run).
     pub fn format_line(&self, line: &LogLine) -> String {
+        let text = line.d.strip_suffix('\n').unwrap_or(&line.d);
+        let text = match self.max_chars {
+            // Cut records stay on one line, their newlines shown as `\n`.
+            Some(max) if text.chars().count() > max => {
+                let cut: String = text.chars().take(max).collect();
+                format!(
+                    "{}... ({} bytes)",
+                    escape_controls(&cut).replace('\n', "\\n"),
+                    line.d.len()
+                )
+            }
+            _ => self.body(text),
+        };
+        format!("{} {text}", self.head(line))
+    }
+
+    /// A record's time and tag, coloured when the view is.
+    fn head(&self, line: &LogLine) -> String {
         let time = line
             .t
             .split_once('T')
@@ -203,29 +222,21 @@ impl LogView {
             (None, Some(id)) => format!("[{id} {source}]"),
             (None, None) => format!("[{source}]"),
         };
-        let text = line.d.strip_suffix('\n').unwrap_or(&line.d);
-        let text = match self.max_chars {
-            // Cut records stay on one line, their newlines shown as `\n`.
-            Some(max) if text.chars().count() > max => {
-                let cut: String = text.chars().take(max).collect();
-                format!(
-                    "{}... ({} bytes)",
-                    escape_controls(&cut).replace('\n', "\\n"),
-                    line.d.len()
-                )
-            }
-            // Continuation lines are indented under the tag.
-            _ => escape_controls(text).replace('\n', "\n    "),
-        };
         if self.color {
             let colour = match line.id {
                 Some(id) => SESSION_COLOURS[(id as usize) % SESSION_COLOURS.len()],
                 None => "2", // dim for system markers
             };
-            format!("\x1b[{colour}m{time} {tag}\x1b[0m {text}")
+            format!("\x1b[{colour}m{time} {tag}\x1b[0m")
         } else {
-            format!("{time} {tag} {text}")
+            format!("{time} {tag}")
         }
+    }
+
+    /// Record text for a terminal: escaped, continuation lines indented
+    /// under the tag.
+    fn body(&self, text: &str) -> String {
+        escape_controls(text).replace('\n', "\n    ")
     }
 }
 
@@ -327,12 +338,20 @@ pub fn log_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// directory that had none when it started, and the last line's place, so
 /// lines never read (rotated away before `--follow` looked) are reported on
 /// stderr with their count, as the gap in `seq` gives it.
+///
+/// In the human view, output a process printed in several writes (records
+/// of one session's stream whose text does not end with a newline) is
+/// joined into one line: the next record of that stream continues it, any
+/// other record ends it first. `--json` prints records as stored.
 #[derive(Debug)]
 pub struct Printer {
     view: LogView,
     /// The run and `seq` of the furthest record read.
     last: Option<(u64, u64)>,
     missed: u64,
+    /// The stream (run, session, source) whose line is printed but not
+    /// ended yet.
+    open: Option<(Option<u64>, u64, String)>,
 }
 
 impl Printer {
@@ -343,7 +362,43 @@ impl Printer {
             view,
             last: None,
             missed: 0,
+            open: None,
         }
+    }
+
+    /// Ends the line a stream left open, if any (at the end of the output).
+    pub fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if self.open.take().is_some() {
+            writeln!(out)?;
+        }
+        Ok(())
+    }
+
+    /// Prints a record the view keeps, in the human form: joined to the
+    /// open line when it continues its stream.
+    fn print_record(&mut self, line: &LogLine, out: &mut impl Write) -> io::Result<()> {
+        let stream = match line.id {
+            Some(id)
+                if self.view.max_chars.is_none()
+                    && matches!(line.s.as_str(), "stdout" | "stderr" | "output") =>
+            {
+                Some((line.run, id, line.s.clone()))
+            }
+            _ => None,
+        };
+        let text = line.d.strip_suffix('\n');
+        if stream.is_some() && stream == self.open {
+            write!(out, "{}", self.view.body(text.unwrap_or(&line.d)))?;
+        } else {
+            self.finish(out)?;
+            write!(out, "{}", self.view.format_line(line))?;
+        }
+        self.open = None;
+        match stream {
+            Some(stream) if text.is_none() => self.open = Some(stream),
+            _ => writeln!(out)?,
+        }
+        Ok(())
     }
 
     /// Lines known to be missed so far (a new run's first lines count only
@@ -393,12 +448,18 @@ impl Printer {
                 if self.view.wants_latest() && line.run.is_some() {
                     self.view.resolve_latest(line.run);
                 }
+                if !self.view.json && self.view.keeps(&line) {
+                    return self.print_record(&line, out);
+                }
                 self.view.show_parsed(raw, &line)
             }
             Err(shown) => shown,
         };
         match shown {
-            Shown::Line(text) => writeln!(out, "{text}"),
+            Shown::Line(text) => {
+                self.finish(out)?;
+                writeln!(out, "{text}")
+            }
             Shown::Hidden => Ok(()),
             Shown::Corrupt(why) => {
                 // A broken stderr must not stop the records.
@@ -435,6 +496,8 @@ pub fn show_dir(
     let mut tail = Tail::new(dir);
     let mut printer = Printer::new(resolved(dir, view));
     print_new(&mut tail, &mut printer, out, err)?;
+    printer.finish(out)?;
+    out.flush()?;
     if !tail.found_any() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,

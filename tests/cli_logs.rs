@@ -121,12 +121,13 @@ fn cli_logs_view_escapes_what_could_drive_a_terminal() {
         since: None,
         color: false,
         max_chars: None,
+        zone: None,
     };
     let evil = "ok\r12:00:00.000 [system] --- sandbox stopped ---\x1b]0;pwned\x07\x1b[2J\u{9b}31m\u{202e}x\x7f\n";
     let shown = view.format(&rec(REC_T, "stdout", evil, Some(3))).unwrap();
     assert_eq!(
         shown,
-        "12:00:00.123 [3 stdout] ok\\r12:00:00.000 [system] --- sandbox stopped ---\\e]0;pwned\\a\\e[2J\\u{9b}31m\\u{202e}x\\x7f"
+        "12:00:00.123Z [3 stdout] ok\\r12:00:00.000 [system] --- sandbox stopped ---\\e]0;pwned\\a\\e[2J\\u{9b}31m\\u{202e}x\\x7f"
     );
     // Continuation lines stay indented under the tag: no line starts with a
     // forged timestamp.
@@ -140,7 +141,7 @@ fn cli_logs_view_escapes_what_could_drive_a_terminal() {
         .unwrap();
     assert_eq!(
         two,
-        "12:00:00.123 [1 stdout] a\n    12:00:00.000 [system] forged"
+        "12:00:00.123Z [1 stdout] a\n    12:00:00.000 [system] forged"
     );
     // The fields around the text are escaped too, and unparsed lines.
     let odd = view
@@ -159,7 +160,7 @@ fn cli_logs_view_escapes_what_could_drive_a_terminal() {
     assert_eq!(
         cut.format(&rec(REC_T, "stdout", "1\n2\x1b\n3\n4\n", Some(3)))
             .unwrap(),
-        "12:00:00.123 [3 stdout] 1\\n2\\e\\n... (9 bytes)"
+        "12:00:00.123Z [3 stdout] 1\\n2\\e\\n... (9 bytes)"
     );
     let coloured = LogView {
         color: true,
@@ -265,7 +266,7 @@ fn cli_logs_session_and_since_filter() {
     let out = run(&["logs", path, "--since", "2026-11-25T13:00:00+01:00"], b"");
     assert_eq!(
         text(&out.stdout),
-        "12:00:00.000 [1 stdout] at\n12:30:00.000 [1 stdout] after\n"
+        "2026-11-25T12:00:00.000Z [1 stdout] at\n12:30:00.000Z [1 stdout] after\n"
     );
     let out = run(&["logs", path, "--since", "10m"], b"");
     assert_eq!(
@@ -678,4 +679,78 @@ fn cli_logs_joins_a_line_split_across_records() {
     assert!(text(&out.stdout).ends_with("partial\n"));
     let out = run(&["logs", path, "--json"], b"");
     assert_eq!(text(&out.stdout).lines().count(), records.len());
+}
+
+/// Issue 18: the human view printed `12:00:00.123`, UTC without saying so
+/// and without a date. Times are marked `Z`, the first record and the first
+/// of each new day show the date; `--local` shows the zone `TZ` names,
+/// marked with its offset, its days changing at local midnight.
+#[test]
+fn cli_logs_times_say_their_zone_and_date() {
+    use agent_relay::cli::logs::{LogsArgs, Zone, show_dir};
+    use clap::Parser as _;
+    let dir = tempfile::tempdir().unwrap();
+    write_log(
+        dir.path(),
+        &[
+            rec("2026-07-01T12:00:00.000Z", "stdout", "summer\n", Some(1)),
+            rec("2026-11-25T22:59:59.999Z", "stdout", "late\n", Some(1)),
+            rec("2026-11-25T23:00:00.000Z", "stdout", "midnight\n", Some(1)),
+            rec(
+                "2026-11-26T00:00:00.000Z",
+                "stdout",
+                "utc midnight\n",
+                Some(1),
+            ),
+        ],
+    );
+    let path = dir.path().to_str().unwrap();
+    let out = run(&["logs", path], b"");
+    assert_eq!(
+        text(&out.stdout),
+        "2026-07-01T12:00:00.000Z [1 stdout] summer\n\
+         2026-11-25T22:59:59.999Z [1 stdout] late\n\
+         23:00:00.000Z [1 stdout] midnight\n\
+         2026-11-26T00:00:00.000Z [1 stdout] utc midnight\n"
+    );
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        logs: LogsArgs,
+    }
+    let cli = Cli::try_parse_from(["logs", path, "--local"]).unwrap();
+    let mut view = cli.logs.view();
+    assert!(view.zone.is_some(), "--local");
+    view.color = false;
+    view.zone = Some(Zone::from_tz(Some("CET-1CEST,M3.5.0,M10.5.0/3".as_ref())));
+    let mut shown = Vec::new();
+    show_dir(dir.path(), &view, &mut shown, &mut Vec::new()).unwrap();
+    assert_eq!(
+        text(&shown),
+        "2026-07-01T14:00:00.000+02:00 [1 stdout] summer\n\
+         2026-11-25T23:59:59.999+01:00 [1 stdout] late\n\
+         2026-11-26T00:00:00.000+01:00 [1 stdout] midnight\n\
+         01:00:00.000+01:00 [1 stdout] utc midnight\n"
+    );
+    assert!(Cli::try_parse_from(["logs", path, "--local", "--utc"]).is_err());
+    assert_eq!(Zone::from_tz(Some("".as_ref())), Zone::utc());
+    assert_eq!(Zone::from_tz(Some(":UTC0".as_ref())).offset_at(0), 0);
+
+    // A zone file, before and after its last transition (its footer rule).
+    let paris = Zone::from_tz(Some("Europe/Paris".as_ref()));
+    if paris != Zone::utc() {
+        let at = |t: &str| agent_relay::cli::logs::parse_timestamp(t).unwrap() / 1000;
+        assert_eq!(paris.offset_at(at("2026-07-01T12:00:00Z")), 7200);
+        assert_eq!(paris.offset_at(at("2026-11-25T12:00:00Z")), 3600);
+        assert_eq!(paris.offset_at(at("2040-07-01T12:00:00Z")), 7200);
+        assert_eq!(paris.offset_at(at("2040-12-01T12:00:00Z")), 3600);
+        assert_eq!(paris.offset_at(at("1970-06-01T12:00:00Z")), 3600);
+    } else {
+        eprintln!("no /usr/share/zoneinfo/Europe/Paris here: the zone file part is skipped");
+    }
+    let help = logs_help().1;
+    for needle in ["--local", "TZ", "marked `Z`", "show the date"] {
+        assert!(help.contains(needle), "{needle:?} not in:\n{help}");
+    }
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use clap::Args;
 
-use super::{LogView, Since, parse_since};
+use super::{LogView, Since, Zone, parse_since};
 
 /// Print an exec.log directory (exec.log and its rotations), oldest first.
 #[derive(Debug, Args)]
@@ -53,12 +53,29 @@ pub struct LogsArgs {
     /// Print the raw JSON lines (one valid JSON value per line), as stored.
     #[arg(long)]
     pub json: bool,
+    /// Show times in UTC, marked `Z` (the default; exec.log stores UTC).
+    #[arg(long, conflicts_with = "local")]
+    pub utc: bool,
+    /// Show times in the local time zone, marked with its offset
+    /// (`13:00:00.123+01:00`): the zone `TZ` names (`Europe/Paris`, a
+    /// POSIX rule such as `CET-1CEST,M3.5.0,M10.5.0/3`; empty: UTC), or
+    /// `/etc/localtime` when `TZ` is unset.
+    #[arg(long)]
+    pub local: bool,
 }
 
 /// The end of `logs --help`.
 const AFTER_HELP: &str = "\
-Records are JSON lines {\"t\", \"s\", \"d\", \"id\", \"run\"}: time, source, text, \
-session number (absent on records about no session) and run.";
+Each record is shown on a line: its time, [RUN:SESSION SOURCE] and its text, \
+control characters escaped, continuation lines indented. A line a process \
+printed in several writes is joined into one. Times are UTC, marked Z \
+(12:00:00.123Z), or with --local the local time marked with its offset; the \
+first record and the first of each new day show the date \
+(2026-11-25T12:00:00.123Z).
+
+exec.log holds JSON lines {\"t\", \"s\", \"d\", \"id\", \"run\", \"seq\"}: the time \
+(RFC 3339, UTC), the source, the text, the session number (absent on \
+records about no session), the run and the line's number in its run.";
 
 impl LogsArgs {
     /// What to show, for stdout (see [`LogView::for_stdout`]).
@@ -73,6 +90,9 @@ impl LogsArgs {
             session: self.session.map(|s| s.number),
             run,
             since: self.since.map(|s| s.millis),
+            zone: self
+                .local
+                .then(|| Zone::from_tz(std::env::var_os("TZ").as_deref())),
             ..LogView::for_stdout()
         }
     }

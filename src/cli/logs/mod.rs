@@ -2,6 +2,9 @@
 //! first (`exec.log.3`, `.2`, `.1`, then `exec.log`), and prints them for
 //! people (a line per record, coloured by session, a line a process wrote
 //! in several pieces joined: [`Printer`]) or as JSON Lines, as stored.
+//! People get times in UTC marked `Z` (as stored), or with `--local` in the
+//! zone `TZ` names, marked with its offset ([`Zone`]); the first record and
+//! each record of a new day show the date.
 //! `--follow` keeps tailing, following the files by identity across any
 //! number of rotations and restarting a truncated file ([`Tail`]).
 //!
@@ -16,6 +19,7 @@
 mod args;
 mod since;
 mod tail;
+mod zone;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -28,6 +32,7 @@ use serde::Deserialize;
 pub use args::{LogsArgs, RunSel, SessionArg};
 pub use since::{Since, parse_since, parse_timestamp};
 pub use tail::{Tail, TailLine};
+pub use zone::Zone;
 
 /// Name of the live log file.
 pub const LOG_FILE: &str = crate::exec_log::FILE_NAME;
@@ -75,6 +80,9 @@ pub struct LogView {
     pub color: bool,
     /// Cut each record's text to this many characters (the demo uses it).
     pub max_chars: Option<usize>,
+    /// Times in this zone, marked with its offset (`--local`); `None`: UTC,
+    /// marked `Z`, as exec.log stores them.
+    pub zone: Option<Zone>,
 }
 
 /// What [`LogView::show`] made of one stored line.
@@ -101,6 +109,7 @@ impl LogView {
             since: None,
             color: color_wanted(io::stdout().is_terminal(), |name| std::env::var_os(name)),
             max_chars: None,
+            zone: None,
         }
     }
 
@@ -188,10 +197,17 @@ impl LogView {
         }
     }
 
-    /// The text form of a record: `12:00:00.123 [2:3 stdout] text` (run 2,
+    /// The text form of a record: `12:00:00.123Z [2:3 stdout] text` (run 2,
     /// session 3; `[run 2 system]` for a record about no session, `[3
-    /// stdout]` and `[system]` for records without a run).
+    /// stdout]` and `[system]` for records without a run). The time is UTC
+    /// (`Z`), or in the view's zone with its offset (`13:00:00.123+01:00`).
     pub fn format_line(&self, line: &LogLine) -> String {
+        self.format_dated(line, false)
+    }
+
+    /// [`LogView::format_line`], the time preceded by its date when `dated`
+    /// (`2026-11-25T12:00:00.123Z`).
+    fn format_dated(&self, line: &LogLine, dated: bool) -> String {
         let text = line.d.strip_suffix('\n').unwrap_or(&line.d);
         let text = match self.max_chars {
             // Cut records stay on one line, their newlines shown as `\n`.
@@ -205,16 +221,42 @@ impl LogView {
             }
             _ => self.body(text),
         };
-        format!("{} {text}", self.head(line))
+        format!("{} {text}", self.head(line, dated))
     }
 
-    /// A record's time and tag, coloured when the view is.
-    fn head(&self, line: &LogLine) -> String {
-        let time = line
-            .t
-            .split_once('T')
-            .map_or(line.t.as_str(), |(_, time)| time.trim_end_matches('Z'));
-        let time = escape_controls(time);
+    /// The date and the time of day of a stored time, in the view's zone:
+    /// `("2026-11-25", "12:00:00.123Z")`; `None` if it is not a time.
+    fn when(&self, t: &str) -> Option<(String, String)> {
+        let ms = parse_timestamp(t)?;
+        let (offset, mark) = match &self.zone {
+            None => (0, "Z".to_owned()),
+            Some(zone) => {
+                let offset = zone.offset_at(ms.div_euclid(1000));
+                (offset, show_offset(offset))
+            }
+        };
+        let local = ms + i64::from(offset) * 1000;
+        let (y, m, d) = crate::exec_log::civil_from_days(local.div_euclid(86_400_000));
+        let of_day = local.rem_euclid(86_400_000);
+        let time = format!(
+            "{:02}:{:02}:{:02}.{:03}{mark}",
+            of_day / 3_600_000,
+            of_day / 60_000 % 60,
+            of_day / 1000 % 60,
+            of_day % 1000
+        );
+        Some((format!("{y:04}-{m:02}-{d:02}"), time))
+    }
+
+    /// A record's time (with its date when `dated`) and tag, coloured when
+    /// the view is.
+    fn head(&self, line: &LogLine, dated: bool) -> String {
+        let time = match self.when(&line.t) {
+            Some((date, time)) if dated => format!("{date}T{time}"),
+            Some((_, time)) => time,
+            // Not a time: as stored, escaped.
+            None => escape_controls(&line.t).into_owned(),
+        };
         let source = escape_controls(&line.s);
         let tag = match (line.run, line.id) {
             (Some(run), Some(id)) => format!("[{run}:{id} {source}]"),
@@ -248,6 +290,18 @@ pub fn color_wanted(is_terminal: bool, env: impl Fn(&str) -> Option<std::ffi::Os
     let no_color = env("NO_COLOR").is_some_and(|v| !v.is_empty());
     let dumb = env("TERM").is_some_and(|t| t == "dumb");
     is_terminal && !no_color && !dumb
+}
+
+/// An offset east of UTC as `+01:00` (`+05:45`, `-03:30`; seconds only
+/// when there are any).
+fn show_offset(secs: i32) -> String {
+    let sign = if secs < 0 { '-' } else { '+' };
+    let abs = secs.unsigned_abs();
+    let mut text = format!("{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60);
+    if !abs.is_multiple_of(60) {
+        let _ = write!(text, ":{:02}", abs % 60);
+    }
+    text
 }
 
 /// ANSI foreground colours cycled by session number.
@@ -352,6 +406,9 @@ pub struct Printer {
     /// The stream (run, session, source) whose line is printed but not
     /// ended yet.
     open: Option<(Option<u64>, u64, String)>,
+    /// The date of the last record printed (in the view's zone): a record
+    /// of another day shows its date.
+    date: Option<String>,
 }
 
 impl Printer {
@@ -363,6 +420,7 @@ impl Printer {
             last: None,
             missed: 0,
             open: None,
+            date: None,
         }
     }
 
@@ -391,7 +449,12 @@ impl Printer {
             write!(out, "{}", self.view.body(text.unwrap_or(&line.d)))?;
         } else {
             self.finish(out)?;
-            write!(out, "{}", self.view.format_line(line))?;
+            let date = self.view.when(&line.t).map(|(date, _)| date);
+            let dated = date.is_some() && date != self.date;
+            if date.is_some() {
+                self.date = date;
+            }
+            write!(out, "{}", self.view.format_dated(line, dated))?;
         }
         self.open = None;
         match stream {

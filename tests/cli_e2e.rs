@@ -188,10 +188,10 @@ fn cli_logs_reads_rotations_oldest_first_and_filters() {
     assert!(out.status.success());
     assert_eq!(
         text(&out.stdout),
-        "12:00:01.000 [system] --- sandbox started ---\n\
-         12:00:02.000 [1 stdout] first\n\
-         12:00:03.000 [1 stderr] warn\n\
-         12:00:04.000 [2 output] tty\n"
+        "2026-11-25T12:00:01.000Z [system] --- sandbox started ---\n\
+         12:00:02.000Z [1 stdout] first\n\
+         12:00:03.000Z [1 stderr] warn\n\
+         12:00:04.000Z [2 output] tty\n"
     );
     let out = run(&["logs", path, "--json", "--source", "stderr"], b"");
     assert_eq!(

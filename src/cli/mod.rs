@@ -256,31 +256,8 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// `logs` arguments.
-#[derive(Debug, Args)]
-pub struct LogsArgs {
-    /// The exec.log directory.
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
-    /// Keep printing new records as they are written.
-    #[arg(long, short)]
-    pub follow: bool,
-    /// Only records from this source.
-    #[arg(long, value_name = "S", value_parser = ["stdout", "stderr", "output", "system"])]
-    pub source: Option<String>,
-    /// Only records of this relay session number (its output and its
-    /// `system` records).
-    #[arg(long, value_name = "N")]
-    pub session: Option<u64>,
-    /// Only records from this time on: `2026-11-25T12:00:00Z` (RFC 3339; UTC
-    /// unless an offset is given, as exec.log stores it), `2026-11-25`, or a
-    /// time ago such as `90s`, `10m`, `2h`, `3d`.
-    #[arg(long, value_name = "TIME", value_parser = logs::parse_since)]
-    pub since: Option<logs::Since>,
-    /// Print the raw JSON lines (one valid JSON value per line).
-    #[arg(long)]
-    pub json: bool,
-}
+/// `logs` arguments (defined with `logs`, whose `--help` they are).
+pub use logs::LogsArgs;
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
@@ -288,13 +265,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Serve(args) => return serve::run(args).await,
         Command::Exec(args) => exec::run(&args).await,
         Command::Logs(args) => {
-            let view = logs::LogView {
-                json: args.json,
-                source: args.source,
-                session: args.session,
-                since: args.since.map(|s| s.millis),
-                ..logs::LogView::for_stdout()
-            };
+            let view = args.view();
             match logs::run(&args.dir, &view, args.follow).await {
                 // Our reader left (`logs -f | head`): end quietly, as `cat` does.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {

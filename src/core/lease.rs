@@ -143,14 +143,6 @@ impl Relay {
     fn lease_release(&mut self, slot: usize) {
         self.counters.lease_acks += 1;
         self.slots[slot].awaiting = None;
-        let open = std::mem::take(&mut self.slots[slot].open);
-        for corr in open.values() {
-            self.forget(corr);
-        }
-        if let Some(credit) = &mut self.sched.credit {
-            credit.forget_slot(slot);
-        }
-        self.session_ended(slot);
-        self.pump_guest();
+        self.give_up_slot(slot);
     }
 }

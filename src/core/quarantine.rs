@@ -75,6 +75,13 @@ impl Relay {
         if s.conn.is_some() || s.quarantine_until.is_none_or(|d| d > self.now) {
             return;
         }
+        self.give_up_slot(slot);
+    }
+
+    /// Everything a departed owner still holds on `slot` is forgotten: its
+    /// correlations (and the executions they hold), its share of the data
+    /// credit; the slot is free then, and data the share held back may go.
+    pub(super) fn give_up_slot(&mut self, slot: usize) {
         let open = std::mem::take(&mut self.slots[slot].open);
         for corr in open.values() {
             self.forget(corr);

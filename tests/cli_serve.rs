@@ -503,12 +503,21 @@ fn cli_serve_failing_accepts_are_logged_once_per_period() {
         socket.display(),
         err_path.display()
     );
-    let mut child = Command::new("sh")
+    let child = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed and reaped whatever happens below (a failed assertion too).
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(child);
     wait_for_path(&socket);
     // Hold connections until serve runs out of descriptors.
     let mut held = Vec::new();
@@ -524,6 +533,6 @@ fn cli_serve_failing_accepts_are_logged_once_per_period() {
     assert_eq!(failed, 1, "{}", log());
     drop(held);
     wait_until("accepts again", || log().contains("accepting again after"));
-    kill("TERM", child.id());
-    assert_eq!(wait_exit(&mut child).code(), Some(0), "{}", log());
+    kill("TERM", child.0.id());
+    assert_eq!(wait_exit(&mut child.0).code(), Some(0), "{}", log());
 }

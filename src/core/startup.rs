@@ -1,9 +1,11 @@
 //! Rule `init_before_ready` and the choice of generation.
 //!
-//! Before `core.ready`, in any configuration: `core.init.resolved` is
-//! answered with `core.init.ack {}`, and a `core.error` on id 0 of kind
-//! `initialization_failed` with `core.init.ack {failure: true}` and a
-//! start-up failure carrying the guest's words (0.4.4 guests send neither).
+//! Before `core.ready`, in any configuration: `core.init.resolved` of a
+//! generation-2-or-later guest is answered with `core.init.ack {}`, and a
+//! `core.error` on id 0 of kind `initialization_failed` with `core.init.ack
+//! {failure: true}` and a start-up failure carrying the guest's words. A
+//! 0.4.4 guest sends neither and cannot read the ack, so such frames with
+//! `v = 1` are counted and dropped like any other before ready.
 //! These acks are not charged to input credit (credit starts at ready). Every
 //! other frame before ready is counted and dropped.
 //!
@@ -30,10 +32,12 @@ use crate::wire::{CreditClass, FLAG_TERMINAL, MsgType, peek_envelope};
 impl Relay {
     /// A guest frame before ready.
     pub(super) fn before_ready(&mut self, f: GuestFrame) {
+        // A generation-1 guest has no init exchange and could not read the
+        // ack: only a newer guest's init frames are answered.
         match f.t {
             Some(MsgType::Ready) => return self.on_ready(&f),
-            Some(MsgType::InitResolved) => self.init_ack(f.v, false),
-            Some(MsgType::CoreError) if f.frame.id() == 0 => {
+            Some(MsgType::InitResolved) if f.v >= 2 => self.init_ack(f.v, false),
+            Some(MsgType::CoreError) if f.frame.id() == 0 && f.v >= 2 => {
                 let flags = f.frame.flags();
                 let err = peek_envelope(f.frame.body())
                     .ok()

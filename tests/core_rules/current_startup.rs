@@ -27,6 +27,24 @@ fn core_init_resolved_answered_in_every_mode() {
     }
 }
 
+/// A generation-1 guest has no init exchange: its `core.init.resolved` (or
+/// init failure) is not answered, since a 0.4.4 guest could not read the
+/// `core.init.ack` and would end its loop (found by the fuzz smoke's
+/// `core_events`, input `regression-init-ack-to-v1`).
+#[test]
+fn core_init_frames_of_a_generation_1_guest_unanswered() {
+    for protocol in [Protocol::Legacy, Protocol::Auto] {
+        let mut h = Harness::new(Config {
+            protocol,
+            ..small()
+        });
+        h.expect(Event::GuestBytes(&init_resolved(V1)), &[]);
+        h.expect(Event::GuestBytes(&init_failed(V1, "no")), &[]);
+        assert_eq!(h.relay.counters().init_acks, 0, "{protocol}");
+        assert_eq!(h.relay.counters().guest_frames_before_ready, 2);
+    }
+}
+
 /// The guest's initialization failure: acknowledged with `failure: true`,
 /// reported as a start-up failure with the guest's words; whoever waits is
 /// refused, and so is every later client.

@@ -158,7 +158,8 @@ impl Checker {
             return true;
         };
         if self.ready.is_none() {
-            return matches!(g.t, Some(MsgType::Ready | MsgType::InitResolved));
+            let init = g.t == Some(MsgType::InitResolved) && generation(&g.frame) >= 2;
+            return g.t == Some(MsgType::Ready) || init;
         }
         g.id != WORKLOAD_ID
             && self
@@ -185,7 +186,8 @@ impl Checker {
     fn before_ready(&mut self, g: Gq) {
         match g.t {
             Some(MsgType::Ready) => self.on_first_ready(g.frame),
-            Some(MsgType::InitResolved) => {
+            // A generation-1 guest has no init exchange: never answered.
+            Some(MsgType::InitResolved) if generation(&g.frame) >= 2 => {
                 let v = generation(&g.frame);
                 let ack = build_frame_v(v, MsgType::InitAck, 0, &InitAck::default());
                 self.init_acks.push_back(ack.into_bytes());

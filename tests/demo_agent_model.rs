@@ -226,6 +226,21 @@ fn processes(argv: &[&str]) -> Vec<u32> {
     found
 }
 
+/// How many processes run `argv`, looking a few times (200 ms at most) until
+/// there are `want`: a process the agent just reported started can take a
+/// moment to show its command line in /proc on a busy machine.
+async fn seen(argv: &[&str], want: usize) -> usize {
+    let mut n = 0;
+    for _ in 0..10 {
+        n = processes(argv).len();
+        if n == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n
+}
+
 /// Waits (a little) until no process runs `argv`.
 async fn gone(argv: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -280,7 +295,7 @@ async fn demo_agent_model_notice_with_incarnation_kills_deletes_and_acks() {
     let script = "sleep 58.25 >/dev/null 2>&1 </dev/null & while :; do echo tick; done";
     host.exec(V, 5, "sh", &["-c", script]).await;
     host.until(|i| i.t() == Some(MsgType::ExecStdout)).await;
-    assert_eq!(processes(&["sleep", "58.25"]).len(), 1);
+    assert_eq!(seen(&["sleep", "58.25"], 1).await, 1);
     host.notice(slot(0), Some(inc)).await;
     let before = host.until(|i| matches!(i, Item::Lease(_))).await;
     let Some(Item::Lease(ack)) = before.last() else {
@@ -324,7 +339,7 @@ async fn demo_agent_model_stale_notice_is_ignored_without_ack() {
     host.send(&frames::empty(V, MsgType::Ping, 7)).await;
     let pong = host.next().await;
     assert_eq!((pong.t(), pong.id()), (Some(MsgType::Pong), Some(7)));
-    assert_eq!(processes(&["sleep", "58.5"]).len(), 1, "still running");
+    assert_eq!(seen(&["sleep", "58.5"], 1).await, 1, "still running");
     host.notice(slot(3), Some([3; 16])).await;
     assert!(matches!(host.next().await, Item::Lease(r) if r.incarnation == [3; 16]));
     gone(&["sleep", "58.5"]).await;
@@ -701,7 +716,7 @@ async fn demo_agent_model_stream_end_kills_every_group() {
     host.exec(V, 5, "sh", &["-c", script]).await;
     assert_eq!(host.next().await.t(), Some(MsgType::ExecStarted));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(processes(&["sleep", "57.5"]).len(), 2);
+    assert_eq!(seen(&["sleep", "57.5"], 2).await, 2);
     let Host { io, agent, .. } = host;
     drop(io);
     tokio::time::timeout(TIMEOUT, agent)
@@ -734,7 +749,7 @@ async fn demo_agent_model_dropped_agent_kills_every_group() {
         host.send(&chunk).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(processes(&["sleep", "57.75"]).len(), 2);
+    assert_eq!(seen(&["sleep", "57.75"], 2).await, 2);
     host.agent.abort();
     let aborted = host.agent.await;
     assert!(aborted.is_err_and(|e| e.is_cancelled()));

@@ -83,7 +83,7 @@ fn bench_escape(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("ours", name), input, |b, input| {
             b.iter(|| {
                 out.clear();
-                agent_relay::json::push_string_lossy(input, &mut out);
+                agent_relay::shell::exec_log::json::push_string_lossy(input, &mut out);
                 out.len()
             });
         });

@@ -4,8 +4,9 @@
 //! Layers, each a module, arrows pointing down only:
 //! - [`wire`]: frame decoder, envelope peek, the payloads the relay builds;
 //! - [`core`]: the sans-IO [`core::Relay`] state machine;
-//! - `shell`: the tokio driver (sockets, guest ports), and `exec_log`
-//!   (feature `shell`); `demo_agent` (feature `demo-agent`); `cli`;
+//! - `shell`: the tokio driver (sockets, guest ports) and its exec.log
+//!   writer, `shell::exec_log` (feature `shell`); `demo_agent` (feature
+//!   `demo-agent`); `cli`;
 //! - `testkit` (feature `testing`): the frame builder of the tests, the
 //!   simulator, the fuzz targets and the benches.
 //!
@@ -19,9 +20,6 @@ pub mod cli;
 pub mod core;
 #[cfg(feature = "demo-agent")]
 pub mod demo_agent;
-#[cfg(feature = "shell")]
-pub mod exec_log;
-pub mod json;
 #[cfg(feature = "shell")]
 pub mod shell;
 #[cfg(feature = "testing")]

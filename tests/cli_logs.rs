@@ -221,7 +221,7 @@ fn cli_logs_json_is_always_json_and_corrupt_lines_go_to_stderr() {
 #[test]
 fn cli_logs_session_and_since_filter() {
     use agent_relay::core::{LogRecord, LogSource};
-    use agent_relay::exec_log::{ExecLog, ExecLogOptions};
+    use agent_relay::shell::exec_log::{ExecLog, ExecLogOptions};
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -400,7 +400,7 @@ fn tags(shown: &str) -> Vec<&str> {
 #[test]
 fn cli_logs_session_is_the_latest_runs_unless_a_run_is_given() {
     use agent_relay::core::{LogRecord, LogSource};
-    use agent_relay::exec_log::{ExecLog, ExecLogOptions};
+    use agent_relay::shell::exec_log::{ExecLog, ExecLogOptions};
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -470,7 +470,7 @@ fn cli_logs_session_is_the_latest_runs_unless_a_run_is_given() {
 #[test]
 fn cli_logs_follow_says_how_many_lines_rotation_took_away() {
     use agent_relay::core::{LogRecord, LogSource};
-    use agent_relay::exec_log::{ExecLog, ExecLogOptions, SANDBOX_STOPPED};
+    use agent_relay::shell::exec_log::{ExecLog, ExecLogOptions, SANDBOX_STOPPED};
 
     // The count, from lines alone: a gap in a run, and a later run.
     let mut printer = agent_relay::cli::logs::Printer::new(LogView {

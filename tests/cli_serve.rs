@@ -213,7 +213,7 @@ fn cli_serve_default_limits_are_the_cores_defaults() {
     );
     assert_eq!(
         settings.exec_log,
-        Some(agent_relay::exec_log::ExecLogOptions::new("d"))
+        Some(agent_relay::shell::exec_log::ExecLogOptions::new("d"))
     );
 }
 

@@ -4,7 +4,7 @@
 //! frames.
 
 use agent_relay::core::{Action, Config, Event, Relay};
-use agent_relay::json::push_string_lossy;
+use agent_relay::shell::exec_log::json::push_string_lossy;
 use agent_relay::testkit::frames::{exec_request, exited, ready, stdout};
 use agent_relay::wire::LEGACY_VERSION as V1;
 use quickcheck::{QuickCheck, TestResult};
@@ -110,7 +110,7 @@ fn prop_record_runs_escape_as_the_joined_text() {
             at = end;
         }
         let mut by_runs = Vec::new();
-        agent_relay::json::push_runs_lossy(text.runs().iter(), &mut by_runs);
+        agent_relay::shell::exec_log::json::push_runs_lossy(text.runs().iter(), &mut by_runs);
         let mut joined = Vec::new();
         push_string_lossy(&text.joined(), &mut joined);
         by_runs == joined && text.joined()[..] == whole[..]

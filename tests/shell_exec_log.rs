@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use agent_relay::core::{Config, LogRecord, LogSource};
-use agent_relay::exec_log::{ExecLog, ExecLogOptions, SANDBOX_STOPPED};
+use agent_relay::shell::exec_log::{ExecLog, ExecLogOptions, SANDBOX_STOPPED};
 use serde_json::Value;
 use shell_support::*;
 use tokio::io::AsyncReadExt;
@@ -104,7 +104,7 @@ async fn exec_log_stalled_disk_skips_records_and_says_how_many() {
         .open_receiver(&path)
         .unwrap();
     let mut log = ExecLog::open(ExecLogOptions {
-        queue_bytes: 4 * (88 + agent_relay::exec_log::RECORD_OVERHEAD),
+        queue_bytes: 4 * (88 + agent_relay::shell::exec_log::RECORD_OVERHEAD),
         rotate_bytes: 1 << 30,
         ..ExecLogOptions::new(dir.path())
     })

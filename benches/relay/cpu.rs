@@ -17,7 +17,7 @@ const GIB: f64 = (1u64 << 30) as f64;
 
 /// How long the watched threads must stay off the CPU before their figures
 /// count as final: longer than the exec.log writer's idle flush delay (20 ms,
-/// `FLUSH_IDLE` in src/exec_log.rs), so its last flush is counted.
+/// `FLUSH_IDLE` in src/shell/exec_log/mod.rs), so its last flush is counted.
 const QUIET: Duration = Duration::from_millis(25);
 
 fn schedstat_ns(path: &str) -> Option<u64> {

@@ -24,7 +24,7 @@ const RING_CHUNKS: usize = 64;
 
 /// The thread running the relay's runtime.
 const RELAY_THREAD: &str = "relay";
-/// The exec.log writer's thread, named in `ExecLog::open` (src/exec_log.rs).
+/// The exec.log writer's thread, named in `ExecLog::open` (src/shell/exec_log/mod.rs).
 const EXEC_LOG_THREAD: &str = "exec-log";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ fn exec_log_thread(older: &HashSet<u32>, deadline: Instant) -> Vec<u32> {
         }
         assert!(
             Instant::now() < deadline,
-            "no exec.log writer thread {EXEC_LOG_THREAD:?} (named in src/exec_log.rs)"
+            "no exec.log writer thread {EXEC_LOG_THREAD:?} (named in src/shell/exec_log/mod.rs)"
         );
         thread::sleep(Duration::from_millis(1));
     }

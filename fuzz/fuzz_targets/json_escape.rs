@@ -1,11 +1,12 @@
-//! Differential: exec.log's escaper (`agent_relay::json::push_string_lossy`)
-//! against `serde_json` of `String::from_utf8_lossy`, on any bytes. The two
-//! must agree exactly, and what was already in the output buffer must stay
-//! in front of the string untouched.
+//! Differential: exec.log's escaper
+//! (`agent_relay::shell::exec_log::json::push_string_lossy`) against
+//! `serde_json` of `String::from_utf8_lossy`, on any bytes. The two must
+//! agree exactly, and what was already in the output buffer must stay in
+//! front of the string untouched.
 
 #![no_main]
 
-use agent_relay::json::push_string_lossy;
+use agent_relay::shell::exec_log::json::push_string_lossy;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

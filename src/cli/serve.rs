@@ -23,7 +23,7 @@ use super::{
 };
 use crate::core::{CURRENT_SLOTS, Config, Millis, Protocol};
 use crate::demo_agent::{Generation, run_demo_agent_with};
-use crate::exec_log::{ExecLog, ExecLogOptions};
+use crate::shell::exec_log::{ExecLog, ExecLogOptions};
 use crate::shell::{
     BindError, BoxConnection, GUEST_BATCH, GuestPort, Listener, Shell, UnixSocketListener, io_cause,
 };

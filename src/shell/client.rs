@@ -24,8 +24,7 @@ use bytes::Bytes;
 use tokio::io::ReadBuf;
 
 use super::queue::FrameQueue;
-use super::transport::BoxClient;
-use super::unix::HangupWatch;
+use super::transport::{BoxClient, HangupWatch};
 
 /// Bytes read from a client per read call, at most.
 pub(crate) const CLIENT_READ: usize = 64 << 10;

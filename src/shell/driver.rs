@@ -14,16 +14,15 @@ use std::collections::BTreeMap;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::client::{CLIENT_READ, ClientConn, Read, Written};
+use super::exec_log::ExecLog;
 use super::guest::{GUEST_BATCH, GuestIo, GuestPort, Progress};
 use super::transport::{BoxClient, ErasedListener};
 use super::wallclock::WallClockWatch;
-use super::{DrainNotice, ShellState};
-use crate::core::{Action, ClientId, Event, Millis, Protocol, Relay, StartupFailure};
-use crate::exec_log::ExecLog;
+use crate::core::{Action, ClientId, Counters, Event, Millis, Protocol, Relay, StartupFailure};
 
 /// Accepted connections queued before the accept task waits.
 const ACCEPT_QUEUE: usize = 16;
@@ -39,6 +38,19 @@ const FAR: Duration = Duration::from_secs(86_400 * 365);
 /// How long a guest whose start failed is given to take what is queued for
 /// it (the init ack that acknowledges its failure).
 const FAILED_GUEST_LINGER: Duration = Duration::from_secs(2);
+
+/// A client asked the sandbox to shut down (a `core.shutdown` frame went to
+/// the guest): the embedding should start draining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainNotice;
+
+/// The driver's outward state, shared with [`super::ShellHandle`]s.
+#[derive(Debug)]
+pub(super) struct ShellState {
+    pub(super) ready: watch::Sender<bool>,
+    pub(super) counters: watch::Sender<Counters>,
+    pub(super) guest_closed: watch::Sender<bool>,
+}
 
 /// Everything the driver needs, assembled by [`super::Shell`].
 pub(crate) struct Parts {

@@ -68,6 +68,7 @@
 mod cause;
 mod client;
 mod driver;
+pub mod exec_log;
 mod guest;
 mod queue;
 pub mod ring;
@@ -83,28 +84,17 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 pub use cause::{io_cause, io_context};
+pub use driver::DrainNotice;
 pub use guest::{GUEST_BATCH, GuestPort};
 pub use ring::{RingPort, RingVmm};
-pub use transport::{BoxConnection, Connection, Listener};
-pub use unix::{BindError, HangupWatch, MAX_SOCKET_PATH, UnixSocketListener};
+pub use transport::{BoxConnection, Connection, HangupWatch, Listener};
+pub use unix::{BindError, MAX_SOCKET_PATH, UnixSocketListener};
 
 use crate::core::{Config, Counters, Relay};
-use crate::exec_log::{ExecLog, ExecLogOptions};
 use crate::wire::bootstrap::GuestBootstrap;
+use driver::ShellState;
+use exec_log::{ExecLog, ExecLogOptions};
 use transport::ErasedListener;
-
-/// A client asked the sandbox to shut down (a `core.shutdown` frame went to
-/// the guest): the embedding should start draining.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainNotice;
-
-/// The driver's outward state, shared with [`ShellHandle`]s.
-#[derive(Debug)]
-struct ShellState {
-    ready: watch::Sender<bool>,
-    counters: watch::Sender<Counters>,
-    guest_closed: watch::Sender<bool>,
-}
 
 enum Transport {
     Unix(PathBuf),

@@ -1,18 +1,19 @@
 //! The client transport seen by the driver: a [`Listener`] that yields
 //! [`Connection`]s. Production uses [`super::UnixSocketListener`]; tests plug in
-//! turmoil's simulated TCP. This file owns the traits (and the wrapper that
-//! erases a listener's connection type while keeping its hang-up capability);
-//! it never reads or writes a byte itself.
+//! turmoil's simulated TCP. This file owns the traits, the wrapper that
+//! erases a listener's connection type while keeping its hang-up capability,
+//! and that capability itself, [`HangupWatch`] (a Unix stream socket's watch
+//! for a full close); it never reads or writes a byte itself.
 
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-use super::unix::HangupWatch;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::UnixStream;
 
 /// A byte stream the shell can drive: a client connection or a guest stream
 /// port (vsock, chardev Unix socket, TCP, turmoil's `TcpStream`, a
@@ -142,5 +143,48 @@ impl std::fmt::Debug for dyn Connection {
 impl std::fmt::Debug for dyn ClientStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ClientStream")
+    }
+}
+
+/// Tells, after a read returned end of stream, when the peer of a Unix stream
+/// socket has closed the whole connection.
+///
+/// A peer that only shut down its sending side (`shutdown(SHUT_WR)`) raises
+/// RDHUP; one that closed the socket (or shut down both directions) raises
+/// HUP, which tokio reports as write-closed. Tokio keeps the read-closed bit
+/// once set, so the stream's own readiness cannot wait for HUP after EOF: the
+/// watch registers a duplicate of the socket's descriptor of its own, forgets
+/// its plain "writable" readiness and waits for "write closed". The duplicate
+/// costs one descriptor, and only for half-closed clients.
+#[derive(Debug)]
+pub struct HangupWatch {
+    probe: UnixStream,
+}
+
+impl HangupWatch {
+    /// Watches `socket`. Must be called inside a tokio runtime.
+    pub fn new(socket: &UnixStream) -> io::Result<HangupWatch> {
+        let fd: OwnedFd = socket.as_fd().try_clone_to_owned()?;
+        let probe = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
+        Ok(HangupWatch { probe })
+    }
+
+    /// Ready once the peer has closed the whole connection (or the socket
+    /// failed); `Pending` registers `cx`'s waker.
+    pub fn poll_hung_up(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.probe.poll_write_ready(cx))?;
+            // Write readiness is set, so this answers at once with its bits.
+            let bits = std::pin::pin!(self.probe.ready(Interest::WRITABLE)).poll(cx);
+            match bits {
+                Poll::Ready(Ok(ready)) if ready.is_write_closed() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                _ => {}
+            }
+            // Merely writable: forget that and wait for the next change.
+            let _ = self.probe.try_io(Interest::WRITABLE, || {
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+        }
     }
 }

@@ -2,20 +2,17 @@
 //! owner-only (0600). A stale socket file (nothing listening) is replaced; a
 //! live one is never taken over. The file is removed when the listener drops,
 //! if it is still the one this listener created. This file owns the socket
-//! file's lifecycle and [`HangupWatch`], the Unix socket's way to tell a
-//! client that only shut down its sending side from one that left.
+//! file's lifecycle; a Unix socket's way to tell a client that only shut down
+//! its sending side from one that left is [`HangupWatch`], in `transport.rs`.
 
-use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::task::{Context, Poll, ready};
 
-use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 
-use super::transport::Listener;
+use super::cause::io_cause;
+use super::transport::{HangupWatch, Listener};
 
 /// Why the socket could not be bound.
 #[derive(Debug)]
@@ -67,7 +64,7 @@ impl std::fmt::Display for BindError {
                 path.display()
             ),
             BindError::Io { what, path, source } => {
-                write!(f, "{what} {}: {}", path.display(), super::io_cause(source))
+                write!(f, "{what} {}: {}", path.display(), io_cause(source))
             }
         }
     }
@@ -242,49 +239,6 @@ impl Listener for UnixSocketListener {
 
     fn watch_hangup(conn: &UnixStream) -> Option<io::Result<HangupWatch>> {
         Some(HangupWatch::new(conn))
-    }
-}
-
-/// Tells, after a read returned end of stream, when the peer of a Unix stream
-/// socket has closed the whole connection.
-///
-/// A peer that only shut down its sending side (`shutdown(SHUT_WR)`) raises
-/// RDHUP; one that closed the socket (or shut down both directions) raises
-/// HUP, which tokio reports as write-closed. Tokio keeps the read-closed bit
-/// once set, so the stream's own readiness cannot wait for HUP after EOF: the
-/// watch registers a duplicate of the socket's descriptor of its own, forgets
-/// its plain "writable" readiness and waits for "write closed". The duplicate
-/// costs one descriptor, and only for half-closed clients.
-#[derive(Debug)]
-pub struct HangupWatch {
-    probe: UnixStream,
-}
-
-impl HangupWatch {
-    /// Watches `socket`. Must be called inside a tokio runtime.
-    pub fn new(socket: &UnixStream) -> io::Result<HangupWatch> {
-        let fd: OwnedFd = socket.as_fd().try_clone_to_owned()?;
-        let probe = UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
-        Ok(HangupWatch { probe })
-    }
-
-    /// Ready once the peer has closed the whole connection (or the socket
-    /// failed); `Pending` registers `cx`'s waker.
-    pub fn poll_hung_up(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.probe.poll_write_ready(cx))?;
-            // Write readiness is set, so this answers at once with its bits.
-            let bits = std::pin::pin!(self.probe.ready(Interest::WRITABLE)).poll(cx);
-            match bits {
-                Poll::Ready(Ok(ready)) if ready.is_write_closed() => return Poll::Ready(Ok(())),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                _ => {}
-            }
-            // Merely writable: forget that and wait for the next change.
-            let _ = self.probe.try_io(Interest::WRITABLE, || {
-                Err::<(), _>(io::ErrorKind::WouldBlock.into())
-            });
-        }
     }
 }
 

@@ -35,7 +35,7 @@ pub use tail::{Tail, TailLine};
 pub use zone::Zone;
 
 /// Name of the live log file.
-pub const LOG_FILE: &str = crate::exec_log::FILE_NAME;
+pub const LOG_FILE: &str = crate::shell::exec_log::FILE_NAME;
 
 /// How often `--follow` looks at the directory.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -236,7 +236,7 @@ impl LogView {
             }
         };
         let local = ms + i64::from(offset) * 1000;
-        let (y, m, d) = crate::exec_log::civil_from_days(local.div_euclid(86_400_000));
+        let (y, m, d) = crate::shell::exec_log::civil_from_days(local.div_euclid(86_400_000));
         let of_day = local.rem_euclid(86_400_000);
         let time = format!(
             "{:02}:{:02}:{:02}.{:03}{mark}",
@@ -577,7 +577,7 @@ pub fn show_dir(
 fn resolved(dir: &Path, view: &LogView) -> LogView {
     let mut view = view.clone();
     if view.wants_latest() {
-        view.resolve_latest(crate::exec_log::last_run(dir));
+        view.resolve_latest(crate::shell::exec_log::last_run(dir));
     }
     view
 }

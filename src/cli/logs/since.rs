@@ -1,5 +1,5 @@
 //! `logs --since TIME`: the times exec.log records carry (RFC 3339 UTC with
-//! milliseconds, as [`crate::exec_log::rfc3339_millis`] writes them) and the
+//! milliseconds, as [`crate::shell::exec_log::rfc3339_millis`] writes them) and the
 //! ones a user types, both as milliseconds since the Unix epoch. It owns
 //! parsing only.
 
@@ -142,7 +142,7 @@ pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec_log::rfc3339_millis;
+    use crate::shell::exec_log::rfc3339_millis;
     use std::time::Duration;
 
     #[test]

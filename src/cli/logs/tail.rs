@@ -19,7 +19,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::exec_log::FILE_NAME;
+use crate::shell::exec_log::FILE_NAME;
 use crate::shell::io_context;
 
 /// Listings taken per look, at most, waiting for two that agree.

@@ -222,7 +222,7 @@ impl Rule {
             return self.std;
         };
         let local = secs + i64::from(self.std);
-        let (year, _, _) = crate::exec_log::civil_from_days(local.div_euclid(86_400));
+        let (year, _, _) = crate::shell::exec_log::civil_from_days(local.div_euclid(86_400));
         let begins = start.local(year) - i64::from(self.std);
         let ends = end.local(year) - i64::from(dst);
         let in_dst = if begins <= ends {

@@ -36,6 +36,8 @@
 //! not be written (why)`. A file some earlier writer left ending inside a
 //! line gets that line ended before anything is appended.
 
+pub mod json;
+
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -47,8 +49,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
+use super::cause::io_context;
 use crate::core::{LogRecord, LogSource};
-use crate::shell::io_context;
 
 /// The marker written when the relay stops in order.
 pub const SANDBOX_STOPPED: &str = "--- sandbox stopped ---";
@@ -101,17 +103,17 @@ pub struct Place {
 
 /// One line of exec.log: `{"t":..,"s":..,"d":..,"id":..,"run":..,"seq":..}`
 /// and a newline, exactly as `serde_json` writes the fields (the record's
-/// bytes are decoded and escaped in one pass; see [`crate::json`]). A system
+/// bytes are decoded and escaped in one pass; see [`json`]). A system
 /// record about one session carries its number; others have no `id`. `run`
 /// and `seq` come last, so [`last_run`] finds them at the end of a line.
 pub fn encode_line(at: SystemTime, record: &LogRecord, place: Place, out: &mut Vec<u8>) {
     use std::io::Write as _;
     out.extend_from_slice(b"{\"t\":");
-    crate::json::push_string_lossy(rfc3339_millis(at).as_bytes(), out);
+    json::push_string_lossy(rfc3339_millis(at).as_bytes(), out);
     out.extend_from_slice(b",\"s\":");
-    crate::json::push_string_lossy(record.source.as_str().as_bytes(), out);
+    json::push_string_lossy(record.source.as_str().as_bytes(), out);
     out.extend_from_slice(b",\"d\":");
-    crate::json::push_runs_lossy(record.text.runs().iter(), out);
+    json::push_runs_lossy(record.text.runs().iter(), out);
     if let Some(id) = record.session {
         // Writing into a Vec cannot fail.
         let _ = write!(out, ",\"id\":{id}");

@@ -207,3 +207,4 @@ pub fn handshake_offset(acts: &[Action]) -> u32 {
 }
 
 pub mod current;
+pub mod generation;

@@ -1,12 +1,12 @@
-//! Rules `init_before_ready` and `canonical_ranges`: the init exchange, the
-//! choice of generation at ready, start-up failures, the bounds prologue
-//! with the 128 canonical ranges.
+//! Rule `init_before_ready`: before ready a generation-2-or-later guest's
+//! `core.init.resolved` is answered with `core.init.ack {}` and its
+//! initialization failure with `{failure: true}` and a start-up failure; a
+//! generation-1 guest's init frames are dropped; every other frame before
+//! ready is counted and dropped; a guest of the other generation than
+//! configured, a credit contract other than 2 or unusable exec limits is a
+//! start-up failure.
 
 use super::*;
-
-fn to_guest_frames(acts: &[Action]) -> Vec<Bytes> {
-    to_guest(acts)
-}
 
 /// `core.init.resolved` is answered with `core.init.ack {}` in the guest's
 /// own generation, in every configuration, before any credit exists.
@@ -142,106 +142,6 @@ fn core_generation_mismatch_is_a_startup_failure() {
         guest: 1,
     };
     assert_eq!(acts, [Action::StartupFailed(why)]);
-}
-
-/// Auto: clients that connect before ready wait without a slot and get the
-/// canonical ranges in arrival order at a `v = 10` ready; the excess is
-/// refused then.
-#[test]
-fn core_auto_seats_waiting_clients_in_arrival_order_at_ready() {
-    let mut h = Harness::new(Config {
-        current_clients: 2,
-        ..small()
-    });
-    for c in [7, 3, 9] {
-        h.expect(Event::ClientConnected(ClientId(c)), &[]);
-    }
-    assert_eq!(h.relay.client_range(ClientId(7)), None, "no slot yet");
-    let r = ready_current(V10, 1, None, None);
-    let acts = h.guest(&r);
-    let prologue = |s: u32| {
-        let mut b = crange(s).start.to_be_bytes().to_vec();
-        b.extend_from_slice(&crange(s).end.to_be_bytes());
-        b.extend_from_slice(&r);
-        Bytes::from(b)
-    };
-    assert_eq!(acts[0], Action::Ready);
-    assert!(acts.contains(&Action::Handshake {
-        client: ClientId(7),
-        bytes: prologue(0)
-    }));
-    assert!(acts.contains(&Action::Handshake {
-        client: ClientId(3),
-        bytes: prologue(1)
-    }));
-    assert!(acts.contains(&Action::Refuse {
-        client: ClientId(9),
-        reason: RefuseReason::Full {
-            max_clients: 2,
-            quarantined: 0
-        }
-    }));
-    assert_eq!(h.relay.counters().generation, 10);
-    assert_eq!(h.relay.counters().live_clients, 2);
-}
-
-/// Auto: a guest that goes away before its ready closes the clients still
-/// waiting for a slot, in arrival order, and none of them stays counted.
-#[test]
-fn core_auto_guest_gone_before_ready_closes_the_waiting_clients() {
-    let mut h = Harness::new(small());
-    for c in [4, 2] {
-        h.expect(Event::ClientConnected(ClientId(c)), &[]);
-    }
-    assert_eq!(h.relay.counters().live_clients, 2);
-    let gone = |c| Action::CloseClient {
-        client: ClientId(c),
-        reason: CloseReason::GuestGone,
-    };
-    h.expect(Event::GuestClosed, &[gone(4), gone(2)]);
-    assert_eq!(h.relay.counters().live_clients, 0);
-}
-
-/// Auto with a `v = 1` ready: the legacy generation, byte for byte.
-#[test]
-fn core_auto_with_a_legacy_guest_speaks_legacy() {
-    let mut h = Harness::new(small());
-    h.connect(1);
-    h.connect(2);
-    let acts = h.guest(&ready(V1, 1));
-    let offsets: Vec<u32> = acts
-        .iter()
-        .filter_map(|a| match a {
-            Action::Handshake { bytes, .. } => {
-                Some(u32::from_be_bytes(bytes[..4].try_into().unwrap()))
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(offsets, [0, STEP]);
-    assert_eq!(h.relay.counters().generation, 1);
-    assert!(
-        to_guest_frames(&acts).is_empty(),
-        "no clock sync, no notice"
-    );
-}
-
-/// The ready frame is cached whole and served unchanged, fields the relay
-/// does not know included.
-#[test]
-fn core_current_ready_served_byte_for_byte() {
-    let mut fields = std::collections::BTreeMap::new();
-    fields.insert("boot_time_ns", ciborium::Value::from(1u64));
-    fields.insert("init_time_ns", ciborium::Value::from(2u64));
-    fields.insert("ready_time_ns", ciborium::Value::from(3u64));
-    fields.insert("some_future_field", ciborium::Value::from("x"));
-    let r = frame(V10, MsgType::Ready, 0, &fields);
-    let mut h = Harness::current(small(), &r);
-    let acts = h.connect(1);
-    match &acts[..] {
-        [Action::Handshake { bytes, .. }] => assert_eq!(&bytes[8..], &r[..]),
-        _ => panic!("{acts:?}"),
-    }
 }
 
 /// Every frame before ready other than the init exchange is counted and

@@ -1,13 +1,14 @@
-//! The client socket's file: mode 0600, a stale file replaced, a live one
-//! never taken over, the file removed on exit.
-
-mod shell_support;
+//! Rule `owner_only_socket`: the client socket is created 0600 (bound
+//! under a temporary name, chmod, renamed); a stale socket is replaced, a
+//! live one refused, a regular file never touched; the file is removed when
+//! the relay stops, even when its future is dropped.
 
 use std::os::unix::fs::PermissionsExt;
 
 use agent_relay::core::Config;
 use agent_relay::shell::{BindError, GuestPort, Shell, ShellError};
-use shell_support::*;
+
+use crate::shell_support::*;
 
 #[tokio::test]
 async fn shell_socket_is_owner_only_and_removed_on_exit() {
@@ -95,4 +96,25 @@ async fn shell_refuses_to_replace_a_regular_file() {
         ShellError::Bind(BindError::NotASocket { .. })
     ));
     assert_eq!(std::fs::read(&sock).unwrap(), b"precious");
+}
+
+/// The driver runs as a task of its own; dropping the relay's future (here by
+/// aborting the task that runs it) still stops it: clients are closed and the
+/// socket file removed.
+#[tokio::test]
+async fn shell_dropped_run_future_closes_clients_and_removes_the_socket() {
+    let mut h = Harness::start(Config::default()).await;
+    let mut c = connect(&h.sock).await;
+    let task = h.take_task();
+    task.abort();
+    let _ = task.await;
+    c.client.expect_closed().await;
+    let deadline = tokio::time::Instant::now() + PROMPT;
+    while h.sock.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "socket file left behind"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

@@ -1,17 +1,18 @@
-//! A client that half-closes its sending side (`shutdown(SHUT_WR)`, as socat
-//! and `nc -N` do after their request) still receives its output; it departs,
-//! and its sessions are killed, only when its socket is fully closed. Real
-//! Unix sockets: the relay tells the two apart by the socket's hang-up.
-
-mod shell_support;
+//! Rule `paused_hangup_watch`: a client that half-closes its sending side
+//! (`shutdown(SHUT_WR)`, as socat and `nc -N` do after their request) still
+//! receives its output; it departs, and its sessions are killed, only when
+//! its socket is fully closed. Real Unix sockets: the relay tells the two
+//! apart by the socket's hang-up. (A paused client's departure: `tests/cli_current.rs`,
+//! `cli_exec_ctrl_c_reaches_a_process_flooded_with_stdin`.)
 
 use std::time::Duration;
 
 use agent_relay::core::Config;
 use microsandbox_protocol::exec::{ExecExited, ExecSignal, ExecStdout};
 use microsandbox_protocol::message::MessageType;
-use shell_support::*;
 use tokio::io::AsyncWriteExt;
+
+use crate::shell_support::*;
 
 /// Long enough for the relay to read the end of stream after the request
 /// (before the fix it disconnected the client right there).

@@ -155,6 +155,17 @@ fn to(c: u64, frame: Bytes) -> Action {
     }
 }
 
+/// A shell on a Unix socket speaking generation `g` (its clock sync off,
+/// as [`Gen::config`] has it), its guest ready.
+async fn shell(g: Gen) -> shell_support::Harness {
+    shell_support::Harness::start_speaking(g.config(Config::default()), &g.ready(), |s| s).await
+}
+
+/// A client of `h`'s shell, its handshake read as generation `g` writes it.
+async fn shell_client(g: Gen, h: &shell_support::Harness) -> shell_support::Connected {
+    shell_support::connect_with(&h.sock, g == Gen::Current).await
+}
+
 fn budget_cfg() -> Config {
     Config {
         client_soft_budget: 1_000,

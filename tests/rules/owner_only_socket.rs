@@ -1,7 +1,8 @@
 //! Rule `owner_only_socket`: the client socket is created 0600 (bound
 //! under a temporary name, chmod, renamed); a stale socket is replaced, a
 //! live one refused, a regular file never touched; the file is removed when
-//! the relay stops, even when its future is dropped.
+//! the relay stops, even when its future is dropped. The socket exists
+//! before the guest speaks: the generation plays no part here.
 
 use std::os::unix::fs::PermissionsExt;
 

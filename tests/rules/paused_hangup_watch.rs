@@ -2,17 +2,19 @@
 //! (`shutdown(SHUT_WR)`, as socat and `nc -N` do after their request) still
 //! receives its output; it departs, and its sessions are killed, only when
 //! its socket is fully closed. Real Unix sockets: the relay tells the two
-//! apart by the socket's hang-up. (A paused client's departure: `tests/cli_current.rs`,
+//! apart by the socket's hang-up. Each body runs in both generations. (A
+//! paused client that leaves: `tests/cli_current.rs`,
 //! `cli_exec_ctrl_c_reaches_a_process_flooded_with_stdin`.)
 
 use std::time::Duration;
 
-use agent_relay::core::Config;
 use microsandbox_protocol::exec::{ExecExited, ExecSignal, ExecStdout};
 use microsandbox_protocol::message::MessageType;
 use tokio::io::AsyncWriteExt;
 
-use crate::shell_support::*;
+use crate::common::generation::GENERATIONS;
+use crate::shell_support::{exec_request, exited, stdout};
+use crate::{shell, shell_client};
 
 /// Long enough for the relay to read the end of stream after the request
 /// (before the fix it disconnected the client right there).
@@ -20,76 +22,82 @@ const SEE_EOF: Duration = Duration::from_millis(100);
 
 #[tokio::test]
 async fn shell_half_closed_client_still_receives_its_output() {
-    let mut h = Harness::start(Config::default()).await;
-    let mut c = connect(&h.sock).await;
-    let id = c.offset + 1;
-    c.client.send(&exec_request(V1, id, false, 0)).await;
-    c.client.io.shutdown().await.expect("shutdown(SHUT_WR)");
-    let req = h.guest.recv().await.expect("request reaches the guest");
-    assert_eq!(req.t, MessageType::ExecRequest);
-    tokio::time::sleep(SEE_EOF).await;
+    for g in GENERATIONS {
+        let (mut h, v) = (shell(g).await, g.v());
+        let mut c = shell_client(g, &h).await;
+        let id = c.offset + 1;
+        c.client.send(&exec_request(v, id, false, 0)).await;
+        c.client.io.shutdown().await.expect("shutdown(SHUT_WR)");
+        let req = h.guest.recv().await.expect("request reaches the guest");
+        assert_eq!(req.t, MessageType::ExecRequest);
+        tokio::time::sleep(SEE_EOF).await;
 
-    h.guest.send(&stdout(V1, id, b"still here\n")).await;
-    h.guest.send(&exited(V1, id, 0)).await;
-    let out = c.client.recv().await.expect("output after the half-close");
-    assert_eq!(out.t, MessageType::ExecStdout);
-    assert_eq!(out.payload::<ExecStdout>().unwrap().data, b"still here\n");
-    let end = c.client.recv().await.expect("exit after the half-close");
-    assert_eq!(end.payload::<ExecExited>().unwrap().code, 0);
+        h.guest.send(&stdout(v, id, b"still here\n")).await;
+        h.guest.send(&exited(v, id, 0)).await;
+        let out = c.client.recv().await.expect("output after the half-close");
+        assert_eq!(out.t, MessageType::ExecStdout);
+        assert_eq!(out.payload::<ExecStdout>().unwrap().data, b"still here\n");
+        let end = c.client.recv().await.expect("exit after the half-close");
+        assert_eq!(end.payload::<ExecExited>().unwrap().code, 0);
 
-    let counters = h.counters();
-    assert_eq!(counters.kills_sent, 0, "{counters:?}");
-    assert_eq!(counters.live_clients, 1, "{counters:?}");
-    h.stop().await;
+        let counters = h.counters();
+        assert_eq!(counters.kills_sent, 0, "{g:?}: {counters:?}");
+        assert_eq!(counters.live_clients, 1, "{g:?}: {counters:?}");
+        h.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn shell_half_closed_client_departs_when_fully_closed() {
-    let mut h = Harness::start(Config::default()).await;
-    let mut c = connect(&h.sock).await;
-    let id = c.offset + 1;
-    c.client.send(&exec_request(V1, id, false, 0)).await;
-    c.client.io.shutdown().await.expect("shutdown(SHUT_WR)");
-    h.guest.recv().await.expect("request reaches the guest");
-    tokio::time::sleep(SEE_EOF).await;
-    assert_eq!(
-        h.counters().live_clients,
-        1,
-        "a half-close is not a departure"
-    );
+    for g in GENERATIONS {
+        let (mut h, v) = (shell(g).await, g.v());
+        let mut c = shell_client(g, &h).await;
+        let id = c.offset + 1;
+        c.client.send(&exec_request(v, id, false, 0)).await;
+        c.client.io.shutdown().await.expect("shutdown(SHUT_WR)");
+        h.guest.recv().await.expect("request reaches the guest");
+        tokio::time::sleep(SEE_EOF).await;
+        assert_eq!(
+            h.counters().live_clients,
+            1,
+            "{g:?}: a half-close is not a departure"
+        );
 
-    // The session is silent, so no failed write can give the departure away:
-    // only the hang-up does.
-    drop(c);
-    let kill = h
-        .guest
-        .recv()
-        .await
-        .expect("a kill for the departed session");
-    assert_eq!((kill.t.clone(), kill.id), (MessageType::ExecSignal, id));
-    assert_eq!(kill.payload::<ExecSignal>().unwrap().signal, 9);
-    h.wait_counters("departure counted", |c| {
-        c.kills_sent == 1 && c.live_clients == 0
-    })
-    .await;
-    h.stop().await;
+        // The session is silent, so no failed write can give the departure
+        // away: only the hang-up does.
+        drop(c);
+        let kill = h
+            .guest
+            .recv()
+            .await
+            .expect("a kill for the departed session");
+        assert_eq!((kill.t.clone(), kill.id), (MessageType::ExecSignal, id));
+        assert_eq!(kill.payload::<ExecSignal>().unwrap().signal, 9);
+        h.wait_counters("departure counted", |c| {
+            c.kills_sent == 1 && c.live_clients == 0
+        })
+        .await;
+        h.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn shell_client_closed_without_half_close_departs_at_once() {
-    let mut h = Harness::start(Config::default()).await;
-    let mut c = connect(&h.sock).await;
-    let id = c.offset + 1;
-    c.client.send(&exec_request(V1, id, false, 0)).await;
-    h.guest.recv().await.expect("request reaches the guest");
-    drop(c);
-    let kill = h
-        .guest
-        .recv()
-        .await
-        .expect("a kill for the departed session");
-    assert_eq!((kill.t.clone(), kill.id), (MessageType::ExecSignal, id));
-    h.wait_counters("departure counted", |c| c.live_clients == 0)
-        .await;
-    h.stop().await;
+    for g in GENERATIONS {
+        let (mut h, v) = (shell(g).await, g.v());
+        let mut c = shell_client(g, &h).await;
+        let id = c.offset + 1;
+        c.client.send(&exec_request(v, id, false, 0)).await;
+        h.guest.recv().await.expect("request reaches the guest");
+        drop(c);
+        let kill = h
+            .guest
+            .recv()
+            .await
+            .expect("a kill for the departed session");
+        assert_eq!((kill.t.clone(), kill.id), (MessageType::ExecSignal, id));
+        h.wait_counters("departure counted", |c| c.live_clients == 0)
+            .await;
+        h.stop().await;
+    }
 }

@@ -47,7 +47,8 @@ pub async fn counters_reach(
     got.unwrap_or_else(|_| panic!("timed out waiting for {what}: {:?}", handle.counters()))
 }
 
-/// Reads messages with the 0.4.4 reference decoder.
+/// Reads messages with the 0.4.4 reference decoder (which does not check
+/// `v`, so it reads a current-generation frame of a type 0.4.4 has too).
 pub struct Reader<S> {
     pub io: S,
     buf: Vec<u8>,
@@ -110,20 +111,30 @@ impl<S: AsyncRead + Unpin> Reader<S> {
 
 pub type TestClient = Reader<UnixStream>;
 
-/// A connected client and its 0.4.4 handshake.
+/// A connected client and its handshake.
 pub struct Connected {
     pub client: TestClient,
+    /// The first id of its range.
     pub offset: u32,
     pub ready: Message,
 }
 
+/// Connects and reads the 0.4.4 handshake: `[offset]`, then the ready frame.
 pub async fn connect(path: &PathBuf) -> Connected {
+    connect_with(path, false).await
+}
+
+/// Connects and reads the handshake: `[offset]`, or with `bounds`
+/// `[start][end]` (the current generation's form), then the ready frame.
+pub async fn connect_with(path: &PathBuf, bounds: bool) -> Connected {
     let mut stream = UnixStream::connect(path).await.expect("connect");
-    let mut offset = [0u8; 4];
-    tokio::time::timeout(PROMPT, stream.read_exact(&mut offset))
+    let mut prologue = [0u8; 8];
+    let len = if bounds { 8 } else { 4 };
+    tokio::time::timeout(PROMPT, stream.read_exact(&mut prologue[..len]))
         .await
         .expect("handshake in time")
-        .expect("handshake offset");
+        .expect("handshake prologue");
+    let offset = [prologue[0], prologue[1], prologue[2], prologue[3]];
     let mut client = Reader::new(stream);
     let ready = client.recv().await.expect("ready frame");
     assert_eq!(ready.t, MessageType::Ready);
@@ -151,6 +162,16 @@ impl Harness {
     }
 
     pub async fn start_with(config: Config, f: impl FnOnce(Shell) -> Shell) -> Harness {
+        Harness::start_speaking(config, &ready(V1, 11), f).await
+    }
+
+    /// Starts a shell whose guest is ready with `ready` (a frame of either
+    /// generation).
+    pub async fn start_speaking(
+        config: Config,
+        ready: &[u8],
+        f: impl FnOnce(Shell) -> Shell,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let sock = dir.path().join("run").join("agent.sock");
         let (port, guest) = tokio::io::duplex(1 << 20);
@@ -159,7 +180,7 @@ impl Harness {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(shell.run(stopped));
         let mut guest = Reader::new(guest);
-        guest.send(&ready(V1, 11)).await;
+        guest.send(ready).await;
         handle.wait_ready(PROMPT).await.expect("ready");
         Harness {
             dir,

@@ -10,11 +10,12 @@
 //! shut down its sending side stays, still receiving its output, and leaves
 //! when its socket is fully closed or a write to it fails.
 //!
-//! A paused client is not read, so its end of stream cannot be seen; where
-//! the transport can watch for a full close, that watch runs while it is
-//! paused, so a client that leaves while its frames wait (a flood of stdin
-//! for a process that does not read it) still departs at once, and the
-//! core's kills for it go out.
+//! Rule `paused_hangup_watch` (docs/ARCHITECTURE.md states it): a paused
+//! client is not read, so its end of stream cannot be seen; where the
+//! transport can watch for a full close ([`HangupWatch`]), that watch runs
+//! while it is paused, so a client that leaves while its frames wait (a
+//! flood of stdin for a process that does not read it) still departs at
+//! once, and the core's kills for it go out.
 
 use std::io;
 use std::pin::Pin;

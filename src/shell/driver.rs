@@ -9,6 +9,15 @@
 //! task of its own. It arms one timer from `poll_timeout`. It never decides
 //! routing or policy and never looks at a message type: that is the core's
 //! job.
+//!
+//! It keeps two rules of docs/ARCHITECTURE.md. `bounded_reads`: each turn
+//! reads the guest once, at most [`GUEST_BATCH`] bytes, only after writing
+//! what the last turn queued, and not at all between the core's
+//! [`Action::PauseGuest`] and [`Action::ResumeGuest`].
+//! `failed_start_is_reported`: at [`Action::StartupFailed`] it gives the
+//! guest a short while to take what is still queued for it (the failure's
+//! ack), then stops and returns the failure, which `Shell::run` reports as
+//! `ShellError::Startup`; dropping the listener removes the socket file.
 
 use std::collections::BTreeMap;
 use std::task::{Context, Poll};

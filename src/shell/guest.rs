@@ -2,9 +2,10 @@
 //! [`GuestIo`], the driver's inline handling of it. The driver polls the port
 //! from its own task: frames toward the guest are written (stream) or pushed
 //! (ring) as soon as the core hands them over, progress is reported in
-//! batches, and guest bytes are read in bounded batches, one per driver turn,
-//! so a fast guest can never make the relay buffer without limit. Nothing
-//! here parses a frame.
+//! batches, and guest bytes are read in bounded batches of at most
+//! [`GUEST_BATCH`] bytes, one per driver turn, so a fast guest can never make
+//! the relay buffer without limit (rule `bounded_reads`, kept with
+//! `driver.rs`). Nothing here parses a frame.
 
 use std::io;
 use std::pin::Pin;

@@ -1,7 +1,11 @@
-//! The production client transport: a Unix socket listener at a path, created
-//! owner-only (0600). A stale socket file (nothing listening) is replaced; a
-//! live one is never taken over. The file is removed when the listener drops,
-//! if it is still the one this listener created. This file owns the socket
+//! The production client transport: a Unix socket listener at a path. Rule
+//! `owner_only_socket` (docs/ARCHITECTURE.md states it): the socket is bound
+//! under a temporary name in the same directory, made 0600 and renamed into
+//! place, so the path is never reachable with a wider mode; a stale socket
+//! file (a connect is refused) is replaced, a live one is never taken over,
+//! anything else at the path is left alone. The file is removed when the
+//! listener drops, if it is still the one this listener created (same device
+//! and inode). This file owns the socket
 //! file's lifecycle; a Unix socket's way to tell a client that only shut down
 //! its sending side from one that left is [`HangupWatch`], in `transport.rs`.
 

@@ -35,6 +35,13 @@
 //! again is preceded by one `system` record, `N records lost: exec.log could
 //! not be written (why)`. A file some earlier writer left ending inside a
 //! line gets that line ended before anything is appended.
+//!
+//! Of the rules in docs/ARCHITECTURE.md, the writer keeps the numbering part
+//! of `exec_log_says_what_ran` (`run` and `seq`, above) and the decoding part
+//! of `whole_characters`: a record's runs of bytes are decoded lossily and
+//! escaped in one pass ([`json::push_runs_lossy`]), which equals decoding
+//! them joined because the core never ends a run but the last inside a
+//! character.
 
 pub mod json;
 

@@ -8,10 +8,8 @@ use super::*;
 #[test]
 fn core_slow_consumer_closed_at_grace_deadline() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(budget_cfg());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, budget_cfg()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         h.guest(&stdout(v, id, &[b'x'; 1_200]));
         let timeout = h.relay.poll_timeout().expect("grace timer armed");
         assert_eq!(timeout.timer, Timer::SlowConsumerGrace(ClientId(1)));
@@ -35,10 +33,8 @@ fn core_slow_consumer_closed_at_grace_deadline() {
 #[test]
 fn core_progress_is_draining_to_half_the_budget() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(budget_cfg());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, budget_cfg()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let acts = h.guest(&stdout(v, id, &[b'x'; 3_000]));
         assert!(acts.contains(&Action::PauseGuest), "{acts:?}");
         let grace = Some(Timeout {
@@ -66,10 +62,8 @@ fn core_progress_is_draining_to_half_the_budget() {
 #[test]
 fn core_trickle_closed_after_one_grace_period() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(budget_cfg());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, budget_cfg()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         h.guest(&stdout(v, id, &[b'x'; 3_000]));
         for t in 1..10 {
             h.now = t * 10;
@@ -85,10 +79,8 @@ fn core_trickle_closed_after_one_grace_period() {
 #[test]
 fn core_hard_cap_closes_at_once() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(budget_cfg());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, budget_cfg()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let mut closed_at = None;
         for i in 0..20 {
             let acts = h.guest(&stdout(v, id, &[b'x'; 900]));
@@ -242,10 +234,8 @@ fn core_budgets_are_inclusive_limits() {
 #[test]
 fn core_zero_byte_write_is_not_progress() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(budget_cfg());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, budget_cfg()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         h.guest(&stdout(v, id, &[b'x'; 3_000]));
         let deadline = h.relay.poll_timeout().expect("grace timer armed").at;
         h.now = deadline - 10;
@@ -307,9 +297,8 @@ fn core_queued_frames_pin_only_their_own_bytes() {
 #[test]
 fn core_straddling_frames_copied_out_of_the_decoder() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let mut stream = Vec::new();
         for part in [&b"a"[..], b"b", b"c"] {
             stream.extend_from_slice(&stdout(v, id, part));

@@ -48,10 +48,8 @@ fn core_tap_tags_streams_and_numbers_sessions() {
 #[test]
 fn core_tap_off_emits_no_log() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(Config::default());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, Config::default()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let acts = h.guest(&stdout(v, id, b"x"));
         assert!(logs(&acts).is_empty());
     });

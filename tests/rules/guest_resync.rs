@@ -8,9 +8,8 @@ use super::*;
 #[test]
 fn core_plausible_wrong_length_resyncs_to_next_frame() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let mut bad = stdout(v, id, b"aaaa").to_vec();
         let len = u32::from_be_bytes(bad[..4].try_into().unwrap());
         bad[..4].copy_from_slice(&(len + 6).to_be_bytes()); // plausible, wrong
@@ -33,9 +32,8 @@ fn core_plausible_wrong_length_resyncs_to_next_frame() {
 #[test]
 fn core_short_junk_then_valid_frame_same_chunk_delivered() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let mut chunk = Frame::build(id, 0, b"\x01\x02")
             .unwrap()
             .into_bytes()
@@ -49,9 +47,8 @@ fn core_short_junk_then_valid_frame_same_chunk_delivered() {
 #[test]
 fn core_absurd_guest_length_skipped() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let mut chunk = vec![0xff, 0xff, 0xff, 0xff, 0, 0];
         chunk.extend_from_slice(&stdout(v, id, b"after"));
         let acts = h.guest(&chunk);
@@ -83,11 +80,8 @@ fn core_guest_closed_mid_frame_counted() {
 #[test]
 fn core_continuation_bytes_never_start_a_frame() {
     each_gen(|g| {
-        let v = g.v();
-        let (a, b) = (g.id(0, 1), g.id(0, 2));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, a, false, 0));
-        h.client(1, &exec_request(v, b, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let (a, b) = (open_exec(&mut h, g, 1, 1), open_exec(&mut h, g, 1, 2));
         let embedded = stdout(v, b, b"smuggled");
         let outer = stdout(v, a, &embedded);
         let cut = outer.len() - embedded.len();

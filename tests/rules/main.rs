@@ -127,6 +127,14 @@ fn one_client(g: Gen, cfg: Config) -> Harness {
     h
 }
 
+/// Opens exec session `k` of client `c` (seated in slot `c - 1`, as
+/// [`one_client`] and [`two_clients`] seat them); returns its id.
+fn open_exec(h: &mut Harness, g: Gen, c: u64, k: u32) -> u32 {
+    let id = g.id(c as u32 - 1, k);
+    h.client(c, &exec_request(g.v(), id, false, 0));
+    id
+}
+
 /// A current relay whose guest grants credit (barrier 2) and whose port
 /// takes everything at once: only credit holds frames back. Clients 1 and
 /// 2 connected.

@@ -9,10 +9,8 @@ use super::*;
 #[test]
 fn core_guest_gone_flush_expires_at_grace_deadline() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(budget_cfg());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, budget_cfg()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         h.guest(&stdout(v, id, b"last words"));
         h.now = 10;
         let gone = Action::CloseClient {

@@ -10,10 +10,8 @@ use super::*;
 #[test]
 fn core_recycled_slot_never_gets_late_frames() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = g.harness(small());
-        h.connect(1);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (one_client(g, small()), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         h.disconnect(1);
         // A new client gets another slot while slot 0 waits for its
         // session to end.
@@ -82,14 +80,7 @@ fn core_quarantined_slots_reported_when_full() {
 /// slot can then never receive the old owner's late replies.
 #[test]
 fn core_current_notice_fence_retires_a_departed_clients_requests() {
-    let mut h = one_client(
-        Gen::Current,
-        Config {
-            exec_log: false,
-            current_clients: 2,
-            ..small()
-        },
-    );
+    let mut h = current_two_slots();
     let old = cid(0) + 3;
     h.client(1, &empty(V10, MsgType::Ping, old));
     h.client(1, &empty(V10, MsgType::FsRequest, old + 1));
@@ -119,14 +110,7 @@ fn core_current_notice_fence_retires_a_departed_clients_requests() {
 /// retires what the guest drops on the notice.
 #[test]
 fn core_current_fence_keeps_killed_execs_until_they_exit() {
-    let mut h = one_client(
-        Gen::Current,
-        Config {
-            exec_log: false,
-            current_clients: 2,
-            ..small()
-        },
-    );
+    let mut h = current_two_slots();
     let id = cid(0);
     h.client(1, &exec_request(V10, id, false, 0));
     h.disconnect(1);
@@ -183,4 +167,14 @@ fn core_current_churn_never_refused_for_quarantine() {
     }
     assert_eq!(h.relay.counters().refused_clients, 0);
     assert_eq!(h.relay.counters().notices_sent, 1_000);
+}
+
+/// A current relay of two slots, client 1 in slot 0.
+fn current_two_slots() -> Harness {
+    let cfg = Config {
+        exec_log: false,
+        current_clients: 2,
+        ..small()
+    };
+    one_client(Gen::Current, cfg)
 }

@@ -8,9 +8,8 @@ use super::*;
 #[test]
 fn core_tap_split_utf8_emitted_whole() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         let snow = "☃".as_bytes();
         let a = h.guest(&stdout(v, id, &[b"x", &snow[..1]].concat()));
         let b = h.guest(&stdout(v, id, &[&snow[1..], b"y"].concat()));
@@ -22,11 +21,8 @@ fn core_tap_split_utf8_emitted_whole() {
 #[test]
 fn core_tap_merges_a_streams_frames_within_one_read() {
     each_gen(|g| {
-        let v = g.v();
-        let (a, b) = (g.id(0, 1), g.id(0, 2));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, a, false, 0));
-        h.client(1, &exec_request(v, b, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let (a, b) = (open_exec(&mut h, g, 1, 1), open_exec(&mut h, g, 1, 2));
         let mut chunk = Vec::new();
         for part in [&b"a"[..], b"b", b"c"] {
             chunk.extend_from_slice(&stdout(v, a, part));
@@ -56,9 +52,8 @@ fn core_tap_merges_a_streams_frames_within_one_read() {
 #[test]
 fn core_tap_reads_non_canonical_envelopes_too() {
     each_gen(|g| {
-        let (v, id) = (g.v(), g.id(0, 1));
-        let mut h = two_clients(g);
-        h.client(1, &exec_request(v, id, false, 0));
+        let (mut h, v) = (two_clients(g), g.v());
+        let id = open_exec(&mut h, g, 1, 1);
         // `{t, v, p}`: valid CBOR, keys in another order than the guests
         // write them.
         let payload =

@@ -17,6 +17,9 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+// An I/O error's cause in words, shared by the shell and the demo agent.
+#[cfg(any(feature = "shell", feature = "demo-agent"))]
+mod cause;
 pub mod core;
 #[cfg(feature = "demo-agent")]
 pub mod demo_agent;

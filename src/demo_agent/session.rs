@@ -626,7 +626,7 @@ fn check_cwd(cwd: &str) -> Result<(), ExecFailed> {
             kind: ExecFailureKind::BadCwd,
             errno: e.raw_os_error(),
             errno_name: e.raw_os_error().and_then(errno_name).map(str::to_owned),
-            message: format!("working directory {cwd:?}: {}", crate::shell::io_cause(&e)),
+            message: format!("working directory {cwd:?}: {}", crate::cause::io_cause(&e)),
             stage: Some("chdir".to_owned()),
         }),
     }
@@ -649,7 +649,7 @@ fn spawn_failure(cmd: &str, e: &io::Error) -> ExecFailed {
         kind,
         errno,
         errno_name: errno.and_then(errno_name).map(str::to_owned),
-        message: format!("{cmd}: {}", crate::shell::io_cause(e)),
+        message: format!("{cmd}: {}", crate::cause::io_cause(e)),
         stage: Some("execvp".to_owned()),
     }
 }

@@ -65,7 +65,6 @@
 //! # }
 //! ```
 
-mod cause;
 mod client;
 mod driver;
 pub mod exec_log;
@@ -83,7 +82,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-pub use cause::{io_cause, io_context};
+pub use crate::cause::{io_cause, io_context};
 pub use driver::DrainNotice;
 pub use guest::{GUEST_BATCH, GuestPort};
 pub use ring::{RingPort, RingVmm};

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use super::cause::io_cause;
 use super::transport::{HangupWatch, Listener};
+use crate::cause::io_cause;
 
 /// Why the socket could not be bound.
 #[derive(Debug)]

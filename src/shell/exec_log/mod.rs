@@ -56,7 +56,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use super::cause::io_context;
+use crate::cause::io_context;
 use crate::core::{LogRecord, LogSource};
 
 /// The marker written when the relay stops in order.

@@ -32,6 +32,7 @@ pub fn io_cause(error: &io::Error) -> String {
 
 /// `error` with what was being done and the path it is about, in words:
 /// `"{what} {path}: {cause}"`, keeping the error's kind.
+#[cfg_attr(not(feature = "shell"), allow(dead_code))]
 pub fn io_context(error: &io::Error, what: &str, path: &std::path::Path) -> io::Error {
     io::Error::new(
         error.kind(),

@@ -16,5 +16,6 @@ pub mod case;
 pub mod check;
 pub mod current;
 pub mod driver;
+pub mod event;
 pub mod rng;
 pub mod world;

@@ -218,7 +218,7 @@ mod tests {
             let frame = Bytes::copy_from_slice(f);
             k.on_action(&Action::ToGuest { frame });
         }
-        k.violation().map(|v| v.invariant)
+        k.failure().map(|v| v.invariant)
     }
 
     #[test]

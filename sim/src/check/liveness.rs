@@ -36,7 +36,7 @@ impl Checker {
     /// frame, every frame a well-behaved client sent reached the guest, and
     /// every owed SIGKILL went out.
     pub fn finish(&mut self) {
-        if self.violation.is_some() || self.guest_gone {
+        if self.failure.is_some() || self.guest_gone {
             return;
         }
         let mut found = None;

@@ -72,7 +72,7 @@ struct Gq {
 
 /// A broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
+pub struct Failure {
     /// The invariant broken.
     pub invariant: Invariant,
     /// What went wrong, in words.
@@ -83,7 +83,7 @@ pub struct Violation {
     pub known: Option<KnownBug>,
 }
 
-impl std::fmt::Display for Violation {
+impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -177,7 +177,7 @@ pub struct Checker {
     /// Rule `backpressure_bounded_wait`'s state (`budget.rs`).
     budget: budget::Budget,
     checks: u64,
-    violation: Option<Violation>,
+    failure: Option<Failure>,
 }
 
 impl Checker {
@@ -245,7 +245,7 @@ impl Checker {
             reader: survives::Reader::default(),
             budget: budget::Budget::default(),
             checks: 0,
-            violation: None,
+            failure: None,
         }
     }
 
@@ -255,8 +255,8 @@ impl Checker {
     }
 
     /// The first broken invariant, if any.
-    pub fn violation(&self) -> Option<&Violation> {
-        self.violation.as_ref()
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
     }
 
     /// Checks made so far.
@@ -306,8 +306,8 @@ impl Checker {
     }
 
     fn fail_as(&mut self, invariant: Invariant, detail: String, known: Option<KnownBug>) {
-        if self.violation.is_none() {
-            self.violation = Some(Violation {
+        if self.failure.is_none() {
+            self.failure = Some(Failure {
                 invariant,
                 detail,
                 event: self.events,
@@ -434,12 +434,12 @@ impl Checker {
     pub fn after(&mut self, relay: &Relay) {
         self.advance(|_| false);
         self.resume_client(None);
-        if self.violation.is_some() {
+        if self.failure.is_some() {
             return;
         }
         self.after_event_to_guest();
         self.after_event_routing();
-        if self.violation.is_some() {
+        if self.failure.is_some() {
             return;
         }
         let touched = std::mem::take(&mut self.touched);

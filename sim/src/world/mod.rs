@@ -15,8 +15,9 @@ use agent_relay::core::{
     Action, CloseReason, Config, Counters, Event, HandshakeForm, Millis, Protocol,
 };
 
-use super::check::{BudgetStats, Invariant, Violation};
-use super::driver::{Driver, Recorded, TraceMode};
+use super::check::{BudgetStats, Failure, Invariant};
+use super::driver::{Driver, TraceMode};
+use super::event::Recorded;
 use super::rng::Rng;
 
 mod agentd;
@@ -106,9 +107,7 @@ pub struct Outcome {
     /// Faults injected.
     pub faults: FaultCounts,
     /// The first broken invariant.
-    pub violation: Option<Violation>,
-    /// Hash of every event and action.
-    pub hash: u64,
+    pub failure: Option<Failure>,
     /// Digest of the canonical action stream and the final counters.
     pub digest: u64,
     /// Trace lines kept.
@@ -268,7 +267,7 @@ pub fn incarnation_seed(seed: u64) -> u64 {
 }
 
 /// Runs one seed; a panic anywhere (core or world) is reported as a
-/// violation of `no_panic`.
+/// failure of `no_panic`.
 pub fn run(seed: u64, opts: RunOpts) -> Outcome {
     match std::panic::catch_unwind(|| run_inner(seed, opts)) {
         Ok(o) => o,
@@ -287,13 +286,12 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                 events: 0,
                 checks: 0,
                 faults: FaultCounts::default(),
-                violation: Some(Violation {
+                failure: Some(Failure {
                     invariant: Invariant::NoPanic,
                     detail: format!("panicked: {msg}"),
                     event: 0,
                     known: None,
                 }),
-                hash: 0,
                 digest: 0,
                 trace: Vec::new(),
                 recorded: Vec::new(),
@@ -309,10 +307,10 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
     let began = std::time::Instant::now();
     let mut w = World::new(seed, opts);
     w.chaos();
-    if w.d.checker.violation().is_none() {
+    if w.d.checker.failure().is_none() {
         w.heal();
     }
-    let violation = w.d.checker.violation().cloned();
+    let failure = w.d.checker.failure().cloned();
     let counters = w.d.relay.counters().clone();
     w.d.digest.counters(&counters);
     Outcome {
@@ -323,8 +321,7 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
         events: w.d.events,
         checks: w.d.checker.checks(),
         faults: w.injected,
-        violation,
-        hash: w.d.hash,
+        failure,
         digest: w.d.digest.value(),
         trace: w.d.lines().cloned().collect(),
         recorded: w.d.take_recorded(),
@@ -386,7 +383,7 @@ impl World {
     }
 
     fn ok(&self) -> bool {
-        self.d.checker.violation().is_none()
+        self.d.checker.failure().is_none()
     }
 
     // ---- the core door -----------------------------------------------------
@@ -568,11 +565,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sim_same_seed_same_trace_hash() {
+    fn sim_same_seed_same_digest() {
         for seed in [0u64, 7, 0x85] {
             let a = run(seed, RunOpts::campaign());
             let b = run(seed, RunOpts::campaign());
-            assert_eq!((a.hash, a.events), (b.hash, b.events), "seed {seed:#x}");
+            assert_eq!((a.digest, a.events), (b.digest, b.events), "seed {seed:#x}");
         }
     }
 }

@@ -11,7 +11,7 @@ use super::current::Class;
 
 /// What a frame of a type opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub enum Kind {
     /// `core.exec.request`.
     Exec,
     /// `core.fs.request`.
@@ -24,13 +24,13 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    pub(super) fn is_exec(self) -> bool {
+    pub fn is_exec(self) -> bool {
         self == Kind::Exec
     }
 }
 
 /// The flags each type's frames carry.
-pub(super) fn flags(t: MsgType) -> u8 {
+pub fn flags(t: MsgType) -> u8 {
     use MsgType as M;
     match t {
         M::ExecExited
@@ -51,7 +51,7 @@ pub(super) fn flags(t: MsgType) -> u8 {
 }
 
 /// The session a type opens.
-pub(super) fn opens(t: MsgType) -> Option<Kind> {
+pub fn opens(t: MsgType) -> Option<Kind> {
     match t {
         MsgType::ExecRequest => Some(Kind::Exec),
         MsgType::FsRequest => Some(Kind::Fs),
@@ -61,7 +61,7 @@ pub(super) fn opens(t: MsgType) -> Option<Kind> {
 }
 
 /// The 14 types of protocol 0.4.4.
-pub(super) fn legacy(t: MsgType) -> bool {
+pub fn legacy(t: MsgType) -> bool {
     use MsgType as M;
     matches!(
         t,
@@ -86,7 +86,7 @@ pub(super) fn legacy(t: MsgType) -> bool {
 /// generation the requests, acks, tcp and bulk control of 0.7.13. Never
 /// what only the guest, the relay (init acks, notices, the clock) or the
 /// runtime (bootstrap, workload freeze and thaw) sends.
-pub(super) fn client_may_send(t: MsgType, current: bool) -> bool {
+pub fn client_may_send(t: MsgType, current: bool) -> bool {
     use MsgType as M;
     let legacy = matches!(
         t,
@@ -118,7 +118,7 @@ pub(super) fn client_may_send(t: MsgType, current: bool) -> bool {
 }
 
 /// The credit class of a known type (a BULK record is data too).
-pub(super) fn class(t: MsgType) -> Class {
+pub fn class(t: MsgType) -> Class {
     use MsgType as M;
     match t {
         M::ExecStdin | M::FsData | M::TcpData | M::TcpEof => Class::Data,
@@ -127,7 +127,7 @@ pub(super) fn class(t: MsgType) -> Class {
 }
 
 /// Legacy: the control frames that overtake other sessions' queued data.
-pub(super) fn overtakes_legacy(t: MsgType) -> bool {
+pub fn overtakes_legacy(t: MsgType) -> bool {
     matches!(
         t,
         MsgType::ExecSignal | MsgType::ExecResize | MsgType::Shutdown
@@ -136,13 +136,13 @@ pub(super) fn overtakes_legacy(t: MsgType) -> bool {
 
 /// Current: the control frames that pass even their own session's queued
 /// data (signal, resize, shutdown, the output ack; the relay's kills too).
-pub(super) fn overtakes_current(t: MsgType) -> bool {
+pub fn overtakes_current(t: MsgType) -> bool {
     overtakes_legacy(t) || t == MsgType::ExecOutputAck
 }
 
 /// Current: a request whose guest answers on the requester's id (a client
 /// waits for that terminal reply).
-pub(super) fn answered(t: Option<MsgType>) -> bool {
+pub fn answered(t: Option<MsgType>) -> bool {
     matches!(t, Some(MsgType::Ping | MsgType::Touch))
 }
 
@@ -151,20 +151,20 @@ pub(super) fn answered(t: Option<MsgType>) -> bool {
 /// it can send only to generation 5 and later (P7/message.rs
 /// `min_protocol_version`); an older sender's unreadable payload ends its
 /// loop instead, so the relay refuses those senders outright.
-pub(super) const MIN_CURRENT_V: u64 = 5;
+pub const MIN_CURRENT_V: u64 = 5;
 
 /// The five flags values the current generation defines.
-pub(super) fn flags_defined(flags: u8) -> bool {
+pub fn flags_defined(flags: u8) -> bool {
     matches!(flags, 0 | 1 | 2 | 4 | 8)
 }
 
 /// 4 MiB, the protocol's frame limit, spelled out independently of the wire layer.
-pub(super) const MAX_FRAME_LEN: u32 = 4_194_304;
+pub const MAX_FRAME_LEN: u32 = 4_194_304;
 
 /// A raw bulk record's header as the current generation lays it out:
 /// `[kind: 1|2][flow: 1|2][0 0][offset u64 BE]` and 1 to 3 MiB of payload,
 /// the offset plus the payload not overflowing. Returns (kind, flow).
-pub(super) fn bulk_header(body: &[u8]) -> Option<(u8, u8)> {
+pub fn bulk_header(body: &[u8]) -> Option<(u8, u8)> {
     let (head, payload) = (body.get(..12)?, &body[12.min(body.len())..]);
     let offset = u64::from_be_bytes(head[4..12].try_into().ok()?);
     let ok = matches!(head[0], 1 | 2)

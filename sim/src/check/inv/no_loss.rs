@@ -22,50 +22,54 @@
 //!
 //! Never at the end of a grace period of its own.
 
-use agent_relay::core::{ClientId, SlowLimit};
+use agent_relay::core::SlowLimit;
 
-use super::{Checker, Invariant};
+use super::super::invariant::Invariant;
+use super::super::model::{Fact, Model};
+use super::{Check, Verdict};
 
-impl Checker {
-    /// Judges a slow-consumer close of `c` at `limit` by the promise; false
-    /// if it broke it.
-    pub(super) fn no_loss_on_slow_close(&mut self, c: ClientId, limit: SlowLimit) -> bool {
-        let stats = &mut self.budget.stats;
-        match (limit, self.tick) {
-            (SlowLimit::Grace, _) => stats.grace_closes += 1,
-            (SlowLimit::HardCap, _) => stats.hard_closes += 1,
-            (SlowLimit::GlobalCap, true) => stats.global_grace_closes += 1,
-            (SlowLimit::GlobalCap, false) => stats.global_cap_closes += 1,
+/// See the module docs.
+#[derive(Debug)]
+pub struct NoLossWhileReading;
+
+impl Check for NoLossWhileReading {
+    const INVARIANT: Invariant = Invariant::NoLossWhileReading;
+
+    fn new(_m: &Model) -> Self {
+        NoLossWhileReading
+    }
+
+    /// Judges a slow-consumer close by the promise.
+    fn on_fact(&mut self, m: &Model, f: &Fact<'_>, v: &mut Verdict) {
+        let Fact::SlowClose { c, limit, .. } = *f else {
+            return;
+        };
+        let k = m.client(c);
+        let (now, grace, soft) = (m.now, m.cfg.grace, m.cfg.client_soft_budget);
+        if k.over_since.is_some_and(|t| t + grace <= now) {
+            return; // it did not keep pace
         }
-        let m = &self.clients[&c];
-        let (now, grace, soft) = (self.now, self.cfg.grace, self.cfg.client_soft_budget);
-        if m.over_since.is_some_and(|t| t + grace <= now) {
-            return true; // it did not keep pace
-        }
-        let overshoot = self.read_max + self.budget.largest_from_guest;
+        let overshoot = m.read_max + m.budget.largest_from_guest;
         let allowed = match limit {
             SlowLimit::Grace => false,
-            SlowLimit::HardCap => self.cfg.client_hard_cap < soft + overshoot,
-            SlowLimit::GlobalCap if self.tick => {
-                m.emptied_at < self.budget.global_event && m.queued > 0
-            }
-            SlowLimit::GlobalCap => self.cfg.global_cap < 2 * overshoot,
+            SlowLimit::HardCap => m.cfg.client_hard_cap < soft + overshoot,
+            SlowLimit::GlobalCap if m.tick => k.emptied_at < m.budget.global_event && k.queued > 0,
+            SlowLimit::GlobalCap => m.cfg.global_cap < 2 * overshoot,
         };
         if !allowed {
             let why = format!(
                 "{c} closed as slow ({limit:?}) while keeping pace: {} bytes queued, over its soft budget {soft} since {:?}, grace {grace}, now {now}, last written empty in event #{}, the sum {} (its grace since {:?}), caps hard {} global {}, read {} + largest frame {}",
-                m.queued,
-                m.over_since,
-                m.emptied_at,
-                self.sum_queued,
-                self.budget.global_since,
-                self.cfg.client_hard_cap,
-                self.cfg.global_cap,
-                self.read_max,
-                self.budget.largest_from_guest
+                k.queued,
+                k.over_since,
+                k.emptied_at,
+                m.sum_queued,
+                m.budget.global_since,
+                m.cfg.client_hard_cap,
+                m.cfg.global_cap,
+                m.read_max,
+                m.budget.largest_from_guest
             );
-            self.fail(Invariant::NoLossWhileReading, why);
+            v.fail::<Self>(why);
         }
-        allowed
     }
 }

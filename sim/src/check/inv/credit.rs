@@ -14,31 +14,43 @@
 
 use agent_relay::core::Relay;
 
-use super::current::{Class, Window};
-use super::{Checker, Invariant};
+use super::super::invariant::Invariant;
+use super::super::model::{Fact, Model, Window};
+use super::{Check, Verdict};
 
-impl Checker {
-    /// A `class` frame of `len` bytes leaves now: it must fit.
-    pub(super) fn judge_credit(&mut self, class: Class, len: usize) {
-        let Some(credit) = self.current.as_ref().and_then(|c| c.credit.as_ref()) else {
+/// See the module docs.
+#[derive(Debug)]
+pub struct Credit;
+
+impl Check for Credit {
+    const INVARIANT: Invariant = Invariant::Credit;
+
+    fn new(_m: &Model) -> Self {
+        Credit
+    }
+
+    /// A frame leaves now: it must fit its class.
+    fn on_fact(&mut self, m: &Model, f: &Fact<'_>, v: &mut Verdict) {
+        let Fact::Charged { class, len, .. } = *f else {
             return;
         };
-        self.checks += 1;
+        let Some(credit) = m.current.as_ref().and_then(|c| c.credit.as_ref()) else {
+            return;
+        };
         if !credit.fits(class, len) {
             let (g, u) = (credit.granted, credit.used);
             let why = format!(
                 "a {class:?} frame of {len} bytes went to the guest with {u:?} used of {g:?} granted"
             );
-            self.fail(Invariant::Credit, why);
+            v.fail::<Self>(why);
         }
     }
 
     /// After an event: the core's grants and use, per class, are the model's.
-    pub(super) fn after_event_credit(&mut self, relay: &Relay) {
-        let Some(credit) = self.current.as_ref().and_then(|c| c.credit.as_ref()) else {
+    fn after_event(&mut self, m: &Model, relay: &Relay, v: &mut Verdict) {
+        let Some(credit) = m.current.as_ref().and_then(|c| c.credit.as_ref()) else {
             return;
         };
-        self.checks += 1;
         let k = relay.counters();
         let w = |bytes, frames| Window { bytes, frames };
         let core = [
@@ -56,7 +68,7 @@ impl Checker {
                 "the core counts {core:?} granted and used (control, data), the model {:?}",
                 [credit.granted, credit.used]
             );
-            self.fail(Invariant::Credit, why);
+            v.fail::<Self>(why);
         }
     }
 }

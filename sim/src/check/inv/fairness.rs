@@ -29,107 +29,164 @@
 //! A client closed for a protocol violation is left out from its close on
 //! (the relay may have refused frames the model had queued for it).
 
+use std::collections::BTreeMap;
+
 use agent_relay::core::ClientId;
 
-use super::{Checker, Invariant};
+use super::super::invariant::Invariant;
+use super::super::model::{Fact, Lane, Model};
+use super::{Check, Verdict};
 
-/// Which of the relay's two queues toward the guest a frame waits in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Lane {
-    /// Before any turn frame, first come first served.
-    Express,
-    /// One frame per client in turn.
-    Turn,
+/// One client's place in the round robin.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    /// Its frames (and kills) queued in the express lane.
+    express: usize,
+    /// Its frames (and kills) queued in the turn lane.
+    turns: usize,
+    /// The turn after which its current wait in the turn lane began.
+    since: u64,
+    /// The last turn it got (0: none yet).
+    last_turn: u64,
+    /// The lane its kills wait in.
+    kill_lane: Lane,
 }
 
-impl Checker {
+impl Default for Place {
+    fn default() -> Place {
+        Place {
+            express: 0,
+            turns: 0,
+            since: 0,
+            last_turn: 0,
+            kill_lane: Lane::Express,
+        }
+    }
+}
+
+/// The lanes as the relay must serve them. See the module docs.
+#[derive(Debug, Default)]
+pub struct Fairness {
+    /// Turn-lane frames handed to the guest so far.
+    turn_seq: u64,
+    /// Express-lane frames queued, of clients not closed for a violation.
+    express_queued: usize,
+    /// Clients with turn-lane frames queued, not closed for a violation.
+    waiting: Vec<ClientId>,
+    places: BTreeMap<ClientId, Place>,
+}
+
+impl Check for Fairness {
+    const INVARIANT: Invariant = Invariant::Fairness;
+
+    fn new(_m: &Model) -> Self {
+        Fairness::default()
+    }
+
+    fn on_fact(&mut self, m: &Model, f: &Fact<'_>, v: &mut Verdict) {
+        match *f {
+            Fact::Queued { c, lane } => self.joined(c, lane, 1),
+            Fact::Dropped { c, frames } if !m.client(c).violated => {
+                let p = self.places.entry(c).or_default();
+                p.turns -= frames;
+                if p.turns == 0 {
+                    self.waiting.retain(|&w| w != c);
+                }
+            }
+            Fact::Departed(c) => self.kills_joined(m, c),
+            Fact::OutHanded { c, lane, .. } => self.served(m, c, lane, v),
+            Fact::KillHanded { c, .. } => {
+                let lane = self.places.entry(c).or_default().kill_lane;
+                self.served(m, c, lane, v);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Fairness {
     /// `n` frames of `c` joined `lane`.
-    pub(super) fn lane_joined(&mut self, c: ClientId, lane: Lane, n: usize) {
+    fn joined(&mut self, c: ClientId, lane: Lane, n: usize) {
         if n == 0 {
             return;
         }
-        let m = self.clients.get_mut(&c).expect("known");
+        let p = self.places.entry(c).or_default();
         match lane {
             Lane::Express => {
-                m.express += n;
+                p.express += n;
                 self.express_queued += n;
             }
             Lane::Turn => {
-                if m.turns == 0 {
-                    m.since = self.turn_seq;
+                if p.turns == 0 {
+                    p.since = self.turn_seq;
                     self.waiting.push(c);
                 }
-                m.turns += n;
+                p.turns += n;
             }
         }
     }
 
     /// `c` departed: its kills queue behind its turn frames if it has any,
     /// else they are express; a violator leaves the check.
-    pub(super) fn kills_joined(&mut self, c: ClientId) {
-        let current = self.current.is_some();
-        let m = self.clients.get_mut(&c).expect("known");
-        if m.violated {
-            self.express_queued -= std::mem::take(&mut m.express);
-            m.turns = 0;
+    fn kills_joined(&mut self, m: &Model, c: ClientId) {
+        let k = m.client(c);
+        let p = self.places.entry(c).or_default();
+        if k.violated {
+            self.express_queued -= std::mem::take(&mut p.express);
+            p.turns = 0;
             self.waiting.retain(|&w| w != c);
             return;
         }
         // Current generation: kills always join the control queue.
-        m.kill_lane = if m.turns > 0 && !current {
+        p.kill_lane = if p.turns > 0 && m.current.is_none() {
             Lane::Turn
         } else {
             Lane::Express
         };
-        let (lane, n) = (m.kill_lane, m.kills.len());
-        self.lane_joined(c, lane, n);
+        let lane = p.kill_lane;
+        self.joined(c, lane, k.kills.len());
     }
 
     /// A frame of `c` from `lane` was handed to the guest.
-    pub(super) fn lane_served(&mut self, c: ClientId, lane: Lane) {
-        let m = self.clients.get_mut(&c).expect("known");
-        if m.violated {
+    fn served(&mut self, m: &Model, c: ClientId, lane: Lane, v: &mut Verdict) {
+        if m.client(c).violated {
             return;
         }
         match lane {
             Lane::Express => {
-                m.express -= 1;
+                self.places.entry(c).or_default().express -= 1;
                 self.express_queued -= 1;
             }
-            Lane::Turn => self.turn_served(c),
+            Lane::Turn => self.turn_served(m, c, v),
         }
     }
 
     /// With input credit, a client whose head frame may not leave yet (no
     /// credit for it, or over its fair share) is not passed over: the round
     /// robin skips it, and its wait restarts.
-    fn restart_blocked_waits(&mut self, b: ClientId, before: u64) {
-        let Some(cur) = self.current.as_ref().filter(|c| c.credit.is_some()) else {
+    fn restart_blocked_waits(&mut self, m: &Model, b: ClientId, before: u64) {
+        let Some(cur) = m.current.as_ref().filter(|c| c.credit.is_some()) else {
             return;
         };
         let active = Some(cur.active());
-        let blocked: Vec<ClientId> = self
-            .waiting
-            .iter()
-            .copied()
-            .filter(|&a| a != b)
-            .filter(|a| {
-                let m = &self.clients[a];
-                m.turn_head().is_some_and(|o| {
-                    !cur.admits_among(o.class, o.frame.len(), Some(m.slot), active)
-                })
-            })
-            .collect();
-        for a in blocked {
-            self.clients.get_mut(&a).expect("waiting").since = before;
+        for &a in &self.waiting {
+            if a == b {
+                continue;
+            }
+            let k = m.client(a);
+            let blocked = k
+                .turn_head()
+                .is_some_and(|o| !cur.admits_among(o.class, o.frame.len(), Some(k.slot), active));
+            if blocked {
+                self.places.get_mut(&a).expect("waiting").since = before;
+            }
         }
     }
 
-    fn turn_served(&mut self, b: ClientId) {
-        self.checks += 1;
+    fn turn_served(&mut self, m: &Model, b: ClientId, v: &mut Verdict) {
         self.turn_seq += 1;
         let seq = self.turn_seq;
-        let express = match &self.current {
+        let express = match &m.current {
             Some(cur) => cur.ctl.len(),
             None => self.express_queued,
         };
@@ -137,29 +194,29 @@ impl Checker {
             let why = format!(
                 "a queued frame of {b} went to the guest (turn #{seq}) while {express} control frames that overtake data were queued"
             );
-            self.fail(Invariant::Fairness, why);
+            v.fail::<Self>(why);
         }
-        let prev = self.clients[&b].last_turn;
-        self.restart_blocked_waits(b, seq - 1);
+        let prev = self.places.entry(b).or_default().last_turn;
+        self.restart_blocked_waits(m, b, seq - 1);
         if let Some(&a) = self
             .waiting
             .iter()
-            .find(|&&a| a != b && self.clients[&a].since < prev)
+            .find(|&&a| a != b && self.places[&a].since < prev)
         {
-            let m = &self.clients[&a];
+            let p = &self.places[&a];
             let why = format!(
                 "{a} has {} frames waiting for their turn since turn #{}, and {b} got turns #{prev} and #{seq}: the round robin passed {a} over",
-                m.turns, m.since
+                p.turns, p.since
             );
-            self.fail(Invariant::Fairness, why);
+            v.fail::<Self>(why);
         }
-        let m = self.clients.get_mut(&b).expect("known");
-        m.last_turn = seq;
-        m.turns -= 1;
-        if m.turns == 0 {
+        let p = self.places.get_mut(&b).expect("served");
+        p.last_turn = seq;
+        p.turns -= 1;
+        if p.turns == 0 {
             self.waiting.retain(|&w| w != b);
         } else {
-            m.since = seq;
+            p.since = seq;
         }
     }
 }
@@ -175,7 +232,7 @@ mod tests {
     use agent_relay::wire::LEGACY_VERSION as L;
     use bytes::Bytes;
 
-    use super::super::{Checker, Invariant};
+    use super::super::super::{Checker, Invariant};
     use agent_relay::testkit::frames;
 
     const A: ClientId = ClientId(1);

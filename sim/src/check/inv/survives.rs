@@ -30,33 +30,42 @@
 
 use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use msp7::codec::{DecodedFrame, decode_message_frame, try_decode_frame_from_bytes};
 use msp7::message::{Message, MessageType};
 use msp7::transport::{try_decode_relay_client_connected_from_bytes, validate_relay_client_range};
 
-use super::model::frame_id;
-use super::{Checker, Invariant};
+use super::super::invariant::Invariant;
+use super::super::model::{Fact, Model, frame_id};
+use super::{Check, Verdict};
 
-/// What the guest's reader knows: agentd's incarnation of each leased slot,
-/// and buffers reused from frame to frame.
+/// The guest's own reader: agentd's incarnation of each leased slot, and
+/// buffers reused from frame to frame.
 #[derive(Debug, Default)]
-pub(super) struct Reader {
+pub struct GuestSurvives {
     leases: HashMap<u32, [u8; 16]>,
     buf: BytesMut,
     legacy: Vec<u8>,
 }
 
-impl Checker {
+impl Check for GuestSurvives {
+    const INVARIANT: Invariant = Invariant::GuestSurvives;
+
+    fn new(_m: &Model) -> Self {
+        GuestSurvives::default()
+    }
+
     /// A frame is handed to the guest: its reader must take it.
-    pub(super) fn guest_survives(&mut self, frame: &Bytes) {
-        self.checks += 1;
+    fn on_fact(&mut self, m: &Model, f: &Fact<'_>, v: &mut Verdict) {
+        let Fact::ToGuest(frame) = *f else {
+            return;
+        };
         // Before any ready only a current guest gets frames (init acks).
-        let current = !self.parse_ready || self.parse_current;
+        let current = !m.parse_ready || m.parse_current;
         let why = if current {
-            self.reader.agentd(frame)
+            self.agentd(frame)
         } else {
-            self.reader.legacy(frame)
+            self.legacy(frame)
         };
         if let Some(why) = why {
             let who = if current {
@@ -70,12 +79,12 @@ impl Checker {
                 frame.len(),
                 frame.get(8).copied().unwrap_or(0)
             );
-            self.fail(Invariant::GuestSurvives, why);
+            v.fail::<Self>(why);
         }
     }
 }
 
-impl Reader {
+impl GuestSurvives {
     /// Why agentd's reader would end its loop on `frame`, if it would.
     fn agentd(&mut self, frame: &[u8]) -> Option<String> {
         if frame.get(9..13) == Some(b"MSBL") {
@@ -243,7 +252,7 @@ fn payload_decodes(msg: &Message) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Reader;
+    use super::GuestSurvives;
     use agent_relay::core::IdRange;
     use agent_relay::testkit::frames;
     use agent_relay::wire::MsgType;
@@ -253,7 +262,7 @@ mod tests {
 
     #[test]
     fn survives_judges_as_agentds_reader() {
-        let mut r = Reader::default();
+        let mut r = GuestSurvives::default();
         let range = IdRange {
             start: STEP + 1,
             end: 2 * STEP,

@@ -15,17 +15,17 @@ use agent_relay::wire::payload::{
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, decode_envelope_full, peek_parts};
 use bytes::Bytes;
 
+use super::client::State;
 use super::current::{Class, ClockLater, Ctl, CtlEntry, Current, Layout, WORKLOAD_ID};
 use super::leases;
-use super::model::State;
 use super::spec;
-use super::{Checker, Gq};
+use super::{Fact, Facts, Gq, Model};
 
-impl Checker {
-    pub(super) fn guest_closed(&mut self) {
+impl Model {
+    pub fn guest_closed(&mut self, out: &mut impl Facts) {
         if !self.guest_gone {
             if self.guest.finish().is_err() {
-                self.corrupt_due += 1;
+                out.fact(self, Fact::Corrupt);
             }
             self.guest_gone = true;
         }
@@ -33,14 +33,14 @@ impl Checker {
 
     /// Frames the guest stream, counting corrupt stretches; the frames wait
     /// in `gq` until the actions show the core reached them.
-    pub(super) fn guest_bytes(&mut self, bytes: &[u8]) {
+    pub fn guest_bytes(&mut self, bytes: &[u8], out: &mut impl Facts) {
         self.guest.extend(bytes);
         loop {
             let total = match self.guest.peek_frame() {
                 Ok(Some(total)) => total,
                 Ok(None) => break,
                 Err(_) => {
-                    self.corrupt();
+                    self.corrupt(out);
                     continue;
                 }
             };
@@ -57,12 +57,12 @@ impl Checker {
                         frame: record,
                         ack: Some(ack),
                     }),
-                    None => self.corrupt_due += 1,
+                    None => out.fact(self, Fact::Corrupt),
                 }
                 continue;
             }
             let Some(t) = self.judge(&self.guest.pending()[..total]) else {
-                self.corrupt();
+                self.corrupt(out);
                 continue;
             };
             self.resyncing = false;
@@ -85,13 +85,13 @@ impl Checker {
                 ack: None,
             });
         }
-        self.check_resync_candidate();
+        out.fact(self, Fact::GuestFramed);
     }
 
-    fn corrupt(&mut self) {
+    fn corrupt(&mut self, out: &mut impl Facts) {
         self.guest.resync();
-        self.corrupt_due += 1;
         self.resyncing = true;
+        out.fact(self, Fact::Corrupt);
     }
 
     /// A whole guest frame's type if it is a frame in the generation spoken
@@ -114,12 +114,12 @@ impl Checker {
     }
 
     /// Applies queued guest frames until `stop` holds or none are left.
-    pub(super) fn advance(&mut self, stop: impl Fn(&Checker) -> bool) {
+    pub fn advance(&mut self, stop: impl Fn(&Model) -> bool, out: &mut impl Facts) {
         while !stop(self) {
             let Some(g) = self.gq.pop_front() else {
                 return;
             };
-            self.guest_frame(g);
+            self.guest_frame(g, out);
         }
     }
 
@@ -129,14 +129,20 @@ impl Checker {
     /// checker saw (then the frame may leave now) or after a credit grant
     /// it took, whichever comes first and lets the frame leave; never past
     /// a frame that makes the core act.
-    pub(super) fn advance_to_hand_off(&mut self, class: Class, len: usize, slot: Option<usize>) {
+    pub fn advance_to_hand_off(
+        &mut self,
+        class: Class,
+        len: usize,
+        slot: Option<usize>,
+        out: &mut impl Facts,
+    ) {
         if self.pump_open && self.cur().admits(class, len, slot) {
             return;
         }
         while !self.gq_front_acts() {
             self.granted_now = false;
             let g = self.gq.pop_front().expect("front checked");
-            self.guest_frame(g);
+            self.guest_frame(g, out);
             if self.granted_now && self.cur().admits(class, len, slot) {
                 return;
             }
@@ -144,7 +150,7 @@ impl Checker {
     }
 
     /// Whether a routed frame waits for delivery to some client.
-    pub(super) fn routed_waiting(&self) -> bool {
+    pub fn routed_waiting(&self) -> bool {
         self.touched
             .iter()
             .any(|c| self.clients.get(c).is_some_and(|m| !m.to_client.is_empty()))
@@ -153,7 +159,7 @@ impl Checker {
     /// Whether the next queued guest frame makes the core act (a routed
     /// frame for a live client, or anything before ready): a frame handed
     /// to the guest now was handed before the core reached it.
-    pub(super) fn gq_front_acts(&self) -> bool {
+    pub fn gq_front_acts(&self) -> bool {
         let Some(g) = self.gq.front() else {
             return true;
         };
@@ -168,9 +174,9 @@ impl Checker {
                 .is_some_and(|o| self.clients[o].state == State::Live)
     }
 
-    fn guest_frame(&mut self, g: Gq) {
+    fn guest_frame(&mut self, g: Gq, out: &mut impl Facts) {
         if self.ready.is_none() {
-            return self.before_ready(g);
+            return self.before_ready(g, out);
         }
         self.clock_queued_later();
         if self.current.is_some() {
@@ -183,9 +189,9 @@ impl Checker {
         self.deliver(owner, g.frame);
     }
 
-    fn before_ready(&mut self, g: Gq) {
+    fn before_ready(&mut self, g: Gq, out: &mut impl Facts) {
         match g.t {
-            Some(MsgType::Ready) => self.on_first_ready(g.frame),
+            Some(MsgType::Ready) => self.on_first_ready(g.frame, out),
             // A generation-1 guest has no init exchange: never answered.
             Some(MsgType::InitResolved) if generation(&g.frame) >= 2 => {
                 let v = generation(&g.frame);
@@ -199,7 +205,7 @@ impl Checker {
     /// The first `core.ready`: clients waiting get their handshakes; a
     /// current one fixes the layout, the credit contract, the exec limit
     /// and asks for the first clock sync.
-    fn on_first_ready(&mut self, frame: Bytes) {
+    fn on_first_ready(&mut self, frame: Bytes, out: &mut impl Facts) {
         let v = generation(&frame);
         if self.parse_current {
             let facts = ready_facts(&frame);
@@ -215,7 +221,7 @@ impl Checker {
             self.layout = Some(Layout::legacy(self.cfg.max_clients));
         }
         self.ready = Some(frame);
-        self.ready_due = true;
+        out.fact(self, Fact::FirstReady);
         let pending: Vec<ClientId> = self
             .clients
             .iter()
@@ -393,7 +399,7 @@ impl Checker {
 
     /// The clock sync that waited for this event's departures is queued now
     /// (a tick's only if due).
-    pub(super) fn clock_queued_later(&mut self) {
+    pub fn clock_queued_later(&mut self) {
         let Some(later) = self.current.as_mut().and_then(|c| c.clock_later.take()) else {
             return;
         };
@@ -408,7 +414,7 @@ impl Checker {
 
     /// A clock sync is queued when the sync is on, the generation current,
     /// the guest there, a wall reading known, and none queued.
-    pub(super) fn queue_clock(&mut self) {
+    pub fn queue_clock(&mut self) {
         let Some(cur) = &mut self.current else {
             return;
         };
@@ -441,7 +447,7 @@ fn ready_facts(frame: &[u8]) -> ReadyFacts {
 }
 
 /// The `v` of a whole frame's envelope (1 when it has none readable).
-pub(super) fn generation(frame: &[u8]) -> u8 {
+pub fn generation(frame: &[u8]) -> u8 {
     frame
         .get(PREFIX_LEN..)
         .and_then(|body| peek_parts(body).ok())

@@ -13,12 +13,11 @@ use agent_relay::wire::payload::{
 };
 use agent_relay::wire::{Frame, MsgType, decode_envelope_full, inspect_envelope};
 
+use super::client::{Corr, Lane, Out, State};
 use super::current::{Class, Ctl, CtlEntry};
-use super::fairness::Lane;
-use super::model::{Corr, Out, State};
 use super::refusal::Refusal;
 use super::spec::{self, Kind};
-use super::{Checker, Invariant};
+use super::{Fact, Facts, Model};
 
 /// What the rules found in an acceptable frame.
 struct Found {
@@ -30,10 +29,10 @@ struct Found {
     overtakes: bool,
 }
 
-impl Checker {
+impl Model {
     /// Frames a client's bytes; each valid frame joins its `out` queue, and
     /// the first invalid one (or any byte before its handshake) marks it bad.
-    pub(super) fn client_bytes(&mut self, c: ClientId, bytes: &[u8]) {
+    pub fn client_bytes(&mut self, c: ClientId, bytes: &[u8], out: &mut impl Facts) {
         if !self.clients.contains_key(&c) {
             return;
         }
@@ -62,15 +61,14 @@ impl Checker {
                 }
             }
         }
-        self.judge_frames(c, items);
-        if bytes.len() > self.read_max {
-            let why = format!(
-                "fed {} bytes in one read, over {}",
-                bytes.len(),
-                self.read_max
-            );
-            self.fail(Invariant::DriverContract, why);
-        }
+        self.judge_frames(c, items, out);
+        out.fact(
+            self,
+            Fact::ClientRead {
+                c,
+                len: bytes.len(),
+            },
+        );
     }
 
     /// Judges a read's frames in order. A frame the relay answers itself
@@ -78,13 +76,18 @@ impl Checker {
     /// and writing it can close another client (the global cap) before the
     /// frames after it are queued: those wait in `cq` until the answer is
     /// seen.
-    fn judge_frames(&mut self, c: ClientId, mut items: VecDeque<Result<Frame, Refusal>>) {
+    fn judge_frames(
+        &mut self,
+        c: ClientId,
+        mut items: VecDeque<Result<Frame, Refusal>>,
+        out: &mut impl Facts,
+    ) {
         while let Some(item) = items.pop_front() {
             let judged = item.and_then(|frame| {
                 if self.current.is_some() {
-                    self.accept_current(c, frame)
+                    self.accept_current(c, frame, out)
                 } else {
-                    self.accept_legacy(c, frame).map(|()| false)
+                    self.accept_legacy(c, frame, out).map(|()| false)
                 }
             });
             match judged {
@@ -102,8 +105,8 @@ impl Checker {
     }
 
     /// The rest of a read held back behind the relay's own answer (see
-    /// [`Checker::judge_frames`]) is judged now, if its client is still there.
-    pub(super) fn resume_client(&mut self, c: Option<ClientId>) {
+    /// [`Model::judge_frames`]) is judged now, if its client is still there.
+    pub fn resume_client(&mut self, c: Option<ClientId>, out: &mut impl Facts) {
         match self.cq.take() {
             Some((held, items)) if c.is_none_or(|c| c == held) => {
                 if self
@@ -111,7 +114,7 @@ impl Checker {
                     .get(&held)
                     .is_some_and(|m| m.state == State::Live)
                 {
-                    self.judge_frames(held, items);
+                    self.judge_frames(held, items, out);
                 }
             }
             other => self.cq = other,
@@ -120,7 +123,12 @@ impl Checker {
 
     /// Legacy rules, in the order the protocol states them: range, envelope,
     /// 0.4.4 type, sender, flags, payload, session, correlation bound.
-    fn accept_legacy(&mut self, c: ClientId, frame: Frame) -> Result<(), Refusal> {
+    fn accept_legacy(
+        &mut self,
+        c: ClientId,
+        frame: Frame,
+        out: &mut impl Facts,
+    ) -> Result<(), Refusal> {
         let range = self.clients[&c].range.expect("live clients have a range");
         let id = frame.id();
         if !range.contains(id) {
@@ -151,7 +159,7 @@ impl Checker {
         if let Some(kind) = found.opens {
             self.open(c, id, kind, Some(t))?;
         }
-        self.queue(c, frame, &found);
+        self.queue(c, frame, &found, out);
         Ok(())
     }
 
@@ -163,7 +171,12 @@ impl Checker {
     /// and for an exec request a payload that decodes; then the exec limit,
     /// the session and correlation bounds. True when the relay answers the
     /// frame itself instead of queueing it.
-    fn accept_current(&mut self, c: ClientId, frame: Frame) -> Result<bool, Refusal> {
+    fn accept_current(
+        &mut self,
+        c: ClientId,
+        frame: Frame,
+        out: &mut impl Facts,
+    ) -> Result<bool, Refusal> {
         let (id, flags) = (frame.id(), frame.flags());
         if !spec::flags_defined(flags) {
             return Err(Refusal::UndefinedFlags { id, flags });
@@ -191,7 +204,7 @@ impl Checker {
             }
             None => {}
         }
-        self.queue(c, frame, &found);
+        self.queue(c, frame, &found, out);
         Ok(false)
     }
 
@@ -312,7 +325,7 @@ impl Checker {
     }
 
     /// Queues an accepted frame toward the guest, in its lane.
-    fn queue(&mut self, c: ClientId, frame: Frame, f: &Found) {
+    fn queue(&mut self, c: ClientId, frame: Frame, f: &Found, out: &mut impl Facts) {
         let current = self.current.is_some();
         let m = self.clients.get_mut(&c).expect("known");
         let id = frame.id();
@@ -327,6 +340,12 @@ impl Checker {
             && !m.out.iter().any(|o| o.id == id && o.opens);
         m.sent += 1;
         let (seq, len, slot) = (m.sent, frame.len(), m.slot);
+        if lane == Lane::Turn {
+            if m.turns == 0 {
+                self.turn_order.push(c);
+            }
+            m.turns += 1;
+        }
         m.out_bytes += len;
         m.out.push_back(Out {
             id,
@@ -338,7 +357,6 @@ impl Checker {
             seq,
             opens,
         });
-        self.lane_joined(c, lane, 1);
         if let Some(cur) = &mut self.current {
             if express {
                 let who = Ctl::Client(c, seq);
@@ -352,6 +370,7 @@ impl Checker {
                 cur.slot_data[slot] += 1;
             }
         }
+        out.fact(self, Fact::Queued { c, lane });
     }
 }
 

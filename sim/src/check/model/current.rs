@@ -14,15 +14,15 @@ use agent_relay::core::{ClientId, Millis};
 use agent_relay::wire::payload::WorkloadTransportCredit;
 use bytes::Bytes;
 
-use super::super::current::START;
-pub(super) use super::super::current::{STEP, Window};
+use super::super::super::current::START;
+pub use super::super::super::current::{STEP, Window};
 
 /// The runtime's workload-control id.
-pub(super) const WORKLOAD_ID: u32 = u32::MAX;
+pub const WORKLOAD_ID: u32 = u32::MAX;
 
 /// Which ids each slot owns, once the generation is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Layout {
+pub enum Layout {
     /// `[k*step, (k+1)*step)`, `step = u32::MAX / slots`.
     Legacy { slots: u32, step: u32 },
     /// `[s*STEP + 1, (s+1)*STEP)` for `s < slots`.
@@ -30,27 +30,27 @@ pub(super) enum Layout {
 }
 
 impl Layout {
-    pub(super) fn legacy(slots: u32) -> Layout {
+    pub fn legacy(slots: u32) -> Layout {
         Layout::Legacy {
             slots,
             step: u32::MAX / slots.max(1),
         }
     }
 
-    pub(super) fn current(slots: u32) -> Layout {
+    pub fn current(slots: u32) -> Layout {
         Layout::Current {
             slots: slots.clamp(1, 128),
         }
     }
 
-    pub(super) fn slots(self) -> usize {
+    pub fn slots(self) -> usize {
         match self {
             Layout::Legacy { slots, .. } | Layout::Current { slots } => slots as usize,
         }
     }
 
     /// The slot owning `id`, if any.
-    pub(super) fn slot_of(self, id: u32) -> Option<usize> {
+    pub fn slot_of(self, id: u32) -> Option<usize> {
         let (slot, slots) = match self {
             Layout::Legacy { slots, step } => (id / step, slots),
             Layout::Current { .. } if id.is_multiple_of(STEP) => return None,
@@ -62,7 +62,7 @@ impl Layout {
 
 /// The input-credit class of a frame toward the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Class {
+pub enum Class {
     Control,
     Data,
 }
@@ -79,9 +79,9 @@ impl Class {
 /// Input credit (barrier 2): grants, use, and the fair-share estimate of
 /// what each slot's data the guest still holds.
 #[derive(Debug)]
-pub(super) struct CreditModel {
-    pub(super) granted: [Window; 2],
-    pub(super) used: [Window; 2],
+pub struct CreditModel {
+    pub granted: [Window; 2],
+    pub used: [Window; 2],
     /// Data frames handed and not given back, oldest first: (slot, bytes).
     held: VecDeque<(usize, u64)>,
     per_slot: Vec<Window>,
@@ -98,14 +98,14 @@ impl CreditModel {
     }
 
     /// A whole frame of `len` bytes (prefix included) fits its class.
-    pub(super) fn fits(&self, class: Class, len: usize) -> bool {
+    pub fn fits(&self, class: Class, len: usize) -> bool {
         let (g, u) = (self.granted[class.index()], self.used[class.index()]);
         u.bytes + len as u64 <= g.bytes && u.frames < g.frames
     }
 
     /// Slot `slot` may send `len` data bytes with `active` slots holding or
     /// queueing data: it holds nothing, or stays within the window's share.
-    pub(super) fn fair(&self, slot: usize, len: usize, active: usize) -> bool {
+    pub fn fair(&self, slot: usize, len: usize, active: usize) -> bool {
         let share = |total: u64| total / active.max(2) as u64;
         let mine = self.per_slot[slot];
         mine == Window::default()
@@ -113,16 +113,16 @@ impl CreditModel {
                 && mine.frames < share(START[1].frames)
     }
 
-    pub(super) fn holds(&self, slot: usize) -> bool {
+    pub fn holds(&self, slot: usize) -> bool {
         self.per_slot[slot].frames > 0
     }
 
     /// The estimate for `slot`.
-    pub(super) fn held_by(&self, slot: usize) -> Window {
+    pub fn held_by(&self, slot: usize) -> Window {
         self.per_slot[slot]
     }
 
-    pub(super) fn charge(&mut self, class: Class, len: usize, slot: Option<usize>) {
+    pub fn charge(&mut self, class: Class, len: usize, slot: Option<usize>) {
         let u = &mut self.used[class.index()];
         u.bytes += len as u64;
         u.frames += 1;
@@ -135,7 +135,7 @@ impl CreditModel {
 
     /// An absolute grant; ignored when it would lower any field. Data bytes
     /// given back come off the most recently sent frames first.
-    pub(super) fn grant(&mut self, g: &WorkloadTransportCredit) -> bool {
+    pub fn grant(&mut self, g: &WorkloadTransportCredit) -> bool {
         let new = [
             Window {
                 bytes: g.control_bytes,
@@ -173,7 +173,7 @@ impl CreditModel {
     }
 
     /// The guest holds nothing more for `slot`'s departed client.
-    pub(super) fn forget_slot(&mut self, slot: usize) {
+    pub fn forget_slot(&mut self, slot: usize) {
         self.held.retain(|h| h.0 != slot);
         self.per_slot[slot] = Window::default();
     }
@@ -181,7 +181,7 @@ impl CreditModel {
 
 /// Who an entry of the control queue belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Ctl {
+pub enum Ctl {
     /// A client's control frame (its `Out::seq`).
     Client(ClientId, u64),
     /// The relay's SIGKILL for a departed client's exec session.
@@ -200,26 +200,26 @@ pub(super) enum Ctl {
 
 /// One frame in the control queue.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct CtlEntry {
-    pub(super) who: Ctl,
-    pub(super) len: usize,
+pub struct CtlEntry {
+    pub who: Ctl,
+    pub len: usize,
     /// Its slot, for the relay's frames made for a client.
-    pub(super) slot: Option<usize>,
+    pub slot: Option<usize>,
 }
 
 /// The clock-sync rule's state (`clock.rs`): the last wall reading, the last
 /// sync handed over, whether one waits in the control queue.
 #[derive(Debug, Default)]
-pub(super) struct ClockModel {
+pub struct ClockModel {
     reading: Option<(Millis, u64)>,
     last_sync: Option<Millis>,
-    pub(super) queued: bool,
+    pub queued: bool,
 }
 
 impl ClockModel {
     /// A reading: true if it is 6 s or more ahead of the time passed since
     /// the last one, or behind it (by more than reading jitter, 2 ms).
-    pub(super) fn observe(&mut self, now: Millis, wall: u64) -> bool {
+    pub fn observe(&mut self, now: Millis, wall: u64) -> bool {
         let jumped = self.reading.is_some_and(|(then, was)| {
             let expected = was.saturating_add((now - then).saturating_mul(1_000_000));
             wall >= expected.saturating_add(6_000_000_000)
@@ -229,20 +229,20 @@ impl ClockModel {
         jumped
     }
 
-    pub(super) fn wall_at(&self, now: Millis) -> Option<u64> {
+    pub fn wall_at(&self, now: Millis) -> Option<u64> {
         let (then, was) = self.reading?;
         Some(was.saturating_add(now.saturating_sub(then).saturating_mul(1_000_000)))
     }
 
     /// When the next periodic sync is due (none before the first, none while
     /// one is queued).
-    pub(super) fn due(&self, period: Millis) -> Option<Millis> {
+    pub fn due(&self, period: Millis) -> Option<Millis> {
         self.last_sync
             .filter(|_| !self.queued)
             .map(|t| t.saturating_add(period))
     }
 
-    pub(super) fn sent(&mut self, now: Millis) {
+    pub fn sent(&mut self, now: Millis) {
         self.queued = false;
         self.last_sync = Some(now);
     }
@@ -250,7 +250,7 @@ impl ClockModel {
 
 /// Why a clock sync waits for the event's departures before it is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ClockLater {
+pub enum ClockLater {
     /// A tick: queued if the periodic sync is due.
     Tick,
     /// Ready: the first sync, after the handshakes.
@@ -259,50 +259,50 @@ pub(super) enum ClockLater {
 
 /// Counts the model keeps of what the core counts too (`Counters`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct LeaseCounts {
-    pub(super) granted: u64,
-    pub(super) acks: u64,
-    pub(super) acks_ignored: u64,
-    pub(super) executions_released: u64,
+pub struct LeaseCounts {
+    pub granted: u64,
+    pub acks: u64,
+    pub acks_ignored: u64,
+    pub executions_released: u64,
 }
 
 /// The model's current-generation state, from the guest's `core.ready` on.
 #[derive(Debug)]
-pub(super) struct Current {
+pub struct Current {
     /// The `v` of the guest's ready: every frame the relay builds carries it.
-    pub(super) v: u8,
-    pub(super) credit: Option<CreditModel>,
+    pub v: u8,
+    pub credit: Option<CreditModel>,
     /// `Ready.exec_limits.max_executions`.
-    pub(super) exec_limit: Option<u32>,
+    pub exec_limit: Option<u32>,
     /// `Ready.relay_lease.max_format >= 1`: range leases.
-    pub(super) leases: bool,
+    pub leases: bool,
     /// What the core must count: connected records queued, acknowledgements
     /// that released a slot and ones ignored, and (without leases) killed
     /// executions released once the guest took their notice.
-    pub(super) counts: LeaseCounts,
+    pub counts: LeaseCounts,
     /// Exec sessions open sandbox-wide (with exec limits).
-    pub(super) active_execs: u32,
+    pub active_execs: u32,
     /// Frames handed to the guest so far (the last one's hand-off number).
-    pub(super) handed: u64,
+    pub handed: u64,
     /// The highest hand-off number of a session-opening frame the guest has
     /// answered: it has read every frame up to it.
-    pub(super) read_to: u64,
+    pub read_to: u64,
     /// Disconnect notices handed over and not yet known taken: hand-off
     /// number -> slot.
-    pub(super) fences: BTreeMap<u64, usize>,
+    pub fences: BTreeMap<u64, usize>,
     /// The control queue toward the guest, in order.
-    pub(super) ctl: VecDeque<CtlEntry>,
+    pub ctl: VecDeque<CtlEntry>,
     /// Data frames queued per slot.
-    pub(super) slot_data: Vec<usize>,
+    pub slot_data: Vec<usize>,
     /// Guest frames of this event for a departed client's correlations.
-    pub(super) late: Vec<Bytes>,
+    pub late: Vec<Bytes>,
     /// A clock sync this event queues after its departures (a tick's, due;
     /// ready's, once the waiting clients got their handshakes).
-    pub(super) clock_later: Option<ClockLater>,
+    pub clock_later: Option<ClockLater>,
 }
 
 impl Current {
-    pub(super) fn new(v: u8, barrier: bool, exec_limit: Option<u32>, slots: usize) -> Current {
+    pub fn new(v: u8, barrier: bool, exec_limit: Option<u32>, slots: usize) -> Current {
         Current {
             v,
             credit: barrier.then(|| CreditModel::new(slots)),
@@ -323,13 +323,13 @@ impl Current {
     /// Whether a charged frame of `class` and `len` bytes from `slot` may
     /// leave now: it fits its class and, for a client's data, its slot's
     /// fair share.
-    pub(super) fn admits(&self, class: Class, len: usize, slot: Option<usize>) -> bool {
+    pub fn admits(&self, class: Class, len: usize, slot: Option<usize>) -> bool {
         self.admits_among(class, len, slot, None)
     }
 
     /// [`Current::admits`], with the count of [`Current::active`] slots when
     /// the caller has it (it costs a pass over the slots).
-    pub(super) fn admits_among(
+    pub fn admits_among(
         &self,
         class: Class,
         len: usize,
@@ -351,7 +351,7 @@ impl Current {
     }
 
     /// Slots with data queued or held.
-    pub(super) fn active(&self) -> usize {
+    pub fn active(&self) -> usize {
         let credit = self.credit.as_ref();
         (0..self.slot_data.len())
             .filter(|&s| self.slot_data[s] > 0 || credit.is_some_and(|c| c.holds(s)))

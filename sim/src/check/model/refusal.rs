@@ -9,7 +9,7 @@ use agent_relay::wire::MsgType;
 
 /// The rule the model saw a client break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
+pub enum Refusal {
     /// Bytes before its handshake.
     BeforeHandshake,
     /// A length field outside `5..=4 MiB`.
@@ -48,7 +48,7 @@ pub(super) enum Refusal {
 impl Refusal {
     /// Whether the core's `why` is this refusal: same variant, same id (and
     /// flags, where the variant names them).
-    pub(super) fn matches(self, why: &Violation) -> bool {
+    pub fn matches(self, why: &Violation) -> bool {
         use Refusal as R;
         match *why {
             Violation::BeforeHandshake { .. } => self == R::BeforeHandshake,

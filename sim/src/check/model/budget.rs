@@ -3,9 +3,9 @@
 //! not from its code): which clients are over their soft budget and since
 //! when, the sum's grace period, whether the guest must be paused, when a
 //! pause last made progress, and the relay's own bytes the pause cannot hold
-//! back. The invariants that judge the core by it live in their own files:
-//! `boundedness.rs` (memory), `bounded_wait.rs` (the pause) and `no_loss.rs`
-//! (who may be closed); `isolation.rs` says which close each limit allows.
+//! back. The invariants that judge the core by it are `inv_boundedness`
+//! (memory), `inv_bounded_wait` (the pause) and `inv_no_loss_while_reading`
+//! (who may be closed); `inv_isolation` says which close each limit allows.
 //!
 //! - A client goes over when its queue (bytes handed to it as `Handshake`
 //!   or `ToClient`, not yet reported by `ClientWritten`) passes
@@ -19,42 +19,42 @@
 //! - The guest is paused exactly while a client is over or the sum's period
 //!   runs (and never once the guest is gone).
 
-use agent_relay::core::{ClientId, Millis};
+use agent_relay::core::{ClientId, Millis, SlowLimit};
 
-use super::model::State;
-use super::{Checker, Invariant};
+use super::Model;
+use super::client::State;
 
 /// What the model knows of the rule beyond each client's own state.
 #[derive(Debug, Default)]
-pub(super) struct Budget {
+pub struct Budget {
     /// Clients over their soft budget now.
-    pub(super) over: usize,
+    pub over: usize,
     /// Since when the sum of all queues is over half the global cap (its
     /// grace period's start), until it falls to a quarter.
-    pub(super) global_since: Option<Millis>,
+    pub global_since: Option<Millis>,
     /// The number of the event in which that period began.
-    pub(super) global_event: u64,
+    pub global_event: u64,
     /// The core said `PauseGuest` and not `ResumeGuest` since.
-    pub(super) paused: bool,
+    pub paused: bool,
     /// While paused: the latest moment the pause began or made progress (a
     /// cause started or a slow consumer was closed).
-    pub(super) mark: Millis,
+    pub mark: Millis,
     /// While paused: when it began.
-    pub(super) since: Millis,
+    pub since: Millis,
     /// The relay's own bytes handed to clients since the sum was last within
     /// half the global cap.
-    pub(super) own_sum: usize,
+    pub own_sum: usize,
     /// Pauses so far, and their milliseconds up to the last resume (the
     /// core's `guest_pauses`, `guest_paused_ms`).
-    pub(super) pauses: u64,
-    pub(super) paused_ms: u64,
+    pub pauses: u64,
+    pub paused_ms: u64,
     /// The event being judged is `GuestBytes` (what clients get in it is
     /// the guest's output; in any other event, the relay's own bytes).
-    pub(super) guest_event: bool,
+    pub guest_event: bool,
     /// The largest whole guest frame seen so far (its prefix included).
-    pub(super) largest_from_guest: usize,
+    pub largest_from_guest: usize,
     /// What a campaign reports.
-    pub(super) stats: BudgetStats,
+    pub stats: BudgetStats,
 }
 
 /// What the rule did in one run, for the campaign's summary.
@@ -82,11 +82,11 @@ pub struct BudgetStats {
     pub peak_own: u64,
 }
 
-impl Checker {
+impl Model {
     /// `c` was handed `len` more bytes: past its soft budget its grace
     /// period starts; the sum may pass its mark. The relay's own bytes are
     /// counted apart (the pause does not hold them back).
-    pub(super) fn budget_added(&mut self, c: ClientId, len: usize, own: bool) {
+    pub fn budget_added(&mut self, c: ClientId, len: usize, own: bool) {
         let (now, soft) = (self.now, self.cfg.client_soft_budget);
         let m = self.clients.get_mut(&c).expect("known");
         if own {
@@ -111,7 +111,7 @@ impl Checker {
 
     /// `c` wrote some of its queue: down to half its budget it is no longer
     /// over (partial writes do not move its deadline).
-    pub(super) fn budget_written(&mut self, c: ClientId) {
+    pub fn budget_written(&mut self, c: ClientId) {
         let (now, soft, grace) = (self.now, self.cfg.client_soft_budget, self.cfg.grace);
         let m = self.clients.get_mut(&c).expect("known");
         if m.queued <= soft / 2
@@ -132,7 +132,7 @@ impl Checker {
     }
 
     /// A client left (or was closed), holding no queue any more.
-    pub(super) fn budget_departed(&mut self, over: bool) {
+    pub fn budget_departed(&mut self, over: bool) {
         self.budget.over -= usize::from(over);
         self.note_global();
     }
@@ -168,7 +168,7 @@ impl Checker {
     /// A slow consumer was closed at `limit` (already departed): during a
     /// pause that is progress; at the end of the sum's period, the sum gets
     /// another one if it is still over a quarter of the cap.
-    pub(super) fn budget_closed(&mut self, global_expiry: bool) {
+    pub fn budget_closed(&mut self, global_expiry: bool) {
         if self.budget.paused {
             self.budget.mark = self.now;
         }
@@ -186,31 +186,22 @@ impl Checker {
     }
 
     /// Whether the rule has the guest paused now.
-    pub(super) fn pause_due(&self) -> bool {
+    pub fn pause_due(&self) -> bool {
         !self.guest_gone && (self.budget.over > 0 || self.budget.global_since.is_some())
     }
 
-    /// `PauseGuest` (`pause`) or `ResumeGuest`: each only when the guest is
-    /// not paused, resp. paused; none once the guest is gone.
-    pub(super) fn on_guest_pause(&mut self, pause: bool) {
+    /// `PauseGuest` (`pause`) or `ResumeGuest` (`inv_bounded_wait` judged
+    /// it already): a pause starts, or ends and is counted.
+    pub fn guest_pause(&mut self, pause: bool) {
         let b = &mut self.budget;
         if pause == b.paused {
-            let why = if pause {
-                "PauseGuest while the guest is paused already"
-            } else {
-                "ResumeGuest while the guest is not paused"
-            };
-            return self.fail(Invariant::BoundedWait, why.into());
+            return;
         }
         b.paused = pause;
         if pause {
             b.pauses += 1;
             b.since = self.now;
             b.mark = self.now;
-            if self.guest_gone {
-                let why = "PauseGuest after the guest went away".into();
-                self.fail(Invariant::BoundedWait, why);
-            }
         } else {
             let ms = self.now - b.since;
             b.paused_ms += ms;
@@ -218,9 +209,20 @@ impl Checker {
         }
     }
 
+    /// A slow-consumer close at `limit`, counted for the campaign.
+    pub fn count_slow_close(&mut self, limit: SlowLimit) {
+        let stats = &mut self.budget.stats;
+        match (limit, self.tick) {
+            (SlowLimit::Grace, _) => stats.grace_closes += 1,
+            (SlowLimit::HardCap, _) => stats.hard_closes += 1,
+            (SlowLimit::GlobalCap, true) => stats.global_grace_closes += 1,
+            (SlowLimit::GlobalCap, false) => stats.global_cap_closes += 1,
+        }
+    }
+
     /// The earliest deadline the rule has running: a client's grace period
     /// (`Some(client)`) or the sum's (`None`).
-    pub(super) fn earliest_deadline(&self) -> Option<(Millis, Option<ClientId>)> {
+    pub fn earliest_deadline(&self) -> Option<(Millis, Option<ClientId>)> {
         let grace = self.cfg.grace;
         let clients = (self.budget.over > 0)
             .then(|| {

@@ -18,6 +18,21 @@ use super::World;
 use super::faults::Fault;
 use agent_relay::testkit::frames;
 
+/// Exec output as text: multi-byte characters, so the exec.log tap splits
+/// some; as long as the longest burst.
+static TEXT: [u8; 64 << 10] = text();
+
+const fn text() -> [u8; 64 << 10] {
+    let unit = "ab\u{e9} \u{20ac}\n".as_bytes();
+    let mut out = [0; 64 << 10];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = unit[i % unit.len()];
+        i += 1;
+    }
+    out
+}
+
 #[derive(Debug, Default)]
 pub(super) struct GuestSession {
     pub(super) exec: bool,
@@ -103,10 +118,12 @@ impl World {
         } else {
             self.rng.range_usize(1, pending.min(16 << 10))
         };
+        // Fed straight from the guest's buffer: performing the core's
+        // actions never writes to it.
         let start = self.guest.pos;
-        self.scratch.clear();
-        self.scratch
-            .extend_from_slice(&self.guest.out[start..start + n]);
+        let out = std::mem::take(&mut self.guest.out);
+        self.feed(Event::GuestBytes(&out[start..start + n]));
+        self.guest.out = out;
         self.guest.pos += n;
         if self.guest.pos == self.guest.out.len() {
             self.guest.out.clear();
@@ -115,7 +132,6 @@ impl World {
             self.guest.out.drain(..self.guest.pos);
             self.guest.pos = 0;
         }
-        self.feed_scratch(|b| Event::GuestBytes(b));
     }
 
     pub(super) fn guest_read(&mut self) {
@@ -324,20 +340,17 @@ impl World {
         } else {
             self.rng.size(300)
         };
-        self.scratch.clear();
-        self.scratch.resize(size, 0);
         // One payload in ten is random bytes (invalid UTF-8 for the tap);
         // real exec output is mostly text.
+        let (out, v) = (&mut self.guest.out, self.guest.v);
         if self.rng.chance(100) {
+            self.scratch.clear();
+            self.scratch.resize(size, 0);
             self.rng.fill(&mut self.scratch);
+            frames::push_data(out, v, t, id, 0, &self.scratch);
         } else {
-            // Mostly text with multi-byte characters, so the exec.log tap splits some.
-            let text = "ab\u{e9} \u{20ac}\n".as_bytes();
-            for chunk in self.scratch.chunks_mut(text.len()) {
-                chunk.copy_from_slice(&text[..chunk.len()]);
-            }
+            frames::push_data(out, v, t, id, 0, &TEXT[..size]);
         }
-        frames::push_data(&mut self.guest.out, self.guest.v, t, id, 0, &self.scratch);
     }
 
     /// Session `id` ends: its exit (137 if it was killed) or fs response.

@@ -390,8 +390,8 @@ impl World {
 
     fn feed(&mut self, event: Event<'_>) {
         self.d.feed(self.now, event);
-        let actions = std::mem::take(&mut self.d.actions);
-        for action in &actions {
+        let mut actions = std::mem::take(&mut self.d.actions);
+        for action in actions.drain(..) {
             self.perform(action);
         }
         self.d.actions = actions;
@@ -403,21 +403,22 @@ impl World {
         self.scratch = buf;
     }
 
-    fn perform(&mut self, action: &Action) {
+    /// The core's action, done (its frames moved where they go, not copied).
+    fn perform(&mut self, action: Action) {
         match action {
             Action::Handshake { client, bytes }
             | Action::ToClient {
                 client,
                 frame: bytes,
             } => {
-                if let Some(a) = self.actor(*client) {
+                if let Some(a) = self.actor(client) {
                     a.sock_len += bytes.len();
-                    a.sock.push_back(bytes.clone());
+                    a.sock.push_back(bytes);
                 }
             }
             Action::ToGuest { frame } => {
                 self.guest.inflight_len += frame.len();
-                self.guest.inflight.push_back(frame.clone());
+                self.guest.inflight.push_back(frame);
             }
             Action::Refuse { client, .. } | Action::CloseClient { client, .. } => {
                 let slow = matches!(
@@ -427,21 +428,21 @@ impl World {
                         ..
                     }
                 );
-                if let Some(a) = self.actor(*client)
+                if let Some(a) = self.actor(client)
                     && slow
                     && matches!(a.reading, Reading::Steady { .. })
                 {
                     self.steady_slow_closes += 1;
                 }
-                self.actors.retain(|a| a.id != *client);
+                self.actors.retain(|a| a.id != client);
             }
             Action::PauseClient(c) => {
-                if let Some(a) = self.actor(*c) {
+                if let Some(a) = self.actor(c) {
                     a.paused = true;
                 }
             }
             Action::ResumeClient(c) => {
-                if let Some(a) = self.actor(*c) {
+                if let Some(a) = self.actor(c) {
                     a.paused = false;
                 }
             }

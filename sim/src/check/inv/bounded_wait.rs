@@ -31,6 +31,7 @@ pub struct BoundedWait;
 
 impl Check for BoundedWait {
     const INVARIANT: Invariant = Invariant::BoundedWait;
+    const WANTS: u64 = Fact::ACTION;
 
     fn new(_m: &Model) -> Self {
         BoundedWait

@@ -33,6 +33,7 @@ pub struct Boundedness {
 
 impl Check for Boundedness {
     const INVARIANT: Invariant = Invariant::Boundedness;
+    const WANTS: u64 = Fact::TO_GUEST | Fact::OUTPUT_ADDED | Fact::SLOW_CLOSE_QUEUED;
 
     /// The core's held bytes: at most one partial guest frame; per slot one
     /// partial client frame, plus frames toward the guest up to the pause

@@ -20,6 +20,7 @@ pub struct Cleanup;
 
 impl Check for Cleanup {
     const INVARIANT: Invariant = Invariant::Cleanup;
+    const WANTS: u64 = Fact::KILL_HANDED | Fact::UNOWED_KILL | Fact::UNMATCHED_CURRENT;
 
     fn new(_m: &Model) -> Self {
         Cleanup

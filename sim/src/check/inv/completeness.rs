@@ -16,6 +16,7 @@ pub struct Completeness;
 
 impl Check for Completeness {
     const INVARIANT: Invariant = Invariant::Completeness;
+    const WANTS: u64 = 0;
 
     fn new(_m: &Model) -> Self {
         Completeness

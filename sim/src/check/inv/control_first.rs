@@ -30,6 +30,7 @@ pub struct ControlFirst;
 
 impl Check for ControlFirst {
     const INVARIANT: Invariant = Invariant::ControlFirst;
+    const WANTS: u64 = Fact::UNMATCHED_CURRENT;
 
     fn new(_m: &Model) -> Self {
         ControlFirst

@@ -24,6 +24,7 @@ pub struct Credit;
 
 impl Check for Credit {
     const INVARIANT: Invariant = Invariant::Credit;
+    const WANTS: u64 = Fact::CHARGED;
 
     fn new(_m: &Model) -> Self {
         Credit

@@ -17,6 +17,7 @@ pub struct DriverContract;
 
 impl Check for DriverContract {
     const INVARIANT: Invariant = Invariant::DriverContract;
+    const WANTS: u64 = Fact::EVENT | Fact::ID_REUSED | Fact::CLIENT_READ;
 
     fn new(_m: &Model) -> Self {
         DriverContract

@@ -33,6 +33,7 @@ pub struct FairCredit;
 
 impl Check for FairCredit {
     const INVARIANT: Invariant = Invariant::FairCredit;
+    const WANTS: u64 = Fact::CHARGED;
 
     fn new(_m: &Model) -> Self {
         FairCredit

@@ -78,6 +78,8 @@ pub struct Fairness {
 
 impl Check for Fairness {
     const INVARIANT: Invariant = Invariant::Fairness;
+    const WANTS: u64 =
+        Fact::QUEUED | Fact::DROPPED | Fact::DEPARTED | Fact::OUT_HANDED | Fact::KILL_HANDED;
 
     fn new(_m: &Model) -> Self {
         Fairness::default()

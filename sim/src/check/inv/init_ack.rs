@@ -16,6 +16,7 @@ pub struct InitAck;
 
 impl Check for InitAck {
     const INVARIANT: Invariant = Invariant::InitAck;
+    const WANTS: u64 = Fact::INIT_ACK_HANDED;
 
     fn new(_m: &Model) -> Self {
         InitAck

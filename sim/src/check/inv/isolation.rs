@@ -9,8 +9,6 @@
 //! the tap off; a departed client keeps no slot; and a client waiting for
 //! an answer gets one in its event.
 
-use std::collections::BTreeSet;
-
 use agent_relay::core::{Action, ClientId, CloseReason, RefuseReason, Relay, SlowLimit};
 
 use super::super::invariant::Invariant;
@@ -23,6 +21,13 @@ pub struct Isolation;
 
 impl Check for Isolation {
     const INVARIANT: Invariant = Invariant::Isolation;
+    const WANTS: u64 = Fact::ACTION
+        | Fact::HANDSHAKE
+        | Fact::PROLOGUE
+        | Fact::SLOT_HELD
+        | Fact::REFUSE
+        | Fact::CLOSE
+        | Fact::SLOW_CLOSE;
 
     fn new(_m: &Model) -> Self {
         Isolation
@@ -133,7 +138,7 @@ fn refused(m: &Model, c: ClientId, reason: &RefuseReason, v: &mut Verdict) {
 
 /// Refusing `c` as full is right only if every slot is held.
 fn check_full(m: &Model, c: ClientId, v: &mut Verdict) {
-    let mut slots = BTreeSet::new();
+    let mut slots = Vec::new();
     let mut pending = 0;
     for (&o, k) in &m.clients {
         if o == c {
@@ -141,12 +146,12 @@ fn check_full(m: &Model, c: ClientId, v: &mut Verdict) {
         }
         match (k.state, k.range) {
             (State::Pending, _) => pending += 1,
-            (_, Some(r)) if k.holds_slot() => {
-                slots.insert(r.start);
-            }
+            (_, Some(r)) if k.holds_slot() => slots.push(r.start),
             _ => {}
         }
     }
+    slots.sort_unstable();
+    slots.dedup();
     let held = slots.len() + pending;
     let max = m.layout.map_or(m.cfg.max_clients as usize, |l| l.slots());
     if held < max {

@@ -18,6 +18,7 @@ pub struct NoLateReply;
 
 impl Check for NoLateReply {
     const INVARIANT: Invariant = Invariant::NoLateReply;
+    const WANTS: u64 = Fact::TO_CLIENT;
 
     fn new(_m: &Model) -> Self {
         NoLateReply

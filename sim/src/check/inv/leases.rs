@@ -27,6 +27,11 @@ pub struct RangeLeases;
 
 impl Check for RangeLeases {
     const INVARIANT: Invariant = Invariant::RangeLeases;
+    const WANTS: u64 = Fact::SLOT_AWAITS_ACK
+        | Fact::EARLY_LEASE_MISMATCH
+        | Fact::LEASE_HANDED
+        | Fact::REACHED
+        | Fact::UNMATCHED_CURRENT;
 
     fn new(_m: &Model) -> Self {
         RangeLeases

@@ -16,6 +16,7 @@ pub struct SessionsEnd;
 
 impl Check for SessionsEnd {
     const INVARIANT: Invariant = Invariant::SessionsEnd;
+    const WANTS: u64 = 0;
 
     fn new(_m: &Model) -> Self {
         SessionsEnd
@@ -42,6 +43,7 @@ pub struct ToGuestEnd;
 
 impl Check for ToGuestEnd {
     const INVARIANT: Invariant = Invariant::ToGuestEnd;
+    const WANTS: u64 = 0;
 
     fn new(_m: &Model) -> Self {
         ToGuestEnd
@@ -65,6 +67,7 @@ pub struct CleanupEnd;
 
 impl Check for CleanupEnd {
     const INVARIANT: Invariant = Invariant::CleanupEnd;
+    const WANTS: u64 = 0;
 
     fn new(_m: &Model) -> Self {
         CleanupEnd

@@ -64,6 +64,10 @@ pub trait Check {
     /// The invariant it judges: the only one it may report.
     const INVARIANT: Invariant;
 
+    /// The facts [`Check::on_fact`] judges, as a mask of [`Fact::bit`]s
+    /// (the others are not passed to it).
+    const WANTS: u64 = u64::MAX;
+
     /// It, before the first event (the model is fresh).
     fn new(m: &Model) -> Self;
 
@@ -220,10 +224,17 @@ macro_rules! invariants {
         }
 
         impl Facts for Invariants {
+            // An invariant that judges no fact has the mask 0.
+            #[allow(clippy::bad_bit_mask)]
             fn fact(&mut self, m: &Model, f: Fact<'_>) {
                 self.verdict.event = m.events;
                 self.verdict.checks += 1;
-                $(self.$field.on_fact(m, &f, &mut self.verdict);)*
+                let bit = f.bit();
+                $(
+                    if <$ty as Check>::WANTS & bit != 0 {
+                        self.$field.on_fact(m, &f, &mut self.verdict);
+                    }
+                )*
             }
         }
     };

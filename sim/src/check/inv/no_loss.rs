@@ -34,6 +34,7 @@ pub struct NoLossWhileReading;
 
 impl Check for NoLossWhileReading {
     const INVARIANT: Invariant = Invariant::NoLossWhileReading;
+    const WANTS: u64 = Fact::SLOW_CLOSE;
 
     fn new(_m: &Model) -> Self {
         NoLossWhileReading

@@ -21,6 +21,7 @@ pub struct NoticeAfterKills;
 
 impl Check for NoticeAfterKills {
     const INVARIANT: Invariant = Invariant::NoticeAfterKills;
+    const WANTS: u64 = Fact::NOTICE_HANDED | Fact::TURN_HANDED | Fact::UNMATCHED_CURRENT;
 
     fn new(_m: &Model) -> Self {
         NoticeAfterKills

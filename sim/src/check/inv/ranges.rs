@@ -14,6 +14,7 @@ pub struct CanonicalRanges;
 
 impl Check for CanonicalRanges {
     const INVARIANT: Invariant = Invariant::CanonicalRanges;
+    const WANTS: u64 = Fact::PROLOGUE;
 
     fn new(_m: &Model) -> Self {
         CanonicalRanges

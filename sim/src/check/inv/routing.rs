@@ -31,6 +31,13 @@ pub struct Routing {
 
 impl Check for Routing {
     const INVARIANT: Invariant = Invariant::Routing;
+    const WANTS: u64 = Fact::EVENT
+        | Fact::CORRUPT
+        | Fact::ACTION
+        | Fact::FIRST_READY
+        | Fact::READY
+        | Fact::GUEST_FRAMED
+        | Fact::TO_CLIENT;
 
     fn new(_m: &Model) -> Self {
         Routing::default()
@@ -71,10 +78,13 @@ impl Check for Routing {
 /// A frame to `c`: the next guest frame routed to it, with none routed
 /// earlier to another client still waiting.
 fn to_client(m: &Model, c: ClientId, frame: &Bytes, v: &mut Verdict) {
-    if let Some((&other, _)) = m
-        .clients
+    // Frames are routed only to clients the event touched.
+    if let Some(other) = m
+        .touched
         .iter()
-        .find(|(o, k)| **o != c && !k.to_client.is_empty())
+        .copied()
+        .filter(|&o| o != c && m.clients.get(&o).is_some_and(|k| !k.to_client.is_empty()))
+        .min()
     {
         let why = format!(
             "{c} got frame id {} while an earlier guest frame for {other} was not delivered",

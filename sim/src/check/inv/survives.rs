@@ -50,6 +50,7 @@ pub struct GuestSurvives {
 
 impl Check for GuestSurvives {
     const INVARIANT: Invariant = Invariant::GuestSurvives;
+    const WANTS: u64 = Fact::TO_GUEST;
 
     fn new(_m: &Model) -> Self {
         GuestSurvives::default()

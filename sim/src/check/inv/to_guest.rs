@@ -24,6 +24,12 @@ pub struct ToGuest {
 
 impl Check for ToGuest {
     const INVARIANT: Invariant = Invariant::ToGuest;
+    const WANTS: u64 = Fact::ACTION
+        | Fact::OUT_HANDED
+        | Fact::CLIENT_FRAME_HANDED
+        | Fact::UNMATCHED
+        | Fact::UNMATCHED_CURRENT
+        | Fact::CLOCK_HANDED;
 
     fn new(_m: &Model) -> Self {
         ToGuest::default()

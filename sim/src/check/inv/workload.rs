@@ -12,6 +12,7 @@ pub struct WorkloadPrivate;
 
 impl Check for WorkloadPrivate {
     const INVARIANT: Invariant = Invariant::WorkloadPrivate;
+    const WANTS: u64 = Fact::TO_CLIENT;
 
     fn new(_m: &Model) -> Self {
         WorkloadPrivate

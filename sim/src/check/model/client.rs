@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use agent_relay::core::{IdRange, Millis};
+use agent_relay::core::{ClientId, IdRange, Millis};
 use agent_relay::wire::FrameDecoder;
 use bytes::Bytes;
 
@@ -219,5 +219,103 @@ impl Client {
     /// Whether the relay owes it its handshake or refusal now.
     pub fn awaits_answer(&self) -> bool {
         self.state == State::Pending && (self.connecting || self.hs_due)
+    }
+}
+
+/// Every client connection by id, in id order (as a `BTreeMap` would give
+/// them). Drivers number clients as they connect, so the ids are kept in
+/// one sorted vector and a client is found at the offset of its id from the
+/// first (by bisection when ids skip); a refused client leaves a hole.
+#[derive(Debug, Default)]
+pub struct Clients {
+    ids: Vec<ClientId>,
+    all: Vec<Option<Client>>,
+}
+
+impl Clients {
+    fn find(&self, c: ClientId) -> Result<usize, usize> {
+        let Some(first) = self.ids.first() else {
+            return Err(0);
+        };
+        let guess = c.0.wrapping_sub(first.0);
+        if let Ok(i) = usize::try_from(guess)
+            && self.ids.get(i) == Some(&c)
+        {
+            return Ok(i);
+        }
+        match self.ids.last() {
+            Some(&last) if last < c => Err(self.ids.len()),
+            _ => self.ids.binary_search(&c),
+        }
+    }
+
+    /// The client `c`, if known.
+    pub fn get(&self, c: &ClientId) -> Option<&Client> {
+        self.find(*c).ok().and_then(|i| self.all[i].as_ref())
+    }
+
+    /// The client `c`, if known.
+    pub fn get_mut(&mut self, c: &ClientId) -> Option<&mut Client> {
+        self.find(*c).ok().and_then(|i| self.all[i].as_mut())
+    }
+
+    /// Whether `c` is known.
+    pub fn contains_key(&self, c: &ClientId) -> bool {
+        self.get(c).is_some()
+    }
+
+    /// Adds (or replaces) `c`.
+    pub fn insert(&mut self, c: ClientId, client: Client) {
+        match self.find(c) {
+            Ok(i) => self.all[i] = Some(client),
+            Err(i) => {
+                self.ids.insert(i, c);
+                self.all.insert(i, Some(client));
+            }
+        }
+    }
+
+    /// Forgets `c`.
+    pub fn remove(&mut self, c: &ClientId) -> Option<Client> {
+        let i = self.find(*c).ok()?;
+        self.all[i].take()
+    }
+
+    /// Every client, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &Client)> {
+        self.into_iter()
+    }
+
+    /// Every client, in id order.
+    pub fn values(&self) -> impl Iterator<Item = &Client> {
+        self.all.iter().flatten()
+    }
+}
+
+impl std::ops::Index<&ClientId> for Clients {
+    type Output = Client;
+
+    fn index(&self, c: &ClientId) -> &Client {
+        self.get(c).expect("a known client")
+    }
+}
+
+/// [`Clients`] in id order.
+pub type ClientsIter<'a> = std::iter::FilterMap<
+    std::iter::Zip<std::slice::Iter<'a, ClientId>, std::slice::Iter<'a, Option<Client>>>,
+    fn((&'a ClientId, &'a Option<Client>)) -> Option<(&'a ClientId, &'a Client)>,
+>;
+
+impl<'a> IntoIterator for &'a Clients {
+    type Item = (&'a ClientId, &'a Client);
+    type IntoIter = ClientsIter<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn present<'a>(
+            (c, k): (&'a ClientId, &'a Option<Client>),
+        ) -> Option<(&'a ClientId, &'a Client)> {
+            k.as_ref().map(|k| (c, k))
+        }
+        self.ids.iter().zip(&self.all).filter_map(present)
     }
 }

@@ -291,3 +291,121 @@ pub enum Fact<'a> {
         want: Option<u64>,
     },
 }
+
+impl Fact<'_> {
+    /// [`Fact::Event`]'s bit.
+    pub const EVENT: u64 = 1 << 0;
+    /// [`Fact::IdReused`]'s bit.
+    pub const ID_REUSED: u64 = 1 << 1;
+    /// [`Fact::ClientRead`]'s bit.
+    pub const CLIENT_READ: u64 = 1 << 2;
+    /// [`Fact::Queued`]'s bit.
+    pub const QUEUED: u64 = 1 << 3;
+    /// [`Fact::Corrupt`]'s bit.
+    pub const CORRUPT: u64 = 1 << 4;
+    /// [`Fact::Departed`]'s bit.
+    pub const DEPARTED: u64 = 1 << 5;
+    /// [`Fact::Dropped`]'s bit.
+    pub const DROPPED: u64 = 1 << 6;
+    /// [`Fact::GuestFramed`]'s bit.
+    pub const GUEST_FRAMED: u64 = 1 << 7;
+    /// [`Fact::FirstReady`]'s bit.
+    pub const FIRST_READY: u64 = 1 << 8;
+    /// [`Fact::Action`]'s bit.
+    pub const ACTION: u64 = 1 << 9;
+    /// [`Fact::Ready`]'s bit.
+    pub const READY: u64 = 1 << 10;
+    /// [`Fact::ToClient`]'s bit.
+    pub const TO_CLIENT: u64 = 1 << 11;
+    /// [`Fact::OutputAdded`]'s bit.
+    pub const OUTPUT_ADDED: u64 = 1 << 12;
+    /// [`Fact::Handshake`]'s bit.
+    pub const HANDSHAKE: u64 = 1 << 13;
+    /// [`Fact::Prologue`]'s bit.
+    pub const PROLOGUE: u64 = 1 << 14;
+    /// [`Fact::SlotAwaitsAck`]'s bit.
+    pub const SLOT_AWAITS_ACK: u64 = 1 << 15;
+    /// [`Fact::SlotHeld`]'s bit.
+    pub const SLOT_HELD: u64 = 1 << 16;
+    /// [`Fact::Refuse`]'s bit.
+    pub const REFUSE: u64 = 1 << 17;
+    /// [`Fact::Close`]'s bit.
+    pub const CLOSE: u64 = 1 << 18;
+    /// [`Fact::SlowCloseQueued`]'s bit.
+    pub const SLOW_CLOSE_QUEUED: u64 = 1 << 19;
+    /// [`Fact::SlowClose`]'s bit.
+    pub const SLOW_CLOSE: u64 = 1 << 20;
+    /// [`Fact::ToGuest`]'s bit.
+    pub const TO_GUEST: u64 = 1 << 21;
+    /// [`Fact::InitAckHanded`]'s bit.
+    pub const INIT_ACK_HANDED: u64 = 1 << 22;
+    /// [`Fact::ClientFrameHanded`]'s bit.
+    pub const CLIENT_FRAME_HANDED: u64 = 1 << 23;
+    /// [`Fact::OutHanded`]'s bit.
+    pub const OUT_HANDED: u64 = 1 << 24;
+    /// [`Fact::KillHanded`]'s bit.
+    pub const KILL_HANDED: u64 = 1 << 25;
+    /// [`Fact::UnowedKill`]'s bit.
+    pub const UNOWED_KILL: u64 = 1 << 26;
+    /// [`Fact::Unmatched`]'s bit.
+    pub const UNMATCHED: u64 = 1 << 27;
+    /// [`Fact::UnmatchedCurrent`]'s bit.
+    pub const UNMATCHED_CURRENT: u64 = 1 << 28;
+    /// [`Fact::Charged`]'s bit.
+    pub const CHARGED: u64 = 1 << 29;
+    /// [`Fact::Reached`]'s bit.
+    pub const REACHED: u64 = 1 << 30;
+    /// [`Fact::TurnHanded`]'s bit.
+    pub const TURN_HANDED: u64 = 1 << 31;
+    /// [`Fact::NoticeHanded`]'s bit.
+    pub const NOTICE_HANDED: u64 = 1 << 32;
+    /// [`Fact::LeaseHanded`]'s bit.
+    pub const LEASE_HANDED: u64 = 1 << 33;
+    /// [`Fact::EarlyLeaseMismatch`]'s bit.
+    pub const EARLY_LEASE_MISMATCH: u64 = 1 << 34;
+    /// [`Fact::ClockHanded`]'s bit.
+    pub const CLOCK_HANDED: u64 = 1 << 35;
+
+    /// Its bit, for the masks invariants say what they judge with
+    /// (`Check::WANTS`).
+    pub fn bit(&self) -> u64 {
+        match self {
+            Fact::Event(..) => Fact::EVENT,
+            Fact::IdReused(..) => Fact::ID_REUSED,
+            Fact::ClientRead { .. } => Fact::CLIENT_READ,
+            Fact::Queued { .. } => Fact::QUEUED,
+            Fact::Corrupt => Fact::CORRUPT,
+            Fact::Departed(..) => Fact::DEPARTED,
+            Fact::Dropped { .. } => Fact::DROPPED,
+            Fact::GuestFramed => Fact::GUEST_FRAMED,
+            Fact::FirstReady => Fact::FIRST_READY,
+            Fact::Action(..) => Fact::ACTION,
+            Fact::Ready => Fact::READY,
+            Fact::ToClient { .. } => Fact::TO_CLIENT,
+            Fact::OutputAdded(..) => Fact::OUTPUT_ADDED,
+            Fact::Handshake { .. } => Fact::HANDSHAKE,
+            Fact::Prologue { .. } => Fact::PROLOGUE,
+            Fact::SlotAwaitsAck { .. } => Fact::SLOT_AWAITS_ACK,
+            Fact::SlotHeld { .. } => Fact::SLOT_HELD,
+            Fact::Refuse { .. } => Fact::REFUSE,
+            Fact::Close { .. } => Fact::CLOSE,
+            Fact::SlowCloseQueued { .. } => Fact::SLOW_CLOSE_QUEUED,
+            Fact::SlowClose { .. } => Fact::SLOW_CLOSE,
+            Fact::ToGuest(..) => Fact::TO_GUEST,
+            Fact::InitAckHanded(..) => Fact::INIT_ACK_HANDED,
+            Fact::ClientFrameHanded { .. } => Fact::CLIENT_FRAME_HANDED,
+            Fact::OutHanded { .. } => Fact::OUT_HANDED,
+            Fact::KillHanded { .. } => Fact::KILL_HANDED,
+            Fact::UnowedKill(..) => Fact::UNOWED_KILL,
+            Fact::Unmatched(..) => Fact::UNMATCHED,
+            Fact::UnmatchedCurrent { .. } => Fact::UNMATCHED_CURRENT,
+            Fact::Charged { .. } => Fact::CHARGED,
+            Fact::Reached { .. } => Fact::REACHED,
+            Fact::TurnHanded { .. } => Fact::TURN_HANDED,
+            Fact::NoticeHanded(..) => Fact::NOTICE_HANDED,
+            Fact::LeaseHanded { .. } => Fact::LEASE_HANDED,
+            Fact::EarlyLeaseMismatch { .. } => Fact::EARLY_LEASE_MISMATCH,
+            Fact::ClockHanded { .. } => Fact::CLOCK_HANDED,
+        }
+    }
+}

@@ -26,14 +26,14 @@ mod spec;
 mod to_client;
 mod to_guest;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use agent_relay::core::{Action, ClientId, Config, Event, Millis, Protocol};
 use agent_relay::wire::{Frame, FrameDecoder, LEN_PREFIX, MsgType};
 use bytes::Bytes;
 
 pub use budget::{Budget, BudgetStats};
-pub use client::{Client, Corr, Lane, State};
+pub use client::{Client, Clients, Corr, Lane, State};
 pub use current::{Class, ClockModel, Ctl, CtlEntry, Current, Layout, WORKLOAD_ID, Window};
 pub use fact::{Due, Fact, Prologue, Reached, Stray};
 pub use frames::frame_id;
@@ -108,7 +108,7 @@ pub struct Model {
     /// The guest channel closed.
     pub guest_gone: bool,
     /// Every client connection, departed ones included.
-    pub clients: BTreeMap<ClientId, Client>,
+    pub clients: Clients,
     /// Open correlation id -> its newest owner. Looked up, never iterated.
     pub owners: HashMap<u32, ClientId>,
     /// Correlations opened so far (their creation order).
@@ -186,7 +186,7 @@ impl Model {
             gq: VecDeque::new(),
             resyncing: false,
             guest_gone: false,
-            clients: BTreeMap::new(),
+            clients: Clients::default(),
             owners: HashMap::new(),
             last_corr: 0,
             current: None,

@@ -138,21 +138,20 @@ fn refused(m: &Model, c: ClientId, reason: &RefuseReason, v: &mut Verdict) {
 
 /// Refusing `c` as full is right only if every slot is held.
 fn check_full(m: &Model, c: ClientId, v: &mut Verdict) {
-    let mut slots = Vec::new();
-    let mut pending = 0;
-    for (&o, k) in &m.clients {
-        if o == c {
-            continue;
-        }
-        match (k.state, k.range) {
-            (State::Pending, _) => pending += 1,
-            (_, Some(r)) if k.holds_slot() => slots.push(r.start),
-            _ => {}
-        }
-    }
-    slots.sort_unstable();
-    slots.dedup();
-    let held = slots.len() + pending;
+    // The clients waiting for a slot, and the slots some handshaken client
+    // (live or departed) still holds: every one of those is in its slot's
+    // list of holders.
+    let pending = m
+        .present
+        .iter()
+        .filter(|&&o| o != c && m.client(o).state == State::Pending)
+        .count();
+    let slots = m
+        .by_slot
+        .iter()
+        .filter(|holders| holders.iter().any(|&o| o != c && m.client(o).holds_slot()))
+        .count();
+    let held = slots + pending;
     let max = m.layout.map_or(m.cfg.max_clients as usize, |l| l.slots());
     if held < max {
         let why = format!("refused {c} as full while only {held} of {max} slots are held");
@@ -205,10 +204,11 @@ fn slow_close(m: &Model, c: ClientId, queued: usize, limit: SlowLimit, v: &mut V
             let due = if m.tick {
                 m.budget.global_since.is_some_and(|t| t + grace <= now)
             } else {
+                // A departed client is handed nothing more.
                 let largest = m
-                    .clients
-                    .values()
-                    .map(|o| m.next_frame_len(o))
+                    .present
+                    .iter()
+                    .map(|&o| m.next_frame_len(m.client(o)))
                     .max()
                     .unwrap_or(0);
                 m.sum_queued + largest > m.cfg.global_cap
@@ -229,9 +229,9 @@ fn slow_close(m: &Model, c: ClientId, queued: usize, limit: SlowLimit, v: &mut V
 /// holding as much, has the lowest slot.
 fn holds_the_most(m: &Model, c: ClientId) -> bool {
     let k = m.client(c);
-    m.clients.iter().all(|(&o, om)| {
+    m.present.iter().all(|&o| {
+        let om = m.client(o);
         o == c
-            || om.state == State::Gone
             || om.queued < k.queued
             || (om.queued == k.queued && (om.state != State::Live || om.slot > k.slot))
     })

@@ -31,21 +31,21 @@
 use std::collections::HashMap;
 
 use bytes::BytesMut;
-use msp7::codec::{DecodedFrame, decode_message_frame, try_decode_frame_from_bytes};
+use msp7::codec::{DecodedFrame, try_decode_frame_from_bytes};
 use msp7::message::{Message, MessageType};
 use msp7::transport::{try_decode_relay_client_connected_from_bytes, validate_relay_client_range};
 
+use super::super::cbor;
 use super::super::invariant::Invariant;
 use super::super::model::{Fact, Model, frame_id};
 use super::{Check, Verdict};
 
-/// The guest's own reader: agentd's incarnation of each leased slot, and
-/// buffers reused from frame to frame.
+/// The guest's own reader: agentd's incarnation of each leased slot, and a
+/// buffer reused from frame to frame.
 #[derive(Debug, Default)]
 pub struct GuestSurvives {
     leases: HashMap<u32, [u8; 16]>,
     buf: BytesMut,
-    legacy: Vec<u8>,
 }
 
 impl Check for GuestSurvives {
@@ -172,7 +172,7 @@ impl GuestSurvives {
     fn notice(&mut self, msg: &Message) -> Option<String> {
         // A payload it cannot decode gets a `core.error` (a mute sender's
         // was judged above).
-        let n = msg.payload::<msp7::core::RelayClientDisconnected>().ok()?;
+        let n = cbor::payload::<msp7::core::RelayClientDisconnected>(&msg.p)?;
         let Some(slot) = validate_relay_client_range(n.id_start, n.id_end_exclusive) else {
             return Some(format!(
                 "a disconnect notice for the range [{}, {}), not canonical",
@@ -194,17 +194,73 @@ impl GuestSurvives {
         None
     }
 
-    /// Why a 0.4.4 guest's decoder would refuse `frame`, if it would.
+    /// Why a 0.4.4 guest's decoder would refuse `frame`, if it would: what
+    /// `microsandbox_protocol::codec::try_decode_from_buf` does with a buffer
+    /// holding just `frame`, read in place.
     fn legacy(&mut self, frame: &[u8]) -> Option<String> {
-        self.legacy.clear();
-        self.legacy.extend_from_slice(frame);
-        match microsandbox_protocol::codec::try_decode_from_buf(&mut self.legacy) {
-            Ok(Some(_)) if self.legacy.is_empty() => None,
-            Ok(Some(_)) => Some("read past the frame".into()),
-            Ok(None) => Some("a partial frame".into()),
-            Err(e) => Some(format!("decode: {e}")),
-        }
+        use microsandbox_protocol::ProtocolError;
+        use microsandbox_protocol::codec::MAX_FRAME_SIZE;
+        use microsandbox_protocol::message::{FRAME_HEADER_SIZE, Message};
+        let Some(head) = frame.first_chunk::<4>() else {
+            return Some("a partial frame".into());
+        };
+        let len = u32::from_be_bytes(*head);
+        let error = if len > MAX_FRAME_SIZE {
+            ProtocolError::FrameTooLarge {
+                size: len,
+                max: MAX_FRAME_SIZE,
+            }
+        } else if frame.len() < 4 + len as usize {
+            return Some("a partial frame".into());
+        } else if (len as usize) < FRAME_HEADER_SIZE {
+            ProtocolError::FrameTooShort {
+                size: len,
+                min: FRAME_HEADER_SIZE as u32,
+            }
+        } else {
+            let total = 4 + len as usize;
+            let mut body = &frame[4 + FRAME_HEADER_SIZE..total];
+            match cbor::from_reader::<Message>(&mut body) {
+                Ok(_) if total == frame.len() => return None,
+                Ok(_) => return Some("read past the frame".into()),
+                Err(e) => ProtocolError::from(e),
+            }
+        };
+        Some(format!("decode: {error}"))
     }
+}
+
+/// What `msp7::codec::decode_message_frame` does with a whole frame, its
+/// body read in place.
+fn decode_message_frame(frame: &[u8]) -> msp7::ProtocolResult<Message> {
+    use msp7::ProtocolError;
+    use msp7::codec::MAX_FRAME_SIZE;
+    use msp7::message::FRAME_HEADER_SIZE;
+    let Some(head) = frame.first_chunk::<4>() else {
+        return Err(ProtocolError::UnexpectedEof);
+    };
+    let len = u32::from_be_bytes(*head);
+    if len > MAX_FRAME_SIZE {
+        return Err(ProtocolError::FrameTooLarge {
+            size: len,
+            max: MAX_FRAME_SIZE,
+        });
+    }
+    let total = 4 + len as usize;
+    if frame.len() < total {
+        return Err(ProtocolError::UnexpectedEof);
+    }
+    if (len as usize) < FRAME_HEADER_SIZE {
+        return Err(ProtocolError::FrameTooShort {
+            size: len,
+            min: FRAME_HEADER_SIZE as u32,
+        });
+    }
+    let mut body = &frame[4 + FRAME_HEADER_SIZE..total];
+    let mut msg: Message = cbor::from_reader(&mut body)?;
+    msg.id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    msg.flags = frame[8];
+    Ok(msg)
 }
 
 /// The length field of a frame (at least 4 bytes).
@@ -222,8 +278,9 @@ const FLAG_BULK: u8 = 0x08;
 fn payload_decodes(msg: &Message) -> bool {
     use MessageType as T;
     use msp7::{bulk, core, exec, fs, tcp};
+    /// `msg.payload::<P>().is_ok()`, read in place.
     fn ok<P: serde::de::DeserializeOwned>(msg: &Message) -> bool {
-        msg.payload::<P>().is_ok()
+        cbor::payload::<P>(&msg.p).is_some()
     }
     match msg.t {
         T::RootDiskPrepare | T::RootDiskGrow => ok::<core::RootDiskGrow>(msg),
@@ -326,5 +383,49 @@ mod tests {
             r.legacy(&frames::raw(10, MsgType::Ping, 5, 0, &[0xa0]))
                 .is_some()
         );
+    }
+
+    /// The readers run in place say what the libraries' own say.
+    #[test]
+    fn survives_reads_in_place_as_the_codecs_do() {
+        let mut frames_: Vec<Vec<u8>> = vec![
+            frames::raw(
+                1,
+                MsgType::ExecSignal,
+                5,
+                0,
+                &[0xa1, 0x66, b's', b'i', b'g', b'n', b'a', b'l', 0x09],
+            )
+            .to_vec(),
+            frames::raw(10, MsgType::Ping, 5, 0, &[0xa0]).to_vec(),
+            frames::named(10, "core.bogus.type", 5, 0, &[0xa0]).to_vec(),
+            frames::body_frame(0, 0x04, &[]).to_vec(),
+            frames::stdin(1, 7, &[b'x'; 9000]).to_vec(),
+            vec![0, 0, 0, 3, 0, 0, 0],
+            vec![0, 0x50, 0, 0, 0, 0, 0, 0, 0],
+            vec![0, 0, 0],
+        ];
+        let mut trailing = frames::raw(1, MsgType::ExecResize, 5, 0, &[0xa0]).to_vec();
+        trailing[3] += 1;
+        trailing.push(0);
+        frames_.push(trailing);
+        let mut r = GuestSurvives::default();
+        for f in &frames_ {
+            let mut buf = f.clone();
+            let want = match microsandbox_protocol::codec::try_decode_from_buf(&mut buf) {
+                Ok(Some(_)) if buf.is_empty() => None,
+                Ok(Some(_)) => Some("read past the frame".to_owned()),
+                Ok(None) => Some("a partial frame".to_owned()),
+                Err(e) => Some(format!("decode: {e}")),
+            };
+            assert_eq!(r.legacy(f), want, "{f:02x?}");
+            let theirs = msp7::codec::decode_message_frame(f).map_err(|e| e.to_string());
+            let ours = super::decode_message_frame(f).map_err(|e| e.to_string());
+            assert_eq!(
+                ours.map(|m| (m.v, m.id, m.flags, m.p)),
+                theirs.map(|m| (m.v, m.id, m.flags, m.p)),
+                "{f:02x?}"
+            );
+        }
     }
 }

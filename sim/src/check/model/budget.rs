@@ -226,7 +226,8 @@ impl Model {
         let grace = self.cfg.grace;
         let clients = (self.budget.over > 0)
             .then(|| {
-                self.clients.iter().filter_map(|(&c, m)| {
+                self.present.iter().filter_map(|&c| {
+                    let m = &self.clients[&c];
                     m.over_since
                         .filter(|_| m.state == State::Live)
                         .map(|t| (t + grace, Some(c)))

@@ -8,11 +8,10 @@
 use std::collections::VecDeque;
 
 use agent_relay::core::ClientId;
-use agent_relay::wire::payload::{
-    ExecFailed, ExecFailureKind, ExecRequest, build_frame_v, decode_payload,
-};
-use agent_relay::wire::{Frame, MsgType, decode_envelope_full, inspect_envelope};
+use agent_relay::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest, build_frame_v};
+use agent_relay::wire::{Frame, LEN_PREFIX, MsgType, PREFIX_LEN, check_len, inspect_envelope};
 
+use super::super::cbor;
 use super::client::{Corr, Lane, Out, State};
 use super::current::{Class, Ctl, CtlEntry};
 use super::refusal::Refusal;
@@ -49,8 +48,25 @@ impl Model {
         if m.bad.is_some() {
             return;
         }
-        m.parse.extend(bytes);
+        // Whole frames come straight from the read while nothing is held
+        // (each copied once); the rest goes through the decoder.
         let mut items = VecDeque::new();
+        let mut rest = bytes;
+        while m.parse.buffered() == 0
+            && let Some(head) = rest.first_chunk::<4>()
+        {
+            let len = u32::from_be_bytes(*head);
+            let total = LEN_PREFIX + len as usize;
+            if check_len(len).is_err() || rest.len() < total {
+                break;
+            }
+            let id = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            let body = &rest[PREFIX_LEN..total];
+            let frame = Frame::build(id, rest[PREFIX_LEN - 1], body).expect("a checked length");
+            items.push_back(Ok(frame));
+            rest = &rest[total..];
+        }
+        m.parse.extend(rest);
         loop {
             match m.parse.next_frame() {
                 Ok(Some(frame)) => items.push_back(Ok(frame)),
@@ -134,8 +150,7 @@ impl Model {
         if !range.contains(id) {
             return Err(Refusal::OutOfRange { id });
         }
-        let env = decode_envelope_full(frame.body()).map_err(|_| Refusal::Envelope { id })?;
-        let t = env.t;
+        let (t, payload) = cbor::envelope(frame.body()).ok_or(Refusal::Envelope { id })?;
         if !spec::legacy(t) {
             return Err(Refusal::Envelope { id });
         }
@@ -146,7 +161,7 @@ impl Model {
             let flags = frame.flags();
             return Err(Refusal::WrongFlags { id, flags });
         }
-        if t == MsgType::ExecRequest && decode_payload::<ExecRequest>(&env.payload).is_err() {
+        if t == MsgType::ExecRequest && cbor::payload::<ExecRequest>(&payload).is_none() {
             return Err(Refusal::BadExecRequest { id });
         }
         let found = Found {
@@ -406,7 +421,7 @@ fn current_envelope(id: u32, flags: u8, body: &[u8]) -> Result<Found, Refusal> {
         return Err(Refusal::WrongFlags { id, flags });
     }
     let payload = env.payload.unwrap_or_default();
-    if t == MsgType::ExecRequest && decode_payload::<ExecRequest>(&payload).is_err() {
+    if t == MsgType::ExecRequest && cbor::payload::<ExecRequest>(&payload).is_none() {
         return Err(Refusal::BadExecRequest { id });
     }
     Ok(Found {
@@ -423,7 +438,7 @@ fn current_envelope(id: u32, flags: u8, body: &[u8]) -> Result<Found, Refusal> {
 /// than the wire layer's walk.
 fn fields_once(body: &[u8]) -> bool {
     use ciborium::value::Value;
-    let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(body) else {
+    let Ok(Value::Map(entries)) = cbor::from_reader::<Value>(&mut &body[..]) else {
         return false;
     };
     let (mut v, mut p) = (0, 0);

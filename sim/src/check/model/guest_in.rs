@@ -9,17 +9,28 @@
 //! shows the guest took that notice.
 
 use agent_relay::core::{ClientId, Protocol};
-use agent_relay::wire::payload::{
-    InitAck, ReadyFacts, WorkloadTransportCredit, build_frame_v, decode_payload,
-};
-use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, decode_envelope_full, peek_parts};
+use agent_relay::wire::payload::{InitAck, ReadyFacts, WorkloadTransportCredit, build_frame_v};
+use agent_relay::wire::{FLAG_TERMINAL, LEN_PREFIX, MsgType, PREFIX_LEN, check_len, peek_parts};
 use bytes::Bytes;
 
+use super::super::cbor;
 use super::client::State;
 use super::current::{Class, ClockLater, Ctl, CtlEntry, Current, Layout, WORKLOAD_ID};
 use super::leases;
 use super::spec;
-use super::{Fact, Facts, Gq, Model};
+use super::{Fact, Facts, Gq, Model, frames};
+
+/// What a whole frame of the guest stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// A range-lease record.
+    Record,
+    /// A frame of the generation spoken, and its type (`None`: a bulk
+    /// record or a type the relay does not know).
+    Frame(Option<MsgType>),
+    /// Neither: skipped as the relay resynchronises.
+    Corrupt,
+}
 
 impl Model {
     pub fn guest_closed(&mut self, out: &mut impl Facts) {
@@ -32,9 +43,30 @@ impl Model {
     }
 
     /// Frames the guest stream, counting corrupt stretches; the frames wait
-    /// in `gq` until the actions show the core reached them.
+    /// in `gq` until the actions show the core reached them. While nothing
+    /// is held and the stream is in step, whole frames are taken straight
+    /// from the read (each copied once); the rest goes through the decoder,
+    /// which resynchronises after corruption.
     pub fn guest_bytes(&mut self, bytes: &[u8], out: &mut impl Facts) {
-        self.guest.extend(bytes);
+        let mut rest = bytes;
+        while !self.resyncing && self.guest.buffered() == 0 {
+            let Some(head) = rest.first_chunk::<4>() else {
+                break;
+            };
+            let len = u32::from_be_bytes(*head);
+            let total = LEN_PREFIX + len as usize;
+            if check_len(len).is_err() || rest.len() < total {
+                break;
+            }
+            let whole = &rest[..total];
+            let look = self.look(whole);
+            if look == Look::Corrupt {
+                break; // the decoder skips it, as it resynchronises
+            }
+            self.taken(look, Bytes::copy_from_slice(whole), out);
+            rest = &rest[total..];
+        }
+        self.guest.extend(rest);
         loop {
             let total = match self.guest.peek_frame() {
                 Ok(Some(total)) => total,
@@ -44,48 +76,69 @@ impl Model {
                     continue;
                 }
             };
-            if self.parse_lease && leases::has_magic(&self.guest.pending()[..total]) {
-                // Read before any look at it as a frame; one that is no
-                // acknowledgement is corrupt, skipped whole.
-                let record = self.guest.take_frame(total).into_bytes();
-                self.resyncing = false;
-                match leases::Ack::read(&record) {
+            let look = self.look(&self.guest.pending()[..total]);
+            if look == Look::Corrupt {
+                self.corrupt(out);
+                continue;
+            }
+            let frame = self.guest.take_frame(total).into_bytes();
+            self.taken(look, frame, out);
+        }
+        out.fact(self, Fact::GuestFramed);
+    }
+
+    /// What a whole frame of the guest stream is: with range leases, a
+    /// record with the lease magic is read as one before any look at it as
+    /// a frame; else a frame of the generation spoken, or corrupt.
+    fn look(&self, whole: &[u8]) -> Look {
+        if self.parse_lease && leases::has_magic(whole) {
+            return Look::Record;
+        }
+        match self.judge(whole) {
+            Some(t) => Look::Frame(t),
+            None => Look::Corrupt,
+        }
+    }
+
+    /// A whole record or frame of the guest stream was taken: it waits to
+    /// be applied (a record that is no acknowledgement is corrupt, skipped
+    /// whole).
+    fn taken(&mut self, look: Look, frame: Bytes, out: &mut impl Facts) {
+        self.resyncing = false;
+        let t = match look {
+            Look::Record => {
+                match leases::Ack::read(&frame) {
                     Some(ack) => self.gq.push_back(Gq {
                         t: None,
                         id: 0,
                         flags: 0,
-                        frame: record,
+                        frame,
                         ack: Some(ack),
                     }),
                     None => out.fact(self, Fact::Corrupt),
                 }
-                continue;
+                return;
             }
-            let Some(t) = self.judge(&self.guest.pending()[..total]) else {
-                self.corrupt(out);
-                continue;
-            };
-            self.resyncing = false;
-            self.budget.largest_from_guest = self.budget.largest_from_guest.max(total);
-            let frame = self.guest.take_frame(total);
-            if !self.parse_ready && t == Some(MsgType::Ready) {
-                self.parse_ready = true;
-                let v = generation(frame.as_bytes());
-                self.parse_current = self.cfg.protocol != Protocol::Legacy && v >= 2;
-                self.parse_lease = self.parse_current
-                    && ready_facts(frame.as_bytes())
-                        .relay_lease
-                        .is_some_and(|l| l.max_format >= 1);
-            }
-            self.gq.push_back(Gq {
-                t,
-                id: frame.id(),
-                flags: frame.flags(),
-                frame: frame.into_bytes(),
-                ack: None,
-            });
+            Look::Frame(t) => t,
+            Look::Corrupt => unreachable!("corrupt frames are skipped, not taken"),
+        };
+        self.budget.largest_from_guest = self.budget.largest_from_guest.max(frame.len());
+        if !self.parse_ready && t == Some(MsgType::Ready) {
+            self.parse_ready = true;
+            let v = generation(&frame);
+            self.parse_current = self.cfg.protocol != Protocol::Legacy && v >= 2;
+            self.parse_lease = self.parse_current
+                && ready_facts(&frame)
+                    .relay_lease
+                    .is_some_and(|l| l.max_format >= 1);
         }
-        out.fact(self, Fact::GuestFramed);
+        self.gq.push_back(Gq {
+            t,
+            id: frames::frame_id(&frame),
+            flags: frame[PREFIX_LEN - 1],
+            frame,
+            ack: None,
+        });
     }
 
     fn corrupt(&mut self, out: &mut impl Facts) {
@@ -102,7 +155,7 @@ impl Model {
     fn judge(&self, frame: &[u8]) -> Option<Option<MsgType>> {
         let (flags, body) = (frame[PREFIX_LEN - 1], &frame[PREFIX_LEN..]);
         if !self.parse_current {
-            return decode_envelope_full(body).ok().map(|e| Some(e.t));
+            return cbor::envelope_type(body).map(Some);
         }
         if flags == 0x08 {
             return spec::bulk_header(body).map(|_| None);
@@ -223,10 +276,10 @@ impl Model {
         self.ready = Some(frame);
         out.fact(self, Fact::FirstReady);
         let pending: Vec<ClientId> = self
-            .clients
+            .present
             .iter()
-            .filter(|(_, m)| m.state == State::Pending)
-            .map(|(&c, _)| c)
+            .copied()
+            .filter(|c| self.clients[c].state == State::Pending)
             .collect();
         for c in pending {
             self.clients.get_mut(&c).expect("listed").hs_due = true;
@@ -325,7 +378,7 @@ impl Model {
         }
         let grant = peek_parts(&g.frame[PREFIX_LEN..])
             .ok()
-            .and_then(|p| decode_payload::<WorkloadTransportCredit>(&p.payload).ok());
+            .and_then(|p| cbor::payload::<WorkloadTransportCredit>(&p.payload));
         if let Some(grant) = grant {
             self.granted_now = credit.grant(&grant);
         }
@@ -442,7 +495,7 @@ impl Model {
 fn ready_facts(frame: &[u8]) -> ReadyFacts {
     peek_parts(&frame[PREFIX_LEN..])
         .ok()
-        .and_then(|p| decode_payload::<ReadyFacts>(&p.payload).ok())
+        .and_then(|p| cbor::payload::<ReadyFacts>(&p.payload))
         .unwrap_or_default()
 }
 

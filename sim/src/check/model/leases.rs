@@ -106,7 +106,7 @@ impl Model {
     /// leased handshake under way, the record of the client being
     /// handshaken was queued before the closed one's kills and notice.
     pub fn lease_due_before_close(&mut self) {
-        let handshaking = self.clients.values().any(|m| m.awaits_answer());
+        let handshaking = self.present.iter().any(|c| self.clients[c].awaits_answer());
         let Some(cur) = self.current.as_mut().filter(|c| c.leases) else {
             return;
         };
@@ -208,7 +208,9 @@ impl Model {
         }
         let m = self.clients.get_mut(&c).expect("known");
         m.awaiting_ack = false;
-        m.expire_at = None;
+        if m.expire_at.take().is_some() {
+            self.quarantined.retain(|&q| q != c);
+        }
         for (id, corr) in std::mem::take(&mut m.sessions) {
             self.forget(c, id, corr);
         }

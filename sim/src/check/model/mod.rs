@@ -61,6 +61,19 @@ struct Gq {
     ack: Option<leases::Ack>,
 }
 
+/// Adds `c` to a list in id order (if it is not there).
+fn insert_sorted(list: &mut Vec<ClientId>, c: ClientId) {
+    match list.last() {
+        Some(&last) if last < c => list.push(c),
+        None => list.push(c),
+        _ => {
+            if let Err(i) = list.binary_search(&c) {
+                list.insert(i, c);
+            }
+        }
+    }
+}
+
 /// A slot's head frame that may leave now.
 #[derive(Debug, Clone, Copy)]
 pub struct SlotHead {
@@ -109,6 +122,11 @@ pub struct Model {
     pub guest_gone: bool,
     /// Every client connection, departed ones included.
     pub clients: Clients,
+    /// The clients not gone (pending or live), in id order.
+    pub present: Vec<ClientId>,
+    /// Departed clients whose sessions are given up at a time
+    /// (`Client::expire_at`), in id order.
+    quarantined: Vec<ClientId>,
     /// Open correlation id -> its newest owner. Looked up, never iterated.
     pub owners: HashMap<u32, ClientId>,
     /// Correlations opened so far (their creation order).
@@ -187,6 +205,8 @@ impl Model {
             resyncing: false,
             guest_gone: false,
             clients: Clients::default(),
+            present: Vec::new(),
+            quarantined: Vec::new(),
             owners: HashMap::new(),
             last_corr: 0,
             current: None,
@@ -376,6 +396,7 @@ impl Model {
             Some(_) => out.fact(self, Fact::IdReused(c)),
             None => {
                 self.clients.insert(c, Client::new());
+                insert_sorted(&mut self.present, c);
                 self.touch(c);
             }
         }
@@ -400,12 +421,13 @@ impl Model {
     fn expire(&mut self) {
         let now = self.now;
         let expired: Vec<ClientId> = self
-            .clients
+            .quarantined
             .iter()
-            .filter(|(_, m)| m.state == State::Gone && m.expire_at.is_some_and(|t| t <= now))
-            .map(|(&c, _)| c)
+            .copied()
+            .filter(|c| self.clients[c].expire_at.is_some_and(|t| t <= now))
             .collect();
         for c in expired {
+            self.quarantined.retain(|&q| q != c);
             let m = self.clients.get_mut(&c).expect("listed above");
             let slot = m.slot;
             for (id, corr) in std::mem::take(&mut m.sessions) {
@@ -438,7 +460,9 @@ impl Model {
         if !m.sessions.is_empty() {
             return;
         }
-        m.expire_at = None;
+        if m.expire_at.take().is_some() {
+            self.quarantined.retain(|&q| q != c);
+        }
         let slot = m.slot;
         if m.state == State::Gone
             && let Some(cur) = &mut self.current
@@ -480,7 +504,9 @@ impl Model {
         m.awaiting_ack = m.leased && handshaken;
         if !m.sessions.is_empty() && !m.awaiting_ack {
             m.expire_at = Some(now + quarantine);
+            insert_sorted(&mut self.quarantined, c);
         }
+        self.present.retain(|&p| p != c);
         if self.current.is_some() && handshaken {
             self.drop_data(c, out);
         }

@@ -158,6 +158,7 @@ impl Model {
             .is_some_and(|m| m.connecting || m.hs_due)
         {
             self.clients.remove(&c);
+            self.present.retain(|&p| p != c);
         }
     }
 

@@ -9,11 +9,12 @@
 
 use agent_relay::core::ClientId;
 use agent_relay::wire::payload::{
-    ClockSync, RelayClientDisconnected, decode_payload, sigkill_frame, sigkill_frame_v,
+    ClockSync, RelayClientDisconnected, sigkill_frame, sigkill_frame_v,
 };
 use agent_relay::wire::{MsgType, PREFIX_LEN, peek_parts};
 use bytes::Bytes;
 
+use super::super::cbor;
 use super::client::Lane;
 use super::current::{Class, Ctl};
 use super::frames::{frame_id, is_clock, is_type};
@@ -295,7 +296,7 @@ impl Model {
         let want = self.clock.wall_at(self.now);
         let got = peek_parts(&frame[PREFIX_LEN..])
             .ok()
-            .and_then(|p| decode_payload::<ClockSync>(&p.payload).ok())
+            .and_then(|p| cbor::payload::<ClockSync>(&p.payload))
             .map(|s| s.unix_time_nanos);
         out.fact(self, Fact::ClockHanded { got, want });
     }
@@ -339,7 +340,7 @@ impl Model {
             && is_type(frame, MsgType::RelayClientDisconnected)
             && peek_parts(&frame[PREFIX_LEN..])
                 .ok()
-                .and_then(|p| decode_payload::<RelayClientDisconnected>(&p.payload).ok())
+                .and_then(|p| cbor::payload::<RelayClientDisconnected>(&p.payload))
                 .is_some_and(|n| {
                     (n.id_start, n.id_end_exclusive) == (range.start, range.end)
                         && n.incarnation != m.incarnation

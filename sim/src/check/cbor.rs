@@ -5,8 +5,11 @@
 //! model's reference decodes (`decode_envelope_full`'s and
 //! `decode_payload`'s, spelled out here) and the guests' own readers in
 //! `inv_guest_survives` (0.7.13's `decode_message_frame`, 0.4.4's
-//! `try_decode_from_buf`, whose bodies are one `from_reader` each).
+//! `try_decode_from_buf`, whose bodies are one `from_reader` each). An
+//! envelope in the encoders' own layout is read by hand first ([`parts`]);
+//! serde reads the rest.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use agent_relay::wire::MsgType;
@@ -44,14 +47,77 @@ struct Envelope {
     p: Vec<u8>,
 }
 
+/// An envelope as the encoders lay it out: `map(3) "v" uint "t" text "p"
+/// bytes`, every length definite and every head minimal. The three fields
+/// each once, of the right kinds, so serde's derived reading of any struct
+/// with `v: u8`, `t: String` and `p` as bytes takes it; anything else is
+/// left to that reading.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parts<'a> {
+    /// The sender's generation.
+    pub v: u8,
+    /// The type's name.
+    pub t: &'a str,
+    /// The payload.
+    pub p: &'a [u8],
+    /// What follows the map.
+    pub rest: &'a [u8],
+}
+
+/// The encoders' layout, if `body` opens with it (see [`Parts`]).
+pub fn parts(body: &[u8]) -> Option<Parts<'_>> {
+    let rest = body.strip_prefix(&[0xa3, 0x61, b'v'])?;
+    let (v, rest) = head(rest, 0)?;
+    let rest = rest.strip_prefix(&[0x61, b't'])?;
+    let (len, rest) = head(rest, 3)?;
+    let (t, rest) = split(rest, len)?;
+    let t = std::str::from_utf8(t).ok()?;
+    let rest = rest.strip_prefix(&[0x61, b'p'])?;
+    let (len, rest) = head(rest, 2)?;
+    let (p, rest) = split(rest, len)?;
+    let v = u8::try_from(v).ok()?;
+    Some(Parts { v, t, p, rest })
+}
+
+/// A minimal CBOR head of major type `major` (its argument: immediate, or
+/// one, two or four bytes), and what follows.
+fn head(b: &[u8], major: u8) -> Option<(u64, &[u8])> {
+    let (&first, rest) = b.split_first()?;
+    if first >> 5 != major {
+        return None;
+    }
+    let arg = |n: usize, least: u64| {
+        let (bytes, rest) = split(rest, n as u64)?;
+        let value = bytes.iter().fold(0u64, |a, &x| a << 8 | u64::from(x));
+        (value >= least).then_some((value, rest))
+    };
+    match first & 0x1f {
+        small @ 0..=23 => Some((u64::from(small), rest)),
+        24 => arg(1, 24),
+        25 => arg(2, 0x100),
+        26 => arg(4, 0x1_0000),
+        _ => None,
+    }
+}
+
+/// The first `n` bytes of `b`, and the rest.
+fn split(b: &[u8], n: u64) -> Option<(&[u8], &[u8])> {
+    let n = usize::try_from(n).ok()?;
+    (n <= b.len()).then(|| b.split_at(n))
+}
+
 /// The type and payload of a whole envelope, if `decode_envelope_full`
 /// takes it: one CBOR map with `v`, `t` and `p`, a type the relay knows, no
 /// trailing bytes.
-pub fn envelope(body: &[u8]) -> Option<(MsgType, Vec<u8>)> {
+pub fn envelope(body: &[u8]) -> Option<(MsgType, Cow<'_, [u8]>)> {
+    if let Some(parts) = parts(body) {
+        let t = MsgType::from_wire(parts.t.as_bytes())?;
+        return parts.rest.is_empty().then_some((t, Cow::Borrowed(parts.p)));
+    }
     let mut rest = body;
     let env: Envelope = from_reader(&mut rest).ok()?;
     let t = MsgType::from_wire(env.t.as_bytes())?;
-    rest.is_empty().then_some((t, env.p))
+    rest.is_empty().then_some((t, Cow::Owned(env.p)))
 }
 
 /// [`envelope`]'s type.
@@ -64,7 +130,7 @@ mod tests {
     use agent_relay::testkit::frames;
     use agent_relay::wire::{LEGACY_VERSION, MsgType, PREFIX_LEN, decode_envelope_full};
 
-    use super::envelope_type;
+    use super::{envelope, envelope_type};
 
     #[test]
     fn envelope_type_reads_as_decode_envelope_full() {
@@ -78,9 +144,28 @@ mod tests {
         bodies.push(vec![0xff; 12]);
         let big = frames::stdin(LEGACY_VERSION, 5, &[b'x'; 9000]);
         bodies.push(big[PREFIX_LEN..].to_vec());
+        // Non-minimal heads, another key order, a tag, an indefinite `p`:
+        // serde's to read.
+        bodies.push(vec![
+            0xa3, 0x61, b'v', 0x18, 0x01, 0x61, b't', 0x60, 0x61, b'p', 0x40,
+        ]);
+        let mut reordered = vec![0xa3, 0x61, b't'];
+        reordered.push(0x60 + 16);
+        reordered.extend_from_slice(b"core.exec.signal");
+        reordered.extend_from_slice(&[0x61, b'v', 0x01, 0x61, b'p', 0x41, 0xa0]);
+        bodies.push(reordered);
+        let mut indefinite = good[PREFIX_LEN..].to_vec();
+        let at = indefinite.len() - 2;
+        indefinite.splice(at..at + 2, [0x5f, 0x41, 0xa0, 0xff]);
+        bodies.push(indefinite);
         for body in bodies {
-            let want = decode_envelope_full(&body).ok().map(|e| e.t);
-            assert_eq!(envelope_type(&body), want, "{body:02x?}");
+            let want = decode_envelope_full(&body)
+                .ok()
+                .map(|e| (e.t, e.payload.into_owned()));
+            let got = envelope(&body).map(|(t, p)| (t, p.into_owned()));
+            assert_eq!(got, want, "{body:02x?}");
+            assert_eq!(envelope_type(&body), want.map(|(t, _)| t), "{body:02x?}");
         }
+        assert!(super::parts(&good[PREFIX_LEN..]).is_some());
     }
 }

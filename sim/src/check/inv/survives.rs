@@ -200,7 +200,7 @@ impl GuestSurvives {
     fn legacy(&mut self, frame: &[u8]) -> Option<String> {
         use microsandbox_protocol::ProtocolError;
         use microsandbox_protocol::codec::MAX_FRAME_SIZE;
-        use microsandbox_protocol::message::{FRAME_HEADER_SIZE, Message};
+        use microsandbox_protocol::message::{FRAME_HEADER_SIZE, Message, MessageType};
         let Some(head) = frame.first_chunk::<4>() else {
             return Some("a partial frame".into());
         };
@@ -220,9 +220,17 @@ impl GuestSurvives {
         } else {
             let total = 4 + len as usize;
             let mut body = &frame[4 + FRAME_HEADER_SIZE..total];
-            match cbor::from_reader::<Message>(&mut body) {
-                Ok(_) if total == frame.len() => return None,
-                Ok(_) => return Some("read past the frame".into()),
+            // The encoders' layout with a type 0.4.4 knows is a message;
+            // serde reads anything else.
+            let read =
+                if cbor::parts(body).is_some_and(|p| MessageType::from_wire_str(p.t).is_some()) {
+                    Ok(())
+                } else {
+                    cbor::from_reader::<Message>(&mut body).map(drop)
+                };
+            match read {
+                Ok(()) if total == frame.len() => return None,
+                Ok(()) => return Some("read past the frame".into()),
                 Err(e) => ProtocolError::from(e),
             }
         };
@@ -257,9 +265,26 @@ fn decode_message_frame(frame: &[u8]) -> msp7::ProtocolResult<Message> {
         });
     }
     let mut body = &frame[4 + FRAME_HEADER_SIZE..total];
+    let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let flags = frame[8];
+    // The encoders' layout with a type 0.7.13 knows is read by hand (what
+    // follows the map is left unread, as `from_reader` leaves it); serde
+    // reads anything else.
+    if let Some(parts) = cbor::parts(body)
+        && let Some(t) = MessageType::from_wire_str(parts.t)
+    {
+        let p = parts.p.to_vec();
+        return Ok(Message {
+            v: parts.v,
+            t,
+            id,
+            flags,
+            p,
+        });
+    }
     let mut msg: Message = cbor::from_reader(&mut body)?;
-    msg.id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    msg.flags = frame[8];
+    msg.id = id;
+    msg.flags = flags;
     Ok(msg)
 }
 

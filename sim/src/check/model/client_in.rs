@@ -150,7 +150,15 @@ impl Model {
         if !range.contains(id) {
             return Err(Refusal::OutOfRange { id });
         }
-        let (t, payload) = cbor::envelope(frame.body()).ok_or(Refusal::Envelope { id })?;
+        // The payload is judged where the rules' order puts it.
+        let (t, exec_ok) = cbor::envelope(frame.body())
+            .map(|(t, p)| {
+                (
+                    t,
+                    t != MsgType::ExecRequest || cbor::payload::<ExecRequest>(&p).is_some(),
+                )
+            })
+            .ok_or(Refusal::Envelope { id })?;
         if !spec::legacy(t) {
             return Err(Refusal::Envelope { id });
         }
@@ -161,7 +169,7 @@ impl Model {
             let flags = frame.flags();
             return Err(Refusal::WrongFlags { id, flags });
         }
-        if t == MsgType::ExecRequest && cbor::payload::<ExecRequest>(&payload).is_none() {
+        if !exec_ok {
             return Err(Refusal::BadExecRequest { id });
         }
         let found = Found {

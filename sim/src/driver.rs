@@ -141,8 +141,18 @@ impl Digest {
         }
     }
 
+    /// Folds in `t`'s `Display` text (written into a buffer kept between
+    /// calls).
     fn text(&mut self, t: impl std::fmt::Display) {
-        self.bytes(t.to_string().as_bytes());
+        use std::fmt::Write as _;
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        TEXT.with_borrow_mut(|buf| {
+            buf.clear();
+            let _ = write!(buf, "{t}");
+            self.bytes(buf.as_bytes());
+        });
     }
 
     /// Folds in one action.

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 
 use agent_relay::wire::MsgType;
+use agent_relay::wire::payload::ExecRequest;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -106,6 +107,56 @@ fn split(b: &[u8], n: u64) -> Option<(&[u8], &[u8])> {
     (n <= b.len()).then(|| b.split_at(n))
 }
 
+/// Whether an exec request's payload decodes (`decode_payload::<ExecRequest>`
+/// takes it). The encoders' layout (map(9): `cmd` text, `args` and `env`
+/// arrays of text, `cwd` and `user` text or null, `tty` bool, `rows` and
+/// `cols` up to 65535, `rlimits` empty; definite lengths, minimal heads) is
+/// checked by hand; serde reads anything else.
+pub fn exec_request_reads(p: &[u8]) -> bool {
+    exec_request_layout(p).is_some() || payload::<ExecRequest>(p).is_some()
+}
+
+/// `Some` if `p` opens with the encoders' layout of an exec request.
+fn exec_request_layout(p: &[u8]) -> Option<()> {
+    fn key<'a>(b: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        let (len, rest) = head(b, 3)?;
+        let (k, rest) = split(rest, len)?;
+        (k == name.as_bytes()).then_some(rest)
+    }
+    fn text(b: &[u8]) -> Option<&[u8]> {
+        let (len, rest) = head(b, 3)?;
+        let (t, rest) = split(rest, len)?;
+        std::str::from_utf8(t).ok().map(|_| rest)
+    }
+    fn texts(b: &[u8]) -> Option<&[u8]> {
+        let (n, mut rest) = head(b, 4)?;
+        for _ in 0..n {
+            rest = text(rest)?;
+        }
+        Some(rest)
+    }
+    fn text_or_null(b: &[u8]) -> Option<&[u8]> {
+        b.strip_prefix(&[0xf6]).or_else(|| text(b))
+    }
+    fn small(b: &[u8]) -> Option<&[u8]> {
+        let (n, rest) = head(b, 0)?;
+        (n <= u64::from(u16::MAX)).then_some(rest)
+    }
+    let rest = p.strip_prefix(&[0xa9])?;
+    let rest = text(key(rest, "cmd")?)?;
+    let rest = texts(key(rest, "args")?)?;
+    let rest = texts(key(rest, "env")?)?;
+    let rest = text_or_null(key(rest, "cwd")?)?;
+    let rest = text_or_null(key(rest, "user")?)?;
+    let rest = key(rest, "tty")?;
+    let rest = rest
+        .strip_prefix(&[0xf4])
+        .or_else(|| rest.strip_prefix(&[0xf5]))?;
+    let rest = small(key(rest, "rows")?)?;
+    let rest = small(key(rest, "cols")?)?;
+    key(rest, "rlimits")?.strip_prefix(&[0x80]).map(drop)
+}
+
 /// The type and payload of a whole envelope, if `decode_envelope_full`
 /// takes it: one CBOR map with `v`, `t` and `p`, a type the relay knows, no
 /// trailing bytes.
@@ -167,5 +218,41 @@ mod tests {
             assert_eq!(envelope_type(&body), want.map(|(t, _)| t), "{body:02x?}");
         }
         assert!(super::parts(&good[PREFIX_LEN..]).is_some());
+    }
+
+    #[test]
+    fn exec_requests_read_as_decode_payload_does() {
+        use agent_relay::wire::payload::{ExecRequest, decode_payload, encode_payload};
+        let mut payloads = Vec::new();
+        for tty in [false, true] {
+            for argc in 0..3 {
+                let f = frames::exec_request(10, 5, tty, argc);
+                let p = agent_relay::wire::peek_parts(&f[PREFIX_LEN..])
+                    .unwrap()
+                    .payload
+                    .into_owned();
+                assert!(super::exec_request_layout(&p).is_some(), "{p:02x?}");
+                payloads.push(p);
+            }
+        }
+        let mut full = ExecRequest::new("sh");
+        full.cwd = Some("/".into());
+        full.user = Some("u".into());
+        full.rows = 300;
+        payloads.push(encode_payload(&full));
+        let good = payloads[0].clone();
+        for cut in [1, 5, good.len() - 1] {
+            payloads.push(good[..cut].to_vec());
+        }
+        let mut bad_utf8 = good.clone();
+        let at = good.windows(2).position(|w| w == b"sh").unwrap();
+        bad_utf8[at] = 0xff;
+        payloads.push(bad_utf8);
+        payloads.push(vec![0xa1, 0x63, b'c', b'm', b'd', 0x62, b's', b'h']);
+        payloads.push(vec![0xa0]);
+        for p in payloads {
+            let want = decode_payload::<ExecRequest>(&p).is_ok();
+            assert_eq!(super::exec_request_reads(&p), want, "{p:02x?}");
+        }
     }
 }

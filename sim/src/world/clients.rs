@@ -413,8 +413,8 @@ impl World {
         a.next_id += 1;
         let tty = self.rng.chance(300);
         let argc = self.rng.range_usize(0, 3);
-        a.out
-            .extend_from_slice(&frames::exec_request(LEGACY_VERSION, sid, tty, argc));
+        self.exec_frames
+            .push(&mut a.out, LEGACY_VERSION, sid, tty, argc);
         a.sessions.insert(sid, Sess::Exec);
     }
 
@@ -503,7 +503,7 @@ impl World {
             }
             BadFrame::ReopenSession if open.is_some() => {
                 let sid = open.expect("checked");
-                out.extend_from_slice(&frames::exec_request(v, sid, false, 0));
+                self.exec_frames.push(&mut out, v, sid, false, 0);
             }
             // With no session open, a reopen becomes a bad exec request.
             BadFrame::ReopenSession | BadFrame::BadExecRequest => {

@@ -19,6 +19,8 @@ use super::check::{BudgetStats, Failure, Invariant};
 use super::driver::{Driver, TraceMode};
 use super::event::Recorded;
 use super::rng::Rng;
+use agent_relay::testkit::frames;
+use bytes::Bytes;
 
 mod agentd;
 mod clients;
@@ -145,6 +147,29 @@ pub struct World {
     injected: FaultCounts,
     scratch: Vec<u8>,
     prefix: usize,
+    exec_frames: ExecFrames,
+}
+
+/// `frames::exec_request`'s frames, built once per generation, pty and
+/// argument count and stamped with each id (the id is in the header only).
+#[derive(Debug, Default)]
+struct ExecFrames(Vec<((u8, bool, usize), Bytes)>);
+
+impl ExecFrames {
+    /// Appends `frames::exec_request(v, id, tty, argc)` to `out`.
+    fn push(&mut self, out: &mut Vec<u8>, v: u8, id: u32, tty: bool, argc: usize) {
+        let key = (v, tty, argc);
+        let frame = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(i) => &self.0[i].1,
+            None => {
+                self.0.push((key, frames::exec_request(v, 0, tty, argc)));
+                &self.0[self.0.len() - 1].1
+            }
+        };
+        let at = out.len();
+        out.extend_from_slice(frame);
+        out[at + 4..at + 8].copy_from_slice(&id.to_be_bytes());
+    }
 }
 
 /// The largest frame a world's guest writes: a 64 KiB burst of output or a
@@ -375,6 +400,7 @@ impl World {
             injected: FaultCounts::default(),
             scratch: Vec::new(),
             prefix,
+            exec_frames: ExecFrames::default(),
         };
         if current {
             w.agentd_init();
@@ -564,6 +590,22 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_frames_are_exec_requests_stamped_with_their_ids() {
+        let mut cache = ExecFrames::default();
+        for (v, tty, argc, id) in [
+            (1, false, 0, 5),
+            (10, true, 2, 7),
+            (1, false, 0, 9),
+            (10, true, 2, 3),
+        ] {
+            let mut out = vec![0xaa];
+            cache.push(&mut out, v, id, tty, argc);
+            assert_eq!(out[1..], frames::exec_request(v, id, tty, argc)[..]);
+        }
+        assert_eq!(cache.0.len(), 2);
+    }
 
     #[test]
     fn sim_same_seed_same_digest() {

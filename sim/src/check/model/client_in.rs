@@ -429,7 +429,7 @@ fn current_envelope(id: u32, flags: u8, body: &[u8]) -> Result<Found, Refusal> {
         return Err(Refusal::WrongFlags { id, flags });
     }
     let payload = env.payload.unwrap_or_default();
-    if t == MsgType::ExecRequest && cbor::payload::<ExecRequest>(&payload).is_none() {
+    if t == MsgType::ExecRequest && !cbor::exec_request_reads(&payload) {
         return Err(Refusal::BadExecRequest { id });
     }
     Ok(Found {

@@ -143,7 +143,7 @@ impl Checker {
             }
         }
         m.end_event();
-        m.settle_leases_and_clock();
+        m.settle_for_checks();
         invs.after_event(m, relay);
     }
 

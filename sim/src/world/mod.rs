@@ -12,7 +12,7 @@
 //! (`sdk.rs`).
 
 use agent_relay::core::{
-    Action, CloseReason, Config, Counters, Event, HandshakeForm, Millis, Protocol,
+    Action, CloseReason, Config, Counters, Event, HandshakeForm, Millis, Protocol, Timeout,
 };
 
 use super::check::{BudgetStats, Failure, Invariant};
@@ -148,6 +148,8 @@ pub struct World {
     scratch: Vec<u8>,
     prefix: usize,
     exec_frames: ExecFrames,
+    /// The core's timeout, as it was after that many events.
+    timeout: (u64, Option<Timeout>),
 }
 
 /// `frames::exec_request`'s frames, built once per generation, pty and
@@ -401,6 +403,7 @@ impl World {
             scratch: Vec::new(),
             prefix,
             exec_frames: ExecFrames::default(),
+            timeout: (u64::MAX, None),
         };
         if current {
             w.agentd_init();
@@ -483,8 +486,13 @@ impl World {
         }
     }
 
+    /// A tick when the core's next deadline is due. The core's timeout
+    /// changes only with an event, so it is asked again only after one.
     fn fire_timeout(&mut self) {
-        if let Some(t) = self.d.relay.poll_timeout()
+        if self.timeout.0 != self.d.events {
+            self.timeout = (self.d.events, self.d.relay.poll_timeout());
+        }
+        if let Some(t) = self.timeout.1
             && t.at <= self.now
         {
             self.feed(Event::Tick);

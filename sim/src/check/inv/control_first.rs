@@ -53,7 +53,7 @@ impl Check for ControlFirst {
         if let Some((Ctl::Client(..) | Ctl::Clock, why)) = head_waits_why(m) {
             return v.fail::<Self>(why);
         }
-        if let Some(h) = m.slot_head_ready()
+        if let Some(h) = m.slot_ready
             && h.class == Class::Control
         {
             let why = format!(

@@ -67,7 +67,7 @@ impl Check for FairCredit {
 
     /// Check 2: no slot's head data frame that may leave waits.
     fn after_event(&mut self, m: &Model, _relay: &Relay, v: &mut Verdict) {
-        if let Some(h) = m.slot_head_ready()
+        if let Some(h) = m.slot_ready
             && h.class == Class::Data
         {
             let why = format!(

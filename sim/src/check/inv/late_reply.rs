@@ -25,7 +25,7 @@ impl Check for NoLateReply {
     }
 
     fn on_fact(&mut self, m: &Model, f: &Fact<'_>, v: &mut Verdict) {
-        let Fact::ToClient { c, frame } = *f else {
+        let Fact::ToClient { c, frame, .. } = *f else {
             return;
         };
         if m.current

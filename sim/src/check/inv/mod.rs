@@ -166,7 +166,7 @@ fn stray_why(frame: &Bytes, stray: Stray, head: Option<Ctl>) -> String {
 
 /// The text of a control-queue head that waits though it may leave.
 fn head_waits_why(m: &Model) -> Option<(Ctl, String)> {
-    let head = m.ctl_head_ready()?;
+    let head = m.head_ready?;
     let why = format!(
         "the control queue's head {:?} ({} bytes) waits although the window is open and it fits the credit",
         head.who, head.len

@@ -56,7 +56,7 @@ impl Check for Routing {
                 self.ready_due = false;
             }
             Fact::GuestFramed => resync_candidate(m, v),
-            Fact::ToClient { c, frame } => to_client(m, c, frame, v),
+            Fact::ToClient { c, frame, next } => to_client(m, c, frame, next, v),
             _ => {}
         }
     }
@@ -77,7 +77,7 @@ impl Check for Routing {
 
 /// A frame to `c`: the next guest frame routed to it, with none routed
 /// earlier to another client still waiting.
-fn to_client(m: &Model, c: ClientId, frame: &Bytes, v: &mut Verdict) {
+fn to_client(m: &Model, c: ClientId, frame: &Bytes, next: bool, v: &mut Verdict) {
     // Frames are routed only to clients the event touched.
     if let Some(other) = m
         .touched
@@ -99,7 +99,7 @@ fn to_client(m: &Model, c: ClientId, frame: &Bytes, v: &mut Verdict) {
         return v.fail::<Routing>(format!("frame to {c} which is {:?}", k.state));
     }
     match k.to_client.front() {
-        Some(want) if want == frame => {}
+        _ if next => {}
         Some(want) => {
             let why = format!(
                 "{c} got frame id {} ({} bytes), but the next guest frame for its sessions is id {} ({} bytes)",

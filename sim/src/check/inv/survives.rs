@@ -28,6 +28,7 @@
 //! Legacy generation: the frame must decode with microsandbox-protocol
 //! 0.4.4's `codec::try_decode_from_buf`, consuming exactly the frame.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::BytesMut;
@@ -106,7 +107,7 @@ impl GuestSurvives {
             self.fill(frame);
             match try_decode_frame_from_bytes(&mut self.buf) {
                 Ok(Some(_)) if !self.buf.is_empty() => return Some("read past the frame".into()),
-                Ok(Some(DecodedFrame::Control(msg))) => msg,
+                Ok(Some(DecodedFrame::Control(msg))) => Msg::from(msg),
                 Ok(Some(_)) => return None, // a raw bulk record the decoder took
                 Ok(None) => return Some("a partial frame".into()),
                 Err(e) => return Some(format!("decode frame: {e}")),
@@ -169,7 +170,7 @@ impl GuestSurvives {
     }
 
     /// A disconnect notice whose flags agentd takes.
-    fn notice(&mut self, msg: &Message) -> Option<String> {
+    fn notice(&mut self, msg: &Msg<'_>) -> Option<String> {
         // A payload it cannot decode gets a `core.error` (a mute sender's
         // was judged above).
         let n = cbor::payload::<msp7::core::RelayClientDisconnected>(&msg.p)?;
@@ -238,9 +239,29 @@ impl GuestSurvives {
     }
 }
 
+/// A message as agentd's reader takes it (`msp7::message::Message` but for
+/// the payload, borrowed from the frame when it could be).
+struct Msg<'a> {
+    v: u8,
+    t: MessageType,
+    flags: u8,
+    p: Cow<'a, [u8]>,
+}
+
+impl From<Message> for Msg<'_> {
+    fn from(m: Message) -> Self {
+        Msg {
+            v: m.v,
+            t: m.t,
+            flags: m.flags,
+            p: Cow::Owned(m.p),
+        }
+    }
+}
+
 /// What `msp7::codec::decode_message_frame` does with a whole frame, its
 /// body read in place.
-fn decode_message_frame(frame: &[u8]) -> msp7::ProtocolResult<Message> {
+fn decode_message_frame(frame: &[u8]) -> msp7::ProtocolResult<Msg<'_>> {
     use msp7::ProtocolError;
     use msp7::codec::MAX_FRAME_SIZE;
     use msp7::message::FRAME_HEADER_SIZE;
@@ -265,7 +286,6 @@ fn decode_message_frame(frame: &[u8]) -> msp7::ProtocolResult<Message> {
         });
     }
     let mut body = &frame[4 + FRAME_HEADER_SIZE..total];
-    let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let flags = frame[8];
     // The encoders' layout with a type 0.7.13 knows is read by hand (what
     // follows the map is left unread, as `from_reader` leaves it); serde
@@ -273,19 +293,17 @@ fn decode_message_frame(frame: &[u8]) -> msp7::ProtocolResult<Message> {
     if let Some(parts) = cbor::parts(body)
         && let Some(t) = MessageType::from_wire_str(parts.t)
     {
-        let p = parts.p.to_vec();
-        return Ok(Message {
+        let p = Cow::Borrowed(parts.p);
+        return Ok(Msg {
             v: parts.v,
             t,
-            id,
             flags,
             p,
         });
     }
     let mut msg: Message = cbor::from_reader(&mut body)?;
-    msg.id = id;
     msg.flags = flags;
-    Ok(msg)
+    Ok(Msg::from(msg))
 }
 
 /// The length field of a frame (at least 4 bytes).
@@ -300,11 +318,11 @@ const FLAG_BULK: u8 = 0x08;
 /// Whether the handler agentd runs for `msg`'s type can decode its payload
 /// (the types whose handler decodes one, `AD/agent.rs` 2536-3250; the others
 /// are ignored or take none).
-fn payload_decodes(msg: &Message) -> bool {
+fn payload_decodes(msg: &Msg<'_>) -> bool {
     use MessageType as T;
     use msp7::{bulk, core, exec, fs, tcp};
     /// `msg.payload::<P>().is_ok()`, read in place.
-    fn ok<P: serde::de::DeserializeOwned>(msg: &Message) -> bool {
+    fn ok<P: serde::de::DeserializeOwned>(msg: &Msg<'_>) -> bool {
         cbor::payload::<P>(&msg.p).is_some()
     }
     match msg.t {
@@ -447,8 +465,8 @@ mod tests {
             let theirs = msp7::codec::decode_message_frame(f).map_err(|e| e.to_string());
             let ours = super::decode_message_frame(f).map_err(|e| e.to_string());
             assert_eq!(
-                ours.map(|m| (m.v, m.id, m.flags, m.p)),
-                theirs.map(|m| (m.v, m.id, m.flags, m.p)),
+                ours.map(|m| (m.v, m.t, m.flags, m.p.into_owned())),
+                theirs.map(|m| (m.v, m.t, m.flags, m.p)),
                 "{f:02x?}"
             );
         }

@@ -19,7 +19,7 @@ impl Check for WorkloadPrivate {
     }
 
     fn on_fact(&mut self, _m: &Model, f: &Fact<'_>, v: &mut Verdict) {
-        if let Fact::ToClient { c, frame } = *f
+        if let Fact::ToClient { c, frame, .. } = *f
             && frame.len() >= 8
             && frame_id(frame) == WORKLOAD_ID
         {

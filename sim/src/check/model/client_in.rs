@@ -16,7 +16,7 @@ use super::client::{Corr, Lane, Out, State};
 use super::current::{Class, Ctl, CtlEntry};
 use super::refusal::Refusal;
 use super::spec::{self, Kind};
-use super::{Fact, Facts, Model};
+use super::{Fact, Facts, Model, frames};
 
 /// What the rules found in an acceptable frame.
 struct Found {
@@ -52,6 +52,17 @@ impl Model {
         // (each copied once); the rest goes through the decoder.
         let mut items = VecDeque::new();
         let mut rest = bytes;
+        // A frame the decoder holds the start of gets just the bytes it
+        // misses.
+        if m.parse.buffered() > 0
+            && let Some(need) = frames::completes(m.parse.pending(), rest)
+        {
+            m.parse.extend(&rest[..need]);
+            rest = &rest[need..];
+            if let Ok(Some(frame)) = m.parse.next_frame() {
+                items.push_back(Ok(frame));
+            }
+        }
         while m.parse.buffered() == 0
             && let Some(head) = rest.first_chunk::<4>()
         {

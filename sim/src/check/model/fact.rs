@@ -123,6 +123,8 @@ pub enum Fact<'a> {
         c: ClientId,
         /// The frame.
         frame: &'a Bytes,
+        /// It is the next guest frame routed to that client (a live one).
+        next: bool,
     },
     /// Bytes were handed to a client (after the model counted them).
     OutputAdded(ClientId),

@@ -4,8 +4,21 @@
 
 use agent_relay::core::IdRange;
 use agent_relay::wire::payload::{RelayClientDisconnected, build_frame_v};
-use agent_relay::wire::{MsgType, PREFIX_LEN, peek_parts};
+use agent_relay::wire::{LEN_PREFIX, MsgType, PREFIX_LEN, check_len, peek_parts};
 use bytes::Bytes;
+
+/// The bytes of `rest` that complete the frame whose start `held` is (a
+/// decoder's partial frame), if its length is legal and `rest` has them.
+pub fn completes(held: &[u8], rest: &[u8]) -> Option<usize> {
+    let mut head = [0; 4];
+    let have = held.len().min(4);
+    head[..have].copy_from_slice(&held[..have]);
+    head[have..].copy_from_slice(rest.get(..4 - have)?);
+    let len = u32::from_be_bytes(head);
+    check_len(len).ok()?;
+    let need = (LEN_PREFIX + len as usize).checked_sub(held.len())?;
+    (need <= rest.len()).then_some(need)
+}
 
 /// The id in a frame's header (`u32::MAX` if it has none).
 pub fn frame_id(frame: &[u8]) -> u32 {

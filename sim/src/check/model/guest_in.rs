@@ -20,6 +20,19 @@ use super::leases;
 use super::spec;
 use super::{Fact, Facts, Gq, Model, frames};
 
+/// What completing the frame the decoder holds part of did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// It took that many bytes of the read and the frame.
+    Taken(usize),
+    /// It gave the decoder that many bytes, but the frame is the decoder's
+    /// to judge (corrupt), with the rest of the read behind it.
+    Fed(usize),
+    /// The read cannot complete it (or its length is not legal): nothing
+    /// taken.
+    Short,
+}
+
 /// What a whole frame of the guest stream is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Look {
@@ -49,7 +62,20 @@ impl Model {
     /// which resynchronises after corruption.
     pub fn guest_bytes(&mut self, bytes: &[u8], out: &mut impl Facts) {
         let mut rest = bytes;
-        while !self.resyncing && self.guest.buffered() == 0 {
+        while !self.resyncing {
+            if self.guest.buffered() > 0 {
+                // The frame the decoder holds part of gets just the bytes it
+                // misses.
+                match self.complete_held(rest, out) {
+                    Held::Taken(used) => rest = &rest[used..],
+                    Held::Fed(used) => {
+                        rest = &rest[used..];
+                        break;
+                    }
+                    Held::Short => break,
+                }
+                continue;
+            }
             let Some(head) = rest.first_chunk::<4>() else {
                 break;
             };
@@ -85,6 +111,25 @@ impl Model {
             self.taken(look, frame, out);
         }
         out.fact(self, Fact::GuestFramed);
+    }
+
+    /// Completes the frame the decoder holds the start of from `rest`, and
+    /// takes it (see [`Held`]).
+    fn complete_held(&mut self, rest: &[u8], out: &mut impl Facts) -> Held {
+        let Some(need) = frames::completes(self.guest.pending(), rest) else {
+            return Held::Short;
+        };
+        self.guest.extend(&rest[..need]);
+        let Ok(Some(total)) = self.guest.peek_frame() else {
+            return Held::Fed(need);
+        };
+        let look = self.look(&self.guest.pending()[..total]);
+        if look == Look::Corrupt {
+            return Held::Fed(need);
+        }
+        let frame = self.guest.take_frame(total).into_bytes();
+        self.taken(look, frame, out);
+        Held::Taken(need)
     }
 
     /// What a whole frame of the guest stream is: with range leases, a

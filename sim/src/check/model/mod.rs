@@ -171,6 +171,12 @@ pub struct Model {
     /// After the event: a client was closed to make room for a handshake
     /// that did not follow.
     pub lease_due_orphaned: bool,
+    /// After the event: the control queue's head, if it may leave now
+    /// (see [`Model::ctl_head_ready`]).
+    pub head_ready: Option<CtlEntry>,
+    /// After the event: the first slot head that may leave now (see
+    /// [`Model::slot_head_ready`]).
+    pub slot_ready: Option<SlotHead>,
     /// Rule `backpressure_bounded_wait`'s state.
     pub budget: Budget,
 }
@@ -226,6 +232,8 @@ impl Model {
             early_lease: None,
             orphan_lease: None,
             lease_due_orphaned: false,
+            head_ready: None,
+            slot_ready: None,
             budget: Budget::default(),
         }
     }
@@ -367,9 +375,16 @@ impl Model {
 
     /// Before the end-of-event checks: what the event left owed but never
     /// given (a connected record without its handshake, room made for a
-    /// handshake that did not follow) is set aside as a fact, and a clock
-    /// sync that waited for the event's departures is queued.
-    pub fn settle_leases_and_clock(&mut self) {
+    /// handshake that did not follow) is set aside as a fact, a clock sync
+    /// that waited for the event's departures is queued, and what may leave
+    /// toward the guest now is noted.
+    pub fn settle_for_checks(&mut self) {
+        self.settle_leases_and_clock();
+        self.head_ready = self.ctl_head_ready().copied();
+        self.slot_ready = self.slot_head_ready();
+    }
+
+    fn settle_leases_and_clock(&mut self) {
         if let Some((s, e, _)) = self.early_lease.take() {
             self.orphan_lease = Some((s, e));
         }
@@ -591,7 +606,7 @@ impl Model {
 
     /// Current generation, the guest there and its window open: the control
     /// queue's head, if it fits the control credit (it may leave now).
-    pub fn ctl_head_ready(&self) -> Option<&CtlEntry> {
+    fn ctl_head_ready(&self) -> Option<&CtlEntry> {
         let cur = self.current.as_ref()?;
         if self.guest_gone || self.inflight >= self.cfg.guest_window {
             return None;
@@ -605,7 +620,7 @@ impl Model {
     /// queue empty: the first slot head, in the order the slots' queues
     /// became non-empty, that fits the credit and (data) its slot's fair
     /// share: it may leave now.
-    pub fn slot_head_ready(&self) -> Option<SlotHead> {
+    fn slot_head_ready(&self) -> Option<SlotHead> {
         let cur = self.current.as_ref()?;
         if self.guest_gone || self.inflight >= self.cfg.guest_window || !cur.ctl.is_empty() {
             return None;

@@ -17,13 +17,15 @@ impl Model {
     /// A guest frame delivered to `c`: the next one routed to it.
     pub fn on_to_client(&mut self, c: ClientId, frame: &Bytes, out: &mut impl Facts) {
         self.advance(Model::routed_waiting, out);
-        out.fact(self, Fact::ToClient { c, frame });
-        let Some(m) = self.clients.get_mut(&c) else {
-            return;
-        };
-        if m.state != State::Live || m.to_client.front() != Some(frame) {
+        let next = self
+            .clients
+            .get(&c)
+            .is_some_and(|m| m.state == State::Live && m.to_client.front() == Some(frame));
+        out.fact(self, Fact::ToClient { c, frame, next });
+        if !next {
             return;
         }
+        let m = self.clients.get_mut(&c).expect("live");
         m.to_client.pop_front();
         if frame.len() > 8 && frame[8] & FLAG_TERMINAL != 0 {
             m.awaiting.remove(&frame_id(frame));

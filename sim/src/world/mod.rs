@@ -20,6 +20,7 @@ use super::driver::{Driver, TraceMode};
 use super::event::Recorded;
 use super::rng::Rng;
 use agent_relay::testkit::frames;
+use agent_relay::wire::PREFIX_LEN;
 use bytes::Bytes;
 
 mod agentd;
@@ -148,6 +149,8 @@ pub struct World {
     scratch: Vec<u8>,
     prefix: usize,
     exec_frames: ExecFrames,
+    /// A current world's guest: agentd's own state (credit, leases).
+    agentd: Option<agentd::Agentd>,
     /// The core's timeout, as it was after that many events.
     timeout: (u64, Option<Timeout>),
 }
@@ -403,6 +406,7 @@ impl World {
             scratch: Vec::new(),
             prefix,
             exec_frames: ExecFrames::default(),
+            agentd: None,
             timeout: (u64::MAX, None),
         };
         if current {
@@ -496,6 +500,51 @@ impl World {
             && t.at <= self.now
         {
             self.feed(Event::Tick);
+        }
+    }
+
+    // ---- the guest: legacy, or agentd ----------------------------------------
+
+    /// The guest boots (a current one with its init context).
+    fn guest_boot(&mut self) {
+        if self.agentd.is_some() {
+            self.agentd_boot();
+        } else {
+            self.legacy_boot();
+        }
+    }
+
+    /// A current guest grants input credit back, when it is due.
+    fn guest_grant(&mut self) {
+        if self.agentd.is_some() {
+            self.agentd_grant();
+        }
+    }
+
+    /// The guest reacts to a frame once all of it was written.
+    fn guest_receive(&mut self, frame: &[u8]) {
+        if frame.len() < PREFIX_LEN {
+            return;
+        }
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        if len + 4 != frame.len() {
+            return;
+        }
+        let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if self.agentd.is_some() {
+            self.agentd_receive(id, frame);
+        } else {
+            self.legacy_receive(id, frame);
+        }
+    }
+
+    /// One output frame of session `id` (agentd's fs and tcp sessions send
+    /// data and bulk records).
+    fn session_output(&mut self, id: u32, exec: bool, tty: bool) {
+        if self.agentd.is_some() && !exec {
+            self.agentd_output(id);
+        } else {
+            self.guest_output(id, exec, tty);
         }
     }
 

@@ -13,6 +13,7 @@
 //! can include this library by path without a dependency on it.
 
 pub mod case;
+pub mod cbor;
 pub mod check;
 pub mod current;
 pub mod driver;

@@ -13,7 +13,6 @@
 //! The names and classes of what can break are in `invariant.rs`
 //! ([`Invariant`], [`Failure`]).
 
-mod cbor;
 mod inv;
 mod invariant;
 mod model;

@@ -35,10 +35,11 @@ use agent_relay::core::{IdRange, Millis};
 use agent_relay::wire::lease::{LeaseEvent, LeaseRecord};
 use agent_relay::wire::payload::{
     Consumed, ExecFailed, ExecFailureKind, ExecLimits, RelayClientDisconnected,
-    WorkloadTransportCredit, decode_payload,
+    WorkloadTransportCredit,
 };
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_parts};
 
+use super::super::cbor;
 use super::super::current::{START, STEP, Window};
 use super::World;
 use super::faults::Fault;
@@ -167,7 +168,7 @@ impl World {
     fn agentd_message(&mut self, t: MsgType, v: u8, id: u32, payload: &[u8], stuck: bool) {
         match t {
             MsgType::RelayClientDisconnected => {
-                if let Ok(n) = decode_payload::<RelayClientDisconnected>(payload) {
+                if let Some(n) = cbor::payload::<RelayClientDisconnected>(payload) {
                     self.disconnected(&n);
                 }
             }

@@ -7,13 +7,11 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use agent_relay::core::{Event, Millis};
-use agent_relay::wire::payload::{
-    ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, decode_payload, exec_request_tty,
-    peek_data,
-};
+use agent_relay::wire::payload::{ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, peek_data};
 use agent_relay::wire::{FLAG_TERMINAL, LEGACY_VERSION, MsgType, PREFIX_LEN, peek_envelope};
 use bytes::Bytes;
 
+use super::super::cbor;
 use super::super::current::Window;
 use super::World;
 use super::faults::Fault;
@@ -204,7 +202,7 @@ impl World {
 
     /// One exec request in twenty fails (not while healing); the others start.
     pub(super) fn on_exec_request(&mut self, id: u32, payload: &[u8]) {
-        let tty = exec_request_tty(payload).unwrap_or(false);
+        let tty = cbor::exec_request_tty(payload).unwrap_or(false);
         self.guest.pid += 1;
         if !self.heal && self.rng.chance(50) {
             let failed = ExecFailed {
@@ -261,7 +259,7 @@ impl World {
     /// reaches agentd's loop after the signal; a disconnect notice read
     /// before it deletes the session, and the exit never comes).
     pub(super) fn on_signal(&mut self, id: u32, payload: &[u8]) {
-        let Ok(sig) = decode_payload::<ExecSignal>(payload) else {
+        let Some(sig) = cbor::payload::<ExecSignal>(payload) else {
             return;
         };
         let late = self.fault(Fault::GuestLate);

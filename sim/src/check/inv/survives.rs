@@ -36,7 +36,7 @@ use msp7::codec::{DecodedFrame, try_decode_frame_from_bytes};
 use msp7::message::{Message, MessageType};
 use msp7::transport::{try_decode_relay_client_connected_from_bytes, validate_relay_client_range};
 
-use super::super::cbor;
+use super::super::super::cbor;
 use super::super::invariant::Invariant;
 use super::super::model::{Fact, Model, frame_id};
 use super::{Check, Verdict};

@@ -11,7 +11,7 @@ use agent_relay::core::ClientId;
 use agent_relay::wire::payload::{ExecFailed, ExecFailureKind, ExecRequest, build_frame_v};
 use agent_relay::wire::{Frame, LEN_PREFIX, MsgType, PREFIX_LEN, check_len, inspect_envelope};
 
-use super::super::cbor;
+use super::super::super::cbor;
 use super::client::{Corr, Lane, Out, State};
 use super::current::{Class, Ctl, CtlEntry};
 use super::refusal::Refusal;

@@ -13,7 +13,7 @@ use agent_relay::wire::payload::{InitAck, ReadyFacts, WorkloadTransportCredit, b
 use agent_relay::wire::{FLAG_TERMINAL, LEN_PREFIX, MsgType, PREFIX_LEN, check_len, peek_parts};
 use bytes::Bytes;
 
-use super::super::cbor;
+use super::super::super::cbor;
 use super::client::State;
 use super::current::{Class, ClockLater, Ctl, CtlEntry, Current, Layout, WORKLOAD_ID};
 use super::leases;

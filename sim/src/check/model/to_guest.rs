@@ -14,7 +14,7 @@ use agent_relay::wire::payload::{
 use agent_relay::wire::{MsgType, PREFIX_LEN, peek_parts};
 use bytes::Bytes;
 
-use super::super::cbor;
+use super::super::super::cbor;
 use super::client::Lane;
 use super::current::{Class, Ctl};
 use super::frames::{frame_id, is_clock, is_type};

@@ -2,10 +2,11 @@
 //! scratch space kept between calls instead of zeroed anew for each (the
 //! zeroing cost more than many a decode). The scratch's size is the same,
 //! so every read accepts and refuses what `from_reader` does. Used for the
-//! model's reference decodes (`decode_envelope_full`'s and
-//! `decode_payload`'s, spelled out here) and the guests' own readers in
+//! checker's reference decodes (`decode_envelope_full`'s and
+//! `decode_payload`'s, spelled out here), the guests' own readers in
 //! `inv_guest_survives` (0.7.13's `decode_message_frame`, 0.4.4's
-//! `try_decode_from_buf`, whose bodies are one `from_reader` each). An
+//! `try_decode_from_buf`, whose bodies are one `from_reader` each), and
+//! the world's guest reading an exec request. An
 //! envelope in the encoders' own layout is read by hand first ([`parts`]);
 //! serde reads the rest.
 
@@ -116,8 +117,14 @@ pub fn exec_request_reads(p: &[u8]) -> bool {
     exec_request_layout(p).is_some() || payload::<ExecRequest>(p).is_some()
 }
 
-/// `Some` if `p` opens with the encoders' layout of an exec request.
-fn exec_request_layout(p: &[u8]) -> Option<()> {
+/// An exec request's `tty`, as `agent_relay::wire::payload::exec_request_tty`
+/// reads it (`None` if the payload does not decode).
+pub fn exec_request_tty(p: &[u8]) -> Option<bool> {
+    exec_request_layout(p).or_else(|| payload::<ExecRequest>(p).map(|r| r.tty))
+}
+
+/// Its `tty`, if `p` opens with the encoders' layout of an exec request.
+fn exec_request_layout(p: &[u8]) -> Option<bool> {
     fn key<'a>(b: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let (len, rest) = head(b, 3)?;
         let (k, rest) = split(rest, len)?;
@@ -149,12 +156,14 @@ fn exec_request_layout(p: &[u8]) -> Option<()> {
     let rest = text_or_null(key(rest, "cwd")?)?;
     let rest = text_or_null(key(rest, "user")?)?;
     let rest = key(rest, "tty")?;
-    let rest = rest
-        .strip_prefix(&[0xf4])
-        .or_else(|| rest.strip_prefix(&[0xf5]))?;
+    let (tty, rest) = match rest.split_first()? {
+        (0xf4, rest) => (false, rest),
+        (0xf5, rest) => (true, rest),
+        _ => return None,
+    };
     let rest = small(key(rest, "rows")?)?;
     let rest = small(key(rest, "cols")?)?;
-    key(rest, "rlimits")?.strip_prefix(&[0x80]).map(drop)
+    key(rest, "rlimits")?.strip_prefix(&[0x80]).map(|_| tty)
 }
 
 /// The type and payload of a whole envelope, if `decode_envelope_full`
@@ -231,7 +240,7 @@ mod tests {
                     .unwrap()
                     .payload
                     .into_owned();
-                assert!(super::exec_request_layout(&p).is_some(), "{p:02x?}");
+                assert_eq!(super::exec_request_layout(&p), Some(tty), "{p:02x?}");
                 payloads.push(p);
             }
         }
@@ -251,8 +260,9 @@ mod tests {
         payloads.push(vec![0xa1, 0x63, b'c', b'm', b'd', 0x62, b's', b'h']);
         payloads.push(vec![0xa0]);
         for p in payloads {
-            let want = decode_payload::<ExecRequest>(&p).is_ok();
-            assert_eq!(super::exec_request_reads(&p), want, "{p:02x?}");
+            let want = decode_payload::<ExecRequest>(&p).ok();
+            assert_eq!(super::exec_request_reads(&p), want.is_some(), "{p:02x?}");
+            assert_eq!(super::exec_request_tty(&p), want.map(|r| r.tty), "{p:02x?}");
         }
     }
 }

@@ -363,11 +363,13 @@ impl Model {
         let current = self.current.is_some();
         let m = self.clients.get_mut(&c).expect("known");
         let id = frame.id();
-        let own_turn = m.out.iter().any(|o| o.id == id && o.lane == Lane::Turn);
+        // Whether a frame of its own id waits in the turn lane (asked only
+        // when it decides the lane; the latest frames are the likeliest).
+        let own_turn = || m.out.iter().rev().any(|o| o.id == id && o.lane == Lane::Turn);
         let express = if current {
-            f.class == Class::Control && (f.overtakes || !own_turn)
+            f.class == Class::Control && (f.overtakes || !own_turn())
         } else {
-            f.overtakes && !own_turn
+            f.overtakes && !own_turn()
         };
         let lane = if express { Lane::Express } else { Lane::Turn };
         let opens = m.sessions.get(&id).is_some_and(|s| !s.handed)

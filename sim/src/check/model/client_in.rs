@@ -365,7 +365,12 @@ impl Model {
         let id = frame.id();
         // Whether a frame of its own id waits in the turn lane (asked only
         // when it decides the lane; the latest frames are the likeliest).
-        let own_turn = || m.out.iter().rev().any(|o| o.id == id && o.lane == Lane::Turn);
+        let own_turn = || {
+            m.out
+                .iter()
+                .rev()
+                .any(|o| o.id == id && o.lane == Lane::Turn)
+        };
         let express = if current {
             f.class == Class::Control && (f.overtakes || !own_turn())
         } else {

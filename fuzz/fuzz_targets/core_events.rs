@@ -106,7 +106,7 @@ fuzz_target!(|input: Input| {
     };
     for op in input.ops.iter().take(400) {
         run.step(op, &setup);
-        if let Some(v) = run.d.checker.violation().cloned() {
+        if let Some(v) = run.d.checker.failure().cloned() {
             if let Some(path) = &case {
                 let case = Case {
                     seed: 0,

@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use agent_relay::core::{Config, HandshakeForm, Protocol};
 
-use super::check::{Invariant, Violation};
-use super::driver::{Driver, OwnedEvent, Recorded, TraceMode};
+use super::check::{Failure, Invariant};
+use super::driver::{Driver, TraceMode};
+use super::event::{OwnedEvent, Recorded, parse_num};
 
 /// A failing (or once-failing) event list and what it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,18 +27,18 @@ pub struct Case {
     pub events: Vec<Recorded>,
 }
 
-/// Replays `events` into a fresh core; the first violation, if any.
+/// Replays `events` into a fresh core; the first failure, if any.
 pub fn replay(
     config: &Config,
     read_max: usize,
     events: &[Recorded],
     finish: bool,
     trace: TraceMode,
-) -> (Option<Violation>, Vec<String>) {
+) -> (Option<Failure>, Vec<String>) {
     let mut d = Driver::new(config.clone(), read_max, trace, false);
     for r in events {
         d.feed(r.now, r.event.as_event());
-        if d.checker.violation().is_some() {
+        if d.checker.failure().is_some() {
             break;
         }
     }
@@ -45,7 +46,7 @@ pub fn replay(
         d.checker.finish();
     }
     let lines = d.lines().cloned().collect();
-    (d.checker.violation().cloned(), lines)
+    (d.checker.failure().cloned(), lines)
 }
 
 /// Shrinks `case.events` to a short list that still breaks the same
@@ -106,24 +107,6 @@ pub fn shrink(case: &Case, budget_replays: usize) -> Case {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
-
-fn unhex(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) {
-        return Err(format!("odd hex length {}", s.len()));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| e.to_string()))
-        .collect()
-}
-
 impl Case {
     /// The case as text, one event a line.
     pub fn to_text(&self) -> String {
@@ -160,17 +143,7 @@ impl Case {
         let _ = writeln!(s, "read_max {}", self.read_max);
         let _ = writeln!(s, "finish {}", u8::from(self.finish));
         for r in &self.events {
-            let _ = match &r.event {
-                OwnedEvent::GuestBytes(b) => writeln!(s, "{} guest {}", r.now, hex(b)),
-                OwnedEvent::GuestWritten(n) => writeln!(s, "{} guest_written {n}", r.now),
-                OwnedEvent::GuestClosed => writeln!(s, "{} guest_closed", r.now),
-                OwnedEvent::Connected(c) => writeln!(s, "{} connect {c}", r.now),
-                OwnedEvent::ClientBytes(c, b) => writeln!(s, "{} client {c} {}", r.now, hex(b)),
-                OwnedEvent::ClientWritten(c, n) => writeln!(s, "{} client_written {c} {n}", r.now),
-                OwnedEvent::Disconnected(c) => writeln!(s, "{} disconnect {c}", r.now),
-                OwnedEvent::Tick => writeln!(s, "{} tick", r.now),
-                OwnedEvent::WallClock(w) => writeln!(s, "{} wall {w}", r.now),
-            };
+            r.event.write_line(r.now, &mut s);
         }
         s
     }
@@ -211,7 +184,7 @@ impl Case {
                 }
                 _ => {
                     let now = num(0)?;
-                    let event = parse_event(&words[1..]).map_err(|e| err(&e))?;
+                    let event = OwnedEvent::parse(&words[1..]).map_err(|e| err(&e))?;
                     case.events.push(Recorded { now, event });
                 }
             }
@@ -219,16 +192,6 @@ impl Case {
         case.invariant = invariant.ok_or("no `invariant` line")?;
         Ok(case)
     }
-}
-
-/// A decimal or `0x` hexadecimal number.
-fn parse_num(word: Option<&str>) -> Result<u64, String> {
-    let w = word.ok_or("missing field")?;
-    let parsed = match w.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => w.parse(),
-    };
-    parsed.map_err(|e| e.to_string())
 }
 
 /// Applies one `key=value` of a `config` line.
@@ -269,27 +232,9 @@ fn set_config(c: &mut Config, kv: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One event line after its time: `guest 0a0b..`, `client 3 0a0b..`, `tick`, ...
-fn parse_event(words: &[&str]) -> Result<OwnedEvent, String> {
-    let kind = words.first().ok_or("missing event")?;
-    let num = |i: usize| parse_num(words.get(i).copied());
-    let bytes = |i: usize| unhex(words.get(i).unwrap_or(&""));
-    Ok(match *kind {
-        "guest" => OwnedEvent::GuestBytes(bytes(1)?),
-        "guest_written" => OwnedEvent::GuestWritten(num(1)? as usize),
-        "guest_closed" => OwnedEvent::GuestClosed,
-        "connect" => OwnedEvent::Connected(num(1)?),
-        "client" => OwnedEvent::ClientBytes(num(1)?, bytes(2)?),
-        "client_written" => OwnedEvent::ClientWritten(num(1)?, num(2)? as usize),
-        "disconnect" => OwnedEvent::Disconnected(num(1)?),
-        "tick" => OwnedEvent::Tick,
-        "wall" => OwnedEvent::WallClock(num(1)?),
-        _ => return Err("unknown event".into()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::event::Kind;
     use super::*;
 
     #[test]
@@ -303,11 +248,11 @@ mod tests {
             events: vec![
                 Recorded {
                     now: 3,
-                    event: OwnedEvent::ClientBytes(7, vec![0, 1, 0xff]),
+                    event: OwnedEvent::new(Kind::ClientBytes, 7, 0, vec![0, 1, 0xff]),
                 },
                 Recorded {
                     now: 9,
-                    event: OwnedEvent::Tick,
+                    event: OwnedEvent::new(Kind::Tick, 0, 0, Vec::new()),
                 },
             ],
         };

@@ -1,77 +1,15 @@
 //! The one door into the core: feeds an event, drains the actions, runs the
-//! checker around it, hashes everything for the determinism check, and
-//! optionally records the event (for shrinking) and a trace line.
+//! checker around it, folds every action into the run's [`Digest`] (the
+//! determinism check and the campaign's proof of unchanged behaviour), and
+//! optionally records the event (for shrinking) and a trace line (the core's
+//! `Display` of each event and action).
 
 use std::collections::VecDeque;
 
-use agent_relay::core::{Action, ClientId, Config, Counters, Event, Millis, Relay};
-use agent_relay::wire::{PREFIX_LEN, peek_envelope};
+use agent_relay::core::{Action, Config, Counters, Event, Millis, Relay};
 
 use super::check::Checker;
-
-/// A core event with owned bytes, as recorded and replayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnedEvent {
-    /// [`Event::GuestBytes`].
-    GuestBytes(Vec<u8>),
-    /// [`Event::GuestWritten`].
-    GuestWritten(usize),
-    /// [`Event::GuestClosed`].
-    GuestClosed,
-    /// [`Event::ClientConnected`].
-    Connected(u64),
-    /// [`Event::ClientBytes`].
-    ClientBytes(u64, Vec<u8>),
-    /// [`Event::ClientWritten`].
-    ClientWritten(u64, usize),
-    /// [`Event::ClientDisconnected`].
-    Disconnected(u64),
-    /// [`Event::Tick`].
-    Tick,
-    /// [`Event::WallClock`].
-    WallClock(u64),
-}
-
-impl OwnedEvent {
-    /// Copies a borrowed event.
-    pub fn from_event(e: &Event<'_>) -> OwnedEvent {
-        match *e {
-            Event::GuestBytes(b) => OwnedEvent::GuestBytes(b.to_vec()),
-            Event::GuestWritten(n) => OwnedEvent::GuestWritten(n),
-            Event::GuestClosed => OwnedEvent::GuestClosed,
-            Event::ClientConnected(c) => OwnedEvent::Connected(c.0),
-            Event::ClientBytes(c, b) => OwnedEvent::ClientBytes(c.0, b.to_vec()),
-            Event::ClientWritten(c, n) => OwnedEvent::ClientWritten(c.0, n),
-            Event::ClientDisconnected(c) => OwnedEvent::Disconnected(c.0),
-            Event::Tick => OwnedEvent::Tick,
-            Event::WallClock(w) => OwnedEvent::WallClock(w),
-        }
-    }
-
-    /// Borrows it as a core event.
-    pub fn as_event(&self) -> Event<'_> {
-        match self {
-            OwnedEvent::GuestBytes(b) => Event::GuestBytes(b),
-            OwnedEvent::GuestWritten(n) => Event::GuestWritten(*n),
-            OwnedEvent::GuestClosed => Event::GuestClosed,
-            OwnedEvent::Connected(c) => Event::ClientConnected(ClientId(*c)),
-            OwnedEvent::ClientBytes(c, b) => Event::ClientBytes(ClientId(*c), b),
-            OwnedEvent::ClientWritten(c, n) => Event::ClientWritten(ClientId(*c), *n),
-            OwnedEvent::Disconnected(c) => Event::ClientDisconnected(ClientId(*c)),
-            OwnedEvent::Tick => Event::Tick,
-            OwnedEvent::WallClock(w) => Event::WallClock(*w),
-        }
-    }
-}
-
-/// One recorded core event and its time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    /// Virtual time in ms.
-    pub now: Millis,
-    /// The event.
-    pub event: OwnedEvent,
-}
+use super::event::{OwnedEvent, Recorded};
 
 /// How much of the run to keep as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +29,6 @@ pub struct Driver {
     pub relay: Relay,
     /// The reference model.
     pub checker: Checker,
-    /// Running hash of every event and action.
-    pub hash: u64,
     /// Running hash of the canonical action stream (see [`Digest`]).
     pub digest: Digest,
     /// `Relay::handle` calls.
@@ -110,7 +46,6 @@ impl Driver {
         Driver {
             relay: Relay::new(cfg.clone()).checked(),
             checker: Checker::new(cfg, read_max),
-            hash: 0xcbf2_9ce4_8422_2325,
             digest: Digest::new(),
             events: 0,
             trace,
@@ -123,7 +58,6 @@ impl Driver {
     /// Feeds one event; its actions land in [`Driver::actions`].
     pub fn feed(&mut self, now: Millis, event: Event<'_>) {
         self.events += 1;
-        self.hash_event(now, &event);
         if let Some(rec) = &mut self.record {
             rec.push(Recorded {
                 now,
@@ -131,7 +65,7 @@ impl Driver {
             });
         }
         if self.trace != TraceMode::Off {
-            let line = format!("#{} t={now} {}", self.events, fmt_event(&event));
+            let line = format!("#{} t={now} {event}", self.events);
             self.line(line);
         }
         self.checker.before(now, &event);
@@ -139,10 +73,9 @@ impl Driver {
         self.actions.clear();
         while let Some(action) = self.relay.poll_action() {
             self.checker.on_action(&action);
-            self.hash_action(&action);
             self.digest.action(&action);
             if self.trace != TraceMode::Off {
-                let line = format!("    -> {}", fmt_action(&action));
+                let line = format!("    -> {action}");
                 self.line(line);
             }
             self.actions.push(action);
@@ -167,169 +100,6 @@ impl Driver {
     /// The recorded events, if recording.
     pub fn take_recorded(&mut self) -> Vec<Recorded> {
         self.record.take().unwrap_or_default()
-    }
-
-    fn mix(&mut self, x: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn mix_bytes(&mut self, b: &[u8]) {
-        self.mix(b.len() as u64);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            self.mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        for &x in chunks.remainder() {
-            self.mix(u64::from(x));
-        }
-    }
-
-    fn hash_event(&mut self, now: Millis, e: &Event<'_>) {
-        self.mix(now);
-        match *e {
-            Event::GuestBytes(b) => {
-                self.mix(1);
-                self.mix_bytes(b);
-            }
-            Event::GuestWritten(n) => {
-                self.mix(2);
-                self.mix(n as u64);
-            }
-            Event::GuestClosed => self.mix(3),
-            Event::ClientConnected(c) => {
-                self.mix(4);
-                self.mix(c.0);
-            }
-            Event::ClientBytes(c, b) => {
-                self.mix(5);
-                self.mix(c.0);
-                self.mix_bytes(b);
-            }
-            Event::ClientWritten(c, n) => {
-                self.mix(6);
-                self.mix(c.0);
-                self.mix(n as u64);
-            }
-            Event::ClientDisconnected(c) => {
-                self.mix(7);
-                self.mix(c.0);
-            }
-            Event::Tick => self.mix(8),
-            Event::WallClock(w) => {
-                self.mix(9);
-                self.mix(w);
-            }
-        }
-    }
-
-    fn hash_action(&mut self, a: &Action) {
-        match a {
-            Action::Handshake { client, bytes } => {
-                self.mix(11);
-                self.mix(client.0);
-                self.mix_bytes(bytes);
-            }
-            Action::ToClient { client, frame } => {
-                self.mix(12);
-                self.mix(client.0);
-                self.mix_bytes(frame);
-            }
-            Action::ToGuest { frame } => {
-                self.mix(13);
-                self.mix_bytes(frame);
-            }
-            Action::Refuse { client, .. } => {
-                self.mix(14);
-                self.mix(client.0);
-            }
-            Action::CloseClient { client, .. } => {
-                self.mix(15);
-                self.mix(client.0);
-            }
-            Action::PauseClient(c) => {
-                self.mix(16);
-                self.mix(c.0);
-            }
-            Action::ResumeClient(c) => {
-                self.mix(17);
-                self.mix(c.0);
-            }
-            Action::Log(r) => {
-                self.mix(18);
-                self.mix(r.session.unwrap_or(0));
-                self.mix_bytes(r.text.to_string().as_bytes());
-            }
-            Action::GuestCorrupt { skipped, .. } => {
-                self.mix(19);
-                self.mix(*skipped as u64);
-            }
-            Action::Ready => self.mix(20),
-            Action::Drain => self.mix(21),
-            Action::FlushExpired { client } => {
-                self.mix(22);
-                self.mix(client.0);
-            }
-            Action::StartupFailed(_) => self.mix(23),
-            Action::PauseGuest => self.mix(24),
-            Action::ResumeGuest => self.mix(25),
-        }
-    }
-}
-
-/// One frame in words: id, flags, type, size.
-pub fn fmt_frame(frame: &[u8]) -> String {
-    if frame.len() < PREFIX_LEN {
-        return format!("{} bytes", frame.len());
-    }
-    let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let t = peek_envelope(&frame[PREFIX_LEN..]).map_or("?".to_owned(), |e| e.t.to_string());
-    format!("id={id} flags={:#x} {t} {}B", frame[8], frame.len())
-}
-
-/// A core event in words.
-pub fn fmt_event(e: &Event<'_>) -> String {
-    match *e {
-        Event::GuestBytes(b) => format!("GuestBytes {}B", b.len()),
-        Event::GuestWritten(n) => format!("GuestWritten {n}"),
-        Event::GuestClosed => "GuestClosed".into(),
-        Event::ClientConnected(c) => format!("ClientConnected {c}"),
-        Event::ClientBytes(c, b) => format!("ClientBytes {c} {}B", b.len()),
-        Event::ClientWritten(c, n) => format!("ClientWritten {c} {n}"),
-        Event::ClientDisconnected(c) => format!("ClientDisconnected {c}"),
-        Event::Tick => "Tick".into(),
-        Event::WallClock(w) => format!("WallClock {w}"),
-    }
-}
-
-/// A core action in words.
-pub fn fmt_action(a: &Action) -> String {
-    match a {
-        Action::Handshake { client, bytes } => format!("Handshake {client} {}B", bytes.len()),
-        Action::ToClient { client, frame } => format!("ToClient {client} {}", fmt_frame(frame)),
-        Action::ToGuest { frame } => format!("ToGuest {}", fmt_frame(frame)),
-        Action::Refuse { client, reason } => format!("Refuse {client}: {reason}"),
-        Action::CloseClient { client, reason } => format!("CloseClient {client}: {reason}"),
-        Action::PauseClient(c) => format!("PauseClient {c}"),
-        Action::ResumeClient(c) => format!("ResumeClient {c}"),
-        Action::Log(r) => {
-            let text = r.text.to_string();
-            let head: String = text.chars().take(24).collect();
-            format!(
-                "Log {:?} {} {}B {head:?}..",
-                r.session,
-                r.source.as_str(),
-                text.len()
-            )
-        }
-        Action::GuestCorrupt { error, skipped } => {
-            format!("GuestCorrupt skipped {skipped}: {error}")
-        }
-        Action::Ready => "Ready".into(),
-        Action::Drain => "Drain".into(),
-        Action::FlushExpired { client } => format!("FlushExpired {client}"),
-        Action::StartupFailed(why) => format!("StartupFailed: {why}"),
-        Action::PauseGuest => "PauseGuest".into(),
-        Action::ResumeGuest => "ResumeGuest".into(),
     }
 }
 
@@ -371,8 +141,18 @@ impl Digest {
         }
     }
 
+    /// Folds in `t`'s `Display` text (written into a buffer kept between
+    /// calls).
     fn text(&mut self, t: impl std::fmt::Display) {
-        self.bytes(t.to_string().as_bytes());
+        use std::fmt::Write as _;
+        thread_local! {
+            static TEXT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        TEXT.with_borrow_mut(|buf| {
+            buf.clear();
+            let _ = write!(buf, "{t}");
+            self.bytes(buf.as_bytes());
+        });
     }
 
     /// Folds in one action.
@@ -413,8 +193,14 @@ impl Digest {
             Action::Log(r) => {
                 self.mix(8);
                 self.mix(r.session.map_or(0, |s| s + 1));
-                self.text(r.source.as_str());
-                self.bytes(r.text.to_string().as_bytes());
+                self.bytes(r.source.as_str().as_bytes());
+                // The text as `Display` writes it (decoded, lossy), without
+                // building it when the bytes are UTF-8 already.
+                let joined = r.text.joined();
+                match std::str::from_utf8(&joined) {
+                    Ok(_) => self.bytes(&joined),
+                    Err(_) => self.bytes(String::from_utf8_lossy(&joined).as_bytes()),
+                }
             }
             Action::GuestCorrupt { error, skipped } => {
                 self.mix(9);

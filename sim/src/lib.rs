@@ -13,8 +13,10 @@
 //! can include this library by path without a dependency on it.
 
 pub mod case;
+pub mod cbor;
 pub mod check;
 pub mod current;
 pub mod driver;
+pub mod event;
 pub mod rng;
 pub mod world;

@@ -111,9 +111,9 @@ fn replay_cmd(seed: u64) -> String {
     format!("cargo run --release -p agent-relay-sim -- --seed {seed:#x} --trace")
 }
 
-fn report_violation(o: &Outcome, opts: RunOpts) {
-    let v = o.violation.as_ref().expect("called on failures");
-    eprintln!("VIOLATION seed={:#x} invariant={}", o.seed, v.invariant);
+fn report_failure(o: &Outcome, opts: RunOpts) {
+    let v = o.failure.as_ref().expect("called on failures");
+    eprintln!("FAILURE seed={:#x} invariant={}", o.seed, v.invariant);
     eprintln!("  {v}");
     eprintln!("  config: {:?}", o.config);
     // Re-run with a ring trace: same seed, same run.
@@ -151,16 +151,15 @@ fn one_seed(seed: u64, trace: bool, opts: RunOpts) -> ExitCode {
         println!("{line}");
     }
     println!(
-        "seed {seed:#x}: {} events, {} checks, trace hash {:#018x}, digest {:#018x}, faults {}",
+        "seed {seed:#x}: {} events, {} checks, digest {:#018x}, faults {}",
         o.events,
         o.checks,
-        o.hash,
         o.digest,
         fault_list(&o.faults)
     );
-    match &o.violation {
+    match &o.failure {
         Some(_) => {
-            report_violation(&o, opts);
+            report_failure(&o, opts);
             ExitCode::FAILURE
         }
         None => {
@@ -191,7 +190,7 @@ fn shrink_seed(seed: u64, out: &str, opts: RunOpts) -> ExitCode {
             ..opts
         },
     );
-    let Some(v) = &o.violation else {
+    let Some(v) = &o.failure else {
         println!("seed {seed:#x} passes; nothing to shrink");
         return ExitCode::SUCCESS;
     };
@@ -400,7 +399,7 @@ impl Totals {
         g.seeds += 1;
         g.events += o.events;
         g.secs += o.secs;
-        match &o.violation {
+        match &o.failure {
             Some(v) if v.known.is_some() && !self.strict => self.known.push(o),
             Some(_) => self.failures.push(o),
             None => {}
@@ -446,10 +445,10 @@ fn campaign(start: u64, count: u64, jobs: usize, opts: RunOpts, strict: bool) ->
         return ExitCode::SUCCESS;
     }
     for o in &t.failures {
-        let v = o.violation.as_ref().expect("failures only");
+        let v = o.failure.as_ref().expect("failures only");
         println!("  FAIL seed {:#x}: {v}", o.seed);
     }
-    report_violation(&t.failures[0], opts);
+    report_failure(&t.failures[0], opts);
     let _ = std::io::stderr().flush();
     ExitCode::FAILURE
 }
@@ -502,7 +501,7 @@ fn summary(start: u64, count: u64, jobs: usize, secs: f64, t: &Totals) {
         let hits: Vec<u64> = t
             .known
             .iter()
-            .filter(|o| o.violation.as_ref().and_then(|v| v.known) == Some(bug))
+            .filter(|o| o.failure.as_ref().and_then(|v| v.known) == Some(bug))
             .map(|o| o.seed)
             .collect();
         let first: Vec<String> = hits.iter().take(4).map(|s| format!("{s:#x}")).collect();
@@ -513,7 +512,7 @@ fn summary(start: u64, count: u64, jobs: usize, secs: f64, t: &Totals) {
             first.join(" ")
         );
     }
-    println!("  {:<22} {:>14}", "violations", t.failures.len());
+    println!("  {:<22} {:>14}", "failures", t.failures.len());
     let mut digest = Digest::new();
     for (k, d) in t.digests.iter().enumerate() {
         digest.seed(start + k as u64, Digest::from_value(*d));

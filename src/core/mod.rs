@@ -30,6 +30,7 @@ mod clock;
 mod correlation;
 mod credit;
 mod departure;
+mod display;
 mod flush;
 mod guest;
 mod layout;

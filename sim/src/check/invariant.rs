@@ -1,7 +1,8 @@
 //! The names of what a run can break: every [`Invariant`] the checker (or
-//! the world around it) reports, its [`Class`], and its name as reports and
-//! regression cases spell it (`inv_routing`, `live_sessions_end`, ...). The
-//! names are a file format: `tests/regressions/*.case` store them.
+//! the world around it) reports, its [`Class`], its name as reports and
+//! regression cases spell it (`inv_routing`, `live_sessions_end`, ...), and
+//! a run's first [`Failure`]. The names are a file format:
+//! `tests/regressions/*.case` store them.
 
 /// What kind of property an invariant is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -185,7 +186,7 @@ impl Invariant {
 }
 
 /// A core bug the simulator finds and that is not fixed yet. A run that
-/// hits one stops there like a violation, but a campaign counts it apart
+/// hits one stops there like any failure, but a campaign counts it apart
 /// (`--strict` makes it fail too); its shrunk case is pinned under
 /// `tests/regressions/` with a `# known core bug:` line, and an ignored test
 /// replays it. When the core is fixed, the variant goes (and the case must
@@ -202,6 +203,33 @@ impl KnownBug {
     /// Its name in reports.
     pub fn name(self) -> &'static str {
         match self {}
+    }
+}
+
+/// A broken invariant: the first a run found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The invariant broken.
+    pub invariant: Invariant,
+    /// What went wrong, in words.
+    pub detail: String,
+    /// The 1-based index of the core event after which it was seen.
+    pub event: u64,
+    /// The known core bug it is, if it is one.
+    pub known: Option<KnownBug>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} broken at event #{}: {}",
+            self.invariant, self.event, self.detail
+        )?;
+        match self.known {
+            Some(bug) => write!(f, " (known core bug {})", bug.name()),
+            None => Ok(()),
+        }
     }
 }
 

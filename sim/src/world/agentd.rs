@@ -35,10 +35,11 @@ use agent_relay::core::{IdRange, Millis};
 use agent_relay::wire::lease::{LeaseEvent, LeaseRecord};
 use agent_relay::wire::payload::{
     Consumed, ExecFailed, ExecFailureKind, ExecLimits, RelayClientDisconnected,
-    WorkloadTransportCredit, decode_payload,
+    WorkloadTransportCredit,
 };
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_parts};
 
+use super::super::cbor;
 use super::super::current::{START, STEP, Window};
 use super::World;
 use super::faults::Fault;
@@ -53,8 +54,6 @@ const V: u8 = 10;
 pub(super) struct Agentd {
     barrier: bool,
     limits: Option<ExecLimits>,
-    /// Input consumed since ready, per class (control, data).
-    consumed: [Window; 2],
     /// The last grant sent.
     granted: [Window; 2],
     /// Grants wait until then.
@@ -81,10 +80,9 @@ impl World {
         let every = self.rng.pick(&[8, 64, 200, 255]);
         let lease = self.rng.chance(750);
         self.guest.v = V;
-        self.guest.agentd = Some(Agentd {
+        self.agentd = Some(Agentd {
             barrier,
             limits,
-            consumed: [Window::default(); 2],
             granted: START,
             hold_until: 0,
             every,
@@ -105,7 +103,7 @@ impl World {
                 frames::push_data(out, V, MsgType::ExecStdout, id, 0, b"boot");
             }
         }
-        let a = self.guest.agentd.as_ref().expect("current guest");
+        let a = self.agentd.as_ref().expect("current guest");
         let (barrier, limits, lease) = (a.barrier, a.limits, a.lease.then_some(1));
         let boot = self.rng.next_u64() >> 20;
         self.guest.out.extend_from_slice(&frames::init_resolved(V));
@@ -115,7 +113,7 @@ impl World {
 
     /// Faults heal: grants flow again.
     pub(super) fn agentd_heal(&mut self) {
-        if let Some(a) = &mut self.guest.agentd {
+        if let Some(a) = &mut self.agentd {
             a.hold_until = 0;
         }
     }
@@ -130,7 +128,7 @@ impl World {
                 && r.event == LeaseEvent::Connected
                 && let Some(slot) = canonical_slot(r.id_start, r.id_end)
             {
-                let a = self.guest.agentd.as_mut().expect("current guest");
+                let a = self.agentd.as_mut().expect("current guest");
                 a.incarnations.insert(slot, r.incarnation);
             }
             return;
@@ -144,7 +142,7 @@ impl World {
         let (t, payload) = (parts.t, parts.payload);
         if t == Some(MsgType::InitAck) {
             // Sent before ready: never charged.
-            self.guest.agentd.as_mut().expect("current guest").acks += 1;
+            self.agentd.as_mut().expect("current guest").acks += 1;
             return;
         }
         let data = matches!(
@@ -170,7 +168,7 @@ impl World {
     fn agentd_message(&mut self, t: MsgType, v: u8, id: u32, payload: &[u8], stuck: bool) {
         match t {
             MsgType::RelayClientDisconnected => {
-                if let Ok(n) = decode_payload::<RelayClientDisconnected>(payload) {
+                if let Some(n) = cbor::payload::<RelayClientDisconnected>(payload) {
                     self.disconnected(&n);
                 }
             }
@@ -202,7 +200,7 @@ impl World {
                 frames::push_raw(out, V, MsgType::Pong, id, FLAG_TERMINAL, &[0xa0]);
             }
             MsgType::Touch => {
-                let a = self.guest.agentd.as_mut().expect("current guest");
+                let a = self.agentd.as_mut().expect("current guest");
                 a.activity += 1;
                 let seq = a.activity;
                 // {"activity_seq": n}
@@ -220,7 +218,7 @@ impl World {
     /// With exec limits, as many executions run as it may have: the ones
     /// not deleted yet, killed ones included until their exit is sent.
     fn executions_full(&self) -> bool {
-        let max = self.guest.agentd.as_ref().and_then(|a| a.limits);
+        let max = self.agentd.as_ref().and_then(|a| a.limits);
         max.is_some_and(|l| {
             let running = self.guest.sessions.values().filter(|s| s.exec).count();
             running >= l.max_executions as usize
@@ -229,11 +227,7 @@ impl World {
 
     /// With exec limits, stdin consumed is acknowledged now and then.
     fn stdin_ack(&mut self, id: u32) {
-        let limits = self
-            .guest
-            .agentd
-            .as_ref()
-            .is_some_and(|a| a.limits.is_some());
+        let limits = self.agentd.as_ref().is_some_and(|a| a.limits.is_some());
         if limits && self.guest.sessions.contains_key(&id) && self.rng.chance(200) {
             let ack = Consumed {
                 consumed: self.rng.below(1 << 20),
@@ -281,7 +275,7 @@ impl World {
         let Some(slot) = canonical_slot(start, end) else {
             return; // agentd's loop would end here
         };
-        let a = self.guest.agentd.as_mut().expect("current guest");
+        let a = self.agentd.as_mut().expect("current guest");
         let held = a.incarnations.get(&slot).copied();
         match (n.incarnation, held) {
             (Some(inc), Some(h)) if inc == h => {
@@ -346,18 +340,8 @@ impl World {
     }
 
     fn consume(&mut self, class: usize, len: u64) {
-        if let Some(a) = &mut self.guest.agentd {
-            a.consumed[class].bytes += len;
-            a.consumed[class].frames += 1;
-        }
-    }
-
-    /// A session ended: the data it held is consumed at last.
-    pub(super) fn release_held(&mut self, held: (u64, u64)) {
-        if let Some(a) = &mut self.guest.agentd {
-            a.consumed[1].bytes += held.0;
-            a.consumed[1].frames += held.1;
-        }
+        self.guest.consumed[class].bytes += len;
+        self.guest.consumed[class].frames += 1;
     }
 
     /// Grants back what was consumed, once enough was (at once when
@@ -365,15 +349,16 @@ impl World {
     /// then a grant that would lower one field follows (the relay ignores
     /// it).
     pub(super) fn agentd_grant(&mut self) {
-        let Some(a) = &self.guest.agentd else {
+        let Some(a) = &self.agentd else {
             return;
         };
         if !a.barrier || !self.guest.ready_sent || (!self.heal && self.now < a.hold_until) {
             return;
         }
+        let consumed = self.guest.consumed;
         let want = [0, 1].map(|i| Window {
-            bytes: START[i].bytes + a.consumed[i].bytes,
-            frames: START[i].frames + a.consumed[i].frames,
+            bytes: START[i].bytes + consumed[i].bytes,
+            frames: START[i].frames + consumed[i].frames,
         });
         let pending = want[0].frames + want[1].frames - a.granted[0].frames - a.granted[1].frames;
         if pending == 0 || (!self.heal && pending < a.every) {
@@ -381,11 +366,11 @@ impl World {
         }
         if self.fault(Fault::CreditLate) {
             let until = self.now + self.rng.range(1_000, 30_000);
-            self.guest.agentd.as_mut().expect("checked").hold_until = until;
+            self.agentd.as_mut().expect("checked").hold_until = until;
             return;
         }
         self.push_grant(want);
-        self.guest.agentd.as_mut().expect("checked").granted = want;
+        self.agentd.as_mut().expect("checked").granted = want;
         if self.fault(Fault::CreditLower) {
             let mut lower = want;
             let field = self.rng.below(4) as usize;
@@ -438,7 +423,7 @@ impl World {
                 let id = 128 * STEP + self.rng.below(127) as u32;
                 frames::push_raw(out, V, MsgType::Pong, id, t, &[0xa0]);
             }
-            7 if self.guest.agentd.as_ref().is_some_and(|a| a.lease) => {
+            7 if self.agentd.as_ref().is_some_and(|a| a.lease) => {
                 // An acknowledgement nobody awaits (the relay ignores it).
                 let s = self.rng.below(128) as u32;
                 let range = IdRange {

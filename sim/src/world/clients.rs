@@ -9,14 +9,58 @@ use std::collections::{BTreeMap, VecDeque};
 use agent_relay::core::{ClientId, Event, IdRange, Millis};
 use agent_relay::wire::payload::{ExecResize, encode_payload};
 use agent_relay::wire::{
-    FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, FrameDecoder, LEGACY_VERSION, MAX_FRAME_LEN,
-    MsgType,
+    FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, LEGACY_VERSION, MAX_FRAME_LEN, MsgType,
+    PREFIX_LEN, check_len,
 };
 use bytes::Bytes;
 
 use super::faults::Fault;
 use super::{READ_MAX, World};
 use agent_relay::testkit::frames;
+
+/// What a client reads of its frames: each one's header, as it completes
+/// (the bodies are skipped, not kept). A length the protocol forbids stops
+/// the reading for good, as it would stop a frame decoder.
+#[derive(Debug, Default)]
+pub(super) struct Heads {
+    head: [u8; PREFIX_LEN],
+    have: usize,
+    /// Body bytes of the current frame still to come.
+    left: usize,
+    broken: bool,
+}
+
+impl Heads {
+    /// Reads `bytes`, calling `frame(id, flags)` for each frame completed.
+    fn read(&mut self, mut bytes: &[u8], mut frame: impl FnMut(u32, u8)) {
+        while !bytes.is_empty() && !self.broken {
+            if self.have < PREFIX_LEN {
+                let take = (PREFIX_LEN - self.have).min(bytes.len());
+                self.head[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+                self.have += take;
+                bytes = &bytes[take..];
+                if self.have < PREFIX_LEN {
+                    return;
+                }
+                let h = &self.head;
+                let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+                if check_len(len).is_err() {
+                    self.broken = true;
+                    return;
+                }
+                self.left = len as usize + 4 - PREFIX_LEN;
+            }
+            let take = self.left.min(bytes.len());
+            self.left -= take;
+            bytes = &bytes[take..];
+            if self.left == 0 {
+                let h = &self.head;
+                frame(u32::from_be_bytes([h[4], h[5], h[6], h[7]]), h[8]);
+                self.have = 0;
+            }
+        }
+    }
+}
 
 /// An SDK-like client (or a malicious one).
 #[derive(Debug)]
@@ -26,7 +70,7 @@ pub(super) struct Actor {
     pub(super) reading: Reading,
     pub(super) range: Option<IdRange>,
     pub(super) hs: Vec<u8>,
-    pub(super) dec: FrameDecoder,
+    pub(super) heads: Heads,
     pub(super) sock: VecDeque<Bytes>,
     pub(super) sock_len: usize,
     pub(super) out: Vec<u8>,
@@ -100,7 +144,7 @@ impl World {
                 reading,
                 range: None,
                 hs: Vec::new(),
-                dec: FrameDecoder::new(),
+                heads: Heads::default(),
                 sock: VecDeque::new(),
                 sock_len: 0,
                 out: Vec::new(),
@@ -270,12 +314,12 @@ impl World {
                     a.next_id = start;
                 }
             }
-            a.dec.extend(chunk);
-            while let Ok(Some(f)) = a.dec.next_frame() {
-                if f.flags() & FLAG_TERMINAL != 0 {
-                    a.sessions.remove(&f.id());
+            let sessions = &mut a.sessions;
+            a.heads.read(chunk, |id, flags| {
+                if flags & FLAG_TERMINAL != 0 {
+                    sessions.remove(&id);
                 }
-            }
+            });
         }
         self.feed(Event::ClientWritten(id, n));
     }
@@ -369,8 +413,8 @@ impl World {
         a.next_id += 1;
         let tty = self.rng.chance(300);
         let argc = self.rng.range_usize(0, 3);
-        a.out
-            .extend_from_slice(&frames::exec_request(LEGACY_VERSION, sid, tty, argc));
+        self.exec_frames
+            .push(&mut a.out, LEGACY_VERSION, sid, tty, argc);
         a.sessions.insert(sid, Sess::Exec);
     }
 
@@ -459,7 +503,7 @@ impl World {
             }
             BadFrame::ReopenSession if open.is_some() => {
                 let sid = open.expect("checked");
-                out.extend_from_slice(&frames::exec_request(v, sid, false, 0));
+                self.exec_frames.push(&mut out, v, sid, false, 0);
             }
             // With no session open, a reopen becomes a bad exec request.
             BadFrame::ReopenSession | BadFrame::BadExecRequest => {

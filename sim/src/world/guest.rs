@@ -7,16 +7,30 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use agent_relay::core::{Event, Millis};
-use agent_relay::wire::payload::{
-    ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, decode_payload, exec_request_tty,
-    peek_data,
-};
+use agent_relay::wire::payload::{ExecFailed, ExecFailureKind, ExecSignal, ExecStarted, peek_data};
 use agent_relay::wire::{FLAG_TERMINAL, LEGACY_VERSION, MsgType, PREFIX_LEN, peek_envelope};
 use bytes::Bytes;
 
+use super::super::cbor;
+use super::super::current::Window;
 use super::World;
 use super::faults::Fault;
 use agent_relay::testkit::frames;
+
+/// Exec output as text: multi-byte characters, so the exec.log tap splits
+/// some; as long as the longest burst.
+static TEXT: [u8; 64 << 10] = text();
+
+const fn text() -> [u8; 64 << 10] {
+    let unit = "ab\u{e9} \u{20ac}\n".as_bytes();
+    let mut out = [0; 64 << 10];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = unit[i % unit.len()];
+        i += 1;
+    }
+    out
+}
 
 #[derive(Debug, Default)]
 pub(super) struct GuestSession {
@@ -51,45 +65,29 @@ pub(super) struct Guest {
     pub(super) pid: u32,
     /// The `v` it writes: 1, or 10 for a current guest.
     pub(super) v: u8,
-    /// A current guest's own state (credit, notices).
-    pub(super) agentd: Option<super::agentd::Agentd>,
+    /// Input consumed since ready, per credit class (control, data): what
+    /// a guest with input credit grants back.
+    pub(super) consumed: [Window; 2],
 }
 
 impl Guest {
     pub(super) fn pending(&self) -> usize {
         self.out.len() - self.pos
     }
+
+    /// It speaks the current generation (agentd).
+    pub(super) fn current(&self) -> bool {
+        self.v >= 2
+    }
 }
 
 impl World {
     pub(super) fn guest_send(&mut self) {
         if !self.guest.ready_sent && (self.now >= self.guest.ready_at || self.heal) {
-            if self.guest.agentd.is_some() {
-                self.agentd_boot();
-            } else if self.fault(Fault::GuestNoise) {
-                for _ in 0..self.rng.range(1, 4) {
-                    let id = self.rng.next_u64() as u32;
-                    frames::push_data(
-                        &mut self.guest.out,
-                        LEGACY_VERSION,
-                        MsgType::ExecStdout,
-                        id,
-                        0,
-                        b"boot",
-                    );
-                }
-            }
-            if self.guest.agentd.is_none() {
-                let boot = self.rng.next_u64() >> 20;
-                self.guest
-                    .out
-                    .extend_from_slice(&frames::ready(LEGACY_VERSION, boot));
-            }
+            self.guest_boot();
             self.guest.ready_sent = true;
         }
-        if self.guest.agentd.is_some() {
-            self.agentd_grant();
-        }
+        self.guest_grant();
         let pending = self.guest.pending();
         // Backpressure: while the core has the guest paused, whatever the
         // guest wrote (faults included) waits in its own buffer.
@@ -103,10 +101,12 @@ impl World {
         } else {
             self.rng.range_usize(1, pending.min(16 << 10))
         };
+        // Fed straight from the guest's buffer: performing the core's
+        // actions never writes to it.
         let start = self.guest.pos;
-        self.scratch.clear();
-        self.scratch
-            .extend_from_slice(&self.guest.out[start..start + n]);
+        let out = std::mem::take(&mut self.guest.out);
+        self.feed(Event::GuestBytes(&out[start..start + n]));
+        self.guest.out = out;
         self.guest.pos += n;
         if self.guest.pos == self.guest.out.len() {
             self.guest.out.clear();
@@ -115,7 +115,6 @@ impl World {
             self.guest.out.drain(..self.guest.pos);
             self.guest.pos = 0;
         }
-        self.feed_scratch(|b| Event::GuestBytes(b));
     }
 
     pub(super) fn guest_read(&mut self) {
@@ -157,19 +156,25 @@ impl World {
         }
     }
 
-    /// The guest reacts to a frame once all of it was written.
-    pub(super) fn guest_receive(&mut self, frame: &[u8]) {
-        if frame.len() < PREFIX_LEN {
-            return;
+    /// A legacy guest boots: noise for ids nobody owns (if the swarm says
+    /// so), then ready.
+    pub(super) fn legacy_boot(&mut self) {
+        if self.fault(Fault::GuestNoise) {
+            for _ in 0..self.rng.range(1, 4) {
+                let id = self.rng.next_u64() as u32;
+                let out = &mut self.guest.out;
+                frames::push_data(out, LEGACY_VERSION, MsgType::ExecStdout, id, 0, b"boot");
+            }
         }
-        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        if len + 4 != frame.len() {
-            return;
-        }
-        let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        if self.guest.agentd.is_some() {
-            return self.agentd_receive(id, frame);
-        }
+        let boot = self.rng.next_u64() >> 20;
+        self.guest
+            .out
+            .extend_from_slice(&frames::ready(LEGACY_VERSION, boot));
+    }
+
+    /// A whole frame the guest read (`id` from its header) reaches a legacy
+    /// guest's loop.
+    pub(super) fn legacy_receive(&mut self, id: u32, frame: &[u8]) {
         let Ok(env) = peek_envelope(&frame[PREFIX_LEN..]) else {
             return;
         };
@@ -197,7 +202,7 @@ impl World {
 
     /// One exec request in twenty fails (not while healing); the others start.
     pub(super) fn on_exec_request(&mut self, id: u32, payload: &[u8]) {
-        let tty = exec_request_tty(payload).unwrap_or(false);
+        let tty = cbor::exec_request_tty(payload).unwrap_or(false);
         self.guest.pid += 1;
         if !self.heal && self.rng.chance(50) {
             let failed = ExecFailed {
@@ -227,7 +232,7 @@ impl World {
             ..GuestSession::default()
         };
         self.guest.sessions.insert(id, session);
-        if self.guest.agentd.is_some() && self.fault(Fault::StuckStdin) {
+        if self.guest.current() && self.fault(Fault::StuckStdin) {
             let s = self.guest.sessions.get_mut(&id).expect("just inserted");
             s.stuck = true;
         }
@@ -254,7 +259,7 @@ impl World {
     /// reaches agentd's loop after the signal; a disconnect notice read
     /// before it deletes the session, and the exit never comes).
     pub(super) fn on_signal(&mut self, id: u32, payload: &[u8]) {
-        let Ok(sig) = decode_payload::<ExecSignal>(payload) else {
+        let Some(sig) = cbor::payload::<ExecSignal>(payload) else {
             return;
         };
         let late = self.fault(Fault::GuestLate);
@@ -266,7 +271,7 @@ impl World {
         {
             s.killed = true;
             s.left = extra;
-            if extra == 0 && self.guest.agentd.is_none() {
+            if extra == 0 && !self.guest.current() {
                 let s = self.guest.sessions.remove(&id).expect("matched");
                 let exited = frames::exited(self.guest.v, id, 128 + sig.signal);
                 self.guest.out.extend_from_slice(&exited);
@@ -300,19 +305,15 @@ impl World {
             if s.left > 0 {
                 s.left -= 1;
                 let (exec, tty) = (s.exec, s.tty);
-                if self.guest.agentd.is_some() && !exec {
-                    self.agentd_output(id);
-                } else {
-                    self.guest_output(id, exec, tty);
-                }
+                self.session_output(id, exec, tty);
             } else {
                 self.guest_end(id);
             }
         }
     }
 
-    /// One output frame of session `id`.
-    fn guest_output(&mut self, id: u32, exec: bool, tty: bool) {
+    /// One output frame of session `id`: exec output, or fs data.
+    pub(super) fn guest_output(&mut self, id: u32, exec: bool, tty: bool) {
         let t = match (exec, tty) {
             (false, _) => MsgType::FsData,
             (true, true) => MsgType::ExecStdout,
@@ -324,20 +325,17 @@ impl World {
         } else {
             self.rng.size(300)
         };
-        self.scratch.clear();
-        self.scratch.resize(size, 0);
         // One payload in ten is random bytes (invalid UTF-8 for the tap);
         // real exec output is mostly text.
+        let (out, v) = (&mut self.guest.out, self.guest.v);
         if self.rng.chance(100) {
+            self.scratch.clear();
+            self.scratch.resize(size, 0);
             self.rng.fill(&mut self.scratch);
+            frames::push_data(out, v, t, id, 0, &self.scratch);
         } else {
-            // Mostly text with multi-byte characters, so the exec.log tap splits some.
-            let text = "ab\u{e9} \u{20ac}\n".as_bytes();
-            for chunk in self.scratch.chunks_mut(text.len()) {
-                chunk.copy_from_slice(&text[..chunk.len()]);
-            }
+            frames::push_data(out, v, t, id, 0, &TEXT[..size]);
         }
-        frames::push_data(&mut self.guest.out, self.guest.v, t, id, 0, &self.scratch);
     }
 
     /// Session `id` ends: its exit (137 if it was killed) or fs response.
@@ -363,6 +361,12 @@ impl World {
             );
         }
         self.release_held(s.held);
+    }
+
+    /// A session ended: the data it held is consumed at last.
+    pub(super) fn release_held(&mut self, held: (u64, u64)) {
+        self.guest.consumed[1].bytes += held.0;
+        self.guest.consumed[1].frames += held.1;
     }
 
     pub(super) fn guest_stray(&mut self) {

@@ -12,12 +12,16 @@
 //! (`sdk.rs`).
 
 use agent_relay::core::{
-    Action, CloseReason, Config, Counters, Event, HandshakeForm, Millis, Protocol,
+    Action, CloseReason, Config, Counters, Event, HandshakeForm, Millis, Protocol, Timeout,
 };
 
-use super::check::{BudgetStats, Invariant, Violation};
-use super::driver::{Driver, Recorded, TraceMode};
+use super::check::{BudgetStats, Failure, Invariant};
+use super::driver::{Driver, TraceMode};
+use super::event::Recorded;
 use super::rng::Rng;
+use agent_relay::testkit::frames;
+use agent_relay::wire::PREFIX_LEN;
+use bytes::Bytes;
 
 mod agentd;
 mod clients;
@@ -106,9 +110,7 @@ pub struct Outcome {
     /// Faults injected.
     pub faults: FaultCounts,
     /// The first broken invariant.
-    pub violation: Option<Violation>,
-    /// Hash of every event and action.
-    pub hash: u64,
+    pub failure: Option<Failure>,
     /// Digest of the canonical action stream and the final counters.
     pub digest: u64,
     /// Trace lines kept.
@@ -146,6 +148,33 @@ pub struct World {
     injected: FaultCounts,
     scratch: Vec<u8>,
     prefix: usize,
+    exec_frames: ExecFrames,
+    /// A current world's guest: agentd's own state (credit, leases).
+    agentd: Option<agentd::Agentd>,
+    /// The core's timeout, as it was after that many events.
+    timeout: (u64, Option<Timeout>),
+}
+
+/// `frames::exec_request`'s frames, built once per generation, pty and
+/// argument count and stamped with each id (the id is in the header only).
+#[derive(Debug, Default)]
+struct ExecFrames(Vec<((u8, bool, usize), Bytes)>);
+
+impl ExecFrames {
+    /// Appends `frames::exec_request(v, id, tty, argc)` to `out`.
+    fn push(&mut self, out: &mut Vec<u8>, v: u8, id: u32, tty: bool, argc: usize) {
+        let key = (v, tty, argc);
+        let frame = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(i) => &self.0[i].1,
+            None => {
+                self.0.push((key, frames::exec_request(v, 0, tty, argc)));
+                &self.0[self.0.len() - 1].1
+            }
+        };
+        let at = out.len();
+        out.extend_from_slice(frame);
+        out[at + 4..at + 8].copy_from_slice(&id.to_be_bytes());
+    }
 }
 
 /// The largest frame a world's guest writes: a 64 KiB burst of output or a
@@ -268,7 +297,7 @@ pub fn incarnation_seed(seed: u64) -> u64 {
 }
 
 /// Runs one seed; a panic anywhere (core or world) is reported as a
-/// violation of `no_panic`.
+/// failure of `no_panic`.
 pub fn run(seed: u64, opts: RunOpts) -> Outcome {
     match std::panic::catch_unwind(|| run_inner(seed, opts)) {
         Ok(o) => o,
@@ -287,13 +316,12 @@ pub fn run(seed: u64, opts: RunOpts) -> Outcome {
                 events: 0,
                 checks: 0,
                 faults: FaultCounts::default(),
-                violation: Some(Violation {
+                failure: Some(Failure {
                     invariant: Invariant::NoPanic,
                     detail: format!("panicked: {msg}"),
                     event: 0,
                     known: None,
                 }),
-                hash: 0,
                 digest: 0,
                 trace: Vec::new(),
                 recorded: Vec::new(),
@@ -309,10 +337,10 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
     let began = std::time::Instant::now();
     let mut w = World::new(seed, opts);
     w.chaos();
-    if w.d.checker.violation().is_none() {
+    if w.d.checker.failure().is_none() {
         w.heal();
     }
-    let violation = w.d.checker.violation().cloned();
+    let failure = w.d.checker.failure().cloned();
     let counters = w.d.relay.counters().clone();
     w.d.digest.counters(&counters);
     Outcome {
@@ -323,8 +351,7 @@ fn run_inner(seed: u64, opts: RunOpts) -> Outcome {
         events: w.d.events,
         checks: w.d.checker.checks(),
         faults: w.injected,
-        violation,
-        hash: w.d.hash,
+        failure,
         digest: w.d.digest.value(),
         trace: w.d.lines().cloned().collect(),
         recorded: w.d.take_recorded(),
@@ -378,6 +405,9 @@ impl World {
             injected: FaultCounts::default(),
             scratch: Vec::new(),
             prefix,
+            exec_frames: ExecFrames::default(),
+            agentd: None,
+            timeout: (u64::MAX, None),
         };
         if current {
             w.agentd_init();
@@ -386,15 +416,15 @@ impl World {
     }
 
     fn ok(&self) -> bool {
-        self.d.checker.violation().is_none()
+        self.d.checker.failure().is_none()
     }
 
     // ---- the core door -----------------------------------------------------
 
     fn feed(&mut self, event: Event<'_>) {
         self.d.feed(self.now, event);
-        let actions = std::mem::take(&mut self.d.actions);
-        for action in &actions {
+        let mut actions = std::mem::take(&mut self.d.actions);
+        for action in actions.drain(..) {
             self.perform(action);
         }
         self.d.actions = actions;
@@ -406,21 +436,22 @@ impl World {
         self.scratch = buf;
     }
 
-    fn perform(&mut self, action: &Action) {
+    /// The core's action, done (its frames moved where they go, not copied).
+    fn perform(&mut self, action: Action) {
         match action {
             Action::Handshake { client, bytes }
             | Action::ToClient {
                 client,
                 frame: bytes,
             } => {
-                if let Some(a) = self.actor(*client) {
+                if let Some(a) = self.actor(client) {
                     a.sock_len += bytes.len();
-                    a.sock.push_back(bytes.clone());
+                    a.sock.push_back(bytes);
                 }
             }
             Action::ToGuest { frame } => {
                 self.guest.inflight_len += frame.len();
-                self.guest.inflight.push_back(frame.clone());
+                self.guest.inflight.push_back(frame);
             }
             Action::Refuse { client, .. } | Action::CloseClient { client, .. } => {
                 let slow = matches!(
@@ -430,21 +461,21 @@ impl World {
                         ..
                     }
                 );
-                if let Some(a) = self.actor(*client)
+                if let Some(a) = self.actor(client)
                     && slow
                     && matches!(a.reading, Reading::Steady { .. })
                 {
                     self.steady_slow_closes += 1;
                 }
-                self.actors.retain(|a| a.id != *client);
+                self.actors.retain(|a| a.id != client);
             }
             Action::PauseClient(c) => {
-                if let Some(a) = self.actor(*c) {
+                if let Some(a) = self.actor(c) {
                     a.paused = true;
                 }
             }
             Action::ResumeClient(c) => {
-                if let Some(a) = self.actor(*c) {
+                if let Some(a) = self.actor(c) {
                     a.paused = false;
                 }
             }
@@ -459,11 +490,61 @@ impl World {
         }
     }
 
+    /// A tick when the core's next deadline is due. The core's timeout
+    /// changes only with an event, so it is asked again only after one.
     fn fire_timeout(&mut self) {
-        if let Some(t) = self.d.relay.poll_timeout()
+        if self.timeout.0 != self.d.events {
+            self.timeout = (self.d.events, self.d.relay.poll_timeout());
+        }
+        if let Some(t) = self.timeout.1
             && t.at <= self.now
         {
             self.feed(Event::Tick);
+        }
+    }
+
+    // ---- the guest: legacy, or agentd ----------------------------------------
+
+    /// The guest boots (a current one with its init context).
+    fn guest_boot(&mut self) {
+        if self.agentd.is_some() {
+            self.agentd_boot();
+        } else {
+            self.legacy_boot();
+        }
+    }
+
+    /// A current guest grants input credit back, when it is due.
+    fn guest_grant(&mut self) {
+        if self.agentd.is_some() {
+            self.agentd_grant();
+        }
+    }
+
+    /// The guest reacts to a frame once all of it was written.
+    fn guest_receive(&mut self, frame: &[u8]) {
+        if frame.len() < PREFIX_LEN {
+            return;
+        }
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        if len + 4 != frame.len() {
+            return;
+        }
+        let id = u32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if self.agentd.is_some() {
+            self.agentd_receive(id, frame);
+        } else {
+            self.legacy_receive(id, frame);
+        }
+    }
+
+    /// One output frame of session `id` (agentd's fs and tcp sessions send
+    /// data and bulk records).
+    fn session_output(&mut self, id: u32, exec: bool, tty: bool) {
+        if self.agentd.is_some() && !exec {
+            self.agentd_output(id);
+        } else {
+            self.guest_output(id, exec, tty);
         }
     }
 
@@ -568,11 +649,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sim_same_seed_same_trace_hash() {
+    fn exec_frames_are_exec_requests_stamped_with_their_ids() {
+        let mut cache = ExecFrames::default();
+        for (v, tty, argc, id) in [
+            (1, false, 0, 5),
+            (10, true, 2, 7),
+            (1, false, 0, 9),
+            (10, true, 2, 3),
+        ] {
+            let mut out = vec![0xaa];
+            cache.push(&mut out, v, id, tty, argc);
+            assert_eq!(out[1..], frames::exec_request(v, id, tty, argc)[..]);
+        }
+        assert_eq!(cache.0.len(), 2);
+    }
+
+    #[test]
+    fn sim_same_seed_same_digest() {
         for seed in [0u64, 7, 0x85] {
             let a = run(seed, RunOpts::campaign());
             let b = run(seed, RunOpts::campaign());
-            assert_eq!((a.hash, a.events), (b.hash, b.events), "seed {seed:#x}");
+            assert_eq!((a.digest, a.events), (b.digest, b.events), "seed {seed:#x}");
         }
     }
 }

@@ -148,8 +148,8 @@ impl World {
             SdkOp::ExecRequest => {
                 if let Some(id) = self.take_id(i, range, Sess::Exec) {
                     let (tty, argc) = (self.rng.chance(300), self.rng.range_usize(0, 3));
-                    let f = frames::exec_request(V, id, tty, argc);
-                    self.actors[i].out.extend_from_slice(&f);
+                    let out = &mut self.actors[i].out;
+                    self.exec_frames.push(out, V, id, tty, argc);
                 }
             }
             SdkOp::Stdin => {

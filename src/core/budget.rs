@@ -31,6 +31,7 @@
 use bytes::Bytes;
 
 use super::relay::Relay;
+use super::timer::{Key, SlotDeadline, Timer};
 use super::types::{Action, ClientId, CloseReason, SlowLimit};
 
 impl Relay {
@@ -53,11 +54,15 @@ impl Relay {
             return;
         };
         conn.queued += len;
-        let went_over = conn.queued > self.cfg.client_soft_budget && conn.grace_deadline.is_none();
-        if went_over {
-            conn.grace_deadline = Some(self.now + self.cfg.grace);
-        }
+        let went_over = conn.queued > self.cfg.client_soft_budget && !conn.over;
+        conn.over |= went_over;
         let client = conn.client;
+        if went_over {
+            let at = self.now + self.cfg.grace;
+            let key = Key::Slot(slot as u32, SlotDeadline::Grace);
+            self.deadlines
+                .set(key, at, Timer::SlowConsumerGrace(client));
+        }
         self.over_clients += u32::from(went_over);
         self.counters.queued_to_clients += len as u64;
         self.counters.bytes_to_clients += len as u64;
@@ -103,11 +108,13 @@ impl Relay {
         self.depart(slot, Some(CloseReason::SlowConsumer { queued, limit }));
     }
 
-    /// A client's output is gone (it departed holding `queued` bytes, of
-    /// which it was over its budget if `over`).
-    pub(super) fn budget_released(&mut self, queued: usize, over: bool) {
+    /// The client of `slot` is gone with its output (it departed holding
+    /// `queued` bytes, of which it was over its budget if `over`).
+    pub(super) fn budget_released(&mut self, slot: usize, queued: usize, over: bool) {
         self.counters.queued_to_clients -= queued as u64;
         self.over_clients -= u32::from(over);
+        self.deadlines
+            .clear(Key::Slot(slot as u32, SlotDeadline::Grace));
         self.note_global();
         self.pace_guest();
     }
@@ -124,9 +131,10 @@ impl Relay {
         let n = n.min(conn.queued);
         conn.queued -= n;
         self.counters.queued_to_clients -= n as u64;
-        if conn.grace_deadline.is_some() && conn.queued <= self.cfg.client_soft_budget / 2 {
-            conn.grace_deadline = None;
+        if conn.over && conn.queued <= self.cfg.client_soft_budget / 2 {
+            conn.over = false;
             self.over_clients -= 1;
+            self.deadlines.clear(Key::Slot(slot, SlotDeadline::Grace));
         }
         self.note_global();
         self.pace_guest();
@@ -136,18 +144,19 @@ impl Relay {
     /// runs; down to a quarter it ends.
     fn note_global(&mut self) {
         let total = self.counters.queued_to_clients as usize;
-        match self.global_deadline {
+        match self.deadlines.get(Key::Global) {
             None if total > self.cfg.global_cap / 2 => {
-                self.global_deadline = Some(self.now + self.cfg.grace);
+                let at = self.now + self.cfg.grace;
+                self.deadlines.set(Key::Global, at, Timer::GlobalGrace);
             }
-            Some(_) if total <= self.cfg.global_cap / 4 => self.global_deadline = None,
+            Some(_) if total <= self.cfg.global_cap / 4 => self.deadlines.clear(Key::Global),
             _ => {}
         }
     }
 
     /// Reads the guest while nobody is over budget, stops otherwise.
     pub(super) fn pace_guest(&mut self) {
-        let pause = self.over_clients > 0 || self.global_deadline.is_some();
+        let pause = self.over_clients > 0 || self.deadlines.get(Key::Global).is_some();
         match (pause, self.guest_paused_since) {
             (true, None) if !self.guest_gone => {
                 self.guest_paused_since = Some(self.now);
@@ -163,26 +172,25 @@ impl Relay {
         }
     }
 
-    /// The grace period of `slot`'s client ran out before it took its queue
-    /// down to half its budget.
-    pub(super) fn expire_grace(&mut self, slot: usize) {
-        if let Some(conn) = &self.slots[slot].conn
-            && conn.grace_deadline.is_some_and(|d| d <= self.now)
-        {
+    /// The grace period of `client` ran out before it took its queue down
+    /// to half its budget.
+    pub(super) fn expire_grace(&mut self, client: ClientId) {
+        let Some(&slot) = self.by_client.get(&client) else {
+            return;
+        };
+        if let Some(conn) = &self.slots[slot as usize].conn {
             let queued = conn.queued;
-            self.close_slow(slot, queued, SlowLimit::Grace);
+            self.close_slow(slot as usize, queued, SlowLimit::Grace);
         }
     }
 
     /// The sum stayed over half the global cap for a grace period: the
     /// client holding the most goes, and the sum gets another period.
     pub(super) fn expire_global(&mut self) {
-        if self.global_deadline.is_none_or(|d| d > self.now) {
-            return;
-        }
         // The next period starts now; the close below ends it if the sum
         // falls to a quarter (the guest is not resumed in between).
-        self.global_deadline = Some(self.now + self.cfg.grace);
+        let at = self.now + self.cfg.grace;
+        self.deadlines.set(Key::Global, at, Timer::GlobalGrace);
         if let Some((victim, queued)) = self.holder_of_most() {
             self.close_slow(victim, queued, SlowLimit::GlobalCap);
         }

@@ -5,6 +5,11 @@
 //! same feature, use plain relays and pay nothing for it.
 
 use super::relay::Relay;
+use super::timer::{Key, SlotDeadline, Timer};
+
+fn quarantine(slot: usize) -> Key {
+    Key::Slot(slot as u32, SlotDeadline::Quarantine)
+}
 
 /// Sums over the slots, to compare with the counters.
 #[derive(Default)]
@@ -42,7 +47,7 @@ impl Relay {
         assert_eq!(c.live_sessions, sums.sessions, "live_sessions counter");
         assert_eq!(c.open_requests, sums.requests, "open_requests counter");
         assert_eq!(self.over_clients, sums.over, "clients over their budget");
-        let pause = self.over_clients > 0 || self.global_deadline.is_some();
+        let pause = self.over_clients > 0 || self.deadlines.get(Key::Global).is_some();
         if !self.guest_gone {
             assert_eq!(
                 self.guest_paused_since.is_some(),
@@ -54,6 +59,7 @@ impl Relay {
             assert_eq!(self.active_execs, sums.execs, "active executions");
         }
         self.check_fences();
+        self.check_deadlines();
         self.check_leases();
         if self.layout.is_none() {
             assert!(
@@ -90,20 +96,28 @@ impl Relay {
                 conn.client
             );
             assert!(
-                slot.quarantine_until.is_none(),
+                self.deadlines.get(quarantine(i)).is_none(),
                 "slot {i} is held and quarantined"
             );
             assert!(
-                conn.grace_deadline.is_none() || conn.queued > self.cfg.client_soft_budget / 2,
+                !conn.over || conn.queued > self.cfg.client_soft_budget / 2,
                 "grace runs for {} at half its soft budget or less",
                 conn.client
             );
             assert!(
-                conn.grace_deadline.is_some() || conn.queued <= self.cfg.client_soft_budget,
+                conn.over || conn.queued <= self.cfg.client_soft_budget,
                 "{} is over its soft budget without a grace period",
                 conn.client
             );
-            sums.over += u32::from(conn.grace_deadline.is_some());
+            assert_eq!(
+                self.deadlines
+                    .get(Key::Slot(i as u32, SlotDeadline::Grace))
+                    .is_some(),
+                conn.over,
+                "{} is over its budget exactly while its grace runs",
+                conn.client
+            );
+            sums.over += u32::from(conn.over);
         }
         sums
     }
@@ -128,7 +142,7 @@ impl Relay {
                     "slot {i}: awaits an ack but has a client"
                 );
                 assert!(
-                    slot.quarantine_until.is_none(),
+                    self.deadlines.get(quarantine(i)).is_none(),
                     "slot {i}: leased and timed"
                 );
             }
@@ -136,6 +150,37 @@ impl Relay {
                 assert_ne!(*inc, [0; 16], "slot {i}: a zero incarnation");
                 assert!(seen.insert(*inc), "slot {i}: an incarnation twice");
             }
+        }
+    }
+
+    /// Every armed deadline belongs to state that waits on it.
+    fn check_deadlines(&self) {
+        for (key, t) in self.deadlines.iter() {
+            let ok = match (key, t.timer) {
+                (Key::Slot(i, SlotDeadline::Grace), Timer::SlowConsumerGrace(c)) => {
+                    let conn = self.slots[i as usize].conn.as_ref();
+                    conn.is_some_and(|conn| conn.over && conn.client == c)
+                }
+                (Key::Slot(i, SlotDeadline::Quarantine), Timer::Quarantine { slot }) => {
+                    let s = &self.slots[i as usize];
+                    slot == i && s.conn.is_none() && !s.open.is_empty()
+                }
+                (Key::Global, Timer::GlobalGrace) => true,
+                (Key::Flush(c), Timer::CloseFlush(d)) => c == d && self.flushing.contains_key(&c),
+                (Key::Clock, Timer::ClockSync) => !self.clock.queued && !self.guest_gone,
+                _ => false,
+            };
+            assert!(
+                ok,
+                "deadline {key:?} at {}: {} waits on nothing",
+                t.at, t.timer
+            );
+        }
+        for &client in self.flushing.keys() {
+            assert!(
+                self.deadlines.get(Key::Flush(client)).is_some(),
+                "{client} flushes without a deadline"
+            );
         }
     }
 

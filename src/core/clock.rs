@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::layout::Generation;
 use super::relay::Relay;
 use super::scheduler::{Mark, Outbound};
-use super::timer::{Timeout, Timer};
+use super::timer::{Key, Timer};
 use super::types::Millis;
 use crate::wire::payload::{ClockSync, build_frame_v};
 use crate::wire::{CreditClass, MsgType};
@@ -28,8 +28,6 @@ pub const JUMP_BACK_TOLERANCE_NS: u64 = 2_000_000;
 pub(crate) struct Clock {
     /// The last wall reading and the monotonic time it was taken at.
     reading: Option<(Millis, u64)>,
-    /// When the last sync was handed to the guest.
-    last_sync: Option<Millis>,
     /// A sync frame waits in the queue toward the guest.
     pub queued: bool,
 }
@@ -51,19 +49,6 @@ impl Clock {
         let (then, was) = self.reading?;
         Some(was.saturating_add(now.saturating_sub(then).saturating_mul(1_000_000)))
     }
-
-    /// When the next periodic sync is due, once one was sent.
-    pub fn due(&self, period: Millis) -> Option<Millis> {
-        self.last_sync
-            .filter(|_| !self.queued)
-            .map(|t| t.saturating_add(period))
-    }
-
-    /// A sync frame was handed to the guest at `now`.
-    pub fn sent(&mut self, now: Millis) {
-        self.queued = false;
-        self.last_sync = Some(now);
-    }
 }
 
 impl Relay {
@@ -79,7 +64,7 @@ impl Relay {
     /// for a sync.
     pub(super) fn on_wall_clock(&mut self, wall: u64) {
         let jumped = self.clock.observe(self.now, wall);
-        let first = self.clock.due(self.cfg.clock_period).is_none();
+        let first = self.deadlines.get(Key::Clock).is_none();
         if self.clock_v().is_some() && (jumped || first) {
             self.queue_clock_sync();
         }
@@ -92,28 +77,8 @@ impl Relay {
         }
     }
 
-    /// A tick: the periodic sync, when due.
-    pub(super) fn clock_tick(&mut self) {
-        if self
-            .clock
-            .due(self.cfg.clock_period)
-            .is_some_and(|at| at <= self.now)
-        {
-            self.queue_clock_sync();
-        }
-    }
-
-    /// When the periodic sync is due.
-    pub(super) fn clock_timeout(&self) -> Option<Timeout> {
-        self.clock_v()?;
-        let at = self.clock.due(self.cfg.clock_period)?;
-        Some(Timeout {
-            at,
-            timer: Timer::ClockSync,
-        })
-    }
-
-    fn queue_clock_sync(&mut self) {
+    /// A sync (ready, a jump, or the period's end: `Timer::ClockSync`).
+    pub(super) fn queue_clock_sync(&mut self) {
         let Some(frame) = self.clock_frame() else {
             return;
         };
@@ -121,6 +86,7 @@ impl Relay {
             return;
         }
         self.clock.queued = true;
+        self.deadlines.clear(Key::Clock);
         let out = Outbound {
             slot: None,
             id: 0,
@@ -139,6 +105,14 @@ impl Relay {
         let unix_time_nanos = self.clock.wall_at(self.now)?;
         let sync = ClockSync { unix_time_nanos };
         Some(build_frame_v(v, MsgType::ClockSync, 0, &sync).into_bytes())
+    }
+
+    /// A sync frame was handed to the guest: the next is due a period
+    /// later.
+    pub(super) fn clock_sent(&mut self) {
+        self.clock.queued = false;
+        let at = self.now.saturating_add(self.cfg.clock_period);
+        self.deadlines.set(Key::Clock, at, Timer::ClockSync);
     }
 
     /// The frame as handed over: a clock sync gets the time of its hand-off
@@ -172,15 +146,10 @@ mod tests {
     }
 
     #[test]
-    fn core_clock_wall_extrapolated_and_period_from_last_sync() {
+    fn core_clock_wall_extrapolated() {
         let mut c = Clock::default();
         assert_eq!(c.wall_at(5), None);
         c.observe(10, 50 * S);
         assert_eq!(c.wall_at(1_010), Some(51 * S));
-        assert_eq!(c.due(60_000), None, "no sync yet");
-        c.sent(100);
-        assert_eq!(c.due(60_000), Some(60_100));
-        c.queued = true;
-        assert_eq!(c.due(60_000), None, "one already queued");
     }
 }

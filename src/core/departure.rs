@@ -28,7 +28,7 @@ impl Relay {
         };
         self.by_client.remove(&conn.client);
         self.counters.live_clients -= 1;
-        self.budget_released(conn.queued, conn.grace_deadline.is_some());
+        self.budget_released(slot, conn.queued, conn.over);
         if let Some(reason) = reason {
             self.start_flush(conn.client, conn.queued, &reason);
             self.actions.push_back(Action::CloseClient {
@@ -132,7 +132,7 @@ impl Relay {
                 false
             }
             Mark::Clock => {
-                self.clock.sent(self.now);
+                self.clock_sent();
                 self.counters.clock_syncs += 1;
                 false
             }

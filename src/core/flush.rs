@@ -7,37 +7,30 @@
 //! tells the driver to drop the connection and what is left.
 
 use super::relay::Relay;
-use super::timer::{Timeout, Timer};
+use super::timer::{Key, Timer};
 use super::types::{Action, ClientId, CloseReason};
-
-/// A closed client still being written.
-#[derive(Debug)]
-pub(crate) struct Flush {
-    /// Bytes not yet reported written.
-    pub queued: usize,
-    /// When the driver must give up on it.
-    pub until: u64,
-}
 
 impl Relay {
     /// `client` was closed with `queued` bytes unwritten: keep them for a
     /// grace period if `reason` allows it.
     pub(super) fn start_flush(&mut self, client: ClientId, queued: usize, reason: &CloseReason) {
         if reason.flush_first() && queued > 0 {
-            let until = self.now + self.cfg.grace;
-            self.flushing.insert(client, Flush { queued, until });
+            self.flushing.insert(client, queued);
+            let at = self.now + self.cfg.grace;
+            self.deadlines
+                .set(Key::Flush(client), at, Timer::CloseFlush(client));
         }
     }
 
     /// Bytes of a closed client's output were written; all of it ends the
     /// wait. Returns false if `client` is not being flushed.
     pub(super) fn flush_written(&mut self, client: ClientId, n: usize) -> bool {
-        let Some(f) = self.flushing.get_mut(&client) else {
+        let Some(queued) = self.flushing.get_mut(&client) else {
             return false;
         };
-        f.queued = f.queued.saturating_sub(n);
-        if f.queued == 0 {
-            self.flushing.remove(&client);
+        *queued = queued.saturating_sub(n);
+        if *queued == 0 {
+            self.flush_done(client);
         }
         true
     }
@@ -45,31 +38,12 @@ impl Relay {
     /// The connection is gone.
     pub(super) fn flush_done(&mut self, client: ClientId) {
         self.flushing.remove(&client);
+        self.deadlines.clear(Key::Flush(client));
     }
 
-    /// Gives up on closed clients whose grace period ended.
-    pub(super) fn expire_flushes(&mut self) {
-        let now = self.now;
-        let expired: Vec<ClientId> = self
-            .flushing
-            .iter()
-            .filter(|(_, f)| f.until <= now)
-            .map(|(&c, _)| c)
-            .collect();
-        for client in expired {
-            self.flushing.remove(&client);
-            self.actions.push_back(Action::FlushExpired { client });
-        }
-    }
-
-    /// The earliest flush deadline.
-    pub(super) fn flush_timeout(&self) -> Option<Timeout> {
-        self.flushing
-            .iter()
-            .map(|(&client, f)| Timeout {
-                at: f.until,
-                timer: Timer::CloseFlush(client),
-            })
-            .min_by_key(|t| t.at)
+    /// A closed client did not take its output within its grace period.
+    pub(super) fn expire_flush(&mut self, client: ClientId) {
+        self.flush_done(client);
+        self.actions.push_back(Action::FlushExpired { client });
     }
 }

@@ -242,6 +242,7 @@ impl Relay {
             });
         }
         self.guest_gone = true;
+        self.deadlines.clear(super::timer::Key::Clock);
         // Rule `exec_log_says_what_ran`: the sessions it ran end here.
         self.tap_guest_gone();
         for client in std::mem::take(&mut self.waiting) {

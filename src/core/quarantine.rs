@@ -26,6 +26,11 @@
 
 use super::relay::Relay;
 use super::slot::Slot;
+use super::timer::{Key, SlotDeadline, Timer};
+
+fn quarantine_key(slot: usize) -> Key {
+    Key::Slot(slot as u32, SlotDeadline::Quarantine)
+}
 
 impl Slot {
     /// Whether a new client may take this slot; `queued` is the bytes of its
@@ -57,25 +62,18 @@ impl Relay {
     /// a range lease, for the guest's acknowledgement instead: `lease.rs`).
     pub(super) fn start_quarantine(&mut self, slot: usize) {
         if !self.slots[slot].open.is_empty() && self.slots[slot].awaiting.is_none() {
-            self.slots[slot].quarantine_until = Some(self.now + self.cfg.quarantine);
+            let at = self.now + self.cfg.quarantine;
+            let timer = Timer::Quarantine { slot: slot as u32 };
+            self.deadlines.set(quarantine_key(slot), at, timer);
         }
     }
 
     /// A correlation of `slot` ended; with the last one the wait is over.
     pub(super) fn session_ended(&mut self, slot: usize) {
         if self.slots[slot].open.is_empty() {
-            self.slots[slot].quarantine_until = None;
+            self.deadlines.clear(quarantine_key(slot));
             self.fences.retain(|_, s| *s as usize != slot);
         }
-    }
-
-    /// The guest never ended these: give the slot back.
-    pub(super) fn expire_quarantine(&mut self, slot: usize) {
-        let s = &self.slots[slot];
-        if s.conn.is_some() || s.quarantine_until.is_none_or(|d| d > self.now) {
-            return;
-        }
-        self.give_up_slot(slot);
     }
 
     /// Everything a departed owner still holds on `slot` is forgotten: its

@@ -13,13 +13,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::clock::Clock;
-use super::flush::Flush;
 use super::layout::{Generation, Layout};
 use super::lease::Leases;
 use super::scheduler::{Outbound, Scheduler, Stop};
 use super::slot::{Conn, IdRange, Slot};
 use super::tap::Tap;
-use super::timer::{Timeout, Timer};
+use super::timer::{Deadlines, Key, SlotDeadline, Timeout, Timer};
 use super::types::{
     Action, ClientId, Config, Counters, Event, HandshakeForm, Millis, Protocol, RefuseReason,
     StartupFailure,
@@ -49,7 +48,7 @@ pub struct Relay {
     pub(super) waiting: Vec<ClientId>,
     pub(super) by_client: HashMap<ClientId, u32>,
     /// Closed clients whose last output is still being written.
-    pub(super) flushing: BTreeMap<ClientId, Flush>,
+    pub(super) flushing: BTreeMap<ClientId, usize>,
     /// Frames toward the guest.
     pub(super) sched: Scheduler,
     pub(super) last_session: u64,
@@ -72,9 +71,8 @@ pub struct Relay {
     pub(super) leases: Leases,
     /// Clients over their soft budget now (their grace periods run).
     pub(super) over_clients: u32,
-    /// While all queues together are over half the global cap: when the
-    /// client holding the most is closed if the sum has not fallen.
-    pub(super) global_deadline: Option<Millis>,
+    /// Every deadline, by what waits on it.
+    pub(super) deadlines: Deadlines,
     /// Since when the guest is not read (backpressure), if it is not.
     pub(super) guest_paused_since: Option<Millis>,
     pub(super) actions: VecDeque<Action>,
@@ -125,7 +123,7 @@ impl Relay {
             blocked_since: [None; 2],
             leases: Leases::new(cfg.incarnation_seed),
             over_clients: 0,
-            global_deadline: None,
+            deadlines: Deadlines::default(),
             guest_paused_since: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
@@ -194,30 +192,7 @@ impl Relay {
     /// before the global cap's, that before a flush's, the lowest slot's
     /// first, and the clock's last.
     pub fn poll_timeout(&self) -> Option<Timeout> {
-        let slots = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match &s.conn {
-                Some(c) => c.grace_deadline.map(|at| Timeout {
-                    at,
-                    timer: Timer::SlowConsumerGrace(c.client),
-                }),
-                None => s.quarantine_until.map(|at| Timeout {
-                    at,
-                    timer: Timer::Quarantine { slot: i as u32 },
-                }),
-            })
-            .min_by_key(|t| t.at);
-        let clock = self.clock_timeout();
-        let global = self.global_deadline.map(|at| Timeout {
-            at,
-            timer: Timer::GlobalGrace,
-        });
-        [slots, global, self.flush_timeout(), clock]
-            .into_iter()
-            .flatten()
-            .reduce(|a, b| if b.at < a.at { b } else { a })
+        self.deadlines.earliest()
     }
 
     /// Counters as of now.
@@ -278,10 +253,11 @@ impl Relay {
             decoder: FrameDecoder::new(),
             handshaken: false,
             queued: 0,
-            grace_deadline: None,
+            over: false,
             paused: false,
         });
-        self.slots[slot].quarantine_until = None;
+        let quarantine = Key::Slot(slot as u32, SlotDeadline::Quarantine);
+        self.deadlines.clear(quarantine);
         self.slots[slot].ended.clear();
         self.by_client.insert(client, slot as u32);
         // Before ready the client waits; `on_ready` handshakes it.
@@ -439,17 +415,26 @@ impl Relay {
         }
     }
 
+    /// Fires the due deadlines in key order (see [`Key`]), each when it is
+    /// reached: one a deadline fired sets is not fired in the same tick
+    /// unless it comes later in that order.
     fn on_tick(&mut self) {
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].conn.is_some() {
-                self.expire_grace(slot);
-            } else {
-                self.expire_quarantine(slot);
-            }
+        let mut after = None;
+        while let Some((key, timer)) = self.deadlines.next_due(after, self.now) {
+            after = Some(key);
+            self.on_deadline(timer);
         }
-        self.expire_global();
-        self.expire_flushes();
-        self.clock_tick();
+    }
+
+    /// A deadline is due.
+    fn on_deadline(&mut self, timer: Timer) {
+        match timer {
+            Timer::SlowConsumerGrace(client) => self.expire_grace(client),
+            Timer::GlobalGrace => self.expire_global(),
+            Timer::Quarantine { slot } => self.give_up_slot(slot as usize),
+            Timer::CloseFlush(client) => self.expire_flush(client),
+            Timer::ClockSync => self.queue_clock_sync(),
+        }
     }
 
     /// Bytes the core itself holds: the guest decoder's partial frame, the

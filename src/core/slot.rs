@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::tap::Utf8Carry;
-use super::types::{ClientId, Millis};
+use super::types::ClientId;
 use crate::wire::FrameDecoder;
 use crate::wire::lease::Incarnation;
 
@@ -113,8 +113,8 @@ pub(crate) struct Conn {
     pub handshaken: bool,
     /// Bytes handed to the driver for this client and not yet written.
     pub queued: usize,
-    /// When it must have made progress, while over its soft budget.
-    pub grace_deadline: Option<Millis>,
+    /// Over its soft budget: its grace period runs.
+    pub over: bool,
     /// Not read while its frames toward the guest are over the bound.
     pub paused: bool,
 }
@@ -130,8 +130,6 @@ pub(crate) struct Slot {
     /// (at most [`RECENTLY_ENDED`]): a raw bulk record for one of them is
     /// late, not a violation (the client could not have seen the end yet).
     pub ended: VecDeque<u32>,
-    /// A departed client's sessions are given up at this time.
-    pub quarantine_until: Option<Millis>,
     /// With range leases: the incarnation of the client holding the slot.
     pub incarnation: Option<Incarnation>,
     /// With range leases: the departed owner whose acknowledgement the slot

@@ -6,8 +6,9 @@
 //! from `128*STEP` belong to nobody, and `u32::MAX` is the runtime's
 //! workload-control id. Only these ranges are ever handed out.
 
-use super::slot::IdRange;
-use super::types::CURRENT_SLOTS;
+/// The largest number of slots the current generation has (its canonical
+/// ranges).
+pub const CURRENT_SLOTS: u32 = 128;
 
 /// Ids per slot in the current generation.
 pub const CURRENT_STEP: u32 = u32::MAX / CURRENT_SLOTS;
@@ -72,6 +73,30 @@ impl Layout {
             }
         };
         (slot < slots).then_some(slot as usize)
+    }
+}
+
+/// The id range a slot owns, end exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    /// First id.
+    pub start: u32,
+    /// One past the last id.
+    pub end: u32,
+}
+
+impl IdRange {
+    /// The range of slot `slot` for `step` ids per slot.
+    pub fn of_slot(slot: u32, step: u32) -> IdRange {
+        IdRange {
+            start: slot * step,
+            end: slot * step + step,
+        }
+    }
+
+    /// Whether `id` lies inside.
+    pub fn contains(&self, id: u32) -> bool {
+        (self.start..self.end).contains(&id)
     }
 }
 

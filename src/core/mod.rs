@@ -46,14 +46,13 @@ mod types;
 mod violation;
 
 pub use credit::{BARRIER_VERSION, CONTROL_BYTES, CONTROL_FRAMES, DATA_BYTES, DATA_FRAMES};
-pub use layout::{CURRENT_STEP, WORKLOAD_CONTROL_ID};
+pub use layout::{CURRENT_SLOTS, CURRENT_STEP, IdRange, WORKLOAD_CONTROL_ID};
 pub use logtext::{LogText, Runs};
 pub use relay::Relay;
-pub use slot::IdRange;
 pub use tap::SANDBOX_STARTED;
 pub use timer::{Timeout, Timer};
 pub use types::{
-    Action, CURRENT_SLOTS, ClientId, CloseReason, Config, Counters, Event, HandshakeForm,
-    LogRecord, LogSource, Millis, Protocol, RefuseReason, SlowLimit, StartupFailure,
+    Action, ClientId, CloseReason, Config, Counters, Event, HandshakeForm, LogRecord, LogSource,
+    Millis, Protocol, RefuseReason, SlowLimit, StartupFailure,
 };
 pub use violation::{GuestCorruption, Violation};

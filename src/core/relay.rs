@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::clock::Clock;
+use super::layout::IdRange;
 use super::layout::{Generation, Layout};
 use super::lease::Leases;
 use super::scheduler::{Outbound, Scheduler, Stop};
-use super::slot::{Conn, IdRange, Slot};
+use super::slot::{Conn, Slot};
 use super::tap::Tap;
 use super::timer::{Deadlines, Key, SlotDeadline, Timeout, Timer};
 use super::types::{

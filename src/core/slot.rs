@@ -10,34 +10,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::tap::Utf8Carry;
+use super::logtext::Utf8Carry;
 use super::types::ClientId;
 use crate::wire::FrameDecoder;
 use crate::wire::lease::Incarnation;
-
-/// The id range a slot owns, end exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdRange {
-    /// First id.
-    pub start: u32,
-    /// One past the last id.
-    pub end: u32,
-}
-
-impl IdRange {
-    /// The range of slot `slot` for `step` ids per slot.
-    pub fn of_slot(slot: u32, step: u32) -> IdRange {
-        IdRange {
-            start: slot * step,
-            end: slot * step + step,
-        }
-    }
-
-    /// Whether `id` lies inside.
-    pub fn contains(&self, id: u32) -> bool {
-        (self.start..self.end).contains(&id)
-    }
-}
 
 /// What an id carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,16 +6,12 @@
 //! (`Event::WallClock`); the driver reports it when the system clock is set,
 //! so nothing polls. The timestamp in the frame is the wall time when the
 //! frame is handed to the guest, extrapolated from the last reading.
+//!
+//! The clock's state lives in the current generation's dialect
+//! (`dialect.rs`), which builds the frame; the period is `Timer::ClockSync`,
+//! armed when a sync is handed over.
 
-use bytes::Bytes;
-
-use super::layout::Generation;
-use super::relay::Relay;
-use super::scheduler::{Mark, Outbound};
-use super::timer::{Key, Timer};
 use super::types::Millis;
-use crate::wire::payload::{ClockSync, build_frame_v};
-use crate::wire::{CreditClass, MsgType};
 
 /// A forward jump at least this large since the last reading asks for a sync.
 pub const JUMP_FORWARD_MS: u64 = 6_000;
@@ -48,83 +44,6 @@ impl Clock {
     pub fn wall_at(&self, now: Millis) -> Option<u64> {
         let (then, was) = self.reading?;
         Some(was.saturating_add(now.saturating_sub(then).saturating_mul(1_000_000)))
-    }
-}
-
-impl Relay {
-    /// The generation's `v` if it is the current one and the sync is on.
-    fn clock_v(&self) -> Option<u8> {
-        match self.generation {
-            Some(Generation::Current { v }) if self.cfg.clock_sync && !self.guest_gone => Some(v),
-            _ => None,
-        }
-    }
-
-    /// A wall-clock reading: a jump (or the first reading after ready) asks
-    /// for a sync.
-    pub(super) fn on_wall_clock(&mut self, wall: u64) {
-        let jumped = self.clock.observe(self.now, wall);
-        let first = self.deadlines.get(Key::Clock).is_none();
-        if self.clock_v().is_some() && (jumped || first) {
-            self.queue_clock_sync();
-        }
-    }
-
-    /// Ready: the first sync.
-    pub(super) fn clock_at_ready(&mut self) {
-        if self.clock_v().is_some() {
-            self.queue_clock_sync();
-        }
-    }
-
-    /// A sync (ready, a jump, or the period's end: `Timer::ClockSync`).
-    pub(super) fn queue_clock_sync(&mut self) {
-        let Some(frame) = self.clock_frame() else {
-            return;
-        };
-        if self.clock.queued {
-            return;
-        }
-        self.clock.queued = true;
-        self.deadlines.clear(Key::Clock);
-        let out = Outbound {
-            slot: None,
-            id: 0,
-            frame,
-            class: CreditClass::Control,
-            charged: true,
-            mark: Mark::Clock,
-        };
-        self.enqueue(out, true);
-        self.pump_guest();
-    }
-
-    /// A sync frame with the wall time of now, if a reading arrived.
-    fn clock_frame(&self) -> Option<Bytes> {
-        let v = self.clock_v()?;
-        let unix_time_nanos = self.clock.wall_at(self.now)?;
-        let sync = ClockSync { unix_time_nanos };
-        Some(build_frame_v(v, MsgType::ClockSync, 0, &sync).into_bytes())
-    }
-
-    /// A sync frame was handed to the guest: the next is due a period
-    /// later.
-    pub(super) fn clock_sent(&mut self) {
-        self.clock.queued = false;
-        let at = self.now.saturating_add(self.cfg.clock_period);
-        self.deadlines.set(Key::Clock, at, Timer::ClockSync);
-    }
-
-    /// The frame as handed over: a clock sync gets the time of its hand-off
-    /// (its length cannot change: any present-day time takes eight bytes).
-    pub(super) fn stamped(&self, out: Outbound) -> Bytes {
-        if out.mark != Mark::Clock {
-            return out.frame;
-        }
-        match self.clock_frame() {
-            Some(fresh) if fresh.len() == out.frame.len() => fresh,
-            _ => out.frame,
-        }
     }
 }
 

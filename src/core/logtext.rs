@@ -213,6 +213,31 @@ pub(crate) fn unfinished_tail(b: &[u8]) -> usize {
     0
 }
 
+/// One of an exec session's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// stdout, or the whole output of a pty session.
+    Stdout,
+    /// stderr.
+    Stderr,
+}
+
+/// Unfinished UTF-8 of each output stream of a session.
+#[derive(Debug, Default)]
+pub(crate) struct Carries {
+    stdout: Utf8Carry,
+    stderr: Utf8Carry,
+}
+
+impl Carries {
+    pub fn of(&mut self, stream: Stream) -> &mut Utf8Carry {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+}
+
 /// Carries the unfinished tail of a UTF-8 stream between frames: at most
 /// three bytes of a character the next frame of the stream completes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -14,21 +14,21 @@
 //! start is matched by an end.
 //!
 //! [`Event::GuestClosed`]: super::Event::GuestClosed
+//! [`Relay::stopping`]: super::Relay::stopping
 //!
 //! The tap never changes what is routed.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::logtext::LogText;
-use super::relay::Relay;
-use super::slot::{CorrKind, Correlation, Stream};
+use super::guest::GuestFrame;
+use super::logtext::{LogText, Stream};
+use super::sessions::{CorrKind, Correlation};
 use super::types::{Action, LogRecord, LogSource};
 use crate::wire::payload::{ExecExited, ExecFailed, ExecRequest, decode_payload, peek_data};
-use crate::wire::{FLAG_TERMINAL, Frame, MsgType, peek_envelope};
+use crate::wire::{FLAG_TERMINAL, MsgType, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
 pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
@@ -38,29 +38,6 @@ pub const ENDED_GUEST_GONE: &str = "exec ended: the guest went away before it ex
 
 /// The end record of a session still open when the relay stopped.
 pub const ENDED_RELAY_STOPPED: &str = "exec ended: the relay stopped before it exited";
-
-/// A guest frame as the core's first look found it: its type (`None` for a
-/// raw bulk record or a type the relay does not know), and where its payload
-/// lies inside the body when the peek could borrow it (so the tap need not
-/// peek again).
-#[derive(Debug)]
-pub(crate) struct GuestFrame {
-    pub t: Option<MsgType>,
-    pub v: u8,
-    pub payload: Option<Range<usize>>,
-    pub frame: Frame,
-}
-
-impl GuestFrame {
-    fn payload_bytes(&self) -> Option<Cow<'_, [u8]>> {
-        match &self.payload {
-            Some(range) => Some(Cow::Borrowed(&self.frame.body()[range.clone()])),
-            None => peek_envelope(self.frame.body())
-                .ok()
-                .map(|env| Cow::Owned(env.payload.into_owned())),
-        }
-    }
-}
 
 /// The tap: on or off, and the record being built during one event.
 #[derive(Debug)]
@@ -183,6 +160,46 @@ impl Tap {
         }
     }
 
+    /// Every exec session still `open` and not killed gets its end record,
+    /// `why`, in session order, its unfinished characters flushed as U+FFFD
+    /// first: the guest went away (the departures that follow kill nothing
+    /// that could still answer, so they log nothing) or the relay is
+    /// stopping. A second call logs nothing.
+    pub fn end_open<'a>(
+        &mut self,
+        actions: &mut VecDeque<Action>,
+        open: impl Iterator<Item = &'a mut Correlation>,
+        why: &str,
+    ) {
+        if self.ended_all {
+            return;
+        }
+        self.ended_all = true;
+        if !self.on {
+            return;
+        }
+        let mut open: Vec<(u64, &mut Correlation)> = open.map(|c| (c.number, c)).collect();
+        open.sort_by_key(|(number, _)| *number);
+        for (number, corr) in open {
+            let tty = matches!(corr.kind, CorrKind::Exec { tty: true });
+            let stdout = if tty {
+                LogSource::Output
+            } else {
+                LogSource::Stdout
+            };
+            for (stream, source) in [
+                (Stream::Stdout, stdout),
+                (Stream::Stderr, LogSource::Stderr),
+            ] {
+                if corr.carries.of(stream).is_carrying() {
+                    let text = self.record_text(actions, number, source);
+                    corr.carries.of(stream).finish(text);
+                }
+            }
+            self.system(actions, Some(number), why.to_owned());
+        }
+    }
+
     /// The event is over: the record being built is queued.
     pub fn flush(&mut self, actions: &mut VecDeque<Action>) {
         if let Some(record) = self.pending.take() {
@@ -210,65 +227,6 @@ impl Tap {
             text: LogText::new(),
         });
         &mut record.text
-    }
-}
-
-impl Relay {
-    /// The guest went away: every exec session still open and not killed
-    /// gets its end record now, in session order, its unfinished characters
-    /// flushed as U+FFFD first (the departures that follow kill nothing that
-    /// could still answer, so they log nothing).
-    pub(super) fn tap_guest_gone(&mut self) {
-        self.tap_end_open(ENDED_GUEST_GONE);
-    }
-
-    /// The embedder is stopping the relay (the shell calls this before it
-    /// closes its connections and exec.log): every exec session still open
-    /// and not killed gets its end record, `exec ended: the relay stopped
-    /// before it exited`, as `Log` actions to perform before closing
-    /// exec.log. Nothing else changes; a second call logs nothing.
-    pub fn stopping(&mut self) {
-        self.tap_end_open(ENDED_RELAY_STOPPED);
-        self.tap.flush(&mut self.actions);
-    }
-
-    fn tap_end_open(&mut self, why: &str) {
-        if self.tap.ended_all {
-            return;
-        }
-        self.tap.ended_all = true;
-        if !self.tap.on {
-            return;
-        }
-        let mut open: Vec<(u64, &mut Correlation)> = self
-            .slots
-            .iter_mut()
-            .flat_map(|s| s.open.values_mut())
-            .filter(|c| c.kind.is_exec() && !c.killed)
-            .map(|c| (c.number, c))
-            .collect();
-        open.sort_by_key(|(number, _)| *number);
-        for (number, corr) in open {
-            let tty = matches!(corr.kind, CorrKind::Exec { tty: true });
-            for (stream, source) in [
-                (
-                    Stream::Stdout,
-                    if tty {
-                        LogSource::Output
-                    } else {
-                        LogSource::Stdout
-                    },
-                ),
-                (Stream::Stderr, LogSource::Stderr),
-            ] {
-                if corr.carries.of(stream).is_carrying() {
-                    let text = self.tap.record_text(&mut self.actions, number, source);
-                    corr.carries.of(stream).finish(text);
-                }
-            }
-            self.tap
-                .system(&mut self.actions, Some(number), why.to_owned());
-        }
     }
 }
 

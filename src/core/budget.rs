@@ -36,24 +36,28 @@ use super::types::Config;
 
 /// Whether `len` more bytes for a client holding `queued` would pass its
 /// hard cap.
+#[inline]
 pub(super) fn breaks_hard_cap(queued: usize, len: usize, cfg: &Config) -> bool {
     queued + len > cfg.client_hard_cap
 }
 
 /// Whether `len` more bytes with `total` queued for all clients would pass
 /// the global cap.
+#[inline]
 pub(super) fn breaks_global_cap(total: usize, len: usize, cfg: &Config) -> bool {
     total + len > cfg.global_cap
 }
 
 /// Whether a client now holding `queued` went over its soft budget (it was
 /// not over before): its grace period starts.
+#[inline]
 pub(super) fn goes_over(queued: usize, was_over: bool, cfg: &Config) -> bool {
     queued > cfg.client_soft_budget && !was_over
 }
 
 /// Whether a client over its budget, now holding `queued`, made progress:
 /// half its budget or less.
+#[inline]
 pub(super) fn back_under(queued: usize, cfg: &Config) -> bool {
     queued <= cfg.client_soft_budget / 2
 }
@@ -61,6 +65,7 @@ pub(super) fn back_under(queued: usize, cfg: &Config) -> bool {
 /// The sum's grace period with `total` queued for all clients, while it
 /// `runs` or not: `Some(true)` it starts (over half the global cap),
 /// `Some(false)` it ends (down to a quarter), `None` nothing changes.
+#[inline]
 pub(super) fn global_grace(total: usize, runs: bool, cfg: &Config) -> Option<bool> {
     match runs {
         false if total > cfg.global_cap / 2 => Some(true),

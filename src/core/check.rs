@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::clients::Clients;
+use super::clients::{Clients, Conn};
 use super::dialect::Dialect;
 use super::flush::Flushes;
 use super::scheduler::Scheduler;
@@ -16,6 +16,7 @@ use super::sessions::Sessions;
 use super::startup::Startup;
 use super::timer::{Deadlines, Key, SlotDeadline, Timer};
 use super::types::{Config, Counters};
+use crate::wire::lease::Incarnation;
 
 /// The relay's parts, as `Relay::check` lends them.
 pub(super) struct View<'a> {
@@ -83,18 +84,19 @@ pub(super) fn relay(r: &View<'_>) {
         assert_eq!(r.sessions.active_execs(), sums.execs, "active executions");
     }
     fences(r);
-    leases(r);
     deadlines(r);
     if r.startup.layout().is_none() {
         assert_eq!(r.clients.slots(), 0, "slots before the generation is known");
     }
 }
 
+/// One pass over the slots: their sums, their connections, their leases.
 fn slots(r: &View<'_>) -> Sums {
     let mut sums = Sums {
         live: r.clients.map_sizes().1 as u64,
         ..Sums::default()
     };
+    let mut incarnations = r.dialect.leases().map(|_| BTreeSet::new());
     for i in 0..r.clients.slots() {
         let mut open = 0;
         for corr in r.sessions.of_slot(i) {
@@ -107,67 +109,75 @@ fn slots(r: &View<'_>) -> Sums {
             open <= r.cfg.max_correlations.max(1),
             "slot {i} over the correlation bound"
         );
-    }
-    for (i, conn) in r.clients.conns() {
-        sums.live += 1;
-        sums.queued_to_clients += conn.queued as u64;
-        assert_eq!(
-            r.clients.slot_of(conn.client),
-            Some(i),
-            "{} holds slot {i} but the client map disagrees",
-            conn.client
-        );
-        assert!(
-            r.deadlines.get(quarantine(i)).is_none(),
-            "slot {i} is held and quarantined"
-        );
-        assert!(
-            !conn.over || conn.queued > r.cfg.client_soft_budget / 2,
-            "grace runs for {} at half its soft budget or less",
-            conn.client
-        );
-        assert!(
-            conn.over || conn.queued <= r.cfg.client_soft_budget,
-            "{} is over its soft budget without a grace period",
-            conn.client
-        );
-        assert_eq!(
-            r.deadlines
-                .get(Key::Slot(i as u32, SlotDeadline::Grace))
-                .is_some(),
-            conn.over,
-            "{} is over its budget exactly while its grace runs",
-            conn.client
-        );
-        sums.over += u32::from(conn.over);
+        let conn = r.clients.conn(i);
+        if let Some(conn) = conn {
+            check_conn(r, i, conn, &mut sums);
+        }
+        if let (Some(leases), Some(seen)) = (r.dialect.leases(), &mut incarnations) {
+            lease(r, i, leases.of_slot(i), conn.is_some(), seen);
+        }
     }
     sums
 }
 
-/// Incarnations: held by live owners only, awaited by departed ones only,
-/// never zero, never two alike.
-fn leases(r: &View<'_>) {
-    let Some(leases) = r.dialect.leases() else {
-        return;
-    };
-    let mut seen = BTreeSet::new();
-    for i in 0..r.clients.slots() {
-        let (held, awaiting) = leases.of_slot(i);
-        let seated = r.clients.conn(i).is_some();
-        if held.is_some() {
-            assert!(seated, "slot {i}: an incarnation without a client");
-        }
-        if awaiting.is_some() {
-            assert!(!seated, "slot {i}: awaits an ack but has a client");
-            assert!(
-                r.deadlines.get(quarantine(i)).is_none(),
-                "slot {i}: leased and timed"
-            );
-        }
-        for inc in held.iter().chain(awaiting.iter()) {
-            assert_ne!(*inc, [0; 16], "slot {i}: a zero incarnation");
-            assert!(seen.insert(*inc), "slot {i}: an incarnation twice");
-        }
+/// The client holding slot `i`.
+fn check_conn(r: &View<'_>, i: usize, conn: &Conn, sums: &mut Sums) {
+    sums.live += 1;
+    sums.queued_to_clients += conn.queued as u64;
+    assert_eq!(
+        r.clients.slot_of(conn.client),
+        Some(i),
+        "{} holds slot {i} but the client map disagrees",
+        conn.client
+    );
+    assert!(
+        r.deadlines.get(quarantine(i)).is_none(),
+        "slot {i} is held and quarantined"
+    );
+    assert!(
+        !conn.over || conn.queued > r.cfg.client_soft_budget / 2,
+        "grace runs for {} at half its soft budget or less",
+        conn.client
+    );
+    assert!(
+        conn.over || conn.queued <= r.cfg.client_soft_budget,
+        "{} is over its soft budget without a grace period",
+        conn.client
+    );
+    assert_eq!(
+        r.deadlines
+            .get(Key::Slot(i as u32, SlotDeadline::Grace))
+            .is_some(),
+        conn.over,
+        "{} is over its budget exactly while its grace runs",
+        conn.client
+    );
+    sums.over += u32::from(conn.over);
+}
+
+/// Incarnations of slot `i` (`held` by its live owner, `awaiting` a
+/// departed one's ack): held by live owners only, awaited by departed ones
+/// only, never zero, never two alike (`seen` so far).
+fn lease(
+    r: &View<'_>,
+    i: usize,
+    (held, awaiting): (Option<Incarnation>, Option<Incarnation>),
+    seated: bool,
+    seen: &mut BTreeSet<Incarnation>,
+) {
+    if held.is_some() {
+        assert!(seated, "slot {i}: an incarnation without a client");
+    }
+    if awaiting.is_some() {
+        assert!(!seated, "slot {i}: awaits an ack but has a client");
+        assert!(
+            r.deadlines.get(quarantine(i)).is_none(),
+            "slot {i}: leased and timed"
+        );
+    }
+    for inc in held.iter().chain(awaiting.iter()) {
+        assert_ne!(*inc, [0; 16], "slot {i}: a zero incarnation");
+        assert!(seen.insert(*inc), "slot {i}: an incarnation twice");
     }
 }
 

@@ -204,3 +204,68 @@ fn opening(
         Opens::Tcp => (Some(CorrKind::Tcp), None),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::payload::{sigkill_frame, sigkill_frame_v};
+
+    const RANGE: Option<IdRange> = Some(IdRange { start: 10, end: 20 });
+
+    /// A raw bulk record on `id`, host to guest, one byte of payload.
+    fn bulk(id: u32) -> Frame {
+        let body = [
+            1,
+            BulkHeader::HOST_TO_GUEST,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            b'x',
+        ];
+        Frame::build(id, FLAG_BULK, &body).unwrap()
+    }
+
+    #[test]
+    fn core_client_frame_checks_without_a_relay() {
+        let out = check_legacy(&sigkill_frame(25), RANGE).unwrap_err();
+        assert!(matches!(out, Violation::OutOfRange { id: 25, .. }));
+        let a = check_legacy(&sigkill_frame(15), RANGE).unwrap();
+        assert_eq!((a.t, a.v, a.opens), (Some(MsgType::ExecSignal), 1, None));
+        let a = check_current(&sigkill_frame_v(10, 15), RANGE, |_| BulkTarget::Nothing);
+        assert_eq!(a.unwrap().v, 10);
+        let old = check_current(&sigkill_frame_v(4, 15), RANGE, |_| BulkTarget::Nothing);
+        assert!(matches!(
+            old,
+            Err(Violation::OldGeneration { id: 15, v: 4 })
+        ));
+    }
+
+    /// A raw bulk record needs an open correlation; one for an id the guest
+    /// just ended is late, not a violation.
+    #[test]
+    fn core_client_bulk_record_open_late_or_nothing() {
+        let open = check_current(&bulk(12), RANGE, |_| BulkTarget::Open).unwrap();
+        assert!(!open.late);
+        let late = check_current(&bulk(12), RANGE, |_| BulkTarget::Late).unwrap();
+        assert!(late.late);
+        let none = check_current(&bulk(12), RANGE, |_| BulkTarget::Nothing);
+        assert!(matches!(
+            none,
+            Err(Violation::BulkWithoutCorrelation { id: 12 })
+        ));
+    }
+
+    #[test]
+    fn core_client_exec_limit_from_generation_10() {
+        assert!(exec_over_limit(10, 2, 2));
+        assert!(!exec_over_limit(10, 1, 2));
+        assert!(!exec_over_limit(9, 5, 2), "older senders are forwarded");
+    }
+}

@@ -73,11 +73,13 @@ impl Clients {
     }
 
     /// Bytes queued for all clients.
+    #[inline]
     pub fn queued(&self) -> usize {
         self.queued
     }
 
     /// Clients over their soft budget.
+    #[inline]
     pub fn over(&self) -> u32 {
         self.over
     }
@@ -113,14 +115,17 @@ impl Clients {
 
     // ---- slots -------------------------------------------------------------
 
+    #[inline]
     pub fn slot_of(&self, client: ClientId) -> Option<usize> {
         self.by_client.get(&client).map(|&s| s as usize)
     }
 
+    #[inline]
     pub fn conn(&self, slot: usize) -> Option<&Conn> {
         self.conns[slot].as_ref()
     }
 
+    #[inline]
     pub fn conn_mut(&mut self, slot: usize) -> Option<&mut Conn> {
         self.conns[slot].as_mut()
     }
@@ -151,6 +156,7 @@ impl Clients {
 
     /// `len` bytes were handed to the driver for the client of `slot`: the
     /// client, and whether it just went over its soft budget.
+    #[inline]
     pub fn add(&mut self, slot: usize, len: usize, cfg: &Config) -> Option<(ClientId, bool)> {
         let conn = self.conns[slot].as_mut()?;
         conn.queued += len;
@@ -184,6 +190,7 @@ impl Clients {
 
     /// Reads the guest while nobody is over budget (`pause` false), stops
     /// otherwise: the action, if the state changed.
+    #[inline]
     pub fn pace(
         &mut self,
         pause: bool,
@@ -210,13 +217,6 @@ impl Clients {
     #[cfg(any(test, feature = "testing"))]
     pub fn guest_paused(&self) -> bool {
         self.paused_since.is_some()
-    }
-
-    /// The connections, by slot (for `Relay::check`).
-    #[cfg(any(test, feature = "testing"))]
-    pub fn conns(&self) -> impl Iterator<Item = (usize, &Conn)> {
-        let conns = self.conns.iter().enumerate();
-        conns.filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
     }
 
     /// Clients with a slot, and how many wait (for `Relay::check`).

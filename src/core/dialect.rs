@@ -153,6 +153,16 @@ impl Dialect {
         }
     }
 
+    /// The slots a configured generation fixes from the start (`Auto`
+    /// waits for the guest's ready).
+    pub fn configured_layout(cfg: &Config) -> Option<Layout> {
+        match cfg.protocol {
+            Protocol::Legacy => Some(Layout::legacy(cfg.max_clients)),
+            Protocol::Current => Some(Layout::current(cfg.current_clients)),
+            Protocol::Auto => None,
+        }
+    }
+
     /// The slots of the generation, when the configuration did not fix them.
     pub fn layout(&self, cfg: &Config) -> Option<Layout> {
         match self.generation()? {
@@ -213,12 +223,14 @@ impl Dialect {
     }
 
     /// Whether guest records carrying the lease magic are lease records.
+    #[inline]
     pub fn reads_leases(&self) -> bool {
         self.leases().is_some()
     }
 
     /// Whether a guest frame on `id` is the runtime's workload control (the
     /// relay's own, never a client's).
+    #[inline]
     pub fn is_workload_control(&self, id: u32) -> bool {
         id == WORKLOAD_CONTROL_ID && self.current().is_some()
     }
@@ -320,10 +332,12 @@ impl Dialect {
     }
 
     /// Input credit, when the guest's contract has it.
+    #[inline]
     pub fn credit(&self) -> Option<&Credit> {
         self.current()?.credit.as_ref()
     }
 
+    #[inline]
     pub fn credit_mut(&mut self) -> Option<&mut Credit> {
         self.current_mut()?.credit.as_mut()
     }

@@ -15,9 +15,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use bytes::Bytes;
-
-use super::dialect::Dialect;
+use super::dialect::{Dialect, Peeked};
 use super::violation::GuestCorruption;
 use crate::wire::lease::has_lease_magic;
 use crate::wire::{Frame, FrameDecoder, MsgType, ZERO_COPY_MIN, peek_envelope, whole_frame_len};
@@ -46,40 +44,16 @@ impl GuestFrame {
     }
 }
 
-/// One thing the guest's input held.
+/// The next thing the decoder holds whole, as [`GuestIn::decoded`] found
+/// it. A frame or a record is taken with [`GuestIn::take`].
 #[derive(Debug)]
-pub(super) enum GuestItem {
-    Frame(GuestFrame),
-    /// A range-lease record (its bytes, the magic seen).
-    Lease(Bytes),
+pub(super) enum Next {
+    /// A frame of this many bytes, and what the first look found in it.
+    Frame(usize, Peeked),
+    /// A range-lease record of this many bytes (the magic seen).
+    Lease(usize),
     /// Corrupt input, skipped: what was wrong, and the bytes skipped.
     Corrupt(GuestCorruption, usize),
-}
-
-/// One read being taken apart (see [`GuestIn::next`]).
-#[derive(Debug)]
-pub(super) struct Read<'a> {
-    rest: &'a [u8],
-    stage: Stage,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// The decoder may hold the start of a small frame this read completes.
-    Held,
-    /// Frames wholly inside the read, straight from it.
-    Direct,
-    /// The rest went into the decoder.
-    Decoder,
-}
-
-impl Read<'_> {
-    pub fn new(bytes: &[u8]) -> Read<'_> {
-        Read {
-            rest: bytes,
-            stage: Stage::Held,
-        }
-    }
 }
 
 /// The guest channel's input side.
@@ -91,6 +65,15 @@ pub(super) struct GuestIn {
     pub gone: bool,
 }
 
+/// A read is taken apart in three steps, each judged by the dialect as it
+/// is reached (a frame handled in between may have changed it: the ready
+/// frame): [`GuestIn::held`] completes the frame the decoder holds the start
+/// of, [`GuestIn::direct`] finds the frames wholly inside the read (copied
+/// once, straight from it into buffers of their own), and what is left
+/// goes into the decoder ([`GuestIn::extend`]), whose frames, records and
+/// corrupt stretches [`GuestIn::decoded`] finds. The caller builds each frame
+/// in place (returned through an enum or memory, a frame or its first look
+/// cost a store-forwarding stall per frame).
 impl GuestIn {
     pub fn new() -> GuestIn {
         GuestIn {
@@ -99,50 +82,14 @@ impl GuestIn {
         }
     }
 
-    /// The next thing in `read`, each judged by `dialect` as it is reached
-    /// (a frame handled in between may have changed it: the ready frame).
-    /// Frames wholly inside the read are copied once, straight from it into
-    /// buffers of their own; only a partial frame at the end (or anything
-    /// the checks must look at) goes into the decoder.
-    #[inline]
-    pub fn next(&mut self, read: &mut Read<'_>, dialect: &Dialect) -> Option<GuestItem> {
-        if read.stage == Stage::Held {
-            read.stage = Stage::Direct;
-            if let Some(f) = self.finish_held_frame(&mut read.rest, dialect) {
-                return Some(GuestItem::Frame(f));
-            }
-        }
-        if read.stage == Stage::Direct {
-            if self.decoder.is_idle()
-                && let Some(total) = whole_frame_len(read.rest)
-                && total < ZERO_COPY_MIN
-                && let Ok((t, v, payload)) = dialect.peek(&read.rest[..total])
-            {
-                let frame = Frame::copy_of(&read.rest[..total]);
-                read.rest = &read.rest[total..];
-                return Some(GuestItem::Frame(GuestFrame {
-                    t,
-                    v,
-                    payload,
-                    frame,
-                }));
-            }
-            // Anything else (a failed look included: the decoder reports it
-            // and resynchronises) goes through the decoder.
-            self.decoder.extend(read.rest);
-            read.rest = &[];
-            read.stage = Stage::Decoder;
-        }
-        self.decoded(dialect)
-    }
-
     /// A read that completes the small frame the decoder holds part of (the
     /// tail of the last read) hands the decoder only the bytes it misses, so
     /// the frames after it take the direct path instead of being copied into
-    /// the decoder first. A completed frame that does not pass the first look
+    /// the decoder first: that frame's length and first look, to
+    /// [`GuestIn::take`]. A completed frame that does not pass the first look
     /// is left in the decoder, and the rest of the read follows it there, as
     /// if this step did not exist: corruption is judged on the same bytes.
-    fn finish_held_frame(&mut self, rest: &mut &[u8], dialect: &Dialect) -> Option<GuestFrame> {
+    pub fn held(&mut self, rest: &mut &[u8], dialect: &Dialect) -> Option<(usize, Peeked)> {
         let need = self
             .decoder
             .missing()
@@ -157,18 +104,31 @@ impl GuestIn {
         let Ok(Some(total)) = self.decoder.peek_frame() else {
             return None;
         };
-        let (t, v, payload) = dialect.peek(&self.decoder.pending()[..total]).ok()?;
-        let frame = self.decoder.take_frame(total);
-        Some(GuestFrame {
-            t,
-            v,
-            payload,
-            frame,
-        })
+        let peeked = dialect.peek(&self.decoder.pending()[..total]).ok()?;
+        Some((total, peeked))
+    }
+
+    /// The small frame at the front of `rest`, whole, that passes the first
+    /// look, when the decoder holds nothing: its length and first look.
+    #[inline(always)]
+    pub fn direct(&self, rest: &[u8], dialect: &Dialect) -> Option<(usize, Peeked)> {
+        if !self.decoder.is_idle() {
+            return None;
+        }
+        let total = whole_frame_len(rest).filter(|&t| t < ZERO_COPY_MIN)?;
+        // A failed look goes through the decoder, which reports it and
+        // resynchronises.
+        let peeked = dialect.peek(&rest[..total]).ok()?;
+        Some((total, peeked))
+    }
+
+    /// The rest of a read goes into the decoder.
+    pub fn extend(&mut self, rest: &[u8]) {
+        self.decoder.extend(rest);
     }
 
     /// The next thing the decoder holds whole.
-    fn decoded(&mut self, dialect: &Dialect) -> Option<GuestItem> {
+    pub fn decoded(&mut self, dialect: &Dialect) -> Option<Next> {
         let total = match self.decoder.peek_frame() {
             Ok(Some(total)) => total,
             Ok(None) => return None,
@@ -177,27 +137,23 @@ impl GuestIn {
         let whole = &self.decoder.pending()[..total];
         if dialect.reads_leases() && has_lease_magic(whole) {
             // Range leases: acknowledgements are read before frames.
-            let record = self.decoder.take_frame(total).into_bytes();
-            return Some(GuestItem::Lease(record));
+            return Some(Next::Lease(total));
         }
         match dialect.peek(whole) {
-            Ok((t, v, payload)) => {
-                let frame = self.decoder.take_frame(total);
-                Some(GuestItem::Frame(GuestFrame {
-                    t,
-                    v,
-                    payload,
-                    frame,
-                }))
-            }
+            Ok(peeked) => Some(Next::Frame(total, peeked)),
             Err(e) => Some(self.corrupt(e)),
         }
     }
 
+    /// Takes the frame (or record) of `total` bytes the decoder holds.
+    pub fn take(&mut self, total: usize) -> Frame {
+        self.decoder.take_frame(total)
+    }
+
     /// Skips corrupt input up to the next plausible frame start.
-    fn corrupt(&mut self, error: GuestCorruption) -> GuestItem {
+    fn corrupt(&mut self, error: GuestCorruption) -> Next {
         let skipped = self.decoder.resync();
-        GuestItem::Corrupt(error, skipped)
+        Next::Corrupt(error, skipped)
     }
 
     /// The channel ended: what it left unfinished, if anything, as

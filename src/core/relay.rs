@@ -50,7 +50,7 @@ use super::client::{self, Accepted};
 use super::clients::Clients;
 use super::dialect::Dialect;
 use super::flush::Flushes;
-use super::guest::{GuestFrame, GuestIn, GuestItem, Read};
+use super::guest::{GuestFrame, GuestIn, Next};
 use super::layout::IdRange;
 use super::lease;
 use super::scheduler::{Mark, Outbound, Scheduler};
@@ -104,7 +104,7 @@ impl Relay {
             cfg.current_clients > 0,
             "current_clients must be at least 1"
         );
-        let startup = Startup::new(&cfg);
+        let startup = Startup::new(Dialect::configured_layout(&cfg));
         let slots = startup.slots();
         let mut relay = Relay {
             outbox: Scheduler::new(slots, cfg.guest_window),
@@ -274,14 +274,55 @@ impl Relay {
 
     fn on_guest_bytes(&mut self, bytes: &[u8]) {
         self.counters.guest_bytes_in += bytes.len() as u64;
-        let mut read = Read::new(bytes);
-        while let Some(item) = self.guest.next(&mut read, &self.dialect) {
-            match item {
-                GuestItem::Frame(f) => self.on_guest_frame(f),
-                GuestItem::Lease(record) => self.on_lease_record(&record),
-                GuestItem::Corrupt(error, skipped) => self.guest_corrupt(error, skipped),
+        let mut rest = bytes;
+        if let Some((total, (t, v, payload))) = self.guest.held(&mut rest, &self.dialect) {
+            let frame = self.guest.take(total);
+            self.on_guest_frame(GuestFrame {
+                t,
+                v,
+                payload,
+                frame,
+            });
+        }
+        let rest = self.direct_frames(rest);
+        self.guest.extend(rest);
+        while let Some(next) = self.guest.decoded(&self.dialect) {
+            match next {
+                Next::Frame(total, (t, v, payload)) => {
+                    let frame = self.guest.take(total);
+                    self.on_guest_frame(GuestFrame {
+                        t,
+                        v,
+                        payload,
+                        frame,
+                    });
+                }
+                Next::Lease(total) => {
+                    let record = self.guest.take(total).into_bytes();
+                    self.on_lease_record(&record);
+                }
+                Next::Corrupt(error, skipped) => self.guest_corrupt(error, skipped),
             }
         }
+    }
+
+    /// The frames wholly inside a read, straight from it; what is left.
+    // Not inlined: inside `on_guest_bytes` the frame was copied from one
+    // stack slot to another after `Frame::copy_of`, a store-forwarding stall
+    // per frame (core alone, 64 B frames: 15 -> 18 M frames/s).
+    #[inline(never)]
+    fn direct_frames<'a>(&mut self, mut rest: &'a [u8]) -> &'a [u8] {
+        while let Some((total, (t, v, payload))) = self.guest.direct(rest, &self.dialect) {
+            let frame = Frame::copy_of(&rest[..total]);
+            rest = &rest[total..];
+            self.on_guest_frame(GuestFrame {
+                t,
+                v,
+                payload,
+                frame,
+            });
+        }
+        rest
     }
 
     /// Rule `guest_resync`: corrupt guest input is counted, reported and
@@ -792,16 +833,20 @@ impl Relay {
     /// Queued output changed: the sum's grace period starts or ends, and the
     /// guest is read while nobody is over budget.
     fn budget_changed(&mut self) {
-        let runs = self.deadlines.get(Key::Global).is_some();
+        let mut runs = self.deadlines.get(Key::Global).is_some();
         match budget::global_grace(self.clients.queued(), runs, &self.cfg) {
             Some(true) => {
                 let at = self.now + self.cfg.grace;
                 self.deadlines.set(Key::Global, at, Timer::GlobalGrace);
+                runs = true;
             }
-            Some(false) => self.deadlines.clear(Key::Global),
+            Some(false) => {
+                self.deadlines.clear(Key::Global);
+                runs = false;
+            }
             None => {}
         }
-        let pause = self.clients.over() > 0 || self.deadlines.get(Key::Global).is_some();
+        let pause = self.clients.over() > 0 || runs;
         let c = &mut self.counters;
         if let Some(action) = self.clients.pace(pause, self.guest.gone, self.now, c) {
             self.actions.push_back(action);

@@ -204,6 +204,7 @@ impl Sessions {
     }
 
     /// The correlation open on `id` of `slot`.
+    #[inline]
     pub fn get_mut(&mut self, slot: usize, id: u32) -> Option<&mut Correlation> {
         self.slots[slot].open.get_mut(&id)
     }
@@ -381,6 +382,7 @@ impl Sessions {
 
     /// A guest frame answered the frame handed over as number `seq`: false
     /// if the guest was known to have read that far.
+    #[inline]
     pub fn read(&mut self, seq: u64) -> bool {
         if seq <= self.read_to {
             return false;

@@ -22,7 +22,6 @@ use bytes::Bytes;
 
 use super::guest::GuestFrame;
 use super::layout::Layout;
-use super::types::{Config, Protocol};
 use crate::wire::payload::{
     CoreError, INITIALIZATION_FAILED, InitAck, build_frame_v, decode_payload,
 };
@@ -40,14 +39,9 @@ pub(super) struct Startup {
 }
 
 impl Startup {
-    /// Waiting for ready; the slots fixed if the configuration fixes the
-    /// generation.
-    pub fn new(cfg: &Config) -> Startup {
-        let layout = match cfg.protocol {
-            Protocol::Legacy => Some(Layout::legacy(cfg.max_clients)),
-            Protocol::Current => Some(Layout::current(cfg.current_clients)),
-            Protocol::Auto => None,
-        };
+    /// Waiting for ready, with the slots' `layout` if the configuration
+    /// fixes the generation.
+    pub fn new(layout: Option<Layout>) -> Startup {
         Startup {
             ready: None,
             layout,
@@ -55,6 +49,7 @@ impl Startup {
         }
     }
 
+    #[inline]
     pub fn layout(&self) -> Option<Layout> {
         self.layout
     }
@@ -74,6 +69,7 @@ impl Startup {
         self.ready.as_ref()
     }
 
+    #[inline]
     pub fn is_ready(&self) -> bool {
         self.ready.is_some()
     }

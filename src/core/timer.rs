@@ -105,6 +105,7 @@ impl Deadlines {
     }
 
     /// When `key` is due, if armed.
+    #[inline]
     pub fn get(&self, key: Key) -> Option<Millis> {
         self.entries.get(&key).map(|t| t.at)
     }

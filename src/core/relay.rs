@@ -8,9 +8,10 @@
 //! (`guest.rs`), the clients and their budgets (`clients.rs`, `budget.rs`,
 //! `flush.rs`), the sessions and their quarantine (`sessions.rs`), the
 //! queue toward the guest (`scheduler.rs`), the exec.log tap (`tap.rs`) and
-//! the deadlines (`timer.rs`). It has one handler per event and one
-//! `on_deadline` per [`Timer`]; what a part can decide alone, it decides.
-//! The rules that take several parts at once are the director's:
+//! the deadlines (`timer.rs`). It has one handler per event and
+//! `on_deadline`, with an arm per [`Timer`]; what a part can decide alone,
+//! it decides, and no part calls back into the relay. The rules that take
+//! several parts at once are the director's:
 //!
 //! Rule `handshake_after_ready`: a client gets its range and the cached
 //! ready frame, whole; one that connects before ready waits (before the
@@ -832,6 +833,7 @@ impl Relay {
 
     /// Queued output changed: the sum's grace period starts or ends, and the
     /// guest is read while nobody is over budget.
+    #[inline]
     fn budget_changed(&mut self) {
         let mut runs = self.deadlines.get(Key::Global).is_some();
         match budget::global_grace(self.clients.queued(), runs, &self.cfg) {

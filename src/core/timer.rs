@@ -87,7 +87,8 @@ impl Key {
 /// Every deadline the core keeps, by [`Key`]: [`super::Relay::poll_timeout`]
 /// is its earliest entry and a tick fires the due ones in key order. Adding
 /// a deadline: a [`Timer`] and a [`Key`] here, `set`/`clear` where its rule
-/// arms it, and its arm of `Relay::on_deadline`.
+/// arms it, its arm of `Relay::on_deadline` (and of `check.rs`, which says
+/// what state it waits on).
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
     entries: BTreeMap<Key, Timeout>,

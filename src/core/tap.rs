@@ -112,18 +112,25 @@ impl Tap {
     /// A guest frame of `corr`: its output becomes record text (whole
     /// characters only); its terminal frame flushes unfinished characters and
     /// says how the session ended.
+    #[inline]
     pub fn guest_frame(
         &mut self,
         actions: &mut VecDeque<Action>,
         corr: &mut Correlation,
         f: &GuestFrame,
     ) {
-        let CorrKind::Exec { tty } = corr.kind else {
-            return;
-        };
-        if !self.on {
-            return;
+        if let (CorrKind::Exec { tty }, true) = (corr.kind, self.on) {
+            self.exec_frame(actions, corr, tty, f);
         }
+    }
+
+    fn exec_frame(
+        &mut self,
+        actions: &mut VecDeque<Action>,
+        corr: &mut Correlation,
+        tty: bool,
+        f: &GuestFrame,
+    ) {
         let number = corr.number;
         let source = |stream| match (tty, stream) {
             (true, _) => LogSource::Output,

@@ -62,7 +62,7 @@ pub(super) struct GuestIn {
     /// Bytes from the guest not yet taken as frames.
     decoder: FrameDecoder,
     /// The channel ended.
-    pub gone: bool,
+    gone: bool,
 }
 
 /// A read is taken apart in three steps, each judged by the dialect as it
@@ -154,6 +154,12 @@ impl GuestIn {
     fn corrupt(&mut self, error: GuestCorruption) -> Next {
         let skipped = self.decoder.resync();
         Next::Corrupt(error, skipped)
+    }
+
+    /// Whether the channel ended.
+    #[inline]
+    pub fn is_gone(&self) -> bool {
+        self.gone
     }
 
     /// The channel ended: what it left unfinished, if anything, as

@@ -261,7 +261,7 @@ impl Relay {
             cfg: &self.cfg,
             startup: &self.startup,
             dialect: &self.dialect,
-            guest_gone: self.guest.gone,
+            guest_gone: self.guest.is_gone(),
             clients: &self.clients,
             flushes: &self.flushes,
             sessions: &self.sessions,
@@ -412,7 +412,7 @@ impl Relay {
     }
 
     fn on_guest_closed(&mut self) {
-        if self.guest.gone {
+        if self.guest.is_gone() {
             return;
         }
         if let Some((error, skipped)) = self.guest.close() {
@@ -470,7 +470,7 @@ impl Relay {
         if let Err(why) = self.dialect.at_ready(f.v, f.frame.body(), &self.cfg) {
             return self.startup_failed(why);
         }
-        if self.guest.gone {
+        if self.guest.is_gone() {
             self.dialect.guest_gone();
         }
         self.startup.set_ready(f.frame.clone().into_bytes());
@@ -522,7 +522,7 @@ impl Relay {
         if self.clients.knows(client) {
             return;
         }
-        if self.guest.gone {
+        if self.guest.is_gone() {
             return self.refuse(client, RefuseReason::GuestGone);
         }
         if self.startup.failed() {
@@ -850,7 +850,7 @@ impl Relay {
         }
         let pause = self.clients.over() > 0 || runs;
         let c = &mut self.counters;
-        if let Some(action) = self.clients.pace(pause, self.guest.gone, self.now, c) {
+        if let Some(action) = self.clients.pace(pause, self.guest.is_gone(), self.now, c) {
             self.actions.push_back(action);
         }
     }
@@ -954,7 +954,7 @@ impl Relay {
     /// Hands queued frames to the guest while its window (and credit) has
     /// room.
     fn pump_guest(&mut self) {
-        if self.guest.gone {
+        if self.guest.is_gone() {
             return;
         }
         let stop = loop {

@@ -27,166 +27,105 @@
 //!
 //! A client closed here is a slow consumer, with its sessions cleaned up as
 //! on any departure.
+//!
+//! The decisions are plain functions of the numbers; the queues they judge
+//! are the clients' (`clients.rs`), their deadlines `Timer::SlowConsumerGrace`
+//! and `Timer::GlobalGrace`.
 
-use bytes::Bytes;
+use super::types::Config;
 
-use super::relay::Relay;
-use super::types::{Action, ClientId, CloseReason, SlowLimit};
+/// Whether `len` more bytes for a client holding `queued` would pass its
+/// hard cap.
+#[inline]
+pub(super) fn breaks_hard_cap(queued: usize, len: usize, cfg: &Config) -> bool {
+    queued + len > cfg.client_hard_cap
+}
 
-impl Relay {
-    /// Hands bytes to the driver for a client, enforcing its budgets: a frame
-    /// that would break the hard cap or the global cap closes a client instead.
-    pub(super) fn send_to_client(&mut self, slot: usize, bytes: Bytes, handshake: bool) {
-        let len = bytes.len();
-        let Some(conn) = &self.slots[slot].conn else {
-            return;
-        };
-        if conn.queued + len > self.cfg.client_hard_cap {
-            let queued = conn.queued;
-            self.close_slow(slot, queued, SlowLimit::HardCap);
-            return;
-        }
-        if !self.make_global_room(slot, len) {
-            return;
-        }
-        let Some(conn) = &mut self.slots[slot].conn else {
-            return;
-        };
-        conn.queued += len;
-        let went_over = conn.queued > self.cfg.client_soft_budget && conn.grace_deadline.is_none();
-        if went_over {
-            conn.grace_deadline = Some(self.now + self.cfg.grace);
-        }
-        let client = conn.client;
-        self.over_clients += u32::from(went_over);
-        self.counters.queued_to_clients += len as u64;
-        self.counters.bytes_to_clients += len as u64;
-        if handshake {
-            self.actions.push_back(Action::Handshake { client, bytes });
-        } else {
-            self.counters.frames_to_clients += 1;
-            self.actions.push_back(Action::ToClient {
-                client,
-                frame: bytes,
-            });
-        }
-        self.note_global();
-        self.pace_guest();
+/// Whether `len` more bytes with `total` queued for all clients would pass
+/// the global cap.
+#[inline]
+pub(super) fn breaks_global_cap(total: usize, len: usize, cfg: &Config) -> bool {
+    total + len > cfg.global_cap
+}
+
+/// Whether a client now holding `queued` went over its soft budget (it was
+/// not over before): its grace period starts.
+#[inline]
+pub(super) fn goes_over(queued: usize, was_over: bool, cfg: &Config) -> bool {
+    queued > cfg.client_soft_budget && !was_over
+}
+
+/// Whether a client over its budget, now holding `queued`, made progress:
+/// half its budget or less.
+#[inline]
+pub(super) fn back_under(queued: usize, cfg: &Config) -> bool {
+    queued <= cfg.client_soft_budget / 2
+}
+
+/// The sum's grace period with `total` queued for all clients, while it
+/// `runs` or not: `Some(true)` it starts (over half the global cap),
+/// `Some(false)` it ends (down to a quarter), `None` nothing changes.
+#[inline]
+pub(super) fn global_grace(total: usize, runs: bool, cfg: &Config) -> Option<bool> {
+    match runs {
+        false if total > cfg.global_cap / 2 => Some(true),
+        true if total <= cfg.global_cap / 4 => Some(false),
+        _ => None,
     }
+}
 
-    /// Closes whoever holds the most (ties go to the lowest slot) until `len`
-    /// more bytes fit under the global cap; false if `slot` itself was closed.
-    fn make_global_room(&mut self, slot: usize, len: usize) -> bool {
-        while self.counters.queued_to_clients as usize + len > self.cfg.global_cap {
-            let Some((victim, queued)) = self.holder_of_most() else {
-                return false;
-            };
-            self.close_slow(victim, queued, SlowLimit::GlobalCap);
-            if victim == slot {
-                return false;
-            }
-        }
-        true
-    }
+/// The slot whose client holds the most output, and how much, of
+/// `(slot, queued)` pairs (ties: the lowest slot).
+pub(super) fn holder_of_most(
+    queues: impl Iterator<Item = (usize, usize)>,
+) -> Option<(usize, usize)> {
+    queues.max_by_key(|&(i, q)| (q, std::cmp::Reverse(i)))
+}
 
-    /// The slot whose client holds the most output (ties: the lowest slot).
-    fn holder_of_most(&self) -> Option<(usize, usize)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.conn.as_ref().map(|c| (i, c.queued)))
-            .max_by_key(|&(i, q)| (q, std::cmp::Reverse(i)))
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn close_slow(&mut self, slot: usize, queued: usize, limit: SlowLimit) {
-        self.counters.slow_consumer_closes += 1;
-        self.depart(slot, Some(CloseReason::SlowConsumer { queued, limit }));
-    }
-
-    /// A client's output is gone (it departed holding `queued` bytes, of
-    /// which it was over its budget if `over`).
-    pub(super) fn budget_released(&mut self, queued: usize, over: bool) {
-        self.counters.queued_to_clients -= queued as u64;
-        self.over_clients -= u32::from(over);
-        self.note_global();
-        self.pace_guest();
-    }
-
-    /// Bytes reached a client's socket; down to half its soft budget, it is
-    /// no longer over it.
-    pub(super) fn on_client_written(&mut self, client: ClientId, n: usize) {
-        let Some(&slot) = self.by_client.get(&client) else {
-            return;
-        };
-        let Some(conn) = &mut self.slots[slot as usize].conn else {
-            return;
-        };
-        let n = n.min(conn.queued);
-        conn.queued -= n;
-        self.counters.queued_to_clients -= n as u64;
-        if conn.grace_deadline.is_some() && conn.queued <= self.cfg.client_soft_budget / 2 {
-            conn.grace_deadline = None;
-            self.over_clients -= 1;
-        }
-        self.note_global();
-        self.pace_guest();
-    }
-
-    /// The sum of all queues: over half the global cap its grace period
-    /// runs; down to a quarter it ends.
-    fn note_global(&mut self) {
-        let total = self.counters.queued_to_clients as usize;
-        match self.global_deadline {
-            None if total > self.cfg.global_cap / 2 => {
-                self.global_deadline = Some(self.now + self.cfg.grace);
-            }
-            Some(_) if total <= self.cfg.global_cap / 4 => self.global_deadline = None,
-            _ => {}
+    fn cfg() -> Config {
+        Config {
+            client_soft_budget: 100,
+            client_hard_cap: 400,
+            global_cap: 1_000,
+            ..Config::default()
         }
     }
 
-    /// Reads the guest while nobody is over budget, stops otherwise.
-    pub(super) fn pace_guest(&mut self) {
-        let pause = self.over_clients > 0 || self.global_deadline.is_some();
-        match (pause, self.guest_paused_since) {
-            (true, None) if !self.guest_gone => {
-                self.guest_paused_since = Some(self.now);
-                self.counters.guest_pauses += 1;
-                self.actions.push_back(Action::PauseGuest);
-            }
-            (false, Some(since)) => {
-                self.guest_paused_since = None;
-                self.counters.guest_paused_ms += self.now - since;
-                self.actions.push_back(Action::ResumeGuest);
-            }
-            _ => {}
-        }
+    #[test]
+    fn core_budget_over_at_the_budget_back_under_at_half() {
+        let c = cfg();
+        assert!(!goes_over(100, false, &c), "at the budget is not over");
+        assert!(goes_over(101, false, &c));
+        assert!(!goes_over(500, true, &c), "already over: no new period");
+        assert!(!back_under(51, &c));
+        assert!(back_under(50, &c));
     }
 
-    /// The grace period of `slot`'s client ran out before it took its queue
-    /// down to half its budget.
-    pub(super) fn expire_grace(&mut self, slot: usize) {
-        if let Some(conn) = &self.slots[slot].conn
-            && conn.grace_deadline.is_some_and(|d| d <= self.now)
-        {
-            let queued = conn.queued;
-            self.close_slow(slot, queued, SlowLimit::Grace);
-        }
+    #[test]
+    fn core_budget_caps_and_the_sum_s_grace() {
+        let c = cfg();
+        assert!(!breaks_hard_cap(300, 100, &c));
+        assert!(breaks_hard_cap(300, 101, &c));
+        assert!(!breaks_global_cap(900, 100, &c));
+        assert!(breaks_global_cap(900, 101, &c));
+        assert_eq!(global_grace(500, false, &c), None);
+        assert_eq!(global_grace(501, false, &c), Some(true));
+        assert_eq!(
+            global_grace(251, true, &c),
+            None,
+            "between a quarter and half"
+        );
+        assert_eq!(global_grace(250, true, &c), Some(false));
     }
 
-    /// The sum stayed over half the global cap for a grace period: the
-    /// client holding the most goes, and the sum gets another period.
-    pub(super) fn expire_global(&mut self) {
-        if self.global_deadline.is_none_or(|d| d > self.now) {
-            return;
-        }
-        // The next period starts now; the close below ends it if the sum
-        // falls to a quarter (the guest is not resumed in between).
-        self.global_deadline = Some(self.now + self.cfg.grace);
-        if let Some((victim, queued)) = self.holder_of_most() {
-            self.close_slow(victim, queued, SlowLimit::GlobalCap);
-        }
-        self.note_global();
-        self.pace_guest();
+    #[test]
+    fn core_budget_holder_of_most_ties_to_the_lowest_slot() {
+        let q = [(0, 5), (1, 9), (2, 9), (3, 1)];
+        assert_eq!(holder_of_most(q.into_iter()), Some((1, 9)));
+        assert_eq!(holder_of_most(std::iter::empty()), None);
     }
 }

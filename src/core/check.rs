@@ -3,8 +3,34 @@
 //! `Relay::checked` runs it after every [`Relay::handle`], in release builds
 //! too, where `debug_assertions` is off. Benchmarks, which are built with the
 //! same feature, use plain relays and pay nothing for it.
+//!
+//! [`Relay::handle`]: super::Relay::handle
 
-use super::relay::Relay;
+use std::collections::BTreeSet;
+
+use super::clients::{Clients, Conn};
+use super::dialect::Dialect;
+use super::flush::Flushes;
+use super::scheduler::Scheduler;
+use super::sessions::Sessions;
+use super::startup::Startup;
+use super::timer::{Deadlines, Key, SlotDeadline, Timer};
+use super::types::{Config, Counters};
+use crate::wire::lease::Incarnation;
+
+/// The relay's parts, as `Relay::check` lends them.
+pub(super) struct View<'a> {
+    pub cfg: &'a Config,
+    pub startup: &'a Startup,
+    pub dialect: &'a Dialect,
+    pub guest_gone: bool,
+    pub clients: &'a Clients,
+    pub flushes: &'a Flushes,
+    pub sessions: &'a Sessions,
+    pub outbox: &'a Scheduler,
+    pub deadlines: &'a Deadlines,
+    pub counters: &'a Counters,
+}
 
 /// Sums over the slots, to compare with the counters.
 #[derive(Default)]
@@ -17,155 +43,181 @@ struct Sums {
     over: u32,
 }
 
-impl Relay {
-    /// Panics if the core's bookkeeping disagrees with itself: counters equal
-    /// the sums over slots, the client map and the slots agree, queued bytes
-    /// equal what is queued, fences stand on departed slots only.
-    pub fn check(&self) {
-        let queued_to_guest = self.sched.check();
-        assert_eq!(
-            self.counters.queued_to_guest, queued_to_guest as u64,
-            "queued_to_guest counter"
-        );
-        let sums = self.check_slots();
-        let c = &self.counters;
-        assert_eq!(
-            self.by_client.len() + self.waiting.len(),
-            sums.live as usize,
-            "client map size"
-        );
-        assert_eq!(c.live_clients, sums.live, "live_clients counter");
-        assert_eq!(
-            c.queued_to_clients, sums.queued_to_clients,
-            "queued_to_clients counter"
-        );
-        assert_eq!(c.live_sessions, sums.sessions, "live_sessions counter");
-        assert_eq!(c.open_requests, sums.requests, "open_requests counter");
-        assert_eq!(self.over_clients, sums.over, "clients over their budget");
-        let pause = self.over_clients > 0 || self.global_deadline.is_some();
-        if !self.guest_gone {
-            assert_eq!(
-                self.guest_paused_since.is_some(),
-                pause,
-                "the guest is paused exactly while someone is over budget"
-            );
-        }
-        if self.exec_limits.is_some() {
-            assert_eq!(self.active_execs, sums.execs, "active executions");
-        }
-        self.check_fences();
-        self.check_leases();
-        if self.layout.is_none() {
-            assert!(
-                self.slots.is_empty(),
-                "slots before the generation is known"
-            );
-        }
-    }
+fn quarantine(slot: usize) -> Key {
+    Key::Slot(slot as u32, SlotDeadline::Quarantine)
+}
 
-    fn check_slots(&self) -> Sums {
-        let mut sums = Sums {
-            live: self.waiting.len() as u64,
-            ..Sums::default()
-        };
-        for (i, slot) in self.slots.iter().enumerate() {
-            for corr in slot.open.values() {
-                sums.sessions += u64::from(corr.kind.is_session());
-                sums.requests += u64::from(!corr.kind.is_session());
-                sums.execs += u32::from(corr.counts);
-            }
-            assert!(
-                slot.open.len() <= self.cfg.max_correlations.max(1),
-                "slot {i} over the correlation bound"
-            );
-            let Some(conn) = &slot.conn else {
-                continue;
-            };
-            sums.live += 1;
-            sums.queued_to_clients += conn.queued as u64;
-            assert_eq!(
-                self.by_client.get(&conn.client),
-                Some(&(i as u32)),
-                "{} holds slot {i} but the client map disagrees",
-                conn.client
-            );
-            assert!(
-                slot.quarantine_until.is_none(),
-                "slot {i} is held and quarantined"
-            );
-            assert!(
-                conn.grace_deadline.is_none() || conn.queued > self.cfg.client_soft_budget / 2,
-                "grace runs for {} at half its soft budget or less",
-                conn.client
-            );
-            assert!(
-                conn.grace_deadline.is_some() || conn.queued <= self.cfg.client_soft_budget,
-                "{} is over its soft budget without a grace period",
-                conn.client
-            );
-            sums.over += u32::from(conn.grace_deadline.is_some());
-        }
-        sums
+/// Panics if the core's bookkeeping disagrees with itself: counters equal
+/// the sums over slots, the client map and the slots agree, queued bytes
+/// equal what is queued, fences stand on departed slots only, every
+/// deadline waits on something.
+pub(super) fn relay(r: &View<'_>) {
+    let queued_to_guest = r.outbox.check();
+    if let Some(credit) = r.dialect.credit() {
+        credit.check();
     }
-
-    /// Incarnations: held by live owners only, awaited by departed ones
-    /// only, never zero, never two alike.
-    fn check_leases(&self) {
-        if !self.leases.on {
-            return;
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, slot) in self.slots.iter().enumerate() {
-            if slot.incarnation.is_some() {
-                assert!(
-                    slot.conn.is_some(),
-                    "slot {i}: an incarnation without a client"
-                );
-            }
-            if slot.awaiting.is_some() {
-                assert!(
-                    slot.conn.is_none(),
-                    "slot {i}: awaits an ack but has a client"
-                );
-                assert!(
-                    slot.quarantine_until.is_none(),
-                    "slot {i}: leased and timed"
-                );
-            }
-            for inc in slot.incarnation.iter().chain(slot.awaiting.iter()) {
-                assert_ne!(*inc, [0; 16], "slot {i}: a zero incarnation");
-                assert!(seen.insert(*inc), "slot {i}: an incarnation twice");
-            }
-        }
+    let c = r.counters;
+    assert_eq!(
+        c.queued_to_guest, queued_to_guest as u64,
+        "queued_to_guest counter"
+    );
+    let sums = slots(r);
+    let (seated, waiting) = r.clients.map_sizes();
+    assert_eq!(seated + waiting, sums.live as usize, "client map size");
+    assert_eq!(c.live_clients, sums.live, "live_clients counter");
+    assert_eq!(
+        c.queued_to_clients, sums.queued_to_clients,
+        "queued_to_clients counter"
+    );
+    assert_eq!(c.live_sessions, sums.sessions, "live_sessions counter");
+    assert_eq!(c.open_requests, sums.requests, "open_requests counter");
+    assert_eq!(r.clients.over(), sums.over, "clients over their budget");
+    let pause = r.clients.over() > 0 || r.deadlines.get(Key::Global).is_some();
+    if !r.guest_gone {
+        assert_eq!(
+            r.clients.guest_paused(),
+            pause,
+            "the guest is paused exactly while someone is over budget"
+        );
     }
-
-    fn check_fences(&self) {
-        for (&seq, &slot) in &self.fences {
-            assert!(seq <= self.sched.handed, "a fence from the future");
-            assert!(
-                self.slots[slot as usize].conn.is_none(),
-                "fence on slot {slot}, which has a client"
-            );
-        }
+    if r.dialect.exec_limits().is_some() {
+        assert_eq!(r.sessions.active_execs(), sums.execs, "active executions");
+    }
+    fences(r);
+    deadlines(r);
+    if r.startup.layout().is_none() {
+        assert_eq!(r.clients.slots(), 0, "slots before the generation is known");
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::core::{Config, Relay};
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-
-    /// The check is only worth its cost if it fires: a fresh relay passes,
-    /// the same relay with one counter off by one does not.
-    #[test]
-    fn check_fires_on_a_counter_that_disagrees_with_the_slots() {
-        let mut relay = Relay::new(Config::default());
-        relay.check();
-        relay.counters.live_clients += 1;
-        let fired = catch_unwind(AssertUnwindSafe(|| relay.check()));
+/// One pass over the slots: their sums, their connections, their leases.
+fn slots(r: &View<'_>) -> Sums {
+    let mut sums = Sums {
+        live: r.clients.map_sizes().1 as u64,
+        ..Sums::default()
+    };
+    let mut incarnations = r.dialect.leases().map(|_| BTreeSet::new());
+    for i in 0..r.clients.slots() {
+        let mut open = 0;
+        for corr in r.sessions.of_slot(i) {
+            open += 1;
+            sums.sessions += u64::from(corr.kind.is_session());
+            sums.requests += u64::from(!corr.kind.is_session());
+            sums.execs += u32::from(corr.counts);
+        }
         assert!(
-            fired.is_err(),
-            "a live_clients counter of 1 with no client passed"
+            open <= r.cfg.max_correlations.max(1),
+            "slot {i} over the correlation bound"
+        );
+        let conn = r.clients.conn(i);
+        if let Some(conn) = conn {
+            check_conn(r, i, conn, &mut sums);
+        }
+        if let (Some(leases), Some(seen)) = (r.dialect.leases(), &mut incarnations) {
+            lease(r, i, leases.of_slot(i), conn.is_some(), seen);
+        }
+    }
+    sums
+}
+
+/// The client holding slot `i`.
+fn check_conn(r: &View<'_>, i: usize, conn: &Conn, sums: &mut Sums) {
+    sums.live += 1;
+    sums.queued_to_clients += conn.queued as u64;
+    assert_eq!(
+        r.clients.slot_of(conn.client),
+        Some(i),
+        "{} holds slot {i} but the client map disagrees",
+        conn.client
+    );
+    assert!(
+        r.deadlines.get(quarantine(i)).is_none(),
+        "slot {i} is held and quarantined"
+    );
+    assert!(
+        !conn.over || conn.queued > r.cfg.client_soft_budget / 2,
+        "grace runs for {} at half its soft budget or less",
+        conn.client
+    );
+    assert!(
+        conn.over || conn.queued <= r.cfg.client_soft_budget,
+        "{} is over its soft budget without a grace period",
+        conn.client
+    );
+    assert_eq!(
+        r.deadlines
+            .get(Key::Slot(i as u32, SlotDeadline::Grace))
+            .is_some(),
+        conn.over,
+        "{} is over its budget exactly while its grace runs",
+        conn.client
+    );
+    sums.over += u32::from(conn.over);
+}
+
+/// Incarnations of slot `i` (`held` by its live owner, `awaiting` a
+/// departed one's ack): held by live owners only, awaited by departed ones
+/// only, never zero, never two alike (`seen` so far).
+fn lease(
+    r: &View<'_>,
+    i: usize,
+    (held, awaiting): (Option<Incarnation>, Option<Incarnation>),
+    seated: bool,
+    seen: &mut BTreeSet<Incarnation>,
+) {
+    if held.is_some() {
+        assert!(seated, "slot {i}: an incarnation without a client");
+    }
+    if awaiting.is_some() {
+        assert!(!seated, "slot {i}: awaits an ack but has a client");
+        assert!(
+            r.deadlines.get(quarantine(i)).is_none(),
+            "slot {i}: leased and timed"
+        );
+    }
+    for inc in held.iter().chain(awaiting.iter()) {
+        assert_ne!(*inc, [0; 16], "slot {i}: a zero incarnation");
+        assert!(seen.insert(*inc), "slot {i}: an incarnation twice");
+    }
+}
+
+/// Every armed deadline belongs to state that waits on it.
+fn deadlines(r: &View<'_>) {
+    for (key, t) in r.deadlines.iter() {
+        let ok = match (key, t.timer) {
+            (Key::Slot(i, SlotDeadline::Grace), Timer::SlowConsumerGrace(c)) => r
+                .clients
+                .conn(i as usize)
+                .is_some_and(|conn| conn.over && conn.client == c),
+            (Key::Slot(i, SlotDeadline::Quarantine), Timer::Quarantine { slot }) => {
+                let i = i as usize;
+                slot as usize == i && r.clients.conn(i).is_none() && r.sessions.holds(i)
+            }
+            (Key::Global, Timer::GlobalGrace) => true,
+            (Key::Flush(c), Timer::CloseFlush(d)) => c == d && r.flushes.contains(c),
+            (Key::Clock, Timer::ClockSync) => r.dialect.syncs_clock() && !r.dialect.clock_queued(),
+            _ => false,
+        };
+        assert!(
+            ok,
+            "deadline {key:?} at {}: {} waits on nothing",
+            t.at, t.timer
+        );
+    }
+    for client in r.flushes.clients() {
+        assert!(
+            r.deadlines.get(Key::Flush(client)).is_some(),
+            "{client} flushes without a deadline"
+        );
+    }
+}
+
+fn fences(r: &View<'_>) {
+    for (seq, slot) in r.sessions.fences() {
+        assert!(seq <= r.outbox.handed(), "a fence from the future");
+        assert!(
+            r.clients.conn(slot).is_none(),
+            "fence on slot {slot}, which has a client"
         );
     }
 }

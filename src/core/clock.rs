@@ -6,16 +6,12 @@
 //! (`Event::WallClock`); the driver reports it when the system clock is set,
 //! so nothing polls. The timestamp in the frame is the wall time when the
 //! frame is handed to the guest, extrapolated from the last reading.
+//!
+//! The clock's state lives in the current generation's dialect
+//! (`dialect.rs`), which builds the frame; the period is `Timer::ClockSync`,
+//! armed when a sync is handed over.
 
-use bytes::Bytes;
-
-use super::layout::Generation;
-use super::relay::Relay;
-use super::scheduler::{Mark, Outbound};
-use super::timer::{Timeout, Timer};
 use super::types::Millis;
-use crate::wire::payload::{ClockSync, build_frame_v};
-use crate::wire::{CreditClass, MsgType};
 
 /// A forward jump at least this large since the last reading asks for a sync.
 pub const JUMP_FORWARD_MS: u64 = 6_000;
@@ -28,8 +24,6 @@ pub const JUMP_BACK_TOLERANCE_NS: u64 = 2_000_000;
 pub(crate) struct Clock {
     /// The last wall reading and the monotonic time it was taken at.
     reading: Option<(Millis, u64)>,
-    /// When the last sync was handed to the guest.
-    last_sync: Option<Millis>,
     /// A sync frame waits in the queue toward the guest.
     pub queued: bool,
 }
@@ -51,107 +45,6 @@ impl Clock {
         let (then, was) = self.reading?;
         Some(was.saturating_add(now.saturating_sub(then).saturating_mul(1_000_000)))
     }
-
-    /// When the next periodic sync is due, once one was sent.
-    pub fn due(&self, period: Millis) -> Option<Millis> {
-        self.last_sync
-            .filter(|_| !self.queued)
-            .map(|t| t.saturating_add(period))
-    }
-
-    /// A sync frame was handed to the guest at `now`.
-    pub fn sent(&mut self, now: Millis) {
-        self.queued = false;
-        self.last_sync = Some(now);
-    }
-}
-
-impl Relay {
-    /// The generation's `v` if it is the current one and the sync is on.
-    fn clock_v(&self) -> Option<u8> {
-        match self.generation {
-            Some(Generation::Current { v }) if self.cfg.clock_sync && !self.guest_gone => Some(v),
-            _ => None,
-        }
-    }
-
-    /// A wall-clock reading: a jump (or the first reading after ready) asks
-    /// for a sync.
-    pub(super) fn on_wall_clock(&mut self, wall: u64) {
-        let jumped = self.clock.observe(self.now, wall);
-        let first = self.clock.due(self.cfg.clock_period).is_none();
-        if self.clock_v().is_some() && (jumped || first) {
-            self.queue_clock_sync();
-        }
-    }
-
-    /// Ready: the first sync.
-    pub(super) fn clock_at_ready(&mut self) {
-        if self.clock_v().is_some() {
-            self.queue_clock_sync();
-        }
-    }
-
-    /// A tick: the periodic sync, when due.
-    pub(super) fn clock_tick(&mut self) {
-        if self
-            .clock
-            .due(self.cfg.clock_period)
-            .is_some_and(|at| at <= self.now)
-        {
-            self.queue_clock_sync();
-        }
-    }
-
-    /// When the periodic sync is due.
-    pub(super) fn clock_timeout(&self) -> Option<Timeout> {
-        self.clock_v()?;
-        let at = self.clock.due(self.cfg.clock_period)?;
-        Some(Timeout {
-            at,
-            timer: Timer::ClockSync,
-        })
-    }
-
-    fn queue_clock_sync(&mut self) {
-        let Some(frame) = self.clock_frame() else {
-            return;
-        };
-        if self.clock.queued {
-            return;
-        }
-        self.clock.queued = true;
-        let out = Outbound {
-            slot: None,
-            id: 0,
-            frame,
-            class: CreditClass::Control,
-            charged: true,
-            mark: Mark::Clock,
-        };
-        self.enqueue(out, true);
-        self.pump_guest();
-    }
-
-    /// A sync frame with the wall time of now, if a reading arrived.
-    fn clock_frame(&self) -> Option<Bytes> {
-        let v = self.clock_v()?;
-        let unix_time_nanos = self.clock.wall_at(self.now)?;
-        let sync = ClockSync { unix_time_nanos };
-        Some(build_frame_v(v, MsgType::ClockSync, 0, &sync).into_bytes())
-    }
-
-    /// The frame as handed over: a clock sync gets the time of its hand-off
-    /// (its length cannot change: any present-day time takes eight bytes).
-    pub(super) fn stamped(&self, out: Outbound) -> Bytes {
-        if out.mark != Mark::Clock {
-            return out.frame;
-        }
-        match self.clock_frame() {
-            Some(fresh) if fresh.len() == out.frame.len() => fresh,
-            _ => out.frame,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -172,15 +65,10 @@ mod tests {
     }
 
     #[test]
-    fn core_clock_wall_extrapolated_and_period_from_last_sync() {
+    fn core_clock_wall_extrapolated() {
         let mut c = Clock::default();
         assert_eq!(c.wall_at(5), None);
         c.observe(10, 50 * S);
         assert_eq!(c.wall_at(1_010), Some(51 * S));
-        assert_eq!(c.due(60_000), None, "no sync yet");
-        c.sent(100);
-        assert_eq!(c.due(60_000), Some(60_100));
-        c.queued = true;
-        assert_eq!(c.due(60_000), None, "one already queued");
     }
 }

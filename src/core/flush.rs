@@ -3,73 +3,61 @@
 //! ([`CloseReason::flush_first`]) keeps its unwritten output for one grace
 //! period: the driver goes on writing it (reporting `ClientWritten`) and
 //! closes the connection once it is written (reporting
-//! `ClientDisconnected`); if the period ends first, [`Action::FlushExpired`]
+//! `ClientDisconnected`); if the period ends first (`Timer::CloseFlush`),
+//! [`Action::FlushExpired`]
 //! tells the driver to drop the connection and what is left.
 
-use super::relay::Relay;
-use super::timer::{Timeout, Timer};
-use super::types::{Action, ClientId, CloseReason};
+use std::collections::BTreeMap;
 
-/// A closed client still being written.
-#[derive(Debug)]
-pub(crate) struct Flush {
-    /// Bytes not yet reported written.
-    pub queued: usize,
-    /// When the driver must give up on it.
-    pub until: u64,
+use super::timer::{Deadlines, Key, Timer};
+use super::types::{ClientId, Millis};
+
+#[cfg(doc)]
+use super::types::{Action, CloseReason};
+
+/// Closed clients whose last output is still being written: the bytes
+/// not yet reported written.
+#[derive(Debug, Default)]
+pub(super) struct Flushes {
+    queued: BTreeMap<ClientId, usize>,
 }
 
-impl Relay {
-    /// `client` was closed with `queued` bytes unwritten: keep them for a
-    /// grace period if `reason` allows it.
-    pub(super) fn start_flush(&mut self, client: ClientId, queued: usize, reason: &CloseReason) {
-        if reason.flush_first() && queued > 0 {
-            let until = self.now + self.cfg.grace;
-            self.flushing.insert(client, Flush { queued, until });
-        }
+impl Flushes {
+    /// `client` was closed with `queued` bytes unwritten, to be written by
+    /// `until`.
+    pub fn start(&mut self, client: ClientId, queued: usize, until: Millis, d: &mut Deadlines) {
+        self.queued.insert(client, queued);
+        d.set(Key::Flush(client), until, Timer::CloseFlush(client));
     }
 
     /// Bytes of a closed client's output were written; all of it ends the
-    /// wait. Returns false if `client` is not being flushed.
-    pub(super) fn flush_written(&mut self, client: ClientId, n: usize) -> bool {
-        let Some(f) = self.flushing.get_mut(&client) else {
+    /// wait. False if `client` is not being flushed.
+    pub fn written(&mut self, client: ClientId, n: usize, d: &mut Deadlines) -> bool {
+        let Some(queued) = self.queued.get_mut(&client) else {
             return false;
         };
-        f.queued = f.queued.saturating_sub(n);
-        if f.queued == 0 {
-            self.flushing.remove(&client);
+        *queued = queued.saturating_sub(n);
+        if *queued == 0 {
+            self.done(client, d);
         }
         true
     }
 
-    /// The connection is gone.
-    pub(super) fn flush_done(&mut self, client: ClientId) {
-        self.flushing.remove(&client);
+    /// The connection is gone, or its time is up.
+    pub fn done(&mut self, client: ClientId, d: &mut Deadlines) {
+        self.queued.remove(&client);
+        d.clear(Key::Flush(client));
     }
 
-    /// Gives up on closed clients whose grace period ended.
-    pub(super) fn expire_flushes(&mut self) {
-        let now = self.now;
-        let expired: Vec<ClientId> = self
-            .flushing
-            .iter()
-            .filter(|(_, f)| f.until <= now)
-            .map(|(&c, _)| c)
-            .collect();
-        for client in expired {
-            self.flushing.remove(&client);
-            self.actions.push_back(Action::FlushExpired { client });
-        }
+    /// Whether `client` is being flushed.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn contains(&self, client: ClientId) -> bool {
+        self.queued.contains_key(&client)
     }
 
-    /// The earliest flush deadline.
-    pub(super) fn flush_timeout(&self) -> Option<Timeout> {
-        self.flushing
-            .iter()
-            .map(|(&client, f)| Timeout {
-                at: f.until,
-                timer: Timer::CloseFlush(client),
-            })
-            .min_by_key(|t| t.at)
+    /// The clients being flushed.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn clients(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.queued.keys().copied()
     }
 }

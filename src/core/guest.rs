@@ -1,265 +1,178 @@
-//! Guest frames: decoded from any chunking, checked, and routed.
-//!
-//! Rule `route_by_id`: a guest frame reaches the client whose range holds its
-//! id, for a correlation that client opened, unchanged. Frames for an id no
-//! slot owns are counted and dropped; frames on the workload-control id are
-//! the relay's own (input credit) and never reach a client.
+//! The guest's input: bytes from any chunking taken apart into frames,
+//! lease records and corrupt stretches, one at a time, for the relay to
+//! route (`relay.rs`).
 //!
 //! Rule `guest_resync`: input that is not a frame (an illegal length, an
 //! undefined flags value, an envelope that does not decode, a bulk header
 //! that does not check) is counted, reported and skipped up to the next
-//! plausible frame start; it never reaches a client. Before ready, and in the
-//! legacy generation, a type the relay does not know counts as not a frame;
-//! in the current generation it is routed like any other. With range leases
-//! a record carrying the lease magic is read as one (`lease.rs`) before any
+//! plausible frame start; it never reaches a client. What is a frame is the
+//! generation's call (`Dialect::peek`): before ready, and in the legacy
+//! generation, a type the relay does not know counts as not a frame; in the
+//! current generation it is routed like any other. With range leases a
+//! record carrying the lease magic is read as one (`lease.rs`) before any
 //! look at it as a frame.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::layout::{Generation, WORKLOAD_CONTROL_ID};
-use super::relay::Relay;
-use super::tap::GuestFrame;
-use super::types::{Action, CloseReason};
+use super::dialect::{Dialect, Peeked};
 use super::violation::GuestCorruption;
 use crate::wire::lease::has_lease_magic;
-use crate::wire::payload::{WorkloadTransportCredit, decode_payload};
-use crate::wire::{
-    EnvelopeError, FLAG_BULK, FLAG_TERMINAL, Frame, MsgType, PREFIX_LEN, ZERO_COPY_MIN,
-    bulk_header, peek_parts, whole_frame_len,
-};
+use crate::wire::{Frame, FrameDecoder, MsgType, ZERO_COPY_MIN, peek_envelope, whole_frame_len};
 
-/// What the first look at a guest frame's body found.
-type Peeked = (Option<MsgType>, u8, Option<Range<usize>>);
+/// A guest frame as the first look found it: its type (`None` for a raw
+/// bulk record or a type the relay does not know), its generation, and where
+/// its payload lies inside the body when the look could borrow it (so the
+/// tap need not look again).
+#[derive(Debug)]
+pub(crate) struct GuestFrame {
+    pub t: Option<MsgType>,
+    pub v: u8,
+    pub payload: Option<Range<usize>>,
+    pub frame: Frame,
+}
 
-impl Relay {
-    pub(super) fn on_guest_bytes(&mut self, bytes: &[u8]) {
-        self.counters.guest_bytes_in += bytes.len() as u64;
-        let mut rest = bytes;
-        self.finish_held_frame(&mut rest);
-        if self.guest.is_idle() {
-            // Frames wholly inside this read are copied once, straight from it
-            // into buffers of their own; only a partial frame at the end (or
-            // anything the checks below must look at) goes into the decoder.
-            while let Some(total) = whole_frame_len(rest)
-                && total < ZERO_COPY_MIN
-            {
-                let Ok((t, v, payload)) = self.peek(&rest[..total]) else {
-                    break; // the decoder path reports it and resynchronises
-                };
-                let frame = Frame::copy_of(&rest[..total]);
-                rest = &rest[total..];
-                self.on_guest_frame(GuestFrame {
-                    t,
-                    v,
-                    payload,
-                    frame,
-                });
-            }
+impl GuestFrame {
+    /// Its payload: borrowed where the first look found it, else decoded.
+    pub fn payload_bytes(&self) -> Option<Cow<'_, [u8]>> {
+        match &self.payload {
+            Some(range) => Some(Cow::Borrowed(&self.frame.body()[range.clone()])),
+            None => peek_envelope(self.frame.body())
+                .ok()
+                .map(|env| Cow::Owned(env.payload.into_owned())),
         }
-        self.guest.extend(rest);
-        loop {
-            let total = match self.guest.peek_frame() {
-                Ok(Some(total)) => total,
-                Ok(None) => break,
-                Err(e) => {
-                    self.guest_corrupt(GuestCorruption::Frame(e));
-                    continue;
-                }
-            };
-            if self.leases.on && has_lease_magic(&self.guest.pending()[..total]) {
-                // Range leases: acknowledgements are read before frames.
-                let record = self.guest.take_frame(total).into_bytes();
-                self.on_lease_record(&record);
-                continue;
-            }
-            let (t, v, payload) = match self.peek(&self.guest.pending()[..total]) {
-                Ok(found) => found,
-                Err(e) => {
-                    self.guest_corrupt(e);
-                    continue;
-                }
-            };
-            let frame = self.guest.take_frame(total);
-            self.on_guest_frame(GuestFrame {
-                t,
-                v,
-                payload,
-                frame,
-            });
+    }
+}
+
+/// The next thing the decoder holds whole, as [`GuestIn::decoded`] found
+/// it. A frame or a record is taken with [`GuestIn::take`].
+#[derive(Debug)]
+pub(super) enum Next {
+    /// A frame of this many bytes, and what the first look found in it.
+    Frame(usize, Peeked),
+    /// A range-lease record of this many bytes (the magic seen).
+    Lease(usize),
+    /// Corrupt input, skipped: what was wrong, and the bytes skipped.
+    Corrupt(GuestCorruption, usize),
+}
+
+/// The guest channel's input side.
+#[derive(Debug)]
+pub(super) struct GuestIn {
+    /// Bytes from the guest not yet taken as frames.
+    decoder: FrameDecoder,
+    /// The channel ended.
+    gone: bool,
+}
+
+/// A read is taken apart in three steps, each judged by the dialect as it
+/// is reached (a frame handled in between may have changed it: the ready
+/// frame): [`GuestIn::held`] completes the frame the decoder holds the start
+/// of, [`GuestIn::direct`] finds the frames wholly inside the read (copied
+/// once, straight from it into buffers of their own), and what is left
+/// goes into the decoder ([`GuestIn::extend`]), whose frames, records and
+/// corrupt stretches [`GuestIn::decoded`] finds. The caller builds each frame
+/// in place (returned through an enum or memory, a frame or its first look
+/// cost a store-forwarding stall per frame).
+impl GuestIn {
+    pub fn new() -> GuestIn {
+        GuestIn {
+            decoder: FrameDecoder::new(),
+            gone: false,
         }
     }
 
     /// A read that completes the small frame the decoder holds part of (the
     /// tail of the last read) hands the decoder only the bytes it misses, so
-    /// the frames after it take the fast path instead of being copied into the
-    /// decoder first. A completed frame that does not pass the first look is
-    /// left in the decoder, and the rest of the read follows it there, as if
-    /// this step did not exist: corruption is judged on the same bytes.
-    fn finish_held_frame(&mut self, rest: &mut &[u8]) {
-        let Some(need) = self.guest.missing().filter(|&n| n > 0 && n <= rest.len()) else {
-            return;
-        };
-        if self.guest.buffered() + need >= ZERO_COPY_MIN {
+    /// the frames after it take the direct path instead of being copied into
+    /// the decoder first: that frame's length and first look, to
+    /// [`GuestIn::take`]. A completed frame that does not pass the first look
+    /// is left in the decoder, and the rest of the read follows it there, as
+    /// if this step did not exist: corruption is judged on the same bytes.
+    pub fn held(&mut self, rest: &mut &[u8], dialect: &Dialect) -> Option<(usize, Peeked)> {
+        let need = self
+            .decoder
+            .missing()
+            .filter(|&n| n > 0 && n <= rest.len())?;
+        if self.decoder.buffered() + need >= ZERO_COPY_MIN {
             // A large frame is split off the decoder's buffer without a copy;
             // the read goes in whole, as before, so the buffer grows once.
-            return;
+            return None;
         }
-        self.guest.extend(&rest[..need]);
+        self.decoder.extend(&rest[..need]);
         *rest = &rest[need..];
-        let Ok(Some(total)) = self.guest.peek_frame() else {
-            return;
+        let Ok(Some(total)) = self.decoder.peek_frame() else {
+            return None;
         };
-        if let Ok((t, v, payload)) = self.peek(&self.guest.pending()[..total]) {
-            let frame = self.guest.take_frame(total);
-            self.on_guest_frame(GuestFrame {
-                t,
-                v,
-                payload,
-                frame,
-            });
-        }
+        let peeked = dialect.peek(&self.decoder.pending()[..total]).ok()?;
+        Some((total, peeked))
     }
 
-    /// A whole guest frame's first look: its type, its generation, where its
-    /// payload lies. What is not a frame in the generation spoken is
-    /// corruption.
-    // Inlined into its two callers: returned through memory, its result
-    // cost a store-forwarding stall per frame (core alone, 64 B frames:
-    // 13.7 -> 15.5 M frames/s inlined).
+    /// The small frame at the front of `rest`, whole, that passes the first
+    /// look, when the decoder holds nothing: its length and first look.
     #[inline(always)]
-    fn peek(&self, frame: &[u8]) -> Result<Peeked, GuestCorruption> {
-        let flags = frame[PREFIX_LEN - 1];
-        let body = &frame[PREFIX_LEN..];
-        let current = matches!(self.generation, Some(Generation::Current { .. }));
-        if current {
-            if flags == FLAG_BULK {
-                bulk_header(body).map_err(GuestCorruption::Bulk)?;
-                return Ok((None, 0, None));
-            }
-            if !crate::wire::flags_defined(flags) {
-                return Err(GuestCorruption::Flags(flags));
-            }
+    pub fn direct(&self, rest: &[u8], dialect: &Dialect) -> Option<(usize, Peeked)> {
+        if !self.decoder.is_idle() {
+            return None;
         }
-        let parts = peek_parts(body).map_err(GuestCorruption::Envelope)?;
-        if parts.t.is_none() && !current {
-            let name = crate::wire::decode_envelope_full(body).err();
-            let e = name.unwrap_or(EnvelopeError::UnknownType(String::new()));
-            return Err(GuestCorruption::Envelope(e));
-        }
-        let payload = match &parts.payload {
-            Cow::Borrowed(p) => payload_range(body, p),
-            Cow::Owned(_) => None,
+        let total = whole_frame_len(rest).filter(|&t| t < ZERO_COPY_MIN)?;
+        // A failed look goes through the decoder, which reports it and
+        // resynchronises.
+        let peeked = dialect.peek(&rest[..total]).ok()?;
+        Some((total, peeked))
+    }
+
+    /// The rest of a read goes into the decoder.
+    pub fn extend(&mut self, rest: &[u8]) {
+        self.decoder.extend(rest);
+    }
+
+    /// The next thing the decoder holds whole.
+    pub fn decoded(&mut self, dialect: &Dialect) -> Option<Next> {
+        let total = match self.decoder.peek_frame() {
+            Ok(Some(total)) => total,
+            Ok(None) => return None,
+            Err(e) => return Some(self.corrupt(GuestCorruption::Frame(e))),
         };
-        Ok((parts.t, parts.v, payload))
-    }
-
-    /// Rule `guest_resync`: corrupt guest input is counted, reported and
-    /// skipped up to the next plausible frame start; it never reaches a client.
-    fn guest_corrupt(&mut self, error: GuestCorruption) {
-        let skipped = self.guest.resync();
-        self.counters.guest_corrupt += 1;
-        self.counters.guest_corrupt_bytes += skipped as u64;
-        self.actions
-            .push_back(Action::GuestCorrupt { error, skipped });
-    }
-
-    fn on_guest_frame(&mut self, f: GuestFrame) {
-        self.counters.guest_frames_in += 1;
-        if self.ready.is_none() {
-            return self.before_ready(f);
+        let whole = &self.decoder.pending()[..total];
+        if dialect.reads_leases() && has_lease_magic(whole) {
+            // Range leases: acknowledgements are read before frames.
+            return Some(Next::Lease(total));
         }
-        let id = f.frame.id();
-        let current = matches!(self.generation, Some(Generation::Current { .. }));
-        if current && id == WORKLOAD_CONTROL_ID {
-            return self.workload_control(&f);
-        }
-        let Some(slot) = self.layout.and_then(|l| l.slot_of(id)) else {
-            if current {
-                self.counters.frames_for_nobody += 1;
-            } else {
-                self.counters.dropped_unowned += 1;
-            }
-            return;
-        };
-        self.route(slot, id, f);
-    }
-
-    /// A guest frame on an id slot `slot` owns.
-    fn route(&mut self, slot: usize, id: u32, f: GuestFrame) {
-        let Some(corr) = self.slots[slot].open.get_mut(&id) else {
-            self.counters.dropped_unowned += 1;
-            return;
-        };
-        self.tap.guest_frame(&mut self.actions, corr, &f);
-        let opened_at = corr.opened_at;
-        if f.frame.flags() & FLAG_TERMINAL != 0 {
-            self.close_correlation(slot, id);
-        }
-        match &self.slots[slot].conn {
-            Some(conn) if conn.handshaken => {
-                self.send_to_client(slot, f.frame.into_bytes(), false);
-            }
-            _ => self.counters.dropped_unowned += 1,
-        }
-        // After the frame is routed: what the guest proves it read may retire
-        // a departed slot and release waiting data.
-        if let Some(seq) = opened_at {
-            self.guest_read(seq);
+        match dialect.peek(whole) {
+            Ok(peeked) => Some(Next::Frame(total, peeked)),
+            Err(e) => Some(self.corrupt(e)),
         }
     }
 
-    /// A frame on the workload-control id: input credit is read, the rest is
-    /// the runtime's business and only counted.
-    fn workload_control(&mut self, f: &GuestFrame) {
-        self.counters.workload_frames += 1;
-        if f.t != Some(MsgType::WorkloadTransportCredit) || f.frame.flags() != 0 {
-            return;
-        }
-        let Some(credit) = &mut self.sched.credit else {
-            return;
-        };
-        let body = f.frame.body();
-        let payload = f.payload.clone().map(|r| &body[r]);
-        let grant = payload.and_then(|p| decode_payload::<WorkloadTransportCredit>(p).ok());
-        match grant {
-            Some(g) if credit.grant(&g) => self.pump_guest(),
-            _ => self.counters.grants_ignored += 1,
-        }
+    /// Takes the frame (or record) of `total` bytes the decoder holds.
+    pub fn take(&mut self, total: usize) -> Frame {
+        self.decoder.take_frame(total)
     }
 
-    pub(super) fn on_guest_closed(&mut self) {
-        if self.guest_gone {
-            return;
-        }
-        if let Err(e) = self.guest.finish() {
-            let skipped = self.guest.buffered();
-            self.counters.guest_corrupt += 1;
-            self.counters.guest_corrupt_bytes += skipped as u64;
-            self.actions.push_back(Action::GuestCorrupt {
-                error: GuestCorruption::Frame(e),
-                skipped,
-            });
-        }
-        self.guest_gone = true;
-        // Rule `exec_log_says_what_ran`: the sessions it ran end here.
-        self.tap_guest_gone();
-        for client in std::mem::take(&mut self.waiting) {
-            self.counters.live_clients -= 1;
-            self.actions.push_back(Action::CloseClient {
-                client,
-                reason: CloseReason::GuestGone,
-            });
-        }
-        for slot in 0..self.slots.len() {
-            self.depart(slot, Some(CloseReason::GuestGone));
-        }
+    /// Skips corrupt input up to the next plausible frame start.
+    fn corrupt(&mut self, error: GuestCorruption) -> Next {
+        let skipped = self.decoder.resync();
+        Next::Corrupt(error, skipped)
     }
-}
 
-/// Where `payload`, a slice borrowed from `body`, lies inside it.
-fn payload_range(body: &[u8], payload: &[u8]) -> Option<Range<usize>> {
-    let start = (payload.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    let end = start.checked_add(payload.len())?;
-    (end <= body.len()).then_some(start..end)
+    /// Whether the channel ended.
+    #[inline]
+    pub fn is_gone(&self) -> bool {
+        self.gone
+    }
+
+    /// The channel ended: what it left unfinished, if anything, as
+    /// corruption (the bytes held).
+    pub fn close(&mut self) -> Option<(GuestCorruption, usize)> {
+        self.gone = true;
+        let e = self.decoder.finish().err()?;
+        Some((GuestCorruption::Frame(e), self.decoder.buffered()))
+    }
+
+    /// Bytes held: a partial frame.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn buffered(&self) -> usize {
+        self.decoder.buffered()
+    }
 }

@@ -6,24 +6,17 @@
 //! from `128*STEP` belong to nobody, and `u32::MAX` is the runtime's
 //! workload-control id. Only these ranges are ever handed out.
 
-use super::slot::IdRange;
-use super::types::CURRENT_SLOTS;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The largest number of slots the current generation has (its canonical
+/// ranges).
+pub const CURRENT_SLOTS: u32 = 128;
 
 /// Ids per slot in the current generation.
 pub const CURRENT_STEP: u32 = u32::MAX / CURRENT_SLOTS;
 
 /// The id of the runtime's workload control (input credit among it).
 pub const WORKLOAD_CONTROL_ID: u32 = u32::MAX;
-
-/// The generation the relay speaks, once known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Generation {
-    /// Generation 1.
-    Legacy,
-    /// The current generation; `v` is the guest's, written into every frame
-    /// the relay builds for it.
-    Current { v: u8 },
-}
 
 /// The slots of a generation and the ids each owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +26,24 @@ pub(crate) enum Layout {
 }
 
 impl Layout {
+    /// The prologue a client of slot `slot` gets before the cached ready
+    /// frame `ready`: its range's start, then (current, or legacy when the
+    /// configured form has `bounds`) its end.
+    pub fn prologue(self, slot: u32, bounds: bool, ready: &[u8]) -> Bytes {
+        let range = self.range(slot);
+        let bounds = match self {
+            Layout::Legacy { .. } => bounds,
+            Layout::Current { .. } => true,
+        };
+        let mut bytes = BytesMut::with_capacity(8 + ready.len());
+        bytes.put_u32(range.start);
+        if bounds {
+            bytes.put_u32(range.end);
+        }
+        bytes.extend_from_slice(ready);
+        bytes.freeze()
+    }
+
     pub fn legacy(max_clients: u32) -> Layout {
         Layout::Legacy {
             slots: max_clients,
@@ -72,6 +83,30 @@ impl Layout {
             }
         };
         (slot < slots).then_some(slot as usize)
+    }
+}
+
+/// The id range a slot owns, end exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    /// First id.
+    pub start: u32,
+    /// One past the last id.
+    pub end: u32,
+}
+
+impl IdRange {
+    /// The range of slot `slot` for `step` ids per slot.
+    pub fn of_slot(slot: u32, step: u32) -> IdRange {
+        IdRange {
+            start: slot * step,
+            end: slot * step + step,
+        }
+    }
+
+    /// Whether `id` lies inside.
+    pub fn contains(&self, id: u32) -> bool {
+        (self.start..self.end).contains(&id)
     }
 }
 

@@ -18,28 +18,29 @@
 //!   executions they held are released. An ack for an incarnation the slot
 //!   does not await is counted and ignored.
 
-use super::relay::Relay;
-use super::scheduler::{Mark, Outbound};
-use super::types::Action;
+use bytes::Bytes;
+
+use super::layout::{IdRange, Layout};
 use super::violation::GuestCorruption;
-use crate::wire::CreditClass;
 use crate::wire::lease::{Incarnation, LeaseEvent, LeaseRecord};
 
-/// The lease state of the relay: whether the guest reads leases, and the
-/// source incarnations are drawn from.
+/// Range leases: the source incarnations are drawn from, and per slot the
+/// live owner's incarnation and the departed owner's awaiting the guest's
+/// acknowledgement.
 #[derive(Debug)]
 pub(crate) struct Leases {
-    /// The guest's ready offered format 1.
-    pub on: bool,
     /// splitmix64 state.
     state: u64,
+    held: Vec<Option<Incarnation>>,
+    awaiting: Vec<Option<Incarnation>>,
 }
 
 impl Leases {
-    pub fn new(seed: u64) -> Leases {
+    pub fn new(seed: u64, slots: usize) -> Leases {
         Leases {
-            on: false,
             state: seed,
+            held: vec![None; slots],
+            awaiting: vec![None; slots],
         }
     }
 
@@ -51,98 +52,80 @@ impl Leases {
         z ^ (z >> 31)
     }
 
-    /// A nonzero incarnation for which `taken` is false.
-    fn draw(&mut self, taken: impl Fn(&Incarnation) -> bool) -> Incarnation {
+    /// A nonzero incarnation no live or awaited owner has.
+    fn draw(&mut self) -> Incarnation {
         loop {
             let mut inc = [0u8; 16];
             inc[..8].copy_from_slice(&self.next_u64().to_be_bytes());
             inc[8..].copy_from_slice(&self.next_u64().to_be_bytes());
-            if inc != [0; 16] && !taken(&inc) {
+            let taken = |v: &[Option<Incarnation>]| v.contains(&Some(inc));
+            if inc != [0; 16] && !taken(&self.held) && !taken(&self.awaiting) {
                 return inc;
             }
         }
     }
-}
 
-impl Relay {
-    /// The client of `slot` is about to get its prologue: with leases, it
-    /// gets an incarnation and its connected record is queued first.
-    pub(super) fn lease_connect(&mut self, slot: usize) {
-        if !self.leases.on {
-            return;
-        }
-        let Some(layout) = self.layout else {
-            return;
-        };
-        let slots = &self.slots;
-        let inc = self.leases.draw(|inc| {
-            slots
-                .iter()
-                .any(|s| s.incarnation.as_ref() == Some(inc) || s.awaiting.as_ref() == Some(inc))
-        });
-        self.slots[slot].incarnation = Some(inc);
-        let range = layout.range(slot as u32);
+    /// The client of `slot`, about to get its prologue, gets an incarnation:
+    /// its connected record (for its range `range`), to queue first.
+    pub fn connect(&mut self, slot: usize, range: IdRange) -> Bytes {
+        let inc = self.draw();
+        self.held[slot] = Some(inc);
         let record = LeaseRecord {
             event: LeaseEvent::Connected,
             id_start: range.start,
             id_end: range.end,
             incarnation: inc,
         };
-        self.counters.leases_granted += 1;
-        let out = Outbound {
-            slot: Some(slot as u32),
-            id: 0,
-            frame: bytes::Bytes::copy_from_slice(&record.encode()),
-            class: CreditClass::Control,
-            charged: true,
-            mark: Mark::Plain,
-        };
-        self.enqueue(out, true);
-        self.pump_guest();
+        Bytes::copy_from_slice(&record.encode())
     }
 
     /// The departing owner's incarnation for its notice; from now on the
     /// slot awaits the guest's acknowledgement of it.
-    pub(super) fn lease_depart(&mut self, slot: usize) -> Option<Incarnation> {
-        let s = &mut self.slots[slot];
-        let inc = s.incarnation.take()?;
-        s.awaiting = Some(inc);
+    pub fn depart(&mut self, slot: usize) -> Option<Incarnation> {
+        let inc = self.held[slot].take()?;
+        self.awaiting[slot] = Some(inc);
         Some(inc)
     }
 
-    /// A lease record from the guest (its bytes, magic seen).
-    pub(super) fn on_lease_record(&mut self, bytes: &[u8]) {
-        let record = match LeaseRecord::decode(bytes) {
-            Ok(r) if r.event == LeaseEvent::DisconnectedAck => r,
-            Ok(_) => return self.lease_corrupt(GuestCorruption::LeaseConnected, bytes.len()),
-            Err(e) => return self.lease_corrupt(GuestCorruption::Lease(e), bytes.len()),
-        };
-        let slot = self
-            .layout
-            .and_then(|l| l.slot_of(record.id_start))
-            .filter(|&s| {
-                let range = self.layout.map(|l| l.range(s as u32));
-                range.is_some_and(|r| (r.start, r.end) == (record.id_start, record.id_end))
-            });
-        match slot {
-            Some(slot) if self.slots[slot].awaiting == Some(record.incarnation) => {
-                self.lease_release(slot)
-            }
-            _ => self.counters.lease_acks_ignored += 1,
+    /// Whether `slot` waits for the guest's acknowledgement.
+    pub fn awaits(&self, slot: usize) -> bool {
+        self.awaiting[slot].is_some()
+    }
+
+    /// The guest acknowledged `inc` on `slot`: true if the slot awaited it
+    /// (it no longer does).
+    pub fn acknowledged(&mut self, slot: usize, inc: Incarnation) -> bool {
+        let hit = self.awaiting[slot] == Some(inc);
+        if hit {
+            self.awaiting[slot] = None;
         }
+        hit
     }
 
-    fn lease_corrupt(&mut self, error: GuestCorruption, skipped: usize) {
-        self.counters.guest_corrupt += 1;
-        self.counters.guest_corrupt_bytes += skipped as u64;
-        self.actions
-            .push_back(Action::GuestCorrupt { error, skipped });
+    /// The incarnations of `slot`: its live owner's and the awaited one.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn of_slot(&self, slot: usize) -> (Option<Incarnation>, Option<Incarnation>) {
+        (self.held[slot], self.awaiting[slot])
     }
+}
 
-    /// The guest let go of the departed owner of `slot`: so does the relay.
-    fn lease_release(&mut self, slot: usize) {
-        self.counters.lease_acks += 1;
-        self.slots[slot].awaiting = None;
-        self.give_up_slot(slot);
-    }
+/// A lease record from the guest (its bytes, magic seen): the slot and
+/// incarnation a disconnect acknowledgement names (no slot if its range is
+/// none of `layout`'s), or why it is corrupt.
+pub(super) fn read_ack(
+    bytes: &[u8],
+    layout: Option<Layout>,
+) -> Result<(Option<usize>, Incarnation), GuestCorruption> {
+    let record = match LeaseRecord::decode(bytes) {
+        Ok(r) if r.event == LeaseEvent::DisconnectedAck => r,
+        Ok(_) => return Err(GuestCorruption::LeaseConnected),
+        Err(e) => return Err(GuestCorruption::Lease(e)),
+    };
+    let slot = layout
+        .and_then(|l| l.slot_of(record.id_start))
+        .filter(|&s| {
+            let range = layout.map(|l| l.range(s as u32));
+            range.is_some_and(|r| (r.start, r.end) == (record.id_start, record.id_end))
+        });
+    Ok((slot, record.incarnation))
 }

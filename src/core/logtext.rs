@@ -213,6 +213,84 @@ pub(crate) fn unfinished_tail(b: &[u8]) -> usize {
     0
 }
 
+/// One of an exec session's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// stdout, or the whole output of a pty session.
+    Stdout,
+    /// stderr.
+    Stderr,
+}
+
+/// Unfinished UTF-8 of each output stream of a session.
+#[derive(Debug, Default)]
+pub(crate) struct Carries {
+    stdout: Utf8Carry,
+    stderr: Utf8Carry,
+}
+
+impl Carries {
+    pub fn of(&mut self, stream: Stream) -> &mut Utf8Carry {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+}
+
+/// Carries the unfinished tail of a UTF-8 stream between frames: at most
+/// three bytes of a character the next frame of the stream completes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Utf8Carry {
+    tail: [u8; 3],
+    len: usize,
+}
+
+impl Utf8Carry {
+    /// Appends `data` (which lies inside `within`, when that is given) after
+    /// the carried tail to `out`, keeping back an unfinished character at
+    /// its end; [`LogText::push`] decides whether the run is copied.
+    pub fn push_into(&mut self, data: &[u8], within: Option<&Bytes>, out: &mut LogText) {
+        let carried = &self.tail[..self.len];
+        if data.len() < 3 && !carried.is_empty() {
+            // The unfinished character may start in the carried bytes.
+            let mut joined = [0u8; 5];
+            let n = carried.len() + data.len();
+            joined[..carried.len()].copy_from_slice(carried);
+            joined[carried.len()..n].copy_from_slice(data);
+            let done = n - unfinished_tail(&joined[..n]);
+            self.save(&joined[done..n]);
+            out.push(&joined[..done], None);
+            return;
+        }
+        out.push(carried, None);
+        let keep = unfinished_tail(data);
+        self.save(&data[data.len() - keep..]);
+        out.push(&data[..data.len() - keep], within);
+    }
+
+    fn save(&mut self, tail: &[u8]) {
+        self.len = tail.len();
+        self.tail[..tail.len()].copy_from_slice(tail);
+    }
+
+    /// Whether an unfinished character waits.
+    pub fn is_carrying(&self) -> bool {
+        self.len > 0
+    }
+
+    /// The stream ended: whatever is carried is not a character (one
+    /// U+FFFD). True if there was something.
+    pub fn finish(&mut self, out: &mut LogText) -> bool {
+        let had = self.len > 0;
+        if had {
+            self.len = 0;
+            out.push_replacement();
+        }
+        had
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +365,55 @@ mod tests {
         assert!(cap(&t) > 300, "grown by doubling");
         t.shrink_to_fit();
         assert_eq!(cap(&t), 300);
+    }
+
+    fn push(c: &mut Utf8Carry, data: &[u8]) -> String {
+        let mut t = LogText::new();
+        c.push_into(data, None, &mut t);
+        t.to_string()
+    }
+
+    fn finish(c: &mut Utf8Carry) -> Option<String> {
+        let mut t = LogText::new();
+        c.finish(&mut t).then(|| t.to_string())
+    }
+
+    #[test]
+    fn core_tap_split_character_emitted_whole() {
+        let euro = "€".as_bytes(); // three bytes
+        for cut in 1..euro.len() {
+            let mut c = Utf8Carry::default();
+            let a = push(&mut c, &[b"a", &euro[..cut]].concat());
+            let b = push(&mut c, &[&euro[cut..], b"b"].concat());
+            assert_eq!((a.as_str(), b.as_str()), ("a", "€b"), "cut {cut}");
+            assert_eq!(finish(&mut c), None);
+        }
+    }
+
+    /// Same text as the standard lossy decode of the whole stream, however
+    /// it is cut.
+    #[test]
+    fn core_tap_matches_lossy_decode_of_whole_stream() {
+        let stream: Vec<u8> = b"ok \xe2\x82\xac \xff\xfe \xf0\x9f\x98\x80 \xe2\x82 x \xc3"
+            .iter()
+            .copied()
+            .cycle()
+            .take(200)
+            .collect();
+        let whole = String::from_utf8_lossy(&stream);
+        for step in 1..9 {
+            let mut c = Utf8Carry::default();
+            let mut got: String = stream.chunks(step).map(|ch| push(&mut c, ch)).collect();
+            got.extend(finish(&mut c));
+            assert_eq!(got, whole, "chunks of {step}");
+        }
+    }
+
+    #[test]
+    fn core_tap_invalid_bytes_become_replacement() {
+        let mut c = Utf8Carry::default();
+        assert_eq!(push(&mut c, b"x\xffy"), "x\u{fffd}y");
+        assert_eq!(push(&mut c, b"\xe2\x82"), "");
+        assert_eq!(finish(&mut c).as_deref(), Some("\u{fffd}"));
     }
 }

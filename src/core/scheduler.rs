@@ -6,7 +6,7 @@
 //!   (the relay pauses it; it resumes at half the bound).
 //! - `control_overtakes_data`: frames in the control queue go out before any
 //!   slot's queued frames. Which frames go there is the caller's call (the
-//!   generation decides: see `Relay::enqueue`), but a frame that must stay
+//!   generation decides: see `Dialect::goes_first`), but a frame that must stay
 //!   behind data of its own id is only ever put behind it.
 //! - `round_robin`: a slot's queued frames leave one per slot in turn, so no
 //!   client waits behind more than one frame of each other client.
@@ -23,6 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 
 use super::credit::Credit;
+use super::types::{Counters, Millis};
 use crate::wire::CreditClass;
 
 /// What to do when a frame is handed to the guest.
@@ -50,6 +51,33 @@ pub(crate) struct Outbound {
     /// Whether it counts against input credit (not before ready).
     pub charged: bool,
     pub mark: Mark,
+}
+
+impl Outbound {
+    /// A frame of the relay's own on id 0, on no slot's account, charged to
+    /// credit if `charged`.
+    pub fn relay(frame: Bytes, charged: bool, mark: Mark) -> Outbound {
+        Outbound {
+            slot: None,
+            id: 0,
+            frame,
+            class: CreditClass::Control,
+            charged,
+            mark,
+        }
+    }
+
+    /// A frame on `id` counted against `slot`, charged to credit.
+    pub fn of_slot(slot: usize, id: u32, frame: Bytes, class: CreditClass, mark: Mark) -> Outbound {
+        Outbound {
+            slot: Some(slot as u32),
+            id,
+            frame,
+            class,
+            charged: true,
+            mark,
+        }
+    }
 }
 
 /// One slot's share of the queue.
@@ -131,10 +159,12 @@ pub(crate) struct Scheduler {
     /// Bytes handed to the guest port and not yet reported written.
     inflight: usize,
     window: usize,
-    /// Frames handed over so far (the next one's hand-off number).
-    pub handed: u64,
-    /// Input credit, when the guest's contract has it.
-    pub credit: Option<Credit>,
+    /// Frames handed over so far (the last one's hand-off number).
+    handed: u64,
+    /// Bytes of slots' frames queued, in all.
+    total: usize,
+    /// Since when frames wait for credit, per class (control, data).
+    blocked_since: [Option<Millis>; 2],
 }
 
 impl Scheduler {
@@ -149,7 +179,8 @@ impl Scheduler {
             inflight: 0,
             window,
             handed: 0,
-            credit: None,
+            total: 0,
+            blocked_since: [None; 2],
         }
     }
 
@@ -158,6 +189,16 @@ impl Scheduler {
         self.per_slot.resize_with(slots, SlotQueue::default);
         self.occupied.resize(slots);
         self.cursor = 0;
+    }
+
+    /// Bytes of slots' frames waiting here, in all.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// The hand-off number of the last frame handed over.
+    pub fn handed(&self) -> u64 {
+        self.handed
     }
 
     /// Bytes of `slot`'s frames waiting here.
@@ -191,6 +232,7 @@ impl Scheduler {
         };
         let q = &mut self.per_slot[slot as usize];
         q.queued_bytes += out.frame.len();
+        self.total += out.frame.len();
         if control {
             self.control.push_back(out);
         } else {
@@ -210,6 +252,7 @@ impl Scheduler {
         let bytes: usize = q.frames.drain(..).map(|o| o.frame.len()).sum();
         q.per_id.clear();
         q.queued_bytes -= bytes;
+        self.total -= bytes;
         q.data = 0;
         self.occupied.set(slot, false);
         (frames, bytes)
@@ -220,26 +263,30 @@ impl Scheduler {
         self.inflight = self.inflight.saturating_sub(n);
     }
 
-    /// The next frame to hand to the guest, or why there is none. The frame
-    /// counts as in flight (and against its credit) from now on.
-    pub fn next(&mut self) -> Result<Outbound, Stop> {
+    /// The next frame to hand to the guest, with input `credit` if the
+    /// guest grants it, or why there is none. The frame counts as in flight
+    /// (and against its credit) from now on.
+    pub fn next(&mut self, mut credit: Option<&mut Credit>) -> Result<Outbound, Stop> {
         if self.inflight >= self.window {
             return Err(Stop::Window);
         }
         let out = match self.control.front() {
-            Some(head) if !self.admits(head) => return Err(Stop::Credit(head.class)),
+            Some(head) if !self.admits(head, credit.as_deref()) => {
+                return Err(Stop::Credit(head.class));
+            }
             Some(_) => self.control.pop_front(),
             None => None,
         };
         let out = match out {
             Some(out) => out,
-            None => self.next_queued()?,
+            None => self.next_queued(credit.as_deref())?,
         };
         if let Some(slot) = out.slot {
             self.per_slot[slot as usize].queued_bytes -= out.frame.len();
+            self.total -= out.frame.len();
         }
         if out.charged
-            && let Some(credit) = &mut self.credit
+            && let Some(credit) = &mut credit
         {
             credit.charge(out.class, out.frame.len(), out.slot);
         }
@@ -248,9 +295,9 @@ impl Scheduler {
         Ok(out)
     }
 
-    /// Whether credit (and the fair share) lets `out` go now.
-    fn admits(&self, out: &Outbound) -> bool {
-        let Some(credit) = self.credit.as_ref().filter(|_| out.charged) else {
+    /// Whether `credit` (and the fair share) lets `out` go now.
+    fn admits(&self, out: &Outbound, credit: Option<&Credit>) -> bool {
+        let Some(credit) = credit.filter(|_| out.charged) else {
             return true;
         };
         let len = out.frame.len();
@@ -270,14 +317,14 @@ impl Scheduler {
 
     /// One slot's head, the slots taken in turn; a head that may not go yet
     /// leaves its slot's turn to the next.
-    fn next_queued(&mut self) -> Result<Outbound, Stop> {
+    fn next_queued(&mut self, credit: Option<&Credit>) -> Result<Outbound, Stop> {
         let n = self.per_slot.len();
         let mut blocked = None;
         let pick = self.occupied.from(self.cursor, n).find(|&i| {
             let Some(head) = self.per_slot[i].frames.front() else {
                 return false;
             };
-            let ok = self.admits(head);
+            let ok = self.admits(head, credit);
             if !ok {
                 blocked.get_or_insert(head.class);
             }
@@ -300,6 +347,33 @@ impl Scheduler {
             }
         }
         Ok(out)
+    }
+
+    /// Tracks how long frames wait for credit, per class, as of `now`, when
+    /// `stop` says why nothing more goes.
+    pub fn note_wait(&mut self, stop: Stop, now: Millis, c: &mut Counters) {
+        let waiting = match stop {
+            Stop::Credit(class) => Some(class),
+            _ => None,
+        };
+        for (i, class) in [CreditClass::Control, CreditClass::Data]
+            .into_iter()
+            .enumerate()
+        {
+            let blocked = waiting == Some(class);
+            match (blocked, self.blocked_since[i]) {
+                (true, None) => self.blocked_since[i] = Some(now),
+                (false, Some(since)) => {
+                    let ms = now - since;
+                    match class {
+                        CreditClass::Control => c.credit_blocked_control_ms += ms,
+                        CreditClass::Data => c.credit_blocked_data_ms += ms,
+                    }
+                    self.blocked_since[i] = None;
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Asserts the scheduler's own bookkeeping (see `Relay::check`) and
@@ -335,9 +409,8 @@ impl Scheduler {
             assert_eq!(marked, !q.frames.is_empty(), "slot {slot} occupancy");
         }
         assert!(self.cursor < self.per_slot.len().max(1), "cursor in range");
-        if let Some(credit) = &self.credit {
-            credit.check();
-        }
-        bytes.iter().sum()
+        let sum = bytes.iter().sum();
+        assert_eq!(self.total, sum, "bytes queued in all");
+        sum
     }
 }

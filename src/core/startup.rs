@@ -1,4 +1,8 @@
-//! Rule `init_before_ready` and the choice of generation.
+//! Start-up: the wait for the guest's `core.ready`, the cached ready frame,
+//! the slots' layout, and whether the sandbox failed to start.
+//!
+//! Rule `init_before_ready` (the choice of generation at ready is the
+//! dialect's: `dialect.rs`).
 //!
 //! Before `core.ready`, in any configuration: `core.init.resolved` of a
 //! generation-2-or-later guest is answered with `core.init.ack {}`, and a
@@ -9,169 +13,118 @@
 //! These acks are not charged to input credit (credit starts at ready). Every
 //! other frame before ready is counted and dropped.
 //!
-//! At `core.ready` the generation is fixed: configured, or taken from the
-//! ready's `v` (1 legacy, 2 and above current). A guest of the other
-//! generation than configured, a credit contract other than 2, or an unusable
-//! execution policy is a start-up failure. The ready frame is cached whole
-//! and served unchanged; clients that waited get their slots, in arrival
-//! order, and their handshakes.
+//! At `core.ready` the ready frame is cached whole and served unchanged;
+//! clients that waited get their slots, in arrival order, and their
+//! handshakes. A configured generation fixes the slots from the start;
+//! `Protocol::Auto` fixes them at ready.
 
 use bytes::Bytes;
 
-use super::credit::{BARRIER_VERSION, Credit};
-use super::layout::{Generation, Layout};
-use super::relay::Relay;
-use super::scheduler::{Mark, Outbound};
-use super::tap::GuestFrame;
-use super::types::{Action, Protocol, StartupFailure};
+use super::guest::GuestFrame;
+use super::layout::Layout;
 use crate::wire::payload::{
-    CoreError, INITIALIZATION_FAILED, InitAck, ReadyFacts, build_frame_v, decode_payload,
+    CoreError, INITIALIZATION_FAILED, InitAck, build_frame_v, decode_payload,
 };
-use crate::wire::{CreditClass, FLAG_TERMINAL, MsgType, peek_envelope};
+use crate::wire::{FLAG_TERMINAL, MsgType, peek_envelope};
 
-impl Relay {
-    /// A guest frame before ready.
-    pub(super) fn before_ready(&mut self, f: GuestFrame) {
-        // A generation-1 guest has no init exchange and could not read the
-        // ack: only a newer guest's init frames are answered.
-        match f.t {
-            Some(MsgType::Ready) => return self.on_ready(&f),
-            Some(MsgType::InitResolved) if f.v >= 2 => self.init_ack(f.v, false),
-            Some(MsgType::CoreError) if f.frame.id() == 0 && f.v >= 2 => {
-                let flags = f.frame.flags();
-                let err = peek_envelope(f.frame.body())
-                    .ok()
-                    .and_then(|env| decode_payload::<CoreError>(&env.payload).ok());
-                if let Some(err) = err.filter(|e| e.kind == INITIALIZATION_FAILED)
-                    && flags == FLAG_TERMINAL
-                {
-                    self.counters.init_failures += 1;
-                    self.init_ack(f.v, true);
-                    let why = StartupFailure::GuestInit {
-                        message: err.message,
-                    };
-                    self.startup_failed(why);
-                    return;
-                }
-            }
-            _ => {}
-        }
-        self.counters.guest_frames_before_ready += 1;
-    }
+/// The start-up state.
+#[derive(Debug)]
+pub(super) struct Startup {
+    /// The guest's `core.ready` frame, whole, once it arrived.
+    ready: Option<Bytes>,
+    /// The slots' ranges, once the generation is known.
+    layout: Option<Layout>,
+    /// The sandbox could not start; nothing more is accepted.
+    failed: bool,
+}
 
-    /// Answers the guest's init frame, uncharged, in its own generation.
-    fn init_ack(&mut self, v: u8, failure: bool) {
-        self.counters.init_acks += 1;
-        let frame = build_frame_v(v, MsgType::InitAck, 0, &InitAck { failure });
-        let out = Outbound {
-            slot: None,
-            id: 0,
-            frame: frame.into_bytes(),
-            class: CreditClass::Control,
-            charged: false,
-            mark: Mark::Plain,
-        };
-        self.enqueue(out, true);
-        self.pump_guest();
-    }
-
-    fn on_ready(&mut self, f: &GuestFrame) {
-        if self.failed {
-            return;
-        }
-        let generation = if f.v >= 2 {
-            Generation::Current { v: f.v }
-        } else {
-            Generation::Legacy
-        };
-        let configured = self.cfg.protocol;
-        let mismatch = matches!(
-            (configured, generation),
-            (Protocol::Legacy, Generation::Current { .. })
-                | (Protocol::Current, Generation::Legacy)
-        );
-        if mismatch {
-            let why = StartupFailure::GenerationMismatch {
-                configured,
-                guest: f.v,
-            };
-            return self.startup_failed(why);
-        }
-        if let Generation::Current { .. } = generation
-            && let Err(why) = self.current_facts(f)
-        {
-            return self.startup_failed(why);
-        }
-        self.generation = Some(generation);
-        self.counters.generation = match generation {
-            Generation::Legacy => 1,
-            Generation::Current { v } => u64::from(v),
-        };
-        self.ready = Some(f.frame.clone().into_bytes());
-        self.actions.push_back(Action::Ready);
-        self.tap.sandbox_started(&mut self.actions);
-        self.seat_waiting(generation);
-        for slot in 0..self.slots.len() {
-            if self.slots[slot]
-                .conn
-                .as_ref()
-                .is_some_and(|c| !c.handshaken)
-            {
-                self.handshake(slot);
-            }
-        }
-        if let Generation::Current { .. } = generation {
-            self.clock_at_ready();
+impl Startup {
+    /// Waiting for ready, with the slots' `layout` if the configuration
+    /// fixes the generation.
+    pub fn new(layout: Option<Layout>) -> Startup {
+        Startup {
+            ready: None,
+            layout,
+            failed: false,
         }
     }
 
-    /// What a current ready says: the credit contract and the execution
-    /// policy.
-    fn current_facts(&mut self, f: &GuestFrame) -> Result<(), StartupFailure> {
-        let facts = peek_envelope(f.frame.body())
-            .ok()
-            .and_then(|env| decode_payload::<ReadyFacts>(&env.payload).ok())
-            .unwrap_or_default();
-        match facts.workload_transport_barrier_version {
-            None => {}
-            Some(BARRIER_VERSION) => {
-                let slots = Layout::current(self.cfg.current_clients).slots();
-                self.sched.credit = Some(Credit::new(slots as usize));
-            }
-            Some(version) => return Err(StartupFailure::UnsupportedBarrier { version }),
-        }
-        self.leases.on = facts.relay_lease.is_some_and(|l| l.max_format >= 1);
-        if let Some(limits) = facts.exec_limits {
-            limits
-                .validate()
-                .map_err(|why| StartupFailure::BadExecLimits { why })?;
-            self.exec_limits = Some(limits);
-        }
-        Ok(())
+    #[inline]
+    pub fn layout(&self) -> Option<Layout> {
+        self.layout
     }
 
-    /// The generation is known: clients that waited take slots in arrival
-    /// order (the excess is refused).
-    fn seat_waiting(&mut self, generation: Generation) {
-        if self.layout.is_none() {
-            let layout = match generation {
-                Generation::Legacy => Layout::legacy(self.cfg.max_clients),
-                Generation::Current { .. } => Layout::current(self.cfg.current_clients),
-            };
-            let slots = layout.slots() as usize;
-            self.layout = Some(layout);
-            self.slots.resize_with(slots, Default::default);
-            self.sched.set_slots(slots);
-        }
-        for client in std::mem::take(&mut self.waiting) {
-            self.seat(client);
-        }
+    /// The generation fixed the slots.
+    pub fn set_layout(&mut self, layout: Layout) {
+        self.layout = Some(layout);
     }
 
-    /// The cached ready frame (for tests and the shell's diagnostics).
-    pub fn ready_frame(&self) -> Option<&Bytes> {
+    /// Slots known now.
+    pub fn slots(&self) -> usize {
+        self.layout.map_or(0, |l| l.slots() as usize)
+    }
+
+    /// The cached ready frame.
+    pub fn ready(&self) -> Option<&Bytes> {
         self.ready.as_ref()
     }
+
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        self.ready.is_some()
+    }
+
+    /// The guest is ready: its frame, cached.
+    pub fn set_ready(&mut self, frame: Bytes) {
+        self.ready = Some(frame);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The sandbox cannot start: false if that was known already.
+    pub fn fail(&mut self) -> bool {
+        !std::mem::replace(&mut self.failed, true)
+    }
+}
+
+/// What a guest frame before ready is.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum BeforeReady {
+    /// `core.ready`.
+    Ready,
+    /// A generation-2-or-later guest's `core.init.resolved`: acked, then
+    /// dropped like the rest.
+    InitResolved,
+    /// A generation-2-or-later guest's initialization failure, in its words.
+    InitFailed(String),
+    /// Anything else: counted and dropped.
+    Other,
+}
+
+/// What `f`, before ready, is. A generation-1 guest has no init exchange and
+/// could not read the ack: only a newer guest's init frames are answered.
+pub(super) fn before_ready(f: &GuestFrame) -> BeforeReady {
+    match f.t {
+        Some(MsgType::Ready) => BeforeReady::Ready,
+        Some(MsgType::InitResolved) if f.v >= 2 => BeforeReady::InitResolved,
+        Some(MsgType::CoreError) if f.frame.id() == 0 && f.v >= 2 => {
+            let err = peek_envelope(f.frame.body())
+                .ok()
+                .and_then(|env| decode_payload::<CoreError>(&env.payload).ok());
+            match err.filter(|e| e.kind == INITIALIZATION_FAILED) {
+                Some(e) if f.frame.flags() == FLAG_TERMINAL => BeforeReady::InitFailed(e.message),
+                _ => BeforeReady::Other,
+            }
+        }
+        _ => BeforeReady::Other,
+    }
+}
+
+/// The answer to the guest's init frame, in its own generation `v`.
+pub(super) fn init_ack(v: u8, failure: bool) -> Bytes {
+    build_frame_v(v, MsgType::InitAck, 0, &InitAck { failure }).into_bytes()
 }
 
 #[cfg(test)]

@@ -14,21 +14,21 @@
 //! start is matched by an end.
 //!
 //! [`Event::GuestClosed`]: super::Event::GuestClosed
+//! [`Relay::stopping`]: super::Relay::stopping
 //!
 //! The tap never changes what is routed.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::logtext::{LogText, unfinished_tail};
-use super::relay::Relay;
-use super::slot::{CorrKind, Correlation, Stream};
+use super::guest::GuestFrame;
+use super::logtext::{LogText, Stream};
+use super::sessions::{CorrKind, Correlation};
 use super::types::{Action, LogRecord, LogSource};
 use crate::wire::payload::{ExecExited, ExecFailed, ExecRequest, decode_payload, peek_data};
-use crate::wire::{FLAG_TERMINAL, Frame, MsgType, peek_envelope};
+use crate::wire::{FLAG_TERMINAL, MsgType, peek_envelope};
 
 /// The exec.log marker written when the guest becomes ready.
 pub const SANDBOX_STARTED: &str = "--- sandbox started ---";
@@ -38,29 +38,6 @@ pub const ENDED_GUEST_GONE: &str = "exec ended: the guest went away before it ex
 
 /// The end record of a session still open when the relay stopped.
 pub const ENDED_RELAY_STOPPED: &str = "exec ended: the relay stopped before it exited";
-
-/// A guest frame as the core's first look found it: its type (`None` for a
-/// raw bulk record or a type the relay does not know), and where its payload
-/// lies inside the body when the peek could borrow it (so the tap need not
-/// peek again).
-#[derive(Debug)]
-pub(crate) struct GuestFrame {
-    pub t: Option<MsgType>,
-    pub v: u8,
-    pub payload: Option<Range<usize>>,
-    pub frame: Frame,
-}
-
-impl GuestFrame {
-    fn payload_bytes(&self) -> Option<Cow<'_, [u8]>> {
-        match &self.payload {
-            Some(range) => Some(Cow::Borrowed(&self.frame.body()[range.clone()])),
-            None => peek_envelope(self.frame.body())
-                .ok()
-                .map(|env| Cow::Owned(env.payload.into_owned())),
-        }
-    }
-}
 
 /// The tap: on or off, and the record being built during one event.
 #[derive(Debug)]
@@ -135,18 +112,25 @@ impl Tap {
     /// A guest frame of `corr`: its output becomes record text (whole
     /// characters only); its terminal frame flushes unfinished characters and
     /// says how the session ended.
+    #[inline]
     pub fn guest_frame(
         &mut self,
         actions: &mut VecDeque<Action>,
         corr: &mut Correlation,
         f: &GuestFrame,
     ) {
-        let CorrKind::Exec { tty } = corr.kind else {
-            return;
-        };
-        if !self.on {
-            return;
+        if let (CorrKind::Exec { tty }, true) = (corr.kind, self.on) {
+            self.exec_frame(actions, corr, tty, f);
         }
+    }
+
+    fn exec_frame(
+        &mut self,
+        actions: &mut VecDeque<Action>,
+        corr: &mut Correlation,
+        tty: bool,
+        f: &GuestFrame,
+    ) {
         let number = corr.number;
         let source = |stream| match (tty, stream) {
             (true, _) => LogSource::Output,
@@ -183,6 +167,46 @@ impl Tap {
         }
     }
 
+    /// Every exec session still `open` and not killed gets its end record,
+    /// `why`, in session order, its unfinished characters flushed as U+FFFD
+    /// first: the guest went away (the departures that follow kill nothing
+    /// that could still answer, so they log nothing) or the relay is
+    /// stopping. A second call logs nothing.
+    pub fn end_open<'a>(
+        &mut self,
+        actions: &mut VecDeque<Action>,
+        open: impl Iterator<Item = &'a mut Correlation>,
+        why: &str,
+    ) {
+        if self.ended_all {
+            return;
+        }
+        self.ended_all = true;
+        if !self.on {
+            return;
+        }
+        let mut open: Vec<(u64, &mut Correlation)> = open.map(|c| (c.number, c)).collect();
+        open.sort_by_key(|(number, _)| *number);
+        for (number, corr) in open {
+            let tty = matches!(corr.kind, CorrKind::Exec { tty: true });
+            let stdout = if tty {
+                LogSource::Output
+            } else {
+                LogSource::Stdout
+            };
+            for (stream, source) in [
+                (Stream::Stdout, stdout),
+                (Stream::Stderr, LogSource::Stderr),
+            ] {
+                if corr.carries.of(stream).is_carrying() {
+                    let text = self.record_text(actions, number, source);
+                    corr.carries.of(stream).finish(text);
+                }
+            }
+            self.system(actions, Some(number), why.to_owned());
+        }
+    }
+
     /// The event is over: the record being built is queued.
     pub fn flush(&mut self, actions: &mut VecDeque<Action>) {
         if let Some(record) = self.pending.take() {
@@ -210,65 +234,6 @@ impl Tap {
             text: LogText::new(),
         });
         &mut record.text
-    }
-}
-
-impl Relay {
-    /// The guest went away: every exec session still open and not killed
-    /// gets its end record now, in session order, its unfinished characters
-    /// flushed as U+FFFD first (the departures that follow kill nothing that
-    /// could still answer, so they log nothing).
-    pub(super) fn tap_guest_gone(&mut self) {
-        self.tap_end_open(ENDED_GUEST_GONE);
-    }
-
-    /// The embedder is stopping the relay (the shell calls this before it
-    /// closes its connections and exec.log): every exec session still open
-    /// and not killed gets its end record, `exec ended: the relay stopped
-    /// before it exited`, as `Log` actions to perform before closing
-    /// exec.log. Nothing else changes; a second call logs nothing.
-    pub fn stopping(&mut self) {
-        self.tap_end_open(ENDED_RELAY_STOPPED);
-        self.tap.flush(&mut self.actions);
-    }
-
-    fn tap_end_open(&mut self, why: &str) {
-        if self.tap.ended_all {
-            return;
-        }
-        self.tap.ended_all = true;
-        if !self.tap.on {
-            return;
-        }
-        let mut open: Vec<(u64, &mut Correlation)> = self
-            .slots
-            .iter_mut()
-            .flat_map(|s| s.open.values_mut())
-            .filter(|c| c.kind.is_exec() && !c.killed)
-            .map(|c| (c.number, c))
-            .collect();
-        open.sort_by_key(|(number, _)| *number);
-        for (number, corr) in open {
-            let tty = matches!(corr.kind, CorrKind::Exec { tty: true });
-            for (stream, source) in [
-                (
-                    Stream::Stdout,
-                    if tty {
-                        LogSource::Output
-                    } else {
-                        LogSource::Stdout
-                    },
-                ),
-                (Stream::Stderr, LogSource::Stderr),
-            ] {
-                if corr.carries.of(stream).is_carrying() {
-                    let text = self.tap.record_text(&mut self.actions, number, source);
-                    corr.carries.of(stream).finish(text);
-                }
-            }
-            self.tap
-                .system(&mut self.actions, Some(number), why.to_owned());
-        }
     }
 }
 
@@ -335,112 +300,4 @@ fn output_data(f: &GuestFrame) -> Option<Output<'_>> {
 enum Output<'a> {
     InFrame(&'a [u8]),
     Decoded(Bytes),
-}
-
-/// Carries the unfinished tail of a UTF-8 stream between frames: at most
-/// three bytes of a character the next frame of the stream completes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Utf8Carry {
-    tail: [u8; 3],
-    len: usize,
-}
-
-impl Utf8Carry {
-    /// Appends `data` (which lies inside `within`, when that is given) after
-    /// the carried tail to `out`, keeping back an unfinished character at
-    /// its end; [`LogText::push`] decides whether the run is copied.
-    pub fn push_into(&mut self, data: &[u8], within: Option<&Bytes>, out: &mut LogText) {
-        let carried = &self.tail[..self.len];
-        if data.len() < 3 && !carried.is_empty() {
-            // The unfinished character may start in the carried bytes.
-            let mut joined = [0u8; 5];
-            let n = carried.len() + data.len();
-            joined[..carried.len()].copy_from_slice(carried);
-            joined[carried.len()..n].copy_from_slice(data);
-            let done = n - unfinished_tail(&joined[..n]);
-            self.save(&joined[done..n]);
-            out.push(&joined[..done], None);
-            return;
-        }
-        out.push(carried, None);
-        let keep = unfinished_tail(data);
-        self.save(&data[data.len() - keep..]);
-        out.push(&data[..data.len() - keep], within);
-    }
-
-    fn save(&mut self, tail: &[u8]) {
-        self.len = tail.len();
-        self.tail[..tail.len()].copy_from_slice(tail);
-    }
-
-    /// Whether an unfinished character waits.
-    pub fn is_carrying(&self) -> bool {
-        self.len > 0
-    }
-
-    /// The stream ended: whatever is carried is not a character (one
-    /// U+FFFD). True if there was something.
-    pub fn finish(&mut self, out: &mut LogText) -> bool {
-        let had = self.len > 0;
-        if had {
-            self.len = 0;
-            out.push_replacement();
-        }
-        had
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn push(c: &mut Utf8Carry, data: &[u8]) -> String {
-        let mut t = LogText::new();
-        c.push_into(data, None, &mut t);
-        t.to_string()
-    }
-
-    fn finish(c: &mut Utf8Carry) -> Option<String> {
-        let mut t = LogText::new();
-        c.finish(&mut t).then(|| t.to_string())
-    }
-
-    #[test]
-    fn core_tap_split_character_emitted_whole() {
-        let euro = "€".as_bytes(); // three bytes
-        for cut in 1..euro.len() {
-            let mut c = Utf8Carry::default();
-            let a = push(&mut c, &[b"a", &euro[..cut]].concat());
-            let b = push(&mut c, &[&euro[cut..], b"b"].concat());
-            assert_eq!((a.as_str(), b.as_str()), ("a", "€b"), "cut {cut}");
-            assert_eq!(finish(&mut c), None);
-        }
-    }
-
-    /// Same text as the standard lossy decode of the whole stream, however
-    /// it is cut.
-    #[test]
-    fn core_tap_matches_lossy_decode_of_whole_stream() {
-        let stream: Vec<u8> = b"ok \xe2\x82\xac \xff\xfe \xf0\x9f\x98\x80 \xe2\x82 x \xc3"
-            .iter()
-            .copied()
-            .cycle()
-            .take(200)
-            .collect();
-        let whole = String::from_utf8_lossy(&stream);
-        for step in 1..9 {
-            let mut c = Utf8Carry::default();
-            let mut got: String = stream.chunks(step).map(|ch| push(&mut c, ch)).collect();
-            got.extend(finish(&mut c));
-            assert_eq!(got, whole, "chunks of {step}");
-        }
-    }
-
-    #[test]
-    fn core_tap_invalid_bytes_become_replacement() {
-        let mut c = Utf8Carry::default();
-        assert_eq!(push(&mut c, b"x\xffy"), "x\u{fffd}y");
-        assert_eq!(push(&mut c, b"\xe2\x82"), "");
-        assert_eq!(finish(&mut c).as_deref(), Some("\u{fffd}"));
-    }
 }

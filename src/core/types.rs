@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::layout::CURRENT_SLOTS;
 use super::logtext::LogText;
 use super::violation::{GuestCorruption, Violation};
 
@@ -54,10 +55,6 @@ impl std::fmt::Display for Protocol {
         })
     }
 }
-
-/// The largest number of slots the current generation has (its canonical
-/// ranges).
-pub const CURRENT_SLOTS: u32 = 128;
 
 /// Limits and choices. [`Config::default`] detects the generation from the
 /// guest; in the legacy generation it matches the 0.4.4 SDK (16 slots, the

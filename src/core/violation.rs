@@ -8,7 +8,7 @@
 use crate::wire::lease::LeaseError;
 use crate::wire::{BulkError, EnvelopeError, FrameError, MsgType};
 
-use super::slot::IdRange;
+use super::layout::IdRange;
 
 /// The oldest envelope generation a current guest takes from a client: the
 /// first that agentd answers with `core.error` when it cannot read a

@@ -167,17 +167,11 @@ const WRITE_QUEUE: usize = 256;
 /// Largest exec-control frame agentd takes (`MAX_EXEC_CONTROL_BYTES`).
 const MAX_EXEC_CONTROL_BYTES: usize = 4096;
 
-/// The protocol generation the demo agent speaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Generation {
-    /// Generation 1, as microsandbox 0.4.4's agent.
-    #[default]
-    Legacy,
-    /// Generation 10, as microsandbox 0.7.x's agentd: init exchange, input
-    /// credit, exec limits and output windows, range leases, ping, the
-    /// disconnect notice, clock sync.
-    Current,
-}
+/// The protocol generation the demo agent speaks (the core's): legacy, as
+/// microsandbox 0.4.4's agent, or current, generation 10 as microsandbox
+/// 0.7.x's agentd (init exchange, input credit, exec limits and output
+/// windows, range leases, ping, the disconnect notice, clock sync).
+pub use crate::core::Generation;
 
 /// Something the demo agent did, reported to an optional observer (the
 /// `demo` command prints these; the protocol never carries them).

@@ -1,7 +1,7 @@
 //! The reference model's view of the current generation (0.7.x, agent
 //! protocol 10), written from `shared/PROTOCOL-CURRENT.md`, `ref/FACTS.md` and
 //! the rules the core's files document (`credit.rs`, `scheduler.rs`,
-//! `quarantine.rs`, `clock.rs`), never from their code: the canonical
+//! `sessions.rs`, `clock.rs`), never from their code: the canonical
 //! layout, the control queue toward the guest (the relay's kills, notices and
 //! clock syncs among the clients' control frames, first come first served),
 //! input credit with the fair-share estimate, the disconnect notices the

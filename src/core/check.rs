@@ -6,8 +6,6 @@
 //!
 //! [`Relay::handle`]: super::Relay::handle
 
-use std::collections::BTreeSet;
-
 use super::clients::{Clients, Conn};
 use super::dialect::Dialect;
 use super::flush::Flushes;
@@ -96,7 +94,7 @@ fn slots(r: &View<'_>) -> Sums {
         live: r.clients.map_sizes().1 as u64,
         ..Sums::default()
     };
-    let mut incarnations = r.dialect.leases().map(|_| BTreeSet::new());
+    let mut incarnations = r.dialect.leases().map(|_| Vec::new());
     for i in 0..r.clients.slots() {
         let mut open = 0;
         for corr in r.sessions.of_slot(i) {
@@ -115,6 +113,16 @@ fn slots(r: &View<'_>) -> Sums {
         }
         if let (Some(leases), Some(seen)) = (r.dialect.leases(), &mut incarnations) {
             lease(r, i, leases.of_slot(i), conn.is_some(), seen);
+        }
+    }
+    if let Some(mut seen) = incarnations {
+        seen.sort_unstable();
+        for pair in seen.windows(2) {
+            assert_ne!(
+                pair[0].0, pair[1].0,
+                "slots {} and {}: an incarnation twice",
+                pair[0].1, pair[1].1
+            );
         }
     }
     sums
@@ -157,13 +165,13 @@ fn check_conn(r: &View<'_>, i: usize, conn: &Conn, sums: &mut Sums) {
 
 /// Incarnations of slot `i` (`held` by its live owner, `awaiting` a
 /// departed one's ack): held by live owners only, awaited by departed ones
-/// only, never zero, never two alike (`seen` so far).
+/// only, never zero; gathered in `seen` (with the slot) to find two alike.
 fn lease(
     r: &View<'_>,
     i: usize,
     (held, awaiting): (Option<Incarnation>, Option<Incarnation>),
     seated: bool,
-    seen: &mut BTreeSet<Incarnation>,
+    seen: &mut Vec<(Incarnation, usize)>,
 ) {
     if held.is_some() {
         assert!(seated, "slot {i}: an incarnation without a client");
@@ -177,7 +185,7 @@ fn lease(
     }
     for inc in held.iter().chain(awaiting.iter()) {
         assert_ne!(*inc, [0; 16], "slot {i}: a zero incarnation");
-        assert!(seen.insert(*inc), "slot {i}: an incarnation twice");
+        seen.push((*inc, i));
     }
 }
 

@@ -380,22 +380,49 @@ impl Scheduler {
     /// returns the bytes queued for slots in all.
     #[cfg(any(test, feature = "testing"))]
     pub fn check(&self) -> usize {
-        let mut bytes: Vec<usize> = self
-            .per_slot
-            .iter()
-            .map(|q| q.frames.iter().map(|o| o.frame.len()).sum())
-            .collect();
+        // The control queue is short: its bytes per slot, gathered first.
+        let mut control: Vec<(usize, usize)> = Vec::new();
         for o in &self.control {
             if let Some(slot) = o.slot {
-                bytes[slot as usize] += o.frame.len();
+                match control.iter_mut().find(|(s, _)| *s == slot as usize) {
+                    Some((_, bytes)) => *bytes += o.frame.len(),
+                    None => control.push((slot as usize, o.frame.len())),
+                }
             }
         }
+        let mut sum = 0;
         for (slot, q) in self.per_slot.iter().enumerate() {
-            assert_eq!(q.queued_bytes, bytes[slot], "slot {slot} queued bytes");
-            for o in &q.frames {
-                assert_eq!(o.slot, Some(slot as u32), "frame in another slot's queue");
-                assert!(q.per_id.contains_key(&o.id), "id {} uncounted", o.id);
+            let in_control = control
+                .iter()
+                .find(|(s, _)| *s == slot)
+                .map_or(0, |(_, bytes)| *bytes);
+            let marked = self.occupied.from(slot, slot + 1).next() == Some(slot);
+            assert_eq!(marked, !q.frames.is_empty(), "slot {slot} occupancy");
+            if q.frames.is_empty() {
+                // An empty queue counts nothing (`per_id` emptied, not scanned:
+                // a map that once held many ids keeps its buckets).
+                assert!(q.per_id.is_empty(), "slot {slot} per-id counts");
+                assert_eq!(
+                    (q.queued_bytes, q.data),
+                    (in_control, 0),
+                    "slot {slot} empty"
+                );
+                sum += in_control;
+                continue;
             }
+            let (mut bytes, mut data) = (in_control, 0);
+            // Frames of one id come in runs: its count is looked up once a run.
+            let mut last_id = None;
+            for o in &q.frames {
+                bytes += o.frame.len();
+                data += usize::from(o.class == CreditClass::Data);
+                assert_eq!(o.slot, Some(slot as u32), "frame in another slot's queue");
+                if last_id != Some(o.id) {
+                    assert!(q.per_id.contains_key(&o.id), "id {} uncounted", o.id);
+                    last_id = Some(o.id);
+                }
+            }
+            assert_eq!(q.queued_bytes, bytes, "slot {slot} queued bytes");
             let counted: u32 = q.per_id.values().sum();
             assert_eq!(
                 counted as usize,
@@ -403,13 +430,10 @@ impl Scheduler {
                 "slot {slot} per-id counts"
             );
             assert!(q.per_id.values().all(|&n| n > 0), "slot {slot} zero count");
-            let data = q.frames.iter().filter(|o| o.class == CreditClass::Data);
-            assert_eq!(data.count(), q.data, "slot {slot} data count");
-            let marked = self.occupied.from(slot, slot + 1).next() == Some(slot);
-            assert_eq!(marked, !q.frames.is_empty(), "slot {slot} occupancy");
+            assert_eq!(data, q.data, "slot {slot} data count");
+            sum += bytes;
         }
         assert!(self.cursor < self.per_slot.len().max(1), "cursor in range");
-        let sum = bytes.iter().sum();
         assert_eq!(self.total, sum, "bytes queued in all");
         sum
     }

@@ -39,24 +39,8 @@ use moves::{CURRENT_MOVES, MOVES};
 /// Largest `ClientBytes` read the world feeds (the driver's read size).
 pub const READ_MAX: usize = 64 * 1024;
 
-/// The protocol generation a world's guest and clients speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Generation {
-    /// Generation 1 (microsandbox 0.4.4).
-    Legacy,
-    /// Generation 10 (microsandbox 0.7.x).
-    Current,
-}
-
-impl Generation {
-    /// Its name in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Generation::Legacy => "legacy",
-            Generation::Current => "current",
-        }
-    }
-}
+/// The protocol generation a world's guest and clients speak: the core's.
+pub use agent_relay::core::Generation;
 
 /// The generation of `seed`'s world: half are current. Drawn from a stream
 /// of its own (the seed mixed with a constant), never from the world's

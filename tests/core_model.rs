@@ -9,7 +9,9 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use agent_relay::core::{Action, ClientId, CloseReason, Config, Event, Relay, Violation};
+use agent_relay::core::{
+    Action, ClientId, CloseReason, Config, Event, LegacySettings, Relay, Violation,
+};
 use agent_relay::wire::{FrameDecoder, MsgType, peek_envelope};
 use bytes::Bytes;
 use common::*;
@@ -487,7 +489,10 @@ fn run_ops_with(
     report: impl FnOnce(&agent_relay::core::Counters),
 ) -> Result<(), String> {
     let cfg = Config {
-        max_clients: 8,
+        legacy: LegacySettings {
+            max_clients: 8,
+            ..LegacySettings::default()
+        },
         guest_window: if tight { 64 } else { 1 << 20 },
         client_to_guest_cap: if tight { 200 } else { 1 << 20 },
         exec_log: tight,

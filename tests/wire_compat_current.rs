@@ -11,7 +11,9 @@ use common::{to_client, to_guest};
 
 use std::collections::BTreeSet;
 
-use agent_relay::core::{Action, ClientId, CloseReason, Config, Event, Relay, StartupFailure};
+use agent_relay::core::{
+    Action, ClientId, CloseReason, Config, CurrentSettings, Event, Relay, StartupFailure,
+};
 use agent_relay::wire::{CreditClass, MsgType};
 use bytes::Bytes;
 use msp7::codec::{decode_message_frame, encode_to_buf};
@@ -549,7 +551,10 @@ fn compat7_bootstrap_frame_decodes_to_the_crates_bootstrap() {
     assert!(err.to_string().contains("defualt_env"), "{err}");
 
     let cfg = Config {
-        bootstrap: Some(frame.clone()),
+        current: CurrentSettings {
+            bootstrap: Some(frame.clone()),
+            ..CurrentSettings::default()
+        },
         ..Config::current()
     };
     let mut relay = Relay::new(cfg);
@@ -579,8 +584,11 @@ fn compat7_range_lease_records_notice_and_ack() {
         ..Ready::default()
     };
     let mut d = Drive::new(Config {
-        current_clients: 2,
-        incarnation_seed: 7,
+        current: CurrentSettings {
+            clients: 2,
+            incarnation_seed: 7,
+            ..CurrentSettings::default()
+        },
         ..Config::current()
     });
     d.guest(&message(MessageType::Ready, 0, &ready));

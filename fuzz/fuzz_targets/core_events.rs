@@ -16,7 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use agent_relay::core::{Action, ClientId, Config, Event, HandshakeForm, Protocol};
+use agent_relay::core::{
+    Action, ClientId, Config, CurrentSettings, Event, HandshakeForm, LegacySettings, Protocol,
+};
 use agent_relay::testkit::frames;
 use agent_relay::wire::MsgType;
 use agent_relay::wire::payload::{ExecLimits, ExecResize, WorkloadTransportCredit, encode_payload};
@@ -256,14 +258,6 @@ fn config(input: &Input) -> (Config, Setup) {
     };
     let cfg = Config {
         protocol,
-        max_clients,
-        handshake: if input.bounds {
-            HandshakeForm::Bounds
-        } else {
-            HandshakeForm::Offset
-        },
-        current_clients: max_clients,
-        max_correlations: usize::from(input.correlations % 8) + 1,
         client_soft_budget: unit,
         client_hard_cap: unit * 4,
         global_cap: unit * 8,
@@ -272,6 +266,19 @@ fn config(input: &Input) -> (Config, Setup) {
         guest_window: unit,
         quarantine: 1_000,
         exec_log: input.budget & 0x80 != 0,
+        legacy: LegacySettings {
+            max_clients,
+            handshake: if input.bounds {
+                HandshakeForm::Bounds
+            } else {
+                HandshakeForm::Offset
+            },
+        },
+        current: CurrentSettings {
+            clients: max_clients,
+            max_correlations: usize::from(input.correlations % 8) + 1,
+            ..CurrentSettings::default()
+        },
         ..Config::default()
     };
     let setup = Setup {

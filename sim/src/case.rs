@@ -122,14 +122,14 @@ impl Case {
             s,
             "config protocol={} max_clients={} handshake={} clients={} correlations={} clock={} soft={} hard={} global={} grace={} to_guest={} window={} quarantine={} exec_log={} incarnation={:#x}",
             c.protocol,
-            c.max_clients,
-            match c.handshake {
+            c.legacy.max_clients,
+            match c.legacy.handshake {
                 HandshakeForm::Offset => "offset",
                 HandshakeForm::Bounds => "bounds",
             },
-            c.current_clients,
-            c.max_correlations,
-            u8::from(c.clock_sync),
+            c.current.clients,
+            c.current.max_correlations,
+            u8::from(c.current.clock_sync),
             c.client_soft_budget,
             c.client_hard_cap,
             c.global_cap,
@@ -138,7 +138,7 @@ impl Case {
             c.guest_window,
             c.quarantine,
             u8::from(c.exec_log),
-            c.incarnation_seed
+            c.current.incarnation_seed
         );
         let _ = writeln!(s, "read_max {}", self.read_max);
         let _ = writeln!(s, "finish {}", u8::from(self.finish));
@@ -207,12 +207,12 @@ fn set_config(c: &mut Config, kv: &str) -> Result<(), String> {
                 _ => return Err("protocol is legacy, current or auto".into()),
             }
         }
-        "clients" => c.current_clients = int()? as u32,
-        "correlations" => c.max_correlations = int()? as usize,
-        "clock" => c.clock_sync = int()? != 0,
-        "max_clients" => c.max_clients = int()? as u32,
+        "clients" => c.current.clients = int()? as u32,
+        "correlations" => c.current.max_correlations = int()? as usize,
+        "clock" => c.current.clock_sync = int()? != 0,
+        "max_clients" => c.legacy.max_clients = int()? as u32,
         "handshake" => {
-            c.handshake = if v == "bounds" {
+            c.legacy.handshake = if v == "bounds" {
                 HandshakeForm::Bounds
             } else {
                 HandshakeForm::Offset
@@ -226,7 +226,7 @@ fn set_config(c: &mut Config, kv: &str) -> Result<(), String> {
         "window" => c.guest_window = int()? as usize,
         "quarantine" => c.quarantine = int()?,
         "exec_log" => c.exec_log = int()? != 0,
-        "incarnation" => c.incarnation_seed = parse_num(Some(v))?,
+        "incarnation" => c.current.incarnation_seed = parse_num(Some(v))?,
         _ => return Err("unknown config key".into()),
     }
     Ok(())

@@ -107,7 +107,7 @@ fn generation(args: &ServeArgs) -> Result<Config, String> {
         Handshake::Offset => Config::default(),
         Handshake::Bounds => Config::bounds_handshake(),
     };
-    let max_clients = args.max_clients.unwrap_or(base.max_clients);
+    let max_clients = args.max_clients.unwrap_or(base.legacy.max_clients);
     if handshake == Handshake::Bounds && max_clients > MAX_CLIENTS_BOUNDS {
         return Err(format!(
             "--max-clients {max_clients} is too many for --handshake bounds (at most {MAX_CLIENTS_BOUNDS}): \
@@ -124,12 +124,10 @@ fn generation(args: &ServeArgs) -> Result<Config, String> {
     let current_clients = args
         .max_clients
         .map_or(CURRENT_SLOTS, |n| n.min(CURRENT_SLOTS));
-    Ok(Config {
-        protocol,
-        max_clients,
-        current_clients,
-        ..base
-    })
+    let mut config = Config { protocol, ..base };
+    config.legacy.max_clients = max_clients;
+    config.current.clients = current_clients;
+    Ok(config)
 }
 
 /// The demo agent's generation: `--demo-protocol`, else the one `--protocol`
@@ -360,6 +358,11 @@ pub async fn run(args: ServeArgs) -> i32 {
     }
 }
 
+/// The slots each generation offers: (legacy, current).
+fn slots(config: &Config) -> (u32, u32) {
+    (config.legacy.max_clients, config.current.clients)
+}
+
 /// Starts in order (see the module docs) and serves until a stop.
 async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
     let mut signals = StopSignals::install()
@@ -383,7 +386,7 @@ async fn serve(args: &ServeArgs, settings: Settings) -> Result<Stop, String> {
             return Ok(Stop::Signal(which));
         }
     };
-    let slots = (settings.config.max_clients, settings.config.current_clients);
+    let slots = slots(&settings.config);
     let Guest { io, agent } = guest;
     let mut shell = shell(listener, io, settings, exec_log);
     let handle = shell.handle();

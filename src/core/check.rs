@@ -104,7 +104,7 @@ fn slots(r: &View<'_>) -> Sums {
             sums.execs += u32::from(corr.counts);
         }
         assert!(
-            open <= r.cfg.max_correlations.max(1),
+            open <= r.cfg.current.max_correlations.max(1),
             "slot {i} over the correlation bound"
         );
         let conn = r.clients.conn(i);

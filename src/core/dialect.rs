@@ -157,8 +157,8 @@ impl Dialect {
     /// waits for the guest's ready).
     pub fn configured_layout(cfg: &Config) -> Option<Layout> {
         match cfg.protocol {
-            Protocol::Legacy => Some(Layout::legacy(cfg.max_clients)),
-            Protocol::Current => Some(Layout::current(cfg.current_clients)),
+            Protocol::Legacy => Some(Layout::legacy(cfg.legacy.max_clients)),
+            Protocol::Current => Some(Layout::current(cfg.current.clients)),
             Protocol::Auto => None,
         }
     }
@@ -166,8 +166,8 @@ impl Dialect {
     /// The slots of the generation, when the configuration did not fix them.
     pub fn layout(&self, cfg: &Config) -> Option<Layout> {
         match self.generation()? {
-            Generation::Legacy => Some(Layout::legacy(cfg.max_clients)),
-            Generation::Current => Some(Layout::current(cfg.current_clients)),
+            Generation::Legacy => Some(Layout::legacy(cfg.legacy.max_clients)),
+            Generation::Current => Some(Layout::current(cfg.current.clients)),
         }
     }
 
@@ -414,7 +414,7 @@ impl Current {
             .ok()
             .and_then(|env| decode_payload::<ReadyFacts>(&env.payload).ok())
             .unwrap_or_default();
-        let slots = Layout::current(cfg.current_clients).slots() as usize;
+        let slots = Layout::current(cfg.current.clients).slots() as usize;
         let credit = match facts.workload_transport_barrier_version {
             None => None,
             Some(BARRIER_VERSION) => Some(Credit::new(slots)),
@@ -428,10 +428,10 @@ impl Current {
         }
         Ok(Current {
             v,
-            clock_on: cfg.clock_sync,
+            clock_on: cfg.current.clock_sync,
             clock: Clock::default(),
             credit,
-            leases: leased.then(|| Leases::new(cfg.incarnation_seed, slots)),
+            leases: leased.then(|| Leases::new(cfg.current.incarnation_seed, slots)),
             exec_limits: facts.exec_limits,
         })
     }

@@ -1,7 +1,7 @@
 //! Rule `range_leases` (current generation, when the guest's `core.ready`
 //! offers `relay_lease` format 1, as 0.7.13 agentd always does): each
 //! ownership period of a slot has an incarnation, 16 bytes drawn from a
-//! seeded source (`Config::incarnation_seed`: the shell seeds it from the
+//! seeded source (`CurrentSettings::incarnation_seed`: the shell seeds it from the
 //! operating system, the simulator from its seed), never zero and never equal
 //! to that of a live owner or of one whose departure the guest has not yet
 //! acknowledged.

@@ -59,7 +59,8 @@ pub use relay::Relay;
 pub use tap::SANDBOX_STARTED;
 pub use timer::{Timeout, Timer};
 pub use types::{
-    Action, ClientId, CloseReason, Config, Counters, Event, HandshakeForm, LogRecord, LogSource,
-    Millis, Protocol, RefuseReason, SlowLimit, StartupFailure,
+    Action, ClientId, CloseReason, Config, Counters, CurrentSettings, Event, HandshakeForm,
+    LegacySettings, LogRecord, LogSource, Millis, Protocol, RefuseReason, SlowLimit,
+    StartupFailure,
 };
 pub use violation::{GuestCorruption, Violation};

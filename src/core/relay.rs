@@ -39,7 +39,7 @@
 //!
 //! Rule `drain_after_shutdown`: [`Action::Drain`] follows the
 //! `core.shutdown` frame's own `ToGuest`. Rule `bootstrap_first`: with
-//! `Config::bootstrap` that frame is the first thing handed to the guest,
+//! `CurrentSettings::bootstrap` that frame is the first thing handed to the guest,
 //! outside credit.
 
 use std::collections::VecDeque;
@@ -98,12 +98,15 @@ impl Relay {
     /// A relay waiting for the guest's `core.ready`.
     ///
     /// # Panics
-    /// If `max_clients` (legacy) or `current_clients` is 0.
+    /// If `cfg.legacy.max_clients` or `cfg.current.clients` is 0.
     pub fn new(cfg: Config) -> Relay {
-        assert!(cfg.max_clients > 0, "max_clients must be at least 1");
         assert!(
-            cfg.current_clients > 0,
-            "current_clients must be at least 1"
+            cfg.legacy.max_clients > 0,
+            "legacy.max_clients must be at least 1"
+        );
+        assert!(
+            cfg.current.clients > 0,
+            "current.clients must be at least 1"
         );
         let startup = Startup::new(Dialect::configured_layout(&cfg));
         let slots = startup.slots();
@@ -111,7 +114,7 @@ impl Relay {
             outbox: Scheduler::new(slots, cfg.guest_window),
             tap: Tap::new(cfg.exec_log),
             clients: Clients::new(slots),
-            sessions: Sessions::new(slots, cfg.max_correlations),
+            sessions: Sessions::new(slots, cfg.current.max_correlations),
             startup,
             dialect: Dialect::new(),
             guest: GuestIn::new(),
@@ -124,7 +127,7 @@ impl Relay {
             checking: false,
             cfg,
         };
-        if let Some(frame) = relay.cfg.bootstrap.clone() {
+        if let Some(frame) = relay.cfg.current.bootstrap.clone() {
             // The guest's first frame, before anything else and outside credit.
             relay.enqueue(Outbound::relay(frame, false, Mark::Plain), true);
             relay.pump_guest();
@@ -577,7 +580,7 @@ impl Relay {
         let (Some(ready), Some(layout)) = (self.startup.ready(), self.startup.layout()) else {
             return;
         };
-        let bounds = self.cfg.handshake == HandshakeForm::Bounds;
+        let bounds = self.cfg.legacy.handshake == HandshakeForm::Bounds;
         let bytes = layout.prologue(slot as u32, bounds, ready);
         if let Some(conn) = self.clients.conn_mut(slot) {
             conn.handshaken = true;
@@ -1013,7 +1016,7 @@ impl Relay {
             }
             (Mark::Clock, _) => {
                 self.dialect.clock_sent();
-                let at = self.now.saturating_add(self.cfg.clock_period);
+                let at = self.now.saturating_add(self.cfg.current.clock_period);
                 self.deadlines.set(Key::Clock, at, Timer::ClockSync);
                 self.counters.clock_syncs += 1;
             }

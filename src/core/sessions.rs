@@ -123,7 +123,7 @@ struct Owned {
 #[derive(Debug)]
 pub(super) struct Sessions {
     slots: Vec<Owned>,
-    /// Correlations one slot may have open (`Config::max_correlations`).
+    /// Correlations one slot may have open (`CurrentSettings::max_correlations`).
     max: usize,
     /// Exec sessions numbered so far.
     last_session: u64,

@@ -34,8 +34,8 @@ pub enum HandshakeForm {
 /// Which protocol generation the relay speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// Generation 1 (microsandbox 0.4.4): `max_clients` slots, the
-    /// `handshake` prologue form.
+    /// Generation 1 (microsandbox 0.4.4): `legacy.max_clients` slots, the
+    /// `legacy.handshake` prologue form ([`LegacySettings`]).
     Legacy,
     /// The current generation (microsandbox 0.7.x): 128 canonical ranges, the
     /// bounds prologue, init exchange, disconnect notices, input credit.
@@ -58,26 +58,14 @@ impl std::fmt::Display for Protocol {
 
 /// Limits and choices. [`Config::default`] detects the generation from the
 /// guest; in the legacy generation it matches the 0.4.4 SDK (16 slots, the
-/// offset prologue).
+/// offset prologue). The settings common to both generations sit at the top;
+/// those of one generation only sit in [`Config::legacy`](field@Config::legacy)
+/// ([`LegacySettings`]) and [`Config::current`](field@Config::current)
+/// ([`CurrentSettings`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The generation to speak.
     pub protocol: Protocol,
-    /// Legacy generation: number of client slots; each owns
-    /// `u32::MAX / max_clients` ids.
-    pub max_clients: u32,
-    /// Legacy generation: the prologue form.
-    pub handshake: HandshakeForm,
-    /// Current generation: how many of the 128 canonical slots to offer.
-    pub current_clients: u32,
-    /// Current generation: open correlations one client may have; past it
-    /// the oldest one that is not a session is forgotten (and counted).
-    pub max_correlations: usize,
-    /// Current generation: send `core.clock.sync` at ready, every
-    /// `clock_period` and after a wall-clock jump.
-    pub clock_sync: bool,
-    /// Current generation: the longest time between two clock syncs.
-    pub clock_period: Millis,
     /// Bytes queued for one client past which its grace timer runs.
     pub client_soft_budget: usize,
     /// Bytes queued for one client at which it is closed at once.
@@ -96,26 +84,71 @@ pub struct Config {
     pub quarantine: Millis,
     /// Whether exec output is tapped into [`Action::Log`] records.
     pub exec_log: bool,
-    /// Current generation with range leases: the seed of the incarnations
-    /// drawn for each client's ownership period. The shell seeds it from the
-    /// operating system's randomness; the core itself draws no randomness.
+    /// The settings of the legacy generation only.
+    pub legacy: LegacySettings,
+    /// The settings of the current generation only.
+    pub current: CurrentSettings,
+}
+
+/// The settings of the legacy generation only ([`Config::legacy`](field@Config::legacy)).
+/// The default matches the 0.4.4 SDK: 16 slots, the offset prologue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacySettings {
+    /// Number of client slots; each owns `u32::MAX / max_clients` ids.
+    pub max_clients: u32,
+    /// The prologue form.
+    pub handshake: HandshakeForm,
+}
+
+impl Default for LegacySettings {
+    fn default() -> LegacySettings {
+        LegacySettings {
+            max_clients: 16,
+            handshake: HandshakeForm::Offset,
+        }
+    }
+}
+
+/// The settings of the current generation only ([`Config::current`](field@Config::current)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentSettings {
+    /// How many of the 128 canonical slots to offer.
+    pub clients: u32,
+    /// Open correlations one client may have; past it the oldest one that
+    /// is not a session is forgotten (and counted).
+    pub max_correlations: usize,
+    /// Send `core.clock.sync` at ready, every `clock_period` and after a
+    /// wall-clock jump.
+    pub clock_sync: bool,
+    /// The longest time between two clock syncs.
+    pub clock_period: Millis,
+    /// With range leases: the seed of the incarnations drawn for each
+    /// client's ownership period. The shell seeds it from the operating
+    /// system's randomness; the core itself draws no randomness.
     pub incarnation_seed: u64,
-    /// Current generation: a whole `core.bootstrap` frame (id 0, flags 0)
-    /// handed to the guest before anything else, outside credit, for a guest
-    /// agent that waits for one (0.7.13 agentd does, as its first frame).
+    /// A whole `core.bootstrap` frame (id 0, flags 0) handed to the guest
+    /// before anything else, outside credit, for a guest agent that waits
+    /// for one (0.7.13 agentd does, as its first frame).
     pub bootstrap: Option<bytes::Bytes>,
+}
+
+impl Default for CurrentSettings {
+    fn default() -> CurrentSettings {
+        CurrentSettings {
+            clients: CURRENT_SLOTS,
+            max_correlations: 1024,
+            clock_sync: true,
+            clock_period: 60_000,
+            incarnation_seed: 0,
+            bootstrap: None,
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
             protocol: Protocol::Auto,
-            max_clients: 16,
-            handshake: HandshakeForm::Offset,
-            current_clients: CURRENT_SLOTS,
-            max_correlations: 1024,
-            clock_sync: true,
-            clock_period: 60_000,
             client_soft_budget: 1 << 20,
             client_hard_cap: 8 << 20,
             global_cap: 64 << 20,
@@ -124,8 +157,8 @@ impl Default for Config {
             guest_window: 256 << 10,
             quarantine: 30_000,
             exec_log: false,
-            incarnation_seed: 0,
-            bootstrap: None,
+            legacy: LegacySettings::default(),
+            current: CurrentSettings::default(),
         }
     }
 }
@@ -150,15 +183,17 @@ impl Config {
     /// The legacy generation with the bounds prologue and 128 clients.
     pub fn bounds_handshake() -> Config {
         Config {
-            max_clients: 128,
-            handshake: HandshakeForm::Bounds,
+            legacy: LegacySettings {
+                max_clients: 128,
+                handshake: HandshakeForm::Bounds,
+            },
             ..Config::legacy()
         }
     }
 
     /// Ids per slot.
     pub fn step(&self) -> u32 {
-        u32::MAX / self.max_clients.max(1)
+        u32::MAX / self.legacy.max_clients.max(1)
     }
 }
 

@@ -201,7 +201,7 @@ async fn drive(
 /// with clock sync on.
 fn wall_watch(relay: &Relay) -> Option<WallClockWatch> {
     let cfg = relay.config();
-    (cfg.protocol != Protocol::Legacy && cfg.clock_sync)
+    (cfg.protocol != Protocol::Legacy && cfg.current.clock_sync)
         .then(WallClockWatch::start)
         .and_then(|w| {
             w.map_err(|e| {

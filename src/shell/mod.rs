@@ -223,7 +223,8 @@ impl Shell {
     }
 
     /// Sets the core's configuration (default: [`Config::default`], the
-    /// 0.4.4 SDK's layout). `max_clients` must be at least 1.
+    /// 0.4.4 SDK's layout). `legacy.max_clients` and `current.clients` must be at
+    /// least 1.
     pub fn config(mut self, config: Config) -> Shell {
         self.config = config;
         self
@@ -295,10 +296,10 @@ impl Shell {
             bootstrap,
         } = self;
         if let Some(b) = bootstrap {
-            config.bootstrap = Some(b.frame().into_bytes());
+            config.current.bootstrap = Some(b.frame().into_bytes());
         }
-        if config.incarnation_seed == 0 {
-            config.incarnation_seed = os_seed();
+        if config.current.incarnation_seed == 0 {
+            config.current.incarnation_seed = os_seed();
         }
         let listener: Box<dyn ErasedListener> = match transport {
             Transport::Unix(path) => {

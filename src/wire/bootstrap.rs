@@ -1,7 +1,7 @@
 //! `core.bootstrap`: the first frame a 0.7.13 guest agent reads (id 0, flags
 //! 0), with the sandbox's start-up configuration. In microsandbox the runtime
 //! writes it into the console before the VM starts; a relay that owns the
-//! guest channel alone sends it first (`Config::bootstrap`).
+//! guest channel alone sends it first (`CurrentSettings::bootstrap`).
 //!
 //! The payload mirrors 0.7.13's `GuestBootstrap` field for field, with the
 //! same serde shape, so the same JSON a 0.7.13 runtime would serialize reads

@@ -3,7 +3,7 @@
 //! envelope's `v`, the ready frame, the slots' ids and prologues, what a
 //! departure sends after its kills.
 
-use agent_relay::core::{Config, Event, IdRange, Protocol};
+use agent_relay::core::{Config, CurrentSettings, Event, IdRange, Protocol};
 use bytes::Bytes;
 
 use super::current::{CSTEP, crange};
@@ -52,7 +52,10 @@ impl Gen {
             },
             Gen::Current => Config {
                 protocol: Protocol::Current,
-                clock_sync: false,
+                current: CurrentSettings {
+                    clock_sync: false,
+                    ..cfg.current
+                },
                 ..cfg
             },
         }
@@ -116,8 +119,8 @@ impl Gen {
     /// The slots `cfg` offers.
     pub fn slots(self, cfg: &Config) -> u32 {
         match self {
-            Gen::Legacy => cfg.max_clients,
-            Gen::Current => cfg.current_clients,
+            Gen::Legacy => cfg.legacy.max_clients,
+            Gen::Current => cfg.current.clients,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Rule `bootstrap_first`: with `Config::bootstrap` the `core.bootstrap`
+//! Rule `bootstrap_first`: with `CurrentSettings::bootstrap` the `core.bootstrap`
 //! frame is the first thing handed to the guest, outside credit. A current
 //! generation guest's (0.7.13 agentd waits for it). (Its encoding against
 //! 0.7.13: `tests/wire_compat_current.rs`; the real agentd:
@@ -10,7 +10,10 @@ use super::*;
 fn core_current_bootstrap_is_the_guests_first_frame_outside_credit() {
     let boot = named(V10, "core.bootstrap", 0, 0, &[0xa0]);
     let mut h = Harness::new(Config {
-        bootstrap: Some(boot.clone()),
+        current: CurrentSettings {
+            bootstrap: Some(boot.clone()),
+            ..CurrentSettings::default()
+        },
         ..Config::current()
     });
     // Before the guest said anything, and before a client that came first.

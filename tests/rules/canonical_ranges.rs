@@ -49,7 +49,7 @@ fn core_connect_lowest_free_slot_and_offset_handshake() {
 fn core_bounds_handshake_gives_start_and_end() {
     let cfg = Config::bounds_handshake();
     assert_eq!(
-        (cfg.max_clients, cfg.handshake),
+        (cfg.legacy.max_clients, cfg.legacy.handshake),
         (128, HandshakeForm::Bounds)
     );
     let step = u32::MAX / 128;

@@ -12,7 +12,10 @@ use super::*;
 #[test]
 fn core_current_correlations_bounded_oldest_request_evicted() {
     let cfg = Config {
-        max_correlations: 3,
+        current: CurrentSettings {
+            max_correlations: 3,
+            ..CurrentSettings::default()
+        },
         ..small()
     };
     let mut h = Harness::current(cfg, &ready_current(V10, 1, None, None));

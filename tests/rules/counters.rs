@@ -43,7 +43,7 @@ fn core_live_clients_counted_down_on_departure() {
 fn core_accessors_report_state() {
     let mut h = Harness::new(small());
     assert!(!h.relay.is_ready());
-    assert_eq!(h.relay.config().max_clients, 16);
+    assert_eq!(h.relay.config().legacy.max_clients, 16);
     assert_eq!(h.relay.poll_timeout(), None, "nothing waits on time");
     // A partial guest frame is held.
     let r = ready(V1, 1);

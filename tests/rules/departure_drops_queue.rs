@@ -14,8 +14,11 @@ fn core_current_departure_drops_what_waited_behind_its_data() {
     let mut h = Harness::current(
         Config {
             exec_log: false,
-            clock_sync: false,
             guest_window: 1,
+            current: CurrentSettings {
+                clock_sync: false,
+                ..CurrentSettings::default()
+            },
             ..small()
         },
         &ready_current(V10, 1, None, None),

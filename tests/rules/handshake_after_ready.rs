@@ -168,7 +168,10 @@ fn core_ready_served_byte_for_byte() {
 #[test]
 fn core_auto_seats_waiting_clients_in_arrival_order_at_ready() {
     let mut h = Harness::new(Config {
-        current_clients: 2,
+        current: CurrentSettings {
+            clients: 2,
+            ..CurrentSettings::default()
+        },
         ..small()
     });
     for c in [7, 3, 9] {

@@ -48,8 +48,8 @@ mod whole_characters;
 
 use agent_relay::core::IdRange;
 use agent_relay::core::{
-    Action, ClientId, CloseReason, Config, Event, HandshakeForm, LogRecord, LogSource,
-    RefuseReason, SlowLimit, Timeout, Timer, Violation,
+    Action, ClientId, CloseReason, Config, CurrentSettings, Event, HandshakeForm, LegacySettings,
+    LogRecord, LogSource, RefuseReason, SlowLimit, Timeout, Timer, Violation,
 };
 use agent_relay::core::{
     CONTROL_BYTES, CONTROL_FRAMES, DATA_BYTES, DATA_FRAMES, Protocol, StartupFailure,

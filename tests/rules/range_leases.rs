@@ -14,9 +14,12 @@ use agent_relay::wire::lease::{LeaseEvent, LeaseRecord};
 /// A current relay whose guest offers leases (and `limits`), two slots.
 fn leased(cfg: Config, limits: Option<ExecLimits>) -> Harness {
     let cfg = Config {
-        current_clients: 2,
-        incarnation_seed: 7,
         exec_log: false,
+        current: CurrentSettings {
+            clients: 2,
+            incarnation_seed: 7,
+            ..cfg.current
+        },
         ..cfg
     };
     Gen::Current.harness_with(cfg, &ready_offering(V10, 1, None, limits, Some(1)))

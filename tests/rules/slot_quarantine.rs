@@ -52,8 +52,14 @@ fn core_quarantine_times_out() {
 fn core_quarantined_slots_reported_when_full() {
     each_gen(|g| {
         let cfg = Config {
-            max_clients: 2,
-            current_clients: 2,
+            legacy: LegacySettings {
+                max_clients: 2,
+                ..LegacySettings::default()
+            },
+            current: CurrentSettings {
+                clients: 2,
+                ..CurrentSettings::default()
+            },
             ..small()
         };
         let mut h = g.harness(cfg);
@@ -173,7 +179,10 @@ fn core_current_churn_never_refused_for_quarantine() {
 fn current_two_slots() -> Harness {
     let cfg = Config {
         exec_log: false,
-        current_clients: 2,
+        current: CurrentSettings {
+            clients: 2,
+            ..CurrentSettings::default()
+        },
         ..small()
     };
     one_client(Gen::Current, cfg)

@@ -12,7 +12,8 @@
 //! (`sdk.rs`).
 
 use agent_relay::core::{
-    Action, CloseReason, Config, Counters, Event, HandshakeForm, Millis, Protocol, Timeout,
+    Action, CloseReason, Config, Counters, CurrentSettings, Event, HandshakeForm, LegacySettings,
+    Millis, Protocol, Timeout,
 };
 
 use super::check::{BudgetStats, Failure, Invariant};
@@ -197,11 +198,13 @@ pub fn config_for(rng: &mut Rng) -> Config {
     let caps = soft_and_hard(rng);
     Config {
         protocol: Protocol::Legacy,
-        max_clients,
-        handshake: if bounds {
-            HandshakeForm::Bounds
-        } else {
-            HandshakeForm::Offset
+        legacy: LegacySettings {
+            max_clients,
+            handshake: if bounds {
+                HandshakeForm::Bounds
+            } else {
+                HandshakeForm::Offset
+            },
         },
         ..budgets(rng, caps)
     }
@@ -212,17 +215,24 @@ pub fn config_for(rng: &mut Rng) -> Config {
 /// offered, the correlation bound, the clock).
 pub fn config_for_current(rng: &mut Rng, seed: u64) -> Config {
     let caps = soft_and_hard(rng);
-    Config {
+    // Drawn in this order (protocol, then the current settings, then the
+    // budgets) so that a seed's world stays what it was.
+    let protocol = if rng.chance(500) {
+        Protocol::Current
+    } else {
+        Protocol::Auto
+    };
+    let current = CurrentSettings {
         incarnation_seed: incarnation_seed(seed),
-        protocol: if rng.chance(500) {
-            Protocol::Current
-        } else {
-            Protocol::Auto
-        },
-        current_clients: rng.pick(&[1, 2, 4, 16, 128]),
+        clients: rng.pick(&[1, 2, 4, 16, 128]),
         max_correlations: rng.pick(&[3, 16, 1024]),
         clock_sync: rng.chance(700),
         clock_period: rng.pick(&[2_000, 60_000]),
+        ..CurrentSettings::default()
+    };
+    Config {
+        protocol,
+        current,
         ..budgets(rng, caps)
     }
 }
@@ -360,10 +370,10 @@ impl World {
             v: 1,
             ..Guest::default()
         };
-        let (prefix, slots) = match (generation, cfg.handshake) {
-            (Generation::Current, _) => (8, cfg.current_clients),
-            (Generation::Legacy, HandshakeForm::Offset) => (4, cfg.max_clients),
-            (Generation::Legacy, HandshakeForm::Bounds) => (8, cfg.max_clients),
+        let (prefix, slots) = match (generation, cfg.legacy.handshake) {
+            (Generation::Current, _) => (8, cfg.current.clients),
+            (Generation::Legacy, HandshakeForm::Offset) => (4, cfg.legacy.max_clients),
+            (Generation::Legacy, HandshakeForm::Bounds) => (8, cfg.legacy.max_clients),
         };
         let target_clients = rng.range_usize(1, slots as usize + 2).min(20);
         let wall = if current {

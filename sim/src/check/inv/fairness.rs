@@ -230,7 +230,7 @@ mod tests {
     //! driven (no relay), so any order can be played, including the order
     //! of the mutant scheduler that restarts its scan at slot 0.
 
-    use agent_relay::core::{Action, ClientId, Config, Event};
+    use agent_relay::core::{Action, ClientId, Config, Event, LegacySettings};
     use agent_relay::wire::LEGACY_VERSION as L;
     use bytes::Bytes;
 
@@ -243,7 +243,10 @@ mod tests {
     /// A checker with `A` in slot 0 and `B` in slot 1, both handshaken.
     fn two_clients() -> (Checker, u32) {
         let cfg = Config {
-            max_clients: 2,
+            legacy: LegacySettings {
+                max_clients: 2,
+                ..LegacySettings::default()
+            },
             ..Config::default()
         };
         let step = cfg.step();

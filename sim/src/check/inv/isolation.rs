@@ -152,7 +152,9 @@ fn check_full(m: &Model, c: ClientId, v: &mut Verdict) {
         .filter(|holders| holders.iter().any(|&o| o != c && m.client(o).holds_slot()))
         .count();
     let held = slots + pending;
-    let max = m.layout.map_or(m.cfg.max_clients as usize, |l| l.slots());
+    let max = m
+        .layout
+        .map_or(m.cfg.legacy.max_clients as usize, |l| l.slots());
     if held < max {
         let why = format!("refused {c} as full while only {held} of {max} slots are held");
         v.fail::<Isolation>(why);

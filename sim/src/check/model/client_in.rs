@@ -340,7 +340,7 @@ impl Model {
     /// At the bound, the oldest request is forgotten; with none, opening one
     /// more is a violation.
     fn make_room(&mut self, c: ClientId, id: u32) -> Result<(), Refusal> {
-        let max = self.cfg.max_correlations.max(1);
+        let max = self.cfg.current.max_correlations.max(1);
         let m = self.clients.get_mut(&c).expect("known");
         if m.sessions.len() < max {
             return Ok(());

@@ -307,7 +307,7 @@ impl Model {
         let v = generation(&frame);
         if self.parse_current {
             let facts = ready_facts(&frame);
-            let layout = Layout::current(self.cfg.current_clients);
+            let layout = Layout::current(self.cfg.current.clients);
             self.layout = Some(layout);
             let barrier = facts.workload_transport_barrier_version == Some(2);
             let limit = facts.exec_limits.map(|l| l.max_executions);
@@ -316,7 +316,7 @@ impl Model {
             cur.clock_later = Some(ClockLater::Ready);
             self.current = Some(cur);
         } else if self.layout.is_none() {
-            self.layout = Some(Layout::legacy(self.cfg.max_clients));
+            self.layout = Some(Layout::legacy(self.cfg.legacy.max_clients));
         }
         self.ready = Some(frame);
         out.fact(self, Fact::FirstReady);
@@ -503,7 +503,7 @@ impl Model {
         };
         let due = self
             .clock
-            .due(self.cfg.clock_period)
+            .due(self.cfg.current.clock_period)
             .is_some_and(|t| t <= self.now);
         if later == ClockLater::Ready || due {
             self.queue_clock();
@@ -516,7 +516,7 @@ impl Model {
         let Some(cur) = &mut self.current else {
             return;
         };
-        if !self.cfg.clock_sync || self.guest_gone || self.clock.queued {
+        if !self.cfg.current.clock_sync || self.guest_gone || self.clock.queued {
             return;
         }
         let Some(wall) = self.clock.wall_at(self.now) else {

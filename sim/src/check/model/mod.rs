@@ -186,8 +186,8 @@ impl Model {
     /// the core at most `read_max` bytes per read.
     pub fn new(cfg: Config, read_max: usize) -> Model {
         let layout = match cfg.protocol {
-            Protocol::Legacy => Some(Layout::legacy(cfg.max_clients)),
-            Protocol::Current => Some(Layout::current(cfg.current_clients)),
+            Protocol::Legacy => Some(Layout::legacy(cfg.legacy.max_clients)),
+            Protocol::Current => Some(Layout::current(cfg.current.clients)),
             Protocol::Auto => None,
         };
         Model {
@@ -195,7 +195,7 @@ impl Model {
             by_slot: vec![
                 Vec::new();
                 Model::slots_bound(&cfg)
-                    .max(cfg.max_clients as usize)
+                    .max(cfg.legacy.max_clients as usize)
                     .max(128)
             ],
             cfg,
@@ -241,11 +241,11 @@ impl Model {
     /// The most slots the relay may offer with `cfg`, whatever the guest's
     /// generation turns out to be.
     pub fn slots_bound(cfg: &Config) -> usize {
-        let current = Layout::current(cfg.current_clients).slots();
+        let current = Layout::current(cfg.current.clients).slots();
         match cfg.protocol {
-            Protocol::Legacy => Layout::legacy(cfg.max_clients).slots(),
+            Protocol::Legacy => Layout::legacy(cfg.legacy.max_clients).slots(),
             Protocol::Current => current,
-            Protocol::Auto => current.max(cfg.max_clients as usize),
+            Protocol::Auto => current.max(cfg.legacy.max_clients as usize),
         }
     }
 
@@ -589,7 +589,7 @@ impl Model {
     /// reading with no sync sent yet, asks for a clock sync.
     fn wall_clock(&mut self, wall: u64) {
         let jumped = self.clock.observe(self.now, wall);
-        let first = self.clock.due(self.cfg.clock_period).is_none();
+        let first = self.clock.due(self.cfg.current.clock_period).is_none();
         if jumped || first {
             self.queue_clock();
         }

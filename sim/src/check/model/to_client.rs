@@ -98,7 +98,7 @@ impl Model {
     /// cached ready frame, whole.
     fn prologue(&self, bytes: &Bytes) -> Prologue {
         let current = self.current.is_some();
-        let prefix = match (current, self.cfg.handshake) {
+        let prefix = match (current, self.cfg.legacy.handshake) {
             (false, HandshakeForm::Offset) => 4,
             _ => 8,
         };
@@ -119,7 +119,7 @@ impl Model {
                 Prologue::Slot(IdRange { start, end })
             };
         }
-        let max = self.cfg.max_clients;
+        let max = self.cfg.legacy.max_clients;
         let step = u32::MAX / max.max(1);
         let end = if prefix == 8 {
             word(4)

@@ -199,7 +199,20 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so the demo agent ends every process it started (a
+    /// SIGKILL would orphan a session the relay had not killed yet); SIGKILL
+    /// only if serve has not exited within 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -125,6 +125,44 @@ fn core_unusable_exec_limits_are_a_startup_failure() {
     );
 }
 
+/// A ready refused for its exec limits switches nothing of its own on: no
+/// input credit is granted (published) and no lease record is read after it,
+/// though it offered barrier 2 and range leases.
+#[test]
+fn core_unusable_exec_limits_leave_no_credit_or_leases_behind() {
+    let mut h = Harness::new(small());
+    let limits = ExecLimits {
+        max_executions: 0,
+        ..ExecLimits::default()
+    };
+    let acts = h.guest(&ready_offering(V10, 1, Some(2), Some(limits), Some(1)));
+    assert!(
+        matches!(
+            acts[..],
+            [Action::StartupFailed(StartupFailure::BadExecLimits { .. })]
+        ),
+        "{acts:?}"
+    );
+    let c = h.relay.counters();
+    assert_eq!(
+        (c.credit_control_bytes, c.credit_data_bytes),
+        (0, 0),
+        "credit granted by a refused ready"
+    );
+    let ack = lease_record(
+        agent_relay::wire::lease::LeaseEvent::DisconnectedAck,
+        agent_relay::core::IdRange::current(0),
+        [9; 16],
+    );
+    h.guest(&ack);
+    let c = h.relay.counters();
+    assert_eq!(
+        (c.lease_acks, c.lease_acks_ignored),
+        (0, 0),
+        "a lease record read after a refused ready"
+    );
+}
+
 /// A configured generation the guest does not speak is refused up front.
 #[test]
 fn core_generation_mismatch_is_a_startup_failure() {

@@ -2,7 +2,8 @@
 //! storms), read their handshake and frames the way their [`Reading`] says
 //! (steadily, when picked, with stalls, never, or a trickle, as the swarm
 //! says), open exec and fs sessions, send stdin, resizes, signals and
-//! shutdowns, send frames the relay must refuse, and leave at any byte.
+//! shutdowns, send frames the relay must refuse (legacy ones frames of
+//! every type of the 0.7.13 table too), and leave at any byte.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -13,6 +14,8 @@ use agent_relay::wire::{
     PREFIX_LEN, check_len,
 };
 use bytes::Bytes;
+use msp7::message::MessageType;
+use strum::IntoEnumIterator;
 
 use super::faults::Fault;
 use super::{READ_MAX, World};
@@ -454,14 +457,22 @@ impl World {
 
     /// A frame the relay must refuse (and close the sender for).
     pub(super) fn bad_frame(&mut self, i: usize, range: IdRange) -> Vec<u8> {
-        self.bad_frame_v(i, range, 1)
+        let kind = self.rng.pick(&BadFrame::ALL);
+        self.bad_frame_of(i, range, 1, kind)
     }
 
-    /// [`World::bad_frame`] with generation `v` in the envelopes.
+    /// One of the bad frames both generations share ([`BadFrame::SHARED`]),
+    /// with generation `v` in the envelopes.
     pub(super) fn bad_frame_v(&mut self, i: usize, range: IdRange, v: u8) -> Vec<u8> {
+        let kind = self.rng.pick(&BadFrame::SHARED);
+        self.bad_frame_of(i, range, v, kind)
+    }
+
+    /// A bad frame of `kind`, with generation `v` in the envelopes.
+    fn bad_frame_of(&mut self, i: usize, range: IdRange, v: u8, kind: BadFrame) -> Vec<u8> {
         let mut out = Vec::new();
         let open: Option<u32> = self.actors[i].sessions.keys().next().copied();
-        match self.rng.pick(&BadFrame::ALL) {
+        match kind {
             BadFrame::OutOfRange => {
                 let id = if range.start > 0 && self.rng.chance(500) {
                     range.start - 1
@@ -504,6 +515,16 @@ impl World {
             BadFrame::ReopenSession if open.is_some() => {
                 let sid = open.expect("checked");
                 self.exec_frames.push(&mut out, v, sid, false, 0);
+            }
+            BadFrame::AnyType => {
+                // One type of the 0.7.13 table, drawn from its own list, with
+                // its flags and an empty map for payload, on an id it has
+                // open (else its range's first). A legacy relay forwards
+                // only the 0.4.4 types clients send.
+                let all: Vec<MessageType> = MessageType::iter().collect();
+                let t = self.rng.pick(&all);
+                let id = open.unwrap_or(range.start);
+                out.extend_from_slice(&frames::named(v, t.as_str(), id, t.flags(), &[0xa0]));
             }
             // With no session open, a reopen becomes a bad exec request.
             BadFrame::ReopenSession | BadFrame::BadExecRequest => {
@@ -553,7 +574,8 @@ const CLIENT_OPS: [(ClientOp, u64); 7] = [
 ];
 
 /// The frames a malicious client sends, equally often (one `pick` over
-/// [`BadFrame::ALL`]).
+/// [`BadFrame::ALL`] in a legacy world, over [`BadFrame::SHARED`] for a
+/// current world's `BadCurrent::Legacy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BadFrame {
     /// An id just outside its range.
@@ -572,11 +594,17 @@ pub(super) enum BadFrame {
     ReopenSession,
     /// An exec request whose payload does not decode.
     BadExecRequest,
+    /// Legacy: a frame of any type of the 0.7.13 message table (each
+    /// equally often), with its type's flags: most are types 0.4.4 does not
+    /// have (a 0.4.4 guest's decoder cannot read them), or ones clients may
+    /// not send; the 0.4.4 types clients send may pass.
+    AnyType,
 }
 
 impl BadFrame {
-    /// Every kind, in draw order.
-    pub(super) const ALL: [BadFrame; 8] = [
+    /// The kinds both generations send, in draw order (a current world's
+    /// `BadCurrent::Legacy` draws from these).
+    pub(super) const SHARED: [BadFrame; 8] = [
         BadFrame::OutOfRange,
         BadFrame::TooLong,
         BadFrame::TooShort,
@@ -585,5 +613,18 @@ impl BadFrame {
         BadFrame::GuestType,
         BadFrame::ReopenSession,
         BadFrame::BadExecRequest,
+    ];
+
+    /// Every kind a legacy client sends, in draw order.
+    pub(super) const ALL: [BadFrame; 9] = [
+        BadFrame::OutOfRange,
+        BadFrame::TooLong,
+        BadFrame::TooShort,
+        BadFrame::GarbageEnvelope,
+        BadFrame::WrongFlags,
+        BadFrame::GuestType,
+        BadFrame::ReopenSession,
+        BadFrame::BadExecRequest,
+        BadFrame::AnyType,
     ];
 }

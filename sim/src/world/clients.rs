@@ -163,7 +163,7 @@ impl World {
         if storm {
             for id in ids {
                 if self.rng.chance(600) && self.actor(id).is_some() {
-                    self.actors.retain(|a| a.id != id);
+                    self.drop_actor(id);
                     self.feed(Event::ClientDisconnected(id));
                 }
             }
@@ -346,7 +346,13 @@ impl World {
         };
         if a.malicious && self.rng.chance(150) {
             self.count(Fault::Malicious);
-            let bad = if self.generation == super::Generation::Current {
+            let current = self.generation == super::Generation::Current;
+            // In a recycled slot, mostly a record on one of the previous
+            // owner's ended ids: that is where a slot's memory of ended ids
+            // must have been cleared for its new owner.
+            let bad = if current && self.recycled(i, range) && self.rng.chance(850) {
+                self.recycled_bulk(i, range)
+            } else if current {
                 self.bad_frame_current(i, range)
             } else {
                 self.bad_frame(i, range)
@@ -356,7 +362,7 @@ impl World {
         }
         let leave = self.fault(Fault::ClientDrop) || self.rng.chance(8);
         if leave {
-            self.actors.remove(i);
+            self.drop_actor(id);
             self.feed(Event::ClientDisconnected(id));
             return;
         }
@@ -364,6 +370,87 @@ impl World {
             return self.sdk_act(i, range);
         }
         self.legacy_act(i, range);
+    }
+
+    /// Client `c` is gone; the ids of its range whose end it saw (the last
+    /// 64, as the relay remembers them for late bulk records) are kept for
+    /// the range's next owner (see [`World::bulk_id`]).
+    pub(super) fn drop_actor(&mut self, c: ClientId) {
+        let Some(i) = self.actors.iter().position(|a| a.id == c) else {
+            return;
+        };
+        let a = self.actors.remove(i);
+        if let Some(range) = a.range {
+            let ended: Vec<u32> = (range.start..a.next_id)
+                .rev()
+                .filter(|id| !a.sessions.contains_key(id))
+                .take(64)
+                .collect();
+            self.departed_ids.insert(range.start, ended);
+        }
+    }
+
+    /// The ids the previous owner of client `i`'s range saw end and `i`
+    /// has not used yet (a recycled slot must not take them for its new
+    /// owner's own recently ended ones).
+    fn theirs(&self, i: usize, range: IdRange) -> &[u32] {
+        let own = self.actors[i].next_id.max(range.start);
+        let ended = self
+            .departed_ids
+            .get(&range.start)
+            .map_or(&[][..], |e| &e[..]);
+        // Newest first: the ones `i` has not reached come first.
+        let n = ended.iter().take_while(|&&id| id >= own).count();
+        &ended[..n]
+    }
+
+    /// Whether client `i` holds a recycled range whose previous owner saw
+    /// ids end that `i` has not used yet.
+    fn recycled(&self, i: usize, range: IdRange) -> bool {
+        !self.theirs(i, range).is_empty()
+    }
+
+    /// A bulk record, host to guest, on an id whose end the previous owner
+    /// of client `i`'s recycled range saw and `i` has not used: it opened
+    /// nothing there, so nothing of its own is open or ended lately, and the
+    /// relay must refuse it, whatever the slot remembers of the previous
+    /// owner (rule `late_bulk_dropped` is about the sender's own ids).
+    fn recycled_bulk(&mut self, i: usize, range: IdRange) -> Vec<u8> {
+        let n = self.theirs(i, range).len();
+        let at = self.rng.below(n.max(1) as u64) as usize;
+        let id = self
+            .theirs(i, range)
+            .get(at)
+            .copied()
+            .unwrap_or(range.end - 1);
+        let mut out = Vec::new();
+        frames::push_bulk(&mut out, id, 2, 1, 0, b"x");
+        out
+    }
+
+    /// The id of a current malicious client's bulk record that names no
+    /// correlation of its own, or may: anywhere in its range. Four in ten
+    /// are an id whose end the range's previous owner saw and it has not
+    /// used (as [`World::recycled_bulk`]), two in ten one of its own (open,
+    /// ended lately or long ago), two in ten any id, two in ten the range's
+    /// last (nobody's).
+    pub(super) fn bulk_id(&mut self, i: usize, range: IdRange) -> u32 {
+        let own = self.actors[i].next_id.max(range.start);
+        let theirs = self.theirs(i, range).len();
+        match self.rng.below(10) {
+            0..=3 if theirs > 0 => {
+                let at = self.rng.below(theirs as u64) as usize;
+                self.theirs(i, range)[at]
+            }
+            0..=5 if own > range.start => {
+                self.rng.range(u64::from(range.start), u64::from(own - 1)) as u32
+            }
+            0..=7 => {
+                self.rng
+                    .range(u64::from(range.start), u64::from(range.end - 1)) as u32
+            }
+            _ => range.end - 1,
+        }
     }
 
     /// A legacy client's own move: one [`ClientOp`].

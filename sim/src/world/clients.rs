@@ -2,7 +2,8 @@
 //! storms), read their handshake and frames the way their [`Reading`] says
 //! (steadily, when picked, with stalls, never, or a trickle, as the swarm
 //! says), open exec and fs sessions, send stdin, resizes, signals and
-//! shutdowns, send frames the relay must refuse, and leave at any byte.
+//! shutdowns, send frames the relay must refuse (legacy ones frames of
+//! every type of the 0.7.13 table too), and leave at any byte.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -13,6 +14,8 @@ use agent_relay::wire::{
     PREFIX_LEN, check_len,
 };
 use bytes::Bytes;
+use msp7::message::MessageType;
+use strum::IntoEnumIterator;
 
 use super::faults::Fault;
 use super::{READ_MAX, World};
@@ -160,7 +163,7 @@ impl World {
         if storm {
             for id in ids {
                 if self.rng.chance(600) && self.actor(id).is_some() {
-                    self.actors.retain(|a| a.id != id);
+                    self.drop_actor(id);
                     self.feed(Event::ClientDisconnected(id));
                 }
             }
@@ -343,7 +346,13 @@ impl World {
         };
         if a.malicious && self.rng.chance(150) {
             self.count(Fault::Malicious);
-            let bad = if self.generation == super::Generation::Current {
+            let current = self.generation == super::Generation::Current;
+            // In a recycled slot, mostly a record on one of the previous
+            // owner's ended ids: that is where a slot's memory of ended ids
+            // must have been cleared for its new owner.
+            let bad = if current && self.recycled(i, range) && self.rng.chance(850) {
+                self.recycled_bulk(i, range)
+            } else if current {
                 self.bad_frame_current(i, range)
             } else {
                 self.bad_frame(i, range)
@@ -353,7 +362,7 @@ impl World {
         }
         let leave = self.fault(Fault::ClientDrop) || self.rng.chance(8);
         if leave {
-            self.actors.remove(i);
+            self.drop_actor(id);
             self.feed(Event::ClientDisconnected(id));
             return;
         }
@@ -361,6 +370,87 @@ impl World {
             return self.sdk_act(i, range);
         }
         self.legacy_act(i, range);
+    }
+
+    /// Client `c` is gone; the ids of its range whose end it saw (the last
+    /// 64, as the relay remembers them for late bulk records) are kept for
+    /// the range's next owner (see [`World::bulk_id`]).
+    pub(super) fn drop_actor(&mut self, c: ClientId) {
+        let Some(i) = self.actors.iter().position(|a| a.id == c) else {
+            return;
+        };
+        let a = self.actors.remove(i);
+        if let Some(range) = a.range {
+            let ended: Vec<u32> = (range.start..a.next_id)
+                .rev()
+                .filter(|id| !a.sessions.contains_key(id))
+                .take(64)
+                .collect();
+            self.departed_ids.insert(range.start, ended);
+        }
+    }
+
+    /// The ids the previous owner of client `i`'s range saw end and `i`
+    /// has not used yet (a recycled slot must not take them for its new
+    /// owner's own recently ended ones).
+    fn theirs(&self, i: usize, range: IdRange) -> &[u32] {
+        let own = self.actors[i].next_id.max(range.start);
+        let ended = self
+            .departed_ids
+            .get(&range.start)
+            .map_or(&[][..], |e| &e[..]);
+        // Newest first: the ones `i` has not reached come first.
+        let n = ended.iter().take_while(|&&id| id >= own).count();
+        &ended[..n]
+    }
+
+    /// Whether client `i` holds a recycled range whose previous owner saw
+    /// ids end that `i` has not used yet.
+    fn recycled(&self, i: usize, range: IdRange) -> bool {
+        !self.theirs(i, range).is_empty()
+    }
+
+    /// A bulk record, host to guest, on an id whose end the previous owner
+    /// of client `i`'s recycled range saw and `i` has not used: it opened
+    /// nothing there, so nothing of its own is open or ended lately, and the
+    /// relay must refuse it, whatever the slot remembers of the previous
+    /// owner (rule `late_bulk_dropped` is about the sender's own ids).
+    fn recycled_bulk(&mut self, i: usize, range: IdRange) -> Vec<u8> {
+        let n = self.theirs(i, range).len();
+        let at = self.rng.below(n.max(1) as u64) as usize;
+        let id = self
+            .theirs(i, range)
+            .get(at)
+            .copied()
+            .unwrap_or(range.end - 1);
+        let mut out = Vec::new();
+        frames::push_bulk(&mut out, id, 2, 1, 0, b"x");
+        out
+    }
+
+    /// The id of a current malicious client's bulk record that names no
+    /// correlation of its own, or may: anywhere in its range. Four in ten
+    /// are an id whose end the range's previous owner saw and it has not
+    /// used (as [`World::recycled_bulk`]), two in ten one of its own (open,
+    /// ended lately or long ago), two in ten any id, two in ten the range's
+    /// last (nobody's).
+    pub(super) fn bulk_id(&mut self, i: usize, range: IdRange) -> u32 {
+        let own = self.actors[i].next_id.max(range.start);
+        let theirs = self.theirs(i, range).len();
+        match self.rng.below(10) {
+            0..=3 if theirs > 0 => {
+                let at = self.rng.below(theirs as u64) as usize;
+                self.theirs(i, range)[at]
+            }
+            0..=5 if own > range.start => {
+                self.rng.range(u64::from(range.start), u64::from(own - 1)) as u32
+            }
+            0..=7 => {
+                self.rng
+                    .range(u64::from(range.start), u64::from(range.end - 1)) as u32
+            }
+            _ => range.end - 1,
+        }
     }
 
     /// A legacy client's own move: one [`ClientOp`].
@@ -454,14 +544,22 @@ impl World {
 
     /// A frame the relay must refuse (and close the sender for).
     pub(super) fn bad_frame(&mut self, i: usize, range: IdRange) -> Vec<u8> {
-        self.bad_frame_v(i, range, 1)
+        let kind = self.rng.pick(&BadFrame::ALL);
+        self.bad_frame_of(i, range, 1, kind)
     }
 
-    /// [`World::bad_frame`] with generation `v` in the envelopes.
+    /// One of the bad frames both generations share ([`BadFrame::SHARED`]),
+    /// with generation `v` in the envelopes.
     pub(super) fn bad_frame_v(&mut self, i: usize, range: IdRange, v: u8) -> Vec<u8> {
+        let kind = self.rng.pick(&BadFrame::SHARED);
+        self.bad_frame_of(i, range, v, kind)
+    }
+
+    /// A bad frame of `kind`, with generation `v` in the envelopes.
+    fn bad_frame_of(&mut self, i: usize, range: IdRange, v: u8, kind: BadFrame) -> Vec<u8> {
         let mut out = Vec::new();
         let open: Option<u32> = self.actors[i].sessions.keys().next().copied();
-        match self.rng.pick(&BadFrame::ALL) {
+        match kind {
             BadFrame::OutOfRange => {
                 let id = if range.start > 0 && self.rng.chance(500) {
                     range.start - 1
@@ -504,6 +602,16 @@ impl World {
             BadFrame::ReopenSession if open.is_some() => {
                 let sid = open.expect("checked");
                 self.exec_frames.push(&mut out, v, sid, false, 0);
+            }
+            BadFrame::AnyType => {
+                // One type of the 0.7.13 table, drawn from its own list, with
+                // its flags and an empty map for payload, on an id it has
+                // open (else its range's first). A legacy relay forwards
+                // only the 0.4.4 types clients send.
+                let all: Vec<MessageType> = MessageType::iter().collect();
+                let t = self.rng.pick(&all);
+                let id = open.unwrap_or(range.start);
+                out.extend_from_slice(&frames::named(v, t.as_str(), id, t.flags(), &[0xa0]));
             }
             // With no session open, a reopen becomes a bad exec request.
             BadFrame::ReopenSession | BadFrame::BadExecRequest => {
@@ -553,7 +661,8 @@ const CLIENT_OPS: [(ClientOp, u64); 7] = [
 ];
 
 /// The frames a malicious client sends, equally often (one `pick` over
-/// [`BadFrame::ALL`]).
+/// [`BadFrame::ALL`] in a legacy world, over [`BadFrame::SHARED`] for a
+/// current world's `BadCurrent::Legacy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BadFrame {
     /// An id just outside its range.
@@ -572,11 +681,17 @@ pub(super) enum BadFrame {
     ReopenSession,
     /// An exec request whose payload does not decode.
     BadExecRequest,
+    /// Legacy: a frame of any type of the 0.7.13 message table (each
+    /// equally often), with its type's flags: most are types 0.4.4 does not
+    /// have (a 0.4.4 guest's decoder cannot read them), or ones clients may
+    /// not send; the 0.4.4 types clients send may pass.
+    AnyType,
 }
 
 impl BadFrame {
-    /// Every kind, in draw order.
-    pub(super) const ALL: [BadFrame; 8] = [
+    /// The kinds both generations send, in draw order (a current world's
+    /// `BadCurrent::Legacy` draws from these).
+    pub(super) const SHARED: [BadFrame; 8] = [
         BadFrame::OutOfRange,
         BadFrame::TooLong,
         BadFrame::TooShort,
@@ -585,5 +700,18 @@ impl BadFrame {
         BadFrame::GuestType,
         BadFrame::ReopenSession,
         BadFrame::BadExecRequest,
+    ];
+
+    /// Every kind a legacy client sends, in draw order.
+    pub(super) const ALL: [BadFrame; 9] = [
+        BadFrame::OutOfRange,
+        BadFrame::TooLong,
+        BadFrame::TooShort,
+        BadFrame::GarbageEnvelope,
+        BadFrame::WrongFlags,
+        BadFrame::GuestType,
+        BadFrame::ReopenSession,
+        BadFrame::BadExecRequest,
+        BadFrame::AnyType,
     ];
 }

@@ -16,6 +16,8 @@ use agent_relay::core::{
     Millis, Protocol, Timeout,
 };
 
+use std::collections::BTreeMap;
+
 use super::check::{BudgetStats, Failure, Invariant};
 use super::driver::{Driver, TraceMode};
 use super::event::Recorded;
@@ -136,6 +138,9 @@ pub struct World {
     exec_frames: ExecFrames,
     /// A current world's guest: agentd's own state (credit, leases).
     agentd: Option<agentd::Agentd>,
+    /// By a range's start, the ids whose end its last departed owner saw,
+    /// newest first, at most 64 (see `World::bulk_id`).
+    departed_ids: BTreeMap<u32, Vec<u32>>,
     /// The core's timeout, as it was after that many events.
     timeout: (u64, Option<Timeout>),
 }
@@ -401,6 +406,7 @@ impl World {
             prefix,
             exec_frames: ExecFrames::default(),
             agentd: None,
+            departed_ids: BTreeMap::new(),
             timeout: (u64::MAX, None),
         };
         if current {
@@ -461,7 +467,7 @@ impl World {
                 {
                     self.steady_slow_closes += 1;
                 }
-                self.actors.retain(|a| a.id != client);
+                self.drop_actor(client);
             }
             Action::PauseClient(c) => {
                 if let Some(a) = self.actor(c) {

@@ -74,7 +74,8 @@ enum BadCurrent {
     UndefinedFlags,
     /// A bulk record flowing from the guest.
     BulkFlow,
-    /// A bulk record on an id with nothing open.
+    /// A bulk record on an id of its range it may have nothing open on
+    /// (`World::bulk_id`: often one the slot's previous owner used).
     BulkNothingOpen,
     /// A bulk record whose header does not check.
     BadBulk,
@@ -361,7 +362,8 @@ impl World {
             }
             BadCurrent::BulkFlow => frames::push_bulk(&mut out, id, 1, 2, 0, b"x"),
             BadCurrent::BulkNothingOpen => {
-                frames::push_bulk(&mut out, range.end - 1, 2, 1, 0, b"x")
+                let on = self.bulk_id(i, range);
+                frames::push_bulk(&mut out, on, 2, 1, 0, b"x")
             }
             BadCurrent::BadBulk => {
                 frames::push_bulk(&mut out, id, 1, 1, 0, b"x");

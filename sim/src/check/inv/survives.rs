@@ -25,12 +25,18 @@
 //! The reader keeps agentd's own table of incarnations, slot by slot, from
 //! the frames it was handed. Input credit is `inv_credit`'s.
 //!
-//! Legacy generation: the frame must decode with microsandbox-protocol
-//! 0.4.4's `codec::try_decode_from_buf`, consuming exactly the frame.
+//! Legacy generation (every frame of a world configured legacy, before its
+//! ready too): the frame must decode with microsandbox-protocol 0.4.4's
+//! `codec::try_decode_from_buf`, consuming exactly the frame; above all its
+//! type must be one of the 14 that 0.4.4's `MessageType` has
+//! ([`LEGACY_TYPES`], written from P4/message.rs): a type only the 0.7.13
+//! table has (a ping, a tcp connect, a bulk credit...) is an unknown variant
+//! to that decoder.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use agent_relay::core::Protocol;
 use bytes::BytesMut;
 use msp7::codec::{DecodedFrame, try_decode_frame_from_bytes};
 use msp7::message::{Message, MessageType};
@@ -62,8 +68,9 @@ impl Check for GuestSurvives {
         let Fact::ToGuest(frame) = *f else {
             return;
         };
-        // Before any ready only a current guest gets frames (init acks).
-        let current = !m.parse_ready || m.parse_current;
+        // Before any ready only a current guest gets frames (init acks); a
+        // world configured legacy is judged as 0.4.4 reads, ready or not.
+        let current = m.cfg.protocol != Protocol::Legacy && (!m.parse_ready || m.parse_current);
         let why = if current {
             self.agentd(frame)
         } else {
@@ -221,14 +228,26 @@ impl GuestSurvives {
         } else {
             let total = 4 + len as usize;
             let mut body = &frame[4 + FRAME_HEADER_SIZE..total];
+            // The encoders' layout names its type: one 0.4.4 does not have
+            // is an unknown variant to its decoder, refused whatever serde
+            // says (in its words when it refuses too).
+            let parts = cbor::parts(body);
+            if let Some(p) = &parts
+                && !LEGACY_TYPES.contains(&p.t)
+            {
+                let t = p.t;
+                return Some(match cbor::from_reader::<Message>(&mut body) {
+                    Err(e) => format!("decode: {}", ProtocolError::from(e)),
+                    Ok(_) => format!("decode: 0.4.4 has no message type {t:?}"),
+                });
+            }
             // The encoders' layout with a type 0.4.4 knows is a message;
             // serde reads anything else.
-            let read =
-                if cbor::parts(body).is_some_and(|p| MessageType::from_wire_str(p.t).is_some()) {
-                    Ok(())
-                } else {
-                    cbor::from_reader::<Message>(&mut body).map(drop)
-                };
+            let read = if parts.is_some_and(|p| MessageType::from_wire_str(p.t).is_some()) {
+                Ok(())
+            } else {
+                cbor::from_reader::<Message>(&mut body).map(drop)
+            };
             match read {
                 Ok(()) if total == frame.len() => return None,
                 Ok(()) => return Some("read past the frame".into()),
@@ -238,6 +257,25 @@ impl GuestSurvives {
         Some(format!("decode: {error}"))
     }
 }
+
+/// The 14 message types of protocol 0.4.4 (P4/message.rs, `MessageType`'s
+/// wire names), the only ones a 0.4.4 guest's decoder reads.
+const LEGACY_TYPES: [&str; 14] = [
+    "core.ready",
+    "core.shutdown",
+    "core.exec.request",
+    "core.exec.started",
+    "core.exec.stdin",
+    "core.exec.stdout",
+    "core.exec.stderr",
+    "core.exec.exited",
+    "core.exec.failed",
+    "core.exec.resize",
+    "core.exec.signal",
+    "core.fs.request",
+    "core.fs.response",
+    "core.fs.data",
+];
 
 /// A message as agentd's reader takes it (`msp7::message::Message` but for
 /// the payload, borrowed from the frame when it could be).
@@ -426,6 +464,30 @@ mod tests {
             r.legacy(&frames::raw(10, MsgType::Ping, 5, 0, &[0xa0]))
                 .is_some()
         );
+    }
+
+    /// The 0.4.4 inventory is what 0.4.4's decoder reads: of every type of
+    /// the 0.7.13 table, exactly the listed ones; a frame of any other is
+    /// refused, before the decoder is asked.
+    #[test]
+    fn survives_legacy_inventory_is_0_4_4s() {
+        use msp7::message::MessageType;
+        use strum::IntoEnumIterator;
+        let mut r = GuestSurvives::default();
+        let mut known = 0;
+        for t in MessageType::iter() {
+            let name = t.as_str();
+            let in_0_4_4 = microsandbox_protocol::message::MessageType::from_wire_str(name);
+            assert_eq!(
+                in_0_4_4.is_some(),
+                super::LEGACY_TYPES.contains(&name),
+                "{name}"
+            );
+            known += usize::from(in_0_4_4.is_some());
+            let f = frames::named(1, name, 5, t.flags(), &[0xa0]);
+            assert_eq!(r.legacy(&f).is_none(), in_0_4_4.is_some(), "{name}");
+        }
+        assert_eq!(known, super::LEGACY_TYPES.len());
     }
 
     /// The readers run in place say what the libraries' own say.

@@ -17,22 +17,25 @@
 //!   record of the session comes before its start or after its end.
 //! - **Text**: each stream (stdout and stderr; a pty session's one `output`
 //!   stream takes both) is the data of the session's output frames
-//!   (`Fact::ExecFrame`) in order, decoded as `String::from_utf8_lossy`
-//!   decodes the whole stream, except that an unfinished character at the
-//!   stream's end waits for the next frame: after every event, the text of
-//!   the stream's records (each decoded alone, as the writer does) equals
-//!   the lossy decoding of the bytes so far minus such a tail; at the
-//!   session's end the tail is written as U+FFFD. Record boundaries are not
-//!   judged.
+//!   (`Fact::ExecFrame`) in order. The records hold those bytes (the writer
+//!   decodes them) and the text they decode to, each record alone, is the
+//!   stream's lossy UTF-8 (`String::from_utf8_lossy` of the whole stream),
+//!   but that an unfinished character at the stream's end waits for the
+//!   next frame and is U+FFFD at the session's end. Judged after every
+//!   event, without decoding: the records' bytes so far equal the stream's
+//!   bytes less such a tail (the tail written as the bytes of U+FFFD once
+//!   the session ended), and where a record ends in an incomplete sequence
+//!   the stream's next byte does not continue it (there too it is one
+//!   invalid sequence), so each record decodes alone as the stream does.
+//!   Record boundaries are not judged otherwise.
 //!
 //! Records without a session are only `--- sandbox started ---`, at most
 //! once. A killed session whose end never comes keeps its tail (the tap
 //! flushes only at an end).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt::Write as _;
 
-use agent_relay::core::{Action, ClientId, Event, LogSource, SANDBOX_STARTED};
+use agent_relay::core::{Action, ClientId, Event, LogRecord, LogSource, SANDBOX_STARTED};
 use agent_relay::wire::payload::{ExecExited, peek_data};
 use agent_relay::wire::{FLAG_TERMINAL, MsgType, PREFIX_LEN, peek_parts};
 
@@ -54,73 +57,101 @@ enum Life {
     End(Want),
 }
 
+/// The text an end record must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Want {
     Exact(String),
     Prefix(&'static str),
 }
 
-/// One stream's text: bytes not yet decodable (an unfinished character),
-/// the text owed and the text logged since they last agreed.
+/// One stream's bytes: the guest's not yet matched by records (an
+/// unfinished character at the end waits there), and the records' since
+/// they last agreed, with where a record ended in an incomplete sequence
+/// (its end in `got`, and the sequence's length).
 #[derive(Debug, Default)]
 struct Text {
-    raw: Vec<u8>,
-    want: String,
-    got: String,
+    want: Vec<u8>,
+    got: Vec<u8>,
+    cuts: Vec<(usize, usize)>,
 }
 
 impl Text {
-    /// Appends output; the whole characters join the owed text.
-    fn push(&mut self, data: &[u8]) {
-        self.raw.extend_from_slice(data);
-        let whole = self.raw.len() - unfinished(&self.raw);
-        self.want
-            .push_str(&String::from_utf8_lossy(&self.raw[..whole]));
-        self.raw.drain(..whole);
-    }
-
-    /// The stream ended: what waits is not a character.
+    /// The stream ended: an unfinished character at its end is written as
+    /// U+FFFD.
     fn finish(&mut self) {
-        self.want.push_str(&String::from_utf8_lossy(&self.raw));
-        self.raw.clear();
-    }
-}
-
-/// How many bytes at the end of `raw` are an unfinished character: the
-/// incomplete sequence a lossy decoder reaches the end of input inside.
-fn unfinished(raw: &[u8]) -> usize {
-    match raw.utf8_chunks().last() {
-        Some(chunk)
-            if std::str::from_utf8(chunk.invalid()).is_err_and(|e| e.error_len().is_none()) =>
-        {
-            chunk.invalid().len()
+        let k = unfinished(&self.want);
+        if k > 0 {
+            self.want.truncate(self.want.len() - k);
+            self.want.extend_from_slice("\u{FFFD}".as_bytes());
         }
-        _ => 0,
+    }
+
+    /// The records so far hold what the guest sent, but for an unfinished
+    /// character at its end, and decode alone as the stream does: where a
+    /// record ends in an incomplete sequence, the stream's next byte does
+    /// not continue it (it is one invalid sequence there too). What agreed
+    /// is forgotten.
+    fn agrees(&mut self) -> Result<(), String> {
+        let whole = self.want.len() - unfinished(&self.want);
+        if self.got[..] != self.want[..whole] {
+            return Err(differ(&self.got, &self.want[..whole]));
+        }
+        for &(end, k) in &self.cuts {
+            let seq = &self.want[end - k..(end - k + 4).min(self.want.len())];
+            let alone = std::str::from_utf8(seq)
+                .is_err_and(|e| e.valid_up_to() == 0 && e.error_len() == Some(k));
+            if !alone {
+                return Err(format!(
+                    "a record ends inside a character: {:02x?} and the stream goes on {:02x?}",
+                    &seq[..k],
+                    &seq[k..]
+                ));
+            }
+        }
+        self.want.drain(..whole);
+        self.got.clear();
+        self.cuts.clear();
+        Ok(())
     }
 }
 
+/// How many bytes at the end of `bytes` are an unfinished character: an
+/// incomplete sequence (one more bytes could complete, as `Utf8Error`
+/// tells it from an invalid one) the input ends inside. Such a sequence is
+/// at most three bytes and begins with a lead byte, where decoding starts
+/// afresh, so the last four bytes tell.
+fn unfinished(bytes: &[u8]) -> usize {
+    let mut rest = &bytes[bytes.len().saturating_sub(4)..];
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(_) => return 0,
+            Err(e) => match e.error_len() {
+                None => return rest.len() - e.valid_up_to(),
+                Some(n) => rest = &rest[e.valid_up_to() + n..],
+            },
+        }
+    }
+}
+
+/// One exec session, by what the model reported and what the core logged.
 #[derive(Debug)]
 struct Session {
+    /// Its client's slot.
     slot: usize,
+    /// A pty session: one `output` stream.
     tty: bool,
-    /// No more records owed: killed, or ended.
+    /// Its kill record is owed (or came).
     killed: bool,
+    /// Its end record is owed (or came): nothing more of it is logged.
     ended: bool,
     /// Lifecycle records owed and not yet seen.
     owed: VecDeque<Life>,
-    /// Its start record was logged / its end record was.
+    /// Its start record came.
     logged_start: bool,
+    /// A record that looks like its end came.
     logged_end: bool,
     /// stdout (or a pty's output), stderr.
     streams: [Text; 2],
-}
-
-/// A record the core logged in this event.
-#[derive(Debug)]
-struct Logged {
-    session: Option<u64>,
-    source: LogSource,
-    text: String,
 }
 
 /// See the module docs.
@@ -135,8 +166,9 @@ pub struct ExecLog {
     /// The guest went away: the open sessions got their ends, kills log nothing.
     ended_all: bool,
     sandbox_started: bool,
-    /// This event's records, in order.
-    logged: Vec<Logged>,
+    /// This event's `system` records of sessions, in order: judged against
+    /// what the event owes once it is settled.
+    systems: Vec<(u64, String)>,
     /// Sessions this event touched.
     touched: BTreeSet<u64>,
 }
@@ -154,25 +186,20 @@ impl Check for ExecLog {
             by_id: BTreeMap::new(),
             ended_all: false,
             sandbox_started: false,
-            logged: Vec::new(),
+            systems: Vec::new(),
             touched: BTreeSet::new(),
         }
     }
 
-    fn on_fact(&mut self, m: &Model, f: &Fact<'_>, _v: &mut Verdict) {
+    fn on_fact(&mut self, m: &Model, f: &Fact<'_>, v: &mut Verdict) {
         if !self.on {
             return;
         }
         match *f {
             Fact::Action(Action::Log(r)) => {
-                let mut text = String::new();
-                let _ = write!(text, "{}", r.text);
-                self.logged.push(Logged {
-                    session: r.session,
-                    source: r.source,
-                    text,
-                });
-                self.touched.extend(r.session);
+                if let Err(why) = self.record(r) {
+                    v.fail::<Self>(why);
+                }
             }
             Fact::Event(Event::GuestClosed) if !self.ended_all => self.guest_gone(),
             Fact::ExecOpened { c, id, body } => {
@@ -222,13 +249,13 @@ impl Check for ExecLog {
     }
 
     fn settled(&mut self, _m: &Model, v: &mut Verdict) {
-        if !self.on || (self.logged.is_empty() && self.touched.is_empty()) {
+        if !self.on || self.touched.is_empty() {
             return;
         }
-        let logged = std::mem::take(&mut self.logged);
-        for r in &logged {
-            if let Err(why) = self.record(r) {
-                self.logged.clear();
+        let systems = std::mem::take(&mut self.systems);
+        for (n, text) in &systems {
+            let s = self.sessions.get_mut(n).expect("judged when logged");
+            if let Err(why) = system(*n, s, text) {
                 self.touched.clear();
                 return v.fail::<Self>(why);
             }
@@ -244,24 +271,23 @@ impl Check for ExecLog {
                 ));
             }
             for (k, t) in s.streams.iter_mut().enumerate() {
-                if t.want != t.got {
+                if let Err(why) = t.agrees() {
                     let stream = match (s.tty, k) {
                         (true, _) => "output",
                         (false, 0) => "stdout",
                         (false, _) => "stderr",
                     };
                     return v.fail::<Self>(format!(
-                        "session {n} {stream}: {}{}",
-                        differ(&t.got, &t.want),
-                        if t.raw.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" and the unfinished {:02x?}", t.raw)
+                        "session {n} {stream}: {why}{}",
+                        match unfinished(&t.want) {
+                            0 => String::new(),
+                            k => format!(
+                                ", and an unfinished {:02x?} waits",
+                                &t.want[t.want.len() - k..]
+                            ),
                         }
                     ));
                 }
-                t.want.clear();
-                t.got.clear();
             }
         }
     }
@@ -300,7 +326,7 @@ impl ExecLog {
             && let Ok(parts) = peek_parts(body)
             && let Ok(data) = peek_data(&parts.payload)
         {
-            s.streams[k].push(&data);
+            s.streams[k].want.extend_from_slice(&data);
         }
         if flags & FLAG_TERMINAL != 0 {
             s.ended = true;
@@ -320,14 +346,18 @@ impl ExecLog {
         }
     }
 
-    /// One record the core logged, judged in its place.
-    fn record(&mut self, r: &Logged) -> Result<(), String> {
+    /// One record the core logged, judged in its place: a session's
+    /// `system` record waits for the event's end (what it owes may be
+    /// reported later), its output joins the stream's logged text.
+    fn record(&mut self, r: &LogRecord) -> Result<(), String> {
+        let text = || r.text.to_string();
         let Some(n) = r.session else {
-            if r.source != LogSource::System || r.text != SANDBOX_STARTED || self.sandbox_started {
+            let text = text();
+            if r.source != LogSource::System || text != SANDBOX_STARTED || self.sandbox_started {
                 return Err(format!(
                     "a {} record without a session: {}",
                     r.source.as_str(),
-                    show(&r.text)
+                    show(&text)
                 ));
             }
             self.sandbox_started = true;
@@ -338,11 +368,21 @@ impl ExecLog {
                 "a {} record of session {n}, which was never opened ({} exec sessions so far): {}",
                 r.source.as_str(),
                 self.opened,
-                show(&r.text)
+                show(&text())
             ));
         };
+        self.touched.insert(n);
         let k = match (r.source, s.tty) {
-            (LogSource::System, _) => return system(n, s, &r.text),
+            (LogSource::System, _) => {
+                let text = text();
+                if text.starts_with("exec started") {
+                    s.logged_start = true;
+                } else if !text.starts_with("exec killed") {
+                    s.logged_end = true;
+                }
+                self.systems.push((n, text));
+                return Ok(());
+            }
             (LogSource::Output, true) | (LogSource::Stdout, false) => 0,
             (LogSource::Stderr, false) => 1,
             (source, tty) => {
@@ -358,10 +398,18 @@ impl ExecLog {
                 r.source.as_str(),
                 if s.logged_end { "after" } else { "before" },
                 if s.logged_end { "end" } else { "start" },
-                show(&r.text)
+                show(&text())
             ));
         }
-        s.streams[k].got.push_str(&r.text);
+        // The writer decodes each record alone: where one ends in an
+        // incomplete sequence, the stream must not continue it.
+        let bytes = r.text.joined();
+        let t = &mut s.streams[k];
+        t.got.extend_from_slice(&bytes);
+        let cut = unfinished(&bytes);
+        if cut > 0 {
+            t.cuts.push((t.got.len(), cut));
+        }
         Ok(())
     }
 }
@@ -377,21 +425,17 @@ fn system(n: u64, s: &mut Session, text: &str) -> Result<(), String> {
     let ok = match &life {
         Life::Start => {
             let slot = format!(" (client slot {})", s.slot);
-            s.logged_start = true;
             text.starts_with("exec started: ") && text.ends_with(&slot)
         }
         Life::Kill => text.starts_with("exec killed"),
-        Life::End(want) => {
-            s.logged_end = true;
-            match want {
-                Want::Exact(w) => text == w,
-                Want::Prefix(p) => {
-                    text.starts_with(p)
-                        && !text.starts_with("exec started")
-                        && !text.starts_with("exec killed")
-                }
+        Life::End(want) => match want {
+            Want::Exact(w) => text == w,
+            Want::Prefix(p) => {
+                text.starts_with(p)
+                    && !text.starts_with("exec started")
+                    && !text.starts_with("exec killed")
             }
-        }
+        },
     };
     if ok {
         Ok(())
@@ -423,20 +467,77 @@ fn show(text: &str) -> String {
     format!("{n} chars {head:?}{more}")
 }
 
-/// Where the logged text first differs from the owed text.
-fn differ(got: &str, want: &str) -> String {
-    let same = got
-        .chars()
-        .zip(want.chars())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let from = same.saturating_sub(8);
-    let tail = |t: &str| t.chars().skip(from).take(24).collect::<String>();
+/// Where the logged bytes first differ from the owed ones, decoded.
+fn differ(got: &[u8], want: &[u8]) -> String {
+    let same = got.iter().zip(want).take_while(|(a, b)| a == b).count();
+    // Back to a character's start, so the excerpt decodes as the stream.
+    let mut from = same.saturating_sub(12);
+    while from > 0 && want.get(from).is_some_and(|b| b & 0xc0 == 0x80) {
+        from -= 1;
+    }
+    let near = |b: &[u8]| {
+        String::from_utf8_lossy(&b[from.min(b.len())..(same + 24).min(b.len())]).into_owned()
+    };
     format!(
-        "the records say {} chars, the guest sent {}; they differ at char {same}: logged {:?}, sent {:?}",
-        got.chars().count(),
-        want.chars().count(),
-        tail(got),
-        tail(want)
+        "the records hold {} bytes, the guest sent {}; they differ at byte {same}: logged {:?}, sent {:?}",
+        got.len(),
+        want.len(),
+        near(got),
+        near(want)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Text, unfinished};
+
+    #[test]
+    fn exec_log_unfinished_is_an_incomplete_sequence_at_the_end() {
+        assert_eq!(unfinished(b""), 0);
+        assert_eq!(unfinished("a\u{20ac}".as_bytes()), 0);
+        assert_eq!(unfinished(&[b'a', 0xe2, 0x82]), 2);
+        assert_eq!(unfinished(&[0xf0, 0x9f, 0x98]), 3);
+        assert_eq!(unfinished(&[0xe2, 0x28]), 0, "invalid, not unfinished");
+        assert_eq!(unfinished(&[0x9f, 0x98, 0x80, 0xe2]), 1);
+        assert_eq!(unfinished(&[0xf0, 0x9f, 0x98, 0x80]), 0);
+        assert_eq!(unfinished(&[0xff]), 0);
+    }
+
+    fn text(want: &[u8], records: &[&[u8]]) -> Text {
+        let mut t = Text {
+            want: want.to_vec(),
+            ..Text::default()
+        };
+        for r in records {
+            t.got.extend_from_slice(r);
+            let cut = unfinished(r);
+            if cut > 0 {
+                t.cuts.push((t.got.len(), cut));
+            }
+        }
+        t
+    }
+
+    /// A record may end in an incomplete sequence the stream does not
+    /// continue (it decodes to the same U+FFFD), never in one it does.
+    #[test]
+    fn exec_log_records_decode_alone_as_the_stream() {
+        assert!(text(&[0xdd, 0xf0, 0x9f, 0x98], &[&[0xdd]]).agrees().is_ok());
+        assert!(
+            text(&[0xf0, 0x9f, 0x98, 0x80], &[&[0xf0, 0x9f, 0x98], &[0x80]])
+                .agrees()
+                .is_err()
+        );
+        assert!(
+            text(&[0xf0, 0x9f, 0x41], &[&[0xf0], &[0x9f, 0x41]])
+                .agrees()
+                .is_err()
+        );
+        let mut t = text(&[b'a', 0xe2, 0x82], &[b"a"]);
+        assert!(t.agrees().is_ok(), "the unfinished tail waits");
+        assert_eq!(t.want, [0xe2, 0x82]);
+        t.finish();
+        t.got.extend_from_slice("\u{FFFD}".as_bytes());
+        assert!(t.agrees().is_ok(), "and ends as U+FFFD");
+    }
 }

@@ -74,6 +74,10 @@ pub enum Invariant {
     /// its soft budget or the sum's grace runs, and a pause makes progress (a
     /// cause ends, or the core closes a slow consumer) within one grace period.
     BoundedWait,
+    /// `inv_exec_log`: with the tap on, each exec session's records carry
+    /// the text its guest output decodes to (whole characters; an
+    /// unfinished one at its end as U+FFFD) and its start, kill and end.
+    ExecLog,
     /// `live_sessions_end`: every started session reached its terminal frame.
     SessionsEnd,
     /// `live_to_guest_end`: every frame a well-behaved client sent reached the guest.
@@ -90,7 +94,7 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every invariant, safety first.
-    pub const ALL: [Invariant; 25] = [
+    pub const ALL: [Invariant; 26] = [
         Invariant::Routing,
         Invariant::Completeness,
         Invariant::ToGuest,
@@ -110,6 +114,7 @@ impl Invariant {
         Invariant::RangeLeases,
         Invariant::NoLossWhileReading,
         Invariant::BoundedWait,
+        Invariant::ExecLog,
         Invariant::SessionsEnd,
         Invariant::ToGuestEnd,
         Invariant::CleanupEnd,
@@ -140,6 +145,7 @@ impl Invariant {
             Invariant::RangeLeases => "inv_range_leases",
             Invariant::NoLossWhileReading => "inv_no_loss_while_reading",
             Invariant::BoundedWait => "inv_bounded_wait",
+            Invariant::ExecLog => "inv_exec_log",
             Invariant::SessionsEnd => "live_sessions_end",
             Invariant::ToGuestEnd => "live_to_guest_end",
             Invariant::CleanupEnd => "live_cleanup_end",
@@ -175,7 +181,8 @@ impl Invariant {
             | Invariant::GuestSurvives
             | Invariant::RangeLeases
             | Invariant::NoLossWhileReading
-            | Invariant::BoundedWait => Class::Safety,
+            | Invariant::BoundedWait
+            | Invariant::ExecLog => Class::Safety,
             Invariant::SessionsEnd
             | Invariant::ToGuestEnd
             | Invariant::CleanupEnd

@@ -17,12 +17,14 @@ use super::World;
 use super::faults::Fault;
 use agent_relay::testkit::frames;
 
-/// Exec output as text: multi-byte characters, so the exec.log tap splits
-/// some; as long as the longest burst.
+/// Exec output as text: characters of one to four bytes, so the exec.log
+/// tap splits some; as long as the longest burst. Each stream of a session
+/// reads on where its last frame stopped (`GuestSession::text_at`), so a
+/// character cut at a frame's end is completed by the stream's next frame.
 static TEXT: [u8; 64 << 10] = text();
 
 const fn text() -> [u8; 64 << 10] {
-    let unit = "ab\u{e9} \u{20ac}\n".as_bytes();
+    let unit = "ab\u{e9} \u{20ac}\u{1f600}\n".as_bytes();
     let mut out = [0; 64 << 10];
     let mut i = 0;
     while i < out.len() {
@@ -47,6 +49,8 @@ pub(super) struct GuestSession {
     pub(super) held: (u64, u64),
     /// Current: the offset of its next bulk record.
     pub(super) offset: u64,
+    /// Where its stdout and its stderr go on in `TEXT`.
+    pub(super) text_at: [usize; 2],
 }
 
 /// The guest agent model.
@@ -314,11 +318,11 @@ impl World {
 
     /// One output frame of session `id`: exec output, or fs data.
     pub(super) fn guest_output(&mut self, id: u32, exec: bool, tty: bool) {
-        let t = match (exec, tty) {
-            (false, _) => MsgType::FsData,
-            (true, true) => MsgType::ExecStdout,
-            (true, false) if self.rng.chance(700) => MsgType::ExecStdout,
-            (true, false) => MsgType::ExecStderr,
+        let (t, k) = match (exec, tty) {
+            (false, _) => (MsgType::FsData, 0),
+            (true, true) => (MsgType::ExecStdout, 0),
+            (true, false) if self.rng.chance(700) => (MsgType::ExecStdout, 0),
+            (true, false) => (MsgType::ExecStderr, 1),
         };
         let size = if self.fault(Fault::Burst) {
             self.rng.range_usize(1 << 10, 64 << 10)
@@ -334,7 +338,21 @@ impl World {
             self.rng.fill(&mut self.scratch);
             frames::push_data(out, v, t, id, 0, &self.scratch);
         } else {
-            frames::push_data(out, v, t, id, 0, &TEXT[..size]);
+            // The stream reads on: a character its last frame cut is
+            // completed, one this frame cuts waits for the next (or ends the
+            // session unfinished).
+            let mut none = 0;
+            let at = match self.guest.sessions.get_mut(&id) {
+                Some(s) => &mut s.text_at[k],
+                None => &mut none,
+            };
+            if *at + size > TEXT.len() {
+                *at = 0;
+            }
+            let start = *at;
+            *at += size;
+            let out = &mut self.guest.out;
+            frames::push_data(out, v, t, id, 0, &TEXT[start..start + size]);
         }
     }
 

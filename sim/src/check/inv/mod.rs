@@ -15,6 +15,7 @@ mod completeness;
 mod control_first;
 mod credit;
 mod driver_contract;
+mod exec_log;
 mod fair_credit;
 mod fairness;
 mod init_ack;
@@ -43,6 +44,7 @@ use completeness::Completeness;
 use control_first::ControlFirst;
 use credit::Credit;
 use driver_contract::DriverContract;
+use exec_log::ExecLog;
 use fair_credit::FairCredit;
 use fairness::Fairness;
 use init_ack::InitAck;
@@ -261,6 +263,7 @@ invariants! {
     control_first: ControlFirst,
     fair_credit: FairCredit,
     ranges: CanonicalRanges,
+    exec_log: ExecLog,
     sessions_end: SessionsEnd,
     to_guest_end: ToGuestEnd,
     cleanup_end: CleanupEnd,

@@ -192,6 +192,7 @@ impl Model {
         };
         if let Some(kind) = found.opens {
             self.open(c, id, kind, Some(t))?;
+            self.exec_opened(c, id, kind, &frame, out);
         }
         self.queue(c, frame, &found, out);
         Ok(())
@@ -232,7 +233,10 @@ impl Model {
             return Ok(true);
         }
         match found.opens {
-            Some(kind) => self.open(c, id, kind, found.t)?,
+            Some(kind) => {
+                self.open(c, id, kind, found.t)?;
+                self.exec_opened(c, id, kind, &frame, out);
+            }
             None if id != 0 && !self.clients[&c].sessions.contains_key(&id) => {
                 self.open(c, id, Kind::Request, found.t)?;
             }
@@ -335,6 +339,14 @@ impl Model {
             cur.active_execs += 1;
         }
         Ok(())
+    }
+
+    /// An exec session was opened: the exec.log's start record is owed.
+    fn exec_opened(&self, c: ClientId, id: u32, kind: Kind, frame: &Frame, out: &mut impl Facts) {
+        if kind.is_exec() {
+            let body = frame.body();
+            out.fact(self, Fact::ExecOpened { c, id, body });
+        }
     }
 
     /// At the bound, the oldest request is forgotten; with none, opening one

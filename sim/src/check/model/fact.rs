@@ -7,6 +7,7 @@
 //! action met.
 
 use agent_relay::core::{Action, ClientId, CloseReason, Event, IdRange, RefuseReason, SlowLimit};
+use agent_relay::wire::MsgType;
 use bytes::Bytes;
 
 use super::client::Lane;
@@ -292,6 +293,30 @@ pub enum Fact<'a> {
         /// The wall time, if a reading is known.
         want: Option<u64>,
     },
+    /// An exec request opened a session (after the model opened it): the
+    /// request frame's body (its envelope).
+    ExecOpened {
+        /// The client.
+        c: ClientId,
+        /// The session's id.
+        id: u32,
+        /// The request frame's body.
+        body: &'a [u8],
+    },
+    /// A guest frame on an exec session its owner still has open reached
+    /// the core, before the model applies it (the frame may end it).
+    ExecFrame {
+        /// The session's owner.
+        c: ClientId,
+        /// The session's id.
+        id: u32,
+        /// The frame's type (`None`: one the relay does not know).
+        t: Option<MsgType>,
+        /// Its flags.
+        flags: u8,
+        /// The whole frame, prefix included.
+        frame: &'a Bytes,
+    },
 }
 
 impl Fact<'_> {
@@ -367,6 +392,10 @@ impl Fact<'_> {
     pub const EARLY_LEASE_MISMATCH: u64 = 1 << 34;
     /// [`Fact::ClockHanded`]'s bit.
     pub const CLOCK_HANDED: u64 = 1 << 35;
+    /// [`Fact::ExecOpened`]'s bit.
+    pub const EXEC_OPENED: u64 = 1 << 36;
+    /// [`Fact::ExecFrame`]'s bit.
+    pub const EXEC_FRAME: u64 = 1 << 37;
 
     /// Its bit, for the masks invariants say what they judge with
     /// (`Check::WANTS`).
@@ -408,6 +437,8 @@ impl Fact<'_> {
             Fact::LeaseHanded { .. } => Fact::LEASE_HANDED,
             Fact::EarlyLeaseMismatch { .. } => Fact::EARLY_LEASE_MISMATCH,
             Fact::ClockHanded { .. } => Fact::CLOCK_HANDED,
+            Fact::ExecOpened { .. } => Fact::EXEC_OPENED,
+            Fact::ExecFrame { .. } => Fact::EXEC_FRAME,
         }
     }
 }

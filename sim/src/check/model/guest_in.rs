@@ -278,11 +278,12 @@ impl Model {
         }
         self.clock_queued_later();
         if self.current.is_some() {
-            return self.guest_frame_current(g);
+            return self.guest_frame_current(g, out);
         }
         let Some(&owner) = self.owners.get(&g.id) else {
             return;
         };
+        self.exec_frame(owner, &g, out);
         self.end_if_terminal(owner, &g);
         self.deliver(owner, g.frame);
     }
@@ -337,7 +338,7 @@ impl Model {
     /// newest owner's opening frame has not reached the guest yet cannot
     /// answer that owner: it is the previous owner's, if that one had the
     /// id open.
-    fn guest_frame_current(&mut self, g: Gq) {
+    fn guest_frame_current(&mut self, g: Gq, out: &mut impl Facts) {
         if let Some(ack) = g.ack {
             return self.lease_ack(ack);
         }
@@ -367,11 +368,34 @@ impl Model {
         // As the relay does: the terminal frame ends the correlation, then
         // the answer shows what the guest has read, then the frame goes on.
         let opened_at = self.clients[&owner].sessions[&g.id].opened_at;
+        self.exec_frame(owner, &g, out);
         self.end_if_terminal(owner, &g);
         if let Some(seq) = opened_at {
             self.guest_read(seq);
         }
         self.deliver(owner, g.frame);
+    }
+
+    /// A frame for an exec session `owner` has open: the exec.log's tap
+    /// reads it.
+    fn exec_frame(&self, owner: ClientId, g: &Gq, out: &mut impl Facts) {
+        let exec = self.clients[&owner]
+            .sessions
+            .get(&g.id)
+            .is_some_and(|s| s.kind.is_exec());
+        if exec {
+            let (id, t, flags, frame) = (g.id, g.t, g.flags, &g.frame);
+            out.fact(
+                self,
+                Fact::ExecFrame {
+                    c: owner,
+                    id,
+                    t,
+                    flags,
+                    frame,
+                },
+            );
+        }
     }
 
     /// A terminal frame ends the correlation `owner` has open on its id.

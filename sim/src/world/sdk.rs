@@ -98,9 +98,12 @@ enum BadCurrent {
     Trailing,
     /// A ping with TERMINAL.
     WrongFlags,
+    /// A frame on id 0 that is not `core.shutdown` with SHUTDOWN: a ping,
+    /// an exec request, stdin, a bulk record, a shutdown with other flags.
+    IdZero,
 }
 
-const BAD_CURRENT: [BadCurrent; 16] = [
+const BAD_CURRENT: [BadCurrent; 17] = [
     BadCurrent::Legacy,
     BadCurrent::ForgedNotice,
     BadCurrent::RelayType,
@@ -117,6 +120,7 @@ const BAD_CURRENT: [BadCurrent; 16] = [
     BadCurrent::ControlName,
     BadCurrent::Trailing,
     BadCurrent::WrongFlags,
+    BadCurrent::IdZero,
 ];
 
 impl World {
@@ -412,7 +416,24 @@ impl World {
             BadCurrent::WrongFlags => {
                 frames::push_raw(&mut out, V, MsgType::Ping, id, FLAG_TERMINAL, &[0xa0]);
             }
+            BadCurrent::IdZero => self.id_zero(&mut out),
         }
         out
+    }
+
+    /// Only `core.shutdown` with SHUTDOWN may use id 0: anything else there
+    /// is out of the sender's range.
+    fn id_zero(&mut self, out: &mut Vec<u8>) {
+        match self.rng.below(6) {
+            0 => frames::push_raw(out, V, MsgType::Ping, 0, 0, &[0xa0]),
+            1 => out.extend_from_slice(&frames::exec_request(V, 0, false, 1)),
+            2 => frames::push_data(out, V, MsgType::ExecStdin, 0, 0, b"zero"),
+            3 => frames::push_bulk(out, 0, 1, 1, 0, b"zero"),
+            4 => frames::push_raw(out, V, MsgType::Shutdown, 0, 0, &[0xf6]),
+            _ => {
+                let t = self.rng.pick(&[MsgType::Touch, MsgType::FsRequest]);
+                frames::push_raw(out, V, t, 0, FLAG_SESSION_START, &[0xa0]);
+            }
+        }
     }
 }

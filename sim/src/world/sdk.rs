@@ -10,13 +10,14 @@
 //! empty-bodied shutdown, an envelope without `p` or with two `v`, a sender
 //! of generation 1).
 
-use agent_relay::core::IdRange;
-use agent_relay::wire::payload::{Consumed, ExecResize, RelayClientDisconnected};
+use agent_relay::core::{Event, IdRange};
+use agent_relay::wire::payload::{Consumed, ExecRequest, ExecResize, RelayClientDisconnected};
 use agent_relay::wire::{FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, MsgType};
 
-use super::World;
+use super::agentd::Edge;
 use super::clients::Sess;
 use super::faults::Fault;
+use super::{READ_MAX, World};
 use agent_relay::testkit::frames;
 
 /// The generation the 0.7.13 client writes.
@@ -60,6 +61,31 @@ const SDK_OPS: [(SdkOp, u64); 15] = [
     (SdkOp::Shutdown, 1),
     (SdkOp::Idle, 8),
 ];
+
+/// `core.exec.request` of `sh -c 'eval "$SCRIPT"'` on `id`, `len` bytes
+/// long in all (at least 128), the script (in the environment, which the
+/// exec log does not quote) sized to fit.
+fn exec_of_len(id: u32, len: usize) -> bytes::Bytes {
+    let build = |n: usize| {
+        let req = ExecRequest {
+            env: vec![format!("SCRIPT={}", ":".repeat(n))],
+            ..ExecRequest::new("sh").args(["-c", "eval \"$SCRIPT\""])
+        };
+        frames::frame(V, MsgType::ExecRequest, id, &req)
+    };
+    let mut n = len.saturating_sub(build(0).len());
+    // The script's length header grows by 1, 2 or 4 bytes with it: the
+    // length falls short by at most that much, then is met.
+    for _ in 0..4 {
+        let f = build(n);
+        match f.len().cmp(&len) {
+            std::cmp::Ordering::Equal => return f,
+            std::cmp::Ordering::Less => n += len - f.len(),
+            std::cmp::Ordering::Greater => n -= f.len() - len,
+        }
+    }
+    build(n)
+}
 
 /// The current generation's bad frames, equally often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +172,11 @@ impl World {
 
     /// A current client's own move: one [`SdkOp`].
     pub(super) fn sdk_act(&mut self, i: usize, range: IdRange) {
+        // A draw of the worlds that take the control window to its edge.
+        let edge = self.agentd.as_ref().is_some_and(|g| g.edge != Edge::Off);
+        if edge && self.rng.chance(50) {
+            return self.sdk_edge_exec(i, range);
+        }
         let op = self.rng.weighted(&SDK_OPS);
         let burst = self.roll(Fault::Burst);
         match op {
@@ -193,6 +224,80 @@ impl World {
             }
             SdkOp::Idle => {}
         }
+    }
+
+    /// In a world that allows it, clients take the guest's control window
+    /// to its edge: execs of a script (at most 4 MiB each, one at a
+    /// time, each once the guest has read the one before; the guest keeps
+    /// their charge a while) sized to leave it a few KiB, then one exec
+    /// that passes the edge by 1 to 4 bytes. A relay must hold that one back
+    /// until the guest grants more (whole frames, the 4-byte length prefix
+    /// included). Each is sent at once. The room is the guest's count; a
+    /// frame of another client (or the relay) taking some of it first only
+    /// makes the last exec pass it by more.
+    fn sdk_edge_exec(&mut self, i: usize, range: IdRange) {
+        // What it wrote before goes first, at once.
+        let Some(i) = self.flush_client(i) else {
+            return;
+        };
+        if self.guest.inflight_len >= self.cfg.guest_window {
+            return;
+        }
+        let Some(g) = self.agentd.as_ref() else {
+            return;
+        };
+        let (edge, all_read) = (g.edge, g.edge_held.bytes == g.edge_sent);
+        let Some(room) = self.control_room().filter(|r| all_read && r.frames > 0) else {
+            return;
+        };
+        let (len, next) = match edge {
+            Edge::Fill if room.bytes > (4 << 20) + (8 << 10) => ((4 << 20) - 1024, Edge::Fill),
+            Edge::Fill if room.bytes > 8 << 10 => {
+                (room.bytes - self.rng.range(1 << 10, 8 << 10), Edge::Shoot)
+            }
+            Edge::Shoot if (128..8 << 10).contains(&room.bytes) => {
+                (room.bytes + self.rng.range(1, 4), Edge::Off)
+            }
+            _ => return,
+        };
+        let Some(id) = self.take_id(i, range, Sess::Exec) else {
+            return;
+        };
+        let g = self.agentd.as_mut().expect("checked");
+        g.edge = next;
+        if next != Edge::Off {
+            g.edge_sent += len;
+        }
+        let f = exec_of_len(id, len as usize);
+        self.actors[i].out.extend_from_slice(&f);
+        self.flush_client(i);
+    }
+
+    /// Client `i` sends all it has written, at once and in reads as large
+    /// as the driver's: its index then, if it did (it was neither paused
+    /// nor closed on the way).
+    fn flush_client(&mut self, i: usize) -> Option<usize> {
+        let id = self.actors[i].id;
+        while let Some(j) = self.actors.iter().position(|a| a.id == id) {
+            let a = &self.actors[j];
+            if a.out.len() == a.pos {
+                return Some(j);
+            }
+            if a.paused {
+                return None;
+            }
+            let n = (a.out.len() - a.pos).min(READ_MAX);
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&a.out[a.pos..a.pos + n]);
+            let a = &mut self.actors[j];
+            a.pos += n;
+            if a.pos == a.out.len() {
+                a.out.clear();
+                a.pos = 0;
+            }
+            self.feed_scratch(|b| Event::ClientBytes(id, b));
+        }
+        None
     }
 
     fn sdk_stdin(&mut self, i: usize, id: u32, burst: bool) {

@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 
-use agent_relay::core::{IdRange, Millis};
+use agent_relay::core::{ClientId, IdRange, Millis};
 use agent_relay::wire::lease::{LeaseEvent, LeaseRecord};
 use agent_relay::wire::payload::{
     Consumed, ExecFailed, ExecFailureKind, ExecLimits, RelayClientDisconnected,
@@ -92,6 +92,8 @@ pub(super) struct Agentd {
     edge_until: Millis,
     /// Edge worlds: bytes of the execs sent to fill the window.
     pub(super) edge_sent: u64,
+    /// Edge worlds: the client taking the steps, once one started.
+    pub(super) edge_by: Option<ClientId>,
 }
 
 impl World {
@@ -106,7 +108,7 @@ impl World {
         let lease = self.rng.chance(750);
         // Worlds where execs take the control window to its edge: with
         // credit, and exec requests nobody refuses.
-        let edge = self.rng.chance(300)
+        let edge = self.rng.chance(550)
             && barrier
             && limits.is_none()
             && self.cfg.current.max_correlations >= 16;
@@ -126,6 +128,7 @@ impl World {
             edge_held: Window::default(),
             edge_until: 0,
             edge_sent: 0,
+            edge_by: None,
         });
     }
 

@@ -62,6 +62,15 @@ const SDK_OPS: [(SdkOp, u64); 15] = [
     (SdkOp::Idle, 8),
 ];
 
+/// The bytes of an edge world's filling execs but the last.
+const FILLER: u64 = 1 << 20;
+
+/// The least exec agentd keeps the charge of in an edge world (`agentd.rs`).
+const HELD: u64 = 64 << 10;
+
+/// An exec of [`FILLER`] bytes on id 0, built once.
+static FILLER_EXEC: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+
 /// `core.exec.request` of `sh -c 'eval "$SCRIPT"'` on `id`, `len` bytes
 /// long in all (at least 128), the script (in the environment, which the
 /// exec log does not quote) sized to fit.
@@ -173,8 +182,9 @@ impl World {
     /// A current client's own move: one [`SdkOp`].
     pub(super) fn sdk_act(&mut self, i: usize, range: IdRange) {
         // A draw of the worlds that take the control window to its edge.
-        let edge = self.agentd.as_ref().is_some_and(|g| g.edge != Edge::Off);
-        if edge && self.rng.chance(50) {
+        let edge = self.agentd.as_ref().filter(|g| g.edge != Edge::Off);
+        let mine = edge.is_some_and(|g| g.edge_by == Some(self.actors[i].id));
+        if edge.is_some() && (mine || self.rng.chance(50)) {
             return self.sdk_edge_exec(i, range);
         }
         let op = self.rng.weighted(&SDK_OPS);
@@ -227,14 +237,14 @@ impl World {
     }
 
     /// In a world that allows it, clients take the guest's control window
-    /// to its edge: execs of a script (at most 4 MiB each, one at a
-    /// time, each once the guest has read the one before; the guest keeps
-    /// their charge a while) sized to leave it a few KiB, then one exec
-    /// that passes the edge by 1 to 4 bytes. A relay must hold that one back
-    /// until the guest grants more (whole frames, the 4-byte length prefix
-    /// included). Each is sent at once. The room is the guest's count; a
-    /// frame of another client (or the relay) taking some of it first only
-    /// makes the last exec pass it by more.
+    /// to its edge: execs of a script (1 MiB each, the last 64 KiB or more;
+    /// the guest keeps their charge a while) sized to leave it a few KiB,
+    /// then, once the guest has read them, one exec that passes the edge by
+    /// 1 to 4 bytes. A relay must hold that one back until the guest grants
+    /// more (whole frames, the 4-byte length prefix included). Each step is
+    /// sent at once. The room is the guest's count; a frame of another
+    /// client (or the relay) taking some of it first only makes the last
+    /// exec pass it by more.
     fn sdk_edge_exec(&mut self, i: usize, range: IdRange) {
         // What it wrote before goes first, at once.
         let Some(i) = self.flush_client(i) else {
@@ -246,29 +256,50 @@ impl World {
         let Some(g) = self.agentd.as_ref() else {
             return;
         };
+        if g.edge_by.is_some_and(|c| c != self.actors[i].id) {
+            return; // another client's steps
+        }
         let (edge, all_read) = (g.edge, g.edge_held.bytes == g.edge_sent);
         let Some(room) = self.control_room().filter(|r| all_read && r.frames > 0) else {
             return;
         };
-        let (len, next) = match edge {
-            Edge::Fill if room.bytes > (4 << 20) + (8 << 10) => ((4 << 20) - 1024, Edge::Fill),
-            Edge::Fill if room.bytes > 8 << 10 => {
-                (room.bytes - self.rng.range(1 << 10, 8 << 10), Edge::Shoot)
+        let left = self.rng.range(1 << 10, 8 << 10);
+        let (fixed, last, next) = match edge {
+            Edge::Fill if room.bytes > left + HELD + 128 => {
+                // Execs of 1 MiB, then one of 64 KiB or more for the rest.
+                let fill = room.bytes - left;
+                let fixed = (fill - HELD) / FILLER;
+                (fixed, fill - fixed * FILLER, Edge::Shoot)
             }
             Edge::Shoot if (128..8 << 10).contains(&room.bytes) => {
-                (room.bytes + self.rng.range(1, 4), Edge::Off)
+                (0, room.bytes + self.rng.range(1, 4), Edge::Off)
             }
             _ => return,
         };
+        if fixed + 1 > room.frames {
+            return;
+        }
+        let g = self.agentd.as_mut().expect("checked");
+        g.edge = next;
+        g.edge_by = Some(self.actors[i].id);
+        if next != Edge::Off {
+            g.edge_sent += fixed * FILLER + last;
+        }
+        for _ in 0..fixed {
+            let Some(id) = self.take_id(i, range, Sess::Exec) else {
+                return;
+            };
+            // One 1 MiB exec, built once, stamped with its id.
+            let one = FILLER_EXEC.get_or_init(|| exec_of_len(0, FILLER as usize));
+            let out = &mut self.actors[i].out;
+            let at = out.len();
+            out.extend_from_slice(one);
+            out[at + 4..at + 8].copy_from_slice(&id.to_be_bytes());
+        }
         let Some(id) = self.take_id(i, range, Sess::Exec) else {
             return;
         };
-        let g = self.agentd.as_mut().expect("checked");
-        g.edge = next;
-        if next != Edge::Off {
-            g.edge_sent += len;
-        }
-        let f = exec_of_len(id, len as usize);
+        let f = exec_of_len(id, last as usize);
         self.actors[i].out.extend_from_slice(&f);
         self.flush_client(i);
     }

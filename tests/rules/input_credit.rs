@@ -78,6 +78,28 @@ fn core_current_credit_wait_counted_per_class() {
     assert_eq!(c.credit_blocked_control_ms, 150);
 }
 
+/// An init ack still waiting for room in the guest window when ready
+/// arrives is not charged either when it leaves (0.7.13 agentd sends one
+/// init frame and waits for its ack, so only a guest with more init frames
+/// than that, or a full window, gets here; the campaign cannot reach it).
+#[test]
+fn core_current_init_ack_left_after_ready_uncharged() {
+    let mut h = Harness::new(Config {
+        guest_window: 1,
+        ..Config::current()
+    });
+    let mut boot = init_resolved(V10).to_vec();
+    boot.extend_from_slice(&init_resolved(V10));
+    boot.extend_from_slice(&ready_current(V10, 1, Some(2), None));
+    let ack = frame(V10, MsgType::InitAck, 0, &InitAck { failure: false });
+    assert_eq!(to_guest(&h.guest(&boot)), vec![ack.clone()], "one ack fits");
+    let acts = h.ev(Event::GuestWritten(ack.len()));
+    assert_eq!(to_guest(&acts), vec![ack], "the second, after ready");
+    let c = h.relay.counters();
+    assert_eq!(c.init_acks, 2);
+    assert_eq!((c.used_control_bytes, c.used_control_frames), (0, 0));
+}
+
 /// The init ack before ready is not charged; the clock sync at ready is.
 #[test]
 fn core_current_init_ack_uncharged_clock_charged() {

@@ -6,6 +6,10 @@
 //! absolute cumulative `core.workload.transport.credit` on `u32::MAX` (late,
 //! when the swarm says so, and now and then one that would lower a field);
 //! an exec that never reads its stdin holds that data credit until it ends.
+//! In edge worlds (three in ten of those with credit, no exec limits and
+//! room for correlations) it keeps the control charge of exec requests of
+//! 64 KiB or more for 30 s (a guest slow to deal with a request), so that
+//! clients can take the control window to its byte edge (`sdk.rs`).
 //! It answers pings and touches on the requester's id, opens fs and tcp
 //! sessions that reply with data and raw bulk records, refuses an exec past
 //! `max_executions` (a generation-10 sender's) with `core.exec.failed`, and
@@ -31,7 +35,7 @@
 
 use std::collections::BTreeMap;
 
-use agent_relay::core::{IdRange, Millis};
+use agent_relay::core::{ClientId, IdRange, Millis};
 use agent_relay::wire::lease::{LeaseEvent, LeaseRecord};
 use agent_relay::wire::payload::{
     Consumed, ExecFailed, ExecFailureKind, ExecLimits, RelayClientDisconnected,
@@ -48,6 +52,17 @@ use agent_relay::testkit::frames;
 
 /// The generation agentd 0.7.13 writes.
 const V: u8 = 10;
+
+/// A world's steps toward the control window's edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Edge {
+    /// Not this world, or done.
+    Off,
+    /// Execs are to take the window to a few KiB of its edge.
+    Fill,
+    /// One exec is to pass the edge by 1 to 4 bytes.
+    Shoot,
+}
 
 /// A current guest's own state.
 #[derive(Debug)]
@@ -67,6 +82,18 @@ pub(super) struct Agentd {
     lease: bool,
     /// The incarnation of each leased slot.
     incarnations: BTreeMap<u32, [u8; 16]>,
+    /// Where this world is in taking the control window to its edge
+    /// (`World::sdk_edge_exec`).
+    pub(super) edge: Edge,
+    /// Edge worlds: the control charge of exec requests of 64 KiB or more,
+    /// kept (not granted back) until `edge_until`, as a guest slow to
+    /// deal with a request holds its input.
+    pub(super) edge_held: Window,
+    edge_until: Millis,
+    /// Edge worlds: bytes of the execs sent to fill the window.
+    pub(super) edge_sent: u64,
+    /// Edge worlds: the client taking the steps, once one started.
+    pub(super) edge_by: Option<ClientId>,
 }
 
 impl World {
@@ -79,6 +106,13 @@ impl World {
         });
         let every = self.rng.pick(&[8, 64, 200, 255]);
         let lease = self.rng.chance(750);
+        // Worlds where execs take the control window to its edge: with
+        // credit, and exec requests nobody refuses.
+        let edge = self.rng.chance(550)
+            && barrier
+            && limits.is_none()
+            && self.cfg.current.max_correlations >= 16;
+        let edge = if edge { Edge::Fill } else { Edge::Off };
         self.guest.v = V;
         self.agentd = Some(Agentd {
             barrier,
@@ -90,7 +124,33 @@ impl World {
             activity: 0,
             lease,
             incarnations: BTreeMap::new(),
+            edge,
+            edge_held: Window::default(),
+            edge_until: 0,
+            edge_sent: 0,
+            edge_by: None,
         });
+    }
+
+    /// The control credit the relay has left, as the guest knows it: its
+    /// last grant less the control frames it consumed and those handed to
+    /// it and not read yet (each whole, its prefix included), with input
+    /// credit. A grant the relay has not read yet leaves it less: never
+    /// more.
+    pub(super) fn control_room(&self) -> Option<Window> {
+        let a = self.agentd.as_ref()?;
+        if !a.barrier || !self.guest.ready_sent {
+            return None;
+        }
+        let mut used = self.guest.consumed[0];
+        for f in self.guest.inflight.iter().filter(|f| charged_control(f)) {
+            used.bytes += f.len() as u64;
+            used.frames += 1;
+        }
+        Some(Window {
+            bytes: a.granted[0].bytes.checked_sub(used.bytes)?,
+            frames: a.granted[0].frames.checked_sub(used.frames)?,
+        })
     }
 
     /// Boot: noise for ids nobody owns (if the swarm says so), the init
@@ -158,7 +218,15 @@ impl World {
                 s.held.1 += 1;
             }
             (false, true) => self.consume(1, len),
-            (false, false) => self.consume(0, len),
+            (false, false) => {
+                self.consume(0, len);
+                let a = self.agentd.as_mut().expect("current guest");
+                if a.edge != Edge::Off && t == Some(MsgType::ExecRequest) && len >= 64 << 10 {
+                    a.edge_held.bytes += len;
+                    a.edge_held.frames += 1;
+                    a.edge_until = self.now + 30_000;
+                }
+            }
         }
         if let Some(t) = t {
             self.agentd_message(t, parts.v, id, &payload, stuck);
@@ -355,7 +423,13 @@ impl World {
         if !a.barrier || !self.guest.ready_sent || (!self.heal && self.now < a.hold_until) {
             return;
         }
-        let consumed = self.guest.consumed;
+        if self.heal || self.now >= a.edge_until {
+            self.agentd.as_mut().expect("checked").edge_held = Window::default();
+        }
+        let a = self.agentd.as_ref().expect("checked");
+        let mut consumed = self.guest.consumed;
+        consumed[0].bytes -= a.edge_held.bytes;
+        consumed[0].frames -= a.edge_held.frames;
         let want = [0, 1].map(|i| Window {
             bytes: START[i].bytes + consumed[i].bytes,
             frames: START[i].frames + consumed[i].frames,
@@ -439,6 +513,32 @@ impl World {
             _ => frames::push_bulk(out, 0, 1, 2, 0, b"nobody"),
         }
     }
+}
+
+/// Whether the relay charged `frame`, handed to the guest, to control
+/// credit: a lease record, or a frame neither a bulk record, nor of a data
+/// type, nor an init ack (sent before ready, uncharged).
+fn charged_control(frame: &[u8]) -> bool {
+    if frame.get(9..13) == Some(b"MSBL") {
+        return true;
+    }
+    if frame.get(PREFIX_LEN - 1) == Some(&0x08) {
+        return false;
+    }
+    let t = frame
+        .get(PREFIX_LEN..)
+        .and_then(|body| peek_parts(body).ok())
+        .and_then(|p| p.t);
+    !matches!(
+        t,
+        Some(
+            MsgType::InitAck
+                | MsgType::ExecStdin
+                | MsgType::FsData
+                | MsgType::TcpData
+                | MsgType::TcpEof
+        )
+    )
 }
 
 /// The slot whose canonical range is `[start, end)`, as agentd checks any

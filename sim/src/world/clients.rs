@@ -107,6 +107,12 @@ pub(super) enum Reading {
     /// soft budget: it keeps its own pace but holds much of it, so several
     /// of them pass the sum's mark without any being over.
     Batcher,
+    /// Current worlds: makes the least progress there is, late. Every
+    /// `period` ms (half to nine tenths of the grace period; `next` is its
+    /// next read) it reads down to exactly half its soft budget, or now and
+    /// then to one byte more (not progress), so it goes over, comes back
+    /// to the mark and goes over again across grace periods.
+    Halfway { period: Millis, next: Millis },
 }
 
 /// What a client has open on an id.
@@ -173,6 +179,15 @@ impl World {
     /// A new client's way of reading: with the slow-reader fault one of the
     /// slow ways, else steady or when picked, half and half.
     fn reading(&mut self) -> Reading {
+        // A draw of current worlds only: legacy worlds keep theirs.
+        if self.generation == super::Generation::Current && self.rng.chance(150) {
+            let grace = self.cfg.grace;
+            let period = self.rng.range((grace / 2).max(1), (grace / 10 * 9).max(2));
+            return Reading::Halfway {
+                period,
+                next: self.now + period,
+            };
+        }
         if self.fault(Fault::SlowReader) {
             return self
                 .rng
@@ -206,6 +221,17 @@ impl World {
                     self.client_read_all(i);
                 }
                 Reading::Batcher if self.actors[i].sock_len > batch => self.client_read_all(i),
+                Reading::Halfway { period, next } if next <= now => {
+                    self.actors[i].reading = Reading::Halfway {
+                        period,
+                        next: now + period,
+                    };
+                    let mark = self.cfg.client_soft_budget / 2 + usize::from(self.rng.chance(250));
+                    let held = self.actors[i].sock_len;
+                    if held > mark && self.actors[i].range.is_some() {
+                        self.client_read_n(i, held - mark);
+                    }
+                }
                 _ => {}
             }
         }
@@ -255,7 +281,7 @@ impl World {
         };
         let n = match reading {
             _ if self.heal => total,
-            Reading::Staller | Reading::Batcher => return,
+            Reading::Staller | Reading::Batcher | Reading::Halfway { .. } => return,
             Reading::Stalls if self.rng.chance(300) => {
                 self.count(Fault::SlowReader);
                 let stall = self.rng.range(10, 3 * self.cfg.grace);

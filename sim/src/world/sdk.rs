@@ -10,13 +10,14 @@
 //! empty-bodied shutdown, an envelope without `p` or with two `v`, a sender
 //! of generation 1).
 
-use agent_relay::core::IdRange;
-use agent_relay::wire::payload::{Consumed, ExecResize, RelayClientDisconnected};
+use agent_relay::core::{Event, IdRange};
+use agent_relay::wire::payload::{Consumed, ExecRequest, ExecResize, RelayClientDisconnected};
 use agent_relay::wire::{FLAG_SESSION_START, FLAG_SHUTDOWN, FLAG_TERMINAL, MsgType};
 
-use super::World;
+use super::agentd::Edge;
 use super::clients::Sess;
 use super::faults::Fault;
+use super::{READ_MAX, World};
 use agent_relay::testkit::frames;
 
 /// The generation the 0.7.13 client writes.
@@ -61,6 +62,40 @@ const SDK_OPS: [(SdkOp, u64); 15] = [
     (SdkOp::Idle, 8),
 ];
 
+/// The bytes of an edge world's filling execs but the last.
+const FILLER: u64 = 1 << 20;
+
+/// The least exec agentd keeps the charge of in an edge world (`agentd.rs`).
+const HELD: u64 = 64 << 10;
+
+/// An exec of [`FILLER`] bytes on id 0, built once.
+static FILLER_EXEC: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+
+/// `core.exec.request` of `sh -c 'eval "$SCRIPT"'` on `id`, `len` bytes
+/// long in all (at least 128), the script (in the environment, which the
+/// exec log does not quote) sized to fit.
+fn exec_of_len(id: u32, len: usize) -> bytes::Bytes {
+    let build = |n: usize| {
+        let req = ExecRequest {
+            env: vec![format!("SCRIPT={}", ":".repeat(n))],
+            ..ExecRequest::new("sh").args(["-c", "eval \"$SCRIPT\""])
+        };
+        frames::frame(V, MsgType::ExecRequest, id, &req)
+    };
+    let mut n = len.saturating_sub(build(0).len());
+    // The script's length header grows by 1, 2 or 4 bytes with it: the
+    // length falls short by at most that much, then is met.
+    for _ in 0..4 {
+        let f = build(n);
+        match f.len().cmp(&len) {
+            std::cmp::Ordering::Equal => return f,
+            std::cmp::Ordering::Less => n += len - f.len(),
+            std::cmp::Ordering::Greater => n -= f.len() - len,
+        }
+    }
+    build(n)
+}
+
 /// The current generation's bad frames, equally often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BadCurrent {
@@ -99,9 +134,12 @@ enum BadCurrent {
     Trailing,
     /// A ping with TERMINAL.
     WrongFlags,
+    /// A frame on id 0 that is not `core.shutdown` with SHUTDOWN: a ping,
+    /// an exec request, stdin, a bulk record, a shutdown with other flags.
+    IdZero,
 }
 
-const BAD_CURRENT: [BadCurrent; 16] = [
+const BAD_CURRENT: [BadCurrent; 17] = [
     BadCurrent::Legacy,
     BadCurrent::ForgedNotice,
     BadCurrent::RelayType,
@@ -118,6 +156,7 @@ const BAD_CURRENT: [BadCurrent; 16] = [
     BadCurrent::ControlName,
     BadCurrent::Trailing,
     BadCurrent::WrongFlags,
+    BadCurrent::IdZero,
 ];
 
 impl World {
@@ -143,6 +182,12 @@ impl World {
 
     /// A current client's own move: one [`SdkOp`].
     pub(super) fn sdk_act(&mut self, i: usize, range: IdRange) {
+        // A draw of the worlds that take the control window to its edge.
+        let edge = self.agentd.as_ref().filter(|g| g.edge != Edge::Off);
+        let mine = edge.is_some_and(|g| g.edge_by == Some(self.actors[i].id));
+        if edge.is_some() && (mine || self.rng.chance(50)) {
+            return self.sdk_edge_exec(i, range);
+        }
         let op = self.rng.weighted(&SDK_OPS);
         let burst = self.roll(Fault::Burst);
         match op {
@@ -190,6 +235,101 @@ impl World {
             }
             SdkOp::Idle => {}
         }
+    }
+
+    /// In a world that allows it, clients take the guest's control window
+    /// to its edge: execs of a script (1 MiB each, the last 64 KiB or more;
+    /// the guest keeps their charge a while) sized to leave it a few KiB,
+    /// then, once the guest has read them, one exec that passes the edge by
+    /// 1 to 4 bytes. A relay must hold that one back until the guest grants
+    /// more (whole frames, the 4-byte length prefix included). Each step is
+    /// sent at once. The room is the guest's count; a frame of another
+    /// client (or the relay) taking some of it first only makes the last
+    /// exec pass it by more.
+    fn sdk_edge_exec(&mut self, i: usize, range: IdRange) {
+        // What it wrote before goes first, at once.
+        let Some(i) = self.flush_client(i) else {
+            return;
+        };
+        if self.guest.inflight_len >= self.cfg.guest_window {
+            return;
+        }
+        let Some(g) = self.agentd.as_ref() else {
+            return;
+        };
+        if g.edge_by.is_some_and(|c| c != self.actors[i].id) {
+            return; // another client's steps
+        }
+        let (edge, all_read) = (g.edge, g.edge_held.bytes == g.edge_sent);
+        let Some(room) = self.control_room().filter(|r| all_read && r.frames > 0) else {
+            return;
+        };
+        let left = self.rng.range(1 << 10, 8 << 10);
+        let (fixed, last, next) = match edge {
+            Edge::Fill if room.bytes > left + HELD + 128 => {
+                // Execs of 1 MiB, then one of 64 KiB or more for the rest.
+                let fill = room.bytes - left;
+                let fixed = (fill - HELD) / FILLER;
+                (fixed, fill - fixed * FILLER, Edge::Shoot)
+            }
+            Edge::Shoot if (128..8 << 10).contains(&room.bytes) => {
+                (0, room.bytes + self.rng.range(1, 4), Edge::Off)
+            }
+            _ => return,
+        };
+        if fixed + 1 > room.frames {
+            return;
+        }
+        let g = self.agentd.as_mut().expect("checked");
+        g.edge = next;
+        g.edge_by = Some(self.actors[i].id);
+        if next != Edge::Off {
+            g.edge_sent += fixed * FILLER + last;
+        }
+        for _ in 0..fixed {
+            let Some(id) = self.take_id(i, range, Sess::Exec) else {
+                return;
+            };
+            // One 1 MiB exec, built once, stamped with its id.
+            let one = FILLER_EXEC.get_or_init(|| exec_of_len(0, FILLER as usize));
+            let out = &mut self.actors[i].out;
+            let at = out.len();
+            out.extend_from_slice(one);
+            out[at + 4..at + 8].copy_from_slice(&id.to_be_bytes());
+        }
+        let Some(id) = self.take_id(i, range, Sess::Exec) else {
+            return;
+        };
+        let f = exec_of_len(id, last as usize);
+        self.actors[i].out.extend_from_slice(&f);
+        self.flush_client(i);
+    }
+
+    /// Client `i` sends all it has written, at once and in reads as large
+    /// as the driver's: its index then, if it did (it was neither paused
+    /// nor closed on the way).
+    fn flush_client(&mut self, i: usize) -> Option<usize> {
+        let id = self.actors[i].id;
+        while let Some(j) = self.actors.iter().position(|a| a.id == id) {
+            let a = &self.actors[j];
+            if a.out.len() == a.pos {
+                return Some(j);
+            }
+            if a.paused {
+                return None;
+            }
+            let n = (a.out.len() - a.pos).min(READ_MAX);
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&a.out[a.pos..a.pos + n]);
+            let a = &mut self.actors[j];
+            a.pos += n;
+            if a.pos == a.out.len() {
+                a.out.clear();
+                a.pos = 0;
+            }
+            self.feed_scratch(|b| Event::ClientBytes(id, b));
+        }
+        None
     }
 
     fn sdk_stdin(&mut self, i: usize, id: u32, burst: bool) {
@@ -414,7 +554,24 @@ impl World {
             BadCurrent::WrongFlags => {
                 frames::push_raw(&mut out, V, MsgType::Ping, id, FLAG_TERMINAL, &[0xa0]);
             }
+            BadCurrent::IdZero => self.id_zero(&mut out),
         }
         out
+    }
+
+    /// Only `core.shutdown` with SHUTDOWN may use id 0: anything else there
+    /// is out of the sender's range.
+    fn id_zero(&mut self, out: &mut Vec<u8>) {
+        match self.rng.below(6) {
+            0 => frames::push_raw(out, V, MsgType::Ping, 0, 0, &[0xa0]),
+            1 => out.extend_from_slice(&frames::exec_request(V, 0, false, 1)),
+            2 => frames::push_data(out, V, MsgType::ExecStdin, 0, 0, b"zero"),
+            3 => frames::push_bulk(out, 0, 1, 1, 0, b"zero"),
+            4 => frames::push_raw(out, V, MsgType::Shutdown, 0, 0, &[0xf6]),
+            _ => {
+                let t = self.rng.pick(&[MsgType::Touch, MsgType::FsRequest]);
+                frames::push_raw(out, V, t, 0, FLAG_SESSION_START, &[0xa0]);
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! absolute cumulative `core.workload.transport.credit` on `u32::MAX` (late,
 //! when the swarm says so, and now and then one that would lower a field);
 //! an exec that never reads its stdin holds that data credit until it ends.
-//! In edge worlds (three in ten of those with credit, no exec limits and
+//! In edge worlds (55 % of those with credit, no exec limits and
 //! room for correlations) it keeps the control charge of exec requests of
 //! 64 KiB or more for 30 s (a guest slow to deal with a request), so that
 //! clients can take the control window to its byte edge (`sdk.rs`).

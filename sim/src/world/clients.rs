@@ -188,6 +188,9 @@ impl World {
                 next: self.now + period,
             };
         }
+        if self.hoarders && self.rng.chance(900) {
+            return Reading::Batcher;
+        }
         if self.fault(Fault::SlowReader) {
             return self
                 .rng

@@ -132,6 +132,8 @@ pub struct World {
     /// holds its bytes.
     guest_paused: bool,
     steady_slow_closes: u64,
+    /// Most of its new clients are batchers (`hoarders`).
+    hoarders: bool,
     injected: FaultCounts,
     scratch: Vec<u8>,
     prefix: usize,
@@ -281,10 +283,11 @@ fn budgets(rng: &mut Rng, (soft, caps, hard): (usize, Caps, usize)) -> Config {
 pub fn world_config(seed: u64) -> (Generation, Config) {
     let generation = generation_of(seed);
     let mut rng = Rng::new(seed);
-    let cfg = match generation {
+    let mut cfg = match generation {
         Generation::Legacy => config_for(&mut rng),
         Generation::Current => config_for_current(&mut rng, seed),
     };
+    hoard(seed, &mut cfg);
     (generation, cfg)
 }
 
@@ -303,6 +306,26 @@ pub fn incarnation_seed(seed: u64) -> u64 {
 /// constant), so no world makes one draw more for it.
 fn guest_leaves(seed: u64, cfg: &Config) -> bool {
     cfg.exec_log && Rng::new(seed ^ 0x6775_6573_745f_676f).chance(100) // "guest_go"
+}
+
+/// Whether most of the world's clients are batchers (two worlds in five):
+/// several of them then hold the sum past its mark with none over its own
+/// budget, and after the sum's grace closes the one holding the most, the
+/// rest still hold more than a quarter of the global cap, so the sum needs
+/// the grace period it gets again (rule `backpressure_bounded_wait`). Drawn
+/// from a stream of its own, so the other worlds make no draw more.
+fn hoarders(seed: u64) -> bool {
+    Rng::new(seed ^ 0x686f_6172_6465_7273).chance(400) // "hoarders"
+}
+
+/// A hoarders' world takes the least global cap its caps allow (the draw's
+/// factor 1), so that a few batchers pass the sum's mark.
+fn hoard(seed: u64, cfg: &mut Config) {
+    if hoarders(seed) {
+        cfg.global_cap = cfg
+            .global_cap
+            .min(cfg.client_hard_cap.max(cfg.global_cap / 4));
+    }
 }
 
 /// Runs one seed; a panic anywhere (core or world) is reported as a
@@ -377,10 +400,11 @@ impl World {
     fn new(seed: u64, opts: RunOpts) -> World {
         let generation = generation_of(seed);
         let mut rng = Rng::new(seed);
-        let cfg = match generation {
+        let mut cfg = match generation {
             Generation::Legacy => config_for(&mut rng),
             Generation::Current => config_for_current(&mut rng, seed),
         };
+        hoard(seed, &mut cfg);
         let current = generation == Generation::Current;
         let swarm = Swarm::draw(&mut rng, opts.disabled, current);
         let guest = Guest {
@@ -414,6 +438,7 @@ impl World {
             heal: false,
             guest_paused: false,
             steady_slow_closes: 0,
+            hoarders: hoarders(seed),
             injected: FaultCounts::default(),
             scratch: Vec::new(),
             prefix,

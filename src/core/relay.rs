@@ -277,6 +277,12 @@ impl Relay {
     // ---- the guest's input ---------------------------------------------------
 
     fn on_guest_bytes(&mut self, bytes: &[u8]) {
+        // The channel ended at `GuestClosed`: nothing read after it is the
+        // guest's (a driver that feeds more broke its contract), and the
+        // sessions it ended there must not end again.
+        if self.guest.is_gone() {
+            return;
+        }
         self.counters.guest_bytes_in += bytes.len() as u64;
         let mut rest = bytes;
         if let Some((total, (t, v, payload))) = self.guest.held(&mut rest, &self.dialect) {

@@ -157,6 +157,29 @@ fn core_tap_sessions_open_when_the_guest_goes_get_an_end_record() {
     });
 }
 
+/// Found by the `core_events` fuzz target (issue 20's `inv_exec_log`):
+/// guest bytes fed after `GuestClosed` ended a session a second time ("exec
+/// ended by core.pong" after "the guest went away"). Once the guest is gone
+/// nothing read is its: no frame, no record, no count.
+#[test]
+fn core_guest_bytes_after_the_guest_closed_end_nothing_again() {
+    each_gen(|g| {
+        let v = g.v();
+        let mut h = g.harness(small());
+        h.connect(1);
+        let a = g.id(0, 1);
+        h.client(1, &exec_request(v, a, false, 0));
+        let gone = h.ev(Event::GuestClosed);
+        assert_eq!(starts_and_ends(&gone).1.len(), 1, "{gone:?}");
+        let before = h.relay.counters().guest_bytes_in;
+        let mut late = stdout(v, a, b"late").to_vec();
+        late.extend_from_slice(&exited(v, a, 0));
+        let acts = h.guest(&late);
+        assert!(acts.is_empty(), "{acts:?}");
+        assert_eq!(h.relay.counters().guest_bytes_in, before);
+    });
+}
+
 /// Issue 18: when the relay stopped, the sessions still open got no end
 /// record. `Relay::stopping` (the shell calls it before closing exec.log)
 /// gives each one, once.

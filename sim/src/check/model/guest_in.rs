@@ -61,6 +61,11 @@ impl Model {
     /// from the read (each copied once); the rest goes through the decoder,
     /// which resynchronises after corruption.
     pub fn guest_bytes(&mut self, bytes: &[u8], out: &mut impl Facts) {
+        // The channel ended at `GuestClosed`: nothing fed after it is the
+        // guest's, and the relay reads none of it.
+        if self.guest_gone {
+            return;
+        }
         let mut rest = bytes;
         while !self.resyncing {
             if self.guest.buffered() > 0 {

@@ -204,7 +204,8 @@ pub enum Event<'a> {
     GuestBytes(&'a [u8]),
     /// The guest port accepted this many bytes of earlier `ToGuest` frames.
     GuestWritten(usize),
-    /// The guest channel reached end of stream or failed.
+    /// The guest channel reached end of stream or failed. Guest bytes fed
+    /// after it are ignored: nothing read then is the guest's.
     GuestClosed,
     /// A client connected.
     ClientConnected(ClientId),
